@@ -1,0 +1,28 @@
+"""neuro_meta: meta-plasticity in rate networks with complex synapses.
+
+Rate neurons and complex synapses (fast weight φ, consolidated weight ω, consolidation
+strength λ) evolve as continuous-time ODEs; networks learn tasks with local plasticity,
+and the contrastive meta-learning rule (CML) meta-learns ω and λ.
+"""
+from . import initializers as init
+from .activations import Activation, ACTIVATIONS
+from .errors import NeuroMetaError, SimulationError, UnsupportedError, ValidationError
+from .learning import Learner, NotSettledWarning
+from .network import RateNetwork
+from .results import LearningResult
+from .synapses import ComplexSynapse, StaticSynapse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "ACTIVATIONS", "ComplexSynapse", "Learner", "LearningResult",
+    "NeuroMetaError", "NotSettledWarning", "RateNetwork", "SimulationError",
+    "StaticSynapse", "UnsupportedError", "ValidationError", "init",
+]
+
+from . import optim
+from .cml import CML, CMLResult
+from .exact import exact_meta_gradient
+from .tasks import Task
+
+__all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]

@@ -1,0 +1,356 @@
+"""The numpy engine: integrates neurons and fast weights of a batch of tasks.
+
+State of one phase, for B tasks:
+
+* ``v[l]``: membrane potentials of layer ``l+1``, shape (B, S, n), one copy per sample
+  presented at once (S = number of shots for batch presentation, 1 for online);
+* ``phi[l]``: augmented fast weights of connection ``l``, shape (B, n_post, n_pre[+1]).
+
+Equations (see :class:`~neuro_meta.learning.Learner`)::
+
+    tau_v   dv/dt   = -v + W r_pre + b                                   (neurons)
+    tau_phi dphi/dt = sum_s c_s delta_s [r_pre,s; 1]^T - lam (phi - omega)  (synapses)
+
+where ``delta_s`` is the learning signal of sample s: at the output layer
+``(y_s - r_s) f'(v_s)``; in hidden layers (``backprop``) ``(W^T delta_above) f'(v)``.
+``c_s`` weighs the samples so that ``sum_s c_s delta_s r_s^T = -dF/dphi`` with
+``F = L_trn + beta L_out`` (``c = 1/K`` for the K training shots, ``beta/V`` for the V
+validation points). With online presentation, one sample is shown at a time with gain
+``c_s * S_cycle``, so that a full cycle averages to the batch signal.
+
+Step order (Euler and exponential Euler), the same as Brian2's default schedule: all
+neurons are advanced first using the rates at the start of the step, then the synapses
+are advanced using the neuron states at the *end* of the step. RK4 and SciPy integrate
+the joint system with the usual simultaneous right-hand side.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SimulationError
+from ..network import drive, split_aug
+
+DIVERGENCE_BOUND = 1e10
+
+
+@dataclass
+class PhaseInput:
+    """Data of one phase for B tasks.
+
+    X: (B, S, n_in) inputs; Y: (B, S, n_out) targets; c: (B, S) sample weights.
+    presentation: "batch" or "online"; steps_per_sample: online presentation length.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    c: np.ndarray
+    presentation: str
+    steps_per_sample: int = 1
+
+    @property
+    def n_samples(self):
+        return self.X.shape[1]
+
+    def at_step(self, n):
+        """Inputs, targets and gains seen at step ``n`` (all samples in batch mode)."""
+        if self.presentation == "batch":
+            return self.X, self.Y, self.c
+        s = (n // self.steps_per_sample) % self.n_samples
+        S = self.n_samples
+        return self.X[:, s:s + 1], self.Y[:, s:s + 1], self.c[:, s:s + 1] * S
+
+
+class Dynamics:
+    """Right-hand sides of the learning process for one network and rule."""
+
+    def __init__(self, net, rule):
+        self.net = net
+        self.rule = rule
+        self.conns = net.connections
+        self.acts = net.activations
+        self.tau_v = net.tau_neuron
+        self.tau_phi = net.tau_synapse
+        self.omega = [c.omega for c in self.conns]
+        self.lam = [c.lam for c in self.conns]
+        self.plastic = [c.plastic for c in self.conns]
+
+    # -- neurons ---------------------------------------------------------------
+    def currents(self, phi, v, x):
+        """Synaptic currents of every layer, with rates taken from the state ``v``
+        (or, for instantaneous neurons, from the currents of the layer below)."""
+        r = x
+        out = []
+        for l, (c, act) in enumerate(zip(self.conns, self.acts)):
+            i_l = drive(phi[l], r, c)
+            out.append(i_l)
+            r = act.f(v[l] if self.tau_v > 0 else i_l)
+        return out
+
+    def steady_v(self, phi, x):
+        """Neuron potentials at steady state for inputs ``x`` (instantaneous chain)."""
+        r = x
+        out = []
+        for l, (c, act) in enumerate(zip(self.conns, self.acts)):
+            v = drive(phi[l], r, c)
+            out.append(v)
+            r = act.f(v)
+        return out
+
+    # -- synapses --------------------------------------------------------------
+    def plasticity(self, phi, v, x, y, c):
+        """``tau_phi dphi/dt`` for every connection (zeros for static synapses)."""
+        rates = [x] + [act.f(vl) for act, vl in zip(self.acts, v)]
+        L = len(self.conns)
+        delta = (y - rates[L]) * self.acts[-1].df(v[-1]) * c[..., None]
+        out = [None] * L
+        for l in range(L - 1, -1, -1):
+            conn = self.conns[l]
+            if conn.plastic:
+                g = np.matmul(np.swapaxes(delta, -1, -2), rates[l])
+                if conn.has_bias:
+                    g = np.concatenate([g, delta.sum(axis=-2)[..., None]], axis=-1)
+                out[l] = g - self.lam[l] * (phi[l] - self.omega[l])
+            else:
+                out[l] = np.zeros_like(phi[l])
+            if l > 0 and self.rule == "backprop":
+                w, _ = split_aug(phi[l], conn)
+                delta = np.matmul(delta, w) * self.acts[l - 1].df(v[l - 1])
+            elif l > 0:
+                delta = np.zeros_like(v[l - 1])
+        return out
+
+    def rhs(self, phi, v, x, y, c):
+        """Simultaneous right-hand side: (dv/dt list, dphi/dt list, tau_phi dphi/dt list)."""
+        if self.tau_v > 0:
+            cur = self.currents(phi, v, x)
+            dv = [(i - vl) / self.tau_v for i, vl in zip(cur, v)]
+            v_used = v
+        else:
+            v_used = self.steady_v(phi, x)
+            dv = None
+        g = self.plasticity(phi, v_used, x, y, c)
+        return dv, [gl / self.tau_phi for gl in g], g, v_used
+
+
+# ---------------------------------------------------------------------- integrators
+def _step_split(dyn, phi, v, x, y, c, dt, exponential):
+    """Euler / exponential Euler, neurons first, then synapses (Brian2's order)."""
+    if dyn.tau_v > 0:
+        cur = dyn.currents(phi, v, x)
+        if exponential:
+            a = np.exp(-dt / dyn.tau_v)
+            v = [i + (vl - i) * a for i, vl in zip(cur, v)]
+        else:
+            k = dt / dyn.tau_v
+            v = [vl + k * (i - vl) for i, vl in zip(cur, v)]
+    else:
+        v = dyn.steady_v(phi, x)
+    g = dyn.plasticity(phi, v, x, y, c)
+    new = []
+    for l, (p, gl) in enumerate(zip(phi, g)):
+        if not dyn.plastic[l]:
+            new.append(p)
+        elif exponential:
+            lam = dyn.lam[l]
+            h = dt / dyn.tau_phi
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fac = np.where(lam > 0, -np.expm1(-lam * h) / np.where(lam > 0, lam, 1.0), h)
+            new.append(p + fac * gl)
+        else:
+            new.append(p + (dt / dyn.tau_phi) * gl)
+    return new, v, g
+
+
+def _step_rk4(dyn, phi, v, x, y, c, dt):
+    def f(ph, vv):
+        dv, dphi, g, _ = dyn.rhs(ph, vv, x, y, c)
+        return dv, dphi, g
+
+    def add(a, b, h):
+        return [ai + h * bi for ai, bi in zip(a, b)]
+
+    dv1, dp1, g1 = f(phi, v)
+    if dyn.tau_v > 0:
+        dv2, dp2, _ = f(add(phi, dp1, dt / 2), add(v, dv1, dt / 2))
+        dv3, dp3, _ = f(add(phi, dp2, dt / 2), add(v, dv2, dt / 2))
+        dv4, dp4, _ = f(add(phi, dp3, dt), add(v, dv3, dt))
+        v = [vl + dt / 6 * (a + 2 * b + 2 * cc + d)
+             for vl, a, b, cc, d in zip(v, dv1, dv2, dv3, dv4)]
+    else:
+        _, dp2, _ = f(add(phi, dp1, dt / 2), v)
+        _, dp3, _ = f(add(phi, dp2, dt / 2), v)
+        _, dp4, _ = f(add(phi, dp3, dt), v)
+    phi = [p + dt / 6 * (a + 2 * b + 2 * cc + d)
+           for p, a, b, cc, d in zip(phi, dp1, dp2, dp3, dp4)]
+    if dyn.tau_v == 0:
+        v = dyn.steady_v(phi, x)
+    return phi, v, g1
+
+
+STEPPERS = {
+    "euler": lambda dyn, phi, v, x, y, c, dt: _step_split(dyn, phi, v, x, y, c, dt, False),
+    "expeuler": lambda dyn, phi, v, x, y, c, dt: _step_split(dyn, phi, v, x, y, c, dt, True),
+    "rk4": _step_rk4,
+}
+
+
+# ---------------------------------------------------------------------- recording
+class Recorder:
+    """Stores chosen variables every ``every`` steps."""
+
+    def __init__(self, names, every, dt):
+        self.names = list(names)
+        self.every = every
+        self.dt = dt
+        self.t = []
+        self.data = {n: [] for n in self.names}
+
+    def maybe(self, n, phi, v, loss_fn):
+        if not self.names or n % self.every:
+            return
+        self.force(n * self.dt, phi, v, loss_fn)
+
+    def force(self, t, phi, v, loss_fn):
+        if self.t and abs(self.t[-1] - t) < 1e-12:
+            return
+        self.t.append(t)
+        for name in self.names:
+            if name == "phi":
+                self.data[name].append([p.copy() for p in phi])
+            elif name == "v":
+                self.data[name].append([vl.copy() for vl in v])
+            elif name == "loss":
+                self.data[name].append(loss_fn(phi))
+
+
+def _check_finite(phi, v, n, dt, learner, beta):
+    for name, arrs in (("phi", phi), ("v", v)):
+        for l, a in enumerate(arrs):
+            m = np.abs(a).max() if a.size else 0.0
+            if not m < DIVERGENCE_BOUND:
+                raise SimulationError(
+                    f"Learner.run: the simulation diverged at step {n} (t = {n * dt:.6g} s): "
+                    f"max |{name}[{l}]| = {m!r}. Hint: reduce dt (now {dt:g} s), the "
+                    "learning speed (increase tau_synapse), the input scale"
+                    + (f" or beta (now {beta:g})" if beta else "")
+                    + "; with integrator='euler' a step must stay well below the fastest "
+                    "time constant of the system.")
+
+
+# ---------------------------------------------------------------------- phase loop
+def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
+              loss_fn=None):
+    """Integrate one phase. Returns (phi, v, recorder, settled (B,), t_end, steps)."""
+    dyn = Dynamics(net, learner.rule)
+    dt = learner.dt_for(net)
+    phi = [np.array(p, dtype=np.float64) for p in phi_init]
+    x0, _, _ = inp.at_step(0)
+    v = dyn.steady_v(phi, x0)
+    rec = Recorder(record, record_every, dt)
+    if learner.integrator == "scipy":
+        return _run_scipy(dyn, inp, phi, v, learner, rec, dt, beta, loss_fn)
+
+    step = STEPPERS[learner.integrator]
+    n_max, tol = learner.steps_for(net, inp)
+    check = learner.check_every(inp)
+    B = phi[0].shape[0]
+    settled = np.zeros(B, dtype=bool)
+    prev_phi = [p.copy() for p in phi]
+    n = 0
+    rec.maybe(0, phi, v, loss_fn)
+    with np.errstate(over="ignore", invalid="ignore"):
+        while n < n_max:
+            x, y, c = inp.at_step(n)
+            phi, v, g = step(dyn, phi, v, x, y, c, dt)
+            n += 1
+            _check_finite(phi, v, n, dt, learner, beta)
+            rec.maybe(n, phi, v, loss_fn)
+            if tol is not None and n % check == 0:
+                settled = _settled(dyn, phi, v, prev_phi, g, inp, n, check, dt, tol)
+                if settled.all():
+                    break
+                prev_phi = [p.copy() for p in phi]
+    rec.force(n * dt, phi, v, loss_fn)
+    if tol is None:
+        settled[:] = False
+    return phi, v, rec, settled, n * dt, n
+
+
+def _task_max(arrs):
+    """Max |a| over all but the task axis, max over the list: shape (B,)."""
+    out = None
+    for a in arrs:
+        m = np.abs(a).reshape(a.shape[0], -1).max(axis=1) if a.size else np.zeros(a.shape[0])
+        out = m if out is None else np.maximum(out, m)
+    return out
+
+
+def _settled(dyn, phi, v, prev_phi, g, inp, n, check, dt, tol):
+    """Per task: is ``max |tau_phi dphi/dt|`` (and the neurons' residual) below tol?
+
+    Batch presentation: the derivative at the current state. Online presentation: the
+    drift of phi over one full presentation cycle, times tau_phi / cycle duration.
+    """
+    if inp.presentation == "online":
+        drift = [(p - q) * (dyn.tau_phi / (check * dt)) for p, q in zip(phi, prev_phi)]
+        return _task_max(drift) < tol
+    x, y, c = inp.at_step(n)
+    dv, _, gcur, _ = dyn.rhs(phi, v, x, y, c)
+    res = _task_max([gl for gl, pl in zip(gcur, dyn.plastic) if pl])
+    if dv is not None:
+        res = np.maximum(res, _task_max([d * dyn.tau_v for d in dv]))
+    return res < tol
+
+
+def _run_scipy(dyn, inp, phi, v, learner, rec, dt, beta, loss_fn):
+    """Reference integration with scipy.integrate.solve_ivp (fixed duration)."""
+    from scipy.integrate import solve_ivp
+
+    shapes_p = [p.shape for p in phi]
+    shapes_v = [vl.shape for vl in v] if dyn.tau_v > 0 else []
+    sizes = [int(np.prod(s)) for s in shapes_p + shapes_v]
+    split_at = np.cumsum(sizes)[:-1]
+
+    def unpack(z):
+        parts = np.split(z, split_at)
+        ph = [a.reshape(s) for a, s in zip(parts[:len(shapes_p)], shapes_p)]
+        vv = [a.reshape(s) for a, s in zip(parts[len(shapes_p):], shapes_v)]
+        return ph, vv
+
+    def fun(t, z):
+        ph, vv = unpack(z)
+        n = int(np.floor(t / dt + 1e-9))
+        x, y, c = inp.at_step(n)
+        if dyn.tau_v == 0:
+            vv = [None] * len(ph)
+        dv, dphi, _, _ = dyn.rhs(ph, vv, x, y, c)
+        parts = [d.ravel() for d in dphi] + ([d.ravel() for d in dv] if dv else [])
+        return np.concatenate(parts)
+
+    n_steps, _ = learner.steps_for(dyn.net, inp)
+    t_end = n_steps * dt
+    z0 = np.concatenate([p.ravel() for p in phi] + ([vl.ravel() for vl in v]
+                                                    if dyn.tau_v > 0 else []))
+    t_eval = None
+    if rec.names:
+        t_eval = np.arange(0, n_steps + 1, rec.every) * dt
+        t_eval = t_eval[t_eval <= t_end + 1e-12]
+    max_step = (inp.steps_per_sample * dt) if inp.presentation == "online" else np.inf
+    sol = solve_ivp(fun, (0.0, t_end), z0, method=learner.scipy_method, t_eval=t_eval,
+                    rtol=learner.scipy_rtol, atol=learner.scipy_atol, max_step=max_step)
+    if not sol.success:
+        raise SimulationError(f"Learner.run: solve_ivp failed: {sol.message}")
+    if rec.names:
+        for k, t in enumerate(sol.t):
+            ph, vv = unpack(sol.y[:, k])
+            if dyn.tau_v == 0:
+                x, _, _ = inp.at_step(int(np.floor(t / dt + 1e-9)))
+                vv = dyn.steady_v(ph, x)
+            rec.force(t, ph, vv, loss_fn)
+    phi, v = unpack(sol.y[:, -1])
+    if dyn.tau_v == 0:
+        x, _, _ = inp.at_step(n_steps)
+        v = dyn.steady_v(phi, x)
+    _check_finite(phi, v, n_steps, dt, learner, beta)
+    rec.force(t_end, phi, v, loss_fn)
+    return phi, v, rec, np.zeros(phi[0].shape[0], dtype=bool), t_end, n_steps

@@ -1,0 +1,1 @@
+"""Experiments run by the ``neuro-meta`` command line (and importable from scripts)."""

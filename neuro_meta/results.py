@@ -1,0 +1,57 @@
+"""Results of a learning phase: read-only arrays with a time axis."""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+def readonly(a):
+    """A read-only float64 copy of ``a``."""
+    a = np.array(a, dtype=np.float64) if not isinstance(a, np.ndarray) or a.dtype != bool \
+        else np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class LearningResult:
+    """The outcome of one phase of the learning process.
+
+    Attributes
+    ----------
+    phi : list of arrays
+        Final fast weights per connection, ``([tasks,] n_post, n_pre)``.
+    bias : list of arrays or None
+        Final fast biases per connection, ``([tasks,] n_post)`` (``None`` without biases).
+    v : list of arrays
+        Final membrane potentials per non-input layer, ``([tasks,] samples, n)``.
+    t : array
+        Times (s) of the recorded samples.
+    record : dict
+        Recorded variables, each with a leading time axis: ``"phi"`` and ``"bias"``
+        (lists per connection, ``(time, [tasks,] n_post, n_pre)``), ``"v"`` and ``"r"``
+        (lists per layer, ``(time, [tasks,] samples, n)``), ``"loss"``
+        (``(time, [tasks])``: the training loss at the current fast weights).
+    settled : bool or array of bool
+        Whether each task's phase met the tolerance (always False for fixed durations).
+    t_end : float
+        Simulated time (s).
+    steps : int
+        Number of integration steps.
+    """
+
+    phi: List[np.ndarray]
+    bias: List[Optional[np.ndarray]]
+    v: List[np.ndarray]
+    t: np.ndarray
+    record: Dict[str, object]
+    settled: object
+    t_end: float
+    steps: int
+    phi_aug: List[np.ndarray] = field(repr=False, default=None)
+
+    def __repr__(self):
+        shapes = [p.shape for p in self.phi]
+        return (f"LearningResult(phi shapes={shapes}, t_end={self.t_end:.4g} s, "
+                f"steps={self.steps}, settled={self.settled}, "
+                f"recorded={sorted(self.record)})")
