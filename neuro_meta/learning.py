@@ -52,8 +52,10 @@ class Learner:
         ``scipy.integrate.solve_ivp`` as a reference (``scipy_method``, ``scipy_rtol``,
         ``scipy_atol``; fixed durations only).
     dt : float or Brian2 quantity, optional
-        Time step (s). Default: ``min(τ_v/10, τ_φ/20)`` (``τ_φ/20`` for instantaneous
-        neurons).
+        Time step (s). Default: chosen from the stiffness of the system (see
+        :meth:`dt_for`). The automatic step depends on the data of the batch of tasks
+        being run: pass ``dt`` explicitly when results must not depend on how tasks are
+        batched (the experiments in ``models/`` do).
     duration : float or Brian2 quantity, optional
         Length of a phase (s). With ``tol`` as well, the phase stops at whichever comes
         first.
@@ -104,19 +106,52 @@ class Learner:
                 f"tol={self.tol}, engine={self.engine!r})")
 
     # ------------------------------------------------------------------ timing
-    def dt_for(self, net):
+    def dt_for(self, net, inp=None):
+        """The time step (s): ``dt`` if given, else chosen from the system's stiffness.
+
+        The automatic step keeps every mode well inside the integrator's stability
+        region: ``dt = s · τ_φ / (λ_max + h_max)`` with ``h_max`` a bound of the
+        output layer's data curvature (mean squared presynaptic rate, summed over the
+        presented samples' weights) and ``s = 1`` for RK4, ``0.5`` for (exponential)
+        Euler (exponential Euler integrates the consolidation term exactly, so λ does
+        not limit its step); never above ``τ_φ/20``; and ``dt ≤ τ_v/10`` for dynamic
+        neurons. Online presentation rounds it
+        down to divide the presentation time.
+        """
         if self.dt is not None:
             return self.dt
+        lam_max = max((float(c.lam.max()) for c in net.connections if c.plastic), default=0.0)
+        curv = 1.0
+        if inp is not None:
+            r_pre = inp.X if len(net.connections) == 1 else net.forward(
+                inp.X)[-2][1]
+            sq = (r_pre ** 2).sum(axis=-1) + (1.0 if net.connections[-1].has_bias else 0.0)
+            weights = np.abs(inp.c)
+            if inp.presentation == "online":
+                weights = weights * inp.n_samples
+                curv = float((sq * weights).max())
+            else:
+                curv = float((sq * weights).sum(axis=-1).max())
+            curv *= float(np.max(np.abs(net.activations[-1].df(np.zeros(1)))) or 1.0)
+        safety = 1.0 if self.integrator in ("rk4", "scipy") else 0.5
+        if self.integrator == "expeuler":
+            lam_max = 0.0   # the consolidation term is integrated exactly
+        dt = safety * net.tau_synapse / (lam_max + curv + 1e-12)
+        dt = min(dt, net.tau_synapse / 20)
         if net.tau_neuron > 0:
-            return min(net.tau_neuron / 10, net.tau_synapse / 20)
-        return net.tau_synapse / 20
+            dt = min(dt, net.tau_neuron / 10)
+        if inp is not None and inp.presentation == "online":
+            t_p = self.presentation_time if self.presentation_time is not None \
+                else net.tau_synapse / 100
+            dt = t_p / int(np.ceil(t_p / dt - 1e-9))
+        return dt
 
     def _steps(self, t, dt):
         return max(1, int(round(t / dt)))
 
     def steps_for(self, net, inp):
         """(maximal number of steps, tolerance) of a phase."""
-        dt = self.dt_for(net)
+        dt = self.dt_for(net, inp)
         if self.tol is None:
             return self._steps(self.duration, dt), None
         t_max = self.max_duration if self.max_duration is not None else 1000 * net.tau_synapse
@@ -125,7 +160,9 @@ class Learner:
         return self._steps(t_max, dt), self.tol
 
     def presentation_steps(self, net):
-        dt = self.dt_for(net)
+        if self.dt is None:
+            return None   # chosen together with the automatic time step
+        dt = self.dt
         t_p = self.presentation_time if self.presentation_time is not None \
             else net.tau_synapse / 100
         k = int(round(t_p / dt))
@@ -150,10 +187,10 @@ class Learner:
                    repr(net))
         if self.rule == "delta" and any(plastic[:-1]):
             raise ValidationError(
-                "Learner.rule: 'delta' is local to the output connection, but connections "
-                f"{[i for i, p in enumerate(plastic[:-1]) if p]} before it are plastic "
-                f"(got sizes {list(net.sizes)}); use rule='backprop' or StaticSynapse for "
-                "hidden connections")
+                "Learner.rule: 'delta' is local to the output connection, so the "
+                "connections before it must be StaticSynapse; use rule='backprop' for a "
+                "multi-layer plastic network (got 'delta' with plastic connections "
+                f"{[i for i, p in enumerate(plastic[:-1]) if p]}, sizes {list(net.sizes)})")
 
     @staticmethod
     def _data(net, x, y, name_x="x", name_y="y"):
@@ -224,8 +261,14 @@ class Learner:
             c = np.concatenate([c, np.full((B, V), beta / V)], axis=1)
         from .engines.numpy_engine import PhaseInput
 
-        inp = PhaseInput(X, Y, c, self.presentation,
-                         self.presentation_steps(net) if self.presentation == "online" else 1)
+        inp = PhaseInput(X, Y, c, self.presentation, 1)
+        if self.presentation == "online":
+            k = self.presentation_steps(net)
+            if k is None:
+                t_p = self.presentation_time if self.presentation_time is not None \
+                    else net.tau_synapse / 100
+                k = int(round(t_p / self.dt_for(net, inp)))
+            inp.steps_per_sample = k
         phi0 = self._phi_init(net, phi_init, B)
         X_trn, Y_trn = X[:, :K], Y[:, :K]
 

@@ -213,7 +213,8 @@ class RateNetwork:
         return self.forward(x, phi)[-1][1]
 
     def __repr__(self):
-        syn = ", ".join(repr(s) for s in dict.fromkeys(self.synapses))
+        # unique by identity: synapses hold arrays and are not hashable
+        syn = ", ".join(repr(s) for s in {id(s): s for s in self.synapses}.values())
         return (f"RateNetwork(sizes={list(self.sizes)}, activation="
                 f"{[a.name for a in self.activations]}, synapse={syn}, bias={self.bias}, "
                 f"tau_neuron={self.tau_neuron}, tau_synapse={self.tau_synapse})")

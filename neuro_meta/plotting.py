@@ -66,11 +66,15 @@ def gradient_error_vs_tolerance(tols, errors_by_beta, ax=None, title=None):
     with the δ/β reference of the theory."""
     ax = _axes(ax)
     tols = np.asarray(tols, dtype=float)
-    for i, (beta, err) in enumerate(sorted(errors_by_beta.items(), key=lambda kv: -kv[0])):
+    items = sorted(errors_by_beta.items(), key=lambda kv: -kv[0])
+    # One constant C for the theory's δ/β term, from the most δ-dominated point
+    # (smallest β, loosest δ); each β's dotted line is C δ/β.
+    b_min, e_min = items[-1][0], np.asarray(items[-1][1])
+    C = e_min[np.argmax(tols)] * b_min / tols.max()
+    for i, (beta, err) in enumerate(items):
         line, = ax.loglog(tols, err, "o-", color=f"C{i}", label=f"β = {beta:g}")
-        err = np.asarray(err)
-        # δ/β reference through the loosest point of this β
-        ax.loglog(tols, err[-1] * tols / tols[-1], ":", color=line.get_color(), lw=1)
+        ax.loglog(tols, C * tols / beta, ":", color=line.get_color(), lw=1)
+    ax.set_ylim(min(np.min(e) for _, e in items) / 3, max(np.max(e) for _, e in items) * 3)
     ax.plot([], [], ":", color="0.4", label="∝ δ/β (theory)")
     ax.set_xlabel("phase tolerance δ = max |∂F/∂φ| at the end of a phase")
     ax.set_ylabel("relative error ‖ĝ − g*‖ / ‖g*‖")

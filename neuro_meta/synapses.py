@@ -55,7 +55,7 @@ def resolve(value, shape, rng, owner, attr, *, min_value=None):
     return np.array(arr, dtype=np.float64)
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, eq=False)
 class ComplexSynapse:
     """Synapse with a fast weight, a consolidated weight and a consolidation strength.
 
@@ -99,7 +99,7 @@ class ComplexSynapse:
         return f"ComplexSynapse(omega={short(self.omega)}, lam={short(self.lam)})"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, eq=False)
 class StaticSynapse:
     """A fixed synaptic weight (no plasticity within a task).
 

@@ -230,11 +230,13 @@ def _check_finite(phi, v, n, dt, learner, beta):
             if not m < DIVERGENCE_BOUND:
                 raise SimulationError(
                     f"Learner.run: the simulation diverged at step {n} (t = {n * dt:.6g} s): "
-                    f"max |{name}[{l}]| = {m!r}. Hint: reduce dt (now {dt:g} s), the "
+                    f"max |{name}[{l}]| = {float(m)!r}. Hint: reduce dt (now {dt:g} s), the "
                     "learning speed (increase tau_synapse), the input scale"
-                    + (f" or beta (now {beta:g})" if beta else "")
-                    + "; with integrator='euler' a step must stay well below the fastest "
-                    "time constant of the system.")
+                    + (f" or |beta| (now {beta:g}; a negative beta can make the nudged "
+                       "objective non-convex where lam is small)" if beta < 0 else
+                       f" or beta (now {beta:g})" if beta else "")
+                    + f"; with integrator={learner.integrator!r} a step must stay well "
+                    "below the fastest time constant of the system.")
 
 
 # ---------------------------------------------------------------------- phase loop
@@ -242,7 +244,7 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
               loss_fn=None):
     """Integrate one phase. Returns (phi, v, recorder, settled (B,), t_end, steps)."""
     dyn = Dynamics(net, learner.rule)
-    dt = learner.dt_for(net)
+    dt = learner.dt_for(net, inp)
     phi = [np.array(p, dtype=np.float64) for p in phi_init]
     x0, _, _ = inp.at_step(0)
     v = dyn.steady_v(phi, x0)

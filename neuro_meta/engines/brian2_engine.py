@@ -1,0 +1,609 @@
+"""The Brian2 engine: the learning process simulated by Brian2 itself.
+
+A :class:`~neuro_meta.network.RateNetwork` becomes Brian2 ``NeuronGroup``\\ s and
+``Synapses`` whose equations are the ones of the numpy engine, written in Brian2's
+equation language. For B tasks (vectorised: neurons are indexed by task, synapses
+connect within a task only) and online presentation::
+
+    layer_0 (inputs, B*n_in units)     x = x_in(t % T_cycle, i) : 1      r : 1
+    layer_l (B*n_l units)              dv/dt = (-v + I)/tau_v : 1
+                                       I = I_syn + I_bias : 1            r : 1
+    layer_L (output) additionally      y = y_target(t % T_cycle, i) : 1
+                                       gain = gain_in(t % T_cycle, i) : 1
+                                       err : 1
+    conn_l (plastic, complex synapse)  dphi/dt = (plasticity - lam*(phi - omega))/tau_phi
+                                                                        : 1 (clock-driven)
+                                       plasticity = err_post*r_pre : 1
+                                       omega : 1 (constant)     lam : 1 (constant)
+                                       I_syn_post = phi*r_pre : 1 (summed)
+    conn_l_bias                        the same, from ``bias_unit`` (one unit of rate 1
+                                       per task), summed into I_bias
+
+Rates and the local error are stored once per neuron (not re-evaluated per synapse) by
+custom operations: ``r = f(v)`` and, at the output, ``err = gain*(y - r)*f'(v)``; the
+input layer's ``r = x``. ``gain`` is the sample weight c_s times the number of samples
+of a cycle, as in the numpy engine. With ``presentation="batch"`` every neuron carries
+one copy of its state per sample (``v_0, v_1, ...``; inputs, targets and gains are
+constants) and ``plasticity = err_0_post*r_0_pre + err_1_post*r_1_pre + ...``.
+
+Schedule of one time step (the numpy engine's Euler order, set with ``when``/``order``):
+
+=================  =====  ===========================================================
+slot               order  operation
+=================  =====  ===========================================================
+``start``          0      monitors and the settling test (state after n steps)
+``before_groups``  0      input rates ``r = x`` (the sample shown at step n)
+``before_groups``  1      summed currents ``I = sum phi*r_pre`` (rates at step start)
+``groups``         0      neurons: ``v += dt*(-v + I)/tau_v``  (Euler)
+``groups``         1      ``r = f(v)``, ``err = gain*(y - r)*f'(v)`` (end-of-step state)
+``groups``         2      synapses: ``phi += dt*(plasticity - lam*(phi - omega))/tau_phi``
+=================  =====  ===========================================================
+
+Supported: Euler integration, neurons with ``tau_neuron > 0``, the ``delta`` rule (and
+``backprop`` when only the output connection is plastic, where it is the same rule),
+online and batch presentation, biases, static hidden connections, settling tolerances
+(tested every presentation cycle online / every 10 steps in batch, exactly like the
+numpy engine). Anything else raises :class:`~neuro_meta.errors.UnsupportedError`.
+"""
+import contextlib
+
+import numpy as np
+
+from ..errors import SimulationError, UnsupportedError
+from . import numpy_engine as npe
+
+#: f'(v) in Brian2 syntax, written with the freshly stored rate ``r`` where possible.
+DERIVATIVES = {
+    "linear": "1",
+    "tanh": "(1 - r{s}**2)",
+    "sigmoid": "r{s}*(1 - r{s})",
+    "relu": "int(v{s} > 0)",
+    "softplus": "1/(1 + exp(-v{s}))",
+}
+
+# Scheduling (slot, order) of the operations of one time step.
+SCHEDULE = {
+    "monitor": ("start", 0),
+    "input": ("before_groups", 0),
+    "summed": ("before_groups", 1),
+    "neurons": ("groups", 0),
+    "rates": ("groups", 1),
+    "synapses": ("groups", 2),
+}
+
+
+# ---------------------------------------------------------------------- support checks
+def check_supported(net, learner=None, presentation=None):
+    """Raise :class:`UnsupportedError` naming the option the Brian2 engine cannot run."""
+    if net.tau_neuron <= 0:
+        raise UnsupportedError(
+            "RateNetwork.tau_neuron: the brian2 engine needs neurons with a time constant "
+            f"> 0 (instantaneous neurons are not supported) (got {net.tau_neuron!r})")
+    if learner is not None:
+        if learner.integrator != "euler":
+            raise UnsupportedError(
+                "Learner.integrator: the brian2 engine supports only 'euler' "
+                f"(got {learner.integrator!r})")
+        plastic = [c.plastic for c in net.connections]
+        if learner.rule == "backprop" and any(plastic[:-1]):
+            raise UnsupportedError(
+                "Learner.rule: the brian2 engine supports 'backprop' only when the output "
+                "connection is the only plastic one (where it equals 'delta'); got plastic "
+                f"connections {[i for i, p in enumerate(plastic) if p]}")
+        presentation = learner.presentation
+    if presentation not in (None, "online", "batch"):
+        raise UnsupportedError(
+            "Learner.presentation: the brian2 engine supports 'online' and 'batch' "
+            f"(got {presentation!r})")
+    for l, act in enumerate(net.activations):
+        _derivative(act, "", l)
+
+
+def _derivative(act, s, layer):
+    """f'(v) of an activation as a Brian2 expression (suffix ``s`` on v and r)."""
+    if act.name in DERIVATIVES and act is _builtin(act.name):
+        return DERIVATIVES[act.name].format(s=s)
+    try:  # a user Activation: differentiate its Brian2 expression symbolically
+        import sympy
+        from brian2.parsing.sympytools import str_to_sympy, sympy_to_str
+
+        expr = str_to_sympy(act.brian2_expr)
+        d = sympy.diff(expr, sympy.Symbol("v", real=True))
+        if d.has(sympy.Derivative) or d.has(sympy.Subs):
+            raise ValueError("no closed form")
+        code = sympy_to_str(d)
+    except Exception as err:  # noqa: BLE001 - any failure means: cannot emit f'
+        raise UnsupportedError(
+            f"RateNetwork.activation[{layer}]: the brian2 engine cannot differentiate the "
+            f"Brian2 expression {act.brian2_expr!r} ({err}) (got {act!r})") from None
+    return _suffix(code, s)
+
+
+def _builtin(name):
+    from ..activations import ACTIVATIONS
+
+    return ACTIVATIONS.get(name)
+
+
+def _suffix(code, s):
+    """Append the sample suffix ``s`` to the variables v and r of an expression."""
+    if not s:
+        return code
+    import re
+
+    return re.sub(r"\b([vr])\b", r"\1" + s, code)
+
+
+# ---------------------------------------------------------------------- target preference
+@contextlib.contextmanager
+def _codegen_target(target):
+    """Set ``prefs.codegen.target`` (and float64) for the duration of a block."""
+    from brian2 import prefs
+
+    old_target = prefs.codegen.target
+    old_dtype = prefs.core.default_float_dtype
+    prefs.codegen.target = target
+    prefs.core.default_float_dtype = np.float64
+    try:
+        yield
+    finally:
+        prefs.codegen.target = old_target
+        prefs.core.default_float_dtype = old_dtype
+
+
+# ---------------------------------------------------------------------- the Brian2 model
+class Brian2Model:
+    """The Brian2 objects of one network, B tasks and one phase's data.
+
+    Attributes: ``network`` (``brian2.Network``), ``layers`` (NeuronGroups, input
+    first), ``bias_unit`` (or None), ``conns`` (per connection: (weights Synapses, bias
+    Synapses or None)), ``suffixes`` (one per sample copy: ``[""]`` online), ``clock``.
+    """
+
+    def __init__(self, net, inp, dt, name_prefix=""):
+        import brian2 as b2
+
+        check_supported(net, presentation=inp.presentation)
+        self.net = net
+        self.inp = inp
+        self.dt = float(dt)
+        B, S = inp.X.shape[:2]
+        self.n_tasks = B
+        self.online = inp.presentation == "online"
+        self.suffixes = [""] if self.online else [f"_{s}" for s in range(S)]
+        sizes, L = net.sizes, len(net.sizes) - 1
+        p = name_prefix
+        self.clock = b2.Clock(dt=self.dt * b2.second, name=p + "clock")
+        self.timed_arrays = {}
+        ns = {}
+        if self.online:
+            k = inp.steps_per_sample
+            self.presentation_time = k * self.dt
+            self.T_cycle = S * self.presentation_time
+            ns["T_cycle"] = self.T_cycle * b2.second
+            self._make_timed_arrays(p)
+
+        # -- neuron groups --------------------------------------------------------
+        self.layers = [self._input_group(p, sizes[0] * B, ns)]
+        for l in range(1, L + 1):
+            self.layers.append(self._layer_group(p, l, sizes[l] * B, l == L, ns))
+        self.bias_unit = None
+        if net.bias:
+            eqs = "\n".join(f"r{s} : 1 (constant)" for s in self.suffixes)
+            self.bias_unit = b2.NeuronGroup(B, eqs, clock=self.clock, name=p + "bias_unit")
+            for s in self.suffixes:
+                setattr(self.bias_unit, "r" + s, 1.0)
+
+        # -- synapses -------------------------------------------------------------
+        self.conns = []
+        for l, conn in enumerate(net.connections):
+            target = "I_syn" if net.bias else "I"
+            syn_w = self._synapses(p + f"conn_{l}", self.layers[l], self.layers[l + 1],
+                                   conn.plastic, target)
+            pre, post = self._weight_indices(conn)
+            syn_w.connect(i=pre, j=post)
+            syn_b = None
+            if conn.has_bias:
+                syn_b = self._synapses(p + f"conn_{l}_bias", self.bias_unit,
+                                       self.layers[l + 1], conn.plastic, "I_bias")
+                pre_b, post_b = self._bias_indices(conn)
+                syn_b.connect(i=pre_b, j=post_b)
+            if conn.plastic:
+                for syn in (syn_w, syn_b):
+                    if syn is not None:
+                        syn.tau_phi = net.tau_synapse * b2.second
+            self.conns.append((syn_w, syn_b))
+
+        objects = list(self.layers) + [o for pair in self.conns for o in pair if o is not None]
+        if self.bias_unit is not None:
+            objects.append(self.bias_unit)
+        self.network = b2.Network(*objects, name=p + "network")
+
+    # -- construction helpers ------------------------------------------------------
+    def _make_timed_arrays(self, p):
+        """Inputs, targets and gains of one presentation cycle (plus the first sample
+        again, so that ``t % T_cycle`` rounding up to T_cycle shows sample 0)."""
+        import brian2 as b2
+
+        inp, B = self.inp, self.n_tasks
+        S = inp.n_samples
+        rows = np.arange(S + 1) % S
+        x = inp.X[:, rows, :]                                  # (B, S+1, n_in)
+        y = inp.Y[:, rows, :]
+        g = np.broadcast_to((inp.c[:, rows] * S)[..., None], y.shape)
+        to_2d = (lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1).reshape(S + 1, -1)))
+        tp = self.presentation_time * b2.second
+        self.timed_arrays = {
+            "x_in": b2.TimedArray(to_2d(x), dt=tp, name=p + "x_in"),
+            "y_target": b2.TimedArray(to_2d(y), dt=tp, name=p + "y_target"),
+            "gain_in": b2.TimedArray(to_2d(g), dt=tp, name=p + "gain_in"),
+        }
+
+    def _input_group(self, p, N, ns):
+        import brian2 as b2
+
+        if self.online:
+            eqs = "x = x_in(t % T_cycle, i) : 1\nr : 1"
+            G = b2.NeuronGroup(N, eqs, clock=self.clock, name=p + "layer_0",
+                               namespace={**ns, "x_in": self.timed_arrays["x_in"]})
+            when, order = SCHEDULE["input"]
+            G.run_regularly("r = x", when=when, order=order, name=p + "layer_0_rates")
+        else:
+            eqs = "\n".join(f"r{s} : 1 (constant)" for s in self.suffixes)
+            G = b2.NeuronGroup(N, eqs, clock=self.clock, name=p + "layer_0")
+        return G
+
+    def _layer_group(self, p, l, N, is_output, ns):
+        import brian2 as b2
+
+        net = self.net
+        act = net.activations[l - 1]
+        lines, code = [], []
+        for s in self.suffixes:
+            lines.append(f"dv{s}/dt = (-v{s} + I{s})/tau_v : 1")
+            if net.bias:
+                lines += [f"I{s} = I_syn{s} + I_bias{s} : 1", f"I_syn{s} : 1",
+                          f"I_bias{s} : 1"]
+            else:
+                lines.append(f"I{s} : 1")
+            lines.append(f"r{s} : 1")
+            code.append(f"r{s} = {_suffix(act.brian2_expr, s)}")
+            if is_output:
+                if self.online:
+                    lines += ["y = y_target(t % T_cycle, i) : 1",
+                              "gain = gain_in(t % T_cycle, i) : 1"]
+                else:
+                    lines += [f"y{s} : 1 (constant)", f"gain{s} : 1 (constant)"]
+                lines.append(f"err{s} : 1")
+                code.append(f"err{s} = gain{s}*(y{s} - r{s})*{_derivative(act, s, l - 1)}")
+        lines.append("tau_v : second (constant, shared)")
+        namespace = dict(ns)
+        if is_output and self.online:
+            namespace.update(y_target=self.timed_arrays["y_target"],
+                             gain_in=self.timed_arrays["gain_in"])
+        G = b2.NeuronGroup(N, "\n".join(lines), method="euler", clock=self.clock,
+                           name=p + f"layer_{l}", namespace=namespace)
+        G.tau_v = net.tau_neuron * b2.second
+        G.state_updater.when, G.state_updater.order = SCHEDULE["neurons"]
+        when, order = SCHEDULE["rates"]
+        G.run_regularly("\n".join(code), when=when, order=order, name=p + f"layer_{l}_rates")
+        return G
+
+    def _synapses(self, name, pre, post, plastic, target):
+        import brian2 as b2
+
+        sx = self.suffixes
+        if plastic:
+            lines = ["dphi/dt = (plasticity - lam*(phi - omega))/tau_phi : 1 (clock-driven)",
+                     "plasticity = " + " + ".join(f"err{s}_post*r{s}_pre" for s in sx) + " : 1",
+                     "omega : 1 (constant)", "lam : 1 (constant)",
+                     "tau_phi : second (constant, shared)"]
+            w = "phi"
+        else:
+            lines, w = ["w : 1 (constant)"], "w"
+        lines += [f"{target}{s}_post = {w}*r{s}_pre : 1 (summed)" for s in sx]
+        syn = b2.Synapses(pre, post, "\n".join(lines), method="euler", clock=self.clock,
+                          name=name)
+        if plastic:
+            syn.state_updater.when, syn.state_updater.order = SCHEDULE["synapses"]
+        for upd in syn.summed_updaters.values():
+            upd.when, upd.order = SCHEDULE["summed"]
+        return syn
+
+    def _weight_indices(self, conn):
+        """Pre/post neuron indices of the weight synapses, in (task, post, pre) order."""
+        B, n_pre, n_post = self.n_tasks, conn.n_pre, conn.n_post
+        b, j, i = np.meshgrid(np.arange(B), np.arange(n_post), np.arange(n_pre),
+                              indexing="ij")
+        return (b * n_pre + i).ravel(), (b * n_post + j).ravel()
+
+    def _bias_indices(self, conn):
+        B, n_post = self.n_tasks, conn.n_post
+        b, j = np.meshgrid(np.arange(B), np.arange(n_post), indexing="ij")
+        return b.ravel(), (b * n_post + j).ravel()
+
+    # -- state ---------------------------------------------------------------------
+    def _split(self, conn, arr):
+        """Augmented (B, n_post, n_pre[+1]) -> flat arrays in synapse order."""
+        w = np.ascontiguousarray(arr[..., :conn.n_pre]).ravel()
+        b = np.ascontiguousarray(arr[..., conn.n_pre]).ravel() if conn.has_bias else None
+        return w, b
+
+    def set_state(self, phi, v):
+        """Fast weights (augmented, (B, n_post, n_pre[+1]) per connection), neuron
+        potentials ((B, S, n) per layer) and the meta-parameters of the network."""
+        B = self.n_tasks
+        for conn, (syn_w, syn_b), p in zip(self.net.connections, self.conns, phi):
+            p = np.broadcast_to(np.asarray(p, dtype=np.float64), (B,) + conn.shape)
+            pw, pb = self._split(conn, p)
+            name = "phi" if conn.plastic else "w"
+            setattr(syn_w, name, pw)
+            if syn_b is not None:
+                setattr(syn_b, name, pb)
+            if conn.plastic:
+                for key in ("omega", "lam"):
+                    aw, ab = self._split(conn, np.broadcast_to(getattr(conn, key),
+                                                               (B,) + conn.shape))
+                    setattr(syn_w, key, aw)
+                    if syn_b is not None:
+                        setattr(syn_b, key, ab)
+        x0 = self.inp.at_step(0)[0]
+        for k, s in enumerate(self.suffixes):
+            setattr(self.layers[0], "r" + s, np.ascontiguousarray(x0[:, k, :]).ravel())
+        for G, act, vl in zip(self.layers[1:], self.net.activations, v):
+            for k, s in enumerate(self.suffixes):
+                vk = np.ascontiguousarray(vl[:, k, :]).ravel()
+                setattr(G, "v" + s, vk)
+                setattr(G, "r" + s, act.f(vk))
+
+    def read_phi(self, values=None):
+        """Augmented fast weights per connection, (B, n_post, n_pre[+1]); ``values``:
+        optional {Synapses name: flat array} to read from (e.g. a monitor's column)."""
+        out = []
+        B = self.n_tasks
+        for conn, (syn_w, syn_b) in zip(self.net.connections, self.conns):
+            name = "phi" if conn.plastic else "w"
+
+            def get(syn):
+                if values is not None and syn.name in values:
+                    return values[syn.name]
+                return np.asarray(syn.variables[name].get_value(), dtype=np.float64)
+
+            w = get(syn_w).reshape(B, conn.n_post, conn.n_pre)
+            if syn_b is not None:
+                w = np.concatenate([w, get(syn_b).reshape(B, conn.n_post, 1)], axis=-1)
+            out.append(np.array(w))
+        return out
+
+    def read_v(self, values=None):
+        """Neuron potentials per non-input layer, (B, S, n)."""
+        out = []
+        B = self.n_tasks
+        for G in self.layers[1:]:
+            copies = []
+            for s in self.suffixes:
+                if values is not None and (G.name, s) in values:
+                    a = values[(G.name, s)]
+                else:
+                    a = np.asarray(G.variables["v" + s].get_value(), dtype=np.float64)
+                copies.append(a.reshape(B, -1))
+            out.append(np.stack(copies, axis=1))
+        return out
+
+
+# ---------------------------------------------------------------------- one phase
+def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
+              loss_fn=None):
+    """Integrate one phase with Brian2. Same contract as :func:`numpy_engine.run_phase`:
+    returns (phi, v, recorder, settled (B,), t_end, steps)."""
+    check_supported(net, learner)
+    dt = learner.dt_for(net)
+    dyn = npe.Dynamics(net, learner.rule)
+    phi = [np.array(p, dtype=np.float64) for p in phi_init]
+    x0, _, _ = inp.at_step(0)
+    v = dyn.steady_v(phi, x0)
+    rec = npe.Recorder(record, record_every, dt)
+    n_max, tol = learner.steps_for(net, inp)
+    check = learner.check_every(inp)
+    B = phi[0].shape[0]
+    with _codegen_target(learner.brian2_target), \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        model = Brian2Model(net, inp, dt)
+        model.set_state(phi, v)
+        monitors = _monitors(model, rec, record_every)
+        guard = _Guard(model, dyn, inp, dt, tol, check, n_max, phi)
+        model.network.add(guard.operation)
+        import brian2 as b2
+
+        model.network.run(n_max * dt * b2.second, namespace={})
+        n = guard.steps_done()
+        if guard.snapshot is not None:          # stopped: settled at step n
+            phi_end, v_end = guard.snapshot
+        else:
+            phi_end, v_end = model.read_phi(), model.read_v()
+        guard.final_check(phi_end, v_end, n)
+        _replay(model, monitors, rec, loss_fn, n)
+    rec.force(n * dt, phi_end, v_end, loss_fn)
+    settled = guard.settled if tol is not None else np.zeros(B, dtype=bool)
+    return phi_end, v_end, rec, settled, n * dt, n
+
+
+def _monitors(model, rec, every):
+    """StateMonitors of phi (plastic connections) and v, at steps 0, every, 2 every, ..."""
+    import brian2 as b2
+
+    names = set(rec.names)
+    if not names:
+        return []
+    when, order = SCHEDULE["monitor"]
+    clock = model.clock if every == 1 else b2.Clock(dt=every * model.dt * b2.second,
+                                                     name="record_clock")
+    mons = []
+    if names & {"phi", "loss"}:
+        for conn, pair in zip(model.net.connections, model.conns):
+            if conn.plastic:
+                for syn in pair:
+                    if syn is not None:
+                        mons.append(("phi", syn.name, None, b2.StateMonitor(
+                            syn, "phi", record=True, clock=clock, when=when, order=order,
+                            name=syn.name + "_phi_monitor")))
+    if "v" in names:
+        for G in model.layers[1:]:
+            for s in model.suffixes:
+                mons.append(("v", G.name, s, b2.StateMonitor(
+                    G, "v" + s, record=True, clock=clock, when=when, order=order,
+                    name=G.name + f"_v{s}_monitor")))
+    model.network.add(*[m[-1] for m in mons])
+    return mons
+
+
+def _replay(model, monitors, rec, loss_fn, n_end):
+    """Feed the monitored states to the Recorder, at the steps the numpy engine records."""
+    if not monitors:
+        return
+    mon = monitors[0][-1]
+    steps = np.rint(np.asarray(mon.t_) / model.dt).astype(np.int64)
+    for k, n in enumerate(steps):
+        if n > n_end:
+            break
+        phis, vs = {}, {}
+        for kind, owner, s, m in monitors:
+            var = "phi" if kind == "phi" else "v" + s
+            col = np.asarray(getattr(m, var))[:, k]
+            if kind == "phi":
+                phis[owner] = col
+            else:
+                vs[(owner, s)] = col
+        phi = model.read_phi(phis) if phis else None
+        v = model.read_v(vs) if vs else None
+        rec.force(n * model.dt, phi, v, loss_fn)
+
+
+class _Guard:
+    """Python operation run every ``check`` steps at the start of a step (state after n
+    steps): the numpy engine's settling test (:func:`numpy_engine._settled`) and a
+    divergence check. Stops the network when every task settled (the state is kept
+    from that moment; Brian2 finishes the current step, which is then discarded)."""
+
+    def __init__(self, model, dyn, inp, dt, tol, check, n_max, phi0):
+        import brian2 as b2
+
+        self.model, self.dyn, self.inp, self.dt = model, dyn, inp, dt
+        self.tol, self.check, self.n_max = tol, check, n_max
+        self.prev_phi = [p.copy() for p in phi0]
+        self.settled = np.zeros(phi0[0].shape[0], dtype=bool)
+        self.snapshot = None
+        self.n_stop = None
+        self.last_checked = 0
+        self.n = -1                     # steps done when the operation runs
+        when, order = SCHEDULE["monitor"]
+        self.operation = b2.NetworkOperation(self._run, clock=model.clock, when=when,
+                                             order=order + 1, name="settling_guard")
+
+    def _run(self):
+        self.n += 1
+        n = self.n
+        if n % self.check or n >= self.n_max:
+            return
+        self._test(self.model.read_phi(), None, n)
+        if self.tol is not None and self.settled.all():
+            self.snapshot = (self.model.read_phi(), self.model.read_v())
+            self.n_stop = n
+            self.model.network.stop()
+
+    def _test(self, phi, v, n):
+        self.last_checked = n
+        _check_finite(phi, v, n, self.dt)
+        if self.tol is None:
+            return
+        if v is None and self.inp.presentation != "online":
+            v = self.model.read_v()
+        self.settled = npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp, n,
+                                    self.check, self.dt, self.tol)
+        self.prev_phi = [p.copy() for p in phi]
+
+    def steps_done(self):
+        return self.n_stop if self.n_stop is not None else self.n_max
+
+    def final_check(self, phi, v, n):
+        """At the end of a phase that ran to n_max: the last test of the numpy loop."""
+        if self.n_stop is None and n % self.check == 0 and n != self.last_checked:
+            self._test(phi, v, n)
+        _check_finite(phi, v, n, self.dt)
+
+
+def _check_finite(phi, v, n, dt):
+    for name, arrs in (("phi", phi), ("v", v or [])):
+        for l, a in enumerate(arrs):
+            m = np.abs(a).max() if a.size else 0.0
+            if not m < npe.DIVERGENCE_BOUND:
+                raise SimulationError(
+                    f"Learner.run: the brian2 simulation diverged by step {n} (t = "
+                    f"{n * dt:.6g} s): max |{name}[{l}]| = {m!r}. Hint: reduce dt (now "
+                    f"{dt:g} s), the learning speed (increase tau_synapse), the input scale "
+                    "or beta; with Euler a step must stay well below the fastest time "
+                    "constant of the system.")
+
+
+# ---------------------------------------------------------------------- export
+def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
+                      presentation="online", presentation_time=None, dt=None,
+                      phi_init=None):
+    """Export ``net`` as a ``brian2.Network`` ready to run (see module docstring).
+
+    Parameters
+    ----------
+    x, y : arrays ``([tasks,] samples, n)``, optional
+        Training data shown during the run (default: one sample of zeros with gain 0,
+        i.e. only the pull of phi towards omega).
+    x_val, y_val, beta : optional
+        Nudging: validation samples shown with weight ``beta / V`` (the nudged phase).
+    presentation : {"online", "batch"}
+    presentation_time, dt : float or Brian2 quantity, optional
+        Defaults as in :class:`~neuro_meta.learning.Learner`.
+    phi_init : list of arrays, optional
+        Augmented initial fast weights (default: the network's phi0).
+
+    Returns a ``brian2.Network`` with objects named ``layer_0`` (inputs) ... ``layer_L``,
+    ``bias_unit``, ``conn_l`` and ``conn_l_bias``; TimedArrays ``x_in``, ``y_target``,
+    ``gain_in`` sit in the groups' namespaces. The initial state is stored (runtime
+    devices) so ``restore()`` returns to it.
+    """
+    from ..learning import Learner
+    from .. import _params as P
+
+    learner = Learner(rule="delta", presentation=presentation, integrator="euler", dt=dt,
+                      duration=1.0, presentation_time=presentation_time, engine="brian2")
+    check_supported(net, presentation=presentation)
+    if x is None and y is None:
+        X = np.zeros((1, 1, net.sizes[0]))
+        Y = np.zeros((1, 1, net.sizes[-1]))
+        c = np.zeros((1, 1))
+    elif x is None or y is None:
+        P.fail("RateNetwork.to_brian2", "y" if y is None else "x",
+               "is required together with " + ("x" if y is None else "y"), "None")
+    else:
+        X, Y, _ = Learner._data(net, x, y)
+        c = np.full(X.shape[:2], 1.0 / X.shape[1])
+        beta = P.real(beta, "RateNetwork.to_brian2", "beta")
+        if beta != 0.0:
+            if x_val is None or y_val is None:
+                P.fail("RateNetwork.to_brian2", "x_val", "is required when beta != 0", "None")
+            Xv, Yv, _ = Learner._data(net, x_val, y_val, "x_val", "y_val")
+            if Xv.shape[0] != X.shape[0]:
+                P.fail("RateNetwork.to_brian2", "x_val", f"must have {X.shape[0]} task(s) "
+                       "like x", f"shape {np.shape(x_val)}")
+            X = np.concatenate([X, Xv], axis=1)
+            Y = np.concatenate([Y, Yv], axis=1)
+            c = np.concatenate([c, np.full(Xv.shape[:2], beta / Xv.shape[1])], axis=1)
+    inp = npe.PhaseInput(X, Y, c, presentation,
+                         learner.presentation_steps(net) if presentation == "online" else 1)
+    phi = learner._phi_init(net, phi_init, X.shape[0])
+    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
+    model = Brian2Model(net, inp, learner.dt_for(net))
+    model.set_state(phi, v)
+    from brian2.devices.device import RuntimeDevice, get_device
+
+    if isinstance(get_device(), RuntimeDevice):
+        model.network.store()
+    return model.network

@@ -1,0 +1,165 @@
+"""``neuro-meta run consolidation``: meta-learning which synapses to consolidate.
+
+Linear-teacher tasks (:class:`~neuro_meta.families.LinearTeacher`): a known subset of
+synapses has the same teacher weight in every task (shared), the rest is redrawn per
+task. CML meta-trains ω and λ of a single-layer complex-synapse network. If it works,
+λ grows on the shared synapses (consolidated: their ω has learned the shared teacher)
+and shrinks on task-specific ones. Reported in ``results.json``:
+
+* ``lambda_auc`` -- ROC-AUC of λ separating shared from task-specific synapses;
+* ``omega_shared_rmse`` -- RMS of ω − teacher over the shared synapses;
+* meta-test MSE of the meta-trained network and of ``untrained`` (the same inner learning
+  from the initial ω, λ).
+"""
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import optim
+from ..cml import CML
+from ..families import LinearTeacher
+from ..io import save_figure, write_json
+from ..learning import Learner
+from ..metatrain import MetaTrainer
+from ..models import load_model
+from ..network import RateNetwork
+from ..synapses import ComplexSynapse
+
+
+def roc_auc(scores, positive):
+    """ROC-AUC (Mann-Whitney U / n_pos n_neg, ties counted half)."""
+    scores = np.asarray(scores, dtype=float).ravel()
+    positive = np.asarray(positive, dtype=bool).ravel()
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def build(cfg):
+    fam = LinearTeacher(**cfg["family"])
+    n = cfg["network"]
+    net = RateNetwork([fam.n_in, fam.n_out], activation=n["activation"], bias=n["bias"],
+                      tau_neuron=n["tau_neuron"], tau_synapse=n["tau_synapse"],
+                      synapse=ComplexSynapse(omega=n["omega_init"], lam=n["lam_init"]))
+    learner = Learner(**cfg["learner"])
+    cml = CML(learner=learner, **cfg["cml"])
+    m = cfg["meta"]
+    opt = {"adam": optim.adam, "sgd": optim.sgd}[m["optimizer"]](m["learning_rate"])
+    trainer = MetaTrainer(net, fam, cml, opt, meta_batch=m["meta_batch"], seed=m["seed"],
+                          eval_tasks=m["eval_tasks"])
+    return fam, trainer
+
+
+def run(out_dir, quick=False, seed=None, cfg=None, progress=True):
+    """Meta-train, write ``results.json`` and plots to ``out_dir``; returns the results."""
+    cfg = cfg or load_model("consolidation")
+    if quick:
+        cfg = merge(cfg, cfg.get("quick"))
+    if seed is not None:
+        cfg = merge(cfg, {"meta": {"seed": int(seed)}})
+    fam, trainer = build(cfg)
+    t0 = time.perf_counter()
+    untrained_net = trainer.net
+    m0, s0 = trainer.evaluate(untrained_net)
+    t_untrained = time.perf_counter() - t0
+    hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
+                         progress=progress)
+    net = trainer.net
+    mask, w_shared = fam.structure
+    theta = net.theta
+    lam, omega = theta["lam"][0], theta["omega"][0]
+    m1, s1 = hist.meta_test_mse[-1], hist.meta_test_sem[-1]
+    results = {
+        "methods": {
+            "cml": {"meta_test_mse": m1, "sem": s1, "wall_time_s": hist.wall_time_s,
+                    "meta_steps": cfg["meta"]["steps"]},
+            "untrained": {"meta_test_mse": m0, "sem": s0, "wall_time_s": t_untrained,
+                          "meta_steps": 0},
+        },
+        "lambda_auc": roc_auc(lam, mask),
+        "omega_shared_rmse": float(np.sqrt(np.mean((omega[mask] - w_shared[mask]) ** 2))),
+        "lambda_mean": {"shared": float(lam[mask].mean()),
+                        "specific": float(lam[~mask].mean())},
+        "history": {"step": hist.step, "meta_test_mse": hist.meta_test_mse,
+                    "meta_test_sem": hist.meta_test_sem},
+        "meta_parameters": {"omega": omega, "lam": lam, "shared_mask": mask,
+                            "w_shared": w_shared},
+        "config": cfg,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    plot(out, hist, net, trainer, fam, results)
+    return results
+
+
+def plot(out, hist, net, trainer, fam, results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plotting
+
+    mask, _ = fam.structure
+    groups = {"shared": mask.ravel(), "specific": ~mask.ravel()}
+    with plt.rc_context(plotting.STYLE):
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+        plotting.meta_learning_curves(
+            hist.step, {"cml": hist.meta_test_mse,
+                        "untrained": [results["methods"]["untrained"]["meta_test_mse"]]
+                        * len(hist.step)}, ax=axes[0, 0])
+        lam_traj = np.array([th["lam"][0].ravel() for th in hist.theta])
+        plotting.parameter_trajectories(hist.step, lam_traj, groups, ax=axes[0, 1],
+                                        ylabel="λ")
+        plotting.lambda_by_group(net.theta["lam"][0], groups, ax=axes[1, 0])
+        _phi_panel(axes[1, 1], net, trainer, mask)
+        fig.tight_layout()
+        save_figure(fig, out / "consolidation.png")
+        plt.close(fig)
+
+
+def _phi_panel(ax, net, trainer, mask):
+    """φ(t) of two shared and two specific synapses on one test task, free then nudged."""
+    from .. import plotting
+
+    task = trainer.test_task
+    xt, yt, xv, yv = (a[:1] for a in task.as_batch())
+    free_l, nudged_l = trainer.cml.learners(net)
+    dur = min(60.0, 200 * free_l.dt_for(net)) if free_l.dt else 20.0
+    fl = Learner(rule=free_l.rule, integrator=free_l.integrator, dt=free_l.dt, duration=dur)
+    free = fl.run(net, xt, yt, record=["phi"])
+    beta = trainer.cml.beta
+    nudged = fl.run(net, xt, yt, x_val=xv, y_val=yv, beta=beta * 10,
+                    phi_init=[np.asarray(p) for p in free.phi_aug], record=["phi"])
+    sh = np.argwhere(mask)[:2]
+    sp = np.argwhere(~mask)[:2]
+    sel = [tuple(i) for i in np.concatenate([sh, sp])]
+    labels = [f"shared {s}" for s in map(tuple, sh)] + [f"specific {s}" for s in map(tuple, sp)]
+    pf = np.stack([free.record["phi"][0][:, 0][(slice(None),) + s] for s in sel], axis=1)
+    pn = np.stack([nudged.record["phi"][0][:, 0][(slice(None),) + s] for s in sel], axis=1)
+    plotting.phi_trajectories(free.t, pf, nudged.t, pn, labels=labels, ax=ax)
+    ax.set_title(f"φ(t) on a test task: free, then nudged (β = {beta * 10:g}, ×10 for display)")
+
+
+def summary_table(results):
+    lines = [f"{'method':<12} {'meta-test MSE':>15} {'± s.e.m.':>10} {'wall time (s)':>14}"]
+    for name, r in results["methods"].items():
+        lines.append(f"{name:<12} {r['meta_test_mse']:>15.4f} {r['sem']:>10.4f} "
+                     f"{r['wall_time_s']:>14.1f}")
+    lines.append(f"lambda_auc = {results['lambda_auc']:.3f}   omega_shared_rmse = "
+                 f"{results['omega_shared_rmse']:.4f}   mean λ shared/specific = "
+                 f"{results['lambda_mean']['shared']:.3f}/{results['lambda_mean']['specific']:.3f}")
+    return "\n".join(lines)
