@@ -66,7 +66,7 @@ def split_theta_like(aug_list, net, key):
 def default_learner(net, tol):
     plastic = [c.plastic for c in net.connections]
     rule = "delta" if not any(plastic[:-1]) else "backprop"
-    return Learner(rule=rule, presentation="batch", integrator="rk4", tol=tol)
+    return Learner(rule=rule, presentation="batch", integrator="expeuler", tol=tol)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,10 @@ class CML:
         Nudging strength β ≠ 0 (a small positive number such as 1e-3 ... 1e-1).
     estimator : {"standard", "symmetric", "second_order"}
     learner : Learner, optional
-        The learning process of both phases. Default: RK4, batch presentation, the
-        ``delta`` rule for single-layer plasticity and ``backprop`` otherwise.
+        The learning process of both phases. Default: exponential Euler with its
+        automatic step (only the settled states matter to CML, and they do not depend on
+        the integrator), batch presentation, the ``delta`` rule for single-layer
+        plasticity and ``backprop`` otherwise.
     tol : float, optional
         Settling tolerance of the phases (overrides the learner's; default 1e-10 when no
         learner is given).

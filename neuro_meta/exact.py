@@ -181,7 +181,7 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12, newto
         Dense Hessian solve, or conjugate gradient with Hessian-vector products
         (``auto``: dense up to 1500 plastic parameters per task).
     learner : Learner, optional
-        Learning process that finds the settled free state (default: RK4, batch, ``tol``).
+        Learning process that finds the settled free state (default: as CML's).
     tol : float
         Settling tolerance of the default learner.
     newton_steps : int

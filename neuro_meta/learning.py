@@ -113,10 +113,12 @@ class Learner:
         region: ``dt = s · τ_φ / (λ_max + h_max)`` with ``h_max`` a bound of the
         output layer's data curvature (mean squared presynaptic rate, summed over the
         presented samples' weights) and ``s = 1`` for RK4, ``0.5`` for (exponential)
-        Euler (exponential Euler integrates the consolidation term exactly, so λ does
-        not limit its step); never above ``τ_φ/20``; and ``dt ≤ τ_v/10`` for dynamic
-        neurons. Online presentation rounds it
-        down to divide the presentation time.
+        Euler; never above ``τ_φ/20``; and ``dt ≤ τ_v/10`` for dynamic neurons.
+        Exponential Euler integrates the neurons' leak and the consolidation term
+        exactly, so neither τ_v nor λ limits its step: it is the efficient choice for
+        phases that run until settled, whose fixed points every integrator reproduces
+        exactly (CML's default). Online presentation rounds the step down to divide the
+        presentation time.
         """
         if self.dt is not None:
             return self.dt
@@ -138,7 +140,7 @@ class Learner:
             lam_max = 0.0   # the consolidation term is integrated exactly
         dt = safety * net.tau_synapse / (lam_max + curv + 1e-12)
         dt = min(dt, net.tau_synapse / 20)
-        if net.tau_neuron > 0:
+        if net.tau_neuron > 0 and self.integrator != "expeuler":
             dt = min(dt, net.tau_neuron / 10)
         if inp is not None and inp.presentation == "online":
             t_p = self.presentation_time if self.presentation_time is not None \

@@ -5,7 +5,9 @@ the held-out tasks per purpose (``[seed, 2]`` meta-validation, ``[seed, 3]`` met
 so meta-train, meta-validation and meta-test tasks come from disjoint seed streams and a
 run is reproducible step by step.
 """
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -14,9 +16,11 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .cml import CML
+from .learning import NotSettledWarning
 from .network import RateNetwork
 
 TRAIN, VALIDATION, TEST = 1, 2, 3
+logger = logging.getLogger(__name__)
 
 
 def task_rng(seed, stream, step=0):
@@ -44,6 +48,7 @@ class History:
     meta_test_sem: List[float] = field(default_factory=list)
     train_val_loss: List[float] = field(default_factory=list)
     theta: List[Dict] = field(default_factory=list)
+    not_settled: int = 0        # phases that reached max_duration before settling
     wall_time_s: float = 0.0
 
 
@@ -112,7 +117,14 @@ class MetaTrainer:
         bar = tqdm(range(1, steps + 1), desc="meta-training", disable=not progress)
         for step in bar:
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
-            est = self.cml.estimate(self.net, task)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", NotSettledWarning)
+                est = self.cml.estimate(self.net, task)
+            for w in caught:
+                if issubclass(w.category, NotSettledWarning):
+                    hist.not_settled += 1
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             hist.train_val_loss.append(float(np.mean(est.loss_val_free)))
             updates, state = self.optimizer.update(est.grad, state)
             theta = optim.apply_updates(theta, updates)
@@ -121,4 +133,7 @@ class MetaTrainer:
                 m = record(step)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
         hist.wall_time_s = time.perf_counter() - t0
+        if hist.not_settled:
+            logger.info("%d phase(s) reached max_duration before settling (their "
+                        "meta-gradient is less accurate)", hist.not_settled)
         return hist

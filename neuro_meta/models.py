@@ -59,3 +59,30 @@ def load_model(name, required=()):
             raise ValidationError(f"{path}: missing key {key!r}")
     data.setdefault("_file", str(path))
     return data
+
+
+def section(cfg, key, required=(), optional=()):
+    """``cfg[key]`` checked to be a mapping with exactly the ``required`` keys (and maybe
+    some ``optional`` ones); errors name the file and the key path."""
+    where = cfg.get("_file", "<config>")
+    if key not in cfg:
+        raise ValidationError(f"{where}: missing key {key!r}")
+    sec = cfg[key]
+    if not isinstance(sec, dict):
+        raise ValidationError(f"{where}: {key}: must be a mapping (got {sec!r})")
+    missing = [k for k in required if k not in sec]
+    if missing:
+        raise ValidationError(f"{where}: {key}: missing key(s) {', '.join(missing)}")
+    unknown = [k for k in sec if k not in required and k not in optional]
+    if unknown:
+        raise ValidationError(f"{where}: {key}.{unknown[0]}: unknown key (known: "
+                              f"{', '.join(list(required) + list(optional))})")
+    return sec
+
+
+def checked(where, key, fn, *args, **kwargs):
+    """Call ``fn``; a ValidationError it raises is re-raised prefixed by file and key."""
+    try:
+        return fn(*args, **kwargs)
+    except ValidationError as err:
+        raise ValidationError(f"{where}: {key}: {err}") from None

@@ -23,7 +23,9 @@ from ..families import LinearTeacher
 from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import load_model
+from .. import _params as P
+from ..errors import ValidationError
+from ..models import checked, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 
@@ -47,18 +49,40 @@ def merge(base, over):
     return out
 
 
+FAMILY_KEYS = ("n_in", "n_out", "shots", "val", "shared_fraction", "shared_std",
+               "specific_std", "noise_std", "structure_seed")
+NETWORK_KEYS = ("activation", "bias", "tau_neuron", "tau_synapse", "omega_init", "lam_init")
+LEARNER_KEYS = ("rule", "presentation", "integrator", "dt", "tol", "max_duration")
+META_KEYS = ("steps", "meta_batch", "optimizer", "learning_rate", "eval_every",
+             "eval_tasks", "seed")
+
+
 def build(cfg):
-    fam = LinearTeacher(**cfg["family"])
-    n = cfg["network"]
-    net = RateNetwork([fam.n_in, fam.n_out], activation=n["activation"], bias=n["bias"],
-                      tau_neuron=n["tau_neuron"], tau_synapse=n["tau_synapse"],
-                      synapse=ComplexSynapse(omega=n["omega_init"], lam=n["lam_init"]))
-    learner = Learner(**cfg["learner"])
-    cml = CML(learner=learner, **cfg["cml"])
-    m = cfg["meta"]
-    opt = {"adam": optim.adam, "sgd": optim.sgd}[m["optimizer"]](m["learning_rate"])
-    trainer = MetaTrainer(net, fam, cml, opt, meta_batch=m["meta_batch"], seed=m["seed"],
-                          eval_tasks=m["eval_tasks"])
+    """Task family and MetaTrainer from a configuration; errors name file and key."""
+    where = cfg.get("_file", "<config>")
+    fam_cfg = section(cfg, "family", required=FAMILY_KEYS)
+    n = section(cfg, "network", required=NETWORK_KEYS)
+    l_cfg = section(cfg, "learner", required=("rule",), optional=LEARNER_KEYS)
+    c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator", "tol",
+                                                               "nudged_duration"))
+    m = section(cfg, "meta", required=META_KEYS)
+    fam = checked(where, "family", LinearTeacher, **fam_cfg)
+    net = checked(where, "network", RateNetwork, [fam.n_in, fam.n_out],
+                  activation=n["activation"], bias=n["bias"], tau_neuron=n["tau_neuron"],
+                  tau_synapse=n["tau_synapse"],
+                  synapse=checked(where, "network", ComplexSynapse, omega=n["omega_init"],
+                                  lam=n["lam_init"]))
+    learner = checked(where, "learner", Learner, **l_cfg)
+    cml = checked(where, "cml", CML, learner=learner, **c_cfg)
+    optimizers = {"adam": optim.adam, "sgd": optim.sgd}
+    if m["optimizer"] not in optimizers:
+        raise ValidationError(f"{where}: meta.optimizer: must be one of adam, sgd "
+                              f"(got {m['optimizer']!r})")
+    opt = checked(where, "meta.learning_rate", optimizers[m["optimizer"]], m["learning_rate"])
+    trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
+                      meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"])
+    for k in ("steps", "eval_every"):
+        checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
 
 
@@ -89,6 +113,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True):
                           "meta_steps": 0},
         },
         "lambda_auc": roc_auc(lam, mask),
+        "phases_not_settled": hist.not_settled,
         "omega_shared_rmse": float(np.sqrt(np.mean((omega[mask] - w_shared[mask]) ** 2))),
         "lambda_mean": {"shared": float(lam[mask].mean()),
                         "specific": float(lam[~mask].mean())},
@@ -162,4 +187,7 @@ def summary_table(results):
     lines.append(f"lambda_auc = {results['lambda_auc']:.3f}   omega_shared_rmse = "
                  f"{results['omega_shared_rmse']:.4f}   mean λ shared/specific = "
                  f"{results['lambda_mean']['shared']:.3f}/{results['lambda_mean']['specific']:.3f}")
+    if results.get("phases_not_settled"):
+        lines.append(f"note: {results['phases_not_settled']} phase(s) reached max_duration "
+                     "before settling")
     return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""The contrastive meta-learning rule against closed forms, the exact implicit
+meta-gradient and finite differences of the whole learning process."""
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta import optim
+from neuro_meta.cml import inner_partials
+
+
+# ---------------------------------------------------------------- closed form (linear)
+def closed_form_meta_gradient(x, y, xv, yv, omega, lam):
+    """dL_out/dω and dL_out/dλ of the single-layer linear problem, written out:
+    φ_i* = (A + Λ_i)⁻¹ (Xᵀy_i/K + Λ_i ω_i), A = XᵀX/K; L_out = 1/(2V) Σ ‖φ xv − yv‖²;
+    u_i = (A + Λ_i)⁻¹ ∇L_out; dω_i = λ_i u_i; dλ_i = −(φ_i* − ω_i) u_i."""
+    K, V = len(x), len(xv)
+    g_om, g_lam = np.zeros_like(omega), np.zeros_like(omega)
+    for i in range(omega.shape[0]):
+        A = x.T @ x / K + np.diag(lam[i])
+        phi = np.linalg.solve(A, x.T @ y[:, i] / K + lam[i] * omega[i])
+        u = np.linalg.solve(A, xv.T @ (xv @ phi - yv[:, i]) / V)
+        g_om[i], g_lam[i] = lam[i] * u, -(phi - omega[i]) * u
+    return g_om, g_lam
+
+
+@pytest.fixture
+def linear_problem():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 5)), rng.normal(size=(10, 2))
+    xv, yv = rng.normal(size=(20, 5)), rng.normal(size=(20, 2))
+    omega = rng.normal(size=(2, 5))
+    lam = rng.uniform(0.8, 1.5, size=(2, 5))
+    net = nm.RateNetwork([5, 2], activation="linear", bias=False, tau_neuron=0,
+                         synapse=nm.ComplexSynapse(omega=omega, lam=lam))
+    ref = closed_form_meta_gradient(x, y, xv, yv, omega, lam)
+    return net, nm.Task(x, y, xv, yv), ref
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_contract_runs_and_shapes():
+    # The issue's contract, verbatim after the foundation contract.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 5)), rng.normal(size=(10, 2))
+    net = nm.RateNetwork([5, 2], activation="linear", bias=False,
+                         synapse=nm.ComplexSynapse(omega=rng.normal(size=(2, 5)), lam=0.5))
+    xv, yv = rng.normal(size=(20, 5)), rng.normal(size=(20, 2))
+    task = nm.Task(x, y, xv, yv)
+    cml = nm.CML(beta=1e-3, estimator="symmetric", tol=1e-12)
+    g = cml.meta_gradient(net, task)
+    g_ref = nm.exact_meta_gradient(net, task)
+    assert g["omega"][0].shape == (2, 5) and g["lam"][0].shape == (2, 5)
+    assert g_ref["omega"][0].shape == (2, 5) and g_ref["lam"][0].shape == (2, 5)
+    om, lam = closed_form_meta_gradient(x, y, xv, yv, net.theta["omega"][0],
+                                        net.theta["lam"][0])
+    # exact reference to rounding; CML within its O(β²) bias (≈1.1e-5 here, measured)
+    assert rel(g_ref["omega"][0], om) < 1e-8 and rel(g_ref["lam"][0], lam) < 1e-8
+    assert rel(g["omega"][0], om) < 2e-5 and rel(g["lam"][0], lam) < 2e-5
+
+
+def test_symmetric_matches_closed_form(linear_problem):
+    net, task, (om, lam) = linear_problem
+    g = nm.CML(beta=1e-3, estimator="symmetric", tol=1e-12).meta_gradient(net, task)
+    g_ref = nm.exact_meta_gradient(net, task)
+    assert rel(g["omega"][0], om) < 1e-5
+    assert rel(g["lam"][0], lam) < 1e-5
+    assert rel(g_ref["omega"][0], om) < 1e-8
+    assert rel(g_ref["lam"][0], lam) < 1e-8
+
+
+@pytest.mark.parametrize("method", ["dense", "cg"])
+def test_exact_methods_agree_with_closed_form(linear_problem, method):
+    net, task, (om, lam) = linear_problem
+    g = nm.exact_meta_gradient(net, task, method=method)
+    assert rel(g["omega"][0], om) < 1e-8 and rel(g["lam"][0], lam) < 1e-8
+
+
+def test_error_scaling_with_beta(linear_problem):
+    """Bias-dominated regime (tight phases): halving β divides the standard estimator's
+    error by ~2 and the symmetric one's by ~4; second_order is O(β²) too."""
+    net, task, (om, lam) = linear_problem
+    ref = np.concatenate([om.ravel(), lam.ravel()])
+
+    def err(est, beta):
+        g = nm.CML(beta=beta, estimator=est, tol=1e-13).meta_gradient(net, task)
+        return rel(np.concatenate([g["omega"][0].ravel(), g["lam"][0].ravel()]), ref)
+
+    for est, lo, hi in (("standard", 1.6, 2.4), ("symmetric", 3.2, 4.8),
+                        ("second_order", 3.2, 4.8)):
+        e1, e2, e3 = err(est, 0.02), err(est, 0.01), err(est, 0.005)
+        assert lo <= e1 / e2 <= hi, (est, e1, e2)
+        assert lo <= e2 / e3 <= hi, (est, e2, e3)
+
+
+def test_two_layer_tanh_backprop_against_exact_and_finite_differences():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    xv, yv = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
+    net = nm.RateNetwork([3, 4, 2], activation="tanh", bias=True, tau_neuron=0, seed=3,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Normal(0.5),
+                                                   lam=nm.init.Uniform(0.5, 1.5)))
+    task = nm.Task(x, y, xv, yv)
+    learner = nm.Learner(rule="backprop", tol=1e-12)
+    g = nm.CML(beta=1e-3, estimator="symmetric", learner=learner).meta_gradient(net, task)
+    g_ref = nm.exact_meta_gradient(net, task)
+    a, b = optim.tree_vector(g), optim.tree_vector(g_ref)
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.999
+
+    def val_loss(theta):
+        n2 = net.with_theta(theta)
+        res = nm.Learner(rule="backprop", tol=1e-13).run(n2, x, y)
+        out = n2.predict(xv, [np.asarray(p) for p in res.phi_aug])
+        return 0.5 * ((out - yv) ** 2).sum(-1).mean()
+
+    h = 1e-5
+    for key, conn, idx in (("omega", 0, (1, 2)), ("lam", 1, (0, 3)),
+                           ("omega_bias", 1, (1,)), ("lam_bias", 0, (2,)),
+                           ("omega", 1, (0, 0))):
+        tp, tm = net.theta, net.theta
+        tp[key][conn][idx] += h
+        tm[key][conn][idx] -= h
+        fd = (val_loss(tp) - val_loss(tm)) / (2 * h)
+        assert abs(fd - g_ref[key][conn][idx]) <= 1e-5 * abs(g_ref[key][conn][idx]), key
+
+
+def test_local_rule_equals_generic_difference_of_inner_partials(linear_problem):
+    """The synapse-local formula (φ⁰, φᵝ, ω, λ only) equals [∂θL_in(φᵝ) − ∂θL_in(φ⁰)]/β,
+    with ∂θL_in computed here by central finite differences of L_in in θ."""
+    net, task, _ = linear_problem
+    beta = 0.01
+    res = nm.CML(beta=beta, estimator="standard", tol=1e-12).estimate(net, task)
+    phi0, phib = res.phi_free[0][0], res.phi_nudged[beta][0][0]
+    omega, lam = net.theta["omega"][0], net.theta["lam"][0]
+    x, y = task.x_train, task.y_train
+
+    def L_in(phi, om, la):
+        return 0.5 * ((x @ phi.T - y) ** 2).sum(-1).mean() + (0.5 * la * (phi - om) ** 2).sum()
+
+    def fd_partials(phi):
+        d_om, d_lam = np.zeros_like(omega), np.zeros_like(lam)
+        h = 0.1   # L_in is quadratic in ω and linear in λ: central differences are exact
+        for idx in np.ndindex(omega.shape):
+            e = np.zeros_like(omega)
+            e[idx] = h
+            d_om[idx] = (L_in(phi, omega + e, lam) - L_in(phi, omega - e, lam)) / (2 * h)
+            d_lam[idx] = (L_in(phi, omega, lam + e) - L_in(phi, omega, lam - e)) / (2 * h)
+        return d_om, d_lam
+
+    (o1, l1), (o0, l0) = fd_partials(phib), fd_partials(phi0)
+    generic_om, generic_lam = (o1 - o0) / beta, (l1 - l0) / beta
+    # the paper's local formula written out
+    local_om = -(lam / beta) * (phib - phi0)
+    local_lam = ((phib - omega) ** 2 - (phi0 - omega) ** 2) / (2 * beta)
+    np.testing.assert_allclose(res.grad["omega"][0], local_om, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(res.grad["lam"][0], local_lam, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(local_om, generic_om, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(local_lam, generic_lam, rtol=1e-6, atol=1e-8)
+    d_om, d_lam = inner_partials(phi0, omega, lam)
+    np.testing.assert_allclose(d_om, o0, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(d_lam, l0, rtol=1e-6, atol=1e-9)
+
+
+def test_beta_zero_is_refused():
+    with pytest.raises(nm.ValidationError, match=r"CML\.beta: must be nonzero.*\(got 0\.0\)"):
+        nm.CML(beta=0.0)
+    with pytest.raises(nm.ValidationError, match=r"CML\.estimator"):
+        nm.CML(beta=0.1, estimator="fancy")
+    with pytest.raises(nm.ValidationError, match=r"CML\.learner"):
+        nm.CML(beta=0.1, learner="rk4")
+
+
+def test_tasks_batched_and_reduce(linear_problem):
+    net, task, _ = linear_problem
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(3, n, d)) for n, d in ((10, 5), (10, 2), (7, 5), (7, 2))]
+    batch = nm.Task(*xs)
+    cml = nm.CML(beta=1e-2, estimator="symmetric", learner=nm.Learner(tol=1e-12, dt=0.05))
+    per_task = cml.meta_gradient(net, batch, reduce="none")
+    assert per_task["omega"][0].shape == (3, 2, 5)
+    for b in range(3):
+        single = cml.meta_gradient(net, nm.Task(*(a[b] for a in xs)))
+        np.testing.assert_allclose(per_task["lam"][0][b], single["lam"][0], atol=1e-12)
+    mean = cml.meta_gradient(net, batch)
+    np.testing.assert_allclose(mean["omega"][0], per_task["omega"][0].mean(0), atol=1e-14)
+
+
+def test_nudged_duration_approaches_settled(linear_problem):
+    """A fixed-duration nudged phase converges to the settled estimate as it lengthens."""
+    net, task, _ = linear_problem
+    settled = nm.CML(beta=1e-2, tol=1e-12).meta_gradient(net, task)
+    errs = []
+    for dur in (1.0, 3.0, 9.0):
+        g = nm.CML(beta=1e-2, tol=1e-12, nudged_duration=dur).meta_gradient(net, task)
+        errs.append(rel(optim.tree_vector(g), optim.tree_vector(settled)))
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-2
+
+
+def test_task_validation():
+    x = np.zeros((5, 3))
+    with pytest.raises(nm.ValidationError, match=r"Task\.y_train"):
+        nm.Task(x, np.zeros((4, 2)), x, np.zeros((5, 2)))
+    with pytest.raises(nm.ValidationError, match=r"Task\.x_val.*features"):
+        nm.Task(x, np.zeros((5, 2)), np.zeros((5, 4)), np.zeros((5, 2)))
+    with pytest.raises(nm.ValidationError, match=r"Task\.x_train.*NaN"):
+        nm.Task(np.full((5, 3), np.nan), np.zeros((5, 2)), x, np.zeros((5, 2)))
+
+
+# ---------------------------------------------------------------- meta-optimisers
+def test_sgd_and_adam_against_hand_computation():
+    theta = {"omega": [np.array([[1.0, -2.0]])], "lam": [np.array([[0.5, 0.1]])]}
+    g = {"omega": [np.array([[0.2, -0.4]])], "lam": [np.array([[1.0, -3.0]])]}
+    opt = optim.sgd(0.1)
+    upd, _ = opt.update(g, opt.init(theta))
+    new = optim.apply_updates(theta, upd)
+    np.testing.assert_allclose(new["omega"][0], [[0.98, -1.96]])
+    # λ projected onto λ >= 0: 0.5 - 0.1 = 0.4 and max(0.1 + 0.3, 0) = 0.4
+    np.testing.assert_allclose(new["lam"][0], [[0.4, 0.4]])
+    opt = optim.adam(0.01)
+    state = opt.init(theta)
+    m = v = 0.0
+    gg = np.array([0.2, -0.4])
+    for t in range(1, 4):
+        upd, state = opt.update(g, state)
+        m = 0.9 * m + 0.1 * gg
+        v = 0.999 * v + 0.001 * gg ** 2
+        expect = -0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        np.testing.assert_allclose(upd["omega"][0][0], expect, rtol=1e-12)
+
+
+def test_projection_keeps_lambda_nonnegative():
+    theta = {"lam": [np.array([0.1, 2.0])], "lam_bias": [None]}
+    upd = {"lam": [np.array([-1.0, -1.0])], "lam_bias": [None]}
+    out = optim.apply_updates(theta, upd)
+    np.testing.assert_array_equal(out["lam"][0], [0.0, 1.0])
+
+
+def test_chain_and_clip():
+    g = {"omega": [np.array([3.0, 4.0])]}
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(1.0))
+    upd, _ = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(upd["omega"][0], [-0.6, -0.8])

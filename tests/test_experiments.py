@@ -1,0 +1,94 @@
+"""Experiments and the command line: outputs, science checks, errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from neuro_meta.experiments import consolidation, gradcheck
+from neuro_meta.models import load_model
+
+
+def test_roc_auc_against_definition():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    labels = np.array([False, False, True, True])
+    # pairs (pos, neg): (0.35>0.1), (0.35<0.4), (0.8>0.1), (0.8>0.4) -> 3/4
+    assert consolidation.roc_auc(scores, labels) == 0.75
+    assert consolidation.roc_auc([1, 1], [True, False]) == 0.5
+
+
+def test_gradcheck_writes_results_with_theory_slopes(tmp_path):
+    cfg = load_model("gradcheck")
+    cfg["sweeps"]["betas"] = [0.1, 0.05, 0.02, 0.01, 0.005]
+    cfg["sweeps"]["fit_range"] = [0.004, 0.11]
+    cfg["sweeps"]["tols"] = [1e-10, 1e-7, 1e-4]
+    res = gradcheck.run(tmp_path, cfg=cfg, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "gradcheck.png").stat().st_size > 10_000
+    assert 0.9 <= saved["fitted_slope"]["standard"] <= 1.1
+    assert 1.9 <= saved["fitted_slope"]["symmetric"] <= 2.1
+    # the δ/β floor: at β = 1e-3 a loose tolerance is much worse than a tight one
+    e = saved["tolerance_sweep"]["error_by_beta"]["0.001"]
+    assert e[-1] > 100 * e[0]
+    assert res["beta"][0] == 0.1
+
+
+def test_consolidation_quick_beats_untrained(tmp_path):
+    res = consolidation.run(tmp_path, quick=True, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m = saved["methods"]
+    assert m["cml"]["meta_test_mse"] <= 0.5 * m["untrained"]["meta_test_mse"]
+    assert saved["lambda_mean"]["shared"] > saved["lambda_mean"]["specific"]
+    assert (tmp_path / "consolidation.png").stat().st_size > 10_000
+    assert set(m["cml"]) == {"meta_test_mse", "sem", "wall_time_s", "meta_steps"}
+    assert res["lambda_auc"] == saved["lambda_auc"]
+
+
+def test_consolidation_is_deterministic(tmp_path):
+    cfg = load_model("consolidation")
+    cfg["meta"].update(steps=4, eval_every=2, eval_tasks=8)
+    a = consolidation.run(tmp_path / "a", cfg=cfg, progress=False)
+    b = consolidation.run(tmp_path / "b", cfg=cfg, progress=False)
+    np.testing.assert_array_equal(a["meta_parameters"]["lam"], b["meta_parameters"]["lam"])
+
+
+@pytest.mark.slow
+def test_consolidation_default_run_finds_shared_synapses(tmp_path):
+    """Issue acceptance: lambda_auc >= 0.95 and omega_shared_rmse <= 0.05."""
+    res = consolidation.run(tmp_path, progress=False)
+    assert res["lambda_auc"] >= 0.95
+    assert res["omega_shared_rmse"] <= 0.05
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "neuro_meta.cli", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_cli_bad_model_file_gives_clear_error_without_traceback(tmp_path):
+    import os
+
+    good = load_model("consolidation")
+    text = open(good["_file"]).read().replace("  shots: 5 ", "  shotz: 5 ")
+    (tmp_path / "consolidation.yaml").write_text(text)
+    env = dict(os.environ, NEURO_META_MODELS=str(tmp_path))
+    r = _cli("run", "consolidation", "--quick", "--out", str(tmp_path / "o"), env=env)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "consolidation.yaml" in r.stderr and "family" in r.stderr and "shots" in r.stderr
+    (tmp_path / "consolidation.yaml").write_text(text.replace("shotz: 5", "shots: -5"))
+    r = _cli("run", "consolidation", "--quick", "--out", str(tmp_path / "o"), env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "LinearTeacher.shots: must be >= 1 (got -5)" in r.stderr
+    (tmp_path / "consolidation.yaml").write_text("family: [1, 2\n")
+    r = _cli("run", "consolidation", "--quick", env=env)
+    assert r.returncode == 2 and "not valid YAML" in r.stderr
+    r = _cli("--debug", "run", "consolidation", "--quick", env=env)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_cli_models_lists_files():
+    r = _cli("models")
+    assert r.returncode == 0
+    assert "consolidation" in r.stdout and "gradcheck" in r.stdout
