@@ -104,7 +104,7 @@ def phi_trajectories(t_free, phi_free, t_nudged, phi_nudged, labels=None, ax=Non
     ax.set_xlabel("time (s)")
     ax.set_ylabel("fast weight φ (dimensionless)")
     ax.set_title("Fast weights: free phase (solid), nudged phase (dashed)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=2, loc="best", framealpha=0.8, frameon=True)
     return ax
 
 

@@ -145,7 +145,7 @@ def plot(out, hist, net, trainer, fam, results):
         plotting.meta_learning_curves(
             hist.step, {"cml": hist.meta_test_mse,
                         "untrained": [results["methods"]["untrained"]["meta_test_mse"]]
-                        * len(hist.step)}, ax=axes[0, 0])
+                        * len(hist.step)}, ax=axes[0, 0], logy=False)
         lam_traj = np.array([th["lam"][0].ravel() for th in hist.theta])
         plotting.parameter_trajectories(hist.step, lam_traj, groups, ax=axes[0, 1],
                                         ylabel="λ")
@@ -172,11 +172,12 @@ def _phi_panel(ax, net, trainer, mask):
     sh = np.argwhere(mask)[:2]
     sp = np.argwhere(~mask)[:2]
     sel = [tuple(i) for i in np.concatenate([sh, sp])]
-    labels = [f"shared {s}" for s in map(tuple, sh)] + [f"specific {s}" for s in map(tuple, sp)]
+    labels = ([f"shared ({i}, {j})" for i, j in sh.tolist()]
+              + [f"specific ({i}, {j})" for i, j in sp.tolist()])
     pf = np.stack([free.record["phi"][0][:, 0][(slice(None),) + s] for s in sel], axis=1)
     pn = np.stack([nudged.record["phi"][0][:, 0][(slice(None),) + s] for s in sel], axis=1)
     plotting.phi_trajectories(free.t, pf, nudged.t, pn, labels=labels, ax=ax)
-    ax.set_title(f"φ(t) on a test task: free, then nudged (β = {beta * 10:g}, ×10 for display)")
+    ax.set_title(f"φ(t) on a test task; nudged with β = {beta * 10:g} (×10 to show)")
 
 
 def summary_table(results):
