@@ -35,6 +35,13 @@ class Activation:
     def __repr__(self):
         return f"Activation({self.name!r})"
 
+    def __reduce__(self):
+        # Built-in activations pickle by name (their functions are lambdas), so networks
+        # can be sent to worker processes and Dask workers.
+        if ACTIVATIONS.get(self.name) is self:
+            return (get_activation, (self.name,))
+        return super().__reduce__()
+
 
 def _tanh_d(v):
     t = np.tanh(v)

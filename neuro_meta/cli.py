@@ -26,6 +26,15 @@ def _parser():
     r.add_argument("--out", default=None, help="output folder (default results/EXPERIMENT)")
     r.add_argument("--seed", type=int, default=None, help="meta-training seed")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.npz (same final numbers as one run)")
+    r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
+                   help="where tasks are simulated: in-process (default), a local process "
+                   "pool, or Dask (a local cluster, or --scheduler ADDRESS)")
+    r.add_argument("--workers", type=int, default=2, help="workers of the process pool or "
+                   "local Dask cluster (default 2)")
+    r.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
     g = sub.add_parser("gradcheck", help="CML meta-gradient error vs beta and vs the phases' "
                        "tolerance; writes results.json and gradcheck.png")
@@ -72,12 +81,59 @@ def _dispatch(args):
         from .experiments import consolidation
 
         out = args.out or f"results/{args.experiment}"
-        res = consolidation.run(out, quick=args.quick, seed=args.seed,
-                                progress=not args.no_progress)
+        with _executor(args) as executor:
+            res = consolidation.run(out, quick=args.quick, seed=args.seed,
+                                    progress=not args.no_progress, resume=args.resume,
+                                    executor=executor)
         print(consolidation.summary_table(res))
         print(f"wrote {out}/results.json and {out}/consolidation.png")
         return 0
     raise AssertionError(args.command)
+
+
+class _executor:
+    """Context manager giving the executor chosen on the command line."""
+
+    def __init__(self, args):
+        self.args = args
+        self._close = []
+
+    def __enter__(self):
+        a = self.args
+        if a.workers < 1:
+            from .errors import ValidationError
+
+            raise ValidationError(f"neuro-meta run.--workers: must be >= 1 (got {a.workers})")
+        if a.executor == "processes":
+            from concurrent.futures import ProcessPoolExecutor
+
+            ex = ProcessPoolExecutor(a.workers)
+            self._close.append(lambda: ex.shutdown())
+            return ex
+        if a.executor == "dask" or a.scheduler:
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                from .errors import ValidationError
+
+                raise ValidationError("neuro-meta run.--executor: 'dask' needs the "
+                                      "distributed extra: pip install -e '.[distributed]' "
+                                      "(got 'dask')") from None
+            if a.scheduler:
+                client = Client(a.scheduler)
+            else:
+                cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1,
+                                       host="127.0.0.1", dashboard_address=None)
+                self._close.append(cluster.close)
+                client = Client(cluster)
+            self._close.insert(0, client.close)
+            return client
+        return None
+
+    def __exit__(self, *exc):
+        for fn in self._close:
+            fn()
+        return False
 
 
 if __name__ == "__main__":

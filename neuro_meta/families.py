@@ -67,3 +67,44 @@ class LinearTeacher:
         y = np.einsum("toi,tki->tko", W, x) + self.noise_std * rng.standard_normal(
             (n_tasks, n, self.n_out))
         return Task(x[:, :self.shots], y[:, :self.shots], x[:, self.shots:], y[:, self.shots:])
+
+
+@dataclass(frozen=True)
+class Sinusoid:
+    """Few-shot sinusoid regression (Finn et al. 2017): ``y = A sin(x − φ)``.
+
+    Per task: amplitude ``A ~ U[amplitude]``, phase ``φ ~ U[phase]``; inputs
+    ``x ~ U[x_range]``; ``shots`` training points and ``val`` validation points.
+    """
+
+    shots: int = 10
+    val: int = 10
+    amplitude: tuple = (0.1, 5.0)
+    phase: tuple = (0.0, np.pi)
+    x_range: tuple = (-5.0, 5.0)
+
+    def __post_init__(self):
+        O = "Sinusoid"
+        P.integer(self.shots, O, "shots", low=1)
+        P.integer(self.val, O, "val", low=1)
+        for k in ("amplitude", "phase", "x_range"):
+            v = getattr(self, k)
+            if not (isinstance(v, (tuple, list)) and len(v) == 2):
+                P.fail(O, k, "must be a pair (low, high)", repr(v))
+            lo = P.real(v[0], O, f"{k}[0]")
+            P.real(v[1], O, f"{k}[1]", low=lo)
+
+    def params(self, rng, n_tasks):
+        """(amplitudes, phases), each (n_tasks,)."""
+        amp = rng.uniform(*self.amplitude, size=n_tasks)
+        ph = rng.uniform(*self.phase, size=n_tasks)
+        return amp, ph
+
+    def sample(self, rng, n_tasks):
+        """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
+        n_tasks = P.integer(n_tasks, "Sinusoid.sample", "n_tasks", low=1)
+        amp, ph = self.params(rng, n_tasks)
+        n = self.shots + self.val
+        x = rng.uniform(*self.x_range, size=(n_tasks, n, 1))
+        y = amp[:, None, None] * np.sin(x - ph[:, None, None])
+        return Task(x[:, :self.shots], y[:, :self.shots], x[:, self.shots:], y[:, self.shots:])

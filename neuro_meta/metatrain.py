@@ -7,6 +7,7 @@ run is reproducible step by step.
 """
 import logging
 import time
+from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -18,6 +19,7 @@ from . import optim
 from .cml import CML
 from .learning import NotSettledWarning
 from .network import RateNetwork
+from .tasks import Task
 
 TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
@@ -52,6 +54,20 @@ class History:
     wall_time_s: float = 0.0
 
 
+def _chunk_estimate(cml, net, task):
+    """CML estimate of one chunk of a meta-batch, per task (runs on a worker)."""
+    est = cml.estimate(net, task, reduce="none")
+    return est.grad, np.asarray(est.loss_val_free)
+
+
+def _n_workers(executor):
+    if executor is None:
+        return 1
+    if hasattr(executor, "scheduler_info"):        # dask.distributed.Client
+        return max(1, len(executor.scheduler_info().get("workers", {})))
+    return max(1, int(getattr(executor, "_max_workers", 1)))
+
+
 class MetaTrainer:
     """Meta-train the meta-parameters θ (ω, λ) of ``net`` with CML.
 
@@ -66,10 +82,17 @@ class MetaTrainer:
     seed : int
     eval_tasks : int
         Number of held-out meta-test tasks.
+    executor : None, concurrent.futures.Executor or dask.distributed.Client
+        Where the meta-batch's tasks are simulated: in-process (default), or split into
+        ``chunks`` submitted to the executor. Results are identical for any executor and
+        any chunking (tasks are independent and a settled task stops integrating), which
+        needs a learner with an explicit ``dt``.
+    chunks : int, optional
+        Number of pieces a meta-batch is split into (default: the executor's workers).
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
-                 eval_tasks=64):
+                 eval_tasks=64, executor=None, chunks=None):
         if not isinstance(net, RateNetwork):
             P.fail("MetaTrainer", "net", "must be a RateNetwork", type(net).__name__)
         if not isinstance(cml, CML):
@@ -77,6 +100,9 @@ class MetaTrainer:
         if not hasattr(family, "sample"):
             P.fail("MetaTrainer", "family", "must have a sample(rng, n_tasks) method",
                    type(family).__name__)
+        if executor is not None and not hasattr(executor, "submit"):
+            P.fail("MetaTrainer", "executor", "must be None, a concurrent.futures.Executor "
+                   "or a dask.distributed.Client", type(executor).__name__)
         self.net = net
         self.family = family
         self.cml = cml
@@ -84,6 +110,14 @@ class MetaTrainer:
         self.meta_batch = P.integer(meta_batch, "MetaTrainer", "meta_batch", low=1)
         self.seed = P.integer(seed, "MetaTrainer", "seed", low=0)
         self.eval_tasks = P.integer(eval_tasks, "MetaTrainer", "eval_tasks", low=1)
+        self.executor = executor
+        self.chunks = P.integer(chunks, "MetaTrainer", "chunks", low=1, allow_none=True)
+        if executor is not None or (self.chunks or 1) > 1:
+            free, _ = cml.learners(net)
+            if free.dt is None:
+                P.fail("MetaTrainer", "cml.learner.dt", "must be set explicitly when tasks "
+                       "are split across an executor (the automatic step depends on the "
+                       "batch's data)", "None")
         self.test_task = family.sample(task_rng(self.seed, TEST), self.eval_tasks)
 
     def evaluate(self, net=None):
@@ -93,16 +127,73 @@ class MetaTrainer:
         return float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse))) if len(mse) > 1 \
             else 0.0
 
-    def train(self, steps, eval_every=10, progress=True, keep_theta=True):
-        """Run ``steps`` meta-steps; returns a :class:`History` (the net is updated)."""
+    def meta_gradient(self, task):
+        """Mean CML meta-gradient of a meta-batch and the tasks' validation losses,
+        computed in-process or on the executor."""
+        n_chunks = min(self.chunks or _n_workers(self.executor), task.n_tasks)
+        if self.executor is None and n_chunks == 1:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", NotSettledWarning)
+                est = self.cml.estimate(self.net, task, reduce="none")
+            self._count(caught)
+            grads, losses = [est.grad], [np.asarray(est.loss_val_free)]
+        else:
+            bounds = np.linspace(0, task.n_tasks, n_chunks + 1).astype(int)
+            arrays = task.as_batch()
+            parts = [Task(*(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1],
+                                                                        bounds[1:])]
+            if self.executor is None:
+                results = [_chunk_estimate(self.cml, self.net, p) for p in parts]
+            else:
+                futures = [self.executor.submit(_chunk_estimate, self.cml, self.net, p)
+                           for p in parts]
+                results = [f.result() for f in futures]
+            grads, losses = [r[0] for r in results], [r[1] for r in results]
+        per_task = {k: [None if grads[0][k][i] is None else
+                        np.concatenate([g[k][i] for g in grads], axis=0)
+                        for i in range(len(grads[0][k]))] for k in grads[0]}
+        mean = optim.tree_map(lambda a: a.mean(axis=0), per_task)
+        return mean, np.concatenate(losses)
+
+    def _count(self, caught):
+        for w in caught:
+            if issubclass(w.category, NotSettledWarning):
+                self._not_settled += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def train(self, steps, eval_every=10, progress=True, keep_theta=True, checkpoint=None,
+              resume=False, checkpoint_every=1):
+        """Run meta-steps up to ``steps``; returns a :class:`History` (``self.net`` is
+        updated).
+
+        ``checkpoint``: path of a checkpoint file written atomically every
+        ``checkpoint_every`` meta-steps (and at the end); with ``resume=True`` an
+        existing checkpoint is loaded and training continues from its step -- the final
+        meta-parameters equal those of an uninterrupted run.
+        """
         from tqdm.auto import tqdm
+
+        from . import checkpoint as ckpt
 
         steps = P.integer(steps, "MetaTrainer.train", "steps", low=0)
         eval_every = P.integer(eval_every, "MetaTrainer.train", "eval_every", low=1)
+        checkpoint_every = P.integer(checkpoint_every, "MetaTrainer.train",
+                                     "checkpoint_every", low=1)
         hist = History()
         t0 = time.perf_counter()
+        self._not_settled = 0
         theta = self.net.theta
         state = self.optimizer.init(theta)
+        start = 0
+        if resume and checkpoint is not None and Path(checkpoint).exists():
+            saved = ckpt.load(checkpoint)
+            start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
+            self.net = self.net.with_theta(theta)
+            for k, v in saved["history"].items():
+                setattr(hist, k, v)
+            self._not_settled = hist.not_settled
+            logger.info("resumed from %s at meta-step %d", checkpoint, start)
 
         def record(step):
             m, s = self.evaluate()
@@ -113,25 +204,30 @@ class MetaTrainer:
                 hist.theta.append(self.net.theta)
             return m
 
-        record(0)
-        bar = tqdm(range(1, steps + 1), desc="meta-training", disable=not progress)
+        def save(step):
+            hist.not_settled = self._not_settled
+            ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
+                                   "history": {k: getattr(hist, k) for k in (
+                                       "step", "meta_test_mse", "meta_test_sem",
+                                       "train_val_loss", "theta", "not_settled")}})
+
+        if start == 0:
+            record(0)
+        bar = tqdm(range(start + 1, steps + 1), desc="meta-training", disable=not progress,
+                   initial=start, total=steps)
         for step in bar:
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", NotSettledWarning)
-                est = self.cml.estimate(self.net, task)
-            for w in caught:
-                if issubclass(w.category, NotSettledWarning):
-                    hist.not_settled += 1
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            hist.train_val_loss.append(float(np.mean(est.loss_val_free)))
-            updates, state = self.optimizer.update(est.grad, state)
+            grad, losses = self.meta_gradient(task)
+            hist.train_val_loss.append(float(np.mean(losses)))
+            updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates)
             self.net = self.net.with_theta(theta)
             if step % eval_every == 0 or step == steps:
                 m = record(step)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
+            if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
+                save(step)
+        hist.not_settled = self._not_settled
         hist.wall_time_s = time.perf_counter() - t0
         if hist.not_settled:
             logger.info("%d phase(s) reached max_duration before settling (their "

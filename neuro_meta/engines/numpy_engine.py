@@ -242,7 +242,12 @@ def _check_finite(phi, v, n, dt, learner, beta):
 # ---------------------------------------------------------------------- phase loop
 def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
               loss_fn=None):
-    """Integrate one phase. Returns (phi, v, recorder, settled (B,), t_end, steps)."""
+    """Integrate one phase. Returns (phi, v, recorder, settled (B,), t_end, steps).
+
+    With a tolerance, settling is tested every ``learner.check_every`` steps; a task that
+    has settled is frozen while the others go on, and the phase ends when all have
+    settled or at the maximal duration.
+    """
     dyn = Dynamics(net, learner.rule)
     dt = learner.dt_for(net, inp)
     phi = [np.array(p, dtype=np.float64) for p in phi_init]
@@ -260,17 +265,27 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     prev_phi = [p.copy() for p in phi]
     n = 0
     rec.maybe(0, phi, v, loss_fn)
+    frozen = None   # tasks that have settled keep their state (see below)
     with np.errstate(over="ignore", invalid="ignore"):
         while n < n_max:
             x, y, c = inp.at_step(n)
-            phi, v, g = step(dyn, phi, v, x, y, c, dt)
+            new_phi, new_v, g = step(dyn, phi, v, x, y, c, dt)
+            if frozen is not None:
+                new_phi = [np.where(frozen[:, None, None], p, q) for p, q in zip(phi, new_phi)]
+                new_v = [np.where(frozen[:, None, None], a, b) for a, b in zip(v, new_v)]
+            phi, v = new_phi, new_v
             n += 1
             _check_finite(phi, v, n, dt, learner, beta)
             rec.maybe(n, phi, v, loss_fn)
             if tol is not None and n % check == 0:
-                settled = _settled(dyn, phi, v, prev_phi, g, inp, n, check, dt, tol)
+                settled |= _settled(dyn, phi, v, prev_phi, g, inp, n, check, dt, tol)
                 if settled.all():
                     break
+                if settled.any():
+                    # A settled task stops integrating, so that its result does not depend
+                    # on which other tasks share its batch (same numbers batched, alone,
+                    # or split across workers).
+                    frozen = settled.copy()
                 prev_phi = [p.copy() for p in phi]
     rec.force(n * dt, phi, v, loss_fn)
     if tol is None:

@@ -57,7 +57,7 @@ META_KEYS = ("steps", "meta_batch", "optimizer", "learning_rate", "eval_every",
              "eval_tasks", "seed")
 
 
-def build(cfg):
+def build(cfg, executor=None):
     """Task family and MetaTrainer from a configuration; errors name file and key."""
     where = cfg.get("_file", "<config>")
     fam_cfg = section(cfg, "family", required=FAMILY_KEYS)
@@ -80,26 +80,36 @@ def build(cfg):
                               f"(got {m['optimizer']!r})")
     opt = checked(where, "meta.learning_rate", optimizers[m["optimizer"]], m["learning_rate"])
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
-                      meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"])
+                      meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
+                      executor=executor)
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
 
 
-def run(out_dir, quick=False, seed=None, cfg=None, progress=True):
-    """Meta-train, write ``results.json`` and plots to ``out_dir``; returns the results."""
+def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
+        executor=None):
+    """Meta-train, write ``results.json`` and plots to ``out_dir``; returns the results.
+
+    A checkpoint ``out_dir/checkpoint.npz`` is written after every meta-step; with
+    ``resume=True`` a run continues from it (same final numbers as an uninterrupted
+    run). ``executor``: see :class:`~neuro_meta.metatrain.MetaTrainer`.
+    """
     cfg = cfg or load_model("consolidation")
     if quick:
         cfg = merge(cfg, cfg.get("quick"))
     if seed is not None:
         cfg = merge(cfg, {"meta": {"seed": int(seed)}})
-    fam, trainer = build(cfg)
+    fam, trainer = build(cfg, executor=executor)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     untrained_net = trainer.net
     m0, s0 = trainer.evaluate(untrained_net)
     t_untrained = time.perf_counter() - t0
     hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
-                         progress=progress)
+                         progress=progress, checkpoint=out / "checkpoint.npz",
+                         resume=resume)
     net = trainer.net
     mask, w_shared = fam.structure
     theta = net.theta
@@ -123,8 +133,6 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True):
                             "w_shared": w_shared},
         "config": cfg,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     plot(out, hist, net, trainer, fam, results)
     return results

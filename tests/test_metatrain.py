@@ -1,0 +1,143 @@
+"""Meta-training: identical results on every executor, checkpoints, kill-and-resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta import checkpoint as ckpt
+from neuro_meta.experiments.consolidation import build
+from neuro_meta.metatrain import MetaTrainer
+from neuro_meta.models import load_model
+
+
+def trainer(**kw):
+    cfg = load_model("consolidation")
+    _, tr = build(cfg)
+    return MetaTrainer(tr.net, tr.family, tr.cml, tr.optimizer, meta_batch=12, seed=3,
+                       eval_tasks=6, **kw)
+
+
+def final_checksum(tr, steps=4):
+    tr.train(steps, eval_every=2, progress=False)
+    return ckpt.checksum(tr.net.theta)
+
+
+def test_chunked_and_process_pool_equal_serial():
+    ref = final_checksum(trainer())
+    assert final_checksum(trainer(chunks=5)) == ref
+    with ProcessPoolExecutor(2) as ex:
+        assert final_checksum(trainer(executor=ex)) == ref
+
+
+def test_dask_local_cluster_equals_serial():
+    distributed = pytest.importorskip("dask.distributed")
+    ref = final_checksum(trainer())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        assert final_checksum(trainer(executor=client)) == ref
+
+
+def test_batched_settling_independent_of_batch_composition():
+    """A settled task is frozen: its result is bitwise the same alone or in a batch."""
+    rng = np.random.default_rng(0)
+    net = nm.RateNetwork([4, 3], activation="tanh", tau_neuron=0, seed=1,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Normal(0.3),
+                                                   lam=nm.init.Uniform(0.05, 2.0)))
+    x, y = rng.normal(size=(5, 6, 4)), rng.normal(size=(5, 6, 3))
+    learner = nm.Learner(rule="delta", integrator="expeuler", dt=0.05, tol=1e-9)
+    batched = learner.run(net, x, y).phi_aug
+    for b in range(5):
+        alone = learner.run(net, x[b:b + 1], y[b:b + 1]).phi_aug
+        assert np.array_equal(alone[0][0], batched[0][b])
+
+
+def test_executor_needs_explicit_dt():
+    cml = nm.CML(beta=0.01)     # default learner: automatic dt
+    net = nm.RateNetwork([2, 1], activation="linear", tau_neuron=0)
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.cml\.learner\.dt"):
+        MetaTrainer(net, nm.families.LinearTeacher(n_in=2, n_out=1), cml, chunks=2)
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.executor"):
+        MetaTrainer(net, nm.families.LinearTeacher(n_in=2, n_out=1), cml, executor=3)
+
+
+def test_checkpoint_roundtrip_and_corruption(tmp_path):
+    state = {"theta": {"omega": [np.arange(6.0).reshape(2, 3), None]}, "step": 7,
+             "opt": ({"m": [np.ones(2)]}, 3)}
+    path = tmp_path / "c.npz"
+    ckpt.save(path, state)
+    back = ckpt.load(path)
+    assert back["step"] == 7 and back["opt"][1] == 3
+    np.testing.assert_array_equal(back["theta"]["omega"][0], state["theta"]["omega"][0])
+    raw = path.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="trunc.npz"):
+        ckpt.load(tmp_path / "trunc.npz")
+    # flip bytes inside an array payload: the checksum catches it
+    i = raw.find(np.arange(6.0).tobytes())
+    bad = bytearray(raw)
+    bad[i + 8] ^= 0xFF
+    (tmp_path / "flip.npz").write_bytes(bytes(bad))
+    with pytest.raises(ckpt.CheckpointError, match="flip.npz"):
+        ckpt.load(tmp_path / "flip.npz")
+    with pytest.raises(ckpt.CheckpointError, match="no such checkpoint"):
+        ckpt.load(tmp_path / "missing.npz")
+
+
+def _run_cli(out, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "neuro_meta.cli", "run", "consolidation", "--quick",
+         "--no-progress", "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _theta_from_results(out):
+    r = json.loads((out / "results.json").read_text())
+    return np.array(r["meta_parameters"]["omega"]), np.array(r["meta_parameters"]["lam"])
+
+
+def test_kill_and_resume_gives_identical_results(tmp_path):
+    ref_dir = tmp_path / "ref"
+    p = _run_cli(ref_dir)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    ref = _theta_from_results(ref_dir)
+    steps = load_model("consolidation")["quick"]["meta"]["steps"]
+    kill_points = [3, 9, 16, 22, 28]
+    out = tmp_path / "killed"
+    killed = []
+    for k in kill_points:
+        p = _run_cli(out, "--resume")
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            try:
+                if ckpt.load(out / "checkpoint.npz")["step"] >= k:
+                    break
+            except ckpt.CheckpointError:
+                pass
+            time.sleep(0.02)
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        if p.returncode == -signal.SIGKILL:
+            killed.append(ckpt.load(out / "checkpoint.npz")["step"])
+    assert len(killed) == len(kill_points) and max(killed) < steps, killed
+    p = _run_cli(out, "--resume")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert ckpt.load(out / "checkpoint.npz")["step"] == steps
+    got = _theta_from_results(out)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+
+
+def test_cli_corrupted_checkpoint_clear_error(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 garbage")
+    p = _run_cli(tmp_path, "--resume")
+    assert p.wait(timeout=120) == 2
+    err = p.stderr.read()
+    assert "checkpoint.npz" in err and "Traceback" not in err
