@@ -26,3 +26,8 @@ from .exact import exact_meta_gradient
 from .tasks import Task
 
 __all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]
+
+from . import families
+from .metatrain import MetaTrainer
+
+__all__ += ["MetaTrainer", "families"]

@@ -86,8 +86,13 @@ def choice(value, owner, attr, options):
     return value
 
 
-def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None):
-    """Convert to a float64 array and check that it is finite (and optionally its shape)."""
+DATA_LIMIT = 1e100
+
+
+def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
+                 max_abs=None):
+    """Convert to a float64 array and check that it is finite (and optionally its shape,
+    lower bound and magnitude)."""
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -108,4 +113,8 @@ def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None):
     if min_value is not None and arr.size and arr.min() < min_value:
         fail(owner, attr, f"must be >= {min_value:g}",
              f"{_fmt(arr) if arr.size == 1 else 'minimum ' + repr(float(arr.min()))}")
+    if max_abs is not None and arr.size and np.abs(arr).max() > max_abs:
+        fail(owner, attr, f"must be at most {max_abs:g} in magnitude (squared errors must "
+             "stay finite in float64); rescale the data",
+             f"max |{attr}| = {float(np.abs(arr).max())!r}")
     return arr

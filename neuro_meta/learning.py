@@ -198,8 +198,8 @@ class Learner:
     def _data(net, x, y, name_x="x", name_y="y"):
         """Validate data; returns (X (B,K,n_in), Y (B,K,n_out), had_task_axis)."""
         O = "Learner.run"
-        x = P.finite_array(x, O, name_x, ndim=(2, 3))
-        y = P.finite_array(y, O, name_y, ndim=(2, 3))
+        x = P.finite_array(x, O, name_x, ndim=(2, 3), max_abs=P.DATA_LIMIT)
+        y = P.finite_array(y, O, name_y, ndim=(2, 3), max_abs=P.DATA_LIMIT)
         if x.ndim != y.ndim:
             P.fail(O, name_y, f"must have the same number of dimensions as {name_x} "
                    f"({x.ndim})", f"shape {y.shape}")
@@ -243,8 +243,13 @@ class Learner:
         X, Y, batched = self._data(net, x, y)
         B, K = X.shape[:2]
         beta = P.real(beta, "Learner.run", "beta")
+        if record is None:
+            record = ()
         if isinstance(record, str):
             record = (record,)
+        if not isinstance(record, (list, tuple, set)):
+            P.fail("Learner.run", "record", "must be a name or a list of names of "
+                   f"{', '.join(RECORDABLE)}", repr(record))
         for r in record:
             P.choice(r, "Learner.run", "record", RECORDABLE)
         record_every = P.integer(record_every, "Learner.run", "record_every", low=1)

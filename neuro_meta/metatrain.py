@@ -17,6 +17,7 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .cml import CML
+from .errors import SimulationError
 from .learning import NotSettledWarning
 from .network import RateNetwork
 from .tasks import Task
@@ -51,13 +52,55 @@ class History:
     train_val_loss: List[float] = field(default_factory=list)
     theta: List[Dict] = field(default_factory=list)
     not_settled: int = 0        # phases that reached max_duration before settling
+    skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
     wall_time_s: float = 0.0
 
 
-def _chunk_estimate(cml, net, task):
-    """CML estimate of one chunk of a meta-batch, per task (runs on a worker)."""
-    est = cml.estimate(net, task, reduce="none")
-    return est.grad, np.asarray(est.loss_val_free)
+def _chunk_estimate(cml, net, task, skip_diverged=False):
+    """CML estimate of one chunk of a meta-batch, per task (runs on a worker).
+
+    Returns (grads with a task axis, validation losses, number of skipped tasks, number
+    of phases that did not settle). With ``skip_diverged``, a chunk in which a simulation
+    diverges is redone task by task and the tasks that diverge are left out (a task's
+    result does not depend on its chunk).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NotSettledWarning)
+        try:
+            est = cml.estimate(net, task, reduce="none")
+            out = est.grad, np.asarray(est.loss_val_free), 0
+        except SimulationError:
+            if not skip_diverged:
+                raise
+            out = None
+    n_warn = 0
+    for w in caught:
+        if issubclass(w.category, NotSettledWarning):
+            n_warn += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if out is not None:
+        return out + (n_warn,)
+    if task.n_tasks == 1:
+        return None, np.zeros(0), 1, n_warn
+    arrays = task.as_batch()
+    kept, skipped = [], 0
+    for b in range(task.n_tasks):
+        r = _chunk_estimate(cml, net, Task(*(a[b:b + 1] for a in arrays)), True)
+        skipped += r[2]
+        n_warn += r[3]
+        if r[0] is not None:
+            kept.append(r)
+    if not kept:
+        return None, np.zeros(0), skipped, n_warn
+    return (_concat([k[0] for k in kept]), np.concatenate([k[1] for k in kept]), skipped,
+            n_warn)
+
+
+def _concat(grads):
+    return {k: [None if grads[0][k][i] is None else
+                np.concatenate([g[k][i] for g in grads], axis=0)
+                for i in range(len(grads[0][k]))] for k in grads[0]}
 
 
 def _n_workers(executor):
@@ -89,10 +132,16 @@ class MetaTrainer:
         needs a learner with an explicit ``dt``.
     chunks : int, optional
         Number of pieces a meta-batch is split into (default: the executor's workers).
+    on_divergence : {"stop", "skip"}
+        What a diverging simulation does to a meta-step. ``"stop"`` (default): training
+        stops with :class:`~neuro_meta.errors.SimulationError`; the meta-parameters keep
+        their last good values (and the checkpoint its last step). ``"skip"``: the tasks
+        that diverge are left out of that meta-step's mean and counted
+        (``History.skipped_tasks``); θ is never updated from a non-finite gradient.
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
-                 eval_tasks=64, executor=None, chunks=None):
+                 eval_tasks=64, executor=None, chunks=None, on_divergence="stop"):
         if not isinstance(net, RateNetwork):
             P.fail("MetaTrainer", "net", "must be a RateNetwork", type(net).__name__)
         if not isinstance(cml, CML):
@@ -112,6 +161,9 @@ class MetaTrainer:
         self.eval_tasks = P.integer(eval_tasks, "MetaTrainer", "eval_tasks", low=1)
         self.executor = executor
         self.chunks = P.integer(chunks, "MetaTrainer", "chunks", low=1, allow_none=True)
+        self.on_divergence = P.choice(on_divergence, "MetaTrainer", "on_divergence",
+                                      ("stop", "skip"))
+        self._not_settled = self._skipped = 0
         if executor is not None or (self.chunks or 1) > 1:
             free, _ = cml.learners(net)
             if free.dt is None:
@@ -127,40 +179,36 @@ class MetaTrainer:
         return float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse))) if len(mse) > 1 \
             else 0.0
 
-    def meta_gradient(self, task):
+    def meta_gradient(self, task, step=None):
         """Mean CML meta-gradient of a meta-batch and the tasks' validation losses,
-        computed in-process or on the executor."""
+        computed in-process or on the executor (see ``on_divergence``)."""
         n_chunks = min(self.chunks or _n_workers(self.executor), task.n_tasks)
-        if self.executor is None and n_chunks == 1:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", NotSettledWarning)
-                est = self.cml.estimate(self.net, task, reduce="none")
-            self._count(caught)
-            grads, losses = [est.grad], [np.asarray(est.loss_val_free)]
-        else:
-            bounds = np.linspace(0, task.n_tasks, n_chunks + 1).astype(int)
-            arrays = task.as_batch()
-            parts = [Task(*(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1],
-                                                                        bounds[1:])]
+        skip = self.on_divergence == "skip"
+        bounds = np.linspace(0, task.n_tasks, n_chunks + 1).astype(int)
+        arrays = task.as_batch()
+        parts = [Task(*(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        try:
             if self.executor is None:
-                results = [_chunk_estimate(self.cml, self.net, p) for p in parts]
+                results = [_chunk_estimate(self.cml, self.net, p, skip) for p in parts]
             else:
-                futures = [self.executor.submit(_chunk_estimate, self.cml, self.net, p)
+                futures = [self.executor.submit(_chunk_estimate, self.cml, self.net, p, skip)
                            for p in parts]
                 results = [f.result() for f in futures]
-            grads, losses = [r[0] for r in results], [r[1] for r in results]
-        per_task = {k: [None if grads[0][k][i] is None else
-                        np.concatenate([g[k][i] for g in grads], axis=0)
-                        for i in range(len(grads[0][k]))] for k in grads[0]}
+        except SimulationError as err:
+            raise SimulationError(
+                f"MetaTrainer: meta-step {step}: {err} -- the meta-parameters were not "
+                "updated (the last checkpoint holds the previous step); use "
+                "on_divergence='skip' to leave such tasks out") from None
+        self._not_settled += sum(r[3] for r in results)
+        self._skipped += sum(r[2] for r in results)
+        kept = [r for r in results if r[0] is not None]
+        if not kept:
+            raise SimulationError(f"MetaTrainer: meta-step {step}: every task of the "
+                                  "meta-batch diverged. Hint: reduce dt, beta or the "
+                                  "meta-learning rate")
+        per_task = _concat([r[0] for r in kept])
         mean = optim.tree_map(lambda a: a.mean(axis=0), per_task)
-        return mean, np.concatenate(losses)
-
-    def _count(self, caught):
-        for w in caught:
-            if issubclass(w.category, NotSettledWarning):
-                self._not_settled += 1
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return mean, np.concatenate([r[1] for r in kept])
 
     def train(self, steps, eval_every=10, progress=True, keep_theta=True, checkpoint=None,
               resume=False, checkpoint_every=1):
@@ -182,7 +230,7 @@ class MetaTrainer:
                                      "checkpoint_every", low=1)
         hist = History()
         t0 = time.perf_counter()
-        self._not_settled = 0
+        self._not_settled = self._skipped = 0
         theta = self.net.theta
         state = self.optimizer.init(theta)
         start = 0
@@ -193,6 +241,7 @@ class MetaTrainer:
             for k, v in saved["history"].items():
                 setattr(hist, k, v)
             self._not_settled = hist.not_settled
+            self._skipped = hist.skipped_tasks
             logger.info("resumed from %s at meta-step %d", checkpoint, start)
 
         def record(step):
@@ -206,10 +255,12 @@ class MetaTrainer:
 
         def save(step):
             hist.not_settled = self._not_settled
+            hist.skipped_tasks = self._skipped
             ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                    "history": {k: getattr(hist, k) for k in (
                                        "step", "meta_test_mse", "meta_test_sem",
-                                       "train_val_loss", "theta", "not_settled")}})
+                                       "train_val_loss", "theta", "not_settled",
+                                       "skipped_tasks")}})
 
         if start == 0:
             record(0)
@@ -217,7 +268,7 @@ class MetaTrainer:
                    initial=start, total=steps)
         for step in bar:
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
-            grad, losses = self.meta_gradient(task)
+            grad, losses = self.meta_gradient(task, step)
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates)
@@ -228,6 +279,7 @@ class MetaTrainer:
             if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
                 save(step)
         hist.not_settled = self._not_settled
+        hist.skipped_tasks = self._skipped
         hist.wall_time_s = time.perf_counter() - t0
         if hist.not_settled:
             logger.info("%d phase(s) reached max_duration before settling (their "

@@ -16,7 +16,7 @@ class Task:
         arrs = {}
         for name, a in (("x_train", x_train), ("y_train", y_train), ("x_val", x_val),
                         ("y_val", y_val)):
-            a = P.finite_array(a, "Task", name, ndim=(2, 3))
+            a = P.finite_array(a, "Task", name, ndim=(2, 3), max_abs=P.DATA_LIMIT)
             a.setflags(write=False)
             arrs[name] = a
         nd = arrs["x_train"].ndim

@@ -141,3 +141,76 @@ def test_cli_corrupted_checkpoint_clear_error(tmp_path):
     assert p.wait(timeout=120) == 2
     err = p.stderr.read()
     assert "checkpoint.npz" in err and "Traceback" not in err
+
+
+class ExplodingTeacher(nm.families.LinearTeacher):
+    """Linear-teacher tasks, but in every meta-batch of 12 the first task's inputs are
+    scaled so that its simulation diverges at the trainer's time step."""
+
+    def sample(self, rng, n_tasks):
+        task = super().sample(rng, n_tasks)
+        if n_tasks == 12:
+            x, y, xv, yv = (np.array(a) for a in task.as_batch())
+            x[0] *= 1e3
+            return nm.Task(x, y, xv, yv)
+        return task
+
+
+def _exploding(**kw):
+    base = trainer()
+    fam = ExplodingTeacher(**{k: getattr(base.family, k) for k in (
+        "n_in", "n_out", "shots", "val", "shared_fraction", "noise_std")})
+    return MetaTrainer(base.net, fam, base.cml, base.optimizer, meta_batch=12, seed=3,
+                       eval_tasks=6, **kw)
+
+
+def test_divergence_stop_keeps_theta_and_names_the_step(tmp_path):
+    tr = _exploding()
+    before = ckpt.checksum(tr.net.theta)
+    with pytest.raises(nm.SimulationError, match=r"meta-step 1: .*diverged.*not updated"):
+        tr.train(3, progress=False, checkpoint=tmp_path / "c.npz")
+    assert ckpt.checksum(tr.net.theta) == before
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_divergence_skip_counts_and_is_deterministic():
+    a = _exploding(on_divergence="skip")
+    h = a.train(3, eval_every=3, progress=False)
+    assert h.skipped_tasks == 3   # the first task of each of the 3 meta-steps
+    assert all(np.isfinite(x).all() for x in a.net.theta["lam"] if x is not None)
+    b = _exploding(on_divergence="skip", chunks=4)
+    b.train(3, eval_every=3, progress=False)
+    assert ckpt.checksum(a.net.theta) == ckpt.checksum(b.net.theta)
+
+
+class KillWorkerOnceCML(nm.CML):
+    """A CML whose first estimate (in any process) kills that process, as a crashed or
+    lost worker would; the marker file makes it happen once."""
+
+    marker = None
+
+    def estimate(self, net, task, reduce="mean"):
+        if self.marker is not None and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().estimate(net, task, reduce)
+
+
+def test_dask_worker_killed_mid_step_is_recomputed(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ref = final_checksum(trainer(), steps=3)
+    base = trainer()
+    cml = KillWorkerOnceCML(beta=base.cml.beta, estimator=base.cml.estimator,
+                            learner=base.cml.learner)
+    cml.marker = str(tmp_path / "killed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        tr = MetaTrainer(base.net, base.family, cml, base.optimizer, meta_batch=12, seed=3,
+                         eval_tasks=6, executor=client)
+        got = final_checksum(tr, steps=3)
+    assert os.path.exists(cml.marker), "no worker was killed"
+    assert got == ref

@@ -67,11 +67,11 @@ def build(cfg, executor=None):
                                                                "nudged_duration"))
     m = section(cfg, "meta", required=META_KEYS)
     fam = checked(where, "family", LinearTeacher, **fam_cfg)
+    syn = checked(where, "network.omega_init/lam_init", ComplexSynapse,
+                  omega=n["omega_init"], lam=n["lam_init"])
     net = checked(where, "network", RateNetwork, [fam.n_in, fam.n_out],
                   activation=n["activation"], bias=n["bias"], tau_neuron=n["tau_neuron"],
-                  tau_synapse=n["tau_synapse"],
-                  synapse=checked(where, "network", ComplexSynapse, omega=n["omega_init"],
-                                  lam=n["lam_init"]))
+                  tau_synapse=n["tau_synapse"], synapse=syn)
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     optimizers = {"adam": optim.adam, "sgd": optim.sgd}
