@@ -152,9 +152,9 @@ class RateNetwork:
 
     @property
     def theta(self):
-        """Meta-parameters as ``{"omega": [...], "lam": [...], "omega_bias": [...],
-        "lam_bias": [...]}``, one entry per connection (``None`` for static synapses or
-        absent biases). Arrays are copies."""
+        """Meta-parameters, one entry per connection (``None`` for static synapses or
+        absent biases): ``{"omega": [...], "lam": [...], "omega_bias": [...], "lam_bias":
+        [...]}``. Arrays are copies."""
         out = {"omega": [], "lam": [], "omega_bias": [], "lam_bias": []}
         for c in self.connections:
             for key, arr in (("omega", c.omega), ("lam", c.lam)):
