@@ -1,51 +1,61 @@
 """The Brian2 engine: the learning process simulated by Brian2 itself.
 
-A :class:`~neuro_meta.network.RateNetwork` becomes Brian2 ``NeuronGroup``\\ s and
-``Synapses`` whose equations are the ones of the numpy engine, written in Brian2's
-equation language. For B tasks (vectorised: neurons are indexed by task, synapses
-connect within a task only) and online presentation::
+A :class:`~neuro_meta.network.RateNetwork` becomes Brian2 ``NeuronGroup`` s and
+``Synapses`` whose equations are the numpy engine's (see
+:mod:`neuro_meta.engines.numpy_engine`), written in Brian2's equation language. B tasks
+run together, vectorised: the neurons of a layer are indexed ``task * n + unit`` and
+synapses connect units of the same task only. For online presentation::
 
-    layer_0 (inputs, B*n_in units)     x = x_in(t % T_cycle, i) : 1      r : 1
-    layer_l (B*n_l units)              dv/dt = (-v + I)/tau_v : 1
-                                       I = I_syn + I_bias : 1            r : 1
-    layer_L (output) additionally      y = y_target(t % T_cycle, i) : 1
-                                       gain = gain_in(t % T_cycle, i) : 1
-                                       err : 1
-    conn_l (plastic, complex synapse)  dphi/dt = (plasticity - lam*(phi - omega))/tau_phi
-                                                                        : 1 (clock-driven)
-                                       plasticity = err_post*r_pre : 1
-                                       omega : 1 (constant)     lam : 1 (constant)
-                                       I_syn_post = phi*r_pre : 1 (summed)
-    conn_l_bias                        the same, from ``bias_unit`` (one unit of rate 1
-                                       per task), summed into I_bias
+    layer_0 (inputs)      stimulus = x_in(t % T_cycle, i) : 1
+                          r : 1                                   (r = stimulus)
+    layer_l (l >= 1)      dv/dt = (-v + I)/tau_v : 1
+                          I = I_syn + I_bias : 1   I_syn : 1   I_bias : 1
+                          r : 1                                   (r = f(v))
+    layer_L (output)      target = y_target(t % T_cycle, i) : 1
+                          gain = gain_in(t % T_cycle, i) : 1
+                          err : 1                       (err = gain*(target - r)*f'(v))
+    conn_l (complex)      dphi/dt = (plasticity - lam*(phi - omega))/tau_phi : 1 (clock-driven)
+                          plasticity = err_post*r_pre : 1
+                          omega : 1 (constant)   lam : 1 (constant)
+                          I_syn_post = phi*r_pre : 1 (summed)
+    conn_l (static)       w : 1 (constant)       I_syn_post = w*r_pre : 1 (summed)
+    conn_l_bias           the same from ``bias_unit`` (one unit of rate 1 per task) into
+                          I_bias: a bias is a synapse from a constant-rate unit
 
-Rates and the local error are stored once per neuron (not re-evaluated per synapse) by
-custom operations: ``r = f(v)`` and, at the output, ``err = gain*(y - r)*f'(v)``; the
-input layer's ``r = x``. ``gain`` is the sample weight c_s times the number of samples
-of a cycle, as in the numpy engine. With ``presentation="batch"`` every neuron carries
-one copy of its state per sample (``v_0, v_1, ...``; inputs, targets and gains are
-constants) and ``plasticity = err_0_post*r_0_pre + err_1_post*r_1_pre + ...``.
+Rates and the output error are stored once per neuron by custom operations
+(``run_regularly``) instead of being subexpressions re-evaluated for every synapse.
+``x_in``, ``y_target`` and ``gain_in`` are ``TimedArray`` s holding one presentation
+cycle (row m = sample m, each shown for ``presentation_time``); ``gain`` is the sample
+weight times the number of samples of the cycle, as in the numpy engine. Without
+biases ``I`` is the summed variable itself. With batch presentation every neuron holds
+one copy of its state per sample (``v_0, r_0, err_0, v_1, ...``; inputs, targets and
+gains are constants) and ``plasticity = err_0_post*r_0_pre + err_1_post*r_1_pre + ...``.
 
-Schedule of one time step (the numpy engine's Euler order, set with ``when``/``order``):
+Schedule of one time step -- the numpy engine's Euler order (neurons advanced with the
+rates at the start of the step, then synapses with the neuron state at its end), fixed
+with the objects' ``when``/``order`` (Brian2's default would break the tie between
+neuron and synapse updaters by object name):
 
 =================  =====  ===========================================================
 slot               order  operation
 =================  =====  ===========================================================
-``start``          0      monitors and the settling test (state after n steps)
-``before_groups``  0      input rates ``r = x`` (the sample shown at step n)
-``before_groups``  1      summed currents ``I = sum phi*r_pre`` (rates at step start)
-``groups``         0      neurons: ``v += dt*(-v + I)/tau_v``  (Euler)
-``groups``         1      ``r = f(v)``, ``err = gain*(y - r)*f'(v)`` (end-of-step state)
-``groups``         2      synapses: ``phi += dt*(plasticity - lam*(phi - omega))/tau_phi``
+``start``          0      engine hook: record, settling test, divergence check
+``before_groups``  0      input rates ``r = stimulus`` (the sample shown at step n)
+``before_groups``  1      summed currents ``I = sum(phi*r_pre)`` (start-of-step rates)
+``groups``         0      neurons ``v += dt*(-v + I)/tau_v`` (Euler)
+``groups``         1      ``r = f(v)``; output ``err = gain*(target - r)*f'(v)``
+``groups``         2      synapses ``phi += dt*(plasticity - lam*(phi - omega))/tau_phi``
 =================  =====  ===========================================================
 
-Supported: Euler integration, neurons with ``tau_neuron > 0``, the ``delta`` rule (and
-``backprop`` when only the output connection is plastic, where it is the same rule),
-online and batch presentation, biases, static hidden connections, settling tolerances
-(tested every presentation cycle online / every 10 steps in batch, exactly like the
-numpy engine). Anything else raises :class:`~neuro_meta.errors.UnsupportedError`.
+Supported: ``integrator="euler"``, neurons with ``tau_neuron > 0``, the ``delta`` rule
+(and ``backprop`` when only the output connection is plastic, where both rules are the
+same), online and batch presentation, biases, static hidden connections, fixed
+durations and settling tolerances (tested exactly like the numpy engine: once per
+presentation cycle online, every 10 steps in batch). Anything else raises
+:class:`~neuro_meta.errors.UnsupportedError` naming the option.
 """
 import contextlib
+import re
 
 import numpy as np
 
@@ -55,7 +65,7 @@ from . import numpy_engine as npe
 #: f'(v) in Brian2 syntax, written with the freshly stored rate ``r`` where possible.
 DERIVATIVES = {
     "linear": "1",
-    "tanh": "(1 - r{s}**2)",
+    "tanh": "1 - r{s}**2",
     "sigmoid": "r{s}*(1 - r{s})",
     "relu": "int(v{s} > 0)",
     "softplus": "1/(1 + exp(-v{s}))",
@@ -63,7 +73,7 @@ DERIVATIVES = {
 
 # Scheduling (slot, order) of the operations of one time step.
 SCHEDULE = {
-    "monitor": ("start", 0),
+    "hook": ("start", 0),
     "input": ("before_groups", 0),
     "summed": ("before_groups", 1),
     "neurons": ("groups", 0),
@@ -108,7 +118,8 @@ def _derivative(act, s, layer):
         from brian2.parsing.sympytools import str_to_sympy, sympy_to_str
 
         expr = str_to_sympy(act.brian2_expr)
-        d = sympy.diff(expr, sympy.Symbol("v", real=True))
+        v = [sym for sym in expr.free_symbols if sym.name == "v"]
+        d = sympy.diff(expr, v[0]) if v else sympy.Integer(0)
         if d.has(sympy.Derivative) or d.has(sympy.Subs):
             raise ValueError("no closed form")
         code = sympy_to_str(d)
@@ -117,6 +128,11 @@ def _derivative(act, s, layer):
             f"RateNetwork.activation[{layer}]: the brian2 engine cannot differentiate the "
             f"Brian2 expression {act.brian2_expr!r} ({err}) (got {act!r})") from None
     return _suffix(code, s)
+
+
+def _is_atom(code):
+    """Whether an expression needs no parentheses as a factor (a name or a number)."""
+    return re.fullmatch(r"[\w.]+", code) is not None
 
 
 def _builtin(name):
@@ -129,8 +145,6 @@ def _suffix(code, s):
     """Append the sample suffix ``s`` to the variables v and r of an expression."""
     if not s:
         return code
-    import re
-
     return re.sub(r"\b([vr])\b", r"\1" + s, code)
 
 
@@ -160,7 +174,7 @@ class Brian2Model:
     Synapses or None)), ``suffixes`` (one per sample copy: ``[""]`` online), ``clock``.
     """
 
-    def __init__(self, net, inp, dt, name_prefix=""):
+    def __init__(self, net, inp, dt):
         import brian2 as b2
 
         check_supported(net, presentation=inp.presentation)
@@ -172,8 +186,7 @@ class Brian2Model:
         self.online = inp.presentation == "online"
         self.suffixes = [""] if self.online else [f"_{s}" for s in range(S)]
         sizes, L = net.sizes, len(net.sizes) - 1
-        p = name_prefix
-        self.clock = b2.Clock(dt=self.dt * b2.second, name=p + "clock")
+        self.clock = b2.Clock(dt=self.dt * b2.second, name="clock")
         self.timed_arrays = {}
         ns = {}
         if self.online:
@@ -181,16 +194,16 @@ class Brian2Model:
             self.presentation_time = k * self.dt
             self.T_cycle = S * self.presentation_time
             ns["T_cycle"] = self.T_cycle * b2.second
-            self._make_timed_arrays(p)
+            self._make_timed_arrays()
 
         # -- neuron groups --------------------------------------------------------
-        self.layers = [self._input_group(p, sizes[0] * B, ns)]
+        self.layers = [self._input_group(sizes[0] * B, ns)]
         for l in range(1, L + 1):
-            self.layers.append(self._layer_group(p, l, sizes[l] * B, l == L, ns))
+            self.layers.append(self._layer_group(l, sizes[l] * B, l == L, ns))
         self.bias_unit = None
         if net.bias:
             eqs = "\n".join(f"r{s} : 1 (constant)" for s in self.suffixes)
-            self.bias_unit = b2.NeuronGroup(B, eqs, clock=self.clock, name=p + "bias_unit")
+            self.bias_unit = b2.NeuronGroup(B, eqs, clock=self.clock, name="bias_unit")
             for s in self.suffixes:
                 setattr(self.bias_unit, "r" + s, 1.0)
 
@@ -198,13 +211,13 @@ class Brian2Model:
         self.conns = []
         for l, conn in enumerate(net.connections):
             target = "I_syn" if net.bias else "I"
-            syn_w = self._synapses(p + f"conn_{l}", self.layers[l], self.layers[l + 1],
+            syn_w = self._synapses(f"conn_{l}", self.layers[l], self.layers[l + 1],
                                    conn.plastic, target)
             pre, post = self._weight_indices(conn)
             syn_w.connect(i=pre, j=post)
             syn_b = None
             if conn.has_bias:
-                syn_b = self._synapses(p + f"conn_{l}_bias", self.bias_unit,
+                syn_b = self._synapses(f"conn_{l}_bias", self.bias_unit,
                                        self.layers[l + 1], conn.plastic, "I_bias")
                 pre_b, post_b = self._bias_indices(conn)
                 syn_b.connect(i=pre_b, j=post_b)
@@ -217,10 +230,10 @@ class Brian2Model:
         objects = list(self.layers) + [o for pair in self.conns for o in pair if o is not None]
         if self.bias_unit is not None:
             objects.append(self.bias_unit)
-        self.network = b2.Network(*objects, name=p + "network")
+        self.network = b2.Network(*objects, name="network")
 
     # -- construction helpers ------------------------------------------------------
-    def _make_timed_arrays(self, p):
+    def _make_timed_arrays(self):
         """Inputs, targets and gains of one presentation cycle (plus the first sample
         again, so that ``t % T_cycle`` rounding up to T_cycle shows sample 0)."""
         import brian2 as b2
@@ -234,26 +247,26 @@ class Brian2Model:
         to_2d = (lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1).reshape(S + 1, -1)))
         tp = self.presentation_time * b2.second
         self.timed_arrays = {
-            "x_in": b2.TimedArray(to_2d(x), dt=tp, name=p + "x_in"),
-            "y_target": b2.TimedArray(to_2d(y), dt=tp, name=p + "y_target"),
-            "gain_in": b2.TimedArray(to_2d(g), dt=tp, name=p + "gain_in"),
+            "x_in": b2.TimedArray(to_2d(x), dt=tp, name="x_in"),
+            "y_target": b2.TimedArray(to_2d(y), dt=tp, name="y_target"),
+            "gain_in": b2.TimedArray(to_2d(g), dt=tp, name="gain_in"),
         }
 
-    def _input_group(self, p, N, ns):
+    def _input_group(self, N, ns):
         import brian2 as b2
 
         if self.online:
-            eqs = "x = x_in(t % T_cycle, i) : 1\nr : 1"
-            G = b2.NeuronGroup(N, eqs, clock=self.clock, name=p + "layer_0",
+            eqs = "stimulus = x_in(t % T_cycle, i) : 1\nr : 1"
+            G = b2.NeuronGroup(N, eqs, clock=self.clock, name="layer_0",
                                namespace={**ns, "x_in": self.timed_arrays["x_in"]})
             when, order = SCHEDULE["input"]
-            G.run_regularly("r = x", when=when, order=order, name=p + "layer_0_rates")
+            G.run_regularly("r = stimulus", when=when, order=order, name="layer_0_rates")
         else:
             eqs = "\n".join(f"r{s} : 1 (constant)" for s in self.suffixes)
-            G = b2.NeuronGroup(N, eqs, clock=self.clock, name=p + "layer_0")
+            G = b2.NeuronGroup(N, eqs, clock=self.clock, name="layer_0")
         return G
 
-    def _layer_group(self, p, l, N, is_output, ns):
+    def _layer_group(self, l, N, is_output, ns):
         import brian2 as b2
 
         net = self.net
@@ -270,23 +283,26 @@ class Brian2Model:
             code.append(f"r{s} = {_suffix(act.brian2_expr, s)}")
             if is_output:
                 if self.online:
-                    lines += ["y = y_target(t % T_cycle, i) : 1",
+                    lines += ["target = y_target(t % T_cycle, i) : 1",
                               "gain = gain_in(t % T_cycle, i) : 1"]
                 else:
-                    lines += [f"y{s} : 1 (constant)", f"gain{s} : 1 (constant)"]
+                    lines += [f"target{s} : 1 (constant)", f"gain{s} : 1 (constant)"]
                 lines.append(f"err{s} : 1")
-                code.append(f"err{s} = gain{s}*(y{s} - r{s})*{_derivative(act, s, l - 1)}")
+                fprime = _derivative(act, s, l - 1)
+                fprime = "" if fprime == "1" else "*" + (
+                    fprime if _is_atom(fprime) else f"({fprime})")
+                code.append(f"err{s} = gain{s}*(target{s} - r{s}){fprime}")
         lines.append("tau_v : second (constant, shared)")
         namespace = dict(ns)
         if is_output and self.online:
             namespace.update(y_target=self.timed_arrays["y_target"],
                              gain_in=self.timed_arrays["gain_in"])
         G = b2.NeuronGroup(N, "\n".join(lines), method="euler", clock=self.clock,
-                           name=p + f"layer_{l}", namespace=namespace)
+                           name=f"layer_{l}", namespace=namespace)
         G.tau_v = net.tau_neuron * b2.second
         G.state_updater.when, G.state_updater.order = SCHEDULE["neurons"]
         when, order = SCHEDULE["rates"]
-        G.run_regularly("\n".join(code), when=when, order=order, name=p + f"layer_{l}_rates")
+        G.run_regularly("\n".join(code), when=when, order=order, name=f"layer_{l}_rates")
         return G
 
     def _synapses(self, name, pre, post, plastic, target):
@@ -350,45 +366,62 @@ class Brian2Model:
         x0 = self.inp.at_step(0)[0]
         for k, s in enumerate(self.suffixes):
             setattr(self.layers[0], "r" + s, np.ascontiguousarray(x0[:, k, :]).ravel())
+        if not self.online:         # batch: every sample's target and gain, constant
+            out = self.layers[-1]
+            n_out = self.net.sizes[-1]
+            for k, s in enumerate(self.suffixes):
+                setattr(out, "target" + s, np.ascontiguousarray(self.inp.Y[:, k, :]).ravel())
+                setattr(out, "gain" + s, np.repeat(self.inp.c[:, k], n_out))
         for G, act, vl in zip(self.layers[1:], self.net.activations, v):
             for k, s in enumerate(self.suffixes):
                 vk = np.ascontiguousarray(vl[:, k, :]).ravel()
                 setattr(G, "v" + s, vk)
                 setattr(G, "r" + s, act.f(vk))
 
-    def read_phi(self, values=None):
-        """Augmented fast weights per connection, (B, n_post, n_pre[+1]); ``values``:
-        optional {Synapses name: flat array} to read from (e.g. a monitor's column)."""
-        out = []
+    def read_phi(self):
+        """Augmented fast weights per connection, (B, n_post, n_pre[+1]) copies."""
         B = self.n_tasks
+        out = []
         for conn, (syn_w, syn_b) in zip(self.net.connections, self.conns):
             name = "phi" if conn.plastic else "w"
-
-            def get(syn):
-                if values is not None and syn.name in values:
-                    return values[syn.name]
-                return np.asarray(syn.variables[name].get_value(), dtype=np.float64)
-
-            w = get(syn_w).reshape(B, conn.n_post, conn.n_pre)
+            w = _values(syn_w, name).reshape(B, conn.n_post, conn.n_pre)
             if syn_b is not None:
-                w = np.concatenate([w, get(syn_b).reshape(B, conn.n_post, 1)], axis=-1)
+                w = np.concatenate([w, _values(syn_b, name).reshape(B, conn.n_post, 1)],
+                                   axis=-1)
             out.append(np.array(w))
         return out
 
-    def read_v(self, values=None):
-        """Neuron potentials per non-input layer, (B, S, n)."""
-        out = []
+    def read_v(self):
+        """Neuron potentials per non-input layer, (B, S, n) copies."""
         B = self.n_tasks
-        for G in self.layers[1:]:
-            copies = []
-            for s in self.suffixes:
-                if values is not None and (G.name, s) in values:
-                    a = values[(G.name, s)]
-                else:
-                    a = np.asarray(G.variables["v" + s].get_value(), dtype=np.float64)
-                copies.append(a.reshape(B, -1))
-            out.append(np.stack(copies, axis=1))
-        return out
+        return [np.stack([_values(G, "v" + s).reshape(B, -1) for s in self.suffixes], axis=1)
+                for G in self.layers[1:]]
+
+    def write_tasks(self, mask, phi, v):
+        """Overwrite the fast weights and potentials of the tasks ``mask`` (B,) with
+        ``phi`` / ``v`` (lists shaped like :meth:`read_phi` / :meth:`read_v`, restricted
+        to those tasks), in place in Brian2's arrays (runtime devices)."""
+        B = self.n_tasks
+        for conn, (syn_w, syn_b), p in zip(self.net.connections, self.conns, phi):
+            if not conn.plastic:
+                continue
+            _storage(syn_w, "phi").reshape(B, -1)[mask] = p[..., :conn.n_pre].reshape(
+                p.shape[0], -1)
+            if syn_b is not None:
+                _storage(syn_b, "phi").reshape(B, -1)[mask] = p[..., conn.n_pre]
+        for G, vl in zip(self.layers[1:], v):
+            for k, s in enumerate(self.suffixes):
+                _storage(G, "v" + s).reshape(B, -1)[mask] = vl[:, k, :]
+
+
+def _storage(group, name):
+    """The array holding a state variable (runtime devices), to be written in place."""
+    return group.variables[name].get_value()
+
+
+def _values(group, name):
+    """A state variable of a Brian2 group as a float64 array (runtime devices)."""
+    return np.asarray(group.variables[name].get_value(), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------- one phase
@@ -396,153 +429,129 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
               loss_fn=None):
     """Integrate one phase with Brian2. Same contract as :func:`numpy_engine.run_phase`:
     returns (phi, v, recorder, settled (B,), t_end, steps)."""
+    import brian2 as b2
+
     check_supported(net, learner)
-    dt = learner.dt_for(net)
+    from brian2.devices.device import RuntimeDevice, get_device
+
+    if not isinstance(get_device(), RuntimeDevice):
+        raise UnsupportedError(
+            "Learner.engine: the brian2 engine runs on Brian2's runtime device (numpy or "
+            "cython target); for C++ standalone export the network with "
+            f"RateNetwork.to_brian2() (got device {type(get_device()).__name__})")
+    dt = learner.dt_for(net, inp)
     dyn = npe.Dynamics(net, learner.rule)
     phi = [np.array(p, dtype=np.float64) for p in phi_init]
     x0, _, _ = inp.at_step(0)
     v = dyn.steady_v(phi, x0)
     rec = npe.Recorder(record, record_every, dt)
     n_max, tol = learner.steps_for(net, inp)
-    check = learner.check_every(inp)
-    B = phi[0].shape[0]
     with _codegen_target(learner.brian2_target), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         model = Brian2Model(net, inp, dt)
         model.set_state(phi, v)
-        monitors = _monitors(model, rec, record_every)
-        guard = _Guard(model, dyn, inp, dt, tol, check, n_max, phi)
-        model.network.add(guard.operation)
-        import brian2 as b2
-
+        hook = _PhaseHook(model, dyn, inp, dt, tol, learner.check_every(inp), n_max, phi,
+                          rec, loss_fn, beta)
+        model.network.add(hook.operation)
         model.network.run(n_max * dt * b2.second, namespace={})
-        n = guard.steps_done()
-        if guard.snapshot is not None:          # stopped: settled at step n
-            phi_end, v_end = guard.snapshot
-        else:
-            phi_end, v_end = model.read_phi(), model.read_v()
-        guard.final_check(phi_end, v_end, n)
-        _replay(model, monitors, rec, loss_fn, n)
-    rec.force(n * dt, phi_end, v_end, loss_fn)
-    settled = guard.settled if tol is not None else np.zeros(B, dtype=bool)
-    return phi_end, v_end, rec, settled, n * dt, n
+        phi, v, n = hook.finish()
+    rec.force(n * dt, phi, v, loss_fn)
+    settled = hook.settled if tol is not None else np.zeros(phi[0].shape[0], dtype=bool)
+    return phi, v, rec, settled, n * dt, n
 
 
-def _monitors(model, rec, every):
-    """StateMonitors of phi (plastic connections) and v, at steps 0, every, 2 every, ..."""
-    import brian2 as b2
+class _PhaseHook:
+    """Python operation at the start of every step (the state after n steps, before the
+    step's updates) doing what the numpy engine's loop does between steps: record every
+    ``rec.every`` steps; every ``check`` steps a divergence check and, with a tolerance,
+    the settling test (:func:`numpy_engine._settled`). As in the numpy engine a task that
+    has settled is frozen while the others go on (its phi and v are written back at the
+    start of every later step: tasks are independent, so the values computed for it in
+    between reach nothing else), and the phase ends when all have settled: the state is
+    kept and the network stopped (Brian2 completes the current step, which is
+    discarded). It runs on the network's clock: the early return costs ~1 us a step."""
 
-    names = set(rec.names)
-    if not names:
-        return []
-    when, order = SCHEDULE["monitor"]
-    clock = model.clock if every == 1 else b2.Clock(dt=every * model.dt * b2.second,
-                                                     name="record_clock")
-    mons = []
-    if names & {"phi", "loss"}:
-        for conn, pair in zip(model.net.connections, model.conns):
-            if conn.plastic:
-                for syn in pair:
-                    if syn is not None:
-                        mons.append(("phi", syn.name, None, b2.StateMonitor(
-                            syn, "phi", record=True, clock=clock, when=when, order=order,
-                            name=syn.name + "_phi_monitor")))
-    if "v" in names:
-        for G in model.layers[1:]:
-            for s in model.suffixes:
-                mons.append(("v", G.name, s, b2.StateMonitor(
-                    G, "v" + s, record=True, clock=clock, when=when, order=order,
-                    name=G.name + f"_v{s}_monitor")))
-    model.network.add(*[m[-1] for m in mons])
-    return mons
-
-
-def _replay(model, monitors, rec, loss_fn, n_end):
-    """Feed the monitored states to the Recorder, at the steps the numpy engine records."""
-    if not monitors:
-        return
-    mon = monitors[0][-1]
-    steps = np.rint(np.asarray(mon.t_) / model.dt).astype(np.int64)
-    for k, n in enumerate(steps):
-        if n > n_end:
-            break
-        phis, vs = {}, {}
-        for kind, owner, s, m in monitors:
-            var = "phi" if kind == "phi" else "v" + s
-            col = np.asarray(getattr(m, var))[:, k]
-            if kind == "phi":
-                phis[owner] = col
-            else:
-                vs[(owner, s)] = col
-        phi = model.read_phi(phis) if phis else None
-        v = model.read_v(vs) if vs else None
-        rec.force(n * model.dt, phi, v, loss_fn)
-
-
-class _Guard:
-    """Python operation run every ``check`` steps at the start of a step (state after n
-    steps): the numpy engine's settling test (:func:`numpy_engine._settled`) and a
-    divergence check. Stops the network when every task settled (the state is kept
-    from that moment; Brian2 finishes the current step, which is then discarded)."""
-
-    def __init__(self, model, dyn, inp, dt, tol, check, n_max, phi0):
+    def __init__(self, model, dyn, inp, dt, tol, check, n_max, phi0, rec, loss_fn, beta):
         import brian2 as b2
 
         self.model, self.dyn, self.inp, self.dt = model, dyn, inp, dt
         self.tol, self.check, self.n_max = tol, check, n_max
+        self.rec, self.loss_fn, self.beta = rec, loss_fn, beta
         self.prev_phi = [p.copy() for p in phi0]
         self.settled = np.zeros(phi0[0].shape[0], dtype=bool)
-        self.snapshot = None
-        self.n_stop = None
+        self.frozen = None              # (mask (B,), phi, v) of the settled tasks
+        self.stopped = None             # (phi, v, n, error) when stopped early
         self.last_checked = 0
         self.n = -1                     # steps done when the operation runs
-        when, order = SCHEDULE["monitor"]
+        when, order = SCHEDULE["hook"]
         self.operation = b2.NetworkOperation(self._run, clock=model.clock, when=when,
-                                             order=order + 1, name="settling_guard")
+                                             order=order, name="phase_hook")
 
     def _run(self):
         self.n += 1
         n = self.n
-        if n % self.check or n >= self.n_max:
+        if self.stopped is not None:
             return
-        self._test(self.model.read_phi(), None, n)
-        if self.tol is not None and self.settled.all():
-            self.snapshot = (self.model.read_phi(), self.model.read_v())
-            self.n_stop = n
-            self.model.network.stop()
+        if self.frozen is not None:
+            self.model.write_tasks(*self.frozen)
+        record = bool(self.rec.names) and n % self.rec.every == 0
+        test = n > 0 and n % self.check == 0
+        if not (record or test):
+            return
+        phi = self.model.read_phi()
+        v = self.model.read_v() if ("v" in self.rec.names or test) else None
+        if record:
+            self.rec.force(n * self.dt, phi, v, self.loss_fn)
+        if test:
+            err = self._test(phi, v, n)
+            if err is not None or (self.tol is not None and self.settled.all()):
+                self.stopped = (phi, v, n, err)
+                self.model.network.stop()
 
     def _test(self, phi, v, n):
+        """Divergence check (returns the error, if any) and settling test."""
         self.last_checked = n
-        _check_finite(phi, v, n, self.dt)
-        if self.tol is None:
-            return
-        if v is None and self.inp.presentation != "online":
-            v = self.model.read_v()
-        self.settled = npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp, n,
-                                    self.check, self.dt, self.tol)
-        self.prev_phi = [p.copy() for p in phi]
+        err = _divergence(phi, v, n, self.dt, self.beta)
+        if err is None and self.tol is not None:
+            self.settled |= npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp,
+                                         n, self.check, self.dt, self.tol)
+            if self.settled.any() and not self.settled.all():
+                mask = self.settled.copy()
+                self.frozen = (mask, [p[mask] for p in phi], [a[mask] for a in v])
+            self.prev_phi = [p.copy() for p in phi]
+        return err
 
-    def steps_done(self):
-        return self.n_stop if self.n_stop is not None else self.n_max
+    def finish(self):
+        """(phi, v, steps) at the end of the phase; raises if the state diverged."""
+        if self.stopped is not None:
+            phi, v, n, err = self.stopped
+        else:
+            if self.frozen is not None:       # undo the last step of the frozen tasks
+                self.model.write_tasks(*self.frozen)
+            phi, v, n = self.model.read_phi(), self.model.read_v(), self.n_max
+            err = None
+            if n % self.check == 0 and n != self.last_checked:   # the numpy loop's last test
+                err = self._test(phi, v, n)
+            err = err or _divergence(phi, v, n, self.dt, self.beta)
+        if err is not None:
+            raise err
+        return phi, v, n
 
-    def final_check(self, phi, v, n):
-        """At the end of a phase that ran to n_max: the last test of the numpy loop."""
-        if self.n_stop is None and n % self.check == 0 and n != self.last_checked:
-            self._test(phi, v, n)
-        _check_finite(phi, v, n, self.dt)
 
-
-def _check_finite(phi, v, n, dt):
+def _divergence(phi, v, n, dt, beta):
+    """A :class:`SimulationError` if any state is beyond the numpy engine's bound."""
     for name, arrs in (("phi", phi), ("v", v or [])):
         for l, a in enumerate(arrs):
             m = np.abs(a).max() if a.size else 0.0
             if not m < npe.DIVERGENCE_BOUND:
-                raise SimulationError(
+                return SimulationError(
                     f"Learner.run: the brian2 simulation diverged by step {n} (t = "
                     f"{n * dt:.6g} s): max |{name}[{l}]| = {m!r}. Hint: reduce dt (now "
-                    f"{dt:g} s), the learning speed (increase tau_synapse), the input scale "
-                    "or beta; with Euler a step must stay well below the fastest time "
-                    "constant of the system.")
+                    f"{dt:g} s), the learning speed (increase tau_synapse), the input scale"
+                    + (f" or beta (now {beta:g})" if beta else "")
+                    + "; with integrator='euler' a step must stay well below the fastest "
+                    "time constant of the system.")
+    return None
 
 
 # ---------------------------------------------------------------------- export
@@ -596,14 +605,56 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
             X = np.concatenate([X, Xv], axis=1)
             Y = np.concatenate([Y, Yv], axis=1)
             c = np.concatenate([c, np.full(Xv.shape[:2], beta / Xv.shape[1])], axis=1)
-    inp = npe.PhaseInput(X, Y, c, presentation,
-                         learner.presentation_steps(net) if presentation == "online" else 1)
+    inp = npe.PhaseInput(X, Y, c, presentation, 1)
+    if presentation == "online":        # as Learner.run chooses it
+        k = learner.presentation_steps(net)
+        if k is None:
+            t_p = learner.presentation_time if learner.presentation_time is not None \
+                else net.tau_synapse / 100
+            k = int(round(t_p / learner.dt_for(net, inp)))
+        inp.steps_per_sample = k
     phi = learner._phi_init(net, phi_init, X.shape[0])
     v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
-    model = Brian2Model(net, inp, learner.dt_for(net))
+    model = Brian2Model(net, inp, learner.dt_for(net, inp))
     model.set_state(phi, v)
     from brian2.devices.device import RuntimeDevice, get_device
 
     if isinstance(get_device(), RuntimeDevice):
         model.network.store()
     return model.network
+
+
+def describe(network):
+    """The equations, custom operations and schedule of an exported network, as text.
+
+    Brian2 keeps ``(summed)`` variables out of ``Synapses.equations``; this lists them
+    with the rest, group by group, followed by the update order of one time step.
+    """
+    import brian2 as b2
+
+    groups = sorted((o for o in network.objects if isinstance(o, b2.NeuronGroup)),
+                    key=lambda o: (o.name == "bias_unit", o.name))
+    groups += sorted((o for o in network.objects if isinstance(o, b2.Synapses)),
+                     key=lambda o: o.name)
+    lines = []
+    for g in groups:
+        noun = "synapse" if isinstance(g, b2.Synapses) else "unit"
+        size = f"{len(g)} {noun}{'s' if len(g) != 1 else ''}"
+        lines.append(f"{g.name} ({type(g).__name__}, {size})")
+        lines += ["    " + eq for eq in str(g.equations).splitlines()]
+        for upd in getattr(g, "summed_updaters", {}).values():
+            lines.append(f"    {upd.target_varname} = {upd.expression} : 1 (summed)")
+        for obj in g.contained_objects:
+            if obj.name.endswith("_rates"):
+                code = "; ".join(obj.abstract_code.strip().splitlines())
+                lines.append(f"    every step: {code}")
+        lines.append("")
+    lines.append("one time step (slot, order):")
+    for obj in network.sorted_objects:
+        group = getattr(obj, "group", None)
+        if obj.name.endswith("_stateupdater") and not group.equations.diff_eq_names:
+            continue
+        if group is None or obj is group or isinstance(obj, b2.NetworkOperation):
+            continue
+        lines.append(f"    {obj.when:<14} {obj.order:>2}  {obj.name}")
+    return "\n".join(lines)

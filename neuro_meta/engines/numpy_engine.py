@@ -18,7 +18,8 @@ where ``delta_s`` is the learning signal of sample s: at the output layer
 validation points). With online presentation, one sample is shown at a time with gain
 ``c_s * S_cycle``, so that a full cycle averages to the batch signal.
 
-Step order (Euler and exponential Euler), the same as Brian2's default schedule: all
+Step order (Euler and exponential Euler), the order the Brian2 engine sets with its
+objects' ``when``/``order`` attributes: all
 neurons are advanced first using the rates at the start of the step, then the synapses
 are advanced using the neuron states at the *end* of the step. RK4 and SciPy integrate
 the joint system with the usual simultaneous right-hand side.
