@@ -27,7 +27,7 @@ from .tasks import Task
 
 __all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]
 
-from . import families
+from . import baselines, families
 from .metatrain import MetaTrainer
 
-__all__ += ["MetaTrainer", "families"]
+__all__ += ["MetaTrainer", "baselines", "families"]

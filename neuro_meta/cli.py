@@ -2,6 +2,7 @@
 
     neuro-meta run consolidation [--quick] [--out DIR] [--seed N]
     neuro-meta gradcheck [--out DIR]
+    neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
 
 Errors of the package are printed as one line and exit with status 2 (``--debug`` shows
@@ -41,6 +42,11 @@ def _parser():
     g.add_argument("--out", default="results/gradcheck", help="output folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    b = sub.add_parser("bench", help="engine benchmarks: throughput against Brian2, "
+                       "per-phase overhead, scaling; writes results.json")
+    b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    b.add_argument("--out", default="results/bench", help="output folder")
+
     sub.add_parser("models", help="list the model/experiment files")
     return p
 
@@ -67,6 +73,11 @@ def _dispatch(args):
 
         for name in available_models():
             print(f"{name:<20} {find_model(name)}")
+        return 0
+    if args.command == "bench":
+        from . import bench
+
+        bench.main(quick=args.quick, out=args.out)
         return 0
     if args.command == "gradcheck":
         from .experiments import gradcheck

@@ -1,0 +1,533 @@
+"""MAML-family baselines in numpy: MAML, first-order MAML, Reptile, iMAML and an
+untrained reference, on a plain multi-layer perceptron, vectorised over tasks.
+
+The network is the one the CML model uses for few-shot regression (e.g. sizes
+``[1, 40, 40, 1]``): tanh hidden layers, a linear output, biases. Its parameters are a
+dict of lists ``{"w": [W0, W1, ...], "b": [b0, b1, ...]}`` with ``W`` of shape
+(n_post, n_pre) (``v = W r + b``), so that :mod:`neuro_meta.optim` works on them. Fast
+(adapted) parameters carry a leading task axis: ``W`` (tasks, n_post, n_pre), ``b``
+(tasks, n_post).
+
+Losses follow the package convention: on a set of K examples
+``L = 1/(2K) Σ_k ‖ŷ_k − y_k‖²`` (sum over outputs, mean over examples); ``L_trn`` on the
+training shots, ``L_out`` on the validation points. Every method adapts the initial
+parameters θ to each task with its own inner loop, and its meta-gradient is that of the
+meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation of it):
+
+* :class:`MAML` -- ``inner_steps`` SGD steps ``φ_{j+1} = φ_j − α ∇L_trn(φ_j)``, φ_0 = θ;
+  exact second-order meta-gradient by backpropagation through the unrolled loop,
+  ``g_N = ∇L_out(φ_N)``, ``g_j = g_{j+1} − α H_trn(φ_j) g_{j+1}``, meta-gradient
+  ``g_0``; Hessian-vector products exact by Pearlmutter's R-operator
+  (:func:`mlp_hvp`). ``first_order=True`` drops the Hessian terms (FOMAML: ``g_N``).
+* :class:`Reptile` -- the same SGD inner loop; meta-gradient direction
+  ``(θ − φ_N) / (α N)``.
+* :class:`IMAML` -- proximal inner problem ``L_trn(φ) + λ/2 ‖φ − θ‖²`` solved by gradient
+  descent with per-task backtracking; implicit meta-gradient
+  ``(I + H_trn(φ*)/λ)⁻¹ ∇L_out(φ*)`` by conjugate gradients with exact Hessian-vector
+  products.
+* :class:`Untrained` -- the SGD inner loop from θ, no meta-learning (zero meta-gradient).
+
+All tasks of a batch are processed at once (no Python loop over tasks).
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _params as P
+from . import optim
+from .errors import SimulationError
+from .tasks import Task
+
+__all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "Reptile",
+           "IMAML", "Untrained", "train_baseline"]
+
+
+# ------------------------------------------------------------------ the network
+def init_mlp(sizes, seed=0):
+    """Seeded MLP parameters: Glorot-uniform weights, zero biases.
+
+    ``W_l ~ U[−s, s]`` with ``s = sqrt(6 / (n_pre + n_post))``, shape (n_post, n_pre).
+    ``seed`` is an int ≥ 0 or a :class:`numpy.random.Generator`.
+    """
+    if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
+        P.fail("init_mlp", "sizes", "must be a list of at least two layer sizes", repr(sizes))
+    sizes = [P.integer(n, "init_mlp", f"sizes[{i}]", low=1) for i, n in enumerate(sizes)]
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        rng = np.random.default_rng(P.integer(seed, "init_mlp", "seed", low=0))
+    w, b = [], []
+    for n_pre, n_post in zip(sizes[:-1], sizes[1:]):
+        s = np.sqrt(6.0 / (n_pre + n_post))
+        w.append(rng.uniform(-s, s, size=(n_post, n_pre)))
+        b.append(np.zeros(n_post))
+    return {"w": w, "b": b}
+
+
+def _check_params(params, owner):
+    if not (isinstance(params, dict) and set(params) == {"w", "b"}
+            and isinstance(params["w"], list) and isinstance(params["b"], list)
+            and len(params["w"]) == len(params["b"]) >= 1):
+        P.fail(owner, "params", 'must be a dict {"w": [W0, ...], "b": [b0, ...]} of equal-length '
+               "lists (see init_mlp)", type(params).__name__ if not isinstance(params, dict)
+               else f"keys {sorted(params)}")
+    for l, (w, b) in enumerate(zip(params["w"], params["b"])):
+        if np.ndim(w) != 2 or np.shape(b) != np.shape(w)[:1]:
+            P.fail(owner, f"params['w'][{l}]", "must be a matrix (n_post, n_pre) with a bias "
+                   "vector (n_post,) (no task axis in meta-parameters)",
+                   f"shapes {np.shape(w)} and {np.shape(b)}")
+        if l and np.shape(w)[1] != np.shape(params["w"][l - 1])[0]:
+            P.fail(owner, f"params['w'][{l}]", f"must have {np.shape(params['w'][l - 1])[0]} "
+                   "inputs (the previous layer's outputs)", f"shape {np.shape(w)}")
+    return params
+
+
+def _T(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _forward(params, x):
+    """Rates of every layer: ``[x, r_1, ..., ŷ]`` (tanh hidden, linear output)."""
+    acts = [x]
+    n = len(params["w"])
+    for l, (w, b) in enumerate(zip(params["w"], params["b"])):
+        z = acts[-1] @ _T(w) + b[..., None, :]
+        acts.append(np.tanh(z) if l < n - 1 else z)
+    return acts
+
+
+def _backprop(params, x, y):
+    """Per-task ``L_trn``, its gradient (with a task axis) and the cache for the R-pass.
+
+    ``δ_{L−1} = (ŷ − y)/K``, ``∂W_l = δ_lᵀ r_l``, ``∂b_l = Σ_k δ_l``,
+    ``δ_{l−1} = (δ_l W_l) ⊙ (1 − r_l²)``.
+    """
+    acts = _forward(params, x)
+    K = x.shape[-2]
+    res = acts[-1] - y
+    loss = 0.5 * (res * res).sum(axis=(-1, -2)) / K
+    n = len(params["w"])
+    deltas, backs = [None] * n, [None] * n
+    gw, gb = [None] * n, [None] * n
+    d = res / K
+    for l in range(n - 1, -1, -1):
+        deltas[l] = d
+        gw[l] = _T(d) @ acts[l]
+        gb[l] = d.sum(axis=-2)
+        if l:
+            backs[l] = d @ params["w"][l]
+            d = backs[l] * (1.0 - acts[l] ** 2)
+    return loss, {"w": gw, "b": gb}, (acts, deltas, backs, K)
+
+
+def _rop(params, cache, v):
+    """Hessian-vector product ``H v`` of ``L_trn`` by Pearlmutter's R-operator.
+
+    Forward: ``R z_l = R r_l W_lᵀ + r_l V_lᵀ + v_l``, ``R r_{l+1} = (1 − r_{l+1}²) R z_l``
+    (hidden) or ``R z_l`` (output). Backward: ``R δ_{L−1} = R ŷ / K``,
+    ``R δ_{l−1} = (R δ_l W_l + δ_l V_l) ⊙ (1 − r_l²) − 2 (δ_l W_l) ⊙ r_l ⊙ R r_l``;
+    ``(Hv)_{W_l} = R δ_lᵀ r_l + δ_lᵀ R r_l``, ``(Hv)_{b_l} = Σ_k R δ_l``.
+    """
+    acts, deltas, backs, K = cache
+    n = len(params["w"])
+    rr = [None] * (n + 1)          # R r_l; R r_0 = 0 (the inputs do not depend on θ)
+    for l in range(n):
+        rz = acts[l] @ _T(v["w"][l]) + v["b"][l][..., None, :]
+        if l:
+            rz = rz + rr[l] @ _T(params["w"][l])
+        rr[l + 1] = (1.0 - acts[l + 1] ** 2) * rz if l < n - 1 else rz
+    hw, hb = [None] * n, [None] * n
+    rd = rr[n] / K
+    for l in range(n - 1, -1, -1):
+        hw[l] = _T(rd) @ acts[l]
+        if l:
+            hw[l] = hw[l] + _T(deltas[l]) @ rr[l]
+        hb[l] = rd.sum(axis=-2)
+        if l:
+            rd = ((rd @ params["w"][l] + deltas[l] @ v["w"][l]) * (1.0 - acts[l] ** 2)
+                  - 2.0 * backs[l] * acts[l] * rr[l])
+    return {"w": hw, "b": hb}
+
+
+def _batch_xy(x, y, owner):
+    x = P.finite_array(x, owner, "x", ndim=(2, 3))
+    y = P.finite_array(y, owner, "y", ndim=(2, 3))
+    if x.ndim == 2:
+        x = x[None]
+    if y.ndim == 2:
+        y = y[None]
+    if x.shape[:-1] != y.shape[:-1]:
+        P.fail(owner, "y", f"must have as many tasks and samples as x {x.shape[:-1]}",
+               f"shape {y.shape}")
+    return x, y
+
+
+def mlp_predict(params, x):
+    """Network output ``ŷ`` for inputs ``x`` (..., samples, n_in); params with or without
+    a task axis."""
+    return _forward(params, np.asarray(x, dtype=float))[-1]
+
+
+def mlp_loss(params, x, y):
+    """Per-task loss ``1/(2K) Σ_k ‖ŷ_k − y_k‖²``, shape (tasks,)."""
+    x, y = _batch_xy(x, y, "mlp_loss")
+    res = mlp_predict(params, x) - y
+    return 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
+
+
+def mlp_grad(params, x, y):
+    """(per-task loss (tasks,), gradient w.r.t. params with a task axis), by backprop."""
+    x, y = _batch_xy(x, y, "mlp_grad")
+    loss, grad, _ = _backprop(params, x, y)
+    return loss, grad
+
+
+def mlp_hvp(params, x, y, v):
+    """Exact Hessian-vector product ``H v`` of the per-task loss (R-operator); ``v`` in the
+    params structure, with or without a task axis. Returns a task axis."""
+    x, y = _batch_xy(x, y, "mlp_hvp")
+    _, _, cache = _backprop(params, x, y)
+    return _rop(params, cache, v)
+
+
+# ------------------------------------------------------------------ tree helpers
+def _axpy(a, x, y):
+    """``a x + y`` leaf-wise; ``a`` a scalar or a per-task vector (tasks,)."""
+    a = np.asarray(a, dtype=float)
+
+    def f(xl, yl):
+        return (a.reshape(a.shape + (1,) * (xl.ndim - 1)) if a.ndim else a) * xl + yl
+
+    return optim.tree_map(f, x, y)
+
+
+def _tdot(x, y):
+    """Per-task inner product of two task-batched trees, shape (tasks,)."""
+    return sum((xl * yl).reshape(xl.shape[0], -1).sum(axis=1)
+               for k in x for xl, yl in zip(x[k], y[k]))
+
+
+def _where(mask, x, y):
+    """Per task ``x`` where ``mask`` (tasks,) else ``y``."""
+    return optim.tree_map(
+        lambda a, b: np.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), x, y)
+
+
+def _broadcast(params, n_tasks):
+    return optim.tree_map(lambda a: np.broadcast_to(a, (n_tasks,) + a.shape), params)
+
+
+def _task_mean(tree):
+    return optim.tree_map(lambda a: a.mean(axis=0), tree)
+
+
+def _all_finite(tree):
+    return all(np.isfinite(a).all() for k in tree for a in tree[k])
+
+
+def _check_finite(values, owner, where, hint):
+    """A SimulationError if ``values`` are not all finite; ``where`` says where it happened
+    (an inner step number or a phrase)."""
+    if not np.all(np.isfinite(values)):
+        where = f"at inner step {where}" if isinstance(where, int) else where
+        raise SimulationError(f"{owner}: the inner loop diverged {where} (non-finite values); "
+                              f"{hint}")
+
+
+# ------------------------------------------------------------------ methods
+class _Baseline:
+    """Shared by the methods: the inner loop ``inner_steps`` steps
+    ``φ_{j+1} = φ_j − α ∇L_trn(φ_j)`` from θ (α = ``inner_lr``), adaptation, evaluation.
+    Subclasses are frozen dataclasses with fields ``inner_lr`` and ``inner_steps``."""
+
+    def __post_init__(self):
+        O = type(self).__name__
+        P.real(self.inner_lr, O, "inner_lr", low=0.0, low_open=True)
+        P.integer(self.inner_steps, O, "inner_steps", low=1)
+
+    @property
+    def name(self):
+        return type(self).__name__.lower()
+
+    def _inner(self, params, x, y, steps, keep):
+        """Adapted params (task axis) and, if ``keep``, the caches of every step."""
+        owner = type(self).__name__
+        phi = _broadcast(params, x.shape[0])
+        caches = []
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j in range(steps):
+                loss, g, cache = _backprop(phi, x, y)
+                _check_finite(loss, owner, j, "try a smaller inner_lr")
+                if keep:
+                    caches.append((phi, cache))
+                phi = _axpy(-self.inner_lr, g, phi)
+        if not _all_finite(phi):
+            _check_finite(np.nan, owner, steps, "try a smaller inner_lr")
+        return phi, caches
+
+    def adapt(self, params, x, y, inner_steps=None):
+        """Fast parameters after the inner loop on ``(x, y)`` (the training shots), with a
+        task axis. ``inner_steps`` overrides the method's number of steps."""
+        _check_params(params, type(self).__name__)
+        x, y = _batch_xy(x, y, f"{type(self).__name__}.adapt")
+        steps = self.inner_steps if inner_steps is None else P.integer(
+            inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
+        phi = self._inner(params, x, y, steps, keep=False)[0]
+        return optim.tree_map(lambda a: a if a.flags.writeable else a.copy(), phi)
+
+    def evaluate(self, params, task, inner_steps=None):
+        """Per-task validation MSE after the method's inner loop on the training shots:
+        mean over validation points and outputs of ``(ŷ − y)²``, shape (tasks,)."""
+        xt, yt, xv, yv = _task(task, type(self).__name__).as_batch()
+        phi = self.adapt(params, xt, yt, inner_steps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mse = ((mlp_predict(phi, xv) - yv) ** 2).mean(axis=(-1, -2))
+        _check_finite(mse, type(self).__name__, "(validation error after adaptation)",
+                      "try a smaller inner_lr")
+        return mse
+
+    def _val_grad(self, phi, xv, yv):
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, g, _ = _backprop(phi, xv, yv)
+        _check_finite(loss, type(self).__name__, "(validation loss after adaptation)",
+                      "try a smaller inner_lr")
+        return loss, g
+
+
+def _task(task, owner):
+    if not isinstance(task, Task):
+        P.fail(owner, "task", "must be a Task", type(task).__name__)
+    return task
+
+
+@dataclass(frozen=True)
+class MAML(_Baseline):
+    """Model-agnostic meta-learning (Finn et al. 2017) with the exact meta-gradient.
+
+    Inner loop: ``φ_0 = θ``, ``φ_{j+1} = φ_j − α ∇L_trn(φ_j)`` for ``j < N`` (α =
+    ``inner_lr``, N = ``inner_steps``). Meta-gradient of ``mean_τ L_out(φ_N)``:
+    ``g_N = ∇L_out(φ_N)``, ``g_j = (I − α H_trn(φ_j)) g_{j+1}``, result ``mean_τ g_0``
+    (Hessian-vector products exact, R-operator). ``first_order=True`` (FOMAML) drops
+    the Hessian terms: ``mean_τ g_N``.
+    """
+
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    first_order: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.first_order, bool):
+            P.fail("MAML", "first_order", "must be True or False", repr(self.first_order))
+
+    @property
+    def name(self):
+        return "fomaml" if self.first_order else "maml"
+
+    def meta_gradient(self, params, task):
+        """(meta-gradient in the structure of ``params``, mean validation loss L_out)."""
+        _check_params(params, "MAML")
+        xt, yt, xv, yv = _task(task, "MAML").as_batch()
+        phi, caches = self._inner(params, xt, yt, self.inner_steps, keep=not self.first_order)
+        loss, g = self._val_grad(phi, xv, yv)
+        for phi_j, cache in reversed(caches):
+            g = _axpy(-self.inner_lr, _rop(phi_j, cache, g), g)
+        return _task_mean(g), float(loss.mean())
+
+
+@dataclass(frozen=True)
+class Reptile(_Baseline):
+    """Reptile (Nichol et al. 2018) on the training shots.
+
+    Inner loop as MAML's; meta-gradient direction ``mean_τ (θ − φ_N) / (α N)`` -- the
+    usual Reptile step ``θ ← θ + ε mean_τ(φ_N − θ)`` written as a gradient for any
+    optimiser (with SGD of learning rate η, ``ε = η / (α N)``). For N = 1 it equals the
+    gradient of the training loss at θ (joint training).
+    """
+
+    inner_lr: float = 0.01
+    inner_steps: int = 10
+
+    def meta_gradient(self, params, task):
+        """(Reptile direction in the structure of ``params``, mean L_out after adaptation)."""
+        _check_params(params, "Reptile")
+        xt, yt, xv, yv = _task(task, "Reptile").as_batch()
+        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
+        loss, _ = self._val_grad(phi, xv, yv)
+        scale = 1.0 / (self.inner_lr * self.inner_steps)
+        d = optim.tree_map(lambda t, f: scale * (t - f.mean(axis=0)), params, phi)
+        return d, float(loss.mean())
+
+
+@dataclass(frozen=True)
+class Untrained(_Baseline):
+    """No meta-learning: the SGD inner loop from the initial parameters (reference).
+
+    :meth:`meta_gradient` returns zeros, so meta-training leaves θ unchanged.
+    """
+
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+
+    def meta_gradient(self, params, task):
+        """(zeros in the structure of ``params``, mean L_out after adaptation)."""
+        _check_params(params, "Untrained")
+        xt, yt, xv, yv = _task(task, "Untrained").as_batch()
+        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
+        loss, _ = self._val_grad(phi, xv, yv)
+        return optim.tree_map(np.zeros_like, params), float(loss.mean())
+
+
+@dataclass(frozen=True)
+class IMAML(_Baseline):
+    """Implicit MAML (Rajeswaran et al. 2019).
+
+    Inner problem: ``φ* = argmin_φ F(φ) = L_trn(φ) + λ/2 ‖φ − θ‖²``, solved by
+    ``inner_steps`` gradient-descent steps ``φ ← φ − α_τ (∇L_trn(φ) + λ (φ − θ))`` from
+    φ = θ, with per-task backtracking: a step that would increase F is rejected and that
+    task's step size α_τ (initially ``inner_lr``) halved. (Meta-learning drives the
+    curvature of L_trn up; without the safeguard, plain gradient descent with a fixed
+    step starts to oscillate once the curvature exceeds 2/α − λ, and the implicit
+    meta-gradient, which assumes a converged inner problem, becomes useless.)
+    Meta-gradient: ``mean_τ u`` with ``(I + H_trn(φ*)/λ) u = ∇L_out(φ*)``, solved by at
+    most ``cg_steps`` conjugate-gradient iterations (stopping per task once the residual
+    is below ``cg_tol`` times ‖∇L_out‖; exact Hessian-vector products). The system is
+    positive definite when λ exceeds minus the smallest Hessian eigenvalue; CG stops for
+    a task where it meets non-positive curvature.
+    """
+
+    lam: float = 2.0
+    inner_lr: float = 0.01
+    inner_steps: int = 50
+    cg_steps: int = 5
+    cg_tol: float = 1e-10
+
+    def __post_init__(self):
+        super().__post_init__()
+        P.real(self.lam, "IMAML", "lam", low=0.0, low_open=True)
+        P.integer(self.cg_steps, "IMAML", "cg_steps", low=1)
+        P.real(self.cg_tol, "IMAML", "cg_tol", low=0.0)
+
+    def _inner(self, params, x, y, steps, keep):
+        """Gradient descent on the proximal objective with per-task backtracking."""
+        T = x.shape[0]
+        phi = _broadcast(params, T)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grad, _ = _backprop(phi, x, y)
+            _check_finite(loss, "IMAML", 0, "check that θ is finite")
+            obj = loss
+            lr = np.full(T, self.inner_lr)
+            for _ in range(steps):
+                cand = _axpy(-lr, grad, phi)
+                loss_c, g_c, _ = _backprop(cand, x, y)
+                diff = optim.tree_map(np.subtract, cand, params)
+                obj_c = loss_c + 0.5 * self.lam * _tdot(diff, diff)
+                g_c = _axpy(self.lam, diff, g_c)
+                # (an increase within rounding is accepted; False for NaN/inf candidates)
+                ok = obj_c <= obj + 1e-12 * np.abs(obj)
+                if ok.all():
+                    phi, grad, obj = cand, g_c, obj_c
+                else:
+                    phi, grad = _where(ok, cand, phi), _where(ok, g_c, grad)
+                    obj, lr = np.where(ok, obj_c, obj), np.where(ok, lr, 0.5 * lr)
+        return phi, None
+
+    def meta_gradient(self, params, task):
+        """(implicit meta-gradient in the structure of ``params``, mean L_out at φ*)."""
+        _check_params(params, "IMAML")
+        xt, yt, xv, yv = _task(task, "IMAML").as_batch()
+        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
+        loss, gv = self._val_grad(phi, xv, yv)
+        _, _, cache = _backprop(phi, xt, yt)
+
+        def A(v):                       # (I + H/λ) v, per task
+            return _axpy(1.0 / self.lam, _rop(phi, cache, v), v)
+
+        u = optim.tree_map(np.zeros_like, gv)
+        r, p = gv, gv
+        rr = _tdot(r, r)
+        stop = self.cg_tol ** 2 * rr
+        active = rr > stop
+        for _ in range(self.cg_steps):
+            if not active.any():
+                break
+            Ap = A(p)
+            pAp = _tdot(p, Ap)
+            active &= pAp > 0
+            alpha = np.where(active, rr / np.where(active, pAp, 1.0), 0.0)
+            u = _axpy(alpha, p, u)
+            r = _axpy(-alpha, Ap, r)
+            rr_new = _tdot(r, r)
+            beta = np.where(active, rr_new / np.where(active, rr, 1.0), 0.0)
+            p = _axpy(beta, p, r)
+            rr = np.where(active, rr_new, rr)
+            active &= rr > stop
+        return _task_mean(u), float(loss.mean())
+
+
+# ------------------------------------------------------------------ meta-training
+def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None, seed=0,
+                   eval_every=100, test_task=None, progress=True, eval_inner_steps=None,
+                   eval_tasks=64):
+    """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
+
+    Meta-step ``s`` (1 … ``steps``) draws ``meta_batch`` tasks from
+    ``family.sample(task_rng(seed, TRAIN, s), meta_batch)`` -- the same tasks the CML
+    :class:`~neuro_meta.metatrain.MetaTrainer` sees for the same seed and meta-batch -- and
+    applies ``optimizer`` (default Adam, learning rate 1e-3) to the method's meta-gradient.
+    Every ``eval_every`` steps (and at 0 and ``steps``) the meta-test MSE on ``test_task``
+    (default: ``eval_tasks`` tasks from the TEST stream of ``seed``) is recorded, after the
+    method's own inner loop (``eval_inner_steps`` overrides its number of steps).
+
+    Returns ``(params, history)`` with history keys ``step``, ``meta_test_mse``,
+    ``meta_test_sem`` (lists, one entry per evaluation), ``train_val_loss`` (one per
+    meta-step), ``meta_steps`` and ``wall_time_s``. An :class:`Untrained` method takes no
+    meta-steps.
+    """
+    from tqdm.auto import tqdm
+
+    from .metatrain import TEST, TRAIN, task_rng    # (lazy: metatrain may import us)
+
+    O = "train_baseline"
+    if not isinstance(method, _Baseline):
+        P.fail(O, "method", "must be MAML, Reptile, IMAML or Untrained", type(method).__name__)
+    _check_params(params, O)
+    if not hasattr(family, "sample"):
+        P.fail(O, "family", "must have a sample(rng, n_tasks) method", type(family).__name__)
+    steps = P.integer(steps, O, "steps", low=0)
+    meta_batch = P.integer(meta_batch, O, "meta_batch", low=1)
+    seed = P.integer(seed, O, "seed", low=0)
+    eval_every = P.integer(eval_every, O, "eval_every", low=1)
+    if test_task is None:
+        test_task = family.sample(task_rng(seed, TEST), P.integer(eval_tasks, O, "eval_tasks",
+                                                                   low=1))
+    _task(test_task, O)
+    optimizer = optimizer if optimizer is not None else optim.adam(1e-3)
+    if isinstance(method, Untrained):
+        steps = 0
+    t0 = time.perf_counter()
+    hist = {"step": [], "meta_test_mse": [], "meta_test_sem": [], "train_val_loss": []}
+
+    def record(step):
+        mse = method.evaluate(params, test_task, eval_inner_steps)
+        hist["step"].append(step)
+        hist["meta_test_mse"].append(float(mse.mean()))
+        hist["meta_test_sem"].append(float(mse.std(ddof=1) / np.sqrt(len(mse)))
+                                     if len(mse) > 1 else 0.0)
+        return hist["meta_test_mse"][-1]
+
+    record(0)
+    state = optimizer.init(params)
+    bar = tqdm(range(1, steps + 1), desc=method.name, disable=not progress)
+    for step in bar:
+        task = family.sample(task_rng(seed, TRAIN, step), meta_batch)
+        grad, val_loss = method.meta_gradient(params, task)
+        hist["train_val_loss"].append(val_loss)
+        updates, state = optimizer.update(grad, state)
+        params = optim.apply_updates(params, updates)
+        if step % eval_every == 0 or step == steps:
+            bar.set_postfix(meta_test_mse=f"{record(step):.4g}")
+    hist["meta_steps"] = steps
+    hist["wall_time_s"] = time.perf_counter() - t0
+    return params, hist
