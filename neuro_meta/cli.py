@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-EXPERIMENTS = ("consolidation",)
+EXPERIMENTS = ("consolidation", "sinusoid")
 
 
 def _parser():
@@ -27,6 +27,9 @@ def _parser():
     r.add_argument("--out", default=None, help="output folder (default results/EXPERIMENT)")
     r.add_argument("--seed", type=int, default=None, help="meta-training seed")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--methods", default=None,
+                   help="sinusoid: comma-separated methods (default all: "
+                   "cml,maml,fomaml,reptile,imaml,untrained)")
     r.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same final numbers as one run)")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
@@ -92,12 +95,22 @@ def _dispatch(args):
         from .experiments import consolidation
 
         out = args.out or f"results/{args.experiment}"
+        if args.experiment == "sinusoid":
+            from .experiments import sinusoid as exp
+
+            kw = {"methods": args.methods}
+        else:
+            exp, kw = consolidation, {}
+            if args.methods is not None:
+                from .errors import ValidationError
+
+                raise ValidationError("neuro-meta run.--methods: only for the sinusoid "
+                                      f"experiment (got {args.methods!r})")
         with _executor(args) as executor:
-            res = consolidation.run(out, quick=args.quick, seed=args.seed,
-                                    progress=not args.no_progress, resume=args.resume,
-                                    executor=executor)
-        print(consolidation.summary_table(res))
-        print(f"wrote {out}/results.json and {out}/consolidation.png")
+            res = exp.run(out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+                          resume=args.resume, executor=executor, **kw)
+        print(exp.summary_table(res))
+        print(f"wrote {out}/results.json and {out}/{args.experiment}.png")
         return 0
     raise AssertionError(args.command)
 

@@ -173,9 +173,17 @@ class MetaTrainer:
         self.test_task = family.sample(task_rng(self.seed, TEST), self.eval_tasks)
 
     def evaluate(self, net=None):
-        """(mean, s.e.m.) of the meta-test MSE over the held-out tasks."""
+        """(mean, s.e.m.) of the meta-test MSE over the held-out tasks (phases that do not
+        settle are counted in ``not_settled``, not warned about)."""
         free, _ = self.cml.learners(net or self.net)
-        mse = evaluate(net or self.net, free, self.test_task)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NotSettledWarning)
+            mse = evaluate(net or self.net, free, self.test_task)
+        for w in caught:
+            if issubclass(w.category, NotSettledWarning):
+                self._not_settled += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse))) if len(mse) > 1 \
             else 0.0
 

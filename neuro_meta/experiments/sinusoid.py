@@ -1,0 +1,238 @@
+"""``neuro-meta run sinusoid``: few-shot sinusoid regression, CML against baselines.
+
+CML meta-trains ω and λ of a 1-40-40-1 complex-synapse rate network (inner learning:
+the backprop learning process, settled phases); MAML, first-order MAML, Reptile and
+iMAML meta-train the initial weights of a 1-40-40-1 MLP with inner SGD; ``untrained`` is
+the MLP's inner SGD from its initial weights and ``cml_untrained`` the complex-synapse
+network's inner learning from its initial ω, λ. All methods see the same meta-training
+tasks (``task_rng(seed, TRAIN, step)``) and are tested on the same held-out tasks.
+
+``results.json``: ``{"methods": {name: {"meta_test_mse", "sem", "wall_time_s",
+"meta_steps"}}, "config": {...}, "history": {name: {"step", "meta_test_mse"}}}``.
+"""
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import _params as P
+from .. import baselines as bl
+from .. import optim
+from ..cml import CML
+from ..errors import ValidationError
+from ..families import Sinusoid
+from ..io import save_figure, write_json
+from ..learning import Learner
+from ..metatrain import TEST, MetaTrainer, task_rng
+from ..models import checked, load_model, section
+from ..network import RateNetwork
+from ..synapses import ComplexSynapse
+from ..initializers import Glorot
+from .consolidation import merge
+
+METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
+
+
+def _cfg(cfg, quick, seed):
+    cfg = cfg or load_model("sinusoid")
+    if quick:
+        cfg = merge(cfg, cfg.get("quick"))
+    if seed is not None:
+        cfg = merge(cfg, {"meta": {"seed": int(seed)}})
+    return cfg
+
+
+def build_cml(cfg, executor=None):
+    where = cfg.get("_file", "<config>")
+    f = section(cfg, "family", required=("shots", "val"),
+                optional=("amplitude", "phase", "x_range"))
+    n = section(cfg, "network", required=("sizes", "activation", "tau_neuron",
+                                          "tau_synapse", "lam_init"))
+    l_cfg = section(cfg, "learner", required=("rule",),
+                    optional=("integrator", "dt", "tol", "max_duration", "presentation"))
+    c_cfg = section(cfg, "cml", required=("beta",),
+                    optional=("estimator", "tol", "nudged_duration"))
+    m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
+                                       "eval_every", "eval_tasks", "seed"))
+    fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in f.items()})
+    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
+    net = checked(where, "network", RateNetwork, n["sizes"], activation=n["activation"],
+                  bias=True, tau_neuron=n["tau_neuron"], tau_synapse=n["tau_synapse"],
+                  synapse=syn, seed=m["seed"])
+    learner = checked(where, "learner", Learner, **l_cfg)
+    cml = checked(where, "cml", CML, learner=learner, **c_cfg)
+    opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
+                      checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
+    trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
+                      meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
+                      executor=executor)
+    for k in ("steps", "eval_every"):
+        checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
+    return fam, trainer
+
+
+def build_baseline(cfg, name):
+    where = cfg.get("_file", "<config>")
+    b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
+                                            "eval_every"),
+                optional=("maml", "fomaml", "reptile", "imaml", "untrained"))
+    kw = dict(b.get(name) or {})
+    cls = {"maml": bl.MAML, "fomaml": bl.MAML, "reptile": bl.Reptile, "imaml": bl.IMAML,
+           "untrained": bl.Untrained}[name]
+    if name == "fomaml":
+        kw["first_order"] = True
+    return checked(where, f"baselines.{name}", cls, **kw), b
+
+
+def parse_methods(methods):
+    if methods is None:
+        return list(METHODS)
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValidationError(f"run sinusoid.methods: must be a comma-separated list of "
+                              f"{', '.join(METHODS)} (got {','.join(methods) or 'nothing'})")
+    return list(dict.fromkeys(methods))
+
+
+def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
+        resume=False, executor=None):
+    """Meta-train the chosen methods; write ``results.json`` and plots to ``out_dir``."""
+    cfg = _cfg(cfg, quick, seed)
+    methods = parse_methods(methods)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fam, trainer = build_cml(cfg, executor)
+    seed = cfg["meta"]["seed"]
+    test_task = trainer.test_task
+    partial_path = out / "partial.json"
+    done = {}
+    if resume and partial_path.exists():
+        import json
+
+        try:
+            done = json.loads(partial_path.read_text())
+        except ValueError as err:
+            raise ValidationError(f"{partial_path}: not valid JSON ({err}); delete it or "
+                                  "restart without --resume") from None
+    results = {"methods": {}, "history": {}, "config": cfg}
+    fits = {}
+    x_plot = np.linspace(-5, 5, 200)[None, :, None]
+    one = tuple(a[:1] for a in test_task.as_batch())
+    for name in methods:
+        if name in done:
+            results["methods"][name] = done[name]["summary"]
+            results["history"][name] = done[name]["history"]
+            continue
+        if name == "cml":
+            t0 = time.perf_counter()
+            m0, s0 = trainer.evaluate()
+            results["methods"]["cml_untrained"] = {"meta_test_mse": m0, "sem": s0,
+                                                   "wall_time_s": time.perf_counter() - t0,
+                                                   "meta_steps": 0}
+            fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
+            hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
+                                 progress=progress, checkpoint=out / "cml_checkpoint.npz",
+                                 resume=resume, keep_theta=False)
+            summary = {"meta_test_mse": hist.meta_test_mse[-1], "sem": hist.meta_test_sem[-1],
+                       "wall_time_s": hist.wall_time_s, "meta_steps": cfg["meta"]["steps"],
+                       "phases_not_settled": hist.not_settled}
+            h = {"step": hist.step, "meta_test_mse": hist.meta_test_mse}
+            fits["cml"] = _cml_fit(trainer, one, x_plot)
+        else:
+            method, b = build_baseline(cfg, name)
+            params0 = bl.init_mlp(cfg["network"]["sizes"], seed)
+            params, hist = bl.train_baseline(
+                method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
+                optimizer=optim.adam(b["learning_rate"]), seed=seed,
+                eval_every=b["eval_every"], test_task=test_task, progress=progress)
+            summary = {"meta_test_mse": hist["meta_test_mse"][-1],
+                       "sem": hist["meta_test_sem"][-1], "wall_time_s": hist["wall_time_s"],
+                       "meta_steps": hist["meta_steps"]}
+            h = {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"]}
+            adapted = method.adapt(params, one[0], one[1])
+            fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
+        results["methods"][name] = summary
+        results["history"][name] = h
+        done[name] = {"summary": summary, "history": h}
+        write_json(partial_path, done)
+    write_json(out / "results.json", results)
+    plot(out, results, one, x_plot, fits, test_task)
+    return results
+
+
+def _cml_fit(trainer, one, x_plot):
+    import warnings
+
+    from ..learning import NotSettledWarning
+
+    free, _ = trainer.cml.learners(trainer.net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotSettledWarning)
+        res = free.run(trainer.net, one[0], one[1])
+    return trainer.net.predict(x_plot, [np.asarray(p) for p in res.phi_aug])[0, :, 0]
+
+
+COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
+          "reptile": "C4", "imaml": "C3", "untrained": "C7"}
+
+
+def plot(out, results, one, x_plot, fits, test_task):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    from .. import plotting
+
+    with plt.rc_context(plotting.STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
+        ax = axes[0]
+        for name, h in results["history"].items():
+            if len(h["step"]) == 1:      # no meta-learning: a level
+                ax.axhline(h["meta_test_mse"][0], ls="--", color=COLORS.get(name),
+                           label=f"{name} (no meta-learning)")
+            else:
+                ax.plot(h["step"], h["meta_test_mse"], "o-", ms=3, color=COLORS.get(name),
+                        label=name)
+        if "cml_untrained" in results["methods"]:
+            ax.axhline(results["methods"]["cml_untrained"]["meta_test_mse"], ls=":",
+                       color=COLORS["cml"], label="cml_untrained (no meta-learning)")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlabel("meta-step")
+        ax.set_ylabel("meta-test MSE (squared output units)")
+        ax.set_title("Meta-learning curves (same test tasks)")
+        ax.legend(fontsize=8)
+        ax = axes[1]
+        order = np.argsort(test_task.x_val[0, :, 0])
+        ax.plot(test_task.x_val[0, order, 0], test_task.y_val[0, order, 0], "ko", ms=4,
+                label="validation points")
+        ax.plot(one[0][0, :, 0], one[1][0, :, 0], "k^", ms=8, label="training shots")
+        for name, f in fits.items():
+            style = "--" if "untrained" in name else "-"
+            ax.plot(x_plot[0, :, 0], f, style, lw=1.5, color=COLORS.get(name), label=name)
+        ax.set_xlabel("input x (dimensionless)")
+        ax.set_ylabel("output y (dimensionless)")
+        ax.set_title("Fits after inner learning on one held-out task")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=5)
+        fig.tight_layout()
+        save_figure(fig, out / "sinusoid.png")
+        plt.close(fig)
+
+
+def summary_table(results):
+    lines = [f"{'method':<14} {'meta-test MSE':>14} {'± s.e.m.':>10} {'wall time (s)':>14} "
+             f"{'meta-steps':>11}"]
+    for name, r in results["methods"].items():
+        lines.append(f"{name:<14} {r['meta_test_mse']:>14.4f} {r['sem']:>10.4f} "
+                     f"{r['wall_time_s']:>14.1f} {r['meta_steps']:>11d}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""`neuro-meta run sinusoid`: CML and baselines on the same tasks."""
+import json
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta.experiments import sinusoid
+
+
+def test_quick_run_schema_and_cml_beats_untrained(tmp_path):
+    res = sinusoid.run(tmp_path, quick=True, methods="cml,reptile,untrained", progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m = saved["methods"]
+    assert {"cml", "reptile", "untrained", "cml_untrained"} <= set(m)
+    for r in m.values():
+        assert {"meta_test_mse", "sem", "wall_time_s", "meta_steps"} <= set(r)
+        assert np.isfinite(r["meta_test_mse"])
+    # issue acceptance (--quick): CML <= 0.5 x untrained
+    assert m["cml"]["meta_test_mse"] <= 0.5 * m["untrained"]["meta_test_mse"]
+    assert saved["config"]["meta"]["steps"] == 20
+    assert (tmp_path / "sinusoid.png").stat().st_size > 10_000
+    assert res["methods"]["cml"] == m["cml"]
+
+
+def test_resume_skips_finished_methods(tmp_path):
+    cfg = sinusoid._cfg(None, True, None)
+    cfg["meta"].update(steps=2, eval_every=1, eval_tasks=4)
+    cfg["baselines"].update(steps=3, eval_every=3)
+    a = sinusoid.run(tmp_path, cfg=cfg, methods="reptile,cml", progress=False)
+    b = sinusoid.run(tmp_path, cfg=cfg, methods="reptile,cml", progress=False, resume=True)
+    assert a["methods"]["reptile"] == b["methods"]["reptile"]
+    assert a["methods"]["cml"]["meta_test_mse"] == b["methods"]["cml"]["meta_test_mse"]
+
+
+def test_all_methods_see_the_same_tasks():
+    """Baselines and CML draw meta-training tasks from the same seeded stream."""
+    from neuro_meta.metatrain import TRAIN, task_rng
+
+    fam = nm.families.Sinusoid()
+    a = fam.sample(task_rng(0, TRAIN, 5), 3)
+    b = fam.sample(task_rng(0, TRAIN, 5), 3)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    c = fam.sample(task_rng(0, TRAIN, 6), 3)
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_bad_methods_are_refused():
+    with pytest.raises(nm.ValidationError, match=r"run sinusoid\.methods: .*\(got cml,mamal\)"):
+        sinusoid.parse_methods("cml,mamal")
