@@ -240,9 +240,9 @@ class Learner:
             Augmented initial fast weights per connection (default: the network's φ₀).
         """
         self._check_network(net)
-        X, Y, batched = self._data(net, x, y)
-        B, K = X.shape[:2]
-        beta = P.real(beta, "Learner.run", "beta")
+        inp, batched, K = self.phase_input(net, x, y, x_val, y_val, beta)
+        B = inp.X.shape[0]
+        X, Y = inp.X, inp.Y
         if record is None:
             record = ()
         if isinstance(record, str):
@@ -253,29 +253,7 @@ class Learner:
         for r in record:
             P.choice(r, "Learner.run", "record", RECORDABLE)
         record_every = P.integer(record_every, "Learner.run", "record_every", low=1)
-        c = np.full((B, K), 1.0 / K)
-        if beta != 0.0:
-            if x_val is None or y_val is None:
-                P.fail("Learner.run", "x_val", "is required when beta != 0", "None")
-            Xv, Yv, bv = self._data(net, x_val, y_val, "x_val", "y_val")
-            if bv != batched or Xv.shape[0] != B:
-                P.fail("Learner.run", "x_val", f"must have the same task axis as x ({B} "
-                       "tasks)" if batched else "must have no task axis, like x",
-                       f"shape {np.shape(x_val)}")
-            V = Xv.shape[1]
-            X = np.concatenate([X, Xv], axis=1)
-            Y = np.concatenate([Y, Yv], axis=1)
-            c = np.concatenate([c, np.full((B, V), beta / V)], axis=1)
-        from .engines.numpy_engine import PhaseInput
-
-        inp = PhaseInput(X, Y, c, self.presentation, 1)
-        if self.presentation == "online":
-            k = self.presentation_steps(net)
-            if k is None:
-                t_p = self.presentation_time if self.presentation_time is not None \
-                    else net.tau_synapse / 100
-                k = int(round(t_p / self.dt_for(net, inp)))
-            inp.steps_per_sample = k
+        beta = float(beta)
         phi0 = self._phi_init(net, phi_init, B)
         X_trn, Y_trn = X[:, :K], Y[:, :K]
 
@@ -296,6 +274,41 @@ class Learner:
                           f"to tol={self.tol:g} within {t_end:g} s; increase max_duration or "
                           "tol", NotSettledWarning, stacklevel=2)
         return self._result(net, phi, v, rec, settled, t_end, steps, record, batched)
+
+    def phase_input(self, net, x, y, x_val=None, y_val=None, beta=0.0, owner="Learner.run"):
+        """Validated data of one phase as a ``PhaseInput``, with the sample weights
+        ``c = 1/K`` for the K training shots and ``beta/V`` for the V validation points
+        (nudged phase), and the online presentation length in steps.
+
+        Returns ``(inp, batched, K)`` (``batched``: whether ``x`` had a task axis).
+        """
+        from .engines.numpy_engine import PhaseInput
+
+        X, Y, batched = self._data(net, x, y)
+        B, K = X.shape[:2]
+        beta = P.real(beta, owner, "beta")
+        c = np.full((B, K), 1.0 / K)
+        if beta != 0.0:
+            if x_val is None or y_val is None:
+                P.fail(owner, "x_val", "is required when beta != 0", "None")
+            Xv, Yv, bv = self._data(net, x_val, y_val, "x_val", "y_val")
+            if bv != batched or Xv.shape[0] != B:
+                P.fail(owner, "x_val", f"must have the same task axis as x ({B} "
+                       "tasks)" if batched else "must have no task axis, like x",
+                       f"shape {np.shape(x_val)}")
+            V = Xv.shape[1]
+            X = np.concatenate([X, Xv], axis=1)
+            Y = np.concatenate([Y, Yv], axis=1)
+            c = np.concatenate([c, np.full((B, V), beta / V)], axis=1)
+        inp = PhaseInput(X, Y, c, self.presentation, 1)
+        if self.presentation == "online":
+            k = self.presentation_steps(net)
+            if k is None:
+                t_p = self.presentation_time if self.presentation_time is not None \
+                    else net.tau_synapse / 100
+                k = int(round(t_p / self.dt_for(net, inp)))
+            inp.steps_per_sample = k
+        return inp, batched, K
 
     def _phi_init(self, net, phi_init, B):
         out = []
