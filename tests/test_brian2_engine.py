@@ -5,6 +5,7 @@ independent implementation of the same equations), never with numbers stored fro
 earlier run. Both engines use float64; agreement is expected to rounding (~1e-16), the
 acceptance bound is 1e-9.
 """
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 import neuro_meta as nm
 from neuro_meta.errors import SimulationError, UnsupportedError
+from neuro_meta.engines import numpy_engine as npe
 
 brian2 = pytest.importorskip("brian2")
 from neuro_meta.engines import brian2_engine  # noqa: E402
@@ -211,6 +213,82 @@ def test_divergence_raises_like_the_numpy_engine(rng):
     for engine in ("numpy", "brian2"):
         with pytest.raises(SimulationError, match="diverged"):
             _learner(engine, dt=0.05, presentation_time=0.05, duration=50.0).run(net, x, y)
+
+
+# Linear networks (tau_neuron = 10 ms) made to diverge: Euler is unstable for the neurons
+# when dt > 20 ms, and for the fast weights when the inputs are large. ``check`` is the
+# engine's test interval (online: steps per sample x 4 samples; batch: 10 steps).
+DIVERGING = {
+    "online, v, tested every 4 steps": dict(
+        scale=1.0, check=4, presentation="online", dt=0.05, presentation_time=0.05,
+        duration=50.0),
+    "online, v overflows to inf/nan before the only test (end of phase)": dict(
+        scale=1.0, check=800, presentation="online", dt=0.05, presentation_time=10.0,
+        duration=30.0),
+    "online, phi, with a tolerance": dict(
+        scale=100.0, check=8, presentation="online", dt=5e-3, presentation_time=0.01,
+        duration=None, tol=1e-3),
+    "batch, v, tested every 10 steps": dict(
+        scale=1.0, check=10, presentation="batch", dt=0.025, duration=50.0),
+    "batch, phi, with a tolerance": dict(
+        scale=100.0, check=10, presentation="batch", dt=5e-3, duration=None, tol=1e-3),
+}
+DIVERGED = re.compile(r"Learner\.run: the simulation diverged at step (\d+) \(t = (\S+) s\): "
+                      r"max \|(\w+\[\d+\])\| = (\S+)\. (Hint: .*)", re.S)
+
+
+def _divergence(engine, net, x, y, **kw):
+    """(step, t, array, max |array|, hint) of the SimulationError of a diverging run."""
+    with pytest.raises(SimulationError) as info:
+        _learner(engine, **kw).run(net, x, y, record=("phi", "v"))
+    match = DIVERGED.fullmatch(str(info.value))
+    assert match, str(info.value)
+    step, t, name, value, hint = match.groups()
+    return int(step), t, name, float(value), hint
+
+
+@pytest.mark.parametrize("case", list(DIVERGING))
+def test_divergence_is_reported_at_the_step_it_happens_like_the_numpy_engine(
+        rng, monkeypatch, case):
+    """Brian2 names the step at which the state left the bound (between its tests, not
+    the test's step), the same step, array and message as the numpy engine; the value
+    reported is that of that step (finite, never a later nan), equal to rounding."""
+    kw = dict(DIVERGING[case])
+    scale, check = kw.pop("scale"), kw.pop("check")
+    net = _net(rng, activation="linear", bias=True)
+    x, y = _data(rng, 2, 4, 5, 2)
+    x = scale * x
+    ref = _divergence("numpy", net, x, y, **kw)
+    out = _divergence("brian2", net, x, y, **kw)
+    assert out[0] == ref[0] and out[0] % check != 0     # the step itself, not a test's
+    assert out[1:3] == ref[1:3] and out[4] == ref[4]    # t, array, hint
+    assert np.isfinite(out[3]) and out[3] >= 1e10
+    assert out[3] == pytest.approx(ref[3], rel=1e-9)
+    if "phi" in case:
+        assert out[2] == "phi[0]"
+    if "overflows" in case:
+        # the state Brian2 holds at its test is no longer finite, yet the step and value
+        # reported are those of the first step beyond the bound
+        monkeypatch.setattr(npe, "DIVERGENCE_BOUND", np.inf)
+        step, _, _, value, _ = _divergence("numpy", net, x, y, **kw)
+        assert not np.isfinite(value) and out[0] < step < 600 < check
+
+
+def test_static_weights_beyond_the_bound_diverge_at_step_1_like_the_numpy_engine(rng):
+    syn = [nm.StaticSynapse(weight=1e11, bias=0.1), _complex(rng, 2, 4)]
+    net = nm.RateNetwork([5, 4, 2], activation=["tanh", "linear"], synapse=syn, bias=True,
+                         seed=1)
+    x, y = _data(rng, 2, 4, 5, 2)
+    ref = _divergence("numpy", net, x, y, duration=0.1)
+    out = _divergence("brian2", net, x, y, duration=0.1)
+    assert out == ref and out[:3] == (1, "0.001", "phi[0]")
+
+
+def test_exported_network_has_no_divergence_watch(rng):
+    bnet = _net(rng).to_brian2(dt=1e-3)
+    bnet.run(1e-3 * brian2.second, namespace={})
+    assert "v_ok" not in bnet["layer_1"].variables
+    assert "phi_ok" not in bnet["conn_0"].variables
 
 
 def test_codegen_target_restored(rng):

@@ -39,22 +39,39 @@ neuron and synapse updaters by object name):
 =================  =====  ===========================================================
 slot               order  operation
 =================  =====  ===========================================================
-``start``          0      engine hook: record, settling test, divergence check
+``start``          0      engine hook: record, settling test, divergence test
 ``before_groups``  0      input rates ``r = stimulus`` (the sample shown at step n)
 ``before_groups``  1      summed currents ``I = sum(phi*r_pre)`` (start-of-step rates)
-``groups``         0      neurons ``v += dt*(-v + I)/tau_v`` (Euler)
+``groups``         0      neurons ``v += dt*(-v + I)/tau_v`` (Euler) [+ watch]
 ``groups``         1      ``r = f(v)``; output ``err = gain*(target - r)*f'(v)``
 ``groups``         2      synapses ``phi += dt*(plasticity - lam*(phi - omega))/tau_phi``
+                          [+ watch]
 =================  =====  ===========================================================
+
+Divergence is watched at every step in generated code (no per-step Python work): when
+the engine runs a phase, every non-input neuron has an integer ``v_ok`` and every plastic
+synapse a ``phi_ok``, and their Euler state updaters end with the *watch* statement
+``v_ok = v_ok + int(abs(v) < 1e10)`` (likewise for phi; all of a neuron's ``v_s`` in
+batch mode), which counts the steps whose result is below the numpy engine's
+``DIVERGENCE_BOUND`` (``x < bound`` is false for NaN): after n steps, ``v_ok < n`` means
+that some step went beyond it. The engine hook reads these counts at its checks and at
+the end of the phase. If one falls short at step c while all were complete at the
+previous test (step c0), the phase is replayed from the start up to step c (the same
+code and data, hence the same numbers), the hook then reading the counts after every
+step past c0: the first step at which one falls short is the step at which the
+simulation diverged, and the numpy engine's error is raised for the state of that step
+(same step, same message). Exported networks (:func:`network_to_brian2`) have no watch.
 
 Supported: ``integrator="euler"``, neurons with ``tau_neuron > 0``, the ``delta`` rule
 (and ``backprop`` when only the output connection is plastic, where both rules are the
 same), online and batch presentation, biases, static hidden connections, fixed
 durations and settling tolerances (tested exactly like the numpy engine: once per
-presentation cycle online, every 10 steps in batch). Anything else raises
+presentation cycle online, every 10 steps in batch), divergence reported at the step it
+happens, like the numpy engine. Anything else raises
 :class:`~neuro_meta.errors.UnsupportedError` naming the option.
 """
 import contextlib
+import functools
 import re
 
 import numpy as np
@@ -148,6 +165,23 @@ def _suffix(code, s):
     return re.sub(r"\b([vr])\b", r"\1" + s, code)
 
 
+@functools.lru_cache(maxsize=None)
+def _watching_euler(flag, names):
+    """Brian2's Euler state updater followed by the watch statement (module docstring):
+    ``flag`` counts the steps after which all of ``names`` (a tuple) are below the
+    divergence bound (NaN is not), in the same generated code as the update. One object
+    per arguments: Brian2 caches the state updaters' code by this object."""
+    inside = " and ".join(f"abs({x}) < {npe.DIVERGENCE_BOUND!r}" for x in names)
+    watch = f"{flag} = {flag} + int({inside})"
+
+    def euler_watch(equations, variables, method_options=None):
+        from brian2.stateupdaters.explicit import euler
+
+        return euler(equations, variables, method_options) + "\n" + watch
+
+    return euler_watch
+
+
 # ---------------------------------------------------------------------- target preference
 @contextlib.contextmanager
 def _codegen_target(target):
@@ -172,13 +206,17 @@ class Brian2Model:
     Attributes: ``network`` (``brian2.Network``), ``layers`` (NeuronGroups, input
     first), ``bias_unit`` (or None), ``conns`` (per connection: (weights Synapses, bias
     Synapses or None)), ``suffixes`` (one per sample copy: ``[""]`` online), ``clock``.
+    With ``watch``, ``watched`` lists (group, name of its watch integer): the non-input
+    layers (``v_ok``) and plastic synapses (``phi_ok``), see the module docstring.
     """
 
-    def __init__(self, net, inp, dt):
+    def __init__(self, net, inp, dt, watch=False):
         import brian2 as b2
 
         check_supported(net, presentation=inp.presentation)
         self.net = net
+        self.watch = watch
+        self.watched = []
         self.inp = inp
         self.dt = float(dt)
         B, S = inp.X.shape[:2]
@@ -293,12 +331,18 @@ class Brian2Model:
                     fprime if _is_atom(fprime) else f"({fprime})")
                 code.append(f"err{s} = gain{s}*(target{s} - r{s}){fprime}")
         lines.append("tau_v : second (constant, shared)")
+        method = "euler"
+        if self.watch:
+            lines.append("v_ok : integer")
+            method = _watching_euler("v_ok", tuple(f"v{s}" for s in self.suffixes))
         namespace = dict(ns)
         if is_output and self.online:
             namespace.update(y_target=self.timed_arrays["y_target"],
                              gain_in=self.timed_arrays["gain_in"])
-        G = b2.NeuronGroup(N, "\n".join(lines), method="euler", clock=self.clock,
+        G = b2.NeuronGroup(N, "\n".join(lines), method=method, clock=self.clock,
                            name=f"layer_{l}", namespace=namespace)
+        if self.watch:
+            self.watched.append((G, "v_ok"))
         G.tau_v = net.tau_neuron * b2.second
         G.state_updater.when, G.state_updater.order = SCHEDULE["neurons"]
         when, order = SCHEDULE["rates"]
@@ -309,19 +353,25 @@ class Brian2Model:
         import brian2 as b2
 
         sx = self.suffixes
+        method = "euler"
         if plastic:
             lines = ["dphi/dt = (plasticity - lam*(phi - omega))/tau_phi : 1 (clock-driven)",
                      "plasticity = " + " + ".join(f"err{s}_post*r{s}_pre" for s in sx) + " : 1",
                      "omega : 1 (constant)", "lam : 1 (constant)",
                      "tau_phi : second (constant, shared)"]
             w = "phi"
+            if self.watch:
+                lines.append("phi_ok : integer")
+                method = _watching_euler("phi_ok", ("phi",))
         else:
             lines, w = ["w : 1 (constant)"], "w"
         lines += [f"{target}{s}_post = {w}*r{s}_pre : 1 (summed)" for s in sx]
-        syn = b2.Synapses(pre, post, "\n".join(lines), method="euler", clock=self.clock,
+        syn = b2.Synapses(pre, post, "\n".join(lines), method=method, clock=self.clock,
                           name=name)
         if plastic:
             syn.state_updater.when, syn.state_updater.order = SCHEDULE["synapses"]
+            if self.watch:
+                self.watched.append((syn, "phi_ok"))
         for upd in syn.summed_updaters.values():
             upd.when, upd.order = SCHEDULE["summed"]
         return syn
@@ -428,9 +478,8 @@ def _values(group, name):
 def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
               loss_fn=None):
     """Integrate one phase with Brian2. Same contract as :func:`numpy_engine.run_phase`:
-    returns (phi, v, recorder, settled (B,), t_end, steps)."""
-    import brian2 as b2
-
+    returns (phi, v, recorder, settled (B,), t_end, steps); if the state diverges, raises
+    the numpy engine's :class:`SimulationError` (same step, same message)."""
     check_supported(net, learner)
     from brian2.devices.device import RuntimeDevice, get_device
 
@@ -446,41 +495,79 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     v = dyn.steady_v(phi, x0)
     rec = npe.Recorder(record, record_every, dt)
     n_max, tol = learner.steps_for(net, inp)
+    run = functools.partial(_simulate, net, inp, dt, phi, v, dyn, tol,
+                            learner.check_every(inp))
     with _codegen_target(learner.brian2_target), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        model = Brian2Model(net, inp, dt)
-        model.set_state(phi, v)
-        hook = _PhaseHook(model, dyn, inp, dt, tol, learner.check_every(inp), n_max, phi,
-                          rec, loss_fn, beta)
-        model.network.add(hook.operation)
-        model.network.run(n_max * dt * b2.second, namespace={})
-        phi, v, n = hook.finish()
+        if n_max > 0 and any(not c.plastic and p.size and not np.abs(p).max()
+                             < npe.DIVERGENCE_BOUND for c, p in zip(net.connections, phi)):
+            diverged = (0, 1)   # static weights beyond the bound: so at the first step
+        else:
+            hook = run(n_max, rec, loss_fn)
+            diverged = hook.diverged
+        if diverged is not None:
+            # the first step beyond the bound is in (c0, c]: replay up to c, testing
+            # every step after c0, and raise the numpy engine's error for that step
+            c0, c = diverged
+            replay = run(c, npe.Recorder((), 1, dt), None, search_after=c0)
+            phi, v, n = replay.result
+            npe._check_finite(phi, v, n, dt, learner, beta)
+            raise SimulationError(      # not reached: the replay ends beyond the bound
+                f"Learner.run: the simulation diverged by step {c} (t = {c * dt:.6g} s)")
+    phi, v, n = hook.result
     rec.force(n * dt, phi, v, loss_fn)
     settled = hook.settled if tol is not None else np.zeros(phi[0].shape[0], dtype=bool)
     return phi, v, rec, settled, n * dt, n
 
 
+def _simulate(net, inp, dt, phi, v, dyn, tol, check, n_max, rec, loss_fn,
+              search_after=None):
+    """Build the Brian2 model (with the watch) for the state ``phi``, ``v``, run it for
+    ``n_max`` steps and return the :class:`_PhaseHook` holding the outcome."""
+    import brian2 as b2
+
+    model = Brian2Model(net, inp, dt, watch=True)
+    model.set_state(phi, v)
+    hook = _PhaseHook(model, dyn, inp, dt, tol, check, n_max, phi, rec, loss_fn,
+                      search_after)
+    model.network.add(hook.operation)
+    model.network.run(n_max * dt * b2.second, namespace={})
+    hook.finish()
+    return hook
+
+
 class _PhaseHook:
     """Python operation at the start of every step (the state after n steps, before the
     step's updates) doing what the numpy engine's loop does between steps: record every
-    ``rec.every`` steps; every ``check`` steps a divergence check and, with a tolerance,
-    the settling test (:func:`numpy_engine._settled`). As in the numpy engine a task that
-    has settled is frozen while the others go on (its phi and v are written back at the
-    start of every later step: tasks are independent, so the values computed for it in
-    between reach nothing else), and the phase ends when all have settled: the state is
-    kept and the network stopped (Brian2 completes the current step, which is
-    discarded). It runs on the network's clock: the early return costs ~1 us a step."""
+    ``rec.every`` steps; every ``check`` steps the divergence test (the watch's counts,
+    see the module docstring) and, with a tolerance, the settling test
+    (:func:`numpy_engine._settled`). As in the numpy engine a task that has settled is
+    frozen while the others go on (its phi and v are written back at the start of every
+    later step: tasks are independent, so the values computed for it in between reach
+    nothing else and are not tested), and the phase ends when all have settled: the
+    state is kept and the network stopped (Brian2 completes the current step, which is
+    discarded). It runs on the network's clock: the early return costs ~1 us a step.
 
-    def __init__(self, model, dyn, inp, dt, tol, check, n_max, phi0, rec, loss_fn, beta):
+    Outcome (after :meth:`finish`): ``diverged``, None or (c0, c): the state went beyond
+    the bound at a step in (c0, c], the phase was stopped at step c; else ``result``
+    (phi, v, steps). A replay (``search_after`` = c0) also tests every step after c0 and
+    ends (``result``) at the first step found beyond the bound, or at its last step."""
+
+    def __init__(self, model, dyn, inp, dt, tol, check, n_max, phi0, rec, loss_fn,
+                 search_after=None):
         import brian2 as b2
 
         self.model, self.dyn, self.inp, self.dt = model, dyn, inp, dt
         self.tol, self.check, self.n_max = tol, check, n_max
-        self.rec, self.loss_fn, self.beta = rec, loss_fn, beta
+        self.rec, self.loss_fn = rec, loss_fn
+        self.search_after = search_after
         self.prev_phi = [p.copy() for p in phi0]
         self.settled = np.zeros(phi0[0].shape[0], dtype=bool)
         self.frozen = None              # (mask (B,), phi, v) of the settled tasks
-        self.stopped = None             # (phi, v, n, error) when stopped early
+        self.stopped = None             # (phi, v, n) when stopped early
+        self.diverged = None
+        self.result = None
+        self.clean = 0                  # every step up to this one passed the test
         self.last_checked = 0
         self.n = -1                     # steps done when the operation runs
         when, order = SCHEDULE["hook"]
@@ -496,62 +583,74 @@ class _PhaseHook:
             self.model.write_tasks(*self.frozen)
         record = bool(self.rec.names) and n % self.rec.every == 0
         test = n > 0 and n % self.check == 0
+        search = self.search_after is not None and n > self.search_after
+        if not (record or test or search):
+            return
+        if (test or search) and self._diverged(n):
+            if search:
+                self._stop(self.model.read_phi(), self.model.read_v(), n)
+            else:
+                self._stop(None, None, n)
+            return
         if not (record or test):
             return
+        if test:
+            self.last_checked = n
+        settle = test and self.tol is not None
         phi = self.model.read_phi()
-        v = self.model.read_v() if ("v" in self.rec.names or test) else None
+        v = self.model.read_v() if ("v" in self.rec.names or settle) else None
         if record:
             self.rec.force(n * self.dt, phi, v, self.loss_fn)
-        if test:
-            err = self._test(phi, v, n)
-            if err is not None or (self.tol is not None and self.settled.all()):
-                self.stopped = (phi, v, n, err)
-                self.model.network.stop()
+        if settle:
+            self._settle(phi, v, n)
+            if self.settled.all():
+                self._stop(phi, v, n)
 
-    def _test(self, phi, v, n):
-        """Divergence check (returns the error, if any) and settling test."""
-        self.last_checked = n
-        err = _divergence(phi, v, n, self.dt, self.beta)
-        if err is None and self.tol is not None:
-            self.settled |= npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp,
-                                         n, self.check, self.dt, self.tol)
-            if self.settled.any() and not self.settled.all():
-                mask = self.settled.copy()
-                self.frozen = (mask, [p[mask] for p in phi], [a[mask] for a in v])
-            self.prev_phi = [p.copy() for p in phi]
-        return err
+    def _stop(self, phi, v, n):
+        self.stopped = (phi, v, n)
+        self.model.network.stop()
+
+    def _diverged(self, n):
+        """Whether a watched value of a task still integrating went beyond the bound in
+        the steps after ``clean`` (the settled tasks passed their last test at the check
+        where they settled); sets ``diverged``."""
+        live = ~self.settled if self.settled.any() else None
+        for group, flag in self.model.watched:
+            ok = _storage(group, flag)
+            if live is not None:
+                ok = ok.reshape(live.shape[0], -1)[live]
+            if ok.size and ok.min() < n:
+                self.diverged = (self.clean, n)
+                return True
+        self.clean = n
+        return False
+
+    def _settle(self, phi, v, n):
+        """Settling test at step ``n``; freezes the tasks that have settled."""
+        self.settled |= npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp, n,
+                                     self.check, self.dt, self.tol)
+        if self.settled.any() and not self.settled.all():
+            mask = self.settled.copy()
+            self.frozen = (mask, [p[mask] for p in phi], [a[mask] for a in v])
+        self.prev_phi = [p.copy() for p in phi]
 
     def finish(self):
-        """(phi, v, steps) at the end of the phase; raises if the state diverged."""
+        """The divergence test of the last steps, then ``result`` (phi, v, steps)."""
         if self.stopped is not None:
-            phi, v, n, err = self.stopped
+            phi, v, n = self.stopped
+            if phi is None:                   # stopped by the divergence test
+                return
         else:
             if self.frozen is not None:       # undo the last step of the frozen tasks
                 self.model.write_tasks(*self.frozen)
-            phi, v, n = self.model.read_phi(), self.model.read_v(), self.n_max
-            err = None
-            if n % self.check == 0 and n != self.last_checked:   # the numpy loop's last test
-                err = self._test(phi, v, n)
-            err = err or _divergence(phi, v, n, self.dt, self.beta)
-        if err is not None:
-            raise err
-        return phi, v, n
-
-
-def _divergence(phi, v, n, dt, beta):
-    """A :class:`SimulationError` if any state is beyond the numpy engine's bound."""
-    for name, arrs in (("phi", phi), ("v", v or [])):
-        for l, a in enumerate(arrs):
-            m = np.abs(a).max() if a.size else 0.0
-            if not m < npe.DIVERGENCE_BOUND:
-                return SimulationError(
-                    f"Learner.run: the brian2 simulation diverged by step {n} (t = "
-                    f"{n * dt:.6g} s): max |{name}[{l}]| = {m!r}. Hint: reduce dt (now "
-                    f"{dt:g} s), the learning speed (increase tau_synapse), the input scale"
-                    + (f" or beta (now {beta:g})" if beta else "")
-                    + "; with integrator='euler' a step must stay well below the fastest "
-                    "time constant of the system.")
-    return None
+            n = self.n_max
+            if n > 0 and self._diverged(n) and self.search_after is None:
+                return
+            phi, v = self.model.read_phi(), self.model.read_v()
+            if (self.diverged is None and self.tol is not None and n % self.check == 0
+                    and n != self.last_checked):    # the numpy loop's last test
+                self._settle(phi, v, n)
+        self.result = (phi, v, n)
 
 
 # ---------------------------------------------------------------------- export

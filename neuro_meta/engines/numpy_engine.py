@@ -258,6 +258,9 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     if learner.integrator == "scipy":
         return _run_scipy(dyn, inp, phi, v, learner, rec, dt, beta, loss_fn)
 
+    from . import fused   # the same loop compiled (numba), when it supports the case
+    if fused.supports(net, learner, inp, record):
+        return fused.run_phase(net, inp, phi, v, learner, dt, beta, rec, loss_fn)
     step = STEPPERS[learner.integrator]
     n_max, tol = learner.steps_for(net, inp)
     check = learner.check_every(inp)

@@ -1,0 +1,309 @@
+"""``neuro-meta bench``: engine throughput against Brian2, per-phase overhead, scaling,
+and the sinusoid CML meta-training time, measured side by side in one run.
+
+Throughput model (issue 8): per task ``N_in`` input rates and ``N_out`` tanh rate units
+(``tau_neuron`` = 10 ms), complex synapses (lam = 0.5) with the delta rule, online
+presentation (10 shots, 10 ms each), forward Euler, dt = 1 ms, float64, B tasks, no
+biases. Synapse-steps per second = B * N_in * N_out * steps / wall time.
+
+* ``fused``: the compiled kernel (:mod:`neuro_meta.engines.fused`), through
+  ``Learner.run`` (every per-phase cost included).
+* ``numpy``: the numpy engine's Python loop on the same phase.
+* ``brian2 cython``: the same model exported by :func:`RateNetwork.to_brian2` (rates and
+  output error stored once per neuron by custom operations), run by Brian2's cython
+  target; ``brian2 naive``: the same model written with subexpressions (``r =
+  tanh(v)``, the input rate a ``TimedArray`` subexpression, the error too), evaluated
+  per synapse. Brian2's rates are marginal (two runs of different lengths after a
+  warm-up, so compilation and the ~0.1 s per-``run()`` overhead are excluded: the
+  comparison is Brian2's best case); the per-run overhead is reported separately.
+
+No timing is asserted anywhere (numbers depend on the machine and its load).
+"""
+import contextlib
+import platform
+import time
+
+import numpy as np
+
+import neuro_meta as nm
+from .engines import fused
+from .io import write_json
+
+DT = 1e-3
+
+
+def _model(n_in, n_out, n_tasks, shots=10, seed=0):
+    rng = np.random.default_rng(seed)
+    net = nm.RateNetwork([n_in, n_out], activation="tanh", bias=False, tau_neuron=0.01,
+                         tau_synapse=1.0, seed=seed,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.5))
+    x = rng.normal(size=(n_tasks, shots, n_in))
+    y = 0.5 * rng.normal(size=(n_tasks, shots, n_out))
+    return net, x, y
+
+
+def _learner(steps):
+    return nm.Learner(rule="delta", presentation="online", integrator="euler", dt=DT,
+                      duration=steps * DT)
+
+
+def _best(fn, repeats):
+    best, out = np.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def engine_rate(net, x, y, steps, repeats, engine="fused"):
+    """(synapse-steps/s, wall s, final phi) of one phase on the numpy engine."""
+    learner = _learner(steps)
+    ctx = fused.disabled() if engine == "numpy" else contextlib.nullcontext()
+    with ctx:
+        _learner(2).run(net, x, y)                       # warm-up (and compilation)
+        wall, res = _best(lambda: learner.run(net, x, y), repeats)
+    n_syn = x.shape[0] * net.sizes[0] * net.sizes[1]
+    return n_syn * res.steps / wall, wall, np.asarray(res.phi_aug[0])
+
+
+# ---------------------------------------------------------------------- Brian2
+def _brian2_naive(net, x, y):
+    """The model written naively: rates, input and error as subexpressions."""
+    import brian2 as b2
+
+    B, S, n_in = x.shape
+    n_out = y.shape[-1]
+    k = 10                              # presentation: 10 steps of 1 ms per sample
+    tp = k * DT * b2.second
+    rows = np.arange(S + 1) % S
+    to_2d = (lambda a: np.ascontiguousarray(np.swapaxes(a[:, rows], 0, 1).reshape(S + 1, -1)))
+    ns = {"x_in": b2.TimedArray(to_2d(x), dt=tp),
+          "y_target": b2.TimedArray(to_2d(y), dt=tp),
+          "gain_in": b2.TimedArray(to_2d(np.full(y.shape, 1.0 / S) * S), dt=tp),
+          "T_cycle": S * tp, "tau_v": net.tau_neuron * b2.second,
+          "tau_phi": net.tau_synapse * b2.second}
+    clock = b2.Clock(dt=DT * b2.second)
+    inp = b2.NeuronGroup(B * n_in, "r = x_in(t % T_cycle, i) : 1", clock=clock, namespace=ns)
+    out = b2.NeuronGroup(B * n_out, """dv/dt = (-v + I)/tau_v : 1
+                         I : 1
+                         r = tanh(v) : 1
+                         err = gain_in(t % T_cycle, i)*(y_target(t % T_cycle, i) - r)*(1 - r**2) : 1""",
+                         method="euler", clock=clock, namespace=ns)
+    syn = b2.Synapses(inp, out, """dphi/dt = (err_post*r_pre - lam*(phi - omega))/tau_phi : 1 (clock-driven)
+                      omega : 1 (constant)
+                      lam : 1 (constant)
+                      I_post = phi*r_pre : 1 (summed)""", method="euler", clock=clock,
+                      namespace=ns)
+    b, j, i = np.meshgrid(np.arange(B), np.arange(n_out), np.arange(n_in), indexing="ij")
+    syn.connect(i=(b * n_in + i).ravel(), j=(b * n_out + j).ravel())
+    c = net.connections[0]
+    syn.omega = np.broadcast_to(c.omega, (B,) + c.shape).ravel()
+    syn.lam = np.broadcast_to(c.lam, (B,) + c.shape).ravel()
+    syn.phi = np.broadcast_to(c.phi0, (B,) + c.shape).ravel()
+    out.v = net.forward(x[:, :1])[-1][0][:, 0, :].ravel()
+    # the numpy engine's order: currents, neurons, then synapses at the end-of-step state
+    for upd in syn.summed_updaters.values():
+        upd.when, upd.order = "before_groups", 1
+    out.state_updater.when, out.state_updater.order = "groups", 0
+    syn.state_updater.when, syn.state_updater.order = "groups", 2
+    network = b2.Network(inp, out, syn)
+    network.store()
+    return network, syn
+
+
+def brian2_rate(net, x, y, steps, formulation):
+    """Marginal synapse-steps/s of Brian2's cython target (run of ``steps`` minus a run of
+    ``steps // 4``, after a warm-up), the per-run overhead (s) and the final phi."""
+    import brian2 as b2
+
+    from .engines.brian2_engine import _codegen_target
+
+    with _codegen_target("cython"):
+        if formulation == "naive":
+            network, syn = _brian2_naive(net, x, y)
+        else:
+            network = net.to_brian2(x=x, y=y, presentation="online", dt=DT)
+            syn = network["conn_0"]
+        network.run(2 * DT * b2.second)                  # warm-up: compile / load
+        times = {}
+        for n in (steps // 4, steps):
+            network.restore()
+            t0 = time.perf_counter()
+            network.run(n * DT * b2.second)
+            times[n] = time.perf_counter() - t0
+        phi = np.asarray(syn.phi[:]).reshape((x.shape[0],) + net.connections[0].shape)
+    n_syn = x.shape[0] * net.sizes[0] * net.sizes[1]
+    d_steps = steps - steps // 4
+    per_step = (times[steps] - times[steps // 4]) / d_steps
+    overhead = times[steps] - steps * per_step
+    return n_syn / per_step, overhead, phi
+
+
+# ---------------------------------------------------------------------- small phases
+def small_phase_overhead(repeats=20):
+    """Per-phase cost on a 1-40-40-1 backprop network, 10 shots, 25 tasks (fused): the time
+    of a 1-step phase minus the cost of one step (from an 11-step phase)."""
+    rng = np.random.default_rng(0)
+    net = nm.RateNetwork([1, 40, 40, 1], activation=["tanh", "tanh", "linear"],
+                         tau_neuron=0.0, seed=0,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.5))
+    task = nm.families.Sinusoid(shots=10, val=10).sample(rng, 25)
+    out = {}
+    for label, ctx in (("fused", contextlib.nullcontext), ("numpy", fused.disabled)):
+        with ctx():
+            t = {}
+            for n in (1, 11):
+                learner = nm.Learner(rule="backprop", presentation="batch",
+                                     integrator="expeuler", dt=0.01, duration=n * 0.01)
+                learner.run(net, task.x_train, task.y_train)
+                t[n], _ = _best(lambda: learner.run(net, task.x_train, task.y_train), repeats)
+        per_step = (t[11] - t[1]) / 10
+        out[label] = {"phase_1_step_ms": 1e3 * t[1], "per_step_ms": 1e3 * per_step,
+                      "overhead_ms": 1e3 * (t[1] - per_step)}
+    return out
+
+
+def sinusoid_cml(steps, meta_batch=25, max_duration=100.0):
+    """Wall time of ``steps`` CML meta-steps on sinusoids (1-40-40-1 backprop network,
+    expeuler, dt 5 ms, tol 1e-6, phases of at most ``max_duration`` s; SGD 1e-3, so
+    that theta differs exactly as the meta-gradients do) with the fused kernel and with
+    the numpy loop; max |dtheta| between the two."""
+    def train():
+        net = nm.RateNetwork([1, 40, 40, 1], activation=["tanh", "tanh", "linear"],
+                             tau_neuron=0.0, seed=0,
+                             synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.5))
+        learner = nm.Learner(rule="backprop", presentation="batch", integrator="expeuler",
+                             dt=0.005, tol=1e-6, max_duration=max_duration)
+        cml = nm.CML(beta=0.05, estimator="symmetric", learner=learner)
+        trainer = nm.MetaTrainer(net, nm.families.Sinusoid(shots=10, val=10), cml,
+                                 nm.optim.sgd(1e-3), meta_batch=meta_batch, eval_tasks=meta_batch)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nm.NotSettledWarning)
+            t0 = time.perf_counter()
+            trainer.train(steps, eval_every=steps, progress=False)
+            wall = time.perf_counter() - t0
+        return wall, trainer.net.theta
+
+    wall_f, th_f = train()
+    with fused.disabled():
+        wall_n, th_n = train()
+    diff = max(float(np.abs(a - b).max()) for key in ("omega", "lam", "omega_bias", "lam_bias")
+               for a, b in zip(th_f[key], th_n[key]) if a is not None)
+    return {"meta_steps": steps, "meta_batch": meta_batch, "max_duration_s": max_duration,
+            "fused_s": wall_f,
+            "numpy_s": wall_n, "speedup": wall_n / wall_f, "max_abs_theta_diff": diff}
+
+
+# ---------------------------------------------------------------------- main
+def main(quick=False, out="results/bench"):
+    """Run the benchmarks, print a table, write ``OUT/results.json``; returns the dict."""
+    t_start = time.perf_counter()
+    res = {"machine": {"python": platform.python_version(), "processor": platform.processor(),
+                       "numba": fused.AVAILABLE,
+                       "threads": (fused.numba.get_num_threads() if fused.AVAILABLE else 1)},
+           "quick": bool(quick)}
+    rows = []
+
+    def row(model, engine, rate, note=""):
+        rows.append((model, engine, rate, note))
+        print(f"{model:<24}{engine:<22}{rate / 1e6:>12.0f}  {note}", flush=True)
+
+    print(f"{'model':<24}{'engine':<22}{'M syn-steps/s':>12}  note")
+    print("-" * 78)
+    # -- 100 x 100 x 50 tasks against Brian2
+    n_in, n_out, B = 100, 100, 50
+    net, x, y = _model(n_in, n_out, B)
+    label = f"{n_in}x{n_out}x{B} tasks"
+    steps_f, steps_b, steps_naive, steps_np = ((400, 400, 120, 100) if quick
+                                               else (2000, 1200, 400, 300))
+    rep = 2 if quick else 3
+    r_f, w_f, phi_f = engine_rate(net, x, y, steps_f, rep)
+    row(label, "fused (numba)", r_f)
+    r_np, _, _ = engine_rate(net, x, y, steps_np, 1 if quick else 2, engine="numpy")
+    row(label, "numpy loop", r_np)
+    base = {"fused": r_f, "numpy": r_np}
+    try:
+        r_bw, ov_bw, phi_bw = brian2_rate(net, x, y, steps_b, "well")
+        r_f_same, _, phi_f_same = engine_rate(net, x, y, steps_b, 1)
+        dphi = float(np.abs(phi_bw - phi_f_same).max())
+        row(label, "brian2 cython", r_bw, f"per-run overhead {ov_bw * 1e3:.0f} ms; "
+            f"max|dphi| vs fused {dphi:.1e}")
+        r_bn, ov_bn, phi_bn = brian2_rate(net, x, y, steps_naive, "naive")
+        row(label, "brian2 cython naive", r_bn, f"per-run overhead {ov_bn * 1e3:.0f} ms")
+        base.update(brian2_cython=r_bw, brian2_naive=r_bn, brian2_run_overhead_s=ov_bw,
+                    brian2_phi_diff=dphi)
+        res["ratio_vs_brian2_cython"] = r_f / r_bw
+        res["ratio_vs_brian2_naive"] = r_f / r_bn
+    except Exception as err:  # noqa: BLE001 - e.g. no C compiler: report, go on
+        print(f"{label:<24}brian2: not measured ({type(err).__name__}: {err})")
+        res["ratio_vs_brian2_cython"] = res["ratio_vs_brian2_naive"] = None
+    res["throughput_100x100x50"] = base
+    res["ratio_vs_numpy"] = r_f / r_np
+
+    # -- scaling with synapses and tasks (fused, float64 and float32)
+    scaling = []
+    sizes = ([(100, 100, 4), (2000, 2000, 4)] if not quick
+             else [(100, 100, 4), (1000, 1000, 4)])
+    sizes = [(100, 100, 1), (100, 100, 16), (300, 300, 16)] + sizes
+    for n_in, n_out, B in sizes:
+        net, x, y = _model(n_in, n_out, B)
+        n_syn = n_in * n_out * B
+        steps = int(np.clip(4e8 / n_syn, 20, 2000)) // (4 if quick else 1) or 10
+        r, _, _ = engine_rate(net, x, y, steps, 1 if n_syn > 1e6 else rep)
+        entry = {"n_in": n_in, "n_out": n_out, "tasks": B, "synapses": n_syn,
+                 "steps": steps, "fused_float64": r}
+        r32 = _rate_float32(net, x, y, steps)
+        entry["fused_float32"] = r32
+        scaling.append(entry)
+        row(f"{n_in}x{n_out}x{B} tasks", "fused f64 / f32", r, f"float32: {r32 / 1e6:.0f} M")
+    res["scaling"] = scaling
+    large = [e for e in scaling if e["synapses"] >= 16_000_000]
+    res["large_gsyn_steps_per_s"] = large[0]["fused_float64"] / 1e9 if large else None
+    res["large_model"] = "2000x2000x4 tasks, float64" if large else \
+        "not run (--quick); see scaling for the 1000x1000x4 model"
+
+    # -- per-phase overhead, small network
+    small = small_phase_overhead(10 if quick else 30)
+    res["small_phase"] = small
+    res["small_phase_overhead_ms"] = small["fused"]["overhead_ms"]
+    print(f"{'1-40-40-1, 25 tasks':<24}{'per-phase overhead':<22}"
+          f"{small['fused']['overhead_ms']:>9.3f} ms  (numpy loop: "
+          f"{small['numpy']['overhead_ms']:.3f} ms; per step {small['fused']['per_step_ms']:.3f}"
+          f" vs {small['numpy']['per_step_ms']:.3f} ms)")
+
+    # -- sinusoid CML meta-training
+    sin = sinusoid_cml(1, 5, 5.0) if quick else sinusoid_cml(3, 25, 20.0)
+    res["sinusoid_cml"] = sin
+    print(f"{'sinusoid CML':<24}{'meta-training':<22}{sin['speedup']:>10.1f}x  "
+          f"({sin['meta_steps']} meta-steps: fused {sin['fused_s']:.2f} s, numpy "
+          f"{sin['numpy_s']:.2f} s; max|dtheta| {sin['max_abs_theta_diff']:.1e})")
+    res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
+                    for m, e, r, n in rows]
+    res["wall_time_s"] = time.perf_counter() - t_start
+    print("-" * 78)
+    for key in ("ratio_vs_brian2_cython", "ratio_vs_brian2_naive", "ratio_vs_numpy",
+                "large_gsyn_steps_per_s", "small_phase_overhead_ms"):
+        val = res.get(key)
+        print(f"{key:<28}{'n/a' if val is None else f'{val:.3g}'}")
+    path = write_json(f"{out}/results.json", res)
+    print(f"wrote {path} ({res['wall_time_s']:.0f} s)")
+    return res
+
+
+def _rate_float32(net, x, y, steps):
+    """Synapse-steps/s of the fused kernel in single precision (same phase)."""
+    from .engines import numpy_engine as npe
+
+    learner = _learner(steps)
+    X, Y, _ = learner._data(net, x, y)
+    inp = npe.PhaseInput(X, Y, np.full(X.shape[:2], 1.0 / X.shape[1]), "online",
+                         learner.presentation_steps(net))
+    phi = [np.broadcast_to(c.phi0, (X.shape[0],) + c.shape).copy() for c in net.connections]
+    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
+    fused.run_phase(net, inp, phi, v, _learner(2), DT, dtype=np.float32)
+    wall, _ = _best(lambda: fused.run_phase(net, inp, phi, v, learner, DT, dtype=np.float32),
+                    1)
+    return X.shape[0] * net.sizes[0] * net.sizes[1] * steps / wall

@@ -1,0 +1,258 @@
+"""The fused compiled kernel (neuro_meta.engines.fused) against the numpy engine's Python
+loop: the same phases give the same numbers (to 1e-10), the same step counts, the same
+settled tasks and the same divergence errors; CML meta-gradients and meta-training are
+unchanged; without numba everything runs on numpy. No timing is asserted."""
+import importlib
+import re
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta.engines import fused
+from neuro_meta.families import LinearTeacher, Sinusoid
+from neuro_meta.metatrain import MetaTrainer
+
+needs_numba = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed")
+TOL = 1e-10
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max())))
+
+
+def _both(learner, net, x, y, **kw):
+    """(fused result, numpy-loop result) of the same phase."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nm.NotSettledWarning)
+        assert fused.supports(net, learner, _inp(learner, net, x, y), ())
+        res_f = learner.run(net, x, y, **kw)
+        with fused.disabled():
+            res_n = learner.run(net, x, y, **kw)
+    return res_f, res_n
+
+
+def _inp(learner, net, x, y):
+    from neuro_meta.engines.numpy_engine import PhaseInput
+
+    X, Y, _ = learner._data(net, x, y)
+    return PhaseInput(X, Y, np.full(X.shape[:2], 1.0 / X.shape[1]), learner.presentation)
+
+
+def _assert_same(res_f, res_n):
+    assert res_f.steps == res_n.steps
+    assert res_f.t_end == pytest.approx(res_n.t_end, rel=1e-15)
+    np.testing.assert_array_equal(res_f.settled, res_n.settled)
+    for a, b in zip(res_f.phi_aug, res_n.phi_aug):
+        assert _rel(a, b) < TOL
+    for a, b in zip(res_f.v, res_n.v):
+        assert _rel(a, b) < TOL
+
+
+def _net(sizes, rule, tau, bias, act, seed=1):
+    syn = nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.7, omega_bias=0.1)
+    if rule == "delta" and len(sizes) > 2:   # delta: static hidden connections
+        syn = [nm.StaticSynapse(weight=nm.init.Glorot(), bias=0.1)] * (len(sizes) - 2) + [syn]
+    return nm.RateNetwork(sizes, activation=act, bias=bias, tau_neuron=tau, synapse=syn,
+                          seed=seed)
+
+
+CASES = [  # (sizes, activations)
+    ([3, 2], "tanh"),
+    ([2, 5, 4, 3], ["tanh", "sigmoid", "linear"]),
+    ([2, 4, 3], ["relu", "softplus"]),
+]
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation", ["batch", "online"])
+@pytest.mark.parametrize("integrator", ["euler", "expeuler"])
+@pytest.mark.parametrize("rule", ["delta", "backprop"])
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+def test_same_trajectory_end_as_numpy_loop(presentation, integrator, rule, tau, rng):
+    for k, (sizes, act) in enumerate(CASES):
+        for bias in (True, False):
+            net = _net(sizes, rule, tau, bias, act, seed=k)
+            x = rng.normal(size=(3, 4, sizes[0]))
+            y = rng.normal(size=(3, 4, sizes[-1]))
+            learner = nm.Learner(rule=rule, presentation=presentation, integrator=integrator,
+                                 dt=0.01, duration=0.6)
+            _assert_same(*_both(learner, net, x, y))
+
+
+@needs_numba
+def test_nudged_phase_single_task_and_automatic_dt(rng):
+    net = _net([4, 6, 2], "backprop", 0.0, True, ["tanh", "linear"])
+    x, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    xv, yv = rng.normal(size=(7, 4)), rng.normal(size=(7, 2))
+    phi0 = [np.asarray(c.phi0) + 0.01 for c in net.connections]
+    for presentation in ("batch", "online"):
+        learner = nm.Learner(rule="backprop", presentation=presentation,
+                             integrator="expeuler", duration=2.0)
+        res_f, res_n = _both(learner, net, x, y, x_val=xv, y_val=yv, beta=-0.3,
+                             phi_init=phi0)
+        _assert_same(res_f, res_n)
+        assert res_f.phi[0].ndim == 2          # no task axis in, none out
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation,dt", [("batch", 0.02), ("online", 0.002)])
+@pytest.mark.parametrize("tau", [0.0, 0.02])
+def test_settling_freezes_tasks_like_numpy_loop(presentation, dt, tau, rng):
+    """Tasks settle at different steps; each is frozen at its own check: same steps, same
+    settled flags, same states -- and each task's result does not depend on its batch."""
+    net = _net([3, 6, 2], "backprop", tau, True, ["tanh", "linear"], seed=2)
+    scale = np.array([0.2, 1.0, 3.0, 0.5, 2.0])[:, None, None]
+    x = rng.normal(size=(5, 5, 3)) * scale
+    y = rng.normal(size=(5, 5, 2))
+    learner = nm.Learner(rule="backprop", presentation=presentation, integrator="euler",
+                         dt=dt, tol=1e-5)
+    res_f, res_n = _both(learner, net, x, y)
+    _assert_same(res_f, res_n)
+    assert np.all(res_f.settled)
+    alone = [learner.run(net, x[b:b + 1], y[b:b + 1]) for b in range(5)]
+    assert len({r.steps for r in alone}) > 1            # tasks settle at different steps
+    assert res_f.steps == max(r.steps for r in alone)
+    for b, r in enumerate(alone):
+        assert _rel(res_f.phi_aug[1][b], r.phi_aug[1][0]) < TOL
+
+
+@needs_numba
+def test_not_settled_tasks_reported(rng):
+    net = _net([3, 2], "delta", 0.0, True, "tanh")
+    x, y = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 2))
+    learner = nm.Learner(rule="delta", integrator="expeuler", dt=0.05, tol=1e-12,
+                         max_duration=1.0)
+    with pytest.warns(nm.NotSettledWarning):
+        res = learner.run(net, x, y)
+    assert not np.any(res.settled) and res.steps == 20
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation", ["batch", "online"])
+def test_divergence_same_step_and_message(presentation, rng):
+    net = nm.RateNetwork([3, 2], activation="linear", tau_neuron=0.0, seed=2)
+    x = rng.normal(size=(3, 5, 3)) * np.array([1.0, 30.0, 1.0])[:, None, None]
+    y = rng.normal(size=(3, 5, 2))
+    learner = nm.Learner(rule="delta", presentation=presentation, integrator="euler",
+                         dt=0.1 if presentation == "batch" else 0.01, duration=100.0)
+    msgs = []
+    for ctx in (fused.disabled, _nullcontext):
+        with ctx(), pytest.raises(nm.SimulationError) as err:
+            learner.run(net, x, y)
+        msgs.append(str(err.value))
+    parts = [re.fullmatch(r"(.* max \|\w+\[\d\]\| = )(\S+)(\. Hint.*)", m, re.S).groups()
+             for m in msgs]
+    assert parts[0][0] == parts[1][0]       # same step, time and variable
+    assert parts[0][2] == parts[1][2]       # same hint
+    assert float(parts[0][1]) == pytest.approx(float(parts[1][1]), rel=1e-9)
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+@needs_numba
+def test_static_weights_beyond_bound_fail_at_step_one(rng):
+    net = nm.RateNetwork([2, 3, 1], synapse=[nm.StaticSynapse(weight=1e11),
+                                             nm.ComplexSynapse()], tau_neuron=0.0, seed=0)
+    learner = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=1.0)
+    x, y = rng.normal(size=(4, 2)), rng.normal(size=(4, 1))
+    with pytest.raises(nm.SimulationError, match="at step 1 "):
+        learner.run(net, x, y)
+
+
+@needs_numba
+def test_cml_meta_gradients_equal(rng):
+    net = nm.RateNetwork([1, 8, 8, 1], activation=["tanh", "tanh", "linear"], tau_neuron=0.0,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=2.0), seed=3)
+    task = Sinusoid(shots=5, val=5).sample(rng, 4)
+    cml = nm.CML(beta=0.01, estimator="symmetric", tol=1e-6)
+    g_f = cml.meta_gradient(net, task)
+    with fused.disabled():
+        g_n = cml.meta_gradient(net, task)
+    for key in g_f:
+        for a, b in zip(g_f[key], g_n[key]):
+            if b is not None:
+                assert _rel(a, b) < TOL
+
+
+@needs_numba
+def test_consolidation_meta_training_equal():
+    """A few meta-steps of the consolidation experiment's setting: the same theta."""
+    def train():
+        net = nm.RateNetwork([10, 5], activation="linear", bias=False, tau_neuron=0.0,
+                             synapse=nm.ComplexSynapse(omega=0.0, lam=1.0), seed=0)
+        learner = nm.Learner(rule="delta", presentation="batch", integrator="expeuler",
+                             dt=0.1, tol=1e-6, max_duration=3000.0)
+        cml = nm.CML(beta=0.005, estimator="symmetric", learner=learner)
+        trainer = MetaTrainer(net, LinearTeacher(), cml, nm.optim.adam(0.05), meta_batch=8,
+                              eval_tasks=8)
+        trainer.train(3, eval_every=3, progress=False)
+        return trainer.net.theta
+
+    th_f = train()
+    with fused.disabled():
+        th_n = train()
+    for key in ("omega", "lam"):
+        assert _rel(th_f[key][0], th_n[key][0]) < TOL
+
+
+@needs_numba
+def test_float32_option_close_to_float64(rng):
+    from neuro_meta.engines import numpy_engine as npe
+
+    net = _net([20, 10], "delta", 0.01, True, "tanh")
+    learner = nm.Learner(rule="delta", presentation="online", integrator="euler", dt=1e-3,
+                         duration=0.5)
+    x, y = rng.normal(size=(3, 5, 20)), rng.normal(size=(3, 5, 10))
+    inp = _inp(learner, net, x, y)
+    inp.steps_per_sample = learner.presentation_steps(net)
+    phi = [np.broadcast_to(c.phi0, (3,) + c.shape).copy() for c in net.connections]
+    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
+    out64 = fused.run_phase(net, inp, phi, v, learner, 1e-3)
+    out32 = fused.run_phase(net, inp, phi, v, learner, 1e-3, dtype=np.float32)
+    assert out32[0][0].dtype == np.float64 and out32[5] == out64[5]
+    assert 0 < _rel(out32[0][0], out64[0][0]) < 1e-4
+
+
+def test_unsupported_cases_run_on_numpy_loop(rng):
+    """RK4, recording and user activations are not compiled: the numpy loop runs them."""
+    custom = nm.Activation("cube", lambda v: v ** 3, lambda v: 3 * v ** 2,
+                           lambda v: 6 * v, "v**3")
+    net = nm.RateNetwork([3, 2], tau_neuron=0.0, seed=0)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    euler = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.1)
+    inp = _inp(euler, net, x[None], y[None])
+    assert not fused.supports(net, nm.Learner(integrator="rk4", dt=0.01, duration=0.1), inp)
+    assert not fused.supports(net, euler, inp, ["phi"])
+    assert not fused.supports(nm.RateNetwork([3, 2], activation=custom, seed=0), euler, inp)
+    res = euler.run(net, x, y, record=["phi"])             # recorded: the numpy loop
+    with fused.disabled():
+        ref = euler.run(net, x, y, record=["phi"])
+    np.testing.assert_array_equal(res.record["phi"][0], ref.record["phi"][0])
+
+
+def test_without_numba_everything_runs_on_numpy(monkeypatch, rng):
+    """The module imports without numba (AVAILABLE False) and the engine falls back."""
+    net = nm.RateNetwork([3, 2], tau_neuron=0.0, seed=0)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    learner = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5)
+    with fused.disabled():
+        ref = learner.run(net, x, y)
+    monkeypatch.setitem(sys.modules, "numba", None)      # "import numba" fails
+    try:
+        mod = importlib.reload(fused)
+        assert mod.AVAILABLE is False
+        assert not mod.supports(net, learner, _inp(learner, net, x[None], y[None]))
+        res = learner.run(net, x, y)
+        np.testing.assert_array_equal(res.phi[0], ref.phi[0])
+    finally:
+        monkeypatch.undo()
+        importlib.reload(fused)
+    assert fused.AVAILABLE == (importlib.util.find_spec("numba") is not None)
