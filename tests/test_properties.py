@@ -316,3 +316,34 @@ def test_model_file_values(where, value, extra):
             event("raised ValidationError")
             return
     event("worked")
+
+
+_TRAINER_NET = nm.RateNetwork([2, 1], activation="linear", tau_neuron=0, seed=0,
+                              synapse=nm.ComplexSynapse(omega=0.0, lam=1.0))
+_TRAINER_CML = nm.CML(beta=0.05, learner=nm.Learner(rule="delta", integrator="expeuler",
+                                                    dt=0.1, tol=1e-5, max_duration=20.0))
+
+
+@SETTINGS
+@given(steps=mostly(st.integers(0, 2), scalar_or_junk),
+       eval_every=mostly(st.integers(1, 3), scalar_or_junk),
+       checkpoint_every=mostly(st.integers(1, 2), scalar_or_junk),
+       on_divergence=mostly(st.sampled_from(["stop", "skip"]), st.text(max_size=3)),
+       opt=st.sampled_from(["adam", "sgd", "clip"]))
+def test_meta_trainer_train(steps, eval_every, checkpoint_every, on_divergence, opt):
+    optimizer = {"adam": nm.optim.adam(0.05), "sgd": nm.optim.sgd(0.1),
+                 "clip": nm.optim.chain(nm.optim.clip_by_global_norm(1.0),
+                                        nm.optim.adam(0.05))}[opt]
+    fam = LinearTeacher(n_in=2, n_out=1, shots=2, val=3)
+
+    def go():
+        tr = nm.MetaTrainer(_TRAINER_NET, fam, _TRAINER_CML, optimizer, meta_batch=2,
+                            eval_tasks=2, on_divergence=on_divergence)
+        return tr.train(steps, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                        progress=False, keep_theta=False), tr
+
+    out, _ = attempt(go)
+    if out is not None:
+        hist, tr = out
+        assert all(np.isfinite(hist.meta_test_mse))
+        assert_finite(tr.net.theta)
