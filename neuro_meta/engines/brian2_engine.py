@@ -684,34 +684,18 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
                       duration=1.0, presentation_time=presentation_time, engine="brian2")
     check_supported(net, presentation=presentation)
     if x is None and y is None:
-        X = np.zeros((1, 1, net.sizes[0]))
-        Y = np.zeros((1, 1, net.sizes[-1]))
-        c = np.zeros((1, 1))
+        inp = npe.PhaseInput(np.zeros((1, 1, net.sizes[0])), np.zeros((1, 1, net.sizes[-1])),
+                             np.zeros((1, 1)), presentation, 1)
+        if presentation == "online":
+            inp.steps_per_sample = learner.phase_input(
+                net, inp.X, inp.Y, owner="RateNetwork.to_brian2")[0].steps_per_sample
     elif x is None or y is None:
         P.fail("RateNetwork.to_brian2", "y" if y is None else "x",
                "is required together with " + ("x" if y is None else "y"), "None")
     else:
-        X, Y, _ = Learner._data(net, x, y)
-        c = np.full(X.shape[:2], 1.0 / X.shape[1])
-        beta = P.real(beta, "RateNetwork.to_brian2", "beta")
-        if beta != 0.0:
-            if x_val is None or y_val is None:
-                P.fail("RateNetwork.to_brian2", "x_val", "is required when beta != 0", "None")
-            Xv, Yv, _ = Learner._data(net, x_val, y_val, "x_val", "y_val")
-            if Xv.shape[0] != X.shape[0]:
-                P.fail("RateNetwork.to_brian2", "x_val", f"must have {X.shape[0]} task(s) "
-                       "like x", f"shape {np.shape(x_val)}")
-            X = np.concatenate([X, Xv], axis=1)
-            Y = np.concatenate([Y, Yv], axis=1)
-            c = np.concatenate([c, np.full(Xv.shape[:2], beta / Xv.shape[1])], axis=1)
-    inp = npe.PhaseInput(X, Y, c, presentation, 1)
-    if presentation == "online":        # as Learner.run chooses it
-        k = learner.presentation_steps(net)
-        if k is None:
-            t_p = learner.presentation_time if learner.presentation_time is not None \
-                else net.tau_synapse / 100
-            k = int(round(t_p / learner.dt_for(net, inp)))
-        inp.steps_per_sample = k
+        inp, _, _ = learner.phase_input(net, x, y, x_val, y_val, beta,
+                                        owner="RateNetwork.to_brian2")
+    X = inp.X
     phi = learner._phi_init(net, phi_init, X.shape[0])
     v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
     model = Brian2Model(net, inp, learner.dt_for(net, inp))
