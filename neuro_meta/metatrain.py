@@ -138,10 +138,14 @@ class MetaTrainer:
         their last good values (and the checkpoint its last step). ``"skip"``: the tasks
         that diverge are left out of that meta-step's mean and counted
         (``History.skipped_tasks``); θ is never updated from a non-finite gradient.
+    lam_min : float
+        Floor of the consolidation strengths (λ is projected onto ``λ ≥ lam_min`` after
+        every update; default 0). A positive floor bounds the time phases need to settle.
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
-                 eval_tasks=64, executor=None, chunks=None, on_divergence="stop"):
+                 eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
+                 lam_min=0.0):
         if not isinstance(net, RateNetwork):
             P.fail("MetaTrainer", "net", "must be a RateNetwork", type(net).__name__)
         if not isinstance(cml, CML):
@@ -163,6 +167,7 @@ class MetaTrainer:
         self.chunks = P.integer(chunks, "MetaTrainer", "chunks", low=1, allow_none=True)
         self.on_divergence = P.choice(on_divergence, "MetaTrainer", "on_divergence",
                                       ("stop", "skip"))
+        self.lam_min = P.real(lam_min, "MetaTrainer", "lam_min", low=0.0)
         self._not_settled = self._skipped = 0
         if executor is not None or (self.chunks or 1) > 1:
             free, _ = cml.learners(net)
@@ -279,7 +284,7 @@ class MetaTrainer:
             grad, losses = self.meta_gradient(task, step)
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
-            theta = optim.apply_updates(theta, updates)
+            theta = optim.apply_updates(theta, updates, self.lam_min)
             self.net = self.net.with_theta(theta)
             if step % eval_every == 0 or step == steps:
                 m = record(step)

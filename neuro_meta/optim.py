@@ -110,10 +110,15 @@ def chain(*transforms):
     return GradientTransformation(init, update)
 
 
-def apply_updates(theta, updates):
-    """``theta + updates``, then λ projected onto λ ≥ 0."""
+def apply_updates(theta, updates, lam_min=0.0):
+    """``theta + updates``, then λ projected onto ``λ ≥ lam_min`` (default 0).
+
+    A floor above 0 bounds the slowest relaxation of a fast weight (τ_φ/λ), and so the
+    time a phase needs to settle.
+    """
+    lam_min = P.real(lam_min, "apply_updates", "lam_min", low=0.0)
     out = tree_map(lambda t, u: t + u, theta, updates)
     for key in NONNEGATIVE:
         if key in out:
-            out[key] = [None if a is None else np.maximum(a, 0.0) for a in out[key]]
+            out[key] = [None if a is None else np.maximum(a, lam_min) for a in out[key]]
     return out

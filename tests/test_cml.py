@@ -241,3 +241,12 @@ def test_chain_and_clip():
     opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(1.0))
     upd, _ = opt.update(g, opt.init(g))
     np.testing.assert_allclose(upd["omega"][0], [-0.6, -0.8])
+
+
+def test_projection_floor():
+    theta = {"lam": [np.array([0.1, 2.0])]}
+    upd = {"lam": [np.array([-1.0, -1.0])]}
+    out = optim.apply_updates(theta, upd, lam_min=0.5)
+    np.testing.assert_array_equal(out["lam"][0], [0.5, 1.0])
+    with pytest.raises(nm.ValidationError, match=r"apply_updates\.lam_min"):
+        optim.apply_updates(theta, upd, lam_min=-1.0)

@@ -54,7 +54,8 @@ def build_cml(cfg, executor=None):
     c_cfg = section(cfg, "cml", required=("beta",),
                     optional=("estimator", "tol", "nudged_duration"))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
-                                       "eval_every", "eval_tasks", "seed"))
+                                       "eval_every", "eval_tasks", "seed"),
+                optional=("lam_min",))
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
     syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
@@ -67,7 +68,7 @@ def build_cml(cfg, executor=None):
                       checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
-                      executor=executor)
+                      executor=executor, lam_min=m.get("lam_min", 0.0))
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
