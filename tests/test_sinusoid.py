@@ -48,3 +48,14 @@ def test_all_methods_see_the_same_tasks():
 def test_bad_methods_are_refused():
     with pytest.raises(nm.ValidationError, match=r"run sinusoid\.methods: .*\(got cml,mamal\)"):
         sinusoid.parse_methods("cml,mamal")
+
+
+@pytest.mark.slow
+def test_default_run_cml_matches_baselines(tmp_path):
+    """Issue acceptance: CML <= 1.2 x the best baseline and <= 0.25 x untrained (about
+    6 minutes on 2 cores)."""
+    res = sinusoid.run(tmp_path, progress=False)
+    m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
+    best = min(m[k] for k in ("maml", "fomaml", "reptile", "imaml"))
+    assert m["cml"] <= 1.2 * best
+    assert m["cml"] <= 0.25 * m["untrained"]
