@@ -1,5 +1,4 @@
 """Meta-training: identical results on every executor, checkpoints, kill-and-resume."""
-import json
 import os
 import signal
 import subprocess
@@ -91,33 +90,44 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path):
         ckpt.load(tmp_path / "missing.npz")
 
 
-def _run_cli(out, *extra):
+EXPERIMENTS = {   # experiment: (extra CLI arguments, checkpoint file)
+    "consolidation": ((), "checkpoint.npz"),
+    "sinusoid": (("--methods", "cml"), "cml_checkpoint.npz"),
+}
+
+
+def _run_cli(out, *extra, experiment="consolidation"):
     return subprocess.Popen(
-        [sys.executable, "-m", "neuro_meta.cli", "run", "consolidation", "--quick",
-         "--no-progress", "--out", str(out), *extra],
+        [sys.executable, "-m", "neuro_meta.cli", "run", experiment, "--quick",
+         "--no-progress", "--out", str(out), *EXPERIMENTS[experiment][0], *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _theta_from_results(out):
-    r = json.loads((out / "results.json").read_text())
-    return np.array(r["meta_parameters"]["omega"]), np.array(r["meta_parameters"]["lam"])
+def _final_theta(path):
+    state = ckpt.load(path)
+    return state["step"], ckpt.checksum(state["theta"])
 
 
-def test_kill_and_resume_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("experiment", ["consolidation", "sinusoid"])
+def test_kill_and_resume_gives_identical_results(tmp_path, experiment):
+    """kill -9 at five points of a meta-training run, resume each time: the final
+    meta-parameters are bit-identical to those of an uninterrupted run."""
+    ckpt_name = EXPERIMENTS[experiment][1]
     ref_dir = tmp_path / "ref"
-    p = _run_cli(ref_dir)
+    p = _run_cli(ref_dir, experiment=experiment)
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    ref = _theta_from_results(ref_dir)
-    steps = load_model("consolidation")["quick"]["meta"]["steps"]
-    kill_points = [3, 9, 16, 22, 28]
+    steps = load_model(experiment)["quick"]["meta"]["steps"]
+    ref = _final_theta(ref_dir / ckpt_name)
+    assert ref[0] == steps
+    kill_points = [round(f * steps) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
     out = tmp_path / "killed"
     killed = []
     for k in kill_points:
-        p = _run_cli(out, "--resume")
+        p = _run_cli(out, "--resume", experiment=experiment)
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
             try:
-                if ckpt.load(out / "checkpoint.npz")["step"] >= k:
+                if ckpt.load(out / ckpt_name)["step"] >= k:
                     break
             except ckpt.CheckpointError:
                 pass
@@ -126,13 +136,32 @@ def test_kill_and_resume_gives_identical_results(tmp_path):
             os.kill(p.pid, signal.SIGKILL)
         p.wait()
         if p.returncode == -signal.SIGKILL:
-            killed.append(ckpt.load(out / "checkpoint.npz")["step"])
+            killed.append(ckpt.load(out / ckpt_name)["step"])
     assert len(killed) == len(kill_points) and max(killed) < steps, killed
-    p = _run_cli(out, "--resume")
+    p = _run_cli(out, "--resume", experiment=experiment)
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    assert ckpt.load(out / "checkpoint.npz")["step"] == steps
-    got = _theta_from_results(out)
-    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+    assert _final_theta(out / ckpt_name) == ref
+
+
+def test_dask_equals_serial_on_sinusoid():
+    """Issue acceptance: serial and Dask LocalCluster (2 workers on loopback) give
+    identical meta-parameters after N meta-steps of the sinusoid CML meta-training."""
+    distributed = pytest.importorskip("dask.distributed")
+    from neuro_meta.experiments import sinusoid
+
+    cfg = sinusoid._cfg(None, True, None)
+    cfg["meta"].update(meta_batch=6, eval_tasks=2, eval_every=2)
+
+    def run(executor=None):
+        _, tr = sinusoid.build_cml(cfg, executor)
+        tr.train(2, eval_every=2, progress=False, keep_theta=False)
+        return ckpt.checksum(tr.net.theta)
+
+    ref = run()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        assert run(client) == ref
 
 
 def test_cli_corrupted_checkpoint_clear_error(tmp_path):
