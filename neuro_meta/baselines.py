@@ -287,6 +287,18 @@ class _Baseline:
                       "try a smaller inner_lr")
         return mse
 
+    def _adapt_and_validate(self, params, task, keep=False):
+        """Shared prelude of the meta-gradients: check the inputs, run the inner loop on
+        the training shots and take the validation loss and its gradient at the adapted
+        parameters. Returns (phi, caches, loss, grad, (xt, yt, xv, yv))."""
+        owner = type(self).__name__
+        _check_params(params, owner)
+        data = _task(task, owner).as_batch()
+        xt, yt, xv, yv = data
+        phi, caches = self._inner(params, xt, yt, self.inner_steps, keep=keep)
+        loss, g = self._val_grad(phi, xv, yv)
+        return phi, caches, loss, g, data
+
     def _val_grad(self, phi, xv, yv):
         with np.errstate(over="ignore", invalid="ignore"):
             loss, g, _ = _backprop(phi, xv, yv)
@@ -327,10 +339,8 @@ class MAML(_Baseline):
 
     def meta_gradient(self, params, task):
         """(meta-gradient in the structure of ``params``, mean validation loss L_out)."""
-        _check_params(params, "MAML")
-        xt, yt, xv, yv = _task(task, "MAML").as_batch()
-        phi, caches = self._inner(params, xt, yt, self.inner_steps, keep=not self.first_order)
-        loss, g = self._val_grad(phi, xv, yv)
+        phi, caches, loss, g, (xt, yt, xv, yv) = self._adapt_and_validate(
+            params, task, keep=not self.first_order)
         for phi_j, cache in reversed(caches):
             g = _axpy(-self.inner_lr, _rop(phi_j, cache, g), g)
         return _task_mean(g), float(loss.mean())
@@ -351,10 +361,7 @@ class Reptile(_Baseline):
 
     def meta_gradient(self, params, task):
         """(Reptile direction in the structure of ``params``, mean L_out after adaptation)."""
-        _check_params(params, "Reptile")
-        xt, yt, xv, yv = _task(task, "Reptile").as_batch()
-        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
-        loss, _ = self._val_grad(phi, xv, yv)
+        phi, _, loss, _, _ = self._adapt_and_validate(params, task)
         scale = 1.0 / (self.inner_lr * self.inner_steps)
         d = optim.tree_map(lambda t, f: scale * (t - f.mean(axis=0)), params, phi)
         return d, float(loss.mean())
@@ -372,10 +379,7 @@ class Untrained(_Baseline):
 
     def meta_gradient(self, params, task):
         """(zeros in the structure of ``params``, mean L_out after adaptation)."""
-        _check_params(params, "Untrained")
-        xt, yt, xv, yv = _task(task, "Untrained").as_batch()
-        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
-        loss, _ = self._val_grad(phi, xv, yv)
+        _, _, loss, _, _ = self._adapt_and_validate(params, task)
         return optim.tree_map(np.zeros_like, params), float(loss.mean())
 
 
@@ -435,10 +439,7 @@ class IMAML(_Baseline):
 
     def meta_gradient(self, params, task):
         """(implicit meta-gradient in the structure of ``params``, mean L_out at φ*)."""
-        _check_params(params, "IMAML")
-        xt, yt, xv, yv = _task(task, "IMAML").as_batch()
-        phi, _ = self._inner(params, xt, yt, self.inner_steps, keep=False)
-        loss, gv = self._val_grad(phi, xv, yv)
+        phi, _, loss, gv, (xt, yt, xv, yv) = self._adapt_and_validate(params, task)
         _, _, cache = _backprop(phi, xt, yt)
 
         def A(v):                       # (I + H/λ) v, per task

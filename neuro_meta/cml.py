@@ -18,7 +18,7 @@ For complex synapses ``L_in = L_trn(φ) + Σ λ/2 (φ − ω)²``, so ``∂ω L_
 
 No second derivative and no backward pass in time is ever computed.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List
 
 import copy
@@ -26,7 +26,6 @@ import copy
 import numpy as np
 
 from . import _params as P
-from .errors import ValidationError
 from .learning import Learner
 from .network import RateNetwork, split_aug
 from .tasks import Task

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from . import _params as P
-from .errors import UnsupportedError, ValidationError
+from .errors import ValidationError
 from .network import RateNetwork, split_aug
 from .results import LearningResult, readonly
 

@@ -1,5 +1,4 @@
 """Tasks: a training set (the shots) and a validation set."""
-import numpy as np
 
 from . import _params as P
 

@@ -276,7 +276,7 @@ class Brian2Model:
         again, so that ``t % T_cycle`` rounding up to T_cycle shows sample 0)."""
         import brian2 as b2
 
-        inp, B = self.inp, self.n_tasks
+        inp = self.inp
         S = inp.n_samples
         rows = np.arange(S + 1) % S
         x = inp.X[:, rows, :]                                  # (B, S+1, n_in)

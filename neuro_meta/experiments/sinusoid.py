@@ -10,7 +10,6 @@ tasks (``task_rng(seed, TRAIN, step)``) and are tested on the same held-out task
 ``results.json``: ``{"methods": {name: {"meta_test_mse", "sem", "wall_time_s",
 "meta_steps"}}, "config": {...}, "history": {name: {"step", "meta_test_mse"}}}``.
 """
-import copy
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ..errors import ValidationError
 from ..families import Sinusoid
 from ..io import save_figure, write_json
 from ..learning import Learner
-from ..metatrain import TEST, MetaTrainer, task_rng
+from ..metatrain import MetaTrainer
 from ..models import checked, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
