@@ -1,0 +1,26 @@
+"""`neuro-meta bench`: runs and writes the keys the performance issue asks for (no timing
+assertions: benchmarks report, tests do not judge speed)."""
+import json
+
+import numpy as np
+import pytest
+
+from neuro_meta import bench
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_results(tmp_path):
+    bench.main(quick=True, out=tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    for key in ("ratio_vs_brian2_cython", "ratio_vs_brian2_naive", "small_phase_overhead_ms"):
+        assert key in res and np.isfinite(res[key]) and res[key] > 0
+    assert "large_gsyn_steps_per_s" in res
+
+
+def test_engine_rate_runs_the_same_model_on_both_engines():
+    """The benchmark times the same phase on both engines: same final weights."""
+    net, x, y = bench._model(20, 10, 3)
+    rate_f, wall_f, phi_f = bench.engine_rate(net, x, y, steps=50, repeats=1, engine="fused")
+    rate_n, wall_n, phi_n = bench.engine_rate(net, x, y, steps=50, repeats=1, engine="numpy")
+    assert rate_f > 0 and rate_n > 0 and wall_f > 0 and wall_n > 0
+    np.testing.assert_allclose(phi_f, phi_n, rtol=0, atol=1e-12)
