@@ -112,6 +112,17 @@ if AVAILABLE:
         return 1.0 / (1.0 + math.exp(-v))
 
     @_jit
+    def _row_drive(ph, row, n_pre, hb, R, s, pre0):
+        """Input of one postsynaptic unit for sample copy ``s``: the weight row starting
+        at ``row`` times the presynaptic rates, plus the bias column if ``hb``."""
+        acc = 0.0
+        for i in range(n_pre):
+            acc += ph[row + i] * R[s, pre0 + i]
+        if hb:
+            acc = acc + ph[row + n_pre]
+        return acc
+
+    @_jit
     def _forward(ph, base, n_pre, n_post, hb, R, pre0, I, post0, Se):
         """``I[s, post] = W R[s, pre] + b`` of one connection for every sample copy."""
         ncol = n_pre + hb
@@ -120,12 +131,7 @@ if AVAILABLE:
         for j in range(n_post):
             row = base + j * ncol
             for s in range(Se):
-                acc = 0.0
-                for i in range(n_pre):
-                    acc += ph[row + i] * R[s, pre0 + i]
-                if hb:
-                    acc = acc + ph[row + n_pre]
-                I[s, post0 + j] = acc
+                I[s, post0 + j] = _row_drive(ph, row, n_pre, hb, R, s, pre0)
 
     @_jit
     def _conn_pass(ph, base, n_pre, n_post, hb, plastic, R, pre0, D, post0, down,
@@ -221,12 +227,7 @@ if AVAILABLE:
                             res = a
             if update and fuse:
                 for s in range(Se):
-                    acc = 0.0
-                    for i in range(n_pre):
-                        acc += ph[row + i] * RN[s, pre0 + i]
-                    if hb:
-                        acc = acc + ph[row + n_pre]
-                    I[s, post0 + j] = acc
+                    I[s, post0 + j] = _row_drive(ph, row, n_pre, hb, RN, s, pre0)
         return ok, res
 
     @_jit
