@@ -29,5 +29,6 @@ __all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]
 
 from . import baselines, families
 from .metatrain import MetaTrainer
+from .dual import DualSystem
 
-__all__ += ["MetaTrainer", "baselines", "families"]
+__all__ += ["DualSystem", "MetaTrainer", "baselines", "families"]

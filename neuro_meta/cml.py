@@ -63,6 +63,10 @@ def split_theta_like(aug_list, net, key):
 
 
 def default_learner(net, tol):
+    if not isinstance(net, RateNetwork):
+        from .dual import default_learner as dual_default
+
+        return dual_default(tol)
     plastic = [c.plastic for c in net.connections]
     rule = "delta" if not any(plastic[:-1]) else "backprop"
     return Learner(rule=rule, presentation="batch", integrator="expeuler", tol=tol)
@@ -139,9 +143,18 @@ class CML:
         return free, nudged
 
     def estimate(self, net, task, reduce="mean"):
-        """Run the phases and return a :class:`CMLResult`."""
+        """Run the phases and return a :class:`CMLResult` (``net``: a RateNetwork or a
+        :class:`~neuro_meta.dual.DualSystem`)."""
+        from .dual import DualSystem, cml_estimate
+
+        if isinstance(net, DualSystem):
+            P.choice(reduce, "CML.meta_gradient", "reduce", ("mean", "none"))
+            if not isinstance(task, Task):
+                P.fail("CML.meta_gradient", "task", "must be a Task", type(task).__name__)
+            return cml_estimate(self, net, task, reduce)
         if not isinstance(net, RateNetwork):
-            P.fail("CML.meta_gradient", "net", "must be a RateNetwork", type(net).__name__)
+            P.fail("CML.meta_gradient", "net", "must be a RateNetwork or a DualSystem",
+                   type(net).__name__)
         if not isinstance(task, Task):
             P.fail("CML.meta_gradient", "task", "must be a Task", type(task).__name__)
         P.choice(reduce, "CML.meta_gradient", "reduce", ("mean", "none"))

@@ -193,8 +193,13 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12, newto
     -------
     dict in the structure of ``net.theta``.
     """
+    from .dual import DualSystem, exact_meta_gradient as dual_exact
+
+    if isinstance(net, DualSystem):
+        return dual_exact(net, task, learner, tol, newton_steps, reduce)
     if not isinstance(net, RateNetwork):
-        P.fail("exact_meta_gradient", "net", "must be a RateNetwork", type(net).__name__)
+        P.fail("exact_meta_gradient", "net", "must be a RateNetwork or a DualSystem",
+               type(net).__name__)
     if not isinstance(task, Task):
         P.fail("exact_meta_gradient", "task", "must be a Task", type(task).__name__)
     P.choice(method, "exact_meta_gradient", "method", ("auto", "dense", "cg"))

@@ -122,6 +122,10 @@ class Learner:
         """
         if self.dt is not None:
             return self.dt
+        if not isinstance(net, RateNetwork):
+            from .dual import auto_dt
+
+            return auto_dt(net, self, inp)
         lam_max = max((float(c.lam.max()) for c in net.connections if c.plastic), default=0.0)
         curv = 1.0
         if inp is not None:
@@ -182,7 +186,8 @@ class Learner:
     # ------------------------------------------------------------------ validation
     def _check_network(self, net):
         if not isinstance(net, RateNetwork):
-            P.fail("Learner.run", "net", "must be a RateNetwork", type(net).__name__)
+            P.fail("Learner.run", "net", "must be a RateNetwork or a DualSystem",
+                   type(net).__name__)
         plastic = [c.plastic for c in net.connections]
         if not any(plastic):
             P.fail("Learner.run", "net", "has no plastic connection: use a ComplexSynapse",
@@ -227,7 +232,9 @@ class Learner:
 
         Parameters
         ----------
-        net : RateNetwork
+        net : RateNetwork or DualSystem
+            (a :class:`~neuro_meta.dual.DualSystem` learns its fast gains, biases and
+            readout; ``phi`` of the result then lists them in ``net.fast_names`` order)
         x, y : arrays ``(shots, n_in)``, ``(shots, n_out)`` or with a leading task axis
             ``(tasks, shots, ...)``; tasks are simulated together, vectorised.
         record : sequence of str
@@ -239,6 +246,10 @@ class Learner:
         phi_init : list of arrays, optional
             Augmented initial fast weights per connection (default: the network's φ₀).
         """
+        from .dual import DualSystem, learn
+
+        if isinstance(net, DualSystem):
+            return learn(self, net, x, y, record, record_every, x_val, y_val, beta, phi_init)
         self._check_network(net)
         inp, batched, K = self.phase_input(net, x, y, x_val, y_val, beta)
         B = inp.X.shape[0]

@@ -17,6 +17,7 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .cml import CML
+from .dual import DualSystem
 from .errors import SimulationError
 from .learning import NotSettledWarning
 from .network import RateNetwork
@@ -146,8 +147,9 @@ class MetaTrainer:
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
                  lam_min=0.0):
-        if not isinstance(net, RateNetwork):
-            P.fail("MetaTrainer", "net", "must be a RateNetwork", type(net).__name__)
+        if not isinstance(net, (RateNetwork, DualSystem)):
+            P.fail("MetaTrainer", "net", "must be a RateNetwork or a DualSystem",
+                   type(net).__name__)
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
         if not hasattr(family, "sample"):

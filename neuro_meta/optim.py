@@ -11,7 +11,8 @@ Meta-parameters are dicts of lists with one entry per connection (``None`` where
 connection has no such parameter), as returned by :attr:`RateNetwork.theta`.
 
 λ ≥ 0 is kept by **projection**: :func:`apply_updates` clips the consolidation strengths
-(``lam``, ``lam_bias``) at 0 after every update.
+(``lam``, ``lam_bias``; the dual system's ``lam_gain``, ``lam_readout``) at 0 after
+every update.
 """
 from typing import Callable, NamedTuple
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import _params as P
 
-NONNEGATIVE = ("lam", "lam_bias")
+NONNEGATIVE = ("lam", "lam_bias", "lam_gain", "lam_readout")
 
 
 def tree_map(fn, *trees):

@@ -1,0 +1,289 @@
+"""The dual system (slow weights, fast gains/biases/readout): learning process, CML
+against the exact meta-gradient, the exact meta-gradient against finite differences of
+the whole learning process, and the local contrastive Hebbian form of the W update."""
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta import dual
+
+VARIANTS = {
+    "gain_bias_readout": dict(fast=("gain", "bias", "readout"),
+                              lam={"gain": 1.0, "bias": 0.7, "readout": 0.5}),
+    "learned_lam": dict(fast=("gain", "bias", "readout"), lam=0.8, learn_lam=True),
+    "readout_only": dict(fast=("readout",), lam=0.5),
+}
+
+
+def _model(variant, sizes=(2, 5, 4, 1), seed=0):
+    return nm.DualSystem(list(sizes), seed=seed, gain=nm.init.Uniform(0.8, 1.2),
+                         bias=nm.init.Normal(0.1), **VARIANTS[variant])
+
+
+def _task(rng, B=3, K=6, V=5, n_in=2, n_out=1):
+    return nm.Task(rng.normal(size=(B, K, n_in)), rng.normal(size=(B, K, n_out)),
+                   rng.normal(size=(B, V, n_in)), rng.normal(size=(B, V, n_out)))
+
+
+def _tight(integrator="expeuler"):
+    return nm.Learner(rule="backprop", integrator=integrator, tol=1e-11, max_duration=500)
+
+
+def _cos(a, b):
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# ---------------------------------------------------------------------- learning process
+def test_readout_only_fixed_point_is_ridge_regression(rng, ridge_fixed_point, augment):
+    """With only the readout fast, the settled readout is the ridge solution on the hidden
+    rates (closed form, written independently in conftest)."""
+    m = _model("readout_only")
+    x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 1))
+    res = _tight().run(m, x, y)
+    r_L = m.forward(x)[0][-1][2]
+    expected = ridge_fixed_point(augment(r_L), y, m.theta["readout"][0], 0.5)
+    assert res.settled
+    np.testing.assert_allclose(res.phi[0], expected, rtol=0, atol=1e-10)
+    # the local delta rule is the same learning process for the readout
+    delta = nm.Learner(rule="delta", integrator="expeuler", tol=1e-11, max_duration=500)
+    np.testing.assert_allclose(delta.run(m, x, y).phi[0], expected, rtol=0, atol=1e-10)
+
+
+def test_rk4_matches_solve_ivp(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(2, 6, 2)), rng.normal(size=(2, 6, 1))
+    ref = nm.Learner(rule="backprop", integrator="scipy", duration=3.0).run(m, x, y)
+    rk4 = nm.Learner(rule="backprop", integrator="rk4", dt=0.01, duration=3.0).run(m, x, y)
+    for a, b in zip(rk4.phi, ref.phi):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+
+
+def test_euler_error_halves_with_dt(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 1))
+    ref = nm.Learner(rule="backprop", integrator="scipy", duration=2.0).run(m, x, y).phi
+    errs = []
+    for dt in (0.02, 0.01, 0.005):
+        out = nm.Learner(rule="backprop", integrator="euler", dt=dt, duration=2.0).run(m, x, y)
+        errs.append(max(np.abs(a - b).max() for a, b in zip(out.phi, ref)))
+    assert 1.8 < errs[0] / errs[1] < 2.2 and 1.8 < errs[1] / errs[2] < 2.2
+
+
+def test_settled_state_is_a_stationary_point_of_the_inner_objective(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(3, 6, 2)), rng.normal(size=(3, 6, 1))
+    for integrator, dt in (("expeuler", None), ("expeuler", 0.02), ("rk4", 0.05)):
+        res = nm.Learner(rule="backprop", integrator=integrator, dt=dt, tol=1e-9,
+                         max_duration=500).run(m, x, y)
+        assert res.settled.all()
+        c = np.full((3, 6), 1 / 6)
+        g = dual._grad_in(m, [np.asarray(p) for p in res.phi], x, y, c)
+        assert np.abs(g).max() < 1e-9
+    # the settled state does not depend on the integrator or the step
+    a = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-11,
+                   max_duration=500).run(m, x, y).phi
+    b = nm.Learner(rule="backprop", integrator="rk4", dt=0.01, tol=1e-11,
+                   max_duration=500).run(m, x, y).phi
+    for p, q in zip(a, b):
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-9)
+
+
+def test_batched_equals_single_runs(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(3, 6, 2)), rng.normal(size=(3, 6, 1))
+    L = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-6)
+    both = L.run(m, x, y).phi
+    for b in range(3):
+        one = L.run(m, x[b], y[b]).phi
+        for p, q in zip(both, one):
+            np.testing.assert_array_equal(p[b], q)
+
+
+def test_recording_and_result_layout(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 1))
+    res = nm.Learner(rule="backprop", integrator="rk4", dt=0.05, duration=2.0).run(
+        m, x, y, record=("phi", "loss"), record_every=4)
+    assert m.fast_names == ["gain[0]", "gain[1]", "bias[0]", "bias[1]", "readout"]
+    assert [p.shape for p in res.phi] == [(5,), (4,), (5,), (4,), (1, 5)]
+    assert res.t[0] == 0 and res.t[-1] == pytest.approx(2.0)
+    assert res.record["phi"][0].shape == (len(res.t), 5)
+    loss = res.record["loss"]
+    assert loss[-1] < loss[0]                      # learning lowers the training loss
+    assert np.all(np.diff(loss) <= 1e-12) or loss[-1] < 0.5 * loss[0]
+
+
+# ---------------------------------------------------------------------- meta-gradients
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_exact_meta_gradient_matches_finite_differences(variant, rng):
+    """Issue acceptance: exact vs finite differences of the whole learning process
+    ≤ 1e-5 relative, for every meta-parameter group (directional derivatives)."""
+    m = _model(variant)
+    task = _task(rng)
+    ex = nm.exact_meta_gradient(m, task)
+    theta = m.theta
+    assert set(ex) == set(theta)
+    h = 1e-5
+    for k in theta:
+        for i in range(len(theta[k])):
+            d = rng.normal(size=theta[k][i].shape)
+
+            def loss(s):
+                t = {kk: [a.copy() for a in v] for kk, v in theta.items()}
+                t[k][i] = t[k][i] + s * d
+                return dual.outer_loss(m.with_theta(t), task)
+
+            fd = (loss(h) - loss(-h)) / (2 * h)
+            an = float((ex[k][i] * d).sum())
+            assert abs(fd - an) <= 1e-5 * abs(an), (k, i, fd, an)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cml_symmetric_matches_exact(variant, rng):
+    """Issue acceptance: cosine(CML symmetric small β, exact) ≥ 0.999 per group."""
+    m = _model(variant)
+    task = _task(rng)
+    ex = nm.exact_meta_gradient(m, task)
+    g = nm.CML(beta=1e-3, estimator="symmetric", learner=_tight()).meta_gradient(m, task)
+    for k in ex:
+        for a, b in zip(ex[k], g[k]):
+            assert _cos(a, b) >= 0.999, k
+            assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(a), k
+
+
+def test_cml_error_scales_as_theory_says(rng):
+    """Standard estimator: error ∝ β; symmetric: error ∝ β²."""
+    m = _model("gain_bias_readout")
+    task = _task(rng, B=2)
+    ex = optim_vec(nm.exact_meta_gradient(m, task))
+    for est, lo, hi in (("standard", 1.8, 2.2), ("symmetric", 3.6, 4.4)):
+        errs = [np.linalg.norm(optim_vec(nm.CML(beta=b, estimator=est, learner=_tight())
+                                         .meta_gradient(m, task)) - ex)
+                for b in (0.1, 0.05, 0.025)]
+        assert lo < errs[0] / errs[1] < hi and lo < errs[1] / errs[2] < hi, (est, errs)
+
+
+def optim_vec(tree):
+    return nm.optim.tree_vector(tree)
+
+
+def test_w_update_is_the_contrastive_hebbian_product(rng):
+    """The CML estimate of W equals the generic difference of ∂W F between the phases,
+    ∂W F taken by central finite differences of the scalar F (no backprop)."""
+    m = _model("gain_bias_readout")
+    task = _task(rng, B=2)
+    beta = 0.05
+    cml = nm.CML(beta=beta, estimator="standard", learner=_tight())
+    est = cml.estimate(m, task, reduce="none")
+    xt, yt, xv, yv = task.as_batch()
+    B, K, V = xt.shape[0], xt.shape[1], xv.shape[1]
+
+    def F(W_list, phi, b):
+        mm = m.with_theta({**m.theta, "W": W_list})
+        out_t = mm.predict(xt, phi)
+        out_v = mm.predict(xv, phi)
+        return (0.5 * ((out_t - yt) ** 2).sum(axis=(-1, -2)) / K
+                + b * 0.5 * ((out_v - yv) ** 2).sum(axis=(-1, -2)) / V)
+
+    W = m.theta["W"]
+    h = 1e-6
+    for l, w in enumerate(W):
+        generic = np.zeros((B,) + w.shape)
+        for idx in np.ndindex(w.shape):
+            for phi, b, sign in ((est.phi_nudged[beta], beta, 1.0), (est.phi_free, 0.0, -1.0)):
+                up = [a.copy() for a in W]
+                dn = [a.copy() for a in W]
+                up[l][idx] += h
+                dn[l][idx] -= h
+                generic[(slice(None),) + idx] += sign * (F(up, phi, b) - F(dn, phi, b)) / (
+                    2 * h * beta)
+        np.testing.assert_allclose(est.grad["W"][l], generic, rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------------- meta-training
+def test_metatrainer_lowers_the_meta_test_error_and_is_deterministic(tmp_path):
+    fam = nm.families.Sinusoid(shots=5, val=5)
+    m = nm.DualSystem([1, 8, 1], lam=1.0, seed=1)
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-4,
+                         max_duration=40)
+    cml = nm.CML(beta=0.1, estimator="standard", learner=learner, nudged_duration=5.0)
+
+    def trainer(chunks=None):
+        return nm.MetaTrainer(m, fam, cml, nm.optim.adam(0.02), meta_batch=6, seed=0,
+                              eval_tasks=16, chunks=chunks)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nm.NotSettledWarning)
+        a = trainer()
+        h = a.train(20, eval_every=20, progress=False)
+        b = trainer(chunks=3)
+        b.train(20, eval_every=20, progress=False, checkpoint=tmp_path / "c.npz")
+    assert h.meta_test_mse[-1] < 0.8 * h.meta_test_mse[0]
+    np.testing.assert_array_equal(nm.optim.tree_vector(a.net.theta),
+                                  nm.optim.tree_vector(b.net.theta))
+
+
+def test_pickles_and_with_theta_roundtrip():
+    m = _model("learned_lam")
+    m2 = pickle.loads(pickle.dumps(m))
+    np.testing.assert_array_equal(nm.optim.tree_vector(m.theta), nm.optim.tree_vector(m2.theta))
+    t = m.theta
+    t["lam_gain"][0] = t["lam_gain"][0] * 2
+    m3 = m.with_theta(t)
+    np.testing.assert_array_equal(m3.lam[0], 2 * m.lam[0])
+    assert m3.phi0[0] is not None and m.lam[0][0] == 0.8
+
+
+# ---------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sizes=[2, 1]), r"DualSystem\.sizes: needs an input layer, at least one hidden"),
+    (dict(sizes=[2, 3, 1], fast=("gain", "weights")), r"DualSystem\.fast: must be one of"),
+    (dict(sizes=[2, 3, 1], fast=()), r"DualSystem\.fast: needs at least one"),
+    (dict(sizes=[2, 3, 1], lam=0.0), r"DualSystem\.lam: must be > 0(\.0)? \(got 0\.0\)"),
+    (dict(sizes=[2, 3, 1], lam={"gain": 1.0}), r"DualSystem\.lam: needs a value for every"),
+    (dict(sizes=[2, 3, 1], fast="readout", lam={"gain": 1.0, "readout": 1.0}),
+     r"DualSystem\.lam: keys must be fast groups"),
+    (dict(sizes=[2, 3, 1], tau_fast=-1), r"DualSystem\.tau_fast: must be > 0"),
+    (dict(sizes=[2, 3, 1], learn_lam="yes"), r"DualSystem\.learn_lam: must be True or False"),
+    (dict(sizes=[2, 3, 1], activation="cosh"), r"DualSystem\.activation: must be one of"),
+    (dict(sizes=[2, 3, 1], gain=np.ones(4)), r"DualSystem\.gain: shape must be \(3,\)"),
+])
+def test_bad_construction_is_refused(kwargs, match):
+    with pytest.raises(nm.ValidationError, match=match):
+        nm.DualSystem(**kwargs)
+
+
+def test_bad_use_is_refused(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 1))
+    with pytest.raises(nm.UnsupportedError, match=r"Learner\.rule: 'delta' is local to the "
+                       r"readout"):
+        nm.Learner(rule="delta").run(m, x, y)
+    with pytest.raises(nm.UnsupportedError, match=r"Learner\.presentation"):
+        nm.Learner(rule="backprop", presentation="online", dt=1e-3, duration=0.1).run(m, x, y)
+    with pytest.raises(nm.ValidationError, match=r"Learner\.run\.x: last axis must match"):
+        nm.Learner(rule="backprop").run(m, rng.normal(size=(6, 3)), y)
+    with pytest.raises(nm.ValidationError, match=r"Learner\.run\.record: must be one of"):
+        nm.Learner(rule="backprop", dt=0.1, duration=1.0).run(m, x, y, record="v")
+    with pytest.raises(nm.ValidationError, match=r"Learner\.run\.phi_init\[4\]: \(readout\)"):
+        nm.Learner(rule="backprop", dt=0.1, duration=1.0).run(
+            m, x, y, phi_init=m.phi0[:4] + [np.zeros((2, 5))])
+    t = m.theta
+    t["W"][0] = np.zeros((3, 3))
+    with pytest.raises(nm.ValidationError, match=r"DualSystem\.with_theta\.W\[0\]: must have "
+                       r"shape \(5, 2\)"):
+        m.with_theta(t)
+    relu = nm.DualSystem([2, 3, 1], activation="relu")
+    with pytest.raises(nm.UnsupportedError, match="analytic rate function"):
+        nm.exact_meta_gradient(relu, _task(rng))
+
+
+def test_divergence_stops_with_a_hint(rng):
+    m = nm.DualSystem([1, 4, 1], activation="linear", lam=0.1, seed=0)
+    x = 30 * rng.normal(size=(5, 1))
+    y = rng.normal(size=(5, 1))
+    with pytest.raises(nm.SimulationError, match=r"diverged at step \d+ .*Hint: reduce dt"):
+        nm.Learner(rule="backprop", integrator="euler", dt=0.5, duration=50).run(m, x, y)
