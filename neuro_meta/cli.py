@@ -1,6 +1,7 @@
 """The ``neuro-meta`` command line.
 
     neuro-meta run consolidation [--quick] [--out DIR] [--seed N]
+    neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--quick] ...
     neuro-meta gradcheck [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
@@ -30,6 +31,10 @@ def _parser():
     r.add_argument("--methods", default=None,
                    help="sinusoid: comma-separated methods (default all: "
                    "cml,maml,fomaml,reptile,imaml,untrained)")
+    r.add_argument("--model", choices=("complex", "dual", "readout"), default=None,
+                   help="sinusoid: the CML model -- complex synapses (default), the dual "
+                   "system (slow weights, fast gains/biases/readout) or its readout-only "
+                   "variant")
     r.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same final numbers as one run)")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
@@ -94,23 +99,27 @@ def _dispatch(args):
     if args.command == "run":
         from .experiments import consolidation
 
-        out = args.out or f"results/{args.experiment}"
+        model = args.model or "complex"
+        out = args.out or (f"results/{args.experiment}" if model == "complex"
+                           else f"results/{args.experiment}_{model}")
         if args.experiment == "sinusoid":
             from .experiments import sinusoid as exp
 
-            kw = {"methods": args.methods}
+            kw = {"methods": args.methods, "model": model}
         else:
             exp, kw = consolidation, {}
-            if args.methods is not None:
-                from .errors import ValidationError
+            for opt in ("methods", "model"):
+                if getattr(args, opt) is not None:
+                    from .errors import ValidationError
 
-                raise ValidationError("neuro-meta run.--methods: only for the sinusoid "
-                                      f"experiment (got {args.methods!r})")
+                    raise ValidationError(f"neuro-meta run.--{opt}: only for the sinusoid "
+                                          f"experiment (got {getattr(args, opt)!r})")
         with _executor(args) as executor:
             res = exp.run(out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
                           resume=args.resume, executor=executor, **kw)
         print(exp.summary_table(res))
-        print(f"wrote {out}/results.json and {out}/{args.experiment}.png")
+        extra = f" and {out}/fast_patterns.png" if model != "complex" else ""
+        print(f"wrote {out}/results.json, {out}/{args.experiment}.png{extra}")
         return 0
     raise AssertionError(args.command)
 

@@ -42,8 +42,13 @@ def find_model(name):
                           f"available: {', '.join(available_models()) or 'none'}")
 
 
-def load_model(name, required=()):
-    """Read a model/experiment YAML file into a dict; ``required`` top-level keys."""
+def load_model(name, required=(), _seen=()):
+    """Read a model/experiment YAML file into a dict; ``required`` top-level keys.
+
+    A file may start from another one with ``extends: NAME``: the other file's top-level
+    sections are taken, and each section this file gives replaces the inherited one as
+    a whole (no merging inside sections, so a section reads the same in both files).
+    """
     import yaml
 
     path = find_model(name)
@@ -54,6 +59,14 @@ def load_model(name, required=()):
     if not isinstance(data, dict):
         raise ValidationError(f"{path}: must be a mapping of keys to values "
                               f"(got {type(data).__name__})")
+    base = data.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str) or base in _seen or base == path.stem:
+            raise ValidationError(f"{path}: extends: must name another model file, without "
+                                  f"cycles (got {base!r})")
+        parent = load_model(base, (), _seen + (path.stem,))
+        parent.pop("_file", None)
+        data = {**parent, **data}
     for key in required:
         if key not in data:
             raise ValidationError(f"{path}: missing key {key!r}")

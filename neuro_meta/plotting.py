@@ -158,3 +158,68 @@ def parameter_trajectories(steps, values, groups, ax=None, ylabel="λ"):
     ax.set_title(f"{ylabel} across meta-learning")
     ax.legend(fontsize=8)
     return ax
+
+
+def fast_patterns(model, phi, task_params, sort_by=None, title=None):
+    """What a :class:`~neuro_meta.dual.DualSystem`'s fast system learned, task by task.
+
+    One heat map per fast variable (gains and biases of each hidden layer, readout
+    weights): rows are tasks (sorted by the first of ``task_params``), columns units
+    (ordered by their loading on the first principal component across tasks), colour
+    the change ``φ − φ₀`` from the meta-learned initial value. The last panel places
+    every task by the first two principal components of its whole fast change, coloured
+    by the first task parameter and sized by the second.
+
+    ``phi``: list of fast variables with a task axis (``LearningResult.phi`` of a batch);
+    ``task_params``: dict label -> values per task (e.g. phase and amplitude).
+    Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = model.fast_names
+    deltas = [np.asarray(p) - np.asarray(p0) for p, p0 in zip(phi, model.phi0)]
+    deltas = [d.reshape(d.shape[0], -1) for d in deltas]
+    labels = list(task_params)
+    key = sort_by or labels[0]
+    order = np.argsort(np.asarray(task_params[key]))
+    n = len(deltas) + 1
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+        for ax in axes.ravel()[n:]:
+            ax.set_visible(False)
+        for ax, name, d in zip(axes.ravel(), names, deltas):
+            d = d[order]
+            if name == "readout":
+                d = d[:, :-1]          # the readout's bias column is drawn with the biases
+            centred = d - d.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            cols_order = np.argsort(vt[0]) if vt.size else np.arange(d.shape[1])
+            lim = float(np.abs(d).max()) or 1.0
+            im = ax.imshow(d[:, cols_order], aspect="auto", cmap="RdBu_r", vmin=-lim,
+                           vmax=lim, interpolation="nearest")
+            ax.set_xlabel("unit (ordered by 1st principal component)")
+            ax.set_ylabel(f"task (sorted by {key})")
+            ax.set_title(f"Δ {name} (change from φ₀)")
+            fig.colorbar(im, ax=ax, shrink=0.85, label="φ − φ₀ (dimensionless)")
+        ax = axes.ravel()[n - 1]
+        ax.grid(True, alpha=STYLE["grid.alpha"])
+        full = np.concatenate(deltas, axis=1)
+        centred = full - full.mean(axis=0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        pcs = u[:, :2] * s[:2] if s.size >= 2 else np.c_[u[:, :1] * s[:1], np.zeros(len(u))]
+        var = s ** 2 / max(float((s ** 2).sum()), 1e-300)
+        c = np.asarray(task_params[labels[0]])
+        size = (20 + 60 * np.asarray(task_params[labels[1]]) / max(
+            float(np.max(task_params[labels[1]])), 1e-12)) if len(labels) > 1 else 30
+        sc = ax.scatter(pcs[:, 0], pcs[:, 1], c=c, s=size, cmap="viridis", edgecolor="k",
+                        linewidth=0.3)
+        fig.colorbar(sc, ax=ax, shrink=0.85, label=labels[0])
+        ax.set_xlabel(f"PC 1 of the fast change ({100 * var[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * var[1]:.0f}%)" if var.size > 1 else "PC 2")
+        ax.set_title("Tasks in fast-variable space" +
+                     (f" (marker size: {labels[1]})" if len(labels) > 1 else ""))
+        fig.suptitle(title or "Fast system after learning each held-out task")
+        fig.tight_layout()
+    return fig

@@ -92,3 +92,18 @@ def test_cli_models_lists_files():
     r = _cli("models")
     assert r.returncode == 0
     assert "consolidation" in r.stdout and "gradcheck" in r.stdout
+
+
+def test_model_files_extend_others_section_by_section(tmp_path, monkeypatch):
+    from neuro_meta.errors import ValidationError
+
+    monkeypatch.setenv("NEURO_META_MODELS", str(tmp_path))
+    (tmp_path / "base.yaml").write_text("a: {x: 1, y: 2}\nb: {z: 3}\n")
+    (tmp_path / "child.yaml").write_text("extends: base\na: {x: 10}\nc: 4\n")
+    cfg = load_model("child")
+    assert cfg["a"] == {"x": 10} and cfg["b"] == {"z": 3} and cfg["c"] == 4
+    assert cfg["_file"].endswith("child.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop2\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop\n")
+    with pytest.raises(ValidationError, match=r"extends: must name another model file"):
+        load_model("loop")

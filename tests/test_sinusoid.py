@@ -59,3 +59,33 @@ def test_default_run_cml_matches_baselines(tmp_path):
     best = min(m[k] for k in ("maml", "fomaml", "reptile", "imaml"))
     assert m["cml"] <= 1.2 * best
     assert m["cml"] <= 0.25 * m["untrained"]
+
+
+def test_dual_quick_run_beats_untrained_and_plots_fast_patterns(tmp_path):
+    """Issue acceptance (dual system, --quick): CML <= 0.5 x untrained."""
+    res = sinusoid.run(tmp_path, quick=True, model="dual", methods="cml,untrained",
+                       progress=False)
+    m = res["methods"]
+    assert m["cml"]["meta_test_mse"] <= 0.5 * m["untrained"]["meta_test_mse"]
+    assert res["config"]["network"]["kind"] == "dual"
+    assert res["config"]["network"]["fast"] == ["gain", "bias", "readout"]
+    assert (tmp_path / "fast_patterns.png").stat().st_size > 20_000
+
+
+def test_readout_variant_config():
+    cfg = sinusoid._cfg(None, False, None, "readout")
+    assert cfg["network"]["fast"] == ["readout"] and cfg["network"]["kind"] == "dual"
+    # inherited from sinusoid.yaml through `extends`
+    assert cfg["baselines"]["maml"] == sinusoid._cfg(None, False, None)["baselines"]["maml"]
+    _, trainer = sinusoid.build_cml(cfg)
+    assert trainer.net.fast == ("readout",)
+    with pytest.raises(nm.ValidationError, match=r"run sinusoid\.model: must be one of"):
+        sinusoid._cfg(None, False, None, "dule")
+
+
+@pytest.mark.slow
+def test_dual_default_run_matches_maml(tmp_path):
+    """Issue acceptance (dual system): CML <= 1.2 x MAML in the same run."""
+    res = sinusoid.run(tmp_path, model="dual", progress=False)
+    m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
+    assert m["cml"] <= 1.2 * m["maml"]

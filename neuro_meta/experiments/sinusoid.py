@@ -25,16 +25,25 @@ from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, load_model, section
+from ..dual import DualSystem
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..initializers import Glorot
 from .consolidation import merge
 
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
+MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
 
 
-def _cfg(cfg, quick, seed):
-    cfg = cfg or load_model("sinusoid")
+def _cfg(cfg, quick, seed, model="complex"):
+    P.choice(model, "run sinusoid", "model", MODELS)
+    if cfg is None:
+        cfg = load_model("sinusoid" if model == "complex" else "sinusoid_dual")
+        if model == "readout":
+            variants = cfg.get("variants") or {}
+            if "readout" not in variants:
+                raise ValidationError(f"{cfg['_file']}: variants: missing key 'readout'")
+            cfg = merge(cfg, variants["readout"])
     if quick:
         cfg = merge(cfg, cfg.get("quick"))
     if seed is not None:
@@ -42,12 +51,33 @@ def _cfg(cfg, quick, seed):
     return cfg
 
 
+def _complex_net(cfg, seed):
+    where = cfg.get("_file", "<config>")
+    n = section(cfg, "network", required=("sizes", "activation", "tau_neuron",
+                                          "tau_synapse", "lam_init"))
+    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
+    return checked(where, "network", RateNetwork, n["sizes"], activation=n["activation"],
+                   bias=True, tau_neuron=n["tau_neuron"], tau_synapse=n["tau_synapse"],
+                   synapse=syn, seed=seed)
+
+
+def _dual_net(cfg, seed):
+    where = cfg.get("_file", "<config>")
+    n = section(cfg, "network", required=("kind", "sizes", "activation", "fast", "lam",
+                                          "tau_fast"), optional=("learn_lam",))
+    return checked(where, "network", DualSystem, n["sizes"], activation=n["activation"],
+                   fast=n["fast"], lam=n["lam"], learn_lam=n.get("learn_lam", False),
+                   tau_fast=n["tau_fast"], seed=seed)
+
+
+def is_dual(cfg):
+    return isinstance(cfg.get("network"), dict) and cfg["network"].get("kind") == "dual"
+
+
 def build_cml(cfg, executor=None):
     where = cfg.get("_file", "<config>")
     f = section(cfg, "family", required=("shots", "val"),
                 optional=("amplitude", "phase", "x_range"))
-    n = section(cfg, "network", required=("sizes", "activation", "tau_neuron",
-                                          "tau_synapse", "lam_init"))
     l_cfg = section(cfg, "learner", required=("rule",),
                     optional=("integrator", "dt", "tol", "max_duration", "presentation"))
     c_cfg = section(cfg, "cml", required=("beta",),
@@ -57,10 +87,7 @@ def build_cml(cfg, executor=None):
                 optional=("lam_min",))
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
-    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
-    net = checked(where, "network", RateNetwork, n["sizes"], activation=n["activation"],
-                  bias=True, tau_neuron=n["tau_neuron"], tau_synapse=n["tau_synapse"],
-                  synapse=syn, seed=m["seed"])
+    net = (_dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
@@ -86,9 +113,9 @@ def build_baseline(cfg, name):
     return checked(where, f"baselines.{name}", cls, **kw), b
 
 
-def parse_methods(methods):
+def parse_methods(methods, default=METHODS):
     if methods is None:
-        return list(METHODS)
+        methods = list(default)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -99,10 +126,15 @@ def parse_methods(methods):
 
 
 def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
-        resume=False, executor=None):
-    """Meta-train the chosen methods; write ``results.json`` and plots to ``out_dir``."""
-    cfg = _cfg(cfg, quick, seed)
-    methods = parse_methods(methods)
+        resume=False, executor=None, model="complex"):
+    """Meta-train the chosen methods; write ``results.json`` and plots to ``out_dir``.
+
+    ``model``: the CML model -- ``"complex"`` (complex synapses, ``models/sinusoid.yaml``),
+    ``"dual"`` (the dual system, ``models/sinusoid_dual.yaml``) or ``"readout"`` (its
+    readout-only variant). The dual models also write ``fast_patterns.png``.
+    """
+    cfg = _cfg(cfg, quick, seed, model)
+    methods = parse_methods(methods, cfg.get("methods") or METHODS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fam, trainer = build_cml(cfg, executor)
@@ -161,6 +193,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         write_json(partial_path, done)
     write_json(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task)
+    if is_dual(cfg) and "cml" in methods:
+        plot_fast_patterns(out, trainer, fam, seed)
     return results
 
 
@@ -227,6 +261,31 @@ def plot(out, results, one, x_plot, fits, test_task):
         fig.tight_layout()
         save_figure(fig, out / "sinusoid.png")
         plt.close(fig)
+
+
+def plot_fast_patterns(out, trainer, fam, seed, n_tasks=24):
+    """What the fast system learned on held-out tasks: ``fast_patterns.png``."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..learning import NotSettledWarning
+    from ..metatrain import TEST, task_rng
+    from ..plotting import fast_patterns
+
+    n = min(n_tasks, trainer.test_task.n_tasks)
+    amp, ph = fam.params(task_rng(seed, TEST), trainer.test_task.n_tasks)
+    xt, yt, _, _ = trainer.test_task.as_batch()
+    free, _ = trainer.cml.learners(trainer.net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotSettledWarning)
+        res = free.run(trainer.net, xt[:n], yt[:n])
+    fig = fast_patterns(trainer.net, res.phi, {"phase (rad)": ph[:n], "amplitude": amp[:n]})
+    save_figure(fig, out / "fast_patterns.png")
+    plt.close(fig)
 
 
 def summary_table(results):
