@@ -521,11 +521,19 @@ def learn(learner, model, x, y, record=(), record_every=1, x_val=None, y_val=Non
         record = ()
     if isinstance(record, str):
         record = (record,)
+    if not isinstance(record, (list, tuple, set)):
+        P.fail(O, "record", "must be a name or a list of names of 'phi', 'loss' (what a "
+               "DualSystem records)", repr(record))
     for r in record:
         P.choice(r, O, "record", ("phi", "loss"))
     record_every = P.integer(record_every, O, "record_every", low=1)
     inp, batched, K = learner.phase_input(model, x, y, x_val, y_val, beta)
     B = inp.X.shape[0]
+    if phi_init is not None and (not isinstance(phi_init, (list, tuple))
+                                 or len(phi_init) != len(model.phi0)):
+        P.fail(O, "phi_init", f"must be a list of {len(model.phi0)} arrays "
+               f"({', '.join(model.fast_names)})", type(phi_init).__name__ if not isinstance(
+                   phi_init, (list, tuple)) else f"{len(phi_init)} arrays")
     phi = []
     for i, (name, p0) in enumerate(zip(model.fast_names, model.phi0)):
         p = p0 if phi_init is None else np.asarray(phi_init[i], dtype=np.float64)

@@ -118,7 +118,8 @@ class Learner:
         exactly, so neither τ_v nor λ limits its step: it is the efficient choice for
         phases that run until settled, whose fixed points every integrator reproduces
         exactly (CML's default). Online presentation rounds the step down to divide the
-        presentation time.
+        presentation time. For a :class:`~neuro_meta.DualSystem` see
+        :func:`neuro_meta.dual.auto_dt`.
         """
         if self.dt is not None:
             return self.dt

@@ -113,11 +113,13 @@ def _n_workers(executor):
 
 
 class MetaTrainer:
-    """Meta-train the meta-parameters θ (ω, λ) of ``net`` with CML.
+    """Meta-train the meta-parameters θ of ``net`` with CML: ω and λ of a RateNetwork's
+    complex synapses, or a :class:`~neuro_meta.DualSystem`'s slow weights and fast
+    variables' initial values (and λ).
 
     Parameters
     ----------
-    net : RateNetwork
+    net : RateNetwork or DualSystem
     family : task family with ``sample(rng, n_tasks) -> Task``
     cml : CML
     optimizer : optim.GradientTransformation (default Adam, learning rate 0.05)

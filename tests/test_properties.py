@@ -346,3 +346,72 @@ def test_meta_trainer_train(steps, eval_every, checkpoint_every, on_divergence, 
         hist, tr = out
         assert all(np.isfinite(hist.meta_test_mse))
         assert_finite(tr.net.theta)
+
+
+# ------------------------------------------------------------------ the dual system
+@SETTINGS
+@given(sizes=mostly(st.lists(st.integers(1, 4), min_size=3, max_size=4),
+                    st.one_of(st.lists(st.integers(-1, 4), max_size=4), junk)),
+       activation=mostly(st.sampled_from(list(nm.ACTIVATIONS)), st.one_of(st.just("elu"),
+                                                                         junk)),
+       fast=mostly(st.lists(st.sampled_from(["gain", "bias", "readout"]), min_size=1,
+                            max_size=3), st.one_of(st.just(["weights"]), st.just([]), junk)),
+       lam=mostly(st.floats(0.01, 5), st.one_of(reals, junk, st.just({"gain": 1.0}))),
+       learn_lam=mostly(st.booleans()), tau_fast=mostly(st.floats(0.01, 10), scalar_or_junk),
+       gain=mostly(st.floats(-2, 2), st.one_of(scalar_or_junk, small_arrays())),
+       seed=st.one_of(st.none(), st.integers(0, 10)))
+def test_dual_system(sizes, activation, fast, lam, learn_lam, tau_fast, gain, seed):
+    attempt(lambda: nm.DualSystem(sizes, activation=activation, fast=fast, lam=lam,
+                                  learn_lam=learn_lam, tau_fast=tau_fast, gain=gain,
+                                  seed=seed))
+
+
+@SETTINGS
+@given(n_in=st.integers(1, 3), n_out=st.integers(1, 2),
+       act=st.sampled_from(list(nm.ACTIVATIONS)),
+       fast=st.sampled_from([("gain", "bias", "readout"), ("readout",), ("gain",)]),
+       lam=st.floats(0.05, 3), data=st.data(),
+       rule=mostly(st.just("backprop"), st.just("delta")),
+       integrator=st.sampled_from(["euler", "expeuler", "rk4"]),
+       dt=st.sampled_from([None, 0.01, 0.05, 0.5]),
+       record=mostly(st.lists(st.sampled_from(["phi", "loss"]), max_size=2),
+                     st.one_of(junk, st.just(["v"]))),
+       beta=mostly(st.one_of(st.just(0.0), st.floats(-0.1, 0.1))),
+       use_tol=st.booleans())
+def test_dual_learner_run(n_in, n_out, act, fast, lam, data, rule, integrator, dt, record,
+                          beta, use_tol):
+    model = nm.DualSystem([n_in, 3, n_out], activation=act, fast=fast, lam=lam, seed=0)
+    x, y = data.draw(data_for(n_in, n_out))
+    learner = nm.Learner(rule=rule, integrator=integrator, dt=dt,
+                         duration=None if use_tol else 0.5,
+                         tol=1e-4 if use_tol else None, max_duration=2.0)
+    res, err = attempt(lambda: learner.run(model, x, y, record=record, beta=beta,
+                                           x_val=x, y_val=y))
+    if res is not None:
+        assert_finite(res.phi)
+        assert_finite(res.record)
+
+
+@SETTINGS
+@given(n_in=st.integers(1, 2), act=st.sampled_from(list(nm.ACTIVATIONS)),
+       fast=st.sampled_from([("gain", "bias", "readout"), ("readout",)]),
+       learn_lam=st.booleans(), data=st.data(), beta=st.sampled_from([-0.1, 1e-3, 0.1]),
+       estimator=st.sampled_from(["standard", "symmetric", "second_order"]))
+def test_dual_cml_and_exact_meta_gradient(n_in, act, fast, learn_lam, data, beta,
+                                          estimator):
+    model = nm.DualSystem([n_in, 2, 1], activation=act, fast=fast, lam=0.5,
+                          learn_lam=learn_lam, seed=0)
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-6,
+                         max_duration=5.0)
+    x, y = data.draw(data_for(n_in, 1))
+    xv, yv = data.draw(data_for(n_in, 1))
+    task, err = attempt(lambda: nm.Task(x, y, xv, yv))
+    if task is None:
+        return
+    g, err = attempt(lambda: nm.CML(beta=beta, estimator=estimator, learner=learner)
+                     .meta_gradient(model, task))
+    if g is not None:
+        assert_finite(g)
+    g, err = attempt(lambda: nm.exact_meta_gradient(model, task, learner=learner))
+    if g is not None:
+        assert_finite(g)
