@@ -77,6 +77,8 @@ class DualSystem:
         Initial gains (default 1) and biases (default 0) of the hidden units.
     seed : int or numpy.random.Generator, optional
 
+    Notes
+    -----
     Meta-parameters (:attr:`theta`): ``{"W": [W_l], "gain": [g_l], "bias": [b_l],
     "readout": [R]}`` (``R`` augmented, (n_out, n_L + 1), last column the bias) and, with
     ``learn_lam``, ``"lam_gain"``, ``"lam_bias"``, ``"lam_readout"`` for the fast groups.

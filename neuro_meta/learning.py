@@ -233,7 +233,7 @@ class Learner:
 
         Parameters
         ----------
-        net : RateNetwork or DualSystem
+        net : RateNetwork or neuro_meta.DualSystem
             (a :class:`~neuro_meta.dual.DualSystem` learns its fast gains, biases and
             readout; ``phi`` of the result then lists them in ``net.fast_names`` order)
         x, y : arrays ``(shots, n_in)``, ``(shots, n_out)`` or with a leading task axis

@@ -119,7 +119,7 @@ class MetaTrainer:
 
     Parameters
     ----------
-    net : RateNetwork or DualSystem
+    net : RateNetwork or neuro_meta.DualSystem
     family : task family with ``sample(rng, n_tasks) -> Task``
     cml : CML
     optimizer : optim.GradientTransformation (default Adam, learning rate 0.05)

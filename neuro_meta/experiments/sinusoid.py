@@ -232,7 +232,7 @@ def plot(out, results, one, x_plot, fits, test_task):
                            label=f"{name} (no meta-learning)")
             else:
                 ax.plot(h["step"], h["meta_test_mse"], "o-", ms=3, color=COLORS.get(name),
-                        label=name)
+                        label=_label(name, results))
         if "cml_untrained" in results["methods"]:
             ax.axhline(results["methods"]["cml_untrained"]["meta_test_mse"], ls=":",
                        color=COLORS["cml"], label="cml_untrained (no meta-learning)")
@@ -253,7 +253,8 @@ def plot(out, results, one, x_plot, fits, test_task):
         ax.plot(one[0][0, :, 0], one[1][0, :, 0], "k^", ms=8, label="training shots")
         for name, f in fits.items():
             style = "--" if "untrained" in name else "-"
-            ax.plot(x_plot[0, :, 0], f, style, lw=1.5, color=COLORS.get(name), label=name)
+            ax.plot(x_plot[0, :, 0], f, style, lw=1.5, color=COLORS.get(name),
+                    label=_label(name, results))
         ax.set_xlabel("input x (dimensionless)")
         ax.set_ylabel("output y (dimensionless)")
         ax.set_title("Fits after inner learning on one held-out task")
@@ -286,6 +287,13 @@ def plot_fast_patterns(out, trainer, fam, seed, n_tasks=24):
     fig = fast_patterns(trainer.net, res.phi, {"phase (rad)": ph[:n], "amplitude": amp[:n]})
     save_figure(fig, out / "fast_patterns.png")
     plt.close(fig)
+
+
+def _label(name, results):
+    """Legend label: which model CML trained, for the dual system."""
+    if name != "cml" or not is_dual(results.get("config", {})):
+        return name
+    return f"cml (dual system, fast {'/'.join(results['config']['network']['fast'])})"
 
 
 def summary_table(results):
