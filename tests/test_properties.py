@@ -219,17 +219,22 @@ def test_cml_and_exact_meta_gradient(n_in, hidden, act, data, beta, estimator, m
     rule = "backprop" if hidden else "delta"
     learner = nm.Learner(rule=rule, integrator="expeuler", dt=0.05, tol=1e-6,
                          max_duration=5.0)
+    _check_meta_gradients(net, learner, data, n_in, beta, estimator, method=method)
+
+
+def _check_meta_gradients(model, learner, data, n_in, beta, estimator, **exact_kw):
+    """CML and the exact meta-gradient on drawn data: finite, or a package error."""
     x, y = data.draw(data_for(n_in, 1))
     xv, yv = data.draw(data_for(n_in, 1))
     task, err = attempt(lambda: nm.Task(x, y, xv, yv))
     if task is None:
         return
     g, err = attempt(lambda: nm.CML(beta=beta, estimator=estimator, learner=learner)
-                     .meta_gradient(net, task))
+                     .meta_gradient(model, task))
     if g is not None:
         assert_finite(g)
-    g, err = attempt(lambda: nm.exact_meta_gradient(net, task, method=method,
-                                                    learner=learner))
+    g, err = attempt(lambda: nm.exact_meta_gradient(model, task, learner=learner,
+                                                    **exact_kw))
     if g is not None:
         assert_finite(g)
 
@@ -403,15 +408,4 @@ def test_dual_cml_and_exact_meta_gradient(n_in, act, fast, learn_lam, data, beta
                           learn_lam=learn_lam, seed=0)
     learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-6,
                          max_duration=5.0)
-    x, y = data.draw(data_for(n_in, 1))
-    xv, yv = data.draw(data_for(n_in, 1))
-    task, err = attempt(lambda: nm.Task(x, y, xv, yv))
-    if task is None:
-        return
-    g, err = attempt(lambda: nm.CML(beta=beta, estimator=estimator, learner=learner)
-                     .meta_gradient(model, task))
-    if g is not None:
-        assert_finite(g)
-    g, err = attempt(lambda: nm.exact_meta_gradient(model, task, learner=learner))
-    if g is not None:
-        assert_finite(g)
+    _check_meta_gradients(model, learner, data, n_in, beta, estimator)
