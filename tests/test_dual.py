@@ -287,3 +287,27 @@ def test_divergence_stops_with_a_hint(rng):
     y = rng.normal(size=(5, 1))
     with pytest.raises(nm.SimulationError, match=r"diverged at step \d+ .*Hint: reduce dt"):
         nm.Learner(rule="backprop", integrator="euler", dt=0.5, duration=50).run(m, x, y)
+
+
+def test_checkpoint_resume_gives_the_same_meta_parameters(tmp_path):
+    fam = nm.families.Sinusoid(shots=5, val=5)
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-3,
+                         max_duration=10)
+    cml = nm.CML(beta=0.1, estimator="standard", learner=learner, nudged_duration=3.0)
+
+    def trainer():
+        m = nm.DualSystem([1, 6, 1], lam=0.5, learn_lam=True, seed=2)
+        return nm.MetaTrainer(m, fam, cml, nm.optim.adam(0.01), meta_batch=4, seed=3,
+                              eval_tasks=4, lam_min=0.2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nm.NotSettledWarning)
+        straight = trainer()
+        straight.train(6, eval_every=3, progress=False)
+        a = trainer()
+        a.train(3, eval_every=3, progress=False, checkpoint=tmp_path / "c.npz")
+        b = trainer()
+        b.train(6, eval_every=3, progress=False, checkpoint=tmp_path / "c.npz", resume=True)
+    np.testing.assert_array_equal(nm.optim.tree_vector(straight.net.theta),
+                                  nm.optim.tree_vector(b.net.theta))
+    assert min(float(a.min()) for a in b.net.theta["lam_gain"]) >= 0.2
