@@ -17,6 +17,12 @@ biases. Synapse-steps per second = B * N_in * N_out * steps / wall time.
   warm-up, so compilation and the ~0.1 s per-``run()`` overhead are excluded: the
   comparison is Brian2's best case); the per-run overhead is reported separately.
 
+Also: the scaling of the fused kernel with synapses and tasks (through ``Learner.run``
+and through ``fused.run_phase`` alone, float64 and float32; one-connection models of at
+least ``fused.ROWS_MIN_SYNAPSES`` weights run on the rows kernel), the per-phase cost on
+a small network, and two sinusoid CML meta-trainings fused vs the numpy loop: a stable
+setting (dt 5 ms, results equal to rounding) and the experiment's own model file.
+
 No timing is asserted anywhere (numbers depend on the machine and its load).
 """
 import contextlib
@@ -141,16 +147,29 @@ def brian2_rate(net, x, y, steps, formulation):
 
 
 # ---------------------------------------------------------------------- small phases
+@contextlib.contextmanager
+def _serial_kernel():
+    """Within the block, fused phases run in the calling thread whatever their length."""
+    old = fused.PARALLEL_MIN_WORK
+    fused.PARALLEL_MIN_WORK = float("inf")
+    try:
+        yield
+    finally:
+        fused.PARALLEL_MIN_WORK = old
+
+
 def small_phase_overhead(repeats=20):
     """Per-phase cost on a 1-40-40-1 backprop network, 10 shots, 25 tasks (fused): the time
-    of a 1-step phase minus the cost of one step (from an 11-step phase)."""
+    of a 1-step phase minus the cost of one step (from an 11-step phase). Both phases run
+    in the calling thread (a 1-step phase does anyway), so that the step cost subtracted
+    is the one paid in the 1-step phase."""
     rng = np.random.default_rng(0)
     net = nm.RateNetwork([1, 40, 40, 1], activation=["tanh", "tanh", "linear"],
                          tau_neuron=0.0, seed=0,
                          synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.5))
     task = nm.families.Sinusoid(shots=10, val=10).sample(rng, 25)
     out = {}
-    for label, ctx in (("fused", contextlib.nullcontext), ("numpy", fused.disabled)):
+    for label, ctx in (("fused", _serial_kernel), ("numpy", fused.disabled)):
         with ctx():
             t = {}
             for n in (1, 11):
@@ -190,11 +209,50 @@ def sinusoid_cml(steps, meta_batch=25, max_duration=100.0):
     wall_f, th_f = train()
     with fused.disabled():
         wall_n, th_n = train()
-    diff = max(float(np.abs(a - b).max()) for key in ("omega", "lam", "omega_bias", "lam_bias")
-               for a, b in zip(th_f[key], th_n[key]) if a is not None)
+    diff = _theta_diff(th_f, th_n)
     return {"meta_steps": steps, "meta_batch": meta_batch, "max_duration_s": max_duration,
             "fused_s": wall_f,
             "numpy_s": wall_n, "speedup": wall_n / wall_f, "max_abs_theta_diff": diff}
+
+
+def sinusoid_model(steps, eval_tasks=25):
+    """Wall time of ``steps`` meta-steps of the sinusoid experiment's CML model as
+    configured in ``models/sinusoid.yaml`` (expeuler dt 50 ms, tol 1e-3, phases of at
+    most 30 s, Adam), fused vs the numpy loop, and max |dtheta| between the two.
+
+    Note: at dt = 50 ms this network's phases integrate unstably (differences of 1e-16
+    grow to ~1e-2 over 600 steps, for any two summation orders), so theta differs
+    beyond rounding; the time comparison is still like for like.
+    """
+    import warnings
+
+    from .experiments.consolidation import merge
+    from .experiments.sinusoid import build_cml
+    from .models import load_model
+
+    cfg = merge(load_model("sinusoid"), {"meta": {"eval_tasks": int(eval_tasks)}})
+
+    def train():
+        _, trainer = build_cml(cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nm.NotSettledWarning)
+            t0 = time.perf_counter()
+            trainer.train(steps, eval_every=steps, progress=False)
+            wall = time.perf_counter() - t0
+        return wall, trainer.net.theta
+
+    wall_f, th_f = train()
+    with fused.disabled():
+        wall_n, th_n = train()
+    return {"meta_steps": steps, "config": "models/sinusoid.yaml", "eval_tasks": eval_tasks,
+            "fused_s": wall_f, "numpy_s": wall_n, "speedup": wall_n / wall_f,
+            "max_abs_theta_diff": _theta_diff(th_f, th_n)}
+
+
+def _theta_diff(th_a, th_b):
+    return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for key in ("omega", "lam", "omega_bias", "lam_bias")
+               for a, b in zip(th_a[key], th_b[key]) if a is not None)
 
 
 # ---------------------------------------------------------------------- main
@@ -251,17 +309,23 @@ def main(quick=False, out="results/bench"):
     for n_in, n_out, B in sizes:
         net, x, y = _model(n_in, n_out, B)
         n_syn = n_in * n_out * B
-        steps = int(np.clip(4e8 / n_syn, 20, 2000)) // (4 if quick else 1) or 10
+        # >= 100 steps: the large model's per-phase copies (Learner.run) stay a few %
+        steps = int(np.clip(4e8 / n_syn, 100, 2000)) // (4 if quick else 1)
         r, _, _ = engine_rate(net, x, y, steps, 1 if n_syn > 1e6 else rep)
-        entry = {"n_in": n_in, "n_out": n_out, "tasks": B, "synapses": n_syn,
-                 "steps": steps, "fused_float64": r}
-        r32 = _rate_float32(net, x, y, steps)
-        entry["fused_float32"] = r32
-        scaling.append(entry)
-        row(f"{n_in}x{n_out}x{B} tasks", "fused f64 / f32", r, f"float32: {r32 / 1e6:.0f} M")
+        r_k = _rate_run_phase(net, x, y, steps)
+        r32 = _rate_run_phase(net, x, y, steps, np.float32)
+        scaling.append({"n_in": n_in, "n_out": n_out, "tasks": B, "synapses": n_syn,
+                        "steps": steps, "fused_float64": r, "fused_float64_run_phase": r_k,
+                        "fused_float32_run_phase": r32,
+                        "kernel": "rows" if B * n_in * n_out >= fused.ROWS_MIN_SYNAPSES
+                        else "tasks"})
+        row(f"{n_in}x{n_out}x{B} tasks", "fused f64", r,
+            f"run_phase alone: f64 {r_k / 1e6:.0f} M, f32 {r32 / 1e6:.0f} M")
     res["scaling"] = scaling
     large = [e for e in scaling if e["synapses"] >= 16_000_000]
     res["large_gsyn_steps_per_s"] = large[0]["fused_float64"] / 1e9 if large else None
+    res["large_gsyn_steps_per_s_run_phase"] = (large[0]["fused_float64_run_phase"] / 1e9
+                                               if large else None)
     res["large_model"] = "2000x2000x4 tasks, float64" if large else \
         "not run (--quick); see scaling for the 1000x1000x4 model"
 
@@ -280,6 +344,11 @@ def main(quick=False, out="results/bench"):
     print(f"{'sinusoid CML':<24}{'meta-training':<22}{sin['speedup']:>10.1f}x  "
           f"({sin['meta_steps']} meta-steps: fused {sin['fused_s']:.2f} s, numpy "
           f"{sin['numpy_s']:.2f} s; max|dtheta| {sin['max_abs_theta_diff']:.1e})")
+    sm = sinusoid_model(1 if quick else 3)
+    res["sinusoid_model"] = sm
+    print(f"{'sinusoid (yaml model)':<24}{'meta-training':<22}{sm['speedup']:>10.1f}x  "
+          f"({sm['meta_steps']} meta-steps: fused {sm['fused_s']:.2f} s, numpy "
+          f"{sm['numpy_s']:.2f} s; max|dtheta| {sm['max_abs_theta_diff']:.1e}, unstable dt)")
     res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
                     for m, e, r, n in rows]
     res["wall_time_s"] = time.perf_counter() - t_start
@@ -293,8 +362,10 @@ def main(quick=False, out="results/bench"):
     return res
 
 
-def _rate_float32(net, x, y, steps):
-    """Synapse-steps/s of the fused kernel in single precision (same phase)."""
+def _rate_run_phase(net, x, y, steps, dtype=np.float64):
+    """Synapse-steps/s of :func:`fused.run_phase` alone on the same phase (the kernel and
+    its packing, without ``Learner.run``'s validation and copies); ``dtype`` float32 runs
+    the kernel in single precision."""
     from .engines import numpy_engine as npe
 
     learner = _learner(steps)
@@ -303,7 +374,6 @@ def _rate_float32(net, x, y, steps):
                          learner.presentation_steps(net))
     phi = [np.broadcast_to(c.phi0, (X.shape[0],) + c.shape).copy() for c in net.connections]
     v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
-    fused.run_phase(net, inp, phi, v, _learner(2), DT, dtype=np.float32)
-    wall, _ = _best(lambda: fused.run_phase(net, inp, phi, v, learner, DT, dtype=np.float32),
-                    1)
+    fused.run_phase(net, inp, phi, v, _learner(2), DT, dtype=dtype)
+    wall, _ = _best(lambda: fused.run_phase(net, inp, phi, v, learner, DT, dtype=dtype), 1)
     return X.shape[0] * net.sizes[0] * net.sizes[1] * steps / wall

@@ -204,8 +204,11 @@ def test_consolidation_meta_training_equal():
 
 
 @needs_numba
-def test_float32_option_close_to_float64(rng):
+@pytest.mark.parametrize("kernel", ["tasks", "rows"])
+def test_float32_option_close_to_float64(kernel, rng, monkeypatch):
     from neuro_meta.engines import numpy_engine as npe
+
+    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0 if kernel == "rows" else 10**12)
 
     net = _net([20, 10], "delta", 0.01, True, "tanh")
     learner = nm.Learner(rule="delta", presentation="online", integrator="euler", dt=1e-3,
@@ -256,3 +259,99 @@ def test_without_numba_everything_runs_on_numpy(monkeypatch, rng):
         monkeypatch.undo()
         importlib.reload(fused)
     assert fused.AVAILABLE == (importlib.util.find_spec("numba") is not None)
+
+
+# ---------------------------------------------------------------------- rows kernel
+@pytest.fixture(params=["serial", "parallel"])
+def rows_kernel(request, monkeypatch):
+    """One-connection phases on the rows kernel (blocks of 2 rows), in one thread or in
+    the thread pool, whatever their size."""
+    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0)
+    monkeypatch.setattr(fused, "_rows_block", lambda n_out, P, B, parallel: 2)
+    monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 10**18)
+    return request.param
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation", ["batch", "online"])
+@pytest.mark.parametrize("integrator", ["euler", "expeuler"])
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+@pytest.mark.parametrize("B", [1, 3])
+def test_rows_kernel_same_as_numpy_loop(presentation, integrator, tau, B, rows_kernel, rng):
+    """Lock-step rows kernel (one connection): the numpy loop's numbers, with and without
+    biases, one task and several, every activation."""
+    for k, act in enumerate(["tanh", "sigmoid", "relu", "softplus", "linear"]):
+        for bias in (True, False):
+            net = _net([4, 5], "delta", tau, bias, act, seed=k)
+            x = rng.normal(size=(B, 3, 4))
+            y = rng.normal(size=(B, 3, 5))
+            learner = nm.Learner(rule="delta", presentation=presentation,
+                                 integrator=integrator, dt=0.01, duration=0.6)
+            _assert_same(*_both(learner, net, x, y))
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation,dt", [("batch", 0.02), ("online", 0.002)])
+@pytest.mark.parametrize("tau", [0.0, 0.02])
+def test_rows_kernel_settling_freezes_tasks(presentation, dt, tau, rows_kernel, rng):
+    """Settling on the rows kernel: per-task residuals reduced over row blocks; tasks
+    settle at different checks and are frozen there, as in the numpy loop."""
+    net = _net([3, 5], "delta", tau, True, "tanh", seed=2)
+    scale = np.array([0.2, 1.0, 3.0, 0.5, 2.0])[:, None, None]
+    x = rng.normal(size=(5, 5, 3)) * scale
+    y = rng.normal(size=(5, 5, 5))
+    learner = nm.Learner(rule="delta", presentation=presentation, integrator="euler",
+                         dt=dt, tol=1e-5)
+    res_f, res_n = _both(learner, net, x, y)
+    _assert_same(res_f, res_n)
+    assert np.all(res_f.settled)
+    alone = [learner.run(net, x[b:b + 1], y[b:b + 1]) for b in range(5)]
+    assert len({r.steps for r in alone}) > 1
+    assert res_f.steps == max(r.steps for r in alone)
+    for b, r in enumerate(alone):
+        assert _rel(res_f.phi_aug[0][b], r.phi_aug[0][0]) < TOL
+
+
+@needs_numba
+@pytest.mark.parametrize("presentation", ["batch", "online"])
+def test_rows_kernel_divergence_same_step_and_message(presentation, rows_kernel, rng):
+    test_divergence_same_step_and_message(presentation, rng)
+
+
+@needs_numba
+def test_rows_and_tasks_kernels_agree(monkeypatch, rng):
+    """The two loop orders of a one-connection phase give the same numbers, and a large
+    phase (above ROWS_MIN_SYNAPSES) takes the rows kernel."""
+    net = _net([30, 20], "delta", 0.01, True, "tanh")
+    x, y = rng.normal(size=(4, 6, 30)), rng.normal(size=(4, 6, 20))
+    learner = nm.Learner(rule="delta", presentation="online", integrator="expeuler",
+                         dt=1e-3, duration=0.3)
+    calls = []
+    for name in ("_phase_rows_serial", "_phase_rows_parallel"):
+        kern = getattr(fused, name)
+        monkeypatch.setattr(fused, name, lambda *a, _k=kern: calls.append(1) or _k(*a))
+    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 10**12)
+    tasks = learner.run(net, x, y)
+    assert not calls
+    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 4 * 20 * 31)
+    rows = learner.run(net, x, y)
+    assert calls
+    assert _rel(rows.phi_aug[0], tasks.phi_aug[0]) < 1e-14
+    assert _rel(rows.v[0], tasks.v[0]) < 1e-14
+
+
+@needs_numba
+def test_vectorisable_tanh_matches_numpy():
+    """The kernels' branch-free tanh: within a few ulp of numpy's, exact at the special
+    values (signed zeros, infinities, NaN, saturation)."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-1, 1, 2000), rng.uniform(-30, 30, 2000),
+                        rng.normal(size=500) * 1e-6, np.linspace(-0.7, 0.7, 1001),
+                        [0.625, -0.625, 22.0, -22.0, 1e-300, 5e-324, 700.0]])
+    got = np.array([fused._tanh(float(a)) for a in x])
+    ref = np.tanh(x)
+    assert np.all(np.abs(got - ref) <= 1e-15 * np.abs(ref))
+    for a in (0.0, -0.0, np.inf, -np.inf):
+        assert np.copysign(1, fused._tanh(a)) == np.copysign(1, np.tanh(a))
+        assert fused._tanh(a) == np.tanh(a)
+    assert np.isnan(fused._tanh(np.nan))

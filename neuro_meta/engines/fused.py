@@ -15,13 +15,22 @@ compiled function per phase, with no Python work per time step:
   fast weights (``tau_phi dphi/dt = sum_s c_s delta_s [r_s; 1]^T - lam (phi - omega)``)
   and accumulates the next step's synaptic currents from the new weights while the row
   of weights is in the cache;
+* one-connection networks with many weights (tasks x synapses >=
+  :data:`ROWS_MIN_SYNAPSES`) run on the *rows* kernel instead: a unit's potential, error
+  and weight row depend only on its own row and the inputs, so blocks of rows (cache
+  sized) are advanced for all tasks in lock-step and for all the steps up to the next
+  settling check, in parallel over the blocks. omega and lam, shared by the tasks, are
+  then read once per block and run instead of once per task and step (the large case is
+  memory-bound otherwise); per-task residuals are reduced over the blocks at each check,
+  and settled tasks are frozen as in the numpy engine;
 * divergence is tested at every step in the same pass (``not |x| < 1e10``, NaN
   included); the kernel reports per task the first bad step, and :func:`run_phase`
   replays the phase up to the earliest one and raises the numpy engine's
   :class:`~neuro_meta.errors.SimulationError` (same step, same message).
 
 Summation order differs from numpy's (the kernels are compiled with reassociation so
-that sums vectorise), so results agree with the numpy engine to rounding (~1e-15
+that sums vectorise) and ``tanh`` is a branch-free vectorisable implementation (within
+5e-16 of libm's), so results agree with the numpy engine to rounding (~1e-15
 relative), not bit for bit.
 
 Supported (:func:`supports`): integrators ``euler`` and ``expeuler``; rules ``delta`` and
@@ -51,6 +60,9 @@ ACT_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "softplus": 4}
 
 # Reassociation lets sums vectorise; no "nnan"/"ninf": NaN and inf must be detected.
 _FASTMATH = {"reassoc", "contract"}
+# numpy's division semantics (x/0 = inf, no ZeroDivisionError check): loops with a
+# division vectorise.
+_OPTS = dict(cache=True, fastmath=_FASTMATH, error_model="numpy")
 
 
 @contextlib.contextmanager
@@ -80,15 +92,49 @@ def supports(net, learner, inp, record=()):
 
 # ====================================================================== kernels
 if AVAILABLE:
-    _jit = njit(cache=True, fastmath=_FASTMATH, nogil=True)
+    _jit = njit(nogil=True, **_OPTS)
+    # scalar functions of the inner loops, inlined in numba's IR
+    _jit_inline = njit(nogil=True, inline="always", **_OPTS)
 
-    @_jit
+    @_jit_inline
+    def _tanh(x):
+        """tanh without branches or libm calls, so that loops over units vectorise
+        (libm's tanh is a scalar call, ~6x slower; it was most of a small network's
+        step). Cephes' approximations: a rational function for |x| < 0.625, else
+        1 - 2/(exp(2|x|) + 1) with exp = 2^k exp(r), 2^k as exact products. Within 5e-16
+        relative of libm's and numpy's tanh (which differ from each other by as much)."""
+        ax = abs(x)
+        xs = x if ax < 0.625 else 0.0
+        z = xs * xs
+        small = xs + xs * (z * (((-9.64399179425052238628e-1 * z - 9.92877231001918586564e1)
+                                 * z - 1.61468768441708447952e3)
+                                / (((z + 1.12811678491632931402e2) * z
+                                    + 2.23548839060100448583e3) * z
+                                   + 4.84406305325125486048e3)))
+        y = 2.0 * ax if ax < 22.0 else 44.0          # tanh(22) is 1.0 in float64
+        kf = np.floor(1.4426950408889634 * y + 0.5)
+        r = (y - kf * 6.93145751953125e-1) - kf * 1.42860682030941723212e-6
+        rr = r * r
+        px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                  + 9.99999999999999999910e-1)
+        qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+              + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+        k = np.int64(kf)
+        p2 = ((1.0 + (k & 1)) * (1.0 + 3.0 * ((k >> 1) & 1)) * (1.0 + 15.0 * ((k >> 2) & 1))
+              * (1.0 + 255.0 * ((k >> 3) & 1)) * (1.0 + 65535.0 * ((k >> 4) & 1))
+              * (1.0 + 4294967295.0 * ((k >> 5) & 1)))
+        big = 1.0 - 2.0 / ((1.0 + 2.0 * px / (qx - px)) * p2 + 1.0)
+        big = big if x >= 0.0 else -big
+        out = small if ax < 0.625 else big
+        return out if (x == x and x != 0.0) else x    # NaN and signed zeros unchanged
+
+    @_jit_inline
     def _f(code, v):
         """Rate r = f(v) (the numpy engine's activations)."""
         if code == 0:
             return v
         if code == 1:
-            return math.tanh(v)
+            return _tanh(v)
         if code == 2:
             return 1.0 / (1.0 + math.exp(-v))
         if code == 3:
@@ -98,7 +144,7 @@ if AVAILABLE:
             return v + math.log1p(math.exp(-v))
         return math.log1p(math.exp(v))
 
-    @_jit
+    @_jit_inline
     def _df(code, v, r):
         """f'(v), using the stored rate r = f(v) where numpy's derivative does."""
         if code == 0:
@@ -112,17 +158,6 @@ if AVAILABLE:
         return 1.0 / (1.0 + math.exp(-v))
 
     @_jit
-    def _row_drive(ph, row, n_pre, hb, R, s, pre0):
-        """Input of one postsynaptic unit for sample copy ``s``: the weight row starting
-        at ``row`` times the presynaptic rates, plus the bias column if ``hb``."""
-        acc = 0.0
-        for i in range(n_pre):
-            acc += ph[row + i] * R[s, pre0 + i]
-        if hb:
-            acc = acc + ph[row + n_pre]
-        return acc
-
-    @_jit
     def _forward(ph, base, n_pre, n_post, hb, R, pre0, I, post0, Se):
         """``I[s, post] = W R[s, pre] + b`` of one connection for every sample copy."""
         ncol = n_pre + hb
@@ -131,7 +166,12 @@ if AVAILABLE:
         for j in range(n_post):
             row = base + j * ncol
             for s in range(Se):
-                I[s, post0 + j] = _row_drive(ph, row, n_pre, hb, R, s, pre0)
+                acc = 0.0
+                for i in range(n_pre):
+                    acc += ph[row + i] * R[s, pre0 + i]
+                if hb:
+                    acc = acc + ph[row + n_pre]
+                I[s, post0 + j] = acc
 
     @_jit
     def _conn_pass(ph, base, n_pre, n_post, hb, plastic, R, pre0, D, post0, down,
@@ -158,15 +198,31 @@ if AVAILABLE:
             for s in range(Se):
                 for i in range(n_pre):
                     D[s, pre0 + i] = 0.0
+        online_fused = plastic and update and Se == 1 and fuse   # one loop per row below
         for j in range(n_post):
             row = base + j * ncol
-            if down:
+            if plastic and not online_fused:
+                # error sent down and weight gradient in one sweep per sample copy
+                for i in range(ncol):
+                    gbuf[i] = 0.0
+                for s in range(Se):
+                    d = D[s, post0 + j]
+                    if down:
+                        for i in range(n_pre):
+                            D[s, pre0 + i] += ph[row + i] * d
+                            gbuf[i] += d * R[s, pre0 + i]
+                    else:
+                        for i in range(n_pre):
+                            gbuf[i] += d * R[s, pre0 + i]
+                    if hb:
+                        gbuf[n_pre] += d
+            elif down:
                 for s in range(Se):
                     d = D[s, post0 + j]
                     for i in range(n_pre):
                         D[s, pre0 + i] += ph[row + i] * d
             if plastic:
-                if update and Se == 1 and fuse:
+                if online_fused:
                     # online / single sample: one fused loop (update + next current)
                     d = D[0, post0 + j]
                     acc = 0.0
@@ -197,14 +253,6 @@ if AVAILABLE:
                     I[0, post0 + j] = acc
                     ok &= okr
                     continue
-                for i in range(ncol):
-                    gbuf[i] = 0.0
-                for s in range(Se):
-                    d = D[s, post0 + j]
-                    for i in range(n_pre):
-                        gbuf[i] += d * R[s, pre0 + i]
-                    if hb:
-                        gbuf[n_pre] += d
                 if update:
                     okr = True
                     if exponential:
@@ -226,8 +274,7 @@ if AVAILABLE:
                         if not a <= res:
                             res = a
             if update and fuse:
-                for s in range(Se):
-                    I[s, post0 + j] = _row_drive(ph, row, n_pre, hb, RN, s, pre0)
+                _forward(ph, row, n_pre, 1, hb, RN, pre0, I, post0 + j, Se)
         return ok, res
 
     @_jit
@@ -259,15 +306,38 @@ if AVAILABLE:
 
     @_jit
     def _scale_by_df(R, V, D, n0, n, code, Se):
+        """``D *= f'(V)`` on units ``n0 .. n0+n-1`` (tanh: its own loop, vectorised)."""
+        if n0 < 0 or n < 0:   # never true (see _conn_pass)
+            return
         for s in range(Se):
-            for i in range(n):
-                D[s, n0 + i] *= _df(code, V[s, n0 + i], R[s, n0 + i])
+            if code == 1:
+                for i in range(n0, n0 + n):
+                    D[s, i] *= 1.0 - R[s, i] * R[s, i]
+            else:
+                for i in range(n0, n0 + n):
+                    D[s, i] *= _df(code, V[s, i], R[s, i])
 
     @_jit
     def _load_inputs(R, Xb, s0, Se, n_in):
         for s in range(Se):
             for i in range(n_in):
                 R[s, i] = Xb[s0 + s, i]
+
+    @_jit
+    def _rates(code, V, R, n0, n, Se):
+        """``R[s, n0:n0+n] = f(V[s, n0:n0+n])``, one loop per activation (vectorised)."""
+        if n0 < 0 or n < 0:   # never true: indices are >= 0 (see _conn_pass)
+            return
+        for s in range(Se):
+            if code == 1:
+                for j in range(n0, n0 + n):
+                    R[s, j] = _tanh(V[s, j])
+            elif code == 0:
+                for j in range(n0, n0 + n):
+                    R[s, j] = V[s, j]
+            else:
+                for j in range(n0, n0 + n):
+                    R[s, j] = _f(code, V[s, j])
 
     @_jit
     def _steady(ph, conn, sizes, noff, acts, R, V, I, Se, from_layer):
@@ -279,10 +349,9 @@ if AVAILABLE:
             if l > from_layer:
                 _forward(ph, conn[l, 0], sizes[l], n, conn[l, 2], R, noff[l], I, n0, Se)
             for s in range(Se):
-                for j in range(n):
-                    v = I[s, n0 + j]
-                    V[s, n0 + j] = v
-                    R[s, n0 + j] = _f(acts[l], v)
+                for j in range(n0, n0 + n):
+                    V[s, j] = I[s, j]
+            _rates(acts[l], V, R, n0, n, Se)
 
     @_jit
     def _task(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, noff, acts, online, k_pres,
@@ -313,17 +382,15 @@ if AVAILABLE:
         def sample(n):
             return ((n // k_pres) % S) if online else 0
 
-        # state at the start of step 0: input rates, neuron rates, currents
+        # state at the start of step 0: input rates, neuron rates, currents (instantaneous
+        # neurons: the first layer's currents; the step computes those above)
         s0 = sample(0)
         _load_inputs(R, Xb, s0, Se, n_in)
-        for l in range(L):
+        for l in range(L if dyn else 1):
             _forward(ph, conn[l, 0], sizes[l], sizes[l + 1], conn[l, 2], R, noff[l], I,
                      noff[l + 1], Se)
-            if dyn or l < L - 1:
-                for s in range(Se):
-                    for j in range(sizes[l + 1]):
-                        k = noff[l + 1] + j
-                        R[s, k] = _f(acts[l], V[s, k] if dyn else I[s, k])
+            if dyn:
+                _rates(acts[l], V, R, noff[l + 1], sizes[l + 1], Se)
         n = 0
         bad = 0
         settled = False
@@ -331,16 +398,14 @@ if AVAILABLE:
             # -- neurons (start-of-step rates are in R, currents in I)
             if dyn:
                 for s in range(Se):
-                    for l in range(L):
-                        for j in range(sizes[l + 1]):
-                            k = noff[l + 1] + j
-                            i_k = I[s, k]
-                            if exponential:
-                                v = i_k + (V[s, k] - i_k) * a_v
-                            else:
-                                v = V[s, k] + a_v * (i_k - V[s, k])
-                            V[s, k] = v
-                            R[s, k] = _f(acts[l], v)
+                    for k in range(noff[1], ntot):
+                        i_k = I[s, k]
+                        if exponential:
+                            V[s, k] = i_k + (V[s, k] - i_k) * a_v
+                        else:
+                            V[s, k] = V[s, k] + a_v * (i_k - V[s, k])
+                for l in range(L):
+                    _rates(acts[l], V, R, noff[l + 1], sizes[l + 1], Se)
             else:
                 _steady(ph, conn, sizes, noff, acts, R, V, I, Se, 0)
             # -- synapses, output connection first
@@ -417,11 +482,178 @@ if AVAILABLE:
     # one body, two compilations: threads over tasks for long phases; in the calling
     # thread for short ones (waking the thread pool costs more than a few steps, and on a
     # loaded machine a worker may wait for a core for a whole scheduler time slice)
-    _phase_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_phase)
-    _phase_serial = njit(cache=True, fastmath=_FASTMATH)(_phase)
+    _phase_parallel = njit(parallel=True, **_OPTS)(_phase)
+    _phase_serial = njit(**_OPTS)(_phase)
+
+    # ------------------------------------------------------------------ rows kernel
+    # A single connection is row-local: unit j's potential, error and weight row depend
+    # only on row j and the inputs. So blocks of rows are integrated independently, each
+    # for all tasks and for a run of steps while it sits in the cache (omega and lam are
+    # read once per run for all tasks, not once per task and step); the runs end at the
+    # settling checks, where the per-block residuals are reduced per task.
+
+    @_jit
+    def _rows_steps(j0, j1, n0, n1, ph, V, I, D, X, Y, C, omega, lam, fac, prev, n_in, hb,
+                    act, online, k_pres, check_now, dyn, tau_v, a_v, exponential, h, bound,
+                    scale, active, gbuf):
+        """Rows ``j0 .. j1-1`` (output units) of every active task, steps ``n0 .. n1-1``:
+        neurons, errors, weight rows and next currents (as :func:`_task` does for one
+        connection). Returns (first bad step or 0 per task, settling residual of these
+        rows at step n1 per task if ``check_now``)."""
+        B, Se = V.shape[0], V.shape[1]
+        S = X.shape[1]
+        ncol = n_in + hb
+        nj = j1 - j0
+        gain = float(S) if online else 1.0
+        badr = np.zeros(B, np.int64)
+        res = np.zeros(B)
+        if n0 == 0:   # the currents at the start of step 0
+            for b in range(B):
+                _forward(ph[b], j0 * ncol, n_in, nj, hb, X[b, 0:Se], 0, I[b], j0, Se)
+        for n in range(n0, n1):
+            s0 = ((n // k_pres) % S) if online else 0
+            s1 = (((n + 1) // k_pres) % S) if online else 0
+            stop = False
+            for b in range(B):
+                if not active[b]:
+                    continue
+                ok = True
+                for s in range(Se):   # neurons and their errors, sample copy s
+                    c = C[b, s0 + s] * gain
+                    for j in range(j0, j1):
+                        k = n_in + j
+                        i_k = I[b, s, j]
+                        if not dyn:
+                            v = i_k
+                        elif exponential:
+                            v = i_k + (V[b, s, k] - i_k) * a_v
+                        else:
+                            v = V[b, s, k] + a_v * (i_k - V[b, s, k])
+                        V[b, s, k] = v
+                        r = _f(act, v)
+                        D[b, s, j] = (Y[b, s0 + s, j] - r) * _df(act, v, r) * c
+                        ok &= abs(v) < bound
+                o, _ = _conn_pass(ph[b], j0 * ncol, n_in, nj, hb, True, X[b, s0:s0 + Se], 0,
+                                  D[b], j0, False, omega, lam, fac, h, exponential, True,
+                                  X[b, s1:s1 + Se], I[b], True, gbuf, Se, bound)
+                if not (ok and o):
+                    badr[b] = n + 1
+                    stop = True
+            if stop:
+                return badr, res
+        if check_now:
+            for b in range(B):
+                if active[b]:
+                    res[b] = _rows_residual(j0, j1, ph[b], V[b], I[b], D[b], X[b], Y[b], C[b],
+                                            omega, lam, prev, b, n_in, hb, act, online, dyn,
+                                            tau_v, scale, gbuf)
+        return badr, res
+
+    @_jit
+    def _rows_residual(j0, j1, ph, V, I, D, X, Y, C, omega, lam, prev, b, n_in, hb, act,
+                       online, dyn, tau_v, scale, gbuf):
+        """The settling residual of rows ``j0 .. j1-1`` of one task (the numpy engine's
+        test; see :func:`_task`)."""
+        ncol = n_in + hb
+        m = 0.0
+        if online:   # drift of the rows over the cycle
+            for i in range(j0 * ncol, j1 * ncol):
+                a = abs((ph[i] - prev[b, i]) * scale)
+                if not a <= m:
+                    m = a
+                prev[b, i] = ph[i]
+            return m
+        Se = V.shape[0]
+        for s in range(Se):
+            for j in range(j0, j1):
+                if dyn:      # neuron residual; the end-of-step errors are in D
+                    a = abs(((I[s, j] - V[s, n_in + j]) / tau_v) * tau_v)
+                    if not a <= m:
+                        m = a
+                else:        # instantaneous neurons: errors at the new weights' state
+                    v = I[s, j]
+                    r = _f(act, v)
+                    D[s, j] = (Y[s, j] - r) * _df(act, v, r) * C[s]
+        _, r = _conn_pass(ph, j0 * ncol, n_in, j1 - j0, hb, True, X[0:Se], 0, D, j0, False,
+                          omega, lam, lam, 0.0, False, False, X[0:Se], I, False, gbuf, Se, 0.0)
+        if not r <= m:
+            m = r
+        return m
+
+    def _phase_rows(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
+                    n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
+                    steps, settled, bad, block):
+        """All tasks of a one-connection phase, lock-step, in parallel over blocks of
+        ``block`` rows; same results and outputs as :func:`_phase`."""
+        B, Se = V.shape[0], V.shape[1]
+        n_out = V.shape[2] - n_in
+        nblk = (n_out + block - 1) // block
+        I = np.zeros((B, Se, n_out))
+        D = np.zeros((B, Se, n_out))
+        use_tol = tol > 0.0
+        prev = phi.copy() if (use_tol and online) else np.zeros((0, 0), phi.dtype)
+        res = np.zeros((nblk, B))
+        badr = np.zeros((nblk, B), np.int64)
+        active = np.ones(B, np.bool_)
+        scale = tau_phi / (check * dt)
+        n = 0
+        while n < n_max:
+            n1 = min(n_max, (n // check + 1) * check) if use_tol else n_max
+            check_now = use_tol and n1 % check == 0
+            for c in prange(nblk):
+                gbuf = np.empty(n_in + hb)
+                badr[c], res[c] = _rows_steps(
+                    c * block, min(n_out, (c + 1) * block), n, n1, phi, V, I, D, X, Y, C,
+                    omega, lam, fac, prev, n_in, hb, act, online, k_pres, check_now,
+                    tau_v > 0.0, tau_v, a_v, exponential, h, bound, scale, active, gbuf)
+            failed = False
+            for b in range(B):
+                first = 0
+                for c in range(nblk):
+                    if badr[c, b] > 0 and (first == 0 or badr[c, b] < first):
+                        first = badr[c, b]
+                if first > 0:
+                    bad[b] = first
+                    steps[b] = first
+                    failed = True
+            if failed:
+                return
+            n = n1
+            for b in range(B):
+                if active[b]:
+                    steps[b] = n
+                    if check_now:
+                        m = 0.0
+                        for c in range(nblk):
+                            if not res[c, b] <= m:
+                                m = res[c, b]
+                        if m < tol:
+                            settled[b] = True
+                            active[b] = False
+            if not active.any():
+                return
+
+    _phase_rows_parallel = njit(parallel=True, **_OPTS)(_phase_rows)
+    _phase_rows_serial = njit(**_OPTS)(_phase_rows)
 
 #: Phases with fewer (tasks x steps x (synapses + neurons) x samples) run in one thread.
 PARALLEL_MIN_WORK = 2_000_000
+#: One-connection phases with at least this many fast weights (tasks x synapses) run on
+#: the rows kernel (lock-step over tasks, threads over rows); smaller ones on the tasks
+#: kernel (threads over tasks).
+ROWS_MIN_SYNAPSES = 1_000_000
+#: Bytes of fast weights, omega and lam that a block of rows keeps in the cache.
+ROWS_BLOCK_BYTES = 512 * 1024
+
+
+def _rows_block(n_out, P, B, parallel):
+    """Rows per block of the rows kernel: a cache-sized block, and at least one block
+    per thread when parallel."""
+    per_row = 8 * (P // max(n_out, 1)) * (B + 2)
+    block = max(1, ROWS_BLOCK_BYTES // per_row)
+    if parallel:
+        block = min(block, -(-n_out // numba.get_num_threads()))
+    return max(1, min(block, n_out))
 
 
 # ====================================================================== driver
@@ -442,27 +674,38 @@ class _Packed:
                               for l, c in enumerate(conns)], dtype=np.int64).reshape(L, 4)
         self.acts = np.array([ACT_CODES[a.name] for a in net.activations], dtype=np.int64)
         P = int(poff[-1])
-        omega = np.zeros(P)
-        lam = np.zeros(P)
-        for l, c in enumerate(conns):
-            if c.plastic:
-                omega[poff[l]:poff[l + 1]] = c.omega.ravel()
-                lam[poff[l]:poff[l + 1]] = c.lam.ravel()
+
+        def flat(attr):   # the shared arrays, one vector (a view for one connection)
+            parts = [np.ravel(getattr(c, attr)) if c.plastic else np.zeros(n)
+                     for c, n in zip(conns, sizes_p)]
+            return np.ascontiguousarray(parts[0] if L == 1 else np.concatenate(parts),
+                                        dtype=dtype)
+
+        self.omega, self.lam = flat("omega"), flat("lam")
         h = dt / net.tau_synapse
-        with np.errstate(divide="ignore", invalid="ignore"):   # the numpy engine's factor
-            fac = np.where(lam > 0, -np.expm1(-lam * h) / np.where(lam > 0, lam, 1.0), h)
-        self.omega, self.lam, self.fac = (np.ascontiguousarray(a, dtype=dtype)
-                                          for a in (omega, lam, fac))
+        self.fac = self.lam       # unused by Euler
+        if learner.integrator == "expeuler":
+            lam = self.lam.astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):  # the numpy engine's factor
+                fac = np.where(lam > 0, -np.expm1(-lam * h) / np.where(lam > 0, lam, 1.0), h)
+            self.fac = np.ascontiguousarray(fac, dtype=dtype)
+        for a in (self.omega, self.lam, self.fac):   # one array type for the kernels
+            a.setflags(write=False)                    # (views of the net's are read-only)
         self.h = h
+        self.P = P
 
     def pack_phi(self, phi, dtype):
+        """A new (B, P) array: the kernels advance it in place."""
         B = phi[0].shape[0]
-        return np.ascontiguousarray(np.concatenate([p.reshape(B, -1) for p in phi], axis=1),
-                                    dtype=dtype)
+        out = np.empty((B, self.P), dtype=dtype)
+        for l, p in enumerate(phi):
+            out[:, self.poff[l]:self.poff[l + 1]] = p.reshape(B, -1)
+        return out
 
     def unpack_phi(self, flat, net):
-        return [np.array(flat[:, self.poff[l]:self.poff[l + 1]].reshape((-1,) + c.shape),
-                         dtype=np.float64) for l, c in enumerate(net.connections)]
+        """Per connection (B, n_post, n_pre[+1]) float64 (views of ``flat`` if float64)."""
+        return [flat[:, self.poff[l]:self.poff[l + 1]].reshape((-1,) + c.shape).astype(
+            np.float64, copy=False) for l, c in enumerate(net.connections)]
 
     def pack_v(self, v, dtype):
         B, Se = v[0].shape[:2]
@@ -502,10 +745,21 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
         a_v = float(np.exp(-dt / tau_v)) if exponential else dt / tau_v
     else:
         a_v = 0.0
-    args = (pk.omega, pk.lam, pk.fac, pk.conn, pk.sizes, pk.noff, pk.acts, online,
-            int(inp.steps_per_sample), None, int(check), -1.0 if tol is None else float(tol),
-            float(net.tau_synapse), float(dt), tau_v, a_v, exponential,
-            learner.rule == "backprop", dtype.type(pk.h), dtype.type(npe.DIVERGENCE_BOUND))
+    common = (online, int(inp.steps_per_sample), None, int(check),
+              -1.0 if tol is None else float(tol), float(net.tau_synapse), float(dt), tau_v,
+              a_v, exponential)
+    B_P = B * pk.P
+    rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES
+    if rows:   # one connection: lock-step over tasks, in parallel over the rows
+        net_args = (pk.omega, pk.lam, pk.fac, int(pk.sizes[0]), int(pk.conn[0, 2]),
+                    int(pk.acts[0]))
+        rule_args = ()
+    else:
+        net_args = (pk.omega, pk.lam, pk.fac, pk.conn, pk.sizes, pk.noff, pk.acts)
+        rule_args = (learner.rule == "backprop",)
+    args = net_args + common + rule_args + (dtype.type(pk.h),
+                                            dtype.type(npe.DIVERGENCE_BOUND))
+    i_steps = len(net_args) + 2     # n_max, set per call
 
     def kernel(n_steps):
         flat = pk.pack_phi(phi, dtype)
@@ -514,10 +768,18 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
         settled = np.zeros(B, dtype=np.bool_)
         bad = np.zeros(B, dtype=np.int64)
         a = list(args)
-        a[9] = int(n_steps)
+        a[i_steps] = int(n_steps)
         work = B * n_steps * (flat.shape[1] + V.shape[2]) * V.shape[1]
-        kern = _phase_parallel if (B > 1 and work >= PARALLEL_MIN_WORK) else _phase_serial
-        kern(flat, V, X, Y, C, *a, steps, settled, bad)
+        parallel = work >= PARALLEL_MIN_WORK and (rows or B > 1)
+        if rows:
+            kern = _phase_rows_parallel if parallel else _phase_rows_serial
+        else:
+            kern = _phase_parallel if parallel else _phase_serial
+        if rows:
+            kern(flat, V, X, Y, C, *a, steps, settled, bad,
+                 _rows_block(V.shape[2] - int(pk.sizes[0]), pk.P, B, parallel))
+        else:
+            kern(flat, V, X, Y, C, *a, steps, settled, bad)
         return flat, V, steps, settled, bad
 
     # static weights beyond the divergence bound: the numpy loop reports it at step 1
