@@ -30,7 +30,6 @@ With ``fast=("readout",)`` (the readout-only variant) the gains and biases are s
 meta-parameters too, updated by the same contrastive Hebbian rule.
 """
 import numbers
-import warnings
 
 import numpy as np
 
@@ -506,7 +505,7 @@ def _run_scipy(model, learner, inp, phi, n_max, dt, beta, snapshot):
 def learn(learner, model, x, y, record=(), record_every=1, x_val=None, y_val=None,
           beta=0.0, phi_init=None):
     """:meth:`Learner.run` for a :class:`DualSystem` (batch presentation, numpy engine)."""
-    from .learning import NotSettledWarning
+    from .learning import warn_not_settled
 
     O = "Learner.run"
     if learner.presentation != "batch":
@@ -547,10 +546,7 @@ def learn(learner, model, x, y, record=(), record_every=1, x_val=None, y_val=Non
         phi.append(np.array(p, dtype=np.float64))
     phi, settled, t_end, steps, rec_t, rec = run_phase(
         model, learner, inp, phi, tuple(record), record_every, float(beta), K)
-    if learner.tol is not None and not settled.all():
-        warnings.warn(f"Learner.run: {int((~settled).sum())} of {B} task(s) did not settle "
-                      f"to tol={learner.tol:g} within {t_end:g} s; increase max_duration or "
-                      "tol", NotSettledWarning, stacklevel=3)
+    warn_not_settled(learner, settled, t_end, stacklevel=3)
     sq = (lambda a: a) if batched else (lambda a: a[0])
     sq_t = (lambda a: a) if batched else (lambda a: a[:, 0])
     out_rec = {}

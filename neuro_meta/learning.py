@@ -32,6 +32,17 @@ class NotSettledWarning(UserWarning):
     """A phase with a tolerance reached its maximal duration before settling."""
 
 
+def warn_not_settled(learner, settled, t_end, stacklevel=2):
+    """Warn (:class:`NotSettledWarning`) if a phase with a tolerance left tasks unsettled."""
+    if learner.tol is None or settled.all():
+        return
+    warnings.warn(f"Learner.run: {int((~settled).sum())} of {settled.size} task(s) did not "
+                  f"settle to tol={learner.tol:g} within {t_end:g} s; increase max_duration "
+                  "or tol -- or reduce dt: beyond its stable step an explicit integrator "
+                  "oscillates around the fixed point instead of settling",
+                  NotSettledWarning, stacklevel=stacklevel + 1)
+
+
 class Learner:
     """How a network learns a task: learning signal, presentation, integration.
 
@@ -281,10 +292,7 @@ class Learner:
             from .engines import numpy_engine as engine
         phi, v, rec, settled, t_end, steps = engine.run_phase(
             net, inp, phi0, self, rec_names, record_every, beta, loss_fn)
-        if self.tol is not None and not settled.all():
-            warnings.warn(f"Learner.run: {int((~settled).sum())} of {B} task(s) did not settle "
-                          f"to tol={self.tol:g} within {t_end:g} s; increase max_duration or "
-                          "tol", NotSettledWarning, stacklevel=2)
+        warn_not_settled(self, settled, t_end, stacklevel=2)
         return self._result(net, phi, v, rec, settled, t_end, steps, record, batched)
 
     def phase_input(self, net, x, y, x_val=None, y_val=None, beta=0.0, owner="Learner.run"):

@@ -311,3 +311,12 @@ def test_checkpoint_resume_gives_the_same_meta_parameters(tmp_path):
     np.testing.assert_array_equal(nm.optim.tree_vector(straight.net.theta),
                                   nm.optim.tree_vector(b.net.theta))
     assert min(float(a.min()) for a in b.net.theta["lam_gain"]) >= 0.2
+
+
+def test_unsettled_phase_warns_at_the_callers_line_with_a_dt_hint(rng):
+    m = _model("gain_bias_readout")
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 1))
+    with pytest.warns(nm.NotSettledWarning, match=r"1 of 1 task\(s\) did not settle.*reduce "
+                      r"dt") as rec:
+        nm.Learner(rule="backprop", tol=1e-12, max_duration=0.5).run(m, x, y)
+    assert rec[0].filename == __file__
