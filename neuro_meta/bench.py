@@ -217,12 +217,13 @@ def sinusoid_cml(steps, meta_batch=25, max_duration=100.0):
 
 def sinusoid_model(steps, eval_tasks=25):
     """Wall time of ``steps`` meta-steps of the sinusoid experiment's CML model as
-    configured in ``models/sinusoid.yaml`` (expeuler dt 50 ms, tol 1e-3, phases of at
-    most 30 s, Adam), fused vs the numpy loop, and max |dtheta| between the two.
+    configured in ``models/sinusoid.yaml`` (expeuler, tol 1e-3, phases of at most 30 s,
+    Adam), fused vs the numpy loop, and max |dtheta| between the two.
 
-    Note: at dt = 50 ms this network's phases integrate unstably (differences of 1e-16
-    grow to ~1e-2 over 600 steps, for any two summation orders), so theta differs
-    beyond rounding; the time comparison is still like for like.
+    Note: a phase whose step is beyond the stable one (dt = 50 ms, the file's value
+    until it was lowered to 20 ms) amplifies rounding differences (1e-16 grew to ~1e-2
+    over 600 steps, for any two summation orders), so theta then differs beyond rounding;
+    the time comparison is still like for like.
     """
     import warnings
 
