@@ -53,7 +53,7 @@ def test_bad_methods_are_refused():
 @pytest.mark.slow
 def test_default_run_cml_matches_baselines(tmp_path):
     """Issue acceptance: CML <= 1.2 x the best baseline and <= 0.25 x untrained (about
-    6 minutes on 2 cores)."""
+    5 minutes on 2 cores)."""
     res = sinusoid.run(tmp_path, progress=False)
     m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
     best = min(m[k] for k in ("maml", "fomaml", "reptile", "imaml"))
@@ -85,7 +85,8 @@ def test_readout_variant_config():
 
 @pytest.mark.slow
 def test_dual_default_run_matches_maml(tmp_path):
-    """Issue acceptance (dual system): CML <= 1.2 x MAML in the same run."""
+    """Issue acceptance (dual system): CML <= 1.2 x MAML in the same run (about 8 minutes
+    on 2 cores)."""
     res = sinusoid.run(tmp_path, model="dual", progress=False)
     m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
     assert m["cml"] <= 1.2 * m["maml"]
