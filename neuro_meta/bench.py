@@ -195,24 +195,31 @@ def sinusoid_cml(steps, meta_batch=25, max_duration=100.0):
         learner = nm.Learner(rule="backprop", presentation="batch", integrator="expeuler",
                              dt=0.005, tol=1e-6, max_duration=max_duration)
         cml = nm.CML(beta=0.05, estimator="symmetric", learner=learner)
-        trainer = nm.MetaTrainer(net, nm.families.Sinusoid(shots=10, val=10), cml,
-                                 nm.optim.sgd(1e-3), meta_batch=meta_batch, eval_tasks=meta_batch)
-        import warnings
+        return nm.MetaTrainer(net, nm.families.Sinusoid(shots=10, val=10), cml,
+                              nm.optim.sgd(1e-3), meta_batch=meta_batch, eval_tasks=meta_batch)
 
+    return {"meta_steps": steps, "meta_batch": meta_batch, "max_duration_s": max_duration,
+            **_fused_vs_numpy(train, steps)}
+
+
+def _fused_vs_numpy(make_trainer, steps):
+    """Meta-train ``steps`` steps with the fused kernel, then with the numpy loop:
+    wall times, speed-up and max |dtheta|."""
+    import warnings
+
+    def timed():
+        trainer = make_trainer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.NotSettledWarning)
             t0 = time.perf_counter()
             trainer.train(steps, eval_every=steps, progress=False)
-            wall = time.perf_counter() - t0
-        return wall, trainer.net.theta
+            return time.perf_counter() - t0, trainer.net.theta
 
-    wall_f, th_f = train()
+    wall_f, th_f = timed()
     with fused.disabled():
-        wall_n, th_n = train()
-    diff = _theta_diff(th_f, th_n)
-    return {"meta_steps": steps, "meta_batch": meta_batch, "max_duration_s": max_duration,
-            "fused_s": wall_f,
-            "numpy_s": wall_n, "speedup": wall_n / wall_f, "max_abs_theta_diff": diff}
+        wall_n, th_n = timed()
+    return {"fused_s": wall_f, "numpy_s": wall_n, "speedup": wall_n / wall_f,
+            "max_abs_theta_diff": _theta_diff(th_f, th_n)}
 
 
 def sinusoid_model(steps, eval_tasks=25):
@@ -225,29 +232,13 @@ def sinusoid_model(steps, eval_tasks=25):
     over 600 steps, for any two summation orders), so theta then differs beyond rounding;
     the time comparison is still like for like.
     """
-    import warnings
-
     from .experiments.consolidation import merge
     from .experiments.sinusoid import build_cml
     from .models import load_model
 
     cfg = merge(load_model("sinusoid"), {"meta": {"eval_tasks": int(eval_tasks)}})
-
-    def train():
-        _, trainer = build_cml(cfg)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", nm.NotSettledWarning)
-            t0 = time.perf_counter()
-            trainer.train(steps, eval_every=steps, progress=False)
-            wall = time.perf_counter() - t0
-        return wall, trainer.net.theta
-
-    wall_f, th_f = train()
-    with fused.disabled():
-        wall_n, th_n = train()
     return {"meta_steps": steps, "config": "models/sinusoid.yaml", "eval_tasks": eval_tasks,
-            "fused_s": wall_f, "numpy_s": wall_n, "speedup": wall_n / wall_f,
-            "max_abs_theta_diff": _theta_diff(th_f, th_n)}
+            **_fused_vs_numpy(lambda: build_cml(cfg)[1], steps)}
 
 
 def _theta_diff(th_a, th_b):

@@ -38,16 +38,10 @@ from .activations import get_activation
 from .errors import SimulationError, UnsupportedError
 from .initializers import Glorot
 from .results import LearningResult, readonly
+from .engines.numpy_engine import DIVERGENCE_BOUND
 from .synapses import resolve
 
 FAST_GROUPS = ("gain", "bias", "readout")
-DIVERGENCE_BOUND = 1e10
-
-
-def _readonly(a):
-    a = np.array(a, dtype=np.float64)
-    a.setflags(write=False)
-    return a
 
 
 class DualSystem:
@@ -151,8 +145,8 @@ class DualSystem:
         self._set(theta, lam_arrays)
 
     def _set(self, theta, lam_arrays):
-        self._theta = {k: [_readonly(a) for a in v] for k, v in theta.items()}
-        self._lam = {g: [_readonly(a) for a in v] for g, v in lam_arrays.items()}
+        self._theta = {k: [readonly(a) for a in v] for k, v in theta.items()}
+        self._lam = {g: [readonly(a) for a in v] for g, v in lam_arrays.items()}
 
     # ------------------------------------------------------------------ structure
     @property
