@@ -147,17 +147,14 @@ class CML:
         :class:`~neuro_meta.dual.DualSystem`)."""
         from .dual import DualSystem, cml_estimate
 
-        if isinstance(net, DualSystem):
-            P.choice(reduce, "CML.meta_gradient", "reduce", ("mean", "none"))
-            if not isinstance(task, Task):
-                P.fail("CML.meta_gradient", "task", "must be a Task", type(task).__name__)
-            return cml_estimate(self, net, task, reduce)
-        if not isinstance(net, RateNetwork):
+        if not isinstance(net, (RateNetwork, DualSystem)):
             P.fail("CML.meta_gradient", "net", "must be a RateNetwork or a DualSystem",
                    type(net).__name__)
         if not isinstance(task, Task):
             P.fail("CML.meta_gradient", "task", "must be a Task", type(task).__name__)
         P.choice(reduce, "CML.meta_gradient", "reduce", ("mean", "none"))
+        if isinstance(net, DualSystem):
+            return cml_estimate(self, net, task, reduce)
         xt, yt, xv, yv = task.as_batch()
         free_l, nudged_l = self.learners(net)
         free = free_l.run(net, xt, yt)
