@@ -38,7 +38,7 @@ from .activations import get_activation
 from .errors import SimulationError, UnsupportedError
 from .initializers import Glorot
 from .results import LearningResult, readonly
-from .engines.numpy_engine import DIVERGENCE_BOUND
+from .engines.numpy_engine import DIVERGENCE_BOUND, _task_max
 from .synapses import resolve
 
 FAST_GROUPS = ("gain", "bias", "readout")
@@ -395,14 +395,6 @@ def _step(model, integrator, phi, X, Y, c, dt):
     k4 = _force(model, add(phi, k3, dt / tau), X, Y, c)
     return [p + dt / (6 * tau) * (a + 2 * b + 2 * cc + d)
             for p, a, b, cc, d in zip(phi, k1, k2, k3, k4)], G
-
-
-def _task_max(arrs):
-    out = None
-    for a in arrs:
-        m = np.abs(a).reshape(a.shape[0], -1).max(axis=1)
-        out = m if out is None else np.maximum(out, m)
-    return out
 
 
 def _check(model, phi, n, dt, learner, beta):
