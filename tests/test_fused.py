@@ -349,3 +349,82 @@ def test_vectorisable_tanh_matches_numpy():
         assert np.copysign(1, fused._tanh(a)) == np.copysign(1, np.tanh(a))
         assert fused._tanh(a) == np.tanh(a)
     assert np.isnan(fused._tanh(np.nan))
+
+
+# ---------------------------------------------------------------------- batch kernel
+@needs_numba
+@pytest.mark.parametrize("integrator", ["euler", "expeuler"])
+@pytest.mark.parametrize("rule", ["delta", "backprop"])
+def test_dense_batch_kernel_same_as_general_loop(integrator, rule, monkeypatch, rng):
+    """Batch phases of instantaneous neurons run as matrix products (BLAS for connections
+    of at least DOT_MIN_WEIGHTS weights, loops below): the general compiled loop's and the
+    numpy loop's numbers, steps and settled flags -- with settling (the test reuses the
+    step's gradients), a static connection, biases or not."""
+    sizes = [3, 24, 20, 2]                 # 24x4, 20x25 (BLAS), 2x21
+    assert 20 * 24 >= fused.DOT_MIN_WEIGHTS > 24 * 4
+    for bias in (True, False):
+        net = _net(sizes, rule, 0.0, bias, ["tanh", "sigmoid", "linear"])
+        scale = np.array([0.2, 1.0, 3.0])[:, None, None]
+        x, y = rng.normal(size=(3, 6, 3)) * scale, rng.normal(size=(3, 6, 2))
+        learner = nm.Learner(rule=rule, integrator=integrator, dt=0.05, tol=1e-4,
+                             max_duration=20.0)
+        inp = _inp(learner, net, x, y)
+        assert fused.dense_kernel(net, inp)
+        res_d, res_n = _both(learner, net, x, y)
+        _assert_same(res_d, res_n)
+        monkeypatch.setattr(fused, "DENSE", False)
+        assert not fused.dense_kernel(net, inp)
+        res_g, _ = _both(learner, net, x, y)
+        monkeypatch.undo()
+        _assert_same(res_d, res_g)
+        assert res_d.settled.any()
+
+
+@needs_numba
+def test_dense_kernel_only_for_batch_instantaneous_float64(rng):
+    net = _net([2, 3], "delta", 0.0, True, "tanh")
+    x, y = rng.normal(size=(2, 4, 2)), rng.normal(size=(2, 4, 3))
+    batch = _inp(nm.Learner(rule="delta"), net, x, y)
+    online = _inp(nm.Learner(rule="delta", presentation="online"), net, x, y)
+    assert fused.dense_kernel(net, batch)
+    assert not fused.dense_kernel(net, online)
+    assert not fused.dense_kernel(net, batch, np.float32)
+    assert not fused.dense_kernel(_net([2, 3], "delta", 0.05, True, "tanh"), batch)
+
+
+@needs_numba
+def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
+    """Tasks (tasks kernel) or row blocks (rows kernel) split over the pool's threads: the
+    same numbers as in one thread, bit for bit; no kernel is compiled with numba's
+    ``parallel`` (GNU OpenMP forbids forking afterwards), so a fork-based process pool
+    still works after a parallel phase in the parent."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    for name in ("_phase_serial", "_phase_rows_serial", "_rows_blocks", "_task_dense"):
+        assert not getattr(fused, name).targetoptions.get("parallel")
+    net = _net([2, 20, 20, 1], "backprop", 0.0, True, ["tanh", "tanh", "linear"])
+    x, y = rng.normal(size=(5, 6, 2)), rng.normal(size=(5, 6, 1))
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.02, duration=1.0)
+    big = _net([30, 20], "delta", 0.01, True, "tanh")
+    xb, yb = rng.normal(size=(3, 6, 30)), rng.normal(size=(3, 6, 20))
+    lb = nm.Learner(rule="delta", presentation="online", integrator="expeuler", dt=1e-3,
+                    tol=1e-3, max_duration=0.3)
+    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0)
+    monkeypatch.setattr(fused, "_rows_block", lambda n_out, P, B, parallel: 3)
+    out = {}
+    for label, min_work, n_threads in (("one", 10**18, None), ("pool", 0, 3)):
+        monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(fused, "THREADS", n_threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nm.NotSettledWarning)
+            out[label] = (learner.run(net, x, y), lb.run(big, xb, yb))
+    for a, b in zip(out["one"], out["pool"]):
+        assert a.steps == b.steps
+        for u, v in zip(a.phi_aug + a.v, b.phi_aug + b.v):
+            np.testing.assert_array_equal(u, v)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        child = ex.submit(learner.run, net, x, y).result(timeout=120)
+    for u, v in zip(child.phi_aug, out["pool"][0].phi_aug):
+        np.testing.assert_array_equal(u, v)

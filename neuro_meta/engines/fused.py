@@ -40,8 +40,11 @@ fixed durations and settling tolerances; no recording. Anything else (RK4, SciPy
 recorded variables, user-defined activations) runs on the numpy engine's Python loop.
 Without numba installed, :data:`AVAILABLE` is False and everything runs on numpy.
 """
+import concurrent.futures
 import contextlib
 import math
+import os
+import threading
 
 import numpy as np
 
@@ -49,7 +52,7 @@ from . import numpy_engine as npe
 
 try:  # numba is an optional dependency (the "fast" extra)
     import numba
-    from numba import njit, prange
+    from numba import njit
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised by monkeypatching AVAILABLE
     numba = None
@@ -355,8 +358,216 @@ if AVAILABLE:
 
     @_jit
     def _task(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, noff, acts, online, k_pres,
-              n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, backprop, h, bound):
-        """The phase loop of one task; returns (steps, settled, first bad step or 0)."""
+              n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, backprop, dense, h,
+              bound):
+        """The phase loop of one task on thread-local copies of every array it reads
+        (results copied back to ``ph`` and ``V``); returns (steps, settled, first bad step
+        or 0).
+
+        The copies are what lets tasks run in parallel: numba counts references to an
+        array at every call that passes it, atomically on the array's shared allocation,
+        so threads passing the same arrays (omega, lam, views of one phi) contend for one
+        cache line at each of the loop's calls; on 2 threads that cost all of the
+        parallel gain (1-40-40-1, 25 tasks: 2 threads were as slow as 1)."""
+        ph_l = ph.copy()
+        V_l = V.copy()
+        if dense:
+            out = _task_dense(ph_l, V_l, Xb.copy(), Yb.copy(), Cb.copy(), omega.copy(),
+                              lam.copy(), fac.copy(), conn.copy(), sizes.copy(), acts.copy(),
+                              n_max, check, tol, exponential, backprop, h, bound)
+        else:
+            out = _task_local(ph_l, V_l, Xb.copy(), Yb.copy(), Cb.copy(), omega.copy(),
+                              lam.copy(), fac.copy(), conn.copy(), sizes.copy(), noff.copy(),
+                              acts.copy(), online, k_pres, n_max, check, tol, tau_phi, dt,
+                              tau_v, a_v, exponential, backprop, h, bound)
+        ph[:] = ph_l
+        V[:] = V_l
+        return out
+
+    @_jit
+    def _mm_fwd(X, W, out):
+        """``out[s, j] = sum_c X[s, c] W[j, c]`` (BLAS for the large connections)."""
+        if W.size >= DOT_MIN_WEIGHTS:
+            np.dot(X, W.T, out)
+            return
+        for s in range(X.shape[0]):
+            for j in range(W.shape[0]):
+                acc = 0.0
+                for c in range(W.shape[1]):
+                    acc += X[s, c] * W[j, c]
+                out[s, j] = acc
+
+    @_jit
+    def _mm_down(D, W, out):
+        """``out[s, c] = sum_j D[s, j] W[j, c]``."""
+        if W.size >= DOT_MIN_WEIGHTS:
+            np.dot(D, W, out)
+            return
+        out[:] = 0.0
+        for s in range(D.shape[0]):
+            for j in range(W.shape[0]):
+                d = D[s, j]
+                for c in range(W.shape[1]):
+                    out[s, c] += d * W[j, c]
+
+    @_jit
+    def _mm_grad(D, X, out):
+        """``out[j, c] = sum_s D[s, j] X[s, c]``."""
+        if out.size >= DOT_MIN_WEIGHTS:
+            np.dot(D.T, X, out)
+            return
+        out[:] = 0.0
+        for s in range(D.shape[0]):
+            for j in range(out.shape[0]):
+                d = D[s, j]
+                for c in range(out.shape[1]):
+                    out[j, c] += d * X[s, c]
+
+    @_jit
+    def _advance(ph, G, omega, lam, fac, h, exponential, bound):
+        """``ph += fac (G - lam (ph - omega))`` (``fac`` per synapse for exponential
+        Euler, else ``h``); False if a new weight is not below ``bound``."""
+        ok = True
+        if exponential:
+            for k in range(ph.shape[0]):
+                p = ph[k]
+                q = p + fac[k] * (G[k] - lam[k] * (p - omega[k]))
+                ph[k] = q
+                ok &= abs(q) < bound
+        else:
+            for k in range(ph.shape[0]):
+                p = ph[k]
+                q = p + h * (G[k] - lam[k] * (p - omega[k]))
+                ph[k] = q
+                ok &= abs(q) < bound
+        return ok
+
+    @_jit
+    def _drift(ph, G, omega, lam):
+        """max |G - lam (ph - omega)| (the settling residual; NaN gives NaN)."""
+        res = 0.0
+        for k in range(ph.shape[0]):
+            a = abs(G[k] - lam[k] * (ph[k] - omega[k]))
+            if not a <= res:
+                res = a
+        return res
+
+    @_jit
+    def _task_dense(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, acts, n_max, check,
+                    tol, exponential, backprop, h, bound):
+        """The phase loop of one task for batch presentation and instantaneous neurons
+        (the common case of meta-learning), as matrix products per connection.
+
+        Same step as :func:`_task_local` (all gradients from the start-of-step state, then
+        all the weights advanced); the gradients of a step are also those of the settling
+        test made after the previous step, so that test costs no extra pass. Per
+        connection ``l``, ``X[l]`` holds the presynaptic rates and a column of ones for
+        the bias, so that the currents, the error sent down and the weight gradient are
+        three products with the weight matrix (a view of ``ph``); large ones go to BLAS."""
+        L = sizes.shape[0] - 1
+        Se = V.shape[0]
+        ncol = np.empty(L, np.int64)
+        for l in range(L):
+            ncol[l] = sizes[l] + conn[l, 2]
+        Xs = [np.ones((Se, ncol[l]), ph.dtype) for l in range(L)]
+        Is = [np.zeros((Se, sizes[l + 1]), ph.dtype) for l in range(L)]
+        Ds = [np.zeros((Se, sizes[l + 1]), ph.dtype) for l in range(L)]
+        Dn = [np.zeros((Se, ncol[l]), ph.dtype) for l in range(L)]
+        Rout = np.zeros((Se, sizes[L]), ph.dtype)
+        G = np.zeros_like(ph)
+        X0 = Xs[0]
+        for s in range(Se):
+            for i in range(sizes[0]):
+                X0[s, i] = Xb[s, i]
+        use_tol = tol > 0.0
+        n = 0
+        bad = 0
+        settled = False
+        while True:
+            need_check = use_tol and n > 0 and n % check == 0
+            if n >= n_max and not need_check:
+                break
+            # -- neurons at their steady state, from the start-of-step weights
+            for l in range(L):
+                W = ph[conn[l, 0]:conn[l, 0] + sizes[l + 1] * ncol[l]].reshape(
+                    (sizes[l + 1], ncol[l]))
+                _mm_fwd(Xs[l], W, Is[l])
+                out = Xs[l + 1] if l < L - 1 else Rout
+                Il = Is[l]
+                code = acts[l]
+                for s in range(Se):
+                    if code == 1:
+                        for j in range(sizes[l + 1]):
+                            out[s, j] = _tanh(Il[s, j])
+                    else:
+                        for j in range(sizes[l + 1]):
+                            out[s, j] = _f(code, Il[s, j])
+            # -- output error, then every connection's gradient, output connection first
+            DL = Ds[L - 1]
+            code = acts[L - 1]
+            for s in range(Se):
+                c = Cb[s]
+                for j in range(sizes[L]):
+                    r = Rout[s, j]
+                    DL[s, j] = (Yb[s, j] - r) * _df(code, Is[L - 1][s, j], r) * c
+            res = 0.0
+            for l in range(L - 1, -1, -1):
+                base = conn[l, 0]
+                nw = sizes[l + 1] * ncol[l]
+                W = ph[base:base + nw].reshape((sizes[l + 1], ncol[l]))
+                if backprop and l > 0:
+                    _mm_down(Ds[l], W, Dn[l])
+                    Dd = Ds[l - 1]
+                    Il = Is[l - 1]
+                    Xl = Xs[l]
+                    code = acts[l - 1]
+                    for s in range(Se):
+                        if code == 1:
+                            for i in range(sizes[l]):
+                                r = Xl[s, i]
+                                Dd[s, i] = Dn[l][s, i] * (1.0 - r * r)
+                        else:
+                            for i in range(sizes[l]):
+                                Dd[s, i] = Dn[l][s, i] * _df(code, Il[s, i], Xl[s, i])
+                if conn[l, 1] == 1:
+                    _mm_grad(Ds[l], Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])))
+                    if need_check:
+                        r = _drift(ph[base:base + nw], G[base:base + nw],
+                                   omega[base:base + nw], lam[base:base + nw])
+                        if not r <= res:
+                            res = r
+            if need_check:
+                settled = res < tol
+                if settled or n >= n_max:
+                    break
+            # -- the step: potentials of this step, then the plastic weights
+            ok = True
+            off = sizes[0]            # V: all units, the input layer first
+            for l in range(L):
+                Il = Is[l]
+                for s in range(Se):
+                    for j in range(sizes[l + 1]):
+                        v = Il[s, j]
+                        V[s, off + j] = v
+                        ok &= abs(v) < bound
+                off += sizes[l + 1]
+                if conn[l, 1] == 1:
+                    # views from 0: the loops index with k >= 0 only, so they vectorise
+                    a, b = conn[l, 0], conn[l, 0] + sizes[l + 1] * ncol[l]
+                    okw = _advance(ph[a:b], G[a:b], omega[a:b], lam[a:b], fac[a:b], h,
+                                   exponential, bound)
+                    ok &= okw
+            n += 1
+            if not ok:
+                bad = n
+                break
+        return n, settled, bad
+
+    @_jit
+    def _task_local(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, noff, acts, online,
+                    k_pres, n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, backprop,
+                    h, bound):
+        """The phase loop of one task (see :func:`_task`)."""
         L = sizes.shape[0] - 1
         Se = V.shape[0]
         S = Xb.shape[0]
@@ -467,23 +678,20 @@ if AVAILABLE:
                     break
         return n, settled, bad
 
-    def _phase(phi, V, X, Y, C, omega, lam, fac, conn, sizes, noff, acts, online, k_pres,
-               n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, backprop, h, bound,
-               steps, settled, bad):
-        """All tasks of a phase, in parallel (results in place / in the out arrays)."""
-        for b in prange(phi.shape[0]):
+    @njit(nogil=True, **_OPTS)
+    def _phase_serial(phi, V, X, Y, C, omega, lam, fac, conn, sizes, noff, acts, online,
+                      k_pres, n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential,
+                      backprop, dense, h, bound, steps, settled, bad):
+        """All tasks of a phase, one after the other (results in place / in the out
+        arrays); :func:`_phase_parallel` runs slices of the tasks in threads."""
+        for b in range(phi.shape[0]):
             n, st, bd = _task(phi[b], V[b], X[b], Y[b], C[b], omega, lam, fac, conn, sizes,
                               noff, acts, online, k_pres, n_max, check, tol, tau_phi, dt,
-                              tau_v, a_v, exponential, backprop, h, bound)
+                              tau_v, a_v, exponential, backprop, dense, h, bound)
             steps[b] = n
             settled[b] = st
             bad[b] = bd
 
-    # one body, two compilations: threads over tasks for long phases; in the calling
-    # thread for short ones (waking the thread pool costs more than a few steps, and on a
-    # loaded machine a worker may wait for a core for a whole scheduler time slice)
-    _phase_parallel = njit(parallel=True, **_OPTS)(_phase)
-    _phase_serial = njit(**_OPTS)(_phase)
 
     # ------------------------------------------------------------------ rows kernel
     # A single connection is row-local: unit j's potential, error and weight row depend
@@ -580,11 +788,58 @@ if AVAILABLE:
             m = r
         return m
 
-    def _phase_rows(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
-                    n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
-                    steps, settled, bad, block):
-        """All tasks of a one-connection phase, lock-step, in parallel over blocks of
-        ``block`` rows; same results and outputs as :func:`_phase`."""
+    @_jit
+    def _rows_blocks(c0, c1, block, n, n1, check_now, phi, V, I, D, X, Y, C, omega, lam, fac,
+                     prev, n_in, hb, act, online, k_pres, tau_v, a_v, exponential, h, bound,
+                     scale, active, badr, res):
+        """Blocks ``c0 .. c1-1`` of ``block`` rows, steps ``n .. n1-1`` (per block: first
+        bad step per task in ``badr[c]``, residuals in ``res[c]``)."""
+        n_out = V.shape[2] - n_in
+        gbuf = np.empty(n_in + hb)
+        for c in range(c0, c1):
+            badr[c], res[c] = _rows_steps(
+                c * block, min(n_out, (c + 1) * block), n, n1, phi, V, I, D, X, Y, C,
+                omega, lam, fac, prev, n_in, hb, act, online, k_pres, check_now,
+                tau_v > 0.0, tau_v, a_v, exponential, h, bound, scale, active, gbuf)
+
+    @_jit
+    def _rows_reduce(badr, res, active, steps, settled, bad, n1, check_now, tol):
+        """After a run of steps ending at ``n1``: the first bad step per task over the
+        blocks, else steps and settling per task; True when the phase is over."""
+        B = active.shape[0]
+        nblk = badr.shape[0]
+        failed = False
+        for b in range(B):
+            first = 0
+            for c in range(nblk):
+                if badr[c, b] > 0 and (first == 0 or badr[c, b] < first):
+                    first = badr[c, b]
+            if first > 0:
+                bad[b] = first
+                steps[b] = first
+                failed = True
+        if failed:
+            return True
+        for b in range(B):
+            if active[b]:
+                steps[b] = n1
+                if check_now:
+                    m = 0.0
+                    for c in range(nblk):
+                        if not res[c, b] <= m:
+                            m = res[c, b]
+                    if m < tol:
+                        settled[b] = True
+                        active[b] = False
+        return not active.any()
+
+    @njit(nogil=True, **_OPTS)
+    def _phase_rows_serial(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
+                           n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
+                           steps, settled, bad, block):
+        """All tasks of a one-connection phase, lock-step, block after block of ``block``
+        rows; same results and outputs as :func:`_phase_serial`
+        (:func:`_phase_rows_parallel` runs ranges of blocks in threads)."""
         B, Se = V.shape[0], V.shape[1]
         n_out = V.shape[2] - n_in
         nblk = (n_out + block - 1) // block
@@ -600,44 +855,25 @@ if AVAILABLE:
         while n < n_max:
             n1 = min(n_max, (n // check + 1) * check) if use_tol else n_max
             check_now = use_tol and n1 % check == 0
-            for c in prange(nblk):
-                gbuf = np.empty(n_in + hb)
-                badr[c], res[c] = _rows_steps(
-                    c * block, min(n_out, (c + 1) * block), n, n1, phi, V, I, D, X, Y, C,
-                    omega, lam, fac, prev, n_in, hb, act, online, k_pres, check_now,
-                    tau_v > 0.0, tau_v, a_v, exponential, h, bound, scale, active, gbuf)
-            failed = False
-            for b in range(B):
-                first = 0
-                for c in range(nblk):
-                    if badr[c, b] > 0 and (first == 0 or badr[c, b] < first):
-                        first = badr[c, b]
-                if first > 0:
-                    bad[b] = first
-                    steps[b] = first
-                    failed = True
-            if failed:
+            _rows_blocks(0, nblk, block, n, n1, check_now, phi, V, I, D, X, Y, C, omega, lam,
+                         fac, prev, n_in, hb, act, online, k_pres, tau_v, a_v, exponential,
+                         h, bound, scale, active, badr, res)
+            if _rows_reduce(badr, res, active, steps, settled, bad, n1, check_now, tol):
                 return
             n = n1
-            for b in range(B):
-                if active[b]:
-                    steps[b] = n
-                    if check_now:
-                        m = 0.0
-                        for c in range(nblk):
-                            if not res[c, b] <= m:
-                                m = res[c, b]
-                        if m < tol:
-                            settled[b] = True
-                            active[b] = False
-            if not active.any():
-                return
 
-    _phase_rows_parallel = njit(parallel=True, **_OPTS)(_phase_rows)
-    _phase_rows_serial = njit(**_OPTS)(_phase_rows)
-
-#: Phases with fewer (tasks x steps x (synapses + neurons) x samples) run in one thread.
+#: Batch phases of instantaneous neurons (float64) run on the matrix-product kernel
+#: (:func:`_task_dense`); False: on the general loop (for comparisons).
+DENSE = True
+#: Connections with at least this many weights go to BLAS in the batch kernel (smaller
+#: ones: loops; a BLAS call costs about a microsecond).
+DOT_MIN_WEIGHTS = 256
+#: Phases with fewer (tasks x steps x (synapses + neurons) x samples) run in the calling
+#: thread (handing work to the pool costs tens of microseconds).
 PARALLEL_MIN_WORK = 2_000_000
+#: Threads of the kernels' pool; None: ``NUMBA_NUM_THREADS`` (the number of cores, or
+#: the environment variable).
+THREADS = None
 #: One-connection phases with at least this many fast weights (tasks x synapses) run on
 #: the rows kernel (lock-step over tasks, threads over rows); smaller ones on the tasks
 #: kernel (threads over tasks).
@@ -652,8 +888,98 @@ def _rows_block(n_out, P, B, parallel):
     per_row = 8 * (P // max(n_out, 1)) * (B + 2)
     block = max(1, ROWS_BLOCK_BYTES // per_row)
     if parallel:
-        block = min(block, -(-n_out // numba.get_num_threads()))
+        block = min(block, -(-n_out // threads()))
     return max(1, min(block, n_out))
+
+
+# ====================================================================== threads
+# The kernels are compiled serial (nogil) and run in parallel by a pool of Python
+# threads over slices of the tasks (tasks kernel) or ranges of row blocks (rows kernel),
+# not by numba's parallel=True: numba's default threading layer on Linux is GNU OpenMP,
+# and a process that has used it cannot fork (numba aborts the child: "fork() called
+# from a process already using GNU OpenMP"), which broke ProcessPoolExecutor meta-
+# training after any parallel phase in the parent. Python threads are fork-safe (the
+# pool is recreated in a child) and can be used from several threads at once.
+_pool_lock = threading.Lock()
+_pool = None          # (pid, size, executor)
+
+
+def threads():
+    """Number of threads the kernels use."""
+    n = THREADS if THREADS is not None else numba.config.NUMBA_NUM_THREADS
+    return max(1, int(n))
+
+
+def _run_parallel(jobs):
+    """Call ``jobs`` (callables) in the pool, the first one in the calling thread; wait
+    for all, raise the first error."""
+    global _pool
+    with _pool_lock:
+        n = threads()
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != n:
+            _pool = (os.getpid(), n, concurrent.futures.ThreadPoolExecutor(
+                max_workers=n, thread_name_prefix="neuro_meta-kernel"))
+        ex = _pool[2]
+    futures = [ex.submit(job) for job in jobs[1:]]
+    try:
+        if jobs:
+            jobs[0]()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _chunks(n, k):
+    """``k`` contiguous (start, stop) ranges covering ``0 .. n-1``, sizes within one."""
+    k = max(1, min(k, n))
+    edges = [n * i // k for i in range(k + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _phase_parallel(phi, V, X, Y, C, *args):
+    """:func:`_phase_serial` on contiguous slices of the tasks, one per thread (tasks are
+    independent: the same numbers as in one thread, bit for bit)."""
+    *shared, steps, settled, bad = args
+
+    def job(a, b):
+        return lambda: _phase_serial(phi[a:b], V[a:b], X[a:b], Y[a:b], C[a:b], *shared,
+                                     steps[a:b], settled[a:b], bad[a:b])
+
+    _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], threads())])
+
+
+def _phase_rows_parallel(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
+                         n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
+                         steps, settled, bad, block):
+    """:func:`_phase_rows_serial` with the blocks of each run of steps (up to a settling
+    check) split into one range per thread; the runs' ends are reduced in between."""
+    B, Se = V.shape[0], V.shape[1]
+    n_out = V.shape[2] - n_in
+    nblk = -(-n_out // block)
+    I = np.zeros((B, Se, n_out))
+    D = np.zeros((B, Se, n_out))
+    use_tol = tol > 0.0
+    prev = phi.copy() if (use_tol and online) else np.zeros((0, 0), phi.dtype)
+    res = np.zeros((nblk, B))
+    badr = np.zeros((nblk, B), np.int64)
+    active = np.ones(B, np.bool_)
+    scale = tau_phi / (check * dt)
+    ranges = _chunks(nblk, threads())
+    n = 0
+    while n < n_max:
+        n1 = min(n_max, (n // check + 1) * check) if use_tol else n_max
+        check_now = use_tol and n1 % check == 0
+
+        def job(c0, c1, n=n, n1=n1, check_now=check_now):
+            return lambda: _rows_blocks(c0, c1, block, n, n1, check_now, phi, V, I, D, X, Y,
+                                        C, omega, lam, fac, prev, n_in, hb, act, online,
+                                        k_pres, tau_v, a_v, exponential, h, bound, scale,
+                                        active, badr, res)
+
+        _run_parallel([job(c0, c1) for c0, c1 in ranges])
+        if _rows_reduce(badr, res, active, steps, settled, bad, n1, check_now, tol):
+            return
+        n = n1
 
 
 # ====================================================================== driver
@@ -719,6 +1045,13 @@ class _Packed:
                 for l in range(len(self.sizes) - 1)]
 
 
+def dense_kernel(net, inp, dtype=np.float64):
+    """Whether a phase on the tasks kernel takes the matrix-product loop
+    (:func:`_task_dense`: batch presentation, instantaneous neurons, float64)."""
+    return bool(DENSE and inp.presentation == "batch" and net.tau_neuron == 0
+                and np.dtype(dtype) == np.float64)
+
+
 def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
               dtype=np.float64):
     """Integrate one phase with the fused kernel; same contract as
@@ -756,7 +1089,7 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
         rule_args = ()
     else:
         net_args = (pk.omega, pk.lam, pk.fac, pk.conn, pk.sizes, pk.noff, pk.acts)
-        rule_args = (learner.rule == "backprop",)
+        rule_args = (learner.rule == "backprop", dense_kernel(net, inp, dtype))
     args = net_args + common + rule_args + (dtype.type(pk.h),
                                             dtype.type(npe.DIVERGENCE_BOUND))
     i_steps = len(net_args) + 2     # n_max, set per call
