@@ -207,14 +207,15 @@ def _fused_vs_numpy(make_trainer, steps):
     wall times, speed-up and max |dtheta|."""
     import warnings
 
-    def timed():
+    def timed(n=steps):
         trainer = make_trainer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.NotSettledWarning)
             t0 = time.perf_counter()
-            trainer.train(steps, eval_every=steps, progress=False)
+            trainer.train(n, eval_every=n, progress=False)
             return time.perf_counter() - t0, trainer.net.theta
 
+    timed(1)          # warm-up: compilation or cache load, the kernels' thread pool
     wall_f, th_f = timed()
     with fused.disabled():
         wall_n, th_n = timed()
@@ -224,13 +225,13 @@ def _fused_vs_numpy(make_trainer, steps):
 
 def sinusoid_model(steps, eval_tasks=25):
     """Wall time of ``steps`` meta-steps of the sinusoid experiment's CML model as
-    configured in ``models/sinusoid.yaml`` (expeuler, tol 1e-3, phases of at most 30 s,
-    Adam), fused vs the numpy loop, and max |dtheta| between the two.
+    configured in ``models/sinusoid.yaml`` (expeuler dt 10 ms, tol 1e-3, phases of at
+    most 30 s, Adam), fused vs the numpy loop, and max |dtheta| between the two.
 
-    Note: a phase whose step is beyond the stable one (dt = 50 ms, the file's value
-    until it was lowered to 20 ms) amplifies rounding differences (1e-16 grew to ~1e-2
-    over 600 steps, for any two summation orders), so theta then differs beyond rounding;
-    the time comparison is still like for like.
+    Note: a phase whose step is beyond the stable one (the file's former dt of 50 and
+    20 ms, on the meta-trained network) amplifies rounding differences (1e-16 grew to
+    ~1e-2 over 600 steps, for any two summation orders), so theta then differs beyond
+    rounding; at 10 ms it agrees to rounding.
     """
     from .experiments.consolidation import merge
     from .experiments.sinusoid import build_cml
@@ -253,7 +254,7 @@ def main(quick=False, out="results/bench"):
     t_start = time.perf_counter()
     res = {"machine": {"python": platform.python_version(), "processor": platform.processor(),
                        "numba": fused.AVAILABLE,
-                       "threads": (fused.numba.get_num_threads() if fused.AVAILABLE else 1)},
+                       "threads": (fused.threads() if fused.AVAILABLE else 1)},
            "quick": bool(quick)}
     rows = []
 
@@ -340,7 +341,7 @@ def main(quick=False, out="results/bench"):
     res["sinusoid_model"] = sm
     print(f"{'sinusoid (yaml model)':<24}{'meta-training':<22}{sm['speedup']:>10.1f}x  "
           f"({sm['meta_steps']} meta-steps: fused {sm['fused_s']:.2f} s, numpy "
-          f"{sm['numpy_s']:.2f} s; max|dtheta| {sm['max_abs_theta_diff']:.1e}, unstable dt)")
+          f"{sm['numpy_s']:.2f} s; max|dtheta| {sm['max_abs_theta_diff']:.1e})")
     res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
                     for m, e, r, n in rows]
     res["wall_time_s"] = time.perf_counter() - t_start

@@ -4,22 +4,28 @@ The equations, the step order and the settling rule are the numpy engine's (see
 :mod:`neuro_meta.engines.numpy_engine`); this module runs the *same* loop as one
 compiled function per phase, with no Python work per time step:
 
-* the tasks of a batch run in parallel (``numba.prange`` over tasks, one thread per
-  task at a time), each with its whole phase loop: a task stops at the first settling
-  test it passes (its state is then frozen, as in the numpy engine) and the phase's
-  step count is the maximum over tasks;
-* within a task, one step is: neurons (Euler or exponential Euler, from the rates at the
-  start of the step; instantaneous neurons take their steady state), the output error,
-  then one pass over the synapses of every connection, output connection first, that
-  sends the error down (``backprop``, through the start-of-step weights), updates the
-  fast weights (``tau_phi dphi/dt = sum_s c_s delta_s [r_s; 1]^T - lam (phi - omega)``)
-  and accumulates the next step's synaptic currents from the new weights while the row
-  of weights is in the cache;
+* the tasks of a batch run in parallel (slices of the tasks in a pool of threads, each
+  calling the compiled, GIL-free kernel; see "threads" below), each with its whole phase
+  loop: a task stops at the first settling test it passes (its state is then frozen, as
+  in the numpy engine) and the phase's step count is the maximum over tasks;
+* batch presentation with instantaneous neurons (the common case of meta-learning) runs
+  as matrix products per connection (:func:`_task_dense`): currents, the error sent down
+  and the weight gradient of all sample copies at once, BLAS for connections of at
+  least :data:`DOT_MIN_WEIGHTS` weights; all the gradients of a step come from the
+  start-of-step state, so the settling test after a step is made with the next step's
+  gradients at no extra cost;
+* otherwise, within a task, one step is: neurons (Euler or exponential Euler, from the
+  rates at the start of the step; instantaneous neurons take their steady state), the
+  output error, then one pass over the synapses of every connection, output connection
+  first, that sends the error down (``backprop``, through the start-of-step weights),
+  updates the fast weights (``tau_phi dphi/dt = sum_s c_s delta_s [r_s; 1]^T - lam (phi
+  - omega)``) and accumulates the next step's synaptic currents from the new weights
+  while the row of weights is in the cache;
 * one-connection networks with many weights (tasks x synapses >=
   :data:`ROWS_MIN_SYNAPSES`) run on the *rows* kernel instead: a unit's potential, error
   and weight row depend only on its own row and the inputs, so blocks of rows (cache
   sized) are advanced for all tasks in lock-step and for all the steps up to the next
-  settling check, in parallel over the blocks. omega and lam, shared by the tasks, are
+  settling check, threads taking ranges of blocks. omega and lam, shared by the tasks, are
   then read once per block and run instead of once per task and step (the large case is
   memory-bound otherwise); per-task residuals are reduced over the blocks at each check,
   and settled tasks are frozen as in the numpy engine;
@@ -28,10 +34,18 @@ compiled function per phase, with no Python work per time step:
   replays the phase up to the earliest one and raises the numpy engine's
   :class:`~neuro_meta.errors.SimulationError` (same step, same message).
 
+Threads: the kernels are compiled serial and GIL-free, and :func:`_run_parallel` hands
+slices of the work to a pool of Python threads (:func:`threads`, default
+``NUMBA_NUM_THREADS``); numba's own ``parallel=True`` runs on GNU OpenMP on Linux, after
+which the process can no longer fork (a fork-based process pool then dies). Phases below
+:data:`PARALLEL_MIN_WORK` run in the calling thread. Each task works on its own copies
+of the arrays it reads (numba counts references atomically at calls that pass an array;
+copies keep threads off each other's counters; the effect was within our timing noise).
+
 Summation order differs from numpy's (the kernels are compiled with reassociation so
-that sums vectorise) and ``tanh`` is a branch-free vectorisable implementation (within
-5e-16 of libm's), so results agree with the numpy engine to rounding (~1e-15
-relative), not bit for bit.
+that sums vectorise; BLAS sums in its own order) and ``tanh`` is a branch-free
+vectorisable implementation (within 5e-16 of libm's), so results agree with the numpy
+engine to rounding (~1e-15 relative), not bit for bit.
 
 Supported (:func:`supports`): integrators ``euler`` and ``expeuler``; rules ``delta`` and
 ``backprop``; batch and online presentation; any number of layers of the built-in
@@ -364,11 +378,9 @@ if AVAILABLE:
         (results copied back to ``ph`` and ``V``); returns (steps, settled, first bad step
         or 0).
 
-        The copies are what lets tasks run in parallel: numba counts references to an
-        array at every call that passes it, atomically on the array's shared allocation,
-        so threads passing the same arrays (omega, lam, views of one phi) contend for one
-        cache line at each of the loop's calls; on 2 threads that cost all of the
-        parallel gain (1-40-40-1, 25 tasks: 2 threads were as slow as 1)."""
+        numba counts references to an array at calls that pass it, atomically on the
+        array's allocation; with copies, threads running tasks at the same time do not
+        update the same counters (omega, lam, views of one phi) in the loop's calls."""
         ph_l = ph.copy()
         V_l = V.copy()
         if dense:
@@ -874,6 +886,9 @@ PARALLEL_MIN_WORK = 2_000_000
 #: Threads of the kernels' pool; None: ``NUMBA_NUM_THREADS`` (the number of cores, or
 #: the environment variable).
 THREADS = None
+#: Slices of the tasks per thread in the tasks kernel: tasks stop at their own settling
+#: check, so smaller slices taken by the next free thread balance the load.
+CHUNKS = 2
 #: One-connection phases with at least this many fast weights (tasks x synapses) run on
 #: the rows kernel (lock-step over tasks, threads over rows); smaller ones on the tasks
 #: kernel (threads over tasks).
@@ -911,8 +926,8 @@ def threads():
 
 
 def _run_parallel(jobs):
-    """Call ``jobs`` (callables) in the pool, the first one in the calling thread; wait
-    for all, raise the first error."""
+    """Call ``jobs`` (callables) in the pool's threads, in order, each taken by the next
+    free thread; wait for all, raise the first error."""
     global _pool
     with _pool_lock:
         n = threads()
@@ -920,13 +935,8 @@ def _run_parallel(jobs):
             _pool = (os.getpid(), n, concurrent.futures.ThreadPoolExecutor(
                 max_workers=n, thread_name_prefix="neuro_meta-kernel"))
         ex = _pool[2]
-    futures = [ex.submit(job) for job in jobs[1:]]
-    try:
-        if jobs:
-            jobs[0]()
-    finally:
-        for f in futures:
-            f.result()
+    for f in [ex.submit(job) for job in jobs]:
+        f.result()
 
 
 def _chunks(n, k):
@@ -945,7 +955,7 @@ def _phase_parallel(phi, V, X, Y, C, *args):
         return lambda: _phase_serial(phi[a:b], V[a:b], X[a:b], Y[a:b], C[a:b], *shared,
                                      steps[a:b], settled[a:b], bad[a:b])
 
-    _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], threads())])
+    _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], CHUNKS * threads())])
 
 
 def _phase_rows_parallel(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
