@@ -516,12 +516,13 @@ if AVAILABLE:
                             out[s, j] = _f(code, Il[s, j])
             # -- output error, then every connection's gradient, output connection first
             DL = Ds[L - 1]
+            IL = Is[L - 1]
             code = acts[L - 1]
             for s in range(Se):
                 c = Cb[s]
                 for j in range(sizes[L]):
                     r = Rout[s, j]
-                    DL[s, j] = (Yb[s, j] - r) * _df(code, Is[L - 1][s, j], r) * c
+                    DL[s, j] = (Yb[s, j] - r) * _df(code, IL[s, j], r) * c
             res = 0.0
             for l in range(L - 1, -1, -1):
                 base = conn[l, 0]
@@ -530,17 +531,18 @@ if AVAILABLE:
                 if backprop and l > 0:
                     _mm_down(Ds[l], W, Dn[l])
                     Dd = Ds[l - 1]
-                    Il = Is[l - 1]
+                    Dl = Dn[l]          # list items outside the loops (no per-item
+                    Il = Is[l - 1]      # reference counting inside them)
                     Xl = Xs[l]
                     code = acts[l - 1]
                     for s in range(Se):
                         if code == 1:
                             for i in range(sizes[l]):
                                 r = Xl[s, i]
-                                Dd[s, i] = Dn[l][s, i] * (1.0 - r * r)
+                                Dd[s, i] = Dl[s, i] * (1.0 - r * r)
                         else:
                             for i in range(sizes[l]):
-                                Dd[s, i] = Dn[l][s, i] * _df(code, Il[s, i], Xl[s, i])
+                                Dd[s, i] = Dl[s, i] * _df(code, Il[s, i], Xl[s, i])
                 if conn[l, 1] == 1:
                     _mm_grad(Ds[l], Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])))
                     if need_check:
