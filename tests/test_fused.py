@@ -401,7 +401,7 @@ def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    for name in ("_phase_serial", "_phase_rows_serial", "_rows_blocks", "_task_dense"):
+    for name in ("_phase_serial", "_rows_blocks", "_rows_reduce", "_task_dense"):
         assert not getattr(fused, name).targetoptions.get("parallel")
     net = _net([2, 20, 20, 1], "backprop", 0.0, True, ["tanh", "tanh", "linear"])
     x, y = rng.normal(size=(5, 6, 2)), rng.normal(size=(5, 6, 1))

@@ -410,30 +410,18 @@ if AVAILABLE:
                 out[s, j] = acc
 
     @_jit
-    def _mm_down(D, W, out):
-        """``out[s, c] = sum_j D[s, j] W[j, c]``."""
-        if W.size >= DOT_MIN_WEIGHTS:
-            np.dot(D, W, out)
+    def _mm(A, B, out):
+        """``out = A @ B``: the error sent down (``D @ W``) and the weight gradient
+        (``D.T @ X``); BLAS when B or out has at least DOT_MIN_WEIGHTS entries."""
+        if B.size >= DOT_MIN_WEIGHTS or out.size >= DOT_MIN_WEIGHTS:
+            np.dot(A, B, out)
             return
         out[:] = 0.0
-        for s in range(D.shape[0]):
-            for j in range(W.shape[0]):
-                d = D[s, j]
-                for c in range(W.shape[1]):
-                    out[s, c] += d * W[j, c]
-
-    @_jit
-    def _mm_grad(D, X, out):
-        """``out[j, c] = sum_s D[s, j] X[s, c]``."""
-        if out.size >= DOT_MIN_WEIGHTS:
-            np.dot(D.T, X, out)
-            return
-        out[:] = 0.0
-        for s in range(D.shape[0]):
-            for j in range(out.shape[0]):
-                d = D[s, j]
-                for c in range(out.shape[1]):
-                    out[j, c] += d * X[s, c]
+        for i in range(A.shape[0]):
+            for k in range(A.shape[1]):
+                a = A[i, k]
+                for c in range(B.shape[1]):
+                    out[i, c] += a * B[k, c]
 
     @_jit
     def _advance(ph, G, omega, lam, fac, h, exponential, bound):
@@ -456,11 +444,11 @@ if AVAILABLE:
 
     @_jit
     def _drift(ph, G, omega, lam):
-        """max |G - lam (ph - omega)| (the settling residual; NaN gives NaN)."""
+        """max |G - lam (ph - omega)| (the settling residual; a NaN stays NaN)."""
         res = 0.0
         for k in range(ph.shape[0]):
             a = abs(G[k] - lam[k] * (ph[k] - omega[k]))
-            if not a <= res:
+            if a > res or a != a:
                 res = a
         return res
 
@@ -529,7 +517,7 @@ if AVAILABLE:
                 nw = sizes[l + 1] * ncol[l]
                 W = ph[base:base + nw].reshape((sizes[l + 1], ncol[l]))
                 if backprop and l > 0:
-                    _mm_down(Ds[l], W, Dn[l])
+                    _mm(Ds[l], W, Dn[l])
                     Dd = Ds[l - 1]
                     Dl = Dn[l]          # list items outside the loops (no per-item
                     Il = Is[l - 1]      # reference counting inside them)
@@ -544,7 +532,7 @@ if AVAILABLE:
                             for i in range(sizes[l]):
                                 Dd[s, i] = Dl[s, i] * _df(code, Il[s, i], Xl[s, i])
                 if conn[l, 1] == 1:
-                    _mm_grad(Ds[l], Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])))
+                    _mm(Ds[l].T, Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])))
                     if need_check:
                         r = _drift(ph[base:base + nw], G[base:base + nw],
                                    omega[base:base + nw], lam[base:base + nw])
@@ -847,34 +835,6 @@ if AVAILABLE:
                         active[b] = False
         return not active.any()
 
-    @njit(nogil=True, **_OPTS)
-    def _phase_rows_serial(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
-                           n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
-                           steps, settled, bad, block):
-        """All tasks of a one-connection phase, lock-step, block after block of ``block``
-        rows; same results and outputs as :func:`_phase_serial`
-        (:func:`_phase_rows_parallel` runs ranges of blocks in threads)."""
-        B, Se = V.shape[0], V.shape[1]
-        n_out = V.shape[2] - n_in
-        nblk = (n_out + block - 1) // block
-        I = np.zeros((B, Se, n_out))
-        D = np.zeros((B, Se, n_out))
-        use_tol = tol > 0.0
-        prev = phi.copy() if (use_tol and online) else np.zeros((0, 0), phi.dtype)
-        res = np.zeros((nblk, B))
-        badr = np.zeros((nblk, B), np.int64)
-        active = np.ones(B, np.bool_)
-        scale = tau_phi / (check * dt)
-        n = 0
-        while n < n_max:
-            n1 = min(n_max, (n // check + 1) * check) if use_tol else n_max
-            check_now = use_tol and n1 % check == 0
-            _rows_blocks(0, nblk, block, n, n1, check_now, phi, V, I, D, X, Y, C, omega, lam,
-                         fac, prev, n_in, hb, act, online, k_pres, tau_v, a_v, exponential,
-                         h, bound, scale, active, badr, res)
-            if _rows_reduce(badr, res, active, steps, settled, bad, n1, check_now, tol):
-                return
-            n = n1
 
 #: Batch phases of instantaneous neurons (float64) run on the matrix-product kernel
 #: (:func:`_task_dense`); False: on the general loop (for comparisons).
@@ -960,11 +920,13 @@ def _phase_parallel(phi, V, X, Y, C, *args):
     _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], CHUNKS * threads())])
 
 
-def _phase_rows_parallel(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres,
-                         n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound,
-                         steps, settled, bad, block):
-    """:func:`_phase_rows_serial` with the blocks of each run of steps (up to a settling
-    check) split into one range per thread; the runs' ends are reduced in between."""
+def _phase_rows(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online, k_pres, n_max,
+                check, tol, tau_phi, dt, tau_v, a_v, exponential, h, bound, steps, settled,
+                bad, block, parallel):
+    """All tasks of a one-connection phase, lock-step, in blocks of ``block`` rows: each
+    run of steps up to a settling check advances the blocks (in the calling thread, or
+    in ranges of blocks, one per thread), then the runs' ends are reduced per task.
+    Same results and outputs as :func:`_phase_serial`."""
     B, Se = V.shape[0], V.shape[1]
     n_out = V.shape[2] - n_in
     nblk = -(-n_out // block)
@@ -976,7 +938,7 @@ def _phase_rows_parallel(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online
     badr = np.zeros((nblk, B), np.int64)
     active = np.ones(B, np.bool_)
     scale = tau_phi / (check * dt)
-    ranges = _chunks(nblk, threads())
+    ranges = _chunks(nblk, threads()) if parallel else [(0, nblk)]
     n = 0
     while n < n_max:
         n1 = min(n_max, (n // check + 1) * check) if use_tol else n_max
@@ -988,10 +950,24 @@ def _phase_rows_parallel(phi, V, X, Y, C, omega, lam, fac, n_in, hb, act, online
                                         k_pres, tau_v, a_v, exponential, h, bound, scale,
                                         active, badr, res)
 
-        _run_parallel([job(c0, c1) for c0, c1 in ranges])
+        jobs = [job(c0, c1) for c0, c1 in ranges]
+        if parallel:
+            _run_parallel(jobs)
+        else:
+            jobs[0]()
         if _rows_reduce(badr, res, active, steps, settled, bad, n1, check_now, tol):
             return
         n = n1
+
+
+def _phase_rows_serial(*args):
+    """:func:`_phase_rows` in the calling thread."""
+    _phase_rows(*args, parallel=False)
+
+
+def _phase_rows_parallel(*args):
+    """:func:`_phase_rows` with ranges of blocks in the pool's threads."""
+    _phase_rows(*args, parallel=True)
 
 
 # ====================================================================== driver
