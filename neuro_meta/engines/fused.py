@@ -410,10 +410,11 @@ if AVAILABLE:
                 out[s, j] = acc
 
     @_jit
-    def _mm(A, B, out):
+    def _mm(A, B, out, n_weights):
         """``out = A @ B``: the error sent down (``D @ W``) and the weight gradient
-        (``D.T @ X``); BLAS when B or out has at least DOT_MIN_WEIGHTS entries."""
-        if B.size >= DOT_MIN_WEIGHTS or out.size >= DOT_MIN_WEIGHTS:
+        (``D.T @ X``) of a connection of ``n_weights`` weights (BLAS from
+        DOT_MIN_WEIGHTS)."""
+        if n_weights >= DOT_MIN_WEIGHTS:
             np.dot(A, B, out)
             return
         out[:] = 0.0
@@ -517,7 +518,7 @@ if AVAILABLE:
                 nw = sizes[l + 1] * ncol[l]
                 W = ph[base:base + nw].reshape((sizes[l + 1], ncol[l]))
                 if backprop and l > 0:
-                    _mm(Ds[l], W, Dn[l])
+                    _mm(Ds[l], W, Dn[l], nw)
                     Dd = Ds[l - 1]
                     Dl = Dn[l]          # list items outside the loops (no per-item
                     Il = Is[l - 1]      # reference counting inside them)
@@ -532,7 +533,8 @@ if AVAILABLE:
                             for i in range(sizes[l]):
                                 Dd[s, i] = Dl[s, i] * _df(code, Il[s, i], Xl[s, i])
                 if conn[l, 1] == 1:
-                    _mm(Ds[l].T, Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])))
+                    _mm(Ds[l].T, Xs[l], G[base:base + nw].reshape((sizes[l + 1], ncol[l])),
+                        nw)
                     if need_check:
                         r = _drift(ph[base:base + nw], G[base:base + nw],
                                    omega[base:base + nw], lam[base:base + nw])
