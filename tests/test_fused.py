@@ -428,3 +428,14 @@ def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
         child = ex.submit(learner.run, net, x, y).result(timeout=120)
     for u, v in zip(child.phi_aug, out["pool"][0].phi_aug):
         np.testing.assert_array_equal(u, v)
+
+
+@needs_numba
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_bad_thread_count_is_a_clear_error(bad, monkeypatch):
+    monkeypatch.setattr(fused, "THREADS", bad)
+    with pytest.raises(nm.ValidationError, match=r"fused\.THREADS: must be None or an "
+                                                  r"integer >= 1"):
+        fused.threads()
+    monkeypatch.setattr(fused, "THREADS", 3)
+    assert fused.threads() == 3

@@ -884,14 +884,22 @@ _pool = None          # (pid, size, executor)
 
 
 def threads():
-    """Number of threads the kernels use."""
-    n = THREADS if THREADS is not None else numba.config.NUMBA_NUM_THREADS
-    return max(1, int(n))
+    """Number of threads the kernels use: :data:`THREADS` if set, else
+    ``NUMBA_NUM_THREADS``."""
+    if THREADS is None:
+        return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    if isinstance(THREADS, bool) or not isinstance(THREADS, (int, np.integer)) \
+            or THREADS < 1:
+        from ..errors import ValidationError
+        raise ValidationError(f"neuro_meta.engines.fused.THREADS: must be None or an "
+                              f"integer >= 1 (got {THREADS!r})")
+    return int(THREADS)
 
 
 def _run_parallel(jobs):
     """Call ``jobs`` (callables) in the pool's threads, in order, each taken by the next
-    free thread; wait for all, raise the first error."""
+    free thread; wait for all of them (none is still writing when this returns), then
+    raise the first error."""
     global _pool
     with _pool_lock:
         n = threads()
@@ -899,7 +907,9 @@ def _run_parallel(jobs):
             _pool = (os.getpid(), n, concurrent.futures.ThreadPoolExecutor(
                 max_workers=n, thread_name_prefix="neuro_meta-kernel"))
         ex = _pool[2]
-    for f in [ex.submit(job) for job in jobs]:
+    futures = [ex.submit(job) for job in jobs]
+    concurrent.futures.wait(futures)
+    for f in futures:
         f.result()
 
 
