@@ -83,12 +83,21 @@ class Learner:
         multiple of ``dt``.
     engine : {"numpy", "brian2"}
         Simulator. ``"brian2"`` emits Brian2 equations (see the Brian2 engine's docs).
+    substeps : int or "auto"
+        Each step of ``dt`` is taken as this many equal sub-steps (default 1). ``"auto"``
+        chooses the count per task at the start of each phase from the stiffness of that
+        task's learning process (see :meth:`substeps_for`), so that the step stays inside
+        the integrator's stability region however steep the task's loss is. ``dt`` then
+        keeps the time grid (recording, settling tests, durations) and is the largest
+        step taken. Needs ``engine="numpy"`` and a fixed-step integrator.
+    max_substeps : int
+        Upper bound of the automatic count (default 64).
     """
 
     def __init__(self, rule="delta", presentation="batch", integrator="rk4", dt=None,
                  duration=None, tol=None, max_duration=None, presentation_time=None,
                  engine="numpy", scipy_method="LSODA", scipy_rtol=1e-10, scipy_atol=1e-12,
-                 brian2_target="numpy"):
+                 brian2_target="numpy", substeps=1, max_substeps=64):
         O = "Learner"
         self.rule = P.choice(rule, O, "rule", RULES)
         self.presentation = P.choice(presentation, O, "presentation", PRESENTATIONS)
@@ -110,11 +119,26 @@ class Learner:
         if self.integrator == "scipy" and self.duration is None:
             P.fail(O, "duration", "is required with integrator='scipy' (solve_ivp integrates "
                    "a fixed interval)", "None")
+        if isinstance(substeps, str):
+            self.substeps = P.choice(substeps, O, "substeps", ("auto",))
+        else:
+            self.substeps = P.integer(substeps, O, "substeps", low=1)
+        self.max_substeps = P.integer(max_substeps, O, "max_substeps", low=1)
+        if self.substeps != 1 and self.integrator == "scipy":
+            P.fail(O, "substeps", "must be 1 with integrator='scipy' (solve_ivp chooses its "
+                   "own steps)", repr(self.substeps))
+        if self.substeps == "auto" and self.presentation != "batch":
+            P.fail(O, "substeps", "'auto' needs presentation='batch' (its stiffness estimate "
+                   "is the batch objective's); give a count", repr(self.substeps))
+        if self.substeps != 1 and self.engine == "brian2":
+            P.fail(O, "substeps", "must be 1 with engine='brian2' (Brian2 advances every "
+                   "synapse on one clock: choose a smaller dt)", repr(self.substeps))
 
     def __repr__(self):
         return (f"Learner(rule={self.rule!r}, presentation={self.presentation!r}, "
                 f"integrator={self.integrator!r}, dt={self.dt}, duration={self.duration}, "
-                f"tol={self.tol}, engine={self.engine!r})")
+                f"tol={self.tol}, engine={self.engine!r}"
+                + (f", substeps={self.substeps!r}" if self.substeps != 1 else "") + ")")
 
     # ------------------------------------------------------------------ timing
     def dt_for(self, net, inp=None):

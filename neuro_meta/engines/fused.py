@@ -63,6 +63,7 @@ import threading
 import numpy as np
 
 from . import numpy_engine as npe
+from ..errors import UnsupportedError
 
 try:  # numba is an optional dependency (the "fast" extra)
     import numba
@@ -95,9 +96,13 @@ def disabled():
         AVAILABLE = old
 
 
-def supports(net, learner, inp, record=()):
-    """Whether :func:`run_phase` can run this phase (else the numpy loop does)."""
+def supports(net, learner, inp, record=(), substeps=None):
+    """Whether :func:`run_phase` can run this phase (else the numpy loop does); with
+    ``substeps`` (per task) above 1, only the batch kernel (:func:`dense_kernel`) can."""
     if not AVAILABLE or record or learner.integrator not in ("euler", "expeuler"):
+        return False
+    if substeps is not None and np.any(np.asarray(substeps) != 1) \
+            and not dense_kernel(net, inp):
         return False
     from ..activations import ACTIVATIONS
 
@@ -373,7 +378,7 @@ if AVAILABLE:
     @_jit
     def _task(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, noff, acts, online, k_pres,
               n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential, backprop, dense, h,
-              bound):
+              msub, bound):
         """The phase loop of one task on thread-local copies of every array it reads
         (results copied back to ``ph`` and ``V``); returns (steps, settled, first bad step
         or 0).
@@ -386,7 +391,7 @@ if AVAILABLE:
         if dense:
             out = _task_dense(ph_l, V_l, Xb.copy(), Yb.copy(), Cb.copy(), omega.copy(),
                               lam.copy(), fac.copy(), conn.copy(), sizes.copy(), acts.copy(),
-                              n_max, check, tol, exponential, backprop, h, bound)
+                              n_max, check, tol, exponential, backprop, h, msub, bound)
         else:
             out = _task_local(ph_l, V_l, Xb.copy(), Yb.copy(), Cb.copy(), omega.copy(),
                               lam.copy(), fac.copy(), conn.copy(), sizes.copy(), noff.copy(),
@@ -455,7 +460,7 @@ if AVAILABLE:
 
     @_jit
     def _task_dense(ph, V, Xb, Yb, Cb, omega, lam, fac, conn, sizes, acts, n_max, check,
-                    tol, exponential, backprop, h, bound):
+                    tol, exponential, backprop, h, msub, bound):
         """The phase loop of one task for batch presentation and instantaneous neurons
         (the common case of meta-learning), as matrix products per connection.
 
@@ -464,7 +469,9 @@ if AVAILABLE:
         test made after the previous step, so that test costs no extra pass. Per
         connection ``l``, ``X[l]`` holds the presynaptic rates and a column of ones for
         the bias, so that the currents, the error sent down and the weight gradient are
-        three products with the weight matrix (a view of ``ph``); large ones go to BLAS."""
+        three products with the weight matrix (a view of ``ph``); large ones go to BLAS.
+        Each step is ``msub`` sub-steps of ``h`` (with their ``fac``); the settling tests
+        and ``n_max`` count whole steps."""
         L = sizes.shape[0] - 1
         Se = V.shape[0]
         ncol = np.empty(L, np.int64)
@@ -482,10 +489,11 @@ if AVAILABLE:
                 X0[s, i] = Xb[s, i]
         use_tol = tol > 0.0
         n = 0
+        sub = 0                       # sub-steps done of step n
         bad = 0
         settled = False
         while True:
-            need_check = use_tol and n > 0 and n % check == 0
+            need_check = use_tol and n > 0 and sub == 0 and n % check == 0
             if n >= n_max and not need_check:
                 break
             # -- neurons at their steady state, from the start-of-step weights
@@ -561,10 +569,14 @@ if AVAILABLE:
                     okw = _advance(ph[a:b], G[a:b], omega[a:b], lam[a:b], fac[a:b], h,
                                    exponential, bound)
                     ok &= okw
-            n += 1
+            sub += 1
             if not ok:
-                bad = n
+                bad = n + 1
+                n += 1
                 break
+            if sub == msub:
+                sub = 0
+                n += 1
         return n, settled, bad
 
     @_jit
@@ -683,15 +695,18 @@ if AVAILABLE:
         return n, settled, bad
 
     @njit(nogil=True, **_OPTS)
-    def _phase_serial(phi, V, X, Y, C, omega, lam, fac, conn, sizes, noff, acts, online,
-                      k_pres, n_max, check, tol, tau_phi, dt, tau_v, a_v, exponential,
-                      backprop, dense, h, bound, steps, settled, bad):
+    def _phase_serial(phi, V, X, Y, C, fac, h, msub, omega, lam, conn, sizes, noff, acts,
+                      online, k_pres, n_max, check, tol, tau_phi, dt, tau_v, a_v,
+                      exponential, backprop, dense, bound, steps, settled, bad):
         """All tasks of a phase, one after the other (results in place / in the out
-        arrays); :func:`_phase_parallel` runs slices of the tasks in threads."""
+        arrays); :func:`_phase_parallel` runs slices of the tasks in threads. ``fac``,
+        ``h`` and ``msub`` (sub-steps) are per task, or one row for all."""
         for b in range(phi.shape[0]):
-            n, st, bd = _task(phi[b], V[b], X[b], Y[b], C[b], omega, lam, fac, conn, sizes,
-                              noff, acts, online, k_pres, n_max, check, tol, tau_phi, dt,
-                              tau_v, a_v, exponential, backprop, dense, h, bound)
+            bf = b if fac.shape[0] > 1 else 0
+            n, st, bd = _task(phi[b], V[b], X[b], Y[b], C[b], omega, lam, fac[bf], conn,
+                              sizes, noff, acts, online, k_pres, n_max, check, tol, tau_phi,
+                              dt, tau_v, a_v, exponential, backprop, dense, h[bf], msub[bf],
+                              bound)
             steps[b] = n
             settled[b] = st
             bad[b] = bd
@@ -923,11 +938,12 @@ def _chunks(n, k):
 def _phase_parallel(phi, V, X, Y, C, *args):
     """:func:`_phase_serial` on contiguous slices of the tasks, one per thread (tasks are
     independent: the same numbers as in one thread, bit for bit)."""
-    *shared, steps, settled, bad = args
+    fac, h, msub, *shared, steps, settled, bad = args
 
     def job(a, b):
-        return lambda: _phase_serial(phi[a:b], V[a:b], X[a:b], Y[a:b], C[a:b], *shared,
-                                     steps[a:b], settled[a:b], bad[a:b])
+        per = (fac[a:b], h[a:b], msub[a:b]) if fac.shape[0] > 1 else (fac, h, msub)
+        return lambda: _phase_serial(phi[a:b], V[a:b], X[a:b], Y[a:b], C[a:b], *per,
+                                     *shared, steps[a:b], settled[a:b], bad[a:b])
 
     _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], CHUNKS * threads())])
 
@@ -988,7 +1004,7 @@ class _Packed:
     weights (connection after connection, rows of (n_post, n_pre[+1])) and per sample
     copy one vector of all neurons (layer after layer, the input layer first)."""
 
-    def __init__(self, net, learner, inp, dt, dtype):
+    def __init__(self, net, learner, inp, dt, dtype, substeps=None):
         conns = net.connections
         L = len(conns)
         self.sizes = np.array(net.sizes, dtype=np.int64)
@@ -1008,16 +1024,26 @@ class _Packed:
                                         dtype=dtype)
 
         self.omega, self.lam = flat("omega"), flat("lam")
-        h = dt / net.tau_synapse
-        self.fac = self.lam       # unused by Euler
+        # per task (one row if all tasks take the same step): sub-steps, their step h in
+        # units of tau_phi and exponential Euler's factor per synapse (the numpy engine's)
+        m = np.ones(1, np.int64) if substeps is None or np.all(np.asarray(substeps) == 1) \
+            else np.asarray(substeps, dtype=np.int64)
+        hs = (dt if m.shape[0] == 1 and m[0] == 1 else dt / m) / net.tau_synapse
+        self.msub = np.ascontiguousarray(m)
+        self.hs = np.ascontiguousarray(np.broadcast_to(hs, m.shape), dtype=dtype)
+        self.fac = np.broadcast_to(self.lam, (m.shape[0], P))    # unused by Euler
         if learner.integrator == "expeuler":
             lam = self.lam.astype(np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):  # the numpy engine's factor
-                fac = np.where(lam > 0, -np.expm1(-lam * h) / np.where(lam > 0, lam, 1.0), h)
-            self.fac = np.ascontiguousarray(fac, dtype=dtype)
-        for a in (self.omega, self.lam, self.fac):   # one array type for the kernels
-            a.setflags(write=False)                    # (views of the net's are read-only)
-        self.h = h
+            rows = {}
+            for k in np.unique(m):
+                h = float(np.broadcast_to(hs, m.shape)[np.argmax(m == k)])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rows[k] = np.where(lam > 0, -np.expm1(-lam * h)
+                                       / np.where(lam > 0, lam, 1.0), h)
+            self.fac = np.stack([rows[k] for k in m])
+        self.fac = np.ascontiguousarray(self.fac, dtype=dtype)
+        for a in (self.omega, self.lam, self.fac, self.hs, self.msub):  # one array type
+            a.setflags(write=False)              # for the kernels (the net's are read-only)
         self.P = P
 
     def pack_phi(self, phi, dtype):
@@ -1053,18 +1079,24 @@ def dense_kernel(net, inp, dtype=np.float64):
 
 
 def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
-              dtype=np.float64):
+              dtype=np.float64, substeps=None):
     """Integrate one phase with the fused kernel; same contract as
     :func:`numpy_engine.run_phase` (returns phi, v, recorder, settled, t_end, steps),
     starting from fast weights ``phi`` and potentials ``v`` (lists, float64).
 
     ``dtype``: ``numpy.float32`` runs the kernel in single precision (about twice the
     throughput on large networks; results then agree with float64 to ~1e-6 only).
+    ``substeps``: per task, the sub-steps of each step (see
+    :func:`numpy_engine.substeps_for`; batch kernel only).
     """
     dtype = np.dtype(dtype)
     if rec is None:
         rec = npe.Recorder((), 1, dt)
-    pk = _Packed(net, learner, inp, dt, dtype)
+    if substeps is not None and np.any(np.asarray(substeps) != 1) \
+            and not dense_kernel(net, inp, dtype):
+        raise UnsupportedError("fused.run_phase: sub-steps run in the batch kernel only "
+                               "(batch presentation, instantaneous neurons, float64)")
+    pk = _Packed(net, learner, inp, dt, dtype, substeps)
     n_max, tol = learner.steps_for(net, inp)
     check = learner.check_every(inp)
     B = phi[0].shape[0]
@@ -1082,16 +1114,17 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
               -1.0 if tol is None else float(tol), float(net.tau_synapse), float(dt), tau_v,
               a_v, exponential)
     B_P = B * pk.P
-    rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES
+    rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES and pk.msub.shape[0] == 1
+    bound = dtype.type(npe.DIVERGENCE_BOUND)
     if rows:   # one connection: lock-step over tasks, in parallel over the rows
-        net_args = (pk.omega, pk.lam, pk.fac, int(pk.sizes[0]), int(pk.conn[0, 2]),
+        net_args = (pk.omega, pk.lam, pk.fac[0], int(pk.sizes[0]), int(pk.conn[0, 2]),
                     int(pk.acts[0]))
-        rule_args = ()
+        args = net_args + common + (dtype.type(pk.hs[0]), bound)
     else:
-        net_args = (pk.omega, pk.lam, pk.fac, pk.conn, pk.sizes, pk.noff, pk.acts)
-        rule_args = (learner.rule == "backprop", dense_kernel(net, inp, dtype))
-    args = net_args + common + rule_args + (dtype.type(pk.h),
-                                            dtype.type(npe.DIVERGENCE_BOUND))
+        net_args = (pk.fac, pk.hs, pk.msub, pk.omega, pk.lam, pk.conn, pk.sizes, pk.noff,
+                    pk.acts)
+        args = net_args + common + (learner.rule == "backprop",
+                                    dense_kernel(net, inp, dtype), bound)
     i_steps = len(net_args) + 2     # n_max, set per call
 
     def kernel(n_steps):

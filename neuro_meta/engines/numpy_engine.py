@@ -240,6 +240,71 @@ def _check_finite(phi, v, n, dt, learner, beta):
                     "below the fastest time constant of the system.")
 
 
+# ---------------------------------------------------------------------- stiffness
+POWER_ITERATIONS = 20   # power iterations of the stiffness estimate
+STIFFNESS_SAFETY = 1.0  # sub-step h with h mu <= SAFETY tau_phi (stability ends at 2)
+
+
+def _task_norm(arrs):
+    """Euclidean norm per task over a list of (B, ...) arrays: shape (B,)."""
+    return np.sqrt(sum((a * a).reshape(a.shape[0], -1).sum(axis=1) for a in arrs))
+
+
+def stiffness(dyn, phi, inp):
+    """Largest eigenvalue (modulus) of each task's synaptic Jacobian ``-d(tau_phi
+    dphi/dt)/dphi`` (the Hessian of the phase's objective plus ``lam``), shape (B,).
+
+    A power iteration of :data:`POWER_ITERATIONS` products, each a finite difference of
+    the synaptic right-hand side (neurons at their steady state); the start vector is
+    the same fixed pseudo-random direction for every task, so a task's estimate depends
+    on its own data and state only, not on the batch it runs in. Batch presentation."""
+    x, y, c = inp.X, inp.Y, inp.c
+    B = phi[0].shape[0]
+
+    def rhs(ph):
+        return dyn.plasticity(ph, dyn.steady_v(ph, x), x, y, c)
+
+    rng = np.random.default_rng(20261122)
+    u = [np.broadcast_to(rng.standard_normal(p.shape[1:]) * pl, p.shape)
+         for p, pl in zip(phi, dyn.plastic)]
+    nrm = _task_norm(u)
+    u = [a / nrm[:, None, None] for a in u]
+    scale = np.max([np.abs(p).reshape(B, -1).max(axis=1) for p in phi], axis=0)
+    eps = (1e-6 * (1.0 + scale))[:, None, None]
+    g0 = rhs(phi)
+    mu = np.zeros(B)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(POWER_ITERATIONS):
+            g1 = rhs([p + eps * a for p, a in zip(phi, u)])
+            Au = [(a - b) / eps for a, b in zip(g0, g1)]
+            mu = _task_norm(Au)
+            ok = mu > 0
+            u = [np.where(ok[:, None, None], a / np.where(ok, mu, 1.0)[:, None, None], b)
+                 for a, b in zip(Au, u)]
+    return np.where(np.isfinite(mu), mu, np.inf)
+
+
+def substeps_for(dyn, learner, phi, inp, dt):
+    """Sub-steps per task (int array (B,)) for a phase starting at ``phi``: ``1`` for
+    ``Learner(substeps=1)``, the given count, or with ``"auto"`` the least count whose
+    sub-step ``h = dt/m`` satisfies ``h mu <= STIFFNESS_SAFETY tau_phi`` (``mu``: the
+    task's :func:`stiffness`; forward Euler is stable up to ``h mu = 2 tau_phi``) and,
+    for dynamic neurons with Euler or RK4, ``h <= tau_v``; at most
+    ``learner.max_substeps``."""
+    B = phi[0].shape[0]
+    sub = getattr(learner, "substeps", 1)
+    if sub != "auto":
+        return np.full(B, int(sub), dtype=np.int64)
+    mu = stiffness(dyn, phi, inp)
+    with np.errstate(over="ignore", invalid="ignore"):
+        need = dt * mu / (STIFFNESS_SAFETY * dyn.tau_phi)
+    if dyn.tau_v > 0 and learner.integrator != "expeuler":
+        need = np.maximum(need, dt / dyn.tau_v)
+    need = np.minimum(need, float(learner.max_substeps))   # inf (a NaN state) included
+    m = np.ceil(need - 1e-9)
+    return np.clip(np.nan_to_num(m, nan=1.0), 1, learner.max_substeps).astype(np.int64)
+
+
 # ---------------------------------------------------------------------- phase loop
 def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
               loss_fn=None):
@@ -248,6 +313,14 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     With a tolerance, settling is tested every ``learner.check_every`` steps; a task that
     has settled is frozen while the others go on, and the phase ends when all have
     settled or at the maximal duration.
+
+    With ``Learner(substeps="auto")`` each task's sub-steps are chosen from its stiffness
+    at the start (:func:`substeps_for`). A learning process can stiffen as it learns, so
+    a task that ends the phase unsettled (or any task of a fixed-duration phase) whose
+    stiffness at the end is beyond ``RERUN_LIMIT`` for its sub-step is run again from
+    the start with twice the sub-steps, until it is not (or reaches
+    ``learner.max_substeps``). Every decision depends on the task's own data and state
+    only: the same numbers batched, alone, or on any engine.
     """
     dyn = Dynamics(net, learner.rule)
     dt = learner.dt_for(net, inp)
@@ -257,10 +330,62 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     rec = Recorder(record, record_every, dt)
     if learner.integrator == "scipy":
         return _run_scipy(dyn, inp, phi, v, learner, rec, dt, beta, loss_fn)
+    m = substeps_for(dyn, learner, phi, inp, dt)
+    out = _integrate(dyn, net, inp, phi, v, learner, dt, beta, rec, loss_fn, m)
+    if getattr(learner, "substeps", 1) != "auto":
+        return out
+    _, tol = learner.steps_for(net, inp)
+    while True:
+        phi_e, v_e, rec_e, settled, t_end, n = out
+        cand = (~settled if tol is not None else np.ones_like(settled)) \
+            & (m < learner.max_substeps)
+        idx = np.flatnonzero(cand)
+        if not idx.size:
+            return out
+        mu = stiffness(dyn, [p[idx] for p in phi_e], _subset(inp, idx))
+        with np.errstate(over="ignore", invalid="ignore"):
+            stiff = ~(dt * mu / (m[idx] * dyn.tau_phi) <= RERUN_LIMIT)
+        idx = idx[stiff]
+        if not idx.size:
+            return out
+        m = m.copy()
+        m[idx] = np.minimum(2 * m[idx], learner.max_substeps)
+        if rec.names:    # the recorded series: the whole batch again (same numbers for
+            rec = Recorder(record, record_every, dt)   # the tasks whose m is unchanged)
+            out = _integrate(dyn, net, inp, phi, v, learner, dt, beta, rec, loss_fn, m)
+            continue
+        sub = _integrate(dyn, net, _subset(inp, idx), [p[idx] for p in phi],
+                         [a[idx] for a in v], learner, dt, beta, Recorder((), 1, dt),
+                         loss_fn, m[idx])
+        phi_e = [p.copy() for p in phi_e]
+        v_e = [a.copy() for a in v_e]
+        settled = settled.copy()
+        for p, q in zip(phi_e, sub[0]):
+            p[idx] = q
+        for a, b in zip(v_e, sub[1]):
+            a[idx] = b
+        settled[idx] = sub[3]
+        n = max(n, sub[5])
+        rec_e.t[-1:] = [n * dt]
+        out = (phi_e, v_e, rec_e, settled, n * dt, n)
 
+
+RERUN_LIMIT = 1.5   # h mu / tau_phi at a phase's end beyond which the task is run again
+
+
+def _subset(inp, idx):
+    """The phase input of the tasks ``idx``."""
+    return PhaseInput(inp.X[idx], inp.Y[idx], inp.c[idx], inp.presentation,
+                      inp.steps_per_sample)
+
+
+def _integrate(dyn, net, inp, phi, v, learner, dt, beta, rec, loss_fn, m):
+    """The phase loop (fused kernel when it supports the case) with ``m`` sub-steps per
+    task."""
     from . import fused   # the same loop compiled (numba), when it supports the case
-    if fused.supports(net, learner, inp, record):
-        return fused.run_phase(net, inp, phi, v, learner, dt, beta, rec, loss_fn)
+    if fused.supports(net, learner, inp, rec.names, m):
+        return fused.run_phase(net, inp, phi, v, learner, dt, beta, rec, loss_fn,
+                               substeps=m)
     step = STEPPERS[learner.integrator]
     n_max, tol = learner.steps_for(net, inp)
     check = learner.check_every(inp)
@@ -270,14 +395,21 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     n = 0
     rec.maybe(0, phi, v, loss_fn)
     frozen = None   # tasks that have settled keep their state (see below)
+    uniform = bool((m == 1).all())
+    h = dt if uniform else (dt / m)[:, None, None]   # each task's sub-step
+    m_max = int(m.max()) if B else 1
     with np.errstate(over="ignore", invalid="ignore"):
         while n < n_max:
             x, y, c = inp.at_step(n)
-            new_phi, new_v, g = step(dyn, phi, v, x, y, c, dt)
-            if frozen is not None:
-                new_phi = [np.where(frozen[:, None, None], p, q) for p, q in zip(phi, new_phi)]
-                new_v = [np.where(frozen[:, None, None], a, b) for a, b in zip(v, new_v)]
-            phi, v = new_phi, new_v
+            for sub in range(m_max):
+                new_phi, new_v, g = step(dyn, phi, v, x, y, c, h)
+                keep = frozen if uniform else (sub >= m if frozen is None else frozen
+                                               | (sub >= m))
+                if keep is not None and keep.any():
+                    k = keep[:, None, None]
+                    new_phi = [np.where(k, p, q) for p, q in zip(phi, new_phi)]
+                    new_v = [np.where(k, a, b) for a, b in zip(v, new_v)]
+                phi, v = new_phi, new_v
             n += 1
             _check_finite(phi, v, n, dt, learner, beta)
             rec.maybe(n, phi, v, loss_fn)

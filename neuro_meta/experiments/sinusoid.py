@@ -79,7 +79,8 @@ def build_cml(cfg, executor=None):
     f = section(cfg, "family", required=("shots", "val"),
                 optional=("amplitude", "phase", "x_range"))
     l_cfg = section(cfg, "learner", required=("rule",),
-                    optional=("integrator", "dt", "tol", "max_duration", "presentation"))
+                    optional=("integrator", "dt", "tol", "max_duration", "presentation",
+                              "substeps", "max_substeps"))
     c_cfg = section(cfg, "cml", required=("beta",),
                     optional=("estimator", "tol", "nudged_duration"))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
