@@ -357,20 +357,27 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
         sub = _integrate(dyn, net, _subset(inp, idx), [p[idx] for p in phi],
                          [a[idx] for a in v], learner, dt, beta, Recorder((), 1, dt),
                          loss_fn, m[idx])
-        phi_e = [p.copy() for p in phi_e]
-        v_e = [a.copy() for a in v_e]
-        settled = settled.copy()
-        for p, q in zip(phi_e, sub[0]):
-            p[idx] = q
-        for a, b in zip(v_e, sub[1]):
-            a[idx] = b
-        settled[idx] = sub[3]
-        n = max(n, sub[5])
-        rec_e.t[-1:] = [n * dt]
-        out = (phi_e, v_e, rec_e, settled, n * dt, n)
+        out = _splice(out, idx, sub, dt)
 
 
 RERUN_LIMIT = 1.5   # h mu / tau_phi at a phase's end beyond which the task is run again
+
+
+def _splice(out, idx, part, dt):
+    """The phase result ``out`` with the tasks ``idx`` taken from ``part`` (a result of
+    those tasks alone); steps and time are the longest of both."""
+    phi_e = [p.copy() for p in out[0]]
+    v_e = [a.copy() for a in out[1]]
+    settled = out[3].copy()
+    for p, q in zip(phi_e, part[0]):
+        p[idx] = q
+    for a, b in zip(v_e, part[1]):
+        a[idx] = b
+    settled[idx] = part[3]
+    n = max(out[5], part[5])
+    rec = out[2]
+    rec.t[:] = [n * dt]
+    return phi_e, v_e, rec, settled, n * dt, n
 
 
 def _subset(inp, idx):
@@ -386,6 +393,20 @@ def _integrate(dyn, net, inp, phi, v, learner, dt, beta, rec, loss_fn, m):
     if fused.supports(net, learner, inp, rec.names, m):
         return fused.run_phase(net, inp, phi, v, learner, dt, beta, rec, loss_fn,
                                substeps=m)
+    groups = np.unique(m)
+    if groups.size > 1 and not rec.names:
+        # tasks are independent: each group of equal sub-steps runs alone (no task waits
+        # through sub-steps it does not take)
+        out = None
+        for k in groups:
+            idx = np.flatnonzero(m == k)
+            part = _integrate(dyn, net, _subset(inp, idx), [p[idx] for p in phi],
+                              [a[idx] for a in v], learner, dt, beta, Recorder((), 1, dt),
+                              loss_fn, m[idx])
+            out = _splice(out, idx, part, dt) if out is not None else \
+                _splice(([p.copy() for p in phi], [a.copy() for a in v], rec,
+                         np.zeros(len(m), bool), 0.0, 0), idx, part, dt)
+        return out
     step = STEPPERS[learner.integrator]
     n_max, tol = learner.steps_for(net, inp)
     check = learner.check_every(inp)
