@@ -28,6 +28,12 @@ ENGINES = ("numpy", "brian2")
 RECORDABLE = ("phi", "bias", "v", "r", "loss")
 
 
+def _readonly_ints(a):
+    a = np.array(a, dtype=np.int64)
+    a.setflags(write=False)
+    return a
+
+
 class NotSettledWarning(UserWarning):
     """A phase with a tolerance reached its maximal duration before settling."""
 
@@ -403,4 +409,6 @@ class Learner:
             t=readonly(np.array(rec.t)), record=out_rec,
             settled=bool(settled[0]) if not batched else readonly(settled),
             t_end=float(t_end), steps=int(steps),
-            phi_aug=[readonly(sq(p)) for p in phi])
+            phi_aug=[readonly(sq(p)) for p in phi],
+            substeps=None if getattr(rec, "substeps", None) is None else (
+                int(rec.substeps[0]) if not batched else _readonly_ints(rec.substeps)))

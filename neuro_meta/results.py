@@ -37,7 +37,10 @@ class LearningResult:
     t_end : float
         Simulated time (s).
     steps : int
-        Number of integration steps.
+        Number of integration steps (of ``dt``).
+    substeps : int or array of int or None
+        Sub-steps per step of each task (see ``Learner(substeps=...)``; with ``"auto"``,
+        after any rerun); ``None`` for engines without sub-steps.
     """
 
     phi: List[np.ndarray]
@@ -49,6 +52,7 @@ class LearningResult:
     t_end: float
     steps: int
     phi_aug: List[np.ndarray] = field(repr=False, default=None)
+    substeps: object = None
 
     def __repr__(self):
         shapes = [p.shape for p in self.phi]

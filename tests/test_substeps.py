@@ -176,6 +176,7 @@ def test_auto_settles_where_a_fixed_step_oscillates(rng):
     fine = _quiet(nm.Learner(dt=0.2 / 16, **kw).run, net, x, y)
     assert not plain.settled[-1]
     assert auto.settled.all() and fine.settled.all()
+    assert (plain.substeps == 1).all() and auto.substeps[-1] > 1 == auto.substeps[0]
     for a, b in zip(auto.phi_aug, fine.phi_aug):
         assert np.abs(a - b).max() < 1e-4
 
@@ -205,8 +206,12 @@ def test_tasks_that_stiffen_are_run_again_the_same_on_every_engine(rng, monkeypa
         res_n = _quiet(learner.run, net, x, y)
     assert _maxdiff(res, res_n) < 1e-12
     np.testing.assert_array_equal(res.settled, res_n.settled)
+    assert res.substeps.dtype == np.int64 and not res.substeps.flags.writeable
+    assert (res.substeps >= m0).all() and (res.substeps > m0).any()
+    np.testing.assert_array_equal(res.substeps, res_n.substeps)
     for b in range(4):
         alone = _quiet(learner.run, net, x[b], y[b])
+        assert alone.substeps == res.substeps[b]
         for p, q in zip(alone.phi_aug, res.phi_aug):
             np.testing.assert_array_equal(p, q[b])
 

@@ -1026,8 +1026,10 @@ class _Packed:
         self.omega, self.lam = flat("omega"), flat("lam")
         # per task (one row if all tasks take the same step): sub-steps, their step h in
         # units of tau_phi and exponential Euler's factor per synapse (the numpy engine's)
-        m = np.ones(1, np.int64) if substeps is None or np.all(np.asarray(substeps) == 1) \
-            else np.asarray(substeps, dtype=np.int64)
+        m = np.ones(1, np.int64) if substeps is None or not np.size(substeps) \
+            else np.asarray(substeps, np.int64)
+        if np.all(m == m[0]):
+            m = m[:1]
         hs = (dt if m.shape[0] == 1 and m[0] == 1 else dt / m) / net.tau_synapse
         self.msub = np.ascontiguousarray(m)
         self.hs = np.ascontiguousarray(np.broadcast_to(hs, m.shape), dtype=dtype)
@@ -1114,7 +1116,8 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
               -1.0 if tol is None else float(tol), float(net.tau_synapse), float(dt), tau_v,
               a_v, exponential)
     B_P = B * pk.P
-    rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES and pk.msub.shape[0] == 1
+    rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES \
+        and pk.msub.shape[0] == 1 and pk.msub[0] == 1     # no sub-steps in the rows kernel
     bound = dtype.type(npe.DIVERGENCE_BOUND)
     if rows:   # one connection: lock-step over tasks, in parallel over the rows
         net_args = (pk.omega, pk.lam, pk.fac[0], int(pk.sizes[0]), int(pk.conn[0, 2]),

@@ -333,6 +333,7 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
     m = substeps_for(dyn, learner, phi, inp, dt)
     out = _integrate(dyn, net, inp, phi, v, learner, dt, beta, rec, loss_fn, m)
     if getattr(learner, "substeps", 1) != "auto":
+        out[2].substeps = m
         return out
     _, tol = learner.steps_for(net, inp)
     while True:
@@ -341,12 +342,14 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
             & (m < learner.max_substeps)
         idx = np.flatnonzero(cand)
         if not idx.size:
+            out[2].substeps = m
             return out
         mu = stiffness(dyn, [p[idx] for p in phi_e], _subset(inp, idx))
         with np.errstate(over="ignore", invalid="ignore"):
             stiff = ~(dt * mu / (m[idx] * dyn.tau_phi) <= RERUN_LIMIT)
         idx = idx[stiff]
         if not idx.size:
+            out[2].substeps = m
             return out
         m = m.copy()
         m[idx] = np.minimum(2 * m[idx], learner.max_substeps)
