@@ -250,3 +250,22 @@ def test_dual_system_refuses_substeps(rng):
                          duration=1.0)
     with pytest.raises(UnsupportedError, match="Learner.substeps"):
         learner.run(dual, x, y)
+
+
+@needs_numba
+def test_substeps_in_the_pool_same_as_one_thread(rng, monkeypatch):
+    """Tasks of different sub-steps run one job each in the pool, the costliest first:
+    the same numbers as in one thread, bit for bit."""
+    net = _net()
+    x, y = _stiff_tasks(rng)
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.2, tol=1e-6,
+                         max_duration=40.0, substeps="auto")
+    out = {}
+    for label, min_work, n_threads in (("one", 10**18, None), ("pool", 0, 3)):
+        monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(fused, "THREADS", n_threads)
+        out[label] = _quiet(learner.run, net, x, y)
+    assert len(set(out["pool"].substeps)) > 1
+    assert out["one"].steps == out["pool"].steps
+    for u, v in zip(out["one"].phi_aug + out["one"].v, out["pool"].phi_aug + out["pool"].v):
+        np.testing.assert_array_equal(u, v)

@@ -945,6 +945,12 @@ def _phase_parallel(phi, V, X, Y, C, *args):
         return lambda: _phase_serial(phi[a:b], V[a:b], X[a:b], Y[a:b], C[a:b], *per,
                                      *shared, steps[a:b], settled[a:b], bad[a:b])
 
+    if msub.shape[0] > 1:
+        # tasks of different sub-steps cost differently: one job per task, the costliest
+        # first, each taken by the next free thread (longest-processing-time order)
+        order = np.argsort(-msub, kind="stable")
+        _run_parallel([job(int(b), int(b) + 1) for b in order])
+        return
     _run_parallel([job(a, b) for a, b in _chunks(phi.shape[0], CHUNKS * threads())])
 
 
