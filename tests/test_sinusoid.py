@@ -53,7 +53,7 @@ def test_bad_methods_are_refused():
 @pytest.mark.slow
 def test_default_run_cml_matches_baselines(tmp_path):
     """Issue acceptance: CML <= 1.2 x the best baseline and <= 0.25 x untrained (about
-    5 minutes on 2 cores)."""
+    7 minutes on 2 cores)."""
     res = sinusoid.run(tmp_path, progress=False)
     m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
     best = min(m[k] for k in ("maml", "fomaml", "reptile", "imaml"))

@@ -1,4 +1,5 @@
 """Sub-steps per task: ``Learner(substeps=m)`` and the stiffness-adaptive ``"auto"``."""
+import contextlib
 import warnings
 
 import numpy as np
@@ -269,3 +270,27 @@ def test_substeps_in_the_pool_same_as_one_thread(rng, monkeypatch):
     assert out["one"].steps == out["pool"].steps
     for u, v in zip(out["one"].phi_aug + out["one"].v, out["pool"].phi_aug + out["pool"].v):
         np.testing.assert_array_equal(u, v)
+
+
+@needs_numba
+def test_sinusoid_model_meta_training_same_on_both_engines():
+    """The sinusoid experiment's CML model (``models/sinusoid.yaml``: per-task sub-steps,
+    both phases settling): a few meta-steps give the same theta on the fused kernel and
+    the numpy loop."""
+    from neuro_meta.experiments.consolidation import merge
+    from neuro_meta.experiments.sinusoid import build_cml
+    from neuro_meta.models import load_model
+
+    cfg = merge(load_model("sinusoid"), {"meta": {"meta_batch": 6, "eval_tasks": 4}})
+    assert cfg["learner"]["substeps"] == "auto" and "nudged_duration" not in cfg["cml"]
+    thetas = []
+    for disable in (False, True):
+        trainer = build_cml(cfg)[1]
+        with fused.disabled() if disable else contextlib.nullcontext():
+            _quiet(trainer.train, 3, eval_every=3, progress=False)
+        thetas.append(trainer.net.theta)
+    for key in ("omega", "lam", "omega_bias", "lam_bias"):
+        for a, b in zip(thetas[0][key], thetas[1][key]):
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+

@@ -243,6 +243,7 @@ def _check_finite(phi, v, n, dt, learner, beta):
 # ---------------------------------------------------------------------- stiffness
 POWER_ITERATIONS = 20   # power iterations of the stiffness estimate
 STIFFNESS_SAFETY = 1.0  # sub-step h with h mu <= SAFETY tau_phi (stability ends at 2)
+RERUN_LIMIT = 1.5       # h mu / tau_phi at a phase's end beyond which the task is run again
 
 
 def _task_norm(arrs):
@@ -362,8 +363,6 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
                          loss_fn, m[idx])
         out = _splice(out, idx, sub, dt)
 
-
-RERUN_LIMIT = 1.5   # h mu / tau_phi at a phase's end beyond which the task is run again
 
 
 def _splice(out, idx, part, dt):
