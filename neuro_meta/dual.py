@@ -500,7 +500,7 @@ def learn(learner, model, x, y, record=(), record_every=1, x_val=None, y_val=Non
     if learner.engine != "numpy":
         raise UnsupportedError("Learner.engine: a DualSystem runs on the numpy engine "
                                f"(got {learner.engine!r})")
-    if learner.substeps != 1:
+    if getattr(learner, "substeps", 1) != 1:
         raise UnsupportedError("Learner.substeps: a DualSystem learns with one step per dt "
                                f"(got {learner.substeps!r}); choose a smaller dt")
     if learner.rule == "delta" and model.fast != ("readout",):

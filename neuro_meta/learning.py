@@ -92,7 +92,8 @@ class Learner:
     substeps : int or "auto"
         Each step of ``dt`` is taken as this many equal sub-steps (default 1). ``"auto"``
         chooses the count per task at the start of each phase from the stiffness of that
-        task's learning process (see :meth:`substeps_for`), so that the step stays inside
+        task's learning process (a power iteration on its synaptic Jacobian; see "Sub-steps"
+        in the user guide's concepts), so that the step stays inside
         the integrator's stability region however steep the task's loss is. ``dt`` then
         keeps the time grid (recording, settling tests, durations) and is the largest
         step taken. Needs ``engine="numpy"`` and a fixed-step integrator.
