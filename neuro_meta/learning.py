@@ -45,7 +45,9 @@ def warn_not_settled(learner, settled, t_end, stacklevel=2):
     warnings.warn(f"Learner.run: {int((~settled).sum())} of {settled.size} task(s) did not "
                   f"settle to tol={learner.tol:g} within {t_end:g} s; increase max_duration "
                   "or tol -- or reduce dt: beyond its stable step an explicit integrator "
-                  "oscillates around the fixed point instead of settling",
+                  "oscillates around the fixed point instead of settling"
+                  + ("" if getattr(learner, "substeps", 1) == "auto" else
+                     " (substeps='auto' picks each task's step from its stiffness)"),
                   NotSettledWarning, stacklevel=stacklevel + 1)
 
 

@@ -176,6 +176,8 @@ def test_auto_settles_where_a_fixed_step_oscillates(rng):
     auto = _quiet(nm.Learner(dt=0.2, substeps="auto", **kw).run, net, x, y)
     fine = _quiet(nm.Learner(dt=0.2 / 16, **kw).run, net, x, y)
     assert not plain.settled[-1]
+    with pytest.warns(nm.NotSettledWarning, match="substeps='auto'"):
+        nm.Learner(dt=0.2, **kw).run(net, x, y)
     assert auto.settled.all() and fine.settled.all()
     assert (plain.substeps == 1).all() and auto.substeps[-1] > 1 == auto.substeps[0]
     for a, b in zip(auto.phi_aug, fine.phi_aug):
