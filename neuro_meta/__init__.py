@@ -7,6 +7,8 @@ and the contrastive meta-learning rule (CML) meta-learns ω and λ.
 from . import initializers as init
 from .activations import Activation, ACTIVATIONS
 from .errors import NeuroMetaError, SimulationError, UnsupportedError, ValidationError
+from .kind import ModelKind
+from .losses import SquaredError
 from .learning import Learner, NotSettledWarning
 from .network import RateNetwork
 from .results import LearningResult
@@ -15,7 +17,8 @@ from .synapses import ComplexSynapse, StaticSynapse
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "ACTIVATIONS", "ComplexSynapse", "Learner", "LearningResult",
+    "Activation", "ACTIVATIONS", "ComplexSynapse", "Learner", "LearningResult", "ModelKind",
+    "SquaredError",
     "NeuroMetaError", "NotSettledWarning", "RateNetwork", "SimulationError",
     "StaticSynapse", "UnsupportedError", "ValidationError", "init",
 ]

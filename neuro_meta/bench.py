@@ -123,9 +123,9 @@ def brian2_rate(net, x, y, steps, formulation):
     ``steps // 4``, after a warm-up), the per-run overhead (s) and the final phi."""
     import brian2 as b2
 
-    from .engines.brian2_engine import _codegen_target
+    from .engines.brian2_engine import codegen_target
 
-    with _codegen_target("cython"):
+    with codegen_target("cython"):
         if formulation == "naive":
             network, syn = _brian2_naive(net, x, y)
         else:
@@ -360,14 +360,12 @@ def _rate_run_phase(net, x, y, steps, dtype=np.float64):
     """Synapse-steps/s of :func:`fused.run_phase` alone on the same phase (the kernel and
     its packing, without ``Learner.run``'s validation and copies); ``dtype`` float32 runs
     the kernel in single precision."""
-    from .engines import numpy_engine as npe
-
     learner = _learner(steps)
-    X, Y, _ = learner._data(net, x, y)
-    inp = npe.PhaseInput(X, Y, np.full(X.shape[:2], 1.0 / X.shape[1]), "online",
-                         learner.presentation_steps(net))
-    phi = [np.broadcast_to(c.phi0, (X.shape[0],) + c.shape).copy() for c in net.connections]
-    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
-    fused.run_phase(net, inp, phi, v, _learner(2), DT, dtype=dtype)
-    wall, _ = _best(lambda: fused.run_phase(net, inp, phi, v, learner, DT, dtype=dtype), 1)
+    inp, _, _ = learner.phase_input(net, x, y)
+    X = inp.X
+    phi = learner.initial_state(net, None, X.shape[0])
+    v = net.dynamics("delta").steady_v(phi, inp.at_step(0)[0])
+    fused.run_phase(net, inp, phi, v, _learner(2).phase_spec(net, inp), dtype=dtype)
+    spec = learner.phase_spec(net, inp)
+    wall, _ = _best(lambda: fused.run_phase(net, inp, phi, v, spec, dtype=dtype), 1)
     return X.shape[0] * net.sizes[0] * net.sizes[1] * steps / wall

@@ -26,8 +26,8 @@ import copy
 import numpy as np
 
 from . import _params as P
+from .kind import check_kind, pull_partials
 from .learning import Learner
-from .network import RateNetwork, split_aug
 from .tasks import Task
 
 ESTIMATORS = {
@@ -38,38 +38,29 @@ ESTIMATORS = {
 }
 
 
-def inner_partials(phi, omega, lam):
-    """``∂ω L_in`` and ``∂λ L_in`` of one complex-synapse connection at fast weights φ.
-
-    The synapse-local part of the CML rule: ``∂ω = −λ (φ − ω)``, ``∂λ = ½ (φ − ω)²``.
-    Arrays are augmented (weights and bias column), φ may carry a task axis.
-    """
-    d = phi - omega
-    return -lam * d, 0.5 * d * d
-
-
-def split_theta_like(aug_list, net, key):
-    """Split augmented per-connection arrays into the ``theta`` dict structure."""
-    out = {key: [], key + "_bias": []}
-    for c, a in zip(net.connections, aug_list):
-        if a is None:
-            out[key].append(None)
-            out[key + "_bias"].append(None)
-            continue
-        w, b = split_aug(a, c)
-        out[key].append(w)
-        out[key + "_bias"].append(b)
-    return out
+#: ``∂ω`` and ``∂λ`` of one complex synapse's ``λ/2 (φ − ω)²`` (the synapse-local part of
+#: the CML rule): ``−λ (φ − ω)`` and ``½ (φ − ω)²``.
+inner_partials = pull_partials
 
 
 def default_learner(net, tol):
-    if not isinstance(net, RateNetwork):
-        from .dual import default_learner as dual_default
+    """The learning process CML and the exact reference use when none is given:
+    exponential Euler with its automatic step, batch presentation, until settled to
+    ``tol``, with the kind's default rule."""
+    return Learner(rule=net.default_rule(), presentation="batch", integrator="expeuler",
+                   tol=tol)
 
-        return dual_default(tol)
-    plastic = [c.plastic for c in net.connections]
-    rule = "delta" if not any(plastic[:-1]) else "backprop"
-    return Learner(rule=rule, presentation="batch", integrator="expeuler", tol=tol)
+
+def tree_reduce(tree, reduce, batched):
+    """Average per-task arrays over the task axis (``"mean"``) or keep it (``"none"``;
+    dropped for an unbatched task)."""
+    def red(a):
+        if a is None:
+            return None
+        if reduce == "mean":
+            return a.mean(axis=0)
+        return a if batched else a[0]
+    return {k: [red(a) for a in v] for k, v in tree.items()}
 
 
 @dataclass(frozen=True)
@@ -143,53 +134,43 @@ class CML:
         return free, nudged
 
     def estimate(self, net, task, reduce="mean"):
-        """Run the phases and return a :class:`CMLResult` (``net``: a RateNetwork or a
-        :class:`~neuro_meta.dual.DualSystem`)."""
-        from .dual import DualSystem, cml_estimate
+        """Run the phases and return a :class:`CMLResult` (``net``: any model kind).
 
-        if not isinstance(net, (RateNetwork, DualSystem)):
-            P.fail("CML.meta_gradient", "net", "must be a RateNetwork or a DualSystem",
-                   type(net).__name__)
+        ``ĝ = Σ_j (w_j/β) ∂θ F(φ_j, θ, m_j β)`` over the estimator's phases j (nudging
+        multiple ``m_j``, weight ``w_j``), with ``∂θ F`` the kind's
+        :meth:`~neuro_meta.kind.ModelKind.theta_partials` -- local to every synapse.
+        """
+        O = "CML.meta_gradient"
+        check_kind(net, O)
         if not isinstance(task, Task):
-            P.fail("CML.meta_gradient", "task", "must be a Task", type(task).__name__)
-        P.choice(reduce, "CML.meta_gradient", "reduce", ("mean", "none"))
-        if isinstance(net, DualSystem):
-            return cml_estimate(self, net, task, reduce)
+            P.fail(O, "task", "must be a Task", type(task).__name__)
+        P.choice(reduce, O, "reduce", ("mean", "none"))
         xt, yt, xv, yv = task.as_batch()
+        B, K = xt.shape[:2]
+        V = xv.shape[1]
         free_l, nudged_l = self.learners(net)
-        free = free_l.run(net, xt, yt)
-        phi0 = [np.asarray(p) for p in free.phi_aug]
+        phi0 = [np.asarray(p) for p in free_l.run(net, xt, yt).phi_aug]
         states = {0.0: phi0}
         for mult, _ in ESTIMATORS[self.estimator]:
-            if mult == 0.0:
-                continue
+            if mult != 0.0:
+                b = mult * self.beta
+                res = nudged_l.run(net, xt, yt, x_val=xv, y_val=yv, beta=b, phi_init=phi0)
+                states[b] = [np.asarray(p) for p in res.phi_aug]
+        X = np.concatenate([xt, xv], axis=1)
+        Y = np.concatenate([yt, yv], axis=1)
+        grad = None
+        for mult, weight in ESTIMATORS[self.estimator]:
             b = mult * self.beta
-            res = nudged_l.run(net, xt, yt, x_val=xv, y_val=yv, beta=b, phi_init=phi0)
-            states[b] = [np.asarray(p) for p in res.phi_aug]
-        grad_aug = {"omega": [], "lam": []}
-        for i, c in enumerate(net.connections):
-            if not c.plastic:
-                grad_aug["omega"].append(None)
-                grad_aug["lam"].append(None)
-                continue
-            g_om = np.zeros_like(phi0[i])
-            g_lam = np.zeros_like(phi0[i])
-            for mult, weight in ESTIMATORS[self.estimator]:
-                d_om, d_lam = inner_partials(states[mult * self.beta][i], c.omega, c.lam)
-                g_om += (weight / self.beta) * d_om
-                g_lam += (weight / self.beta) * d_lam
-            if reduce == "mean":
-                g_om, g_lam = g_om.mean(axis=0), g_lam.mean(axis=0)
-            elif not task.batched:
-                g_om, g_lam = g_om[0], g_lam[0]
-            grad_aug["omega"].append(g_om)
-            grad_aug["lam"].append(g_lam)
-        grad = {**split_theta_like(grad_aug["omega"], net, "omega"),
-                **split_theta_like(grad_aug["lam"], net, "lam")}
-        loss_t = _loss(net, xt, yt, phi0)
-        loss_v = _loss(net, xv, yv, phi0)
+            c = np.concatenate([np.full((B, K), 1.0 / K), np.full((B, V), b / V)], axis=1)
+            part = net.theta_partials(states[b], X, Y, c)
+            s = weight / self.beta
+            grad = ({k: [None if a is None else s * a for a in v] for k, v in part.items()}
+                    if grad is None else
+                    {k: [None if g is None else g + s * a for g, a in zip(grad[k], part[k])]
+                     for k in grad})
+        grad = tree_reduce(grad, reduce, task.batched)
         return CMLResult(grad, phi0, {k: v for k, v in states.items() if k != 0.0},
-                         loss_t, loss_v)
+                         net.loss_value(xt, yt, phi0), net.loss_value(xv, yv, phi0))
 
     def meta_gradient(self, net, task, reduce="mean"):
         """The CML estimate of ``dL_out/dθ`` in the structure of ``net.theta``.
@@ -198,8 +179,3 @@ class CML:
         returned per task with a leading task axis (``reduce="none"``).
         """
         return self.estimate(net, task, reduce).grad
-
-
-def _loss(net, x, y, phi):
-    out = net.predict(x, phi)
-    return 0.5 * ((out - y) ** 2).sum(axis=-1).mean(axis=-1)

@@ -1,139 +1,76 @@
-"""Exact reference meta-gradient by implicit differentiation.
+"""Exact reference meta-gradient by implicit differentiation, for any model kind.
 
 At the settled free state φ* the inner objective's gradient vanishes,
 ``∇φ L_in(φ*, θ) = 0``. The implicit function theorem gives the exact meta-gradient::
 
-    dL_out/dθ = − (∂²θφ L_in)ᵀ H⁻¹ ∇φ L_out(φ*),      H = ∂²φφ L_in(φ*) = ∇²L_trn + diag(λ)
+    dL_out/dθ = ∂θ L_out(φ*) − (∂²φθ L_in)ᵀ u,      H u = ∇φ L_out(φ*),
+    H = ∂²φφ L_in(φ*) = ∇²L_trn + diag(λ)
 
-and for complex synapses (``∂²ωφ L_in = −diag(λ)``, ``∂²λφ L_in = diag(φ − ω)``), with
-``u = H⁻¹ ∇φ L_out``::
+The model kind (:mod:`neuro_meta.kind`) supplies the pieces: ``data_grad``
+(``∇φ L``), ``data_hvp`` (Hessian-vector products of ``L``), ``cross``
+(``(∂²φθ L_in)ᵀ u``) and ``theta_partials_out`` (``∂θ L_out``, zero unless θ enters the
+network directly). For complex synapses (``∂²ωφ L_in = −diag(λ)``, ``∂²λφ L_in =
+diag(φ − ω)``) this reads::
 
     dL_out/dω = λ ⊙ u,      dL_out/dλ = −(φ* − ω) ⊙ u
 
-Hessian-vector products of ``L_trn`` are computed exactly with Pearlmutter's R-operator
-(forward-mode through the network, then backward). ``method="dense"`` builds H from
-``P`` Hessian-vector products and solves it; ``method="cg"`` uses conjugate gradients
-(``scipy.sparse.linalg.cg``) with Hessian-vector products only. The settled state given
-by the learning process is first polished with Newton steps so that the reference is
-exact to rounding. This is a verification tool: it uses second derivatives, which CML
-never does.
+``method="dense"`` builds H from ``P`` Hessian-vector products and solves it;
+``method="cg"`` uses conjugate gradients (``scipy.sparse.linalg.cg``) with
+Hessian-vector products only. The settled state given by the learning process is first
+polished with Newton steps so that the reference is exact to rounding. This is a
+verification tool: it uses second derivatives, which CML never does.
 """
 import numpy as np
 
 from . import _params as P
-from .cml import default_learner, split_theta_like
-from .network import RateNetwork, drive, split_aug
+from .cml import default_learner, tree_reduce
+from .errors import SimulationError
+from .kind import check_kind
+from .learning import Learner
 from .tasks import Task
 
 
-# ---------------------------------------------------------------------- derivatives
-def grad_hvp(net, phi, X, Y, V=None):
-    """Gradient (and Hessian-vector product) of ``L = 1/(2S) Σ_s ‖ŷ_s − y_s‖²``.
-
-    ``phi``: augmented weights per connection (B, n_post, n_pre[+1]); ``X`` (B, S, n_in),
-    ``Y`` (B, S, n_out); ``V``: directions per connection with optional leading axes
-    (..., B, n_post, n_pre[+1]) (``None`` entries = zero). Returns (loss (B,), grads,
-    hvps) with per-connection arrays (``hvps`` is None when ``V`` is None).
-    """
-    conns, acts = net.connections, net.activations
-    L = len(conns)
-    S = X.shape[-2]
-    rates, pre = [X], []
-    for l in range(L):
-        a = drive(phi[l], rates[-1], conns[l])
-        pre.append(a)
-        rates.append(acts[l].f(a))
-    err = rates[-1] - Y
-    loss = 0.5 * (err ** 2).sum(axis=(-1, -2)) / S
-    with_r = V is not None
-    if with_r:
-        Rr = [0.0]
-        Ra = []
-        for l in range(L):
-            a = np.zeros(()) if V[l] is None else _drive_dir(V[l], rates[l], conns[l])
-            if not np.isscalar(Rr[l]):
-                w, _ = split_aug(phi[l], conns[l])
-                a = a + np.matmul(Rr[l], np.swapaxes(w, -1, -2))
-            Ra.append(a)
-            Rr.append(acts[l].df(pre[l]) * a)
-    delta = err * acts[-1].df(pre[-1]) / S
-    Rdelta = ((Rr[L] * acts[-1].df(pre[-1]) + err * acts[-1].d2f(pre[-1]) * Ra[-1]) / S
-              if with_r else None)
-    grads, hvps = [None] * L, [None] * L
-    for l in range(L - 1, -1, -1):
-        c = conns[l]
-        if c.plastic:
-            grads[l] = _outer(delta, rates[l], c)
-            if with_r:
-                h = _outer(Rdelta, rates[l], c)
-                if not np.isscalar(Rr[l]):
-                    h = h + _outer(delta, Rr[l], c, bias_zero=True)
-                hvps[l] = h
-        if l == 0:
-            break
-        w, _ = split_aug(phi[l], c)
-        back = np.matmul(delta, w)
-        dfl = acts[l - 1].df(pre[l - 1])
-        if with_r:
-            Rback = np.matmul(Rdelta, w)
-            if V[l] is not None:
-                vw, _ = split_aug(V[l], c)
-                Rback = Rback + np.matmul(delta, vw)
-            Rdelta = Rback * dfl + back * acts[l - 1].d2f(pre[l - 1]) * Ra[l - 1]
-        delta = back * dfl
-    return loss, grads, hvps
-
-
-def _drive_dir(Vl, r, c):
-    w, b = split_aug(Vl, c)
-    out = np.matmul(r, np.swapaxes(w, -1, -2))
-    return out + b[..., None, :] if b is not None else out
-
-
-def _outer(delta, r, c, bias_zero=False):
-    g = np.matmul(np.swapaxes(delta, -1, -2), r)
-    if c.has_bias:
-        b = np.zeros(g.shape[:-1]) if bias_zero else delta.sum(axis=-2)
-        g = np.concatenate([g, b[..., None]], axis=-1)
-    return g
-
-
 # ---------------------------------------------------------------------- packing
-class _Packer:
-    """Flatten the plastic connections' augmented arrays of B tasks to (B, P)."""
+class Packer:
+    """Flatten the plastic fast arrays of B tasks of a kind to vectors (B, P)."""
 
-    def __init__(self, net, B):
-        self.net = net
+    def __init__(self, kind, B):
+        self.kind = kind
         self.B = B
-        self.idx = [i for i, c in enumerate(net.connections) if c.plastic]
-        self.shapes = [net.connections[i].shape for i in self.idx]
+        self.n = kind.n_fast
+        self.idx = [i for i, p in enumerate(kind.plastic) if p]
+        self.shapes = [np.shape(kind.phi0[i]) for i in self.idx]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.P = int(sum(self.sizes))
 
     def pack(self, arrs):
-        lead = arrs[self.idx[0]].shape[:-2]
+        """(..., B, P) from a list of per-fast-array arrays (..., B, *shape)."""
+        i0 = self.idx[0]
+        lead = arrs[i0].shape[:arrs[i0].ndim - len(self.shapes[0])]
         return np.concatenate([arrs[i].reshape(lead + (-1,)) for i in self.idx], axis=-1)
 
     def unpack(self, vec):
+        """The list (``None`` for static arrays) from vectors (..., B, P)."""
         lead = vec.shape[:-1]
-        out = [None] * len(self.net.connections)
+        out = [None] * self.n
         parts = np.split(vec, np.cumsum(self.sizes)[:-1], axis=-1)
         for i, s, p in zip(self.idx, self.shapes, parts):
             out[i] = p.reshape(lead + s)
         return out
 
-    def lam(self):
-        return self.pack([np.broadcast_to(c.lam, (self.B,) + c.shape) if c.plastic else None
-                          for c in self.net.connections])
+    def broadcast(self, arrs):
+        """Packed per-task copies (B, P) of per-fast-array arrays without a task axis."""
+        return self.pack([None if a is None else np.broadcast_to(a, (self.B,) + np.shape(a))
+                          for a in arrs])
 
 
-def _hess_vec(net, pk, phi, X, Y, vec):
+def hess_vec(kind, pk, phi, X, Y, vec):
     """``H vec`` with ``H = ∇²L_trn + diag(λ)``; vec (..., B, P)."""
-    _, _, h = grad_hvp(net, phi, X, Y, pk.unpack(vec))
-    return pk.pack(h) + pk.lam() * vec
+    h = kind.data_hvp(phi, X, Y, pk.unpack(vec))
+    return pk.pack(h) + pk.broadcast(kind.lam) * vec
 
 
-def _dense_hessian(net, pk, phi, X, Y, chunk=64):
+def dense_hessian(kind, pk, phi, X, Y, chunk=64):
     """H for every task, (B, P, P), from P Hessian-vector products (in chunks)."""
     B, Pn = pk.B, pk.P
     H = np.empty((B, Pn, Pn))
@@ -141,27 +78,25 @@ def _dense_hessian(net, pk, phi, X, Y, chunk=64):
         stop = min(Pn, start + chunk)
         E = np.zeros((stop - start, B, Pn))
         E[np.arange(stop - start), :, np.arange(start, stop)] = 1.0
-        H[:, :, start:stop] = np.moveaxis(_hess_vec(net, pk, phi, X, Y, E), 0, -1)
+        H[:, :, start:stop] = np.moveaxis(hess_vec(kind, pk, phi, X, Y, E), 0, -1)
     return 0.5 * (H + np.swapaxes(H, -1, -2))
 
 
-def _solve(net, pk, phi, X, Y, rhs, method, cg_rtol):
+def solve(kind, pk, phi, X, Y, rhs, method, cg_rtol=1e-13):
     """Solve ``H u = rhs`` per task; rhs (B, P)."""
     if method == "dense":
-        H = _dense_hessian(net, pk, phi, X, Y)
+        H = dense_hessian(kind, pk, phi, X, Y)
         return np.linalg.solve(H, rhs[..., None])[..., 0]
     from scipy.sparse.linalg import LinearOperator, cg
 
     B, Pn = rhs.shape
 
     def mv(z):
-        return _hess_vec(net, pk, phi, X, Y, z.reshape(B, Pn)).ravel()
+        return hess_vec(kind, pk, phi, X, Y, z.reshape(B, Pn)).ravel()
 
     op = LinearOperator((B * Pn, B * Pn), matvec=mv, dtype=np.float64)
     sol, info = cg(op, rhs.ravel(), rtol=cg_rtol, atol=0.0, maxiter=20 * B * Pn)
     if info != 0:
-        from .errors import SimulationError
-
         raise SimulationError(f"exact_meta_gradient: conjugate gradient did not converge "
                               f"(info={info}); the Hessian may be indefinite (settled state "
                               "not a minimum) -- try method='dense'")
@@ -169,13 +104,37 @@ def _solve(net, pk, phi, X, Y, rhs, method, cg_rtol):
 
 
 # ---------------------------------------------------------------------- public
-def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12, newton_steps=2,
-                        cg_rtol=1e-13, reduce="mean"):
+def fixed_point(net, x, y, learner=None, tol=1e-12, newton_steps=None, method="auto",
+                cg_rtol=1e-13):
+    """The settled free state φ* of tasks ``(x, y)`` (B, K, ...), found by the learning
+    process and polished with Newton steps on ``∇φ L_in = 0``: exact to rounding.
+    Returns ``(phi, method)`` (the method resolved from ``"auto"``)."""
+    O = "exact_meta_gradient"
+    learner = learner if learner is not None else default_learner(net, tol)
+    if not isinstance(learner, Learner):
+        P.fail(O, "learner", "must be a Learner", type(learner).__name__)
+    newton_steps = net.newton_steps if newton_steps is None else \
+        P.integer(newton_steps, O, "newton_steps", low=0)
+    phi = [np.array(p) for p in learner.run(net, x, y).phi_aug]
+    pk = Packer(net, x.shape[0])
+    if method == "auto":
+        method = "dense" if pk.P <= 1500 else "cg"
+    lam, anchor = pk.broadcast(net.lam), pk.broadcast(net.anchor)
+    for _ in range(newton_steps):
+        gradF = pk.pack(net.data_grad(phi, x, y)) + lam * (pk.pack(phi) - anchor)
+        step = solve(net, pk, phi, x, y, gradF, method, cg_rtol)
+        new = pk.unpack(pk.pack(phi) - step)
+        phi = [n if n is not None else p for n, p in zip(new, phi)]
+    return phi, method
+
+
+def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12,
+                        newton_steps=None, cg_rtol=1e-13, reduce="mean"):
     """The exact meta-gradient ``dL_out(φ*(θ))/dθ`` by implicit differentiation.
 
     Parameters
     ----------
-    net : RateNetwork
+    net : RateNetwork, DualSystem or another model kind
     task : Task
     method : {"auto", "dense", "cg"}
         Dense Hessian solve, or conjugate gradient with Hessian-vector products
@@ -184,8 +143,11 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12, newto
         Learning process that finds the settled free state (default: as CML's).
     tol : float
         Settling tolerance of the default learner.
-    newton_steps : int
-        Newton polishing steps on the settled state.
+    newton_steps : int, optional
+        Newton polishing steps on the settled state (default: the kind's
+        ``newton_steps``, 2).
+    cg_rtol : float
+        Relative tolerance of the conjugate-gradient solves.
     reduce : {"mean", "none"}
         Average over tasks, or keep a leading task axis.
 
@@ -193,43 +155,30 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12, newto
     -------
     dict in the structure of ``net.theta``.
     """
-    from .dual import DualSystem, exact_meta_gradient as dual_exact
-
-    if isinstance(net, DualSystem):
-        return dual_exact(net, task, learner, tol, newton_steps, reduce)
-    if not isinstance(net, RateNetwork):
-        P.fail("exact_meta_gradient", "net", "must be a RateNetwork or a DualSystem",
-               type(net).__name__)
+    O = "exact_meta_gradient"
+    check_kind(net, O)
     if not isinstance(task, Task):
-        P.fail("exact_meta_gradient", "task", "must be a Task", type(task).__name__)
-    P.choice(method, "exact_meta_gradient", "method", ("auto", "dense", "cg"))
-    P.choice(reduce, "exact_meta_gradient", "reduce", ("mean", "none"))
-    newton_steps = P.integer(newton_steps, "exact_meta_gradient", "newton_steps", low=0)
+        P.fail(O, "task", "must be a Task", type(task).__name__)
+    P.choice(method, O, "method", ("auto", "dense", "cg"))
+    P.choice(reduce, O, "reduce", ("mean", "none"))
+    cg_rtol = P.real(cg_rtol, O, "cg_rtol", low=0.0, low_open=True)
     xt, yt, xv, yv = task.as_batch()
-    B = xt.shape[0]
-    learner = learner if learner is not None else default_learner(net, tol)
-    free = learner.run(net, xt, yt)
-    phi = [np.array(p) for p in free.phi_aug]
-    pk = _Packer(net, B)
-    if method == "auto":
-        method = "dense" if pk.P <= 1500 else "cg"
-    lam = pk.lam()
-    omega = pk.pack([np.broadcast_to(c.omega, (B,) + c.shape) if c.plastic else None
-                     for c in net.connections])
-    for _ in range(newton_steps):
-        _, g, _ = grad_hvp(net, phi, xt, yt)
-        gradF = pk.pack(g) + lam * (pk.pack(phi) - omega)
-        step = _solve(net, pk, phi, xt, yt, gradF, method, cg_rtol)
-        new = pk.unpack(pk.pack(phi) - step)
-        phi = [n if n is not None else p for n, p in zip(new, phi)]
-    _, g_out, _ = grad_hvp(net, phi, xv, yv)
-    u = _solve(net, pk, phi, xt, yt, pk.pack(g_out), method, cg_rtol)
-    g_om = pk.unpack(lam * u)
-    g_lam = pk.unpack(-(pk.pack(phi) - omega) * u)
-    if reduce == "mean":
-        g_om = [None if a is None else a.mean(axis=0) for a in g_om]
-        g_lam = [None if a is None else a.mean(axis=0) for a in g_lam]
-    elif not task.batched:
-        g_om = [None if a is None else a[0] for a in g_om]
-        g_lam = [None if a is None else a[0] for a in g_lam]
-    return {**split_theta_like(g_om, net, "omega"), **split_theta_like(g_lam, net, "lam")}
+    phi, method = fixed_point(net, xt, yt, learner, tol, newton_steps, method, cg_rtol)
+    pk = Packer(net, xt.shape[0])
+    u = solve(net, pk, phi, xt, yt, pk.pack(net.data_grad(phi, xv, yv)), method, cg_rtol)
+    cross = net.cross(phi, pk.unpack(u), xt, yt)
+    direct = net.theta_partials_out(phi, xv, yv) or {}
+    out = {}
+    for k, parts in cross.items():
+        d = direct.get(k, [None] * len(parts))
+        out[k] = [None if c is None else (-c if o is None else o - c)
+                  for o, c in zip(d, parts)]
+    return tree_reduce(out, reduce, task.batched)
+
+
+def outer_loss(net, task, learner=None, tol=1e-12, newton_steps=None):
+    """``L_out(φ*(θ))`` averaged over the tasks (for finite-difference checks of the
+    exact reference and of CML)."""
+    xt, yt, xv, yv = task.as_batch()
+    phi, _ = fixed_point(net, xt, yt, learner, tol, newton_steps)
+    return float(net.loss_value(xv, yv, phi).mean())

@@ -17,10 +17,9 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .cml import CML
-from .dual import DualSystem
 from .errors import SimulationError
+from .kind import check_kind
 from .learning import NotSettledWarning
-from .network import RateNetwork
 from .tasks import Task
 
 TRAIN, VALIDATION, TEST = 1, 2, 3
@@ -114,12 +113,12 @@ def _n_workers(executor):
 
 class MetaTrainer:
     """Meta-train the meta-parameters θ of ``net`` with CML: ω and λ of a RateNetwork's
-    complex synapses, or a :class:`~neuro_meta.DualSystem`'s slow weights and fast
-    variables' initial values (and λ).
+    complex synapses, a :class:`~neuro_meta.DualSystem`'s slow weights and fast
+    variables' initial values (and λ), or any model kind's ``theta``.
 
     Parameters
     ----------
-    net : RateNetwork or neuro_meta.DualSystem
+    net : RateNetwork, DualSystem or another model kind
     family : task family with ``sample(rng, n_tasks) -> Task``
     cml : CML
     optimizer : optim.GradientTransformation (default Adam, learning rate 0.05)
@@ -149,9 +148,7 @@ class MetaTrainer:
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
                  lam_min=0.0):
-        if not isinstance(net, (RateNetwork, DualSystem)):
-            P.fail("MetaTrainer", "net", "must be a RateNetwork or a DualSystem",
-                   type(net).__name__)
+        check_kind(net, "MetaTrainer")
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
         if not hasattr(family, "sample"):

@@ -12,6 +12,8 @@ import numpy as np
 
 from ._params import fail, integer, to_seconds, finite_array
 from .activations import get_activation
+from .errors import ValidationError
+from .kind import ModelKind, pull_partials
 from .synapses import ComplexSynapse, StaticSynapse, resolve
 
 
@@ -40,7 +42,7 @@ def _readonly(a):
     return a
 
 
-class RateNetwork:
+class RateNetwork(ModelKind):
     """A feed-forward network of rate neurons with plastic synapses.
 
     Parameters
@@ -219,6 +221,163 @@ class RateNetwork:
                 f"{[a.name for a in self.activations]}, synapse={syn}, bias={self.bias}, "
                 f"tau_neuron={self.tau_neuron}, tau_synapse={self.tau_synapse})")
 
+    # ------------------------------------------------------------------ model kind
+    rules = ("delta", "backprop")
+    probeable = ("phi", "bias", "v", "r", "loss")
+    tau_fast_name = "tau_synapse"
+
+    @property
+    def tau_fast(self):
+        """τ_φ (the protocol's fast time constant): :attr:`tau_synapse`."""
+        return self.tau_synapse
+
+    @property
+    def fast_names(self):
+        """One fast array per connection (augmented: weights and bias column)."""
+        return [f"connection[{c.index}]" for c in self.connections]
+
+    @property
+    def phi0(self):
+        return [c.phi0 for c in self.connections]
+
+    @property
+    def plastic(self):
+        return [c.plastic for c in self.connections]
+
+    @property
+    def lam(self):
+        return [c.lam for c in self.connections]
+
+    @property
+    def anchor(self):
+        return [c.omega for c in self.connections]
+
+    def layered(self):
+        return self
+
+    def default_rule(self):
+        """``"delta"`` when only the output connection is plastic, else ``"backprop"``."""
+        return "delta" if not any(self.plastic[:-1]) else "backprop"
+
+    def check_rule(self, rule):
+        plastic = self.plastic
+        if not any(plastic):
+            fail("Learner.run", "net", "has no plastic connection: use a ComplexSynapse",
+                 repr(self))
+        if rule == "delta" and any(plastic[:-1]):
+            raise ValidationError(
+                "Learner.rule: 'delta' is local to the output connection, so the "
+                "connections before it must be StaticSynapse; use rule='backprop' for a "
+                "multi-layer plastic network (got 'delta' with plastic connections "
+                f"{[i for i, p in enumerate(plastic[:-1]) if p]}, sizes {list(self.sizes)})")
+
+    def curvature(self, inp):
+        """Bound of the output layer's data curvature: the mean squared presynaptic rate
+        (plus 1 for the bias), summed over the presented samples' weights, times the
+        output activation's slope at 0."""
+        if inp is None:
+            return 1.0
+        r_pre = inp.X if len(self.connections) == 1 else self.forward(inp.X)[-2][1]
+        sq = (r_pre ** 2).sum(axis=-1) + (1.0 if self.connections[-1].has_bias else 0.0)
+        weights = np.abs(inp.c)
+        if inp.presentation == "online":
+            weights = weights * inp.n_samples
+            curv = float((sq * weights).max())
+        else:
+            curv = float((sq * weights).sum(axis=-1).max())
+        return curv * float(np.max(np.abs(self.activations[-1].df(np.zeros(1)))) or 1.0)
+
+    # -- dynamics -------------------------------------------------------------------
+    def currents(self, phi, v, x):
+        """Synaptic currents of every layer, with rates taken from the state ``v``
+        (or, for instantaneous neurons, from the currents of the layer below)."""
+        r = x
+        out = []
+        for l, (c, act) in enumerate(zip(self.connections, self.activations)):
+            i_l = drive(phi[l], r, c)
+            out.append(i_l)
+            r = act.f(v[l] if self.tau_neuron > 0 else i_l)
+        return out
+
+    def neurons(self, phi, x):
+        """Neuron potentials at steady state for inputs ``x`` (instantaneous chain)."""
+        r = x
+        out = []
+        for c, act, p in zip(self.connections, self.activations, phi):
+            v = drive(p, r, c)
+            out.append(v)
+            r = act.f(v)
+        return out
+
+    def forces(self, phi, v, x, y, c, rule="backprop"):
+        """``Σ_s c_s δ_s [r_pre,s; 1]ᵀ`` per plastic connection (None for static ones):
+        ``δ`` is ``−∂ℓ/∂v`` at the output, ``(y − r) f′(v)`` (the delta rule), and with
+        ``backprop`` ``(Wᵀ δ_above) f′(v)`` in hidden layers."""
+        acts = self.activations
+        rates = [x] + [act.f(vl) for act, vl in zip(acts, v)]
+        L = len(self.connections)
+        delta = -self.loss.error(rates[L], y) * acts[-1].df(v[-1]) * c[..., None]
+        out = [None] * L
+        for l in range(L - 1, -1, -1):
+            conn = self.connections[l]
+            if conn.plastic:
+                g = np.matmul(np.swapaxes(delta, -1, -2), rates[l])
+                if conn.has_bias:
+                    g = np.concatenate([g, delta.sum(axis=-2)[..., None]], axis=-1)
+                out[l] = g
+            if l > 0 and rule == "backprop":
+                w, _ = split_aug(phi[l], conn)
+                delta = np.matmul(delta, w) * acts[l - 1].df(v[l - 1])
+            elif l > 0:
+                delta = np.zeros_like(v[l - 1])
+        return out
+
+    # -- results ----------------------------------------------------------------------
+    def rates(self, potentials):
+        return [act.f(a) for act, a in zip(self.activations, potentials)]
+
+    def split_fast(self, arrays):
+        """Weights and biases per connection from augmented arrays."""
+        ws, bs = [], []
+        for c, a in zip(self.connections, arrays):
+            w, b = split_aug(a, c)
+            ws.append(w)
+            bs.append(b)
+        return ws, bs
+
+    # -- meta-learning ----------------------------------------------------------------
+    def _theta_like(self, per_conn):
+        """Per-connection augmented pairs (ω part, λ part) in the structure of theta."""
+        out = {"omega": [], "lam": [], "omega_bias": [], "lam_bias": []}
+        for c, pair in zip(self.connections, per_conn):
+            for key, a in zip(("omega", "lam"), pair if pair is not None else (None, None)):
+                w, b = (None, None) if a is None else split_aug(a, c)
+                out[key].append(w)
+                out[key + "_bias"].append(b)
+        return out
+
+    def theta_partials(self, phi, X, Y, c):
+        """``∂ω F = −λ (φ − ω)`` and ``∂λ F = ½ (φ − ω)²`` per synapse (the data term
+        does not depend on ω or λ): local to every synapse."""
+        return self._theta_like([pull_partials(p, k.omega, k.lam) if k.plastic else None
+                                 for k, p in zip(self.connections, phi)])
+
+    def data_grad(self, phi, X, Y):
+        return grad_hvp(self, phi, X, Y)[1]
+
+    def data_hvp(self, phi, X, Y, V):
+        """Exact Hessian-vector products (Pearlmutter's R-operator, :func:`grad_hvp`)."""
+        return grad_hvp(self, phi, X, Y, V)[2]
+
+    def theta_partials_out(self, phi, X, Y):
+        """Zero: ω and λ enter only the pull, not the network's output."""
+        return None
+
+    def cross(self, phi, u, X, Y):
+        """``∂/∂ε ∂θ F(φ + ε u)``: ``−λ u`` for ω and ``(φ − ω) u`` for λ."""
+        return self._theta_like([(-k.lam * d, (p - k.omega) * d) if k.plastic else None
+                                 for k, p, d in zip(self.connections, phi, u)])
+
     def to_brian2(self, **kwargs):
         """Export the network as a ``brian2.Network`` (see :mod:`neuro_meta.engines.brian2`)."""
         from .engines.brian2_engine import network_to_brian2
@@ -241,3 +400,75 @@ def drive(phi, r_pre, conn):
     if b is not None:
         v = v + b[..., None, :]
     return v
+
+
+# ---------------------------------------------------------------------- exact derivatives
+def grad_hvp(net, phi, X, Y, V=None):
+    """Gradient (and Hessian-vector product) of ``L = 1/(2S) Σ_s ‖ŷ_s − y_s‖²``.
+
+    ``phi``: augmented weights per connection (B, n_post, n_pre[+1]); ``X`` (B, S, n_in),
+    ``Y`` (B, S, n_out); ``V``: directions per connection with optional leading axes
+    (..., B, n_post, n_pre[+1]) (``None`` entries = zero). Returns (loss (B,), grads,
+    hvps) with per-connection arrays (``hvps`` is None when ``V`` is None).
+    """
+    conns, acts = net.connections, net.activations
+    L = len(conns)
+    S = X.shape[-2]
+    rates, pre = [X], []
+    for l in range(L):
+        a = drive(phi[l], rates[-1], conns[l])
+        pre.append(a)
+        rates.append(acts[l].f(a))
+    err = net.loss.error(rates[-1], Y)
+    loss = 0.5 * (err ** 2).sum(axis=(-1, -2)) / S
+    with_r = V is not None
+    if with_r:
+        Rr = [0.0]
+        Ra = []
+        for l in range(L):
+            a = np.zeros(()) if V[l] is None else _drive_dir(V[l], rates[l], conns[l])
+            if not np.isscalar(Rr[l]):
+                w, _ = split_aug(phi[l], conns[l])
+                a = a + np.matmul(Rr[l], np.swapaxes(w, -1, -2))
+            Ra.append(a)
+            Rr.append(acts[l].df(pre[l]) * a)
+    delta = err * acts[-1].df(pre[-1]) / S
+    Rdelta = ((net.loss.curvature(rates[-1], Y, Rr[L]) * acts[-1].df(pre[-1])
+               + err * acts[-1].d2f(pre[-1]) * Ra[-1]) / S if with_r else None)
+    grads, hvps = [None] * L, [None] * L
+    for l in range(L - 1, -1, -1):
+        c = conns[l]
+        if c.plastic:
+            grads[l] = _outer(delta, rates[l], c)
+            if with_r:
+                h = _outer(Rdelta, rates[l], c)
+                if not np.isscalar(Rr[l]):
+                    h = h + _outer(delta, Rr[l], c, bias_zero=True)
+                hvps[l] = h
+        if l == 0:
+            break
+        w, _ = split_aug(phi[l], c)
+        back = np.matmul(delta, w)
+        dfl = acts[l - 1].df(pre[l - 1])
+        if with_r:
+            Rback = np.matmul(Rdelta, w)
+            if V[l] is not None:
+                vw, _ = split_aug(V[l], c)
+                Rback = Rback + np.matmul(delta, vw)
+            Rdelta = Rback * dfl + back * acts[l - 1].d2f(pre[l - 1]) * Ra[l - 1]
+        delta = back * dfl
+    return loss, grads, hvps
+
+
+def _drive_dir(Vl, r, c):
+    w, b = split_aug(Vl, c)
+    out = np.matmul(r, np.swapaxes(w, -1, -2))
+    return out + b[..., None, :] if b is not None else out
+
+
+def _outer(delta, r, c, bias_zero=False):
+    g = np.matmul(np.swapaxes(delta, -1, -2), r)
+    if c.has_bias:
+        b = np.zeros(g.shape[:-1]) if bias_zero else delta.sum(axis=-2)
+        g = np.concatenate([g, b[..., None]], axis=-1)
+    return g

@@ -41,6 +41,11 @@ class LearningResult:
     substeps : int or array of int or None
         Sub-steps per step of each task (see ``Learner(substeps=...)``; with ``"auto"``,
         after any rerun); ``None`` for engines without sub-steps.
+    engine : str
+        The engine(s) that integrated the phase: ``"fused"`` (compiled kernels),
+        ``"numpy"`` (the numpy loop), ``"scipy"`` (``solve_ivp``), ``"brian2"``; joined
+        by ``+`` when parts of the phase ran on different ones (e.g. tasks re-run with
+        more sub-steps).
     """
 
     phi: List[np.ndarray]
@@ -53,9 +58,10 @@ class LearningResult:
     steps: int
     phi_aug: List[np.ndarray] = field(repr=False, default=None)
     substeps: object = None
+    engine: str = ""
 
     def __repr__(self):
         shapes = [p.shape for p in self.phi]
         return (f"LearningResult(phi shapes={shapes}, t_end={self.t_end:.4g} s, "
-                f"steps={self.steps}, settled={self.settled}, "
+                f"steps={self.steps}, settled={self.settled}, engine={self.engine!r}, "
                 f"recorded={sorted(self.record)})")

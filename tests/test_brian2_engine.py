@@ -15,7 +15,7 @@ import pytest
 
 import neuro_meta as nm
 from neuro_meta.errors import SimulationError, UnsupportedError
-from neuro_meta.engines import numpy_engine as npe
+from neuro_meta.engines import phase
 
 brian2 = pytest.importorskip("brian2")
 from neuro_meta.engines import brian2_engine  # noqa: E402
@@ -178,7 +178,7 @@ def test_unsupported_integrator_is_named(rng):
     net = _net(rng)
     x, y = _data(rng, None, 4, 5, 2)
     with pytest.raises(UnsupportedError, match=r"^Learner\.integrator: the brian2 engine "
-                       r"supports only 'euler' \(got 'rk4'\)$"):
+                       r"runs a RateNetwork with 'euler' only \(got 'rk4'\)$"):
         nm.Learner(engine="brian2", integrator="rk4", duration=0.1).run(net, x, y)
     with pytest.raises(UnsupportedError, match="'expeuler'"):
         nm.Learner(engine="brian2", integrator="expeuler", duration=0.1).run(net, x, y)
@@ -233,7 +233,8 @@ DIVERGING = {
     "batch, phi, with a tolerance": dict(
         scale=100.0, check=10, presentation="batch", dt=5e-3, duration=None, tol=1e-3),
 }
-DIVERGED = re.compile(r"Learner\.run: the simulation diverged at step (\d+) \(t = (\S+) s\): "
+DIVERGED = re.compile(r"Learner\.run: the simulation of the RateNetwork diverged at step (\d+) "
+                      r"\(t = (\S+) s\): "
                       r"max \|(\w+\[\d+\])\| = (\S+)\. (Hint: .*)", re.S)
 
 
@@ -269,7 +270,7 @@ def test_divergence_is_reported_at_the_step_it_happens_like_the_numpy_engine(
     if "overflows" in case:
         # the state Brian2 holds at its test is no longer finite, yet the step and value
         # reported are those of the first step beyond the bound
-        monkeypatch.setattr(npe, "DIVERGENCE_BOUND", np.inf)
+        monkeypatch.setattr(phase, "DIVERGENCE_BOUND", np.inf)
         step, _, _, value, _ = _divergence("numpy", net, x, y, **kw)
         assert not np.isfinite(value) and out[0] < step < 600 < check
 

@@ -14,7 +14,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 import neuro_meta as nm
-from neuro_meta.engines import numpy_engine
+
 
 
 def report(name, **numbers):
@@ -327,7 +327,7 @@ def test_backprop_signal_equals_finite_differences(rng, lam):
         l_trn = 0.5 * ((out - y) ** 2).sum(axis=-1).mean()
         return l_trn + sum(0.5 * lam * ((p - o) ** 2).sum() for p, o in zip(ph, omega))
 
-    dyn = numpy_engine.Dynamics(net, "backprop")
+    dyn = net.dynamics("backprop")
     v = dyn.steady_v(phi, x)
     signal = dyn.plasticity(phi, v, x, y, np.full((1, K), 1.0 / K))
 
@@ -354,7 +354,7 @@ def test_delta_signal_equals_finite_differences(rng):
                          synapse=nm.ComplexSynapse(omega=0.0, lam=0.0))
     x, y = rng.normal(size=(1, K, 4)), rng.uniform(0.1, 0.9, size=(1, K, 3))
     phi = [rng.normal(size=(1, 3, 5))]
-    dyn = numpy_engine.Dynamics(net, "delta")
+    dyn = net.dynamics("delta")
     signal = dyn.plasticity(phi, dyn.steady_v(phi, x), x, y, np.full((1, K), 1.0 / K))[0]
 
     def loss(p):

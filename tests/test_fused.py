@@ -28,7 +28,8 @@ def _both(learner, net, x, y, **kw):
     """(fused result, numpy-loop result) of the same phase."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", nm.NotSettledWarning)
-        assert fused.supports(net, learner, _inp(learner, net, x, y), ())
+        inp = _inp(learner, net, x, y)
+        assert fused.supports(net, learner.phase_spec(net, inp), inp, ())
         res_f = learner.run(net, x, y, **kw)
         with fused.disabled():
             res_n = learner.run(net, x, y, **kw)
@@ -36,10 +37,7 @@ def _both(learner, net, x, y, **kw):
 
 
 def _inp(learner, net, x, y):
-    from neuro_meta.engines.numpy_engine import PhaseInput
-
-    X, Y, _ = learner._data(net, x, y)
-    return PhaseInput(X, Y, np.full(X.shape[:2], 1.0 / X.shape[1]), learner.presentation)
+    return learner.phase_input(net, x, y)[0]
 
 
 def _assert_same(res_f, res_n):
@@ -223,9 +221,10 @@ def test_float32_option_close_to_float64(kernel, rng, monkeypatch):
     inp = _inp(learner, net, x, y)
     inp.steps_per_sample = learner.presentation_steps(net)
     phi = [np.broadcast_to(c.phi0, (3,) + c.shape).copy() for c in net.connections]
-    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
-    out64 = fused.run_phase(net, inp, phi, v, learner, 1e-3)
-    out32 = fused.run_phase(net, inp, phi, v, learner, 1e-3, dtype=np.float32)
+    v = net.dynamics("delta").steady_v(phi, inp.at_step(0)[0])
+    spec = learner.phase_spec(net, inp)
+    out64 = fused.run_phase(net, inp, phi, v, spec)
+    out32 = fused.run_phase(net, inp, phi, v, spec, dtype=np.float32)
     assert out32[0][0].dtype == np.float64 and out32[5] == out64[5]
     assert 0 < _rel(out32[0][0], out64[0][0]) < 1e-4
 
@@ -238,9 +237,12 @@ def test_unsupported_cases_run_on_numpy_loop(rng):
     x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     euler = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.1)
     inp = _inp(euler, net, x[None], y[None])
-    assert not fused.supports(net, nm.Learner(integrator="rk4", dt=0.01, duration=0.1), inp)
-    assert not fused.supports(net, euler, inp, ["phi"])
-    assert not fused.supports(nm.RateNetwork([3, 2], activation=custom, seed=0), euler, inp)
+    spec = euler.phase_spec(net, inp)
+    rk4 = nm.Learner(integrator="rk4", dt=0.01, duration=0.1).phase_spec(net, inp)
+    assert "rk4" in fused.why_not(net, rk4, inp)
+    assert "recording" in fused.why_not(net, spec, inp, ["phi"])
+    assert "activation[0]" in fused.why_not(
+        nm.RateNetwork([3, 2], activation=custom, seed=0), spec, inp)
     res = euler.run(net, x, y, record=["phi"])             # recorded: the numpy loop
     with fused.disabled():
         ref = euler.run(net, x, y, record=["phi"])

@@ -25,7 +25,7 @@ def _inp(learner, net, x, y):
 
 
 def _phi0(learner, net, B):
-    return learner._phi_init(net, None, B)
+    return learner.initial_state(net, None, B)
 
 
 def _stiff_tasks(rng, B=4, K=8, amp=(1.0, 2.0, 4.0, 8.0)):
@@ -59,7 +59,7 @@ def test_stiffness_of_linear_readout_is_the_closed_form(rng):
     x = rng.normal(size=(2, 6, 3)) * scales
     y = rng.normal(size=(2, 6, 2))
     inp = _inp(learner, net, x, y)
-    mu = npe.stiffness(npe.Dynamics(net, "delta"), _phi0(learner, net, 2), inp)
+    mu = npe.stiffness(net.dynamics("delta"), _phi0(learner, net, 2), inp)
     for b in range(2):
         xa = np.concatenate([x[b], np.ones((6, 1))], axis=1)
         C = (xa.T * inp.c[b]) @ xa
@@ -74,7 +74,7 @@ def test_stiffness_of_tanh_network_matches_the_full_jacobian(rng):
     learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.01, duration=1.0)
     x, y = _stiff_tasks(rng, B=2, K=5)
     inp = _inp(learner, net, x, y)
-    dyn = npe.Dynamics(net, "backprop")
+    dyn = net.dynamics("backprop")
     phi = _phi0(learner, net, 2)
     mu = npe.stiffness(dyn, phi, inp)
     sizes = [p[0].size for p in phi]
@@ -103,9 +103,9 @@ def test_auto_substeps_meet_the_stability_rule(rng):
                          substeps="auto")
     x, y = _stiff_tasks(rng)
     inp = _inp(learner, net, x, y)
-    dyn = npe.Dynamics(net, "backprop")
+    dyn = net.dynamics("backprop")
     phi = _phi0(learner, net, 4)
-    m = npe.substeps_for(dyn, learner, phi, inp, 0.2)
+    m = npe.substeps_for(dyn, learner.phase_spec(net, inp), phi, inp)
     mu = npe.stiffness(dyn, phi, inp)
     h = 0.2 / m
     assert (h * mu <= npe.STIFFNESS_SAFETY * net.tau_synapse + 1e-12).all()
@@ -113,10 +113,10 @@ def test_auto_substeps_meet_the_stability_rule(rng):
     assert m[0] < m[-1]                  # steeper task, more sub-steps
     capped = nm.Learner(rule="backprop", integrator="expeuler", dt=0.2, tol=1e-6,
                         substeps="auto", max_substeps=2)
-    assert npe.substeps_for(dyn, capped, phi, inp, 0.2).max() == 2
+    assert npe.substeps_for(dyn, capped.phase_spec(net, inp), phi, inp).max() == 2
     fixed = nm.Learner(rule="backprop", integrator="expeuler", dt=0.2, substeps=3,
                        duration=1.0)
-    assert (npe.substeps_for(dyn, fixed, phi, inp, 0.2) == 3).all()
+    assert (npe.substeps_for(dyn, fixed.phase_spec(net, inp), phi, inp) == 3).all()
 
 
 # ---------------------------------------------------------------------- sub-steps
@@ -147,9 +147,9 @@ def test_fused_batch_kernel_runs_substeps_like_numpy_loop(rng):
     learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.2, tol=1e-5,
                          max_duration=40.0, substeps="auto")
     inp = _inp(learner, net, x, y)
-    m = npe.substeps_for(npe.Dynamics(net, "backprop"), learner, _phi0(learner, net, 4),
-                         inp, 0.2)
-    assert len(set(m)) > 1 and fused.supports(net, learner, inp, (), m)
+    spec = learner.phase_spec(net, inp)
+    m = npe.substeps_for(net.dynamics("backprop"), spec, _phi0(learner, net, 4), inp)
+    assert len(set(m)) > 1 and fused.supports(net, spec, inp, (), m)
     res_f = _quiet(learner.run, net, x, y)
     with fused.disabled():
         res_n = _quiet(learner.run, net, x, y)
@@ -159,11 +159,12 @@ def test_fused_batch_kernel_runs_substeps_like_numpy_loop(rng):
     assert _maxdiff(res_f, res_n) < 1e-12
     online = nm.Learner(rule="backprop", presentation="online", integrator="expeuler",
                         dt=0.01, substeps=2, duration=0.5)
-    assert not fused.supports(net, online, _inp(online, net, x, y), (), np.full(4, 2))
+    inp_o = _inp(online, net, x, y)
+    assert not fused.supports(net, online.phase_spec(net, inp_o), inp_o, (), np.full(4, 2))
     with pytest.raises(UnsupportedError, match="sub-steps"):
         fused.run_phase(net, inp, _phi0(learner, net, 4),
-                        npe.Dynamics(net, "backprop").steady_v(_phi0(learner, net, 4), inp.X),
-                        learner, 0.2, dtype=np.float32, substeps=m)
+                        net.dynamics("backprop").steady_v(_phi0(learner, net, 4), inp.X),
+                        spec, dtype=np.float32, substeps=m)
 
 
 def test_auto_settles_where_a_fixed_step_oscillates(rng):
@@ -195,11 +196,11 @@ def test_tasks_that_stiffen_are_run_again_the_same_on_every_engine(rng, monkeypa
     learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.2, tol=1e-6,
                          max_duration=40.0, substeps="auto")
     inp = _inp(learner, net, x, y)
-    dyn = npe.Dynamics(net, "backprop")
-    m0 = npe.substeps_for(dyn, learner, _phi0(learner, net, 4), inp, 0.2)
+    dyn = net.dynamics("backprop")
+    m0 = npe.substeps_for(dyn, learner.phase_spec(net, inp), _phi0(learner, net, 4), inp)
     calls = []
-    orig = npe._integrate
-    monkeypatch.setattr(npe, "_integrate", lambda *a: calls.append(a[-1]) or orig(*a))
+    orig = npe.integrate_any
+    monkeypatch.setattr(npe, "integrate_any", lambda *a: calls.append(a[-1]) or orig(*a))
     res = _quiet(learner.run, net, x, y)
     assert res.settled.all()
     np.testing.assert_array_equal(calls[0], m0)
@@ -246,13 +247,24 @@ def test_bad_substeps_are_clear_errors(kw, match):
         nm.Learner(**kw)
 
 
-def test_dual_system_refuses_substeps(rng):
+@pytest.mark.parametrize("integrator", ["euler", "expeuler", "rk4"])
+def test_dual_system_substeps_equal_a_finer_step(rng, integrator):
+    """The dual system takes sub-steps on the shared stack: m sub-steps of dt/m are the
+    same numbers as a step of dt/m (to rounding), and "auto" settles at the fixed point
+    of a finer run."""
     dual = nm.DualSystem([1, 8, 1], seed=0)
-    x, y = rng.normal(size=(5, 1)), rng.normal(size=(5, 1))
-    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, substeps=2,
-                         duration=1.0)
-    with pytest.raises(UnsupportedError, match="Learner.substeps"):
-        learner.run(dual, x, y)
+    x, y = rng.normal(size=(3, 5, 1)), rng.normal(size=(3, 5, 1))
+    sub = nm.Learner(rule="backprop", integrator=integrator, dt=0.05, substeps=2,
+                     duration=1.0).run(dual, x, y)
+    fine = nm.Learner(rule="backprop", integrator=integrator, dt=0.025,
+                      duration=1.0).run(dual, x, y)
+    assert (sub.substeps == 2).all() and sub.steps * 2 == fine.steps
+    assert _maxdiff(sub, fine) < 1e-12
+    kw = dict(rule="backprop", integrator="expeuler", tol=1e-8, max_duration=200.0)
+    auto = nm.Learner(dt=0.5, substeps="auto", **kw).run(dual, 4 * x, y)
+    ref = nm.Learner(dt=0.01, **kw).run(dual, 4 * x, y)
+    assert auto.settled.all() and (auto.substeps >= 1).all()
+    assert _maxdiff(auto, ref) < 1e-6
 
 
 @needs_numba

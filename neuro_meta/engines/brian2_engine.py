@@ -78,6 +78,11 @@ import numpy as np
 
 from ..errors import SimulationError, UnsupportedError
 from . import numpy_engine as npe
+from . import phase
+from .phase import DIVERGENCE_BOUND, Recorder, check_finite
+
+#: Name of this engine in results and messages.
+NAME = "brian2"
 
 #: f'(v) in Brian2 syntax, written with the freshly stored rate ``r`` where possible.
 DERIVATIVES = {
@@ -100,24 +105,42 @@ SCHEDULE = {
 
 
 # ---------------------------------------------------------------------- support checks
-def check_supported(net, learner=None, presentation=None):
+def why_not(kind, spec, inp, record=(), substeps=None):
+    """None if the Brian2 engine can run this phase, else the reason."""
+    try:
+        check_supported(kind, spec, inp.presentation)
+    except UnsupportedError as err:
+        return str(err)
+    return None
+
+
+def check_supported(kind, spec=None, presentation=None):
     """Raise :class:`UnsupportedError` naming the option the Brian2 engine cannot run."""
+    net = kind.layered()
+    if net is None:
+        raise UnsupportedError(
+            f"Learner.engine: the brian2 engine cannot run this phase of a {kind.kind_name}: "
+            "it simulates layered rate networks (RateNetwork) only (got 'brian2')")
     if net.tau_neuron <= 0:
         raise UnsupportedError(
             "RateNetwork.tau_neuron: the brian2 engine needs neurons with a time constant "
             f"> 0 (instantaneous neurons are not supported) (got {net.tau_neuron!r})")
-    if learner is not None:
-        if learner.integrator != "euler":
+    if spec is not None:
+        if spec.integrator != "euler":
             raise UnsupportedError(
-                "Learner.integrator: the brian2 engine supports only 'euler' "
-                f"(got {learner.integrator!r})")
+                "Learner.integrator: the brian2 engine runs a RateNetwork with 'euler' only "
+                f"(got {spec.integrator!r})")
         plastic = [c.plastic for c in net.connections]
-        if learner.rule == "backprop" and any(plastic[:-1]):
+        if spec.rule == "backprop" and any(plastic[:-1]):
             raise UnsupportedError(
-                "Learner.rule: the brian2 engine supports 'backprop' only when the output "
-                "connection is the only plastic one (where it equals 'delta'); got plastic "
+                "Learner.rule: the brian2 engine runs a RateNetwork with 'backprop' only when "
+                "the output connection is the only plastic one (where it equals 'delta'); "
+                "got plastic "
                 f"connections {[i for i, p in enumerate(plastic) if p]}")
-        presentation = learner.presentation
+        if spec.substeps != 1:
+            raise UnsupportedError(
+                "Learner.substeps: the brian2 engine advances every synapse of a RateNetwork "
+                f"on one clock (got {spec.substeps!r}); choose a smaller dt")
     if presentation not in (None, "online", "batch"):
         raise UnsupportedError(
             "Learner.presentation: the brian2 engine supports 'online' and 'batch' "
@@ -171,7 +194,7 @@ def _watching_euler(flag, names):
     ``flag`` counts the steps after which all of ``names`` (a tuple) are below the
     divergence bound (NaN is not), in the same generated code as the update. One object
     per arguments: Brian2 caches the state updaters' code by this object."""
-    inside = " and ".join(f"abs({x}) < {npe.DIVERGENCE_BOUND!r}" for x in names)
+    inside = " and ".join(f"abs({x}) < {DIVERGENCE_BOUND!r}" for x in names)
     watch = f"{flag} = {flag} + int({inside})"
 
     def euler_watch(equations, variables, method_options=None):
@@ -184,7 +207,7 @@ def _watching_euler(flag, names):
 
 # ---------------------------------------------------------------------- target preference
 @contextlib.contextmanager
-def _codegen_target(target):
+def codegen_target(target):
     """Set ``prefs.codegen.target`` (and float64) for the duration of a block."""
     from brian2 import prefs
 
@@ -475,12 +498,13 @@ def _values(group, name):
 
 
 # ---------------------------------------------------------------------- one phase
-def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
-              loss_fn=None):
+def run_phase(kind, inp, phi_init, spec, record=(), record_every=1, loss_fn=None,
+              accelerators=()):
     """Integrate one phase with Brian2. Same contract as :func:`numpy_engine.run_phase`:
     returns (phi, v, recorder, settled (B,), t_end, steps); if the state diverges, raises
     the numpy engine's :class:`SimulationError` (same step, same message)."""
-    check_supported(net, learner)
+    check_supported(kind, spec, inp.presentation)
+    net = kind.layered()
     from brian2.devices.device import RuntimeDevice, get_device
 
     if not isinstance(get_device(), RuntimeDevice):
@@ -488,19 +512,19 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
             "Learner.engine: the brian2 engine runs on Brian2's runtime device (numpy or "
             "cython target); for C++ standalone export the network with "
             f"RateNetwork.to_brian2() (got device {type(get_device()).__name__})")
-    dt = learner.dt_for(net, inp)
-    dyn = npe.Dynamics(net, learner.rule)
+    dt = spec.dt
+    dyn = kind.dynamics(spec.rule)
     phi = [np.array(p, dtype=np.float64) for p in phi_init]
     x0, _, _ = inp.at_step(0)
     v = dyn.steady_v(phi, x0)
-    rec = npe.Recorder(record, record_every, dt)
-    n_max, tol = learner.steps_for(net, inp)
-    run = functools.partial(_simulate, net, inp, dt, phi, v, dyn, tol,
-                            learner.check_every(inp))
-    with _codegen_target(learner.brian2_target), \
+    rec = Recorder(record, record_every, dt)
+    rec.ran(NAME)
+    n_max, tol = spec.n_max, spec.tol
+    run = functools.partial(_simulate, net, inp, dt, phi, v, dyn, tol, spec.check)
+    with codegen_target(spec.brian2_target), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if n_max > 0 and any(not c.plastic and p.size and not np.abs(p).max()
-                             < npe.DIVERGENCE_BOUND for c, p in zip(net.connections, phi)):
+                             < DIVERGENCE_BOUND for c, p in zip(net.connections, phi)):
             diverged = (0, 1)   # static weights beyond the bound: so at the first step
         else:
             hook = run(n_max, rec, loss_fn)
@@ -509,9 +533,9 @@ def run_phase(net, inp, phi_init, learner, record=(), record_every=1, beta=0.0,
             # the first step beyond the bound is in (c0, c]: replay up to c, testing
             # every step after c0, and raise the numpy engine's error for that step
             c0, c = diverged
-            replay = run(c, npe.Recorder((), 1, dt), None, search_after=c0)
+            replay = run(c, Recorder((), 1, dt), None, search_after=c0)
             phi, v, n = replay.result
-            npe._check_finite(phi, v, n, dt, learner, beta)
+            check_finite(phi, v, n, spec, kind)
             raise SimulationError(      # not reached: the replay ends beyond the bound
                 f"Learner.run: the simulation diverged by step {c} (t = {c * dt:.6g} s)")
     phi, v, n = hook.result
@@ -627,7 +651,7 @@ class _PhaseHook:
 
     def _settle(self, phi, v, n):
         """Settling test at step ``n``; freezes the tasks that have settled."""
-        self.settled |= npe._settled(self.dyn, phi, v, self.prev_phi, None, self.inp, n,
+        self.settled |= npe.settled_tasks(self.dyn, phi, v, self.prev_phi, self.inp, n,
                                      self.check, self.dt, self.tol)
         if self.settled.any() and not self.settled.all():
             mask = self.settled.copy()
@@ -677,28 +701,33 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
     ``gain_in`` sit in the groups' namespaces. The initial state is stored (runtime
     devices) so ``restore()`` returns to it.
     """
-    from ..learning import Learner
     from .. import _params as P
 
-    learner = Learner(rule="delta", presentation=presentation, integrator="euler", dt=dt,
-                      duration=1.0, presentation_time=presentation_time, engine="brian2")
+    O = "RateNetwork.to_brian2"
+    presentation = P.choice(presentation, O, "presentation", ("online", "batch"))
+    dt = P.to_seconds(dt, O, "dt", allow_none=True)
+    presentation_time = P.to_seconds(presentation_time, O, "presentation_time",
+                                     allow_none=True)
     check_supported(net, presentation=presentation)
     if x is None and y is None:
-        inp = npe.PhaseInput(np.zeros((1, 1, net.sizes[0])), np.zeros((1, 1, net.sizes[-1])),
-                             np.zeros((1, 1)), presentation, 1)
-        if presentation == "online":
-            inp.steps_per_sample = learner.phase_input(
-                net, inp.X, inp.Y, owner="RateNetwork.to_brian2")[0].steps_per_sample
+        inp = phase.PhaseInput(np.zeros((1, 1, net.sizes[0])),
+                               np.zeros((1, 1, net.sizes[-1])), np.zeros((1, 1)),
+                               presentation, 1)
     elif x is None or y is None:
-        P.fail("RateNetwork.to_brian2", "y" if y is None else "x",
+        P.fail(O, "y" if y is None else "x",
                "is required together with " + ("x" if y is None else "y"), "None")
     else:
-        inp, _, _ = learner.phase_input(net, x, y, x_val, y_val, beta,
-                                        owner="RateNetwork.to_brian2")
-    X = inp.X
-    phi = learner._phi_init(net, phi_init, X.shape[0])
-    v = npe.Dynamics(net, "delta").steady_v(phi, inp.at_step(0)[0])
-    model = Brian2Model(net, inp, learner.dt_for(net, inp))
+        inp, _, _ = phase.phase_input(net, x, y, x_val, y_val, beta, presentation, owner=O)
+    if presentation == "online":
+        inp.steps_per_sample = (
+            phase.presentation_steps(net, dt, presentation_time, owner=O) if dt is not None
+            else int(round((presentation_time if presentation_time is not None
+                            else net.tau_fast / 100)
+                           / phase.auto_dt(net, "euler", inp, presentation_time))))
+    phi = phase.initial_state(net, phi_init, inp.X.shape[0], owner=O)
+    v = net.dynamics("delta").steady_v(phi, inp.at_step(0)[0])
+    model = Brian2Model(net, inp, dt if dt is not None else
+                        phase.auto_dt(net, "euler", inp, presentation_time))
     model.set_state(phi, v)
     from brian2.devices.device import RuntimeDevice, get_device
 

@@ -62,8 +62,11 @@ import threading
 
 import numpy as np
 
-from . import numpy_engine as npe
+from .phase import DIVERGENCE_BOUND, Recorder, check_finite
 from ..errors import UnsupportedError
+
+#: Name of this engine in results and messages.
+NAME = "fused"
 
 try:  # numba is an optional dependency (the "fast" extra)
     import numba
@@ -96,20 +99,39 @@ def disabled():
         AVAILABLE = old
 
 
-def supports(net, learner, inp, record=(), substeps=None):
-    """Whether :func:`run_phase` can run this phase (else the numpy loop does); with
-    ``substeps`` (per task) above 1, only the batch kernel (:func:`dense_kernel`) can."""
-    if not AVAILABLE or record or learner.integrator not in ("euler", "expeuler"):
-        return False
+def why_not(kind, spec, inp, record=(), substeps=None):
+    """None if :func:`run_phase` can run this phase, else the reason (the numpy loop
+    runs it then); with ``substeps`` (per task) above 1, only the batch kernel
+    (:func:`dense_kernel`) can."""
+    if not AVAILABLE:
+        return "numba is not installed (pip install neuro_meta[fast])"
+    net = kind.layered()
+    if net is None:
+        return (f"a {kind.kind_name} is not a layered rate network (the kernels compile "
+                "RateNetwork layouts only)")
+    if spec.integrator not in ("euler", "expeuler"):
+        return f"integrator {spec.integrator!r} (the kernels step Euler and expeuler)"
+    if record:
+        return "recording (the kernels keep no time series)"
+    if getattr(kind, "loss", None) is None or kind.loss.name != "squared_error":
+        return f"loss {kind.loss!r} (the kernels compute squared error)"
     if substeps is not None and np.any(np.asarray(substeps) != 1) \
             and not dense_kernel(net, inp):
-        return False
+        return ("sub-steps outside the batch kernel (batch presentation, instantaneous "
+                "neurons)")
     from ..activations import ACTIVATIONS
 
-    for act in net.activations:
+    for l, act in enumerate(net.activations):
         if ACTIVATIONS.get(act.name) is not act or act.name not in ACT_CODES:
-            return False
-    return inp.presentation in ("batch", "online")
+            return f"activation[{l}] {act!r} is not a built-in rate function"
+    if inp.presentation not in ("batch", "online"):
+        return f"presentation {inp.presentation!r}"
+    return None
+
+
+def supports(kind, spec, inp, record=(), substeps=None):
+    """Whether :func:`run_phase` can run this phase (see :func:`why_not`)."""
+    return why_not(kind, spec, inp, record, substeps) is None
 
 
 # ====================================================================== kernels
@@ -1010,7 +1032,7 @@ class _Packed:
     weights (connection after connection, rows of (n_post, n_pre[+1])) and per sample
     copy one vector of all neurons (layer after layer, the input layer first)."""
 
-    def __init__(self, net, learner, inp, dt, dtype, substeps=None):
+    def __init__(self, net, integrator, inp, dt, dtype, substeps=None):
         conns = net.connections
         L = len(conns)
         self.sizes = np.array(net.sizes, dtype=np.int64)
@@ -1040,7 +1062,7 @@ class _Packed:
         self.msub = np.ascontiguousarray(m)
         self.hs = np.ascontiguousarray(np.broadcast_to(hs, m.shape), dtype=dtype)
         self.fac = np.broadcast_to(self.lam, (m.shape[0], P))    # unused by Euler
-        if learner.integrator == "expeuler":
+        if integrator == "expeuler":
             lam = self.lam.astype(np.float64)
             rows = {}
             for k in np.unique(m):
@@ -1086,11 +1108,12 @@ def dense_kernel(net, inp, dtype=np.float64):
                 and np.dtype(dtype) == np.float64)
 
 
-def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
-              dtype=np.float64, substeps=None):
+def run_phase(kind, inp, phi, v, spec, rec=None, loss_fn=None, dtype=np.float64,
+              substeps=None):
     """Integrate one phase with the fused kernel; same contract as
-    :func:`numpy_engine.run_phase` (returns phi, v, recorder, settled, t_end, steps),
-    starting from fast weights ``phi`` and potentials ``v`` (lists, float64).
+    :func:`numpy_engine.integrate` (returns phi, v, recorder, settled, t_end, steps),
+    starting from fast weights ``phi`` and potentials ``v`` (lists, float64) of the
+    layered rate network ``kind``, with the settings ``spec`` (a ``PhaseSpec``).
 
     ``dtype``: ``numpy.float32`` runs the kernel in single precision (about twice the
     throughput on large networks; results then agree with float64 to ~1e-6 only).
@@ -1098,22 +1121,23 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
     :func:`numpy_engine.substeps_for`; batch kernel only).
     """
     dtype = np.dtype(dtype)
+    net = kind.layered()
+    dt = spec.dt
     if rec is None:
-        rec = npe.Recorder((), 1, dt)
+        rec = Recorder((), 1, dt)
     if substeps is not None and np.any(np.asarray(substeps) != 1) \
             and not dense_kernel(net, inp, dtype):
         raise UnsupportedError("fused.run_phase: sub-steps run in the batch kernel only "
                                "(batch presentation, instantaneous neurons, float64)")
-    pk = _Packed(net, learner, inp, dt, dtype, substeps)
-    n_max, tol = learner.steps_for(net, inp)
-    check = learner.check_every(inp)
+    pk = _Packed(net, spec.integrator, inp, dt, dtype, substeps)
+    n_max, tol, check = spec.n_max, spec.tol, spec.check
     B = phi[0].shape[0]
     online = inp.presentation == "online"
     X = np.ascontiguousarray(inp.X, dtype=dtype)
     Y = np.ascontiguousarray(inp.Y, dtype=dtype)
     C = np.ascontiguousarray(inp.c, dtype=dtype)
     tau_v = float(net.tau_neuron)
-    exponential = learner.integrator == "expeuler"
+    exponential = spec.integrator == "expeuler"
     if tau_v > 0:
         a_v = float(np.exp(-dt / tau_v)) if exponential else dt / tau_v
     else:
@@ -1124,7 +1148,7 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
     B_P = B * pk.P
     rows = len(net.connections) == 1 and B_P >= ROWS_MIN_SYNAPSES \
         and pk.msub.shape[0] == 1 and pk.msub[0] == 1     # no sub-steps in the rows kernel
-    bound = dtype.type(npe.DIVERGENCE_BOUND)
+    bound = dtype.type(DIVERGENCE_BOUND)
     if rows:   # one connection: lock-step over tasks, in parallel over the rows
         net_args = (pk.omega, pk.lam, pk.fac[0], int(pk.sizes[0]), int(pk.conn[0, 2]),
                     int(pk.acts[0]))
@@ -1132,7 +1156,7 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
     else:
         net_args = (pk.fac, pk.hs, pk.msub, pk.omega, pk.lam, pk.conn, pk.sizes, pk.noff,
                     pk.acts)
-        args = net_args + common + (learner.rule == "backprop",
+        args = net_args + common + (spec.rule == "backprop",
                                     dense_kernel(net, inp, dtype), bound)
     i_steps = len(net_args) + 2     # n_max, set per call
 
@@ -1158,7 +1182,7 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
         return flat, V, steps, settled, bad
 
     # static weights beyond the divergence bound: the numpy loop reports it at step 1
-    static_bad = any(not c.plastic and p.size and not np.abs(p).max() < npe.DIVERGENCE_BOUND
+    static_bad = any(not c.plastic and p.size and not np.abs(p).max() < DIVERGENCE_BOUND
                      for c, p in zip(net.connections, phi))
     flat, V, steps, settled, bad = kernel(1 if static_bad else n_max)
     if static_bad:
@@ -1169,7 +1193,7 @@ def run_phase(net, inp, phi, v, learner, dt, beta=0.0, rec=None, loss_fn=None,
         n = int(bad[bad > 0].min())
         flat, V, _, _, _ = kernel(n)
         with np.errstate(over="ignore", invalid="ignore"):
-            npe._check_finite(pk.unpack_phi(flat, net), pk.unpack_v(V), n, dt, learner, beta)
+            check_finite(pk.unpack_phi(flat, net), pk.unpack_v(V), n, spec, kind)
         raise AssertionError("fused kernel: replayed state is finite")  # pragma: no cover
     phi_out, v_out = pk.unpack_phi(flat, net), pk.unpack_v(V)
     n = int(steps.max()) if B else 0
