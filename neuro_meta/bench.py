@@ -19,7 +19,7 @@ biases. Synapse-steps per second = B * N_in * N_out * steps / wall time.
 
 Also: the scaling of the fused kernel with synapses and tasks (through ``Learner.run``
 and through ``fused.run_phase`` alone, float64 and float32; one-connection models of at
-least ``fused.ROWS_MIN_SYNAPSES`` weights run on the rows kernel), the per-phase cost on
+least ``fused.config.ROWS_MIN_SYNAPSES`` weights run on the rows kernel), the per-phase cost on
 a small network, and two sinusoid CML meta-trainings fused vs the numpy loop: a stable
 setting (dt 5 ms, results equal to rounding) and the experiment's own model file.
 
@@ -150,12 +150,12 @@ def brian2_rate(net, x, y, steps, formulation):
 @contextlib.contextmanager
 def _serial_kernel():
     """Within the block, fused phases run in the calling thread whatever their length."""
-    old = fused.PARALLEL_MIN_WORK
-    fused.PARALLEL_MIN_WORK = float("inf")
+    old = fused.config.PARALLEL_MIN_WORK
+    fused.config.PARALLEL_MIN_WORK = float("inf")
     try:
         yield
     finally:
-        fused.PARALLEL_MIN_WORK = old
+        fused.config.PARALLEL_MIN_WORK = old
 
 
 def small_phase_overhead(repeats=20):
@@ -311,7 +311,7 @@ def main(quick=False, out="results/bench"):
         scaling.append({"n_in": n_in, "n_out": n_out, "tasks": B, "synapses": n_syn,
                         "steps": steps, "fused_float64": r, "fused_float64_run_phase": r_k,
                         "fused_float32_run_phase": r32,
-                        "kernel": "rows" if B * n_in * n_out >= fused.ROWS_MIN_SYNAPSES
+                        "kernel": "rows" if B * n_in * n_out >= fused.config.ROWS_MIN_SYNAPSES
                         else "tasks"})
         row(f"{n_in}x{n_out}x{B} tasks", "fused f64", r,
             f"run_phase alone: f64 {r_k / 1e6:.0f} M, f32 {r32 / 1e6:.0f} M")

@@ -212,7 +212,7 @@ def test_consolidation_meta_training_equal():
 def test_float32_option_close_to_float64(kernel, rng, monkeypatch):
     from neuro_meta.engines import numpy_engine as npe
 
-    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0 if kernel == "rows" else 10**12)
+    monkeypatch.setattr(fused.config, "ROWS_MIN_SYNAPSES", 0 if kernel == "rows" else 10**12)
 
     net = _net([20, 10], "delta", 0.01, True, "tanh")
     learner = nm.Learner(rule="delta", presentation="online", integrator="euler", dt=1e-3,
@@ -250,22 +250,31 @@ def test_unsupported_cases_run_on_numpy_loop(rng):
 
 
 def test_without_numba_everything_runs_on_numpy(monkeypatch, rng):
-    """The module imports without numba (AVAILABLE False) and the engine falls back."""
+    """The package imports without numba (AVAILABLE False), says why it cannot run, and
+    the engine falls back to the numpy loop with the same numbers."""
     net = nm.RateNetwork([3, 2], tau_neuron=0.0, seed=0)
     x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     learner = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5)
     with fused.disabled():
         ref = learner.run(net, x, y)
+    saved = {k: v for k, v in sys.modules.items() if k.startswith("neuro_meta.engines.fused")}
     monkeypatch.setitem(sys.modules, "numba", None)      # "import numba" fails
+    for k in saved:
+        monkeypatch.delitem(sys.modules, k)
     try:
-        mod = importlib.reload(fused)
-        assert mod.AVAILABLE is False
-        assert not mod.supports(net, learner, _inp(learner, net, x[None], y[None]))
+        mod = importlib.import_module("neuro_meta.engines.fused")
+        assert mod is not fused and mod.AVAILABLE is False
+        inp = _inp(learner, net, x[None], y[None])
+        assert "numba is not installed" in mod.why_not(net, learner.phase_spec(net, inp), inp)
         res = learner.run(net, x, y)
+        assert res.engine == "numpy"
         np.testing.assert_array_equal(res.phi[0], ref.phi[0])
+        with pytest.raises(nm.UnsupportedError, match="numba is not installed"):
+            nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5,
+                       engine="fused").run(net, x, y)
     finally:
         monkeypatch.undo()
-        importlib.reload(fused)
+    assert importlib.import_module("neuro_meta.engines.fused") is fused
     assert fused.AVAILABLE == (importlib.util.find_spec("numba") is not None)
 
 
@@ -274,9 +283,10 @@ def test_without_numba_everything_runs_on_numpy(monkeypatch, rng):
 def rows_kernel(request, monkeypatch):
     """One-connection phases on the rows kernel (blocks of 2 rows), in one thread or in
     the thread pool, whatever their size."""
-    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0)
-    monkeypatch.setattr(fused, "_rows_block", lambda n_out, P, B, parallel: 2)
-    monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 10**18)
+    monkeypatch.setattr(fused.config, "ROWS_MIN_SYNAPSES", 0)
+    monkeypatch.setattr(fused.driver, "rows_block", lambda n_out, P, B, parallel: 2)
+    monkeypatch.setattr(fused.config, "PARALLEL_MIN_WORK",
+                        0 if request.param == "parallel" else 10**18)
     return request.param
 
 
@@ -323,13 +333,13 @@ def test_rows_and_tasks_kernels_agree(monkeypatch, rng):
     learner = nm.Learner(rule="delta", presentation="online", integrator="expeuler",
                          dt=1e-3, duration=0.3)
     calls = []
-    for name in ("_phase_rows_serial", "_phase_rows_parallel"):
-        kern = getattr(fused, name)
-        monkeypatch.setattr(fused, name, lambda *a, _k=kern: calls.append(1) or _k(*a))
-    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 10**12)
+    kern = fused.driver.phase_rows
+    monkeypatch.setattr(fused.driver, "phase_rows",
+                        lambda *a, **kw: calls.append(1) or kern(*a, **kw))
+    monkeypatch.setattr(fused.config, "ROWS_MIN_SYNAPSES", 10**12)
     tasks = learner.run(net, x, y)
     assert not calls
-    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 4 * 20 * 31)
+    monkeypatch.setattr(fused.config, "ROWS_MIN_SYNAPSES", 4 * 20 * 31)
     rows = learner.run(net, x, y)
     assert calls
     assert _rel(rows.phi_aug[0], tasks.phi_aug[0]) < 1e-14
@@ -344,13 +354,13 @@ def test_vectorisable_tanh_matches_numpy():
     x = np.concatenate([rng.uniform(-1, 1, 2000), rng.uniform(-30, 30, 2000),
                         rng.normal(size=500) * 1e-6, np.linspace(-0.7, 0.7, 1001),
                         [0.625, -0.625, 22.0, -22.0, 1e-300, 5e-324, 700.0]])
-    got = np.array([fused._tanh(float(a)) for a in x])
+    got = np.array([fused.tanh(float(a)) for a in x])
     ref = np.tanh(x)
     assert np.all(np.abs(got - ref) <= 1e-15 * np.abs(ref))
     for a in (0.0, -0.0, np.inf, -np.inf):
-        assert np.copysign(1, fused._tanh(a)) == np.copysign(1, np.tanh(a))
-        assert fused._tanh(a) == np.tanh(a)
-    assert np.isnan(fused._tanh(np.nan))
+        assert np.copysign(1, fused.tanh(a)) == np.copysign(1, np.tanh(a))
+        assert fused.tanh(a) == np.tanh(a)
+    assert np.isnan(fused.tanh(np.nan))
 
 
 # ---------------------------------------------------------------------- batch kernel
@@ -363,7 +373,7 @@ def test_dense_batch_kernel_same_as_general_loop(integrator, rule, monkeypatch, 
     numpy loop's numbers, steps and settled flags -- with settling (the test reuses the
     step's gradients), a static connection, biases or not."""
     sizes = [3, 24, 20, 2]                 # 24x4, 20x25 (BLAS), 2x21
-    assert 20 * 24 >= fused.DOT_MIN_WEIGHTS > 24 * 4
+    assert 20 * 24 >= fused.config.DOT_MIN_WEIGHTS > 24 * 4
     for bias in (True, False):
         net = _net(sizes, rule, 0.0, bias, ["tanh", "sigmoid", "linear"])
         scale = np.array([0.2, 1.0, 3.0])[:, None, None]
@@ -374,7 +384,7 @@ def test_dense_batch_kernel_same_as_general_loop(integrator, rule, monkeypatch, 
         assert fused.dense_kernel(net, inp)
         res_d, res_n = _both(learner, net, x, y)
         _assert_same(res_d, res_n)
-        monkeypatch.setattr(fused, "DENSE", False)
+        monkeypatch.setattr(fused.config, "DENSE", False)
         assert not fused.dense_kernel(net, inp)
         res_g, _ = _both(learner, net, x, y)
         monkeypatch.undo()
@@ -403,8 +413,9 @@ def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    for name in ("_phase_serial", "_rows_blocks", "_rows_reduce", "_task_dense"):
-        assert not getattr(fused, name).targetoptions.get("parallel")
+    for mod, name in ((fused.driver, "phase_serial"), (fused.rows, "rows_blocks"),
+                      (fused.rows, "rows_reduce"), (fused.dense, "task_dense")):
+        assert not getattr(mod, name).targetoptions.get("parallel")
     net = _net([2, 20, 20, 1], "backprop", 0.0, True, ["tanh", "tanh", "linear"])
     x, y = rng.normal(size=(5, 6, 2)), rng.normal(size=(5, 6, 1))
     learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.02, duration=1.0)
@@ -412,12 +423,12 @@ def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
     xb, yb = rng.normal(size=(3, 6, 30)), rng.normal(size=(3, 6, 20))
     lb = nm.Learner(rule="delta", presentation="online", integrator="expeuler", dt=1e-3,
                     tol=1e-3, max_duration=0.3)
-    monkeypatch.setattr(fused, "ROWS_MIN_SYNAPSES", 0)
-    monkeypatch.setattr(fused, "_rows_block", lambda n_out, P, B, parallel: 3)
+    monkeypatch.setattr(fused.config, "ROWS_MIN_SYNAPSES", 0)
+    monkeypatch.setattr(fused.driver, "rows_block", lambda n_out, P, B, parallel: 3)
     out = {}
     for label, min_work, n_threads in (("one", 10**18, None), ("pool", 0, 3)):
-        monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", min_work)
-        monkeypatch.setattr(fused, "THREADS", n_threads)
+        monkeypatch.setattr(fused.config, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(fused.config, "THREADS", n_threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.NotSettledWarning)
             out[label] = (learner.run(net, x, y), lb.run(big, xb, yb))
@@ -435,9 +446,9 @@ def test_threads_same_numbers_as_one_thread_and_fork_safe(rng, monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
 def test_bad_thread_count_is_a_clear_error(bad, monkeypatch):
-    monkeypatch.setattr(fused, "THREADS", bad)
-    with pytest.raises(nm.ValidationError, match=r"fused\.THREADS: must be None or an "
+    monkeypatch.setattr(fused.config, "THREADS", bad)
+    with pytest.raises(nm.ValidationError, match=r"fused\.config\.THREADS: must be None or an "
                                                   r"integer >= 1"):
         fused.threads()
-    monkeypatch.setattr(fused, "THREADS", 3)
+    monkeypatch.setattr(fused.config, "THREADS", 3)
     assert fused.threads() == 3

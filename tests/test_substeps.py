@@ -277,8 +277,8 @@ def test_substeps_in_the_pool_same_as_one_thread(rng, monkeypatch):
                          max_duration=40.0, substeps="auto")
     out = {}
     for label, min_work, n_threads in (("one", 10**18, None), ("pool", 0, 3)):
-        monkeypatch.setattr(fused, "PARALLEL_MIN_WORK", min_work)
-        monkeypatch.setattr(fused, "THREADS", n_threads)
+        monkeypatch.setattr(fused.config, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(fused.config, "THREADS", n_threads)
         out[label] = _quiet(learner.run, net, x, y)
     assert len(set(out["pool"].substeps)) > 1
     assert out["one"].steps == out["pool"].steps
