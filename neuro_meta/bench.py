@@ -20,8 +20,9 @@ biases. Synapse-steps per second = B * N_in * N_out * steps / wall time.
 Also: the scaling of the fused kernel with synapses and tasks (through ``Learner.run``
 and through ``fused.run_phase`` alone, float64 and float32; one-connection models of at
 least ``fused.config.ROWS_MIN_SYNAPSES`` weights run on the rows kernel), the per-phase cost on
-a small network, and two sinusoid CML meta-trainings fused vs the numpy loop: a stable
-setting (dt 5 ms, results equal to rounding) and the experiment's own model file.
+a small network, and meta-trainings fused vs the numpy loop: two sinusoid CML ones (a
+stable setting, dt 5 ms, results equal to rounding, and the experiment's own model file)
+and the dual system's (``models/sinusoid_dual.yaml``, the compiled gain kernel).
 
 No timing is asserted anywhere (numbers depend on the machine and its load).
 """
@@ -243,10 +244,21 @@ def sinusoid_model(steps, eval_tasks=25):
             **_fused_vs_numpy(lambda: build_cml(cfg)[1], steps)}
 
 
+def dual_model(steps, eval_tasks=25):
+    """The same for the dual system of ``models/sinusoid_dual.yaml`` (its gains, biases
+    and readout fast): the compiled gain kernel vs the numpy loop."""
+    from .experiments.consolidation import merge
+    from .experiments.sinusoid import build_cml
+    from .models import load_model
+
+    cfg = merge(load_model("sinusoid_dual"), {"meta": {"eval_tasks": int(eval_tasks)}})
+    return {"meta_steps": steps, "config": "models/sinusoid_dual.yaml",
+            "eval_tasks": eval_tasks, **_fused_vs_numpy(lambda: build_cml(cfg)[1], steps)}
+
+
 def _theta_diff(th_a, th_b):
     return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-               for key in ("omega", "lam", "omega_bias", "lam_bias")
-               for a, b in zip(th_a[key], th_b[key]) if a is not None)
+               for key in th_a for a, b in zip(th_a[key], th_b[key]) if a is not None)
 
 
 # ---------------------------------------------------------------------- main
@@ -265,7 +277,25 @@ def main(quick=False, out="results/bench"):
 
     print(f"{'model':<24}{'engine':<22}{'M syn-steps/s':>12}  note")
     print("-" * 78)
-    # -- 100 x 100 x 50 tasks against Brian2
+    res.update(_throughput(quick, row))
+    res.update(_scaling(quick, row))
+    res.update(_meta_training(quick))
+    res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
+                    for m, e, r, n in rows]
+    res["wall_time_s"] = time.perf_counter() - t_start
+    print("-" * 78)
+    for key in ("ratio_vs_brian2_cython", "ratio_vs_brian2_naive", "ratio_vs_numpy",
+                "large_gsyn_steps_per_s", "small_phase_overhead_ms"):
+        val = res.get(key)
+        print(f"{key:<28}{'n/a' if val is None else f'{val:.3g}'}")
+    path = write_json(f"{out}/results.json", res)
+    print(f"wrote {path} ({res['wall_time_s']:.0f} s)")
+    return res
+
+
+def _throughput(quick, row):
+    """The 100 x 100 x 50 tasks model: fused, numpy loop, Brian2 cython (two ways)."""
+    res = {}
     n_in, n_out, B = 100, 100, 50
     net, x, y = _model(n_in, n_out, B)
     label = f"{n_in}x{n_out}x{B} tasks"
@@ -294,9 +324,15 @@ def main(quick=False, out="results/bench"):
         res["ratio_vs_brian2_cython"] = res["ratio_vs_brian2_naive"] = None
     res["throughput_100x100x50"] = base
     res["ratio_vs_numpy"] = r_f / r_np
+    return res
 
-    # -- scaling with synapses and tasks (fused, float64 and float32)
+
+def _scaling(quick, row):
+    """The fused kernel's scaling with synapses and tasks (float64 and float32) and the
+    per-phase overhead on a small network."""
+    res = {}
     scaling = []
+    rep = 2 if quick else 3
     sizes = ([(100, 100, 4), (2000, 2000, 4)] if not quick
              else [(100, 100, 4), (1000, 1000, 4)])
     sizes = [(100, 100, 1), (100, 100, 16), (300, 300, 16)] + sizes
@@ -322,8 +358,6 @@ def main(quick=False, out="results/bench"):
                                                if large else None)
     res["large_model"] = "2000x2000x4 tasks, float64" if large else \
         "not run (--quick); see scaling for the 1000x1000x4 model"
-
-    # -- per-phase overhead, small network
     small = small_phase_overhead(10 if quick else 30)
     res["small_phase"] = small
     res["small_phase_overhead_ms"] = small["fused"]["overhead_ms"]
@@ -331,28 +365,22 @@ def main(quick=False, out="results/bench"):
           f"{small['fused']['overhead_ms']:>9.3f} ms  (numpy loop: "
           f"{small['numpy']['overhead_ms']:.3f} ms; per step {small['fused']['per_step_ms']:.3f}"
           f" vs {small['numpy']['per_step_ms']:.3f} ms)")
+    return res
 
-    # -- sinusoid CML meta-training
-    sin = sinusoid_cml(1, 5, 5.0) if quick else sinusoid_cml(3, 25, 20.0)
-    res["sinusoid_cml"] = sin
-    print(f"{'sinusoid CML':<24}{'meta-training':<22}{sin['speedup']:>10.1f}x  "
-          f"({sin['meta_steps']} meta-steps: fused {sin['fused_s']:.2f} s, numpy "
-          f"{sin['numpy_s']:.2f} s; max|dtheta| {sin['max_abs_theta_diff']:.1e})")
-    sm = sinusoid_model(1 if quick else 3)
-    res["sinusoid_model"] = sm
-    print(f"{'sinusoid (yaml model)':<24}{'meta-training':<22}{sm['speedup']:>10.1f}x  "
-          f"({sm['meta_steps']} meta-steps: fused {sm['fused_s']:.2f} s, numpy "
-          f"{sm['numpy_s']:.2f} s; max|dtheta| {sm['max_abs_theta_diff']:.1e})")
-    res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
-                    for m, e, r, n in rows]
-    res["wall_time_s"] = time.perf_counter() - t_start
-    print("-" * 78)
-    for key in ("ratio_vs_brian2_cython", "ratio_vs_brian2_naive", "ratio_vs_numpy",
-                "large_gsyn_steps_per_s", "small_phase_overhead_ms"):
-        val = res.get(key)
-        print(f"{key:<28}{'n/a' if val is None else f'{val:.3g}'}")
-    path = write_json(f"{out}/results.json", res)
-    print(f"wrote {path} ({res['wall_time_s']:.0f} s)")
+
+def _meta_training(quick):
+    """Meta-training fused vs the numpy loop: the sinusoid CML model (a stable setting and
+    the model file) and the dual system."""
+    res = {"sinusoid_cml": sinusoid_cml(1, 5, 5.0) if quick else sinusoid_cml(3, 25, 20.0),
+           "sinusoid_model": sinusoid_model(1 if quick else 3),
+           "dual_model": dual_model(1 if quick else 3)}
+    for key, label in (("sinusoid_cml", "sinusoid CML"),
+                       ("sinusoid_model", "sinusoid (yaml model)"),
+                       ("dual_model", "dual system (yaml)")):
+        r = res[key]
+        print(f"{label:<24}{'meta-training':<22}{r['speedup']:>10.1f}x  "
+              f"({r['meta_steps']} meta-steps: fused {r['fused_s']:.2f} s, numpy "
+              f"{r['numpy_s']:.2f} s; max|dtheta| {r['max_abs_theta_diff']:.1e})")
     return res
 
 

@@ -5,6 +5,7 @@
     neuro-meta gradcheck [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
+    neuro-meta describe NAME
 
 Errors of the package are printed as one line and exit with status 2 (``--debug`` shows
 the traceback).
@@ -56,6 +57,10 @@ def _parser():
     b.add_argument("--out", default="results/bench", help="output folder")
 
     sub.add_parser("models", help="list the model/experiment files")
+    d = sub.add_parser("describe", help="what a model file builds (model kind, fast "
+                       "variables, meta-parameters, learning process) and which engine "
+                       "runs its phases")
+    d.add_argument("name", help="a model file's name (see neuro-meta models) or path")
     return p
 
 
@@ -81,6 +86,11 @@ def _dispatch(args):
 
         for name in available_models():
             print(f"{name:<20} {find_model(name)}")
+        return 0
+    if args.command == "describe":
+        from .experiments.describe import describe
+
+        print(describe(args.name))
         return 0
     if args.command == "bench":
         from . import bench

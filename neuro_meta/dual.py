@@ -106,20 +106,7 @@ class DualSystem(ModelKind):
             P.fail(O, "fast", "needs at least one fast group of " +
                    ", ".join(map(repr, FAST_GROUPS)), "[]")
         self.fast = tuple(g for g in FAST_GROUPS if g in fast)
-        if isinstance(lam, dict):
-            unknown = [k for k in lam if k not in self.fast]
-            if unknown:
-                P.fail(O, "lam", f"keys must be fast groups {list(self.fast)}",
-                       repr(unknown[0]))
-            missing = [g for g in self.fast if g not in lam]
-            if missing:
-                P.fail(O, "lam", f"needs a value for every fast group {list(self.fast)}",
-                       f"no {missing[0]!r}")
-            lam_of = {g: P.real(lam[g], O, f"lam[{g!r}]", low=0.0, low_open=True)
-                      for g in self.fast}
-        else:
-            v = P.real(lam, O, "lam", low=0.0, low_open=True)
-            lam_of = {g: v for g in self.fast}
+        lam_of = _lam_per_group(lam, self.fast)
         if not isinstance(learn_lam, (bool, np.bool_)):
             P.fail(O, "learn_lam", "must be True or False", repr(learn_lam))
         self.learn_lam = bool(learn_lam)
@@ -237,6 +224,16 @@ class DualSystem(ModelKind):
         """The fast variables' learned initial values φ₀ (they are pulled towards them)."""
         return self.phi0
 
+    def gain_layout(self):
+        """What the compiled gain kernel needs: ``sizes``, the hidden ``activation``'s
+        name, the slow weights ``W``, the fast variables as ``(group, layer)`` keys with
+        their ``lam`` and ``anchor`` (φ₀), and the values of the slow groups."""
+        slow = {(g, l): a for g in ("gain", "bias", "readout") if g not in self.fast
+                for l, a in enumerate(self._theta[g])}
+        return {"sizes": self.sizes, "activation": self.activation.name,
+                "W": list(self._theta["W"]), "fast": self._fast_index(),
+                "lam": self.lam, "anchor": self.phi0, "slow": slow}
+
     def check_rule(self, rule):
         if rule == "delta" and self.fast != ("readout",):
             raise UnsupportedError(
@@ -317,9 +314,12 @@ class DualSystem(ModelKind):
                 out.setdefault("lam_" + g, []).append((p - p0) * d)
         return {k: out[k] for k in self._theta}
 
+    def check_exact(self):
+        """The complex-step derivatives need an analytic rate function."""
+        _analytic(self)
+
     def theta_partials_out(self, phi, X, Y):
         """``∂θ L_out`` of the slow parameters, which enter the network directly."""
-        _analytic(self)
         _, g_out = objective_grads(self, phi, X, Y, self._uniform(X), analytic=True)
         return {k: g_out[k] for k in self._slow_groups()}
 
@@ -330,6 +330,22 @@ class DualSystem(ModelKind):
         return (f"DualSystem(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
                 f"fast={list(self.fast)}, learn_lam={self.learn_lam}, "
                 f"tau_fast={self.tau_fast})")
+
+
+def _lam_per_group(lam, fast):
+    """``{group: λ}`` for the fast groups from a number or a mapping."""
+    O = "DualSystem"
+    if not isinstance(lam, dict):
+        v = P.real(lam, O, "lam", low=0.0, low_open=True)
+        return {g: v for g in fast}
+    unknown = [k for k in lam if k not in fast]
+    if unknown:
+        P.fail(O, "lam", f"keys must be fast groups {list(fast)}", repr(unknown[0]))
+    missing = [g for g in fast if g not in lam]
+    if missing:
+        P.fail(O, "lam", f"needs a value for every fast group {list(fast)}",
+               f"no {missing[0]!r}")
+    return {g: P.real(lam[g], O, f"lam[{g!r}]", low=0.0, low_open=True) for g in fast}
 
 
 def _spec(value):

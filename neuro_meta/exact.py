@@ -110,6 +110,7 @@ def fixed_point(net, x, y, learner=None, tol=1e-12, newton_steps=None, method="a
     process and polished with Newton steps on ``∇φ L_in = 0``: exact to rounding.
     Returns ``(phi, method)`` (the method resolved from ``"auto"``)."""
     O = "exact_meta_gradient"
+    net.check_exact()
     learner = learner if learner is not None else default_learner(net, tol)
     if not isinstance(learner, Learner):
         P.fail(O, "learner", "must be a Learner", type(learner).__name__)

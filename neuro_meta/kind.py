@@ -37,7 +37,8 @@ A kind has
   :meth:`~ModelKind.theta_partials` (exact to rounding when those are written with
   complex-safe numpy: no ``abs``, ``maximum`` or comparisons of the state);
 * what it supports: :attr:`~ModelKind.rules`, :attr:`~ModelKind.probeable` and, for the
-  engines that compile or export a layered rate network, :meth:`~ModelKind.layered`.
+  engines that compile or export particular structures, :meth:`~ModelKind.layered`
+  (layered rate networks) and :meth:`~ModelKind.gain_layout` (gain-modulated networks).
 
 A kind is a frozen description: ``with_theta`` returns a new object. See
 ``docs/architecture.md`` for a walk-through with a toy kind.
@@ -138,6 +139,11 @@ class ModelKind:
         ``tau_synapse``), or ``None`` if the kind is not one."""
         return None
 
+    def gain_layout(self):
+        """The gain-modulated-network description the compiled engine's gain kernel
+        needs (see :meth:`neuro_meta.DualSystem.gain_layout`), or ``None``."""
+        return None
+
     # ------------------------------------------------------------------ dynamics
     def neurons(self, phi, x):
         """Neuron state at steady state for inputs ``x`` (B, S, n_in): a list of arrays
@@ -218,6 +224,10 @@ class ModelKind:
         part = self.theta_partials(pert, X, Y, self._uniform(X))
         return {k: [None if a is None else np.imag(a) / COMPLEX_STEP for a in v]
                 for k, v in part.items()}
+
+    def check_exact(self):
+        """Raise :class:`~neuro_meta.errors.UnsupportedError` if the exact reference
+        cannot be computed for this kind (checked before any phase runs)."""
 
     def theta_partials_out(self, phi, X, Y):
         """``∂θ L_out`` of the mean validation loss at φ (θ entering the data term

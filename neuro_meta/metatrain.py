@@ -224,6 +224,42 @@ class MetaTrainer:
         mean = optim.tree_map(lambda a: a.mean(axis=0), per_task)
         return mean, np.concatenate([r[1] for r in kept])
 
+    def _resume(self, checkpoint, hist):
+        """Load a checkpoint into ``hist`` and the network; returns (step, theta, state)."""
+        from . import checkpoint as ckpt
+
+        saved = ckpt.load(checkpoint)
+        start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
+        self.net = self.net.with_theta(theta)
+        for k, v in saved["history"].items():
+            setattr(hist, k, v)
+        self._not_settled = hist.not_settled
+        self._skipped = hist.skipped_tasks
+        logger.info("resumed from %s at meta-step %d", checkpoint, start)
+        return start, theta, state
+
+    def _record(self, step, hist, keep_theta):
+        """Evaluate on the meta-test tasks and append to ``hist``; returns the mean."""
+        m, s = self.evaluate()
+        hist.step.append(step)
+        hist.meta_test_mse.append(m)
+        hist.meta_test_sem.append(s)
+        if keep_theta:
+            hist.theta.append(self.net.theta)
+        return m
+
+    def _save(self, checkpoint, step, theta, state, hist):
+        """Write the checkpoint of meta-step ``step`` (atomically)."""
+        from . import checkpoint as ckpt
+
+        hist.not_settled = self._not_settled
+        hist.skipped_tasks = self._skipped
+        ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
+                               "history": {k: getattr(hist, k) for k in (
+                                   "step", "meta_test_mse", "meta_test_sem",
+                                   "train_val_loss", "theta", "not_settled",
+                                   "skipped_tasks")}})
+
     def train(self, steps, eval_every=10, progress=True, keep_theta=True, checkpoint=None,
               resume=False, checkpoint_every=1):
         """Run meta-steps up to ``steps``; returns a :class:`History` (``self.net`` is
@@ -236,8 +272,6 @@ class MetaTrainer:
         """
         from tqdm.auto import tqdm
 
-        from . import checkpoint as ckpt
-
         steps = P.integer(steps, "MetaTrainer.train", "steps", low=0)
         eval_every = P.integer(eval_every, "MetaTrainer.train", "eval_every", low=1)
         checkpoint_every = P.integer(checkpoint_every, "MetaTrainer.train",
@@ -249,35 +283,9 @@ class MetaTrainer:
         state = self.optimizer.init(theta)
         start = 0
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            saved = ckpt.load(checkpoint)
-            start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
-            self.net = self.net.with_theta(theta)
-            for k, v in saved["history"].items():
-                setattr(hist, k, v)
-            self._not_settled = hist.not_settled
-            self._skipped = hist.skipped_tasks
-            logger.info("resumed from %s at meta-step %d", checkpoint, start)
-
-        def record(step):
-            m, s = self.evaluate()
-            hist.step.append(step)
-            hist.meta_test_mse.append(m)
-            hist.meta_test_sem.append(s)
-            if keep_theta:
-                hist.theta.append(self.net.theta)
-            return m
-
-        def save(step):
-            hist.not_settled = self._not_settled
-            hist.skipped_tasks = self._skipped
-            ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
-                                   "history": {k: getattr(hist, k) for k in (
-                                       "step", "meta_test_mse", "meta_test_sem",
-                                       "train_val_loss", "theta", "not_settled",
-                                       "skipped_tasks")}})
-
+            start, theta, state = self._resume(checkpoint, hist)
         if start == 0:
-            record(0)
+            self._record(0, hist, keep_theta)
         bar = tqdm(range(start + 1, steps + 1), desc="meta-training", disable=not progress,
                    initial=start, total=steps)
         for step in bar:
@@ -288,10 +296,10 @@ class MetaTrainer:
             theta = optim.apply_updates(theta, updates, self.lam_min)
             self.net = self.net.with_theta(theta)
             if step % eval_every == 0 or step == steps:
-                m = record(step)
+                m = self._record(step, hist, keep_theta)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
             if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
-                save(step)
+                self._save(checkpoint, step, theta, state, hist)
         hist.not_settled = self._not_settled
         hist.skipped_tasks = self._skipped
         hist.wall_time_s = time.perf_counter() - t0

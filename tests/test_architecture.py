@@ -35,7 +35,8 @@ LAYERS = [
     # meta-learning
     {"families", "baselines", "metatrain"},
     # experiments and outputs
-    {"models", "plotting", "experiments", "experiments.*", "bench", "cli", ""},
+    {"models", "plotting", "experiments", "experiments.*", "examples", "examples.*",
+     "bench", "cli", ""},
 ]
 
 

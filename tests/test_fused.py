@@ -452,3 +452,98 @@ def test_bad_thread_count_is_a_clear_error(bad, monkeypatch):
         fused.threads()
     monkeypatch.setattr(fused.config, "THREADS", 3)
     assert fused.threads() == 3
+
+
+# ---------------------------------------------------------------------- gain kernel
+DUAL_VARIANTS = {
+    "gain_bias_readout": dict(fast=("gain", "bias", "readout"),
+                              lam={"gain": 1.0, "bias": 0.7, "readout": 0.5}),
+    "learned_lam": dict(fast=("gain", "bias", "readout"), lam=0.8, learn_lam=True),
+    "readout_only": dict(fast=("readout",), lam=0.5),
+    "gain_readout": dict(fast=("gain", "readout"), lam=0.6),
+}
+
+
+def _dual(variant, sizes=(2, 5, 4, 1), act="tanh", seed=0):
+    return nm.DualSystem(list(sizes), activation=act, seed=seed,
+                         gain=nm.init.Uniform(0.8, 1.2), bias=nm.init.Normal(0.1),
+                         **DUAL_VARIANTS[variant])
+
+
+@needs_numba
+@pytest.mark.parametrize("variant", sorted(DUAL_VARIANTS))
+@pytest.mark.parametrize("integrator", ["euler", "expeuler"])
+def test_gain_kernel_same_as_numpy_loop(variant, integrator, rng):
+    """The dual system on the compiled gain kernel: the numpy loop's fast variables,
+    potentials, steps and settled flags (fixed durations, settling, a nudged phase)."""
+    m = _dual(variant)
+    x, y = rng.normal(size=(3, 6, 2)), rng.normal(size=(3, 6, 1))
+    xv, yv = rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4, 1))
+    for kw in (dict(duration=0.6), dict(tol=1e-9, max_duration=300.0)):
+        learner = nm.Learner(rule="backprop", integrator=integrator, dt=0.02, **kw)
+        for extra in ({}, dict(x_val=xv, y_val=yv, beta=0.3)):
+            res_f, res_n = _both(learner, m, x, y, **extra)
+            assert res_f.engine == "fused" and res_n.engine == "numpy"
+            _assert_same(res_f, res_n)
+            for a, b in zip(res_f.v, res_n.v):
+                assert _rel(a, b) < TOL
+    assert res_f.settled.all()
+
+
+@needs_numba
+@pytest.mark.parametrize("act", ["sigmoid", "softplus", "linear", "relu"])
+def test_gain_kernel_every_activation_and_deeper(act, rng):
+    m = _dual("gain_bias_readout", sizes=(3, 6, 5, 4, 2), act=act, seed=2)
+    x, y = rng.normal(size=(2, 7, 3)), rng.normal(size=(2, 7, 2))
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.02, duration=1.0)
+    _assert_same(*_both(learner, m, x, y))
+
+
+@needs_numba
+def test_gain_kernel_substeps_and_threads(rng, monkeypatch):
+    """Per-task sub-steps ("auto", on tasks of different stiffness) and the thread pool:
+    the numpy loop's numbers; the pool's are one thread's bit for bit."""
+    m = _dual("gain_bias_readout")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 6, 2)) * np.array([1.0, 3.0, 6.0, 10.0])[:, None, None]
+    y = 3 * rng.normal(size=(4, 6, 1))
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=1.0, tol=1e-8,
+                         max_duration=100.0, substeps="auto")
+    res_f, res_n = _both(learner, m, x, y)
+    assert len(set(res_f.substeps)) > 1 and res_f.engine == "fused"
+    np.testing.assert_array_equal(res_f.substeps, res_n.substeps)
+    _assert_same(res_f, res_n)
+    monkeypatch.setattr(fused.config, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(fused.config, "THREADS", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nm.NotSettledWarning)
+        pool = learner.run(m, x, y)
+    np.testing.assert_array_equal(pool.settled, res_f.settled)
+    for a, b in zip(pool.phi_aug, res_f.phi_aug):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+def test_gain_kernel_divergence_same_step_and_message(rng):
+    m = nm.DualSystem([1, 4, 1], activation="linear", lam=0.1, seed=0)
+    x, y = 30 * rng.normal(size=(2, 5, 1)), rng.normal(size=(2, 5, 1))
+    learner = nm.Learner(rule="backprop", integrator="euler", dt=0.5, duration=50)
+    msgs = []
+    for ctx in (_nullcontext, fused.disabled):
+        with ctx(), pytest.raises(nm.SimulationError) as info:
+            learner.run(m, x, y)
+        msgs.append(str(info.value))
+    assert msgs[0] == msgs[1] and "DualSystem diverged at step" in msgs[0]
+
+
+@needs_numba
+def test_gain_kernel_refuses_online_and_user_activations(rng):
+    m = _dual("gain_bias_readout")
+    online = nm.Learner(rule="backprop", presentation="online", integrator="euler", dt=0.01,
+                        duration=0.1)
+    inp = online.phase_input(m, rng.normal(size=(1, 4, 2)), rng.normal(size=(1, 4, 1)))[0]
+    assert "presentation 'online'" in fused.why_not(m, online.phase_spec(m, inp), inp)
+    with pytest.raises(nm.UnsupportedError, match=r"fused engine cannot run this phase of a "
+                       r"DualSystem: presentation 'online'"):
+        nm.Learner(rule="backprop", presentation="online", integrator="euler", dt=0.01,
+                   duration=0.1, engine="fused").run(m, rng.normal(size=(4, 2)), rng.normal(size=(4, 1)))

@@ -1,14 +1,15 @@
 """The model-kind protocol: one stack for every kind.
 
-* a toy kind written in ``docs/architecture.md`` (built here from the page, <= 60 lines)
-  gets learning, every CML estimator, the exact reference and meta-training for free;
+* a toy kind (``neuro_meta/examples/gained_linear.py``, shown in ``docs/architecture.md``,
+  <= 60 lines) gets learning, every CML estimator, the exact reference and meta-training
+  for free;
 * a DualSystem with only the readout fast and a RateNetwork with static hidden layers and
   a complex-synapse readout are the same model: same settled state, CML estimates and
   exact meta-gradients;
 * every (kind x integrator x presentation x engine) either runs or raises
   ``UnsupportedError`` naming the kind and the option.
 """
-import re
+import inspect
 import warnings
 from pathlib import Path
 
@@ -18,24 +19,19 @@ import pytest
 import neuro_meta as nm
 from neuro_meta import exact
 from neuro_meta.engines import fused
+from neuro_meta.examples import gained_linear
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
 ESTIMATORS = ("standard", "symmetric", "second_order")
 
 
 def toy_source():
-    """The toy kind's code block of docs/architecture.md."""
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    src = [b for b in blocks if b.startswith("# toy kind")]
-    assert len(src) == 1, "docs/architecture.md must hold one '# toy kind' block"
-    return src[0]
+    """The toy kind's file (shown by docs/architecture.md)."""
+    return inspect.getsource(gained_linear)
 
 
 @pytest.fixture(scope="module")
 def GainedLinear():
-    namespace = {}
-    exec(compile(toy_source(), str(DOC), "exec"), namespace)
-    return namespace["GainedLinear"]
+    return gained_linear.GainedLinear
 
 
 def _toy_task(rng, B=4, K=6, V=5, n_in=3, n_out=2):
@@ -51,6 +47,9 @@ def _rel(a, b):
 def test_the_toy_kind_is_small():
     lines = toy_source().rstrip("\n").split("\n")
     assert len(lines) <= 60, f"the toy kind has {len(lines)} lines"
+    assert "literalinclude:: ../neuro_meta/examples/gained_linear.py" in \
+        (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text() \
+        .replace("{literalinclude} ", "literalinclude:: ")
 
 
 def _toy(GainedLinear):
@@ -258,3 +257,16 @@ def test_every_combination_runs_or_names_kind_and_option(GainedLinear, rng, engi
         if engine == "auto" and fused.AVAILABLE and kind.layered() is not None \
                 and integrator in ("euler", "expeuler"):
             assert ran == {"fused"}, (name, res.engine)
+
+
+def test_describe_on_the_command_line(capsys):
+    """``neuro-meta describe`` names the kind, its fast variables and the engine that
+    runs its phases (the compiled gain kernel for the dual system when numba is there)."""
+    from neuro_meta import cli
+
+    assert cli.main(["describe", "sinusoid_dual"]) == 0
+    out = capsys.readouterr().out
+    assert "model kind: DualSystem" in out and "gain[0] (40,)" in out
+    assert f"runs on: {'fused' if fused.AVAILABLE else 'numpy'}" in out
+    assert "brian2  cannot:" in out
+    assert cli.main(["describe", "no_such_model"]) == 2

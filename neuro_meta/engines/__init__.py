@@ -9,7 +9,7 @@ name      what it is
 numpy     :mod:`.numpy_engine`: the numpy loop (and the ``solve_ivp`` reference);
           every model kind, presentation and integrator
 fused     :mod:`.fused`: compiled numba kernels of the numpy loop for layered rate
-          networks (Euler and exponential Euler, no recording)
+          networks and the dual system (Euler and exponential Euler, no recording)
 brian2    :mod:`.brian2_engine`: the network as Brian2 equations
 ========  =====================================================================
 

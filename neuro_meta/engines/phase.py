@@ -11,7 +11,7 @@ divergence test.
   (:func:`phase_input`, :func:`initial_state`, :func:`auto_dt`), which
   :class:`~neuro_meta.Learner` and the Brian2 export share.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -78,7 +78,6 @@ class PhaseSpec:
     scipy_atol: float = 1e-12
     brian2_target: str = "numpy"
     beta: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Recorder:

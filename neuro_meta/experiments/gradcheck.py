@@ -50,49 +50,18 @@ def build_problem(cfg):
 
 def run(out_dir, cfg=None, progress=True):
     """Run the sweeps, write ``results.json`` and ``gradcheck.png`` to ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from tqdm.auto import tqdm
-
-    from .. import plotting
-
     cfg = cfg or load_model("gradcheck")
     net, task = build_problem(cfg)
     t0 = time.perf_counter()
     g_ref = exact_meta_gradient(net, task, tol=1e-13)
     sw = cfg["sweeps"]
     betas = np.array(sw["betas"], dtype=float)
-    tight = float(sw["tight_tol"])
-    rule = "delta"
-    n_runs = 2 * len(betas) + len(sw["tol_betas"]) * len(sw["tols"])
-    bar = tqdm(total=n_runs, desc="gradcheck", disable=not progress)
-    err_beta = {}
-    for est in ("standard", "symmetric"):
-        errs = []
-        for b in betas:
-            learner = Learner(rule=rule, integrator="rk4", tol=tight)
-            g = CML(beta=b, estimator=est, learner=learner).meta_gradient(net, task)
-            errs.append(relative_error(g, g_ref))
-            bar.update()
-        err_beta[est] = errs
     tols = np.array(sw["tols"], dtype=float)
-    err_tol = {}
-    for b in sw["tol_betas"]:
-        errs = []
-        for tol in tols:
-            learner = Learner(rule=rule, integrator="rk4", tol=tol)
-            g = CML(beta=b, estimator="symmetric", learner=learner).meta_gradient(net, task)
-            errs.append(relative_error(g, g_ref))
-            bar.update()
-        err_tol[float(b)] = errs
-    bar.close()
-    slopes = {}
+    err_beta, err_tol = _sweeps(net, task, g_ref, sw, progress)
     fit = sw["fit_range"]
     sel = (betas >= fit[0]) & (betas <= fit[1])
-    for est, errs in err_beta.items():
-        slopes[est] = float(np.polyfit(np.log(betas[sel]), np.log(np.array(errs)[sel]), 1)[0])
+    slopes = {est: float(np.polyfit(np.log(betas[sel]), np.log(np.array(errs)[sel]), 1)[0])
+              for est, errs in err_beta.items()}
     results = {
         "beta": betas,
         "error_vs_beta": err_beta,
@@ -106,6 +75,41 @@ def run(out_dir, cfg=None, progress=True):
     }
     out_dir = _out(out_dir)
     write_json(out_dir / "results.json", results)
+    _plot(out_dir, betas, err_beta, tols, err_tol)
+    return results
+
+
+def _sweeps(net, task, g_ref, sw, progress):
+    """Relative errors of CML against ``g_ref``: vs β for tight phases (standard and
+    symmetric), and vs the phases' tolerance for a few β."""
+    from tqdm.auto import tqdm
+
+    betas, tols = sw["betas"], sw["tols"]
+    bar = tqdm(total=2 * len(betas) + len(sw["tol_betas"]) * len(tols), desc="gradcheck",
+               disable=not progress)
+
+    def error(beta, estimator, tol):
+        learner = Learner(rule="delta", integrator="rk4", tol=tol)
+        g = CML(beta=beta, estimator=estimator, learner=learner).meta_gradient(net, task)
+        bar.update()
+        return relative_error(g, g_ref)
+
+    err_beta = {est: [error(b, est, float(sw["tight_tol"])) for b in betas]
+                for est in ("standard", "symmetric")}
+    err_tol = {float(b): [error(b, "symmetric", float(t)) for t in tols]
+               for b in sw["tol_betas"]}
+    bar.close()
+    return err_beta, err_tol
+
+
+def _plot(out_dir, betas, err_beta, tols, err_tol):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plotting
+
     with plt.rc_context(plotting.STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         plotting.gradient_error_vs_beta(betas, err_beta, ax=axes[0])
@@ -113,7 +117,6 @@ def run(out_dir, cfg=None, progress=True):
         fig.tight_layout()
         save_figure(fig, out_dir / "gradcheck.png")
         plt.close(fig)
-    return results
 
 
 def _out(d):

@@ -142,15 +142,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     seed = cfg["meta"]["seed"]
     test_task = trainer.test_task
     partial_path = out / "partial.json"
-    done = {}
-    if resume and partial_path.exists():
-        import json
-
-        try:
-            done = json.loads(partial_path.read_text())
-        except ValueError as err:
-            raise ValidationError(f"{partial_path}: not valid JSON ({err}); delete it or "
-                                  "restart without --resume") from None
+    done = _load_partial(partial_path) if resume else {}
     results = {"methods": {}, "history": {}, "config": cfg}
     fits = {}
     x_plot = np.linspace(-5, 5, 200)[None, :, None]
@@ -161,33 +153,11 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             results["history"][name] = done[name]["history"]
             continue
         if name == "cml":
-            t0 = time.perf_counter()
-            m0, s0 = trainer.evaluate()
-            results["methods"]["cml_untrained"] = {"meta_test_mse": m0, "sem": s0,
-                                                   "wall_time_s": time.perf_counter() - t0,
-                                                   "meta_steps": 0}
-            fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
-            hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
-                                 progress=progress, checkpoint=out / "cml_checkpoint.npz",
-                                 resume=resume, keep_theta=False)
-            summary = {"meta_test_mse": hist.meta_test_mse[-1], "sem": hist.meta_test_sem[-1],
-                       "wall_time_s": hist.wall_time_s, "meta_steps": cfg["meta"]["steps"],
-                       "phases_not_settled": hist.not_settled}
-            h = {"step": hist.step, "meta_test_mse": hist.meta_test_mse}
-            fits["cml"] = _cml_fit(trainer, one, x_plot)
+            summary, h = _run_cml(trainer, cfg, out, progress, resume, one, x_plot, results,
+                                  fits)
         else:
-            method, b = build_baseline(cfg, name)
-            params0 = bl.init_mlp(cfg["network"]["sizes"], seed)
-            params, hist = bl.train_baseline(
-                method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
-                optimizer=optim.adam(b["learning_rate"]), seed=seed,
-                eval_every=b["eval_every"], test_task=test_task, progress=progress)
-            summary = {"meta_test_mse": hist["meta_test_mse"][-1],
-                       "sem": hist["meta_test_sem"][-1], "wall_time_s": hist["wall_time_s"],
-                       "meta_steps": hist["meta_steps"]}
-            h = {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"]}
-            adapted = method.adapt(params, one[0], one[1])
-            fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
+            summary, h = _run_baseline(name, cfg, fam, seed, test_task, progress, one,
+                                       x_plot, fits)
         results["methods"][name] = summary
         results["history"][name] = h
         done[name] = {"summary": summary, "history": h}
@@ -197,6 +167,55 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     if is_dual(cfg) and "cml" in methods:
         plot_fast_patterns(out, trainer, fam, seed)
     return results
+
+
+def _load_partial(path):
+    """The methods already finished by an interrupted run (``partial.json``)."""
+    if not path.exists():
+        return {}
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValidationError(f"{path}: not valid JSON ({err}); delete it or restart "
+                              "without --resume") from None
+
+
+def _run_cml(trainer, cfg, out, progress, resume, one, x_plot, results, fits):
+    """Meta-train CML (after evaluating the untrained model, ``cml_untrained``);
+    returns (summary, history) and adds the fits of one test task to ``fits``."""
+    t0 = time.perf_counter()
+    m0, s0 = trainer.evaluate()
+    results["methods"]["cml_untrained"] = {"meta_test_mse": m0, "sem": s0,
+                                           "wall_time_s": time.perf_counter() - t0,
+                                           "meta_steps": 0}
+    fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
+    hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
+                         progress=progress, checkpoint=out / "cml_checkpoint.npz",
+                         resume=resume, keep_theta=False)
+    summary = {"meta_test_mse": hist.meta_test_mse[-1], "sem": hist.meta_test_sem[-1],
+               "wall_time_s": hist.wall_time_s, "meta_steps": cfg["meta"]["steps"],
+               "phases_not_settled": hist.not_settled}
+    fits["cml"] = _cml_fit(trainer, one, x_plot)
+    return summary, {"step": hist.step, "meta_test_mse": hist.meta_test_mse}
+
+
+def _run_baseline(name, cfg, fam, seed, test_task, progress, one, x_plot, fits):
+    """Meta-train one baseline on the same tasks; returns (summary, history) and adds its
+    fit of one test task to ``fits``."""
+    method, b = build_baseline(cfg, name)
+    params0 = bl.init_mlp(cfg["network"]["sizes"], seed)
+    params, hist = bl.train_baseline(
+        method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
+        optimizer=optim.adam(b["learning_rate"]), seed=seed,
+        eval_every=b["eval_every"], test_task=test_task, progress=progress)
+    summary = {"meta_test_mse": hist["meta_test_mse"][-1],
+               "sem": hist["meta_test_sem"][-1], "wall_time_s": hist["wall_time_s"],
+               "meta_steps": hist["meta_steps"]}
+    adapted = method.adapt(params, one[0], one[1])
+    fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
+    return summary, {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"]}
 
 
 def _cml_fit(trainer, one, x_plot):

@@ -1,13 +1,13 @@
 """The fused engine's driver: which phases it runs, and how (tasks kernel or rows
-kernel, in the calling thread or the pool), with divergence reported like the numpy
-engine's."""
+kernel for layered rate networks, the gain kernel for the dual system; in the calling
+thread or the pool), with divergence reported like the numpy engine's."""
 import contextlib
 
 import numpy as np
 
 from . import config
 from .dense import task_dense
-from .layout import Layout, Network, RowsNet, Stepping
+from .layout import Layout, Network, RowsNet, Stepping, step_factors
 from .local import task_local
 from .pool import chunks, run_parallel, threads
 from .rows import phase_rows, rows_block
@@ -40,26 +40,43 @@ def why_not(kind, spec, inp, record=(), substeps=None):
     if not config.ENABLED:
         return "disabled (within fused.disabled())"
     net = kind.layered()
-    if net is None:
-        return (f"a {kind.kind_name} is not a layered rate network (the kernels compile "
-                "RateNetwork layouts only)")
+    if net is None and kind.gain_layout() is None:
+        return (f"a {kind.kind_name} is neither a layered rate network nor a "
+                "gain-modulated network (the kernels compile RateNetwork and DualSystem "
+                "layouts)")
     if spec.integrator not in ("euler", "expeuler"):
         return f"integrator {spec.integrator!r} (the kernels step Euler and expeuler)"
     if record:
         return "recording (the kernels keep no time series)"
     if kind.loss.name != "squared_error":
         return f"loss {kind.loss!r} (the kernels compute squared error)"
-    if substeps is not None and np.any(np.asarray(substeps) != 1) \
+    if net is not None and substeps is not None and np.any(np.asarray(substeps) != 1) \
             and not dense_kernel(net, inp):
         return ("sub-steps outside the batch kernel (batch presentation, instantaneous "
                 "neurons)")
-    from ...activations import ACTIVATIONS
-
+    if net is None:
+        return _why_not_gain(kind, inp)
     for l, act in enumerate(net.activations):
-        if ACTIVATIONS.get(act.name) is not act or act.name not in ACT_CODES:
+        if not _builtin(act):
             return f"activation[{l}] {act!r} is not a built-in rate function"
     if inp.presentation not in ("batch", "online"):
         return f"presentation {inp.presentation!r}"
+    return None
+
+
+def _builtin(act):
+    from ...activations import ACTIVATIONS
+
+    return ACTIVATIONS.get(act.name) is act and act.name in ACT_CODES
+
+
+def _why_not_gain(kind, inp):
+    """The gain kernel's own limits: batch presentation, a built-in rate function."""
+    if inp.presentation != "batch":
+        return (f"presentation {inp.presentation!r} (the gain kernel of a "
+                f"{kind.kind_name} runs batch presentation)")
+    if kind.gain_layout()["activation"] not in ACT_CODES:
+        return f"activation {kind.gain_layout()['activation']!r} is not a built-in"
     return None
 
 
@@ -199,6 +216,8 @@ def run_phase(kind, inp, phi, v, spec, rec=None, loss_fn=None, dtype=np.float64,
     dtype = np.dtype(dtype)
     net = kind.layered()
     rec = rec if rec is not None else Recorder((), 1, spec.dt)
+    if net is None:
+        return run_gain_phase(kind, inp, phi, v, spec, rec, loss_fn, substeps)
     if substeps is not None and np.any(np.asarray(substeps) != 1) \
             and not dense_kernel(net, inp, dtype):
         raise UnsupportedError("fused.run_phase: sub-steps run in the batch kernel only "
@@ -221,6 +240,53 @@ def run_phase(kind, inp, phi, v, spec, rec=None, loss_fn=None, dtype=np.float64,
         raise AssertionError("fused kernel: replayed state is finite")  # pragma: no cover
     phi_out, v_out = pk.unpack_phi(flat, net), pk.unpack_v(V)
     n = int(steps.max()) if phi[0].shape[0] else 0
+    rec.force(n * spec.dt, phi_out, v_out, loss_fn)
+    if spec.tol is None:
+        settled[:] = False
+    return phi_out, v_out, rec, settled, n * spec.dt, n
+
+
+# ---------------------------------------------------------------------- gain kernel
+def run_gain_phase(kind, inp, phi, v, spec, rec, loss_fn=None, substeps=None):
+    """:func:`run_phase` for a gain-modulated network (the dual system) on the gain
+    kernel (:mod:`.gain`); a divergence is replayed on the numpy loop, which raises its
+    error. The returned neuron state is the kind's steady state at the start of the last
+    step, as the numpy loop's."""
+    from . import gain
+    from ..numpy_engine import Phase, integrate
+
+    net, pack, unpack = gain.layout(kind)
+    full = pack(phi)
+    prev = full.copy()
+    B = full.shape[0]
+    msub, hs, fac = step_factors(net.lam, spec.dt, kind.tau_fast, substeps,
+                                 spec.integrator, np.float64)
+    st = Stepping(online=False, k_pres=1, n_max=int(spec.n_max), check=int(spec.check),
+                  tol=-1.0 if spec.tol is None else float(spec.tol),
+                  tau_phi=float(kind.tau_fast), dt=float(spec.dt), tau_v=0.0, a_v=0.0,
+                  exponential=spec.integrator == "expeuler", backprop=True, dense=True,
+                  bound=DIVERGENCE_BOUND)
+    X, Y, C = (np.ascontiguousarray(a, dtype=np.float64) for a in (inp.X, inp.Y, inp.c))
+    steps, settled, bad = np.zeros(B, np.int64), np.zeros(B, np.bool_), np.zeros(B, np.int64)
+
+    def job(a, b):
+        per = (fac[a:b], hs[a:b], msub[a:b]) if fac.shape[0] > 1 else (fac, hs, msub)
+        return lambda: gain.phase_gain(full[a:b], prev[a:b], X[a:b], Y[a:b], C[a:b], *per,
+                                       net, st, steps[a:b], settled[a:b], bad[a:b])
+
+    work = B * spec.n_max * full.shape[1] * X.shape[1]
+    if work >= config.PARALLEL_MIN_WORK and B > 1:
+        run_parallel([job(a, b) for a, b in chunks(B, config.CHUNKS * threads())])
+    else:
+        job(0, B)()
+    m = np.broadcast_to(msub, (B,)) if msub.shape[0] == 1 else msub
+    if bad.any():   # the numpy loop raises at the step it happens, with its message
+        rec.engines.remove(NAME)
+        rec.ran("numpy")
+        return integrate(Phase(kind, inp, spec, loss_fn=loss_fn), phi, v, rec, np.asarray(m))
+    phi_out = unpack(full)
+    v_out = kind.neurons(unpack(prev), X)
+    n = int(steps.max()) if B else 0
     rec.force(n * spec.dt, phi_out, v_out, loss_fn)
     if spec.tol is None:
         settled[:] = False

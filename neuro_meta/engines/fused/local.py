@@ -239,6 +239,21 @@ def steady(ph, conn, sizes, noff, acts, R, V, I, Se, from_layer):
 
 
 @jit
+def local_start(ph, V, R, I, Xb, net, dyn, Se):
+    """The state at the start of step 0: input rates (sample 0), neuron rates and
+    currents (instantaneous neurons: the first layer's currents; the step computes those
+    above)."""
+    conn, sizes, noff, acts = net.conn, net.sizes, net.noff, net.acts
+    L = sizes.shape[0] - 1
+    load_inputs(R, Xb, 0, Se, sizes[0])
+    for l in range(L if dyn else 1):
+        forward(ph, conn[l, 0], sizes[l], sizes[l + 1], conn[l, 2], R, noff[l], I,
+                noff[l + 1], Se)
+        if dyn:
+            rates(acts[l], V, R, noff[l + 1], sizes[l + 1], Se)
+
+
+@jit
 def local_neurons(ph, V, R, I, net, st, Se):
     """The neurons of one step from the start-of-step rates (in R) and currents (in I):
     Euler or exponential Euler, or instantaneous neurons at their steady state."""
@@ -319,25 +334,16 @@ def task_local(ph, V, Xb, Yb, Cb, fac, h, net, st):
     gbuf = np.zeros(maxcol)
     use_tol = tol > 0.0
     prev = ph.copy() if (use_tol and online) else np.zeros(0, ph.dtype)
-    R2 = np.zeros((Se, ntot) if (use_tol and not online) else (0, ntot))
-    V2 = np.zeros((Se, ntot) if (use_tol and not online) else (0, ntot))
-    I2 = np.zeros((Se, ntot) if (use_tol and not online) else (0, ntot))
-    D2 = np.zeros((Se, ntot) if (use_tol and not online) else (0, ntot))
+    scratch = (Se, ntot) if (use_tol and not online) else (0, ntot)   # batch settling test
+    R2, V2, I2, D2 = (np.zeros(scratch), np.zeros(scratch), np.zeros(scratch),
+                      np.zeros(scratch))
     dyn = tau_v > 0.0
     gain = float(S) if online else 1.0
 
     def sample(n):
         return ((n // k_pres) % S) if online else 0
 
-    # state at the start of step 0: input rates, neuron rates, currents (instantaneous
-    # neurons: the first layer's currents; the step computes those above)
-    s0 = sample(0)
-    load_inputs(R, Xb, s0, Se, n_in)
-    for l in range(L if dyn else 1):
-        forward(ph, conn[l, 0], sizes[l], sizes[l + 1], conn[l, 2], R, noff[l], I,
-                 noff[l + 1], Se)
-        if dyn:
-            rates(acts[l], V, R, noff[l + 1], sizes[l + 1], Se)
+    local_start(ph, V, R, I, Xb, net, dyn, Se)
     n = 0
     bad = 0
     settled = False
