@@ -79,6 +79,16 @@ def integer(value, owner, attr, *, low=None, allow_none=False):
     return value
 
 
+def rng_from_seed(value, owner, attr="seed"):
+    """A ``numpy.random.Generator`` from a seed: None (fresh entropy), an integer >= 0,
+    or a Generator (used as is)."""
+    if isinstance(value, np.random.Generator):
+        return value
+    if value is not None:
+        integer(value, owner, attr, low=0)
+    return np.random.default_rng(None if value is None else int(value))
+
+
 def choice(value, owner, attr, options):
     """Check that ``value`` is one of ``options`` (strings)."""
     if not isinstance(value, str) or value not in options:

@@ -112,7 +112,7 @@ class DualSystem(ModelKind):
         self.learn_lam = bool(learn_lam)
         self.tau_fast = P.to_seconds(tau_fast, O, "tau_fast")
         self.seed = seed
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = P.rng_from_seed(seed, "DualSystem")
         hidden = self.sizes[1:-1]
         theta = {"W": [], "gain": [], "bias": [], "readout": []}
         for l, (n_pre, n) in enumerate(zip(self.sizes[:-2], hidden)):

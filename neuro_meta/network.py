@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._params import fail, integer, to_seconds, finite_array
+from ._params import fail, finite_array, integer, rng_from_seed, to_seconds
 from .activations import get_activation
 from .errors import ValidationError
 from .kind import ModelKind, pull_partials
@@ -111,7 +111,7 @@ class RateNetwork(ModelKind):
                      repr(s))
         self.synapses = tuple(synapses)
         self.seed = seed
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = rng_from_seed(seed, "RateNetwork")
         self.connections = tuple(self._resolve(i, s, rng) for i, s in enumerate(synapses))
 
     # ------------------------------------------------------------------ construction
