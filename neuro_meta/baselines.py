@@ -482,8 +482,9 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     method's own inner loop (``eval_inner_steps`` overrides its number of steps).
 
     Returns ``(params, history)`` with history keys ``step``, ``meta_test_mse``,
-    ``meta_test_sem`` (lists, one entry per evaluation), ``train_val_loss`` (one per
-    meta-step), ``meta_steps`` and ``wall_time_s``. An :class:`Untrained` method takes no
+    ``meta_test_sem``, ``time_s`` (meta-training wall time at the evaluation, evaluations
+    excluded) (lists, one entry per evaluation), ``train_val_loss`` (one per meta-step),
+    ``meta_steps`` and ``wall_time_s``. An :class:`Untrained` method takes no
     meta-steps.
     """
     from tqdm.auto import tqdm
@@ -508,10 +509,15 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     if isinstance(method, Untrained):
         steps = 0
     t0 = time.perf_counter()
-    hist = {"step": [], "meta_test_mse": [], "meta_test_sem": [], "train_val_loss": []}
+    hist = {"step": [], "meta_test_mse": [], "meta_test_sem": [], "train_val_loss": [],
+            "time_s": []}
+    clock = {"elapsed": 0.0, "mark": t0}     # meta-training time, evaluations excluded
 
     def record(step):
+        clock["elapsed"] += time.perf_counter() - clock["mark"]
+        hist["time_s"].append(clock["elapsed"])
         mse = method.evaluate(params, test_task, eval_inner_steps)
+        clock["mark"] = time.perf_counter()
         hist["step"].append(step)
         hist["meta_test_mse"].append(float(mse.mean()))
         hist["meta_test_sem"].append(float(mse.std(ddof=1) / np.sqrt(len(mse)))

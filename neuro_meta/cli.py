@@ -1,7 +1,8 @@
 """The ``neuro-meta`` command line.
 
-    neuro-meta run consolidation [--quick] [--out DIR] [--seed N]
-    neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--quick] ...
+    neuro-meta run consolidation|sinusoid|FILE.yaml [--quick] [--out DIR] [--seed N]
+                   [--seeds N|LIST] [--set KEY.PATH=VALUE ...] [--models DIR]
+    neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--curves ...]
     neuro-meta gradcheck [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
@@ -13,8 +14,8 @@ the traceback).
 import argparse
 import sys
 import time
+from pathlib import Path
 
-EXPERIMENTS = ("consolidation", "sinusoid")
 
 
 def _parser():
@@ -24,7 +25,20 @@ def _parser():
 
     r = sub.add_parser("run", help="meta-train on an experiment, print a results table, "
                        "write results.json and plots")
-    r.add_argument("experiment", choices=EXPERIMENTS)
+    r.add_argument("experiment", help="a shipped experiment (sinusoid, consolidation, "
+                   "sinusoid_dual; see neuro-meta models) or your own YAML file (which may "
+                   "'extends:' a shipped one)")
+    r.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY.PATH=VALUE", help="override one value of the file, e.g. "
+                   "--set meta.steps=100 --set learner.dt=0.005 (repeatable)")
+    r.add_argument("--seeds", default=None, help="run whole meta-trainings per seed and "
+                   "report mean ± 95%% CI across them: a count (3: seeds 0, 1, 2) or a "
+                   "list (0,4,7); with --executor each seed is one job")
+    r.add_argument("--curves", choices=("time", "steps"), default="time",
+                   help="x-axis of the learning curves: meta-training wall time "
+                   "(default) or meta-steps")
+    r.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="a folder of model files searched before the shipped ones")
     r.add_argument("--quick", action="store_true", help="a short run (seconds)")
     r.add_argument("--out", default=None, help="output folder (default results/EXPERIMENT)")
     r.add_argument("--seed", type=int, default=None, help="meta-training seed")
@@ -56,11 +70,16 @@ def _parser():
     b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     b.add_argument("--out", default="results/bench", help="output folder")
 
-    sub.add_parser("models", help="list the model/experiment files")
+    mo = sub.add_parser("models", help="list the model/experiment files and where they "
+                        "come from")
+    mo.add_argument("--models", action="append", default=[], metavar="DIR",
+                    help="a folder of model files searched before the shipped ones")
     d = sub.add_parser("describe", help="what a model file builds (model kind, fast "
                        "variables, meta-parameters, learning process) and which engine "
                        "runs its phases")
     d.add_argument("name", help="a model file's name (see neuro-meta models) or path")
+    d.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="a folder of model files searched before the shipped ones")
     return p
 
 
@@ -82,15 +101,15 @@ def main(argv=None):
 
 def _dispatch(args):
     if args.command == "models":
-        from .models import available_models, find_model
+        from .models import available_models
 
-        for name in available_models():
-            print(f"{name:<20} {find_model(name)}")
+        for name, source, path in available_models(args.models):
+            print(f"{name:<20} {source:<18} {path}")
         return 0
     if args.command == "describe":
         from .experiments.describe import describe
 
-        print(describe(args.name))
+        print(describe(args.name, args.models))
         return 0
     if args.command == "bench":
         from . import bench
@@ -107,31 +126,62 @@ def _dispatch(args):
               f"({time.perf_counter() - t0:.1f} s)")
         return 0
     if args.command == "run":
-        from .experiments import consolidation
-
-        model = args.model or "complex"
-        out = args.out or (f"results/{args.experiment}" if model == "complex"
-                           else f"results/{args.experiment}_{model}")
-        if args.experiment == "sinusoid":
-            from .experiments import sinusoid as exp
-
-            kw = {"methods": args.methods, "model": model}
-        else:
-            exp, kw = consolidation, {}
-            for opt in ("methods", "model"):
-                if getattr(args, opt) is not None:
-                    from .errors import ValidationError
-
-                    raise ValidationError(f"neuro-meta run.--{opt}: only for the sinusoid "
-                                          f"experiment (got {getattr(args, opt)!r})")
-        with _executor(args) as executor:
-            res = exp.run(out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
-                          resume=args.resume, executor=executor, **kw)
-        print(exp.summary_table(res))
-        extra = f" and {out}/fast_patterns.png" if model != "complex" else ""
-        print(f"wrote {out}/results.json, {out}/{args.experiment}.png{extra}")
-        return 0
+        return _run(args)
     raise AssertionError(args.command)
+
+
+def _run(args):
+    """``neuro-meta run``: load the experiment file, apply the overrides, run one seed or
+    several, print the table."""
+    from .errors import ValidationError
+    from .experiments import consolidation, seeds as seeds_mod, sinusoid
+    from .models import load_model
+
+    name = args.experiment
+    if args.model not in (None, "complex"):
+        if name != "sinusoid":
+            raise ValidationError(f"neuro-meta run.--model: only with the shipped sinusoid "
+                                  f"experiment; for a file of your own give network.kind "
+                                  f"(got --model {args.model} with {name!r})")
+        name = "sinusoid_dual"
+    cfg = load_model(name, dirs=args.models)
+    experiment = cfg.get("experiment")
+    runners = {"sinusoid": sinusoid, "consolidation": consolidation}
+    if experiment not in runners:
+        raise ValidationError(f"{cfg['_file']}: experiment: must be one of "
+                              f"{', '.join(runners)} (a file that extends a shipped one "
+                              f"inherits it) (got {experiment!r})")
+    exp = runners[experiment]
+    model = args.model or ("dual" if sinusoid.is_dual(cfg) else "complex")
+    stem = name if args.model is None else f"sinusoid_{model}"
+    out = args.out or f"results/{Path(stem).stem}"
+    if experiment == "sinusoid":
+        kw = {"methods": args.methods, "model": model if args.model else "complex",
+              "curves": args.curves}
+    else:
+        kw = {}
+        for opt in ("methods", "model"):
+            if getattr(args, opt) is not None:
+                raise ValidationError(f"neuro-meta run.--{opt}: only for the sinusoid "
+                                      f"experiment (got {getattr(args, opt)!r})")
+    kw.update(quick=args.quick, cfg=cfg, overrides=args.overrides)
+    with _executor(args) as executor:
+        if args.seeds is not None:
+            if args.seed is not None or args.resume:
+                raise ValidationError("neuro-meta run.--seeds: not with --seed or --resume "
+                                      f"(got --seeds {args.seeds})")
+            res = seeds_mod.run_seeds(exp.run, out, seeds_mod.parse_seeds(args.seeds),
+                                      executor=executor, progress=not args.no_progress, **kw)
+            print(seeds_mod.summary_table(res))
+            print(f"wrote {out}/results.json, {out}/seeds.png and {out}/seed_*/")
+            return 0
+        res = exp.run(out, seed=args.seed, progress=not args.no_progress,
+                      resume=args.resume, executor=executor, **kw)
+    print(exp.summary_table(res))
+    extra = " and fast_patterns.png" if experiment == "sinusoid" and sinusoid.is_dual(
+        res["config"]) else ""
+    print(f"wrote {out}/results.json, {out}/{experiment}.png{extra}")
+    return 0
 
 
 class _executor:

@@ -51,6 +51,8 @@ class History:
     meta_test_sem: List[float] = field(default_factory=list)
     train_val_loss: List[float] = field(default_factory=list)
     theta: List[Dict] = field(default_factory=list)
+    time_s: List[float] = field(default_factory=list)   # meta-training wall time (s) at
+    #                             each evaluation, evaluations excluded
     not_settled: int = 0        # phases that reached max_duration before settling
     skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
     wall_time_s: float = 0.0
@@ -109,6 +111,21 @@ def _n_workers(executor):
     if hasattr(executor, "scheduler_info"):        # dask.distributed.Client
         return max(1, len(executor.scheduler_info().get("workers", {})))
     return max(1, int(getattr(executor, "_max_workers", 1)))
+
+
+class _TrainingClock:
+    """Wall time of meta-training, paused during evaluations."""
+
+    def __init__(self, elapsed=0.0):
+        self.elapsed = float(elapsed)
+        self.mark = time.perf_counter()
+
+    def pause(self):
+        self.elapsed += time.perf_counter() - self.mark
+        return self.elapsed
+
+    def resume(self):
+        self.mark = time.perf_counter()
 
 
 class MetaTrainer:
@@ -238,9 +255,12 @@ class MetaTrainer:
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
         return start, theta, state
 
-    def _record(self, step, hist, keep_theta):
-        """Evaluate on the meta-test tasks and append to ``hist``; returns the mean."""
+    def _record(self, step, hist, keep_theta, clock):
+        """Evaluate on the meta-test tasks and append to ``hist`` (with the meta-training
+        time so far, the evaluation not counted); returns the mean."""
+        hist.time_s.append(clock.pause())
         m, s = self.evaluate()
+        clock.resume()
         hist.step.append(step)
         hist.meta_test_mse.append(m)
         hist.meta_test_sem.append(s)
@@ -257,7 +277,7 @@ class MetaTrainer:
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                "history": {k: getattr(hist, k) for k in (
                                    "step", "meta_test_mse", "meta_test_sem",
-                                   "train_val_loss", "theta", "not_settled",
+                                   "train_val_loss", "theta", "time_s", "not_settled",
                                    "skipped_tasks")}})
 
     def train(self, steps, eval_every=10, progress=True, keep_theta=True, checkpoint=None,
@@ -284,8 +304,9 @@ class MetaTrainer:
         start = 0
         if resume and checkpoint is not None and Path(checkpoint).exists():
             start, theta, state = self._resume(checkpoint, hist)
+        clock = _TrainingClock(hist.time_s[-1] if hist.time_s else 0.0)
         if start == 0:
-            self._record(0, hist, keep_theta)
+            self._record(0, hist, keep_theta, clock)
         bar = tqdm(range(start + 1, steps + 1), desc="meta-training", disable=not progress,
                    initial=start, total=steps)
         for step in bar:
@@ -296,7 +317,7 @@ class MetaTrainer:
             theta = optim.apply_updates(theta, updates, self.lam_min)
             self.net = self.net.with_theta(theta)
             if step % eval_every == 0 or step == steps:
-                m = self._record(step, hist, keep_theta)
+                m = self._record(step, hist, keep_theta, clock)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
             if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
                 self._save(checkpoint, step, theta, state, hist)

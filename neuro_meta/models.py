@@ -1,49 +1,76 @@
-"""Model and experiment files: YAML definitions in the top-level ``models/`` folder.
+"""Model and experiment files: YAML definitions of networks, learning processes and
+experiments.
 
-``load_model("gradcheck")`` reads ``models/gradcheck.yaml``; a path to any YAML file
-works too. Folders searched: the environment variable ``NEURO_META_MODELS`` (a folder),
-then the repository's ``models/`` folder (the package is installed from a checkout with
-``pip install -e .``). Errors name the file and the key.
+The shipped files (the repository's top-level ``models/`` folder) are package data:
+they are in every install, wheels included (the package sees the folder through the link
+``neuro_meta/model_files``). Folders searched, in order:
+
+1. folders given by the caller (``neuro-meta --models DIR``);
+2. the folders of the environment variable ``NEURO_META_MODELS`` (``os.pathsep``-separated);
+3. the shipped files.
+
+A file found earlier shadows a shipped file of the same name. ``load_model(name)`` also
+takes a path to any YAML file; a file may start from another one with ``extends: NAME``.
+Errors name the file and the key.
 """
 import os
 from pathlib import Path
 
 from .errors import ValidationError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+#: The shipped model files.
+SHIPPED = Path(__file__).resolve().parent / "model_files"
 
 
-def model_dirs():
+def model_dirs(extra=()):
+    """``(source, folder)`` pairs in search order (see the module docstring); a folder
+    given by the user that does not exist is an error."""
     dirs = []
-    if os.environ.get("NEURO_META_MODELS"):
-        dirs.append(Path(os.environ["NEURO_META_MODELS"]))
-    dirs.append(MODELS_DIR)
+    for d in extra or ():
+        dirs.append(("--models", Path(d)))
+    for d in os.environ.get("NEURO_META_MODELS", "").split(os.pathsep):
+        if d.strip():
+            dirs.append(("NEURO_META_MODELS", Path(d)))
+    for source, d in dirs:
+        if not d.is_dir():
+            raise ValidationError(f"{source}: must name a folder of model files (got "
+                                  f"{str(d)!r}: no such folder)")
+    dirs.append(("shipped", SHIPPED))
     return dirs
 
 
-def available_models():
-    """Names of the model files that can be loaded by name."""
-    names = set()
-    for d in model_dirs():
+def available_models(extra=()):
+    """``(name, source, path)`` of every model file that can be loaded by name, sorted by
+    name; a name found in several folders is listed once, from the first."""
+    found = {}
+    for source, d in model_dirs(extra):
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
+            for p in sorted(d.glob("*.yaml")):
+                found.setdefault(p.stem, (p.stem, source, p))
+    return [found[k] for k in sorted(found)]
 
 
-def find_model(name):
+def find_model(name, extra=()):
+    """The path of model file ``name`` (a name, or a path to a ``.yaml``/``.yml`` file)."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise ValidationError(f"load_model.name: must be a model name or a path (got "
+                              f"{type(name).__name__})")
     p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    for d in model_dirs():
+    if p.suffix in (".yaml", ".yml") or os.sep in str(name):
+        if p.is_file():
+            return p
+        raise ValidationError(f"load_model.name: no such model file (got {str(name)!r})")
+    for _, d in model_dirs(extra):
         cand = d / f"{name}.yaml"
         if cand.is_file():
             return cand
     raise ValidationError(f"load_model.name: no model file {name!r} (got {name!r}); "
-                          f"available: {', '.join(available_models()) or 'none'}")
+                          f"available: {', '.join(n for n, _, _ in available_models(extra)) or 'none'}")
 
 
-def load_model(name, required=(), _seen=()):
-    """Read a model/experiment YAML file into a dict; ``required`` top-level keys.
+def load_model(name, required=(), dirs=(), _seen=()):
+    """Read a model/experiment YAML file into a dict; ``required`` top-level keys;
+    ``dirs``: folders searched first (``neuro-meta --models``).
 
     A file may start from another one with ``extends: NAME``: the other file's top-level
     sections are taken, and each section this file gives replaces the inherited one as
@@ -51,20 +78,25 @@ def load_model(name, required=(), _seen=()):
     """
     import yaml
 
-    path = find_model(name)
+    path = find_model(name, dirs)
     try:
         data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValidationError(f"{path}: cannot be read ({err})") from None
     except yaml.YAMLError as err:
-        raise ValidationError(f"{path}: not valid YAML ({err})") from None
+        raise ValidationError(f"{path}: not valid YAML ({' '.join(str(err).split())})") \
+            from None
     if not isinstance(data, dict):
         raise ValidationError(f"{path}: must be a mapping of keys to values "
                               f"(got {type(data).__name__})")
     base = data.pop("extends", None)
     if base is not None:
-        if not isinstance(base, str) or base in _seen or base == path.stem:
+        if not isinstance(base, str) or base in _seen or Path(base).stem == path.stem:
             raise ValidationError(f"{path}: extends: must name another model file, without "
                                   f"cycles (got {base!r})")
-        parent = load_model(base, (), _seen + (path.stem,))
+        if Path(base).suffix in (".yaml", ".yml") and not Path(base).is_absolute():
+            base = str(path.parent / base)          # a path: relative to this file
+        parent = load_model(base, (), tuple(dirs) + (path.parent,), _seen + (path.stem,))
         parent.pop("_file", None)
         data = {**parent, **data}
     for key in required:
@@ -99,3 +131,53 @@ def checked(where, key, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except ValidationError as err:
         raise ValidationError(f"{where}: {key}: {err}") from None
+
+
+def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
+    """``cfg`` with single values replaced: each override ``"a.b.c=value"`` (the value
+    read as YAML: numbers, booleans, lists). The path's sections must exist in the
+    configuration and be mappings; the last key may be new (the experiment's validation
+    then accepts or refuses it)."""
+    import copy
+
+    import yaml
+
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or ():
+        if not isinstance(item, str) or "=" not in item:
+            raise ValidationError(f"{owner}: must be KEY.PATH=VALUE (got {item!r})")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ValidationError(f"{owner}: must be KEY.PATH=VALUE with a non-empty key "
+                                  f"path (got {item!r})")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ValidationError(f"{owner}: {key}: the value is not valid YAML "
+                                  f"({str(err).splitlines()[0]}) (got {text!r})") from None
+        node = cfg
+        for i, part in enumerate(parts[:-1]):
+            if part not in node:
+                raise ValidationError(f"{owner}: {'.'.join(parts[:i + 1])}: no such section "
+                                      f"in {cfg.get('_file', 'the configuration')} (got "
+                                      f"{item!r})")
+            if not isinstance(node[part], dict):
+                raise ValidationError(f"{owner}: {'.'.join(parts[:i + 1])}: is a value, not "
+                                      f"a section (got {item!r})")
+            node = node[part]
+        if len(parts) == 1 and parts[0] not in cfg:
+            raise ValidationError(f"{owner}: {parts[0]}: no such section in "
+                                  f"{cfg.get('_file', 'the configuration')} (got {item!r})")
+        node[parts[-1]] = value
+    return cfg
+
+
+def check_top_level(cfg, allowed):
+    """Every top-level key of ``cfg`` must be one of ``allowed`` (and the bookkeeping
+    keys ``_file``, ``experiment``, ``extends``)."""
+    where = cfg.get("_file", "<config>")
+    for k in cfg:
+        if k not in allowed and k not in ("_file", "experiment", "extends", "_overrides"):
+            raise ValidationError(f"{where}: {k}: unknown section (known: "
+                                  f"{', '.join(sorted(allowed))})")

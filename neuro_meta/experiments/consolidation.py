@@ -25,7 +25,7 @@ from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
 from ..errors import ValidationError
-from ..models import checked, load_model, section
+from ..models import apply_overrides, check_top_level, checked, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 
@@ -87,8 +87,12 @@ def build(cfg, executor=None):
     return fam, trainer
 
 
+#: The sections a file of the consolidation experiment may have.
+SECTIONS = ("family", "network", "learner", "cml", "meta", "quick")
+
+
 def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
-        executor=None):
+        executor=None, overrides=()):
     """Meta-train, write ``results.json`` and plots to ``out_dir``; returns the results.
 
     A checkpoint ``out_dir/checkpoint.npz`` is written after every meta-step; with
@@ -98,8 +102,12 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     cfg = cfg or load_model("consolidation")
     if quick:
         cfg = merge(cfg, cfg.get("quick"))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+        cfg["_overrides"] = list(overrides)
     if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": int(seed)}})
+        cfg = merge(cfg, {"meta": {"seed": seed}})
+    check_top_level(cfg, SECTIONS)
     fam, trainer = build(cfg, executor=executor)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +136,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
         "lambda_mean": {"shared": float(lam[mask].mean()),
                         "specific": float(lam[~mask].mean())},
         "history": {"step": hist.step, "meta_test_mse": hist.meta_test_mse,
-                    "meta_test_sem": hist.meta_test_sem},
+                    "meta_test_sem": hist.meta_test_sem, "time_s": hist.time_s},
         "meta_parameters": {"omega": omega, "lam": lam, "shared_mask": mask,
                             "w_shared": w_shared},
         "config": cfg,

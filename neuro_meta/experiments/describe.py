@@ -7,9 +7,10 @@ from ..metatrain import TRAIN, task_rng
 from ..models import load_model
 
 
-def build(name):
-    """(model kind, learner, a batch of tasks) of the model file ``name``."""
-    cfg = load_model(name)
+def build(name, dirs=()):
+    """(configuration, model kind, learner, a batch of tasks) of the model file ``name``
+    (``dirs``: folders searched before the shipped files)."""
+    cfg = load_model(name, dirs=dirs)
     if "problem" in cfg:                       # gradcheck
         from .gradcheck import build_problem
 
@@ -29,9 +30,9 @@ def build(name):
     return cfg, trainer.net, learner, fam.sample(task_rng(0, TRAIN, 1), trainer.meta_batch)
 
 
-def describe(name):
+def describe(name, dirs=()):
     """The description as text."""
-    cfg, net, learner, task = build(name)
+    cfg, net, learner, task = build(name, dirs)
     theta = net.theta
     lines = [f"model file: {cfg['_file']}",
              f"model kind: {net.kind_name} -- {net!r}",

@@ -24,7 +24,7 @@ from ..families import Sinusoid
 from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import checked, load_model, section
+from ..models import apply_overrides, check_top_level, checked, load_model, section
 from ..dual import DualSystem
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
@@ -35,19 +35,30 @@ METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
 
 
-def _cfg(cfg, quick, seed, model="complex"):
+#: The sections an experiment file of the sinusoid experiment may have.
+SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "quick", "methods",
+            "variants")
+
+
+def _cfg(cfg, quick, seed, model="complex", overrides=()):
+    """The effective configuration: the file (default: the shipped one of ``model``),
+    the readout variant, ``quick``'s overrides, the user's ``--set`` overrides, the seed."""
     P.choice(model, "run sinusoid", "model", MODELS)
     if cfg is None:
         cfg = load_model("sinusoid" if model == "complex" else "sinusoid_dual")
-        if model == "readout":
-            variants = cfg.get("variants") or {}
-            if "readout" not in variants:
-                raise ValidationError(f"{cfg['_file']}: variants: missing key 'readout'")
-            cfg = merge(cfg, variants["readout"])
+    if model == "readout":
+        variants = cfg.get("variants") or {}
+        if "readout" not in variants:
+            raise ValidationError(f"{cfg['_file']}: variants: missing key 'readout'")
+        cfg = merge(cfg, variants["readout"])
     if quick:
         cfg = merge(cfg, cfg.get("quick"))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+        cfg["_overrides"] = list(overrides)
     if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": int(seed)}})
+        cfg = merge(cfg, {"meta": {"seed": seed}})
+    check_top_level(cfg, SECTIONS)
     return cfg
 
 
@@ -127,14 +138,19 @@ def parse_methods(methods, default=METHODS):
 
 
 def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
-        resume=False, executor=None, model="complex"):
+        resume=False, executor=None, model="complex", overrides=(), curves="time"):
     """Meta-train the chosen methods; write ``results.json`` and plots to ``out_dir``.
 
     ``model``: the CML model -- ``"complex"`` (complex synapses, ``models/sinusoid.yaml``),
     ``"dual"`` (the dual system, ``models/sinusoid_dual.yaml``) or ``"readout"`` (its
     readout-only variant). The dual models also write ``fast_patterns.png``.
+    ``overrides``: ``"KEY.PATH=VALUE"`` strings applied to the configuration (after
+    ``quick``). ``curves``: x-axis of the learning curves, ``"time"`` (wall time of
+    meta-training, the default: methods whose meta-steps cost differently compare by
+    what they cost) or ``"steps"``.
     """
-    cfg = _cfg(cfg, quick, seed, model)
+    P.choice(curves, "run sinusoid", "curves", ("time", "steps"))
+    cfg = _cfg(cfg, quick, seed, model, overrides)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +179,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         done[name] = {"summary": summary, "history": h}
         write_json(partial_path, done)
     write_json(out / "results.json", results)
-    plot(out, results, one, x_plot, fits, test_task)
+    plot(out, results, one, x_plot, fits, test_task, curves)
     if is_dual(cfg) and "cml" in methods:
         plot_fast_patterns(out, trainer, fam, seed)
     return results
@@ -198,7 +214,8 @@ def _run_cml(trainer, cfg, out, progress, resume, one, x_plot, results, fits):
                "wall_time_s": hist.wall_time_s, "meta_steps": cfg["meta"]["steps"],
                "phases_not_settled": hist.not_settled}
     fits["cml"] = _cml_fit(trainer, one, x_plot)
-    return summary, {"step": hist.step, "meta_test_mse": hist.meta_test_mse}
+    return summary, {"step": hist.step, "meta_test_mse": hist.meta_test_mse,
+                     "time_s": hist.time_s}
 
 
 def _run_baseline(name, cfg, fam, seed, test_task, progress, one, x_plot, fits):
@@ -215,7 +232,8 @@ def _run_baseline(name, cfg, fam, seed, test_task, progress, one, x_plot, fits):
                "meta_steps": hist["meta_steps"]}
     adapted = method.adapt(params, one[0], one[1])
     fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
-    return summary, {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"]}
+    return summary, {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"],
+                     "time_s": hist["time_s"]}
 
 
 def _cml_fit(trainer, one, x_plot):
@@ -234,7 +252,7 @@ COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7"}
 
 
-def plot(out, results, one, x_plot, fits, test_task):
+def plot(out, results, one, x_plot, fits, test_task, curves="time"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,23 +264,24 @@ def plot(out, results, one, x_plot, fits, test_task):
     with plt.rc_context(plotting.STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
         ax = axes[0]
+        x_key = "time_s" if curves == "time" else "step"
         for name, h in results["history"].items():
             if len(h["step"]) == 1:      # no meta-learning: a level
                 ax.axhline(h["meta_test_mse"][0], ls="--", color=COLORS.get(name),
                            label=f"{name} (no meta-learning)")
             else:
-                ax.plot(h["step"], h["meta_test_mse"], "o-", ms=3, color=COLORS.get(name),
+                ax.plot(h[x_key], h["meta_test_mse"], "o-", ms=3, color=COLORS.get(name),
                         label=_label(name, results))
         if "cml_untrained" in results["methods"]:
             ax.axhline(results["methods"]["cml_untrained"]["meta_test_mse"], ls=":",
                        color=COLORS["cml"], label="cml_untrained (no meta-learning)")
-        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xscale("symlog", linthresh=1.0 if curves == "time" else 10)
         ax.set_xlim(left=0)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xlabel("meta-step")
+        ax.set_xlabel("wall time of meta-training (s)" if curves == "time" else "meta-step")
         ax.set_ylabel("meta-test MSE (squared output units)")
         ax.set_title("Meta-learning curves (same test tasks)")
         ax.legend(fontsize=8)

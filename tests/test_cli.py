@@ -1,0 +1,209 @@
+"""The command line as a user drives it: shipped and own model files, overrides, seeds,
+and a wheel installed outside the repository."""
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuro_meta import cli
+from neuro_meta.experiments.seeds import ci95, parse_seeds
+from neuro_meta.models import SHIPPED, apply_overrides, available_models, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = """extends: sinusoid
+meta: {steps: 2, meta_batch: 3, learning_rate: 6.0e-3, clip: 1.0, lam_min: 0.5,
+       eval_every: 2, eval_tasks: 6, seed: 0}
+baselines: {steps: 4, meta_batch: 3, learning_rate: 1.0e-3, eval_every: 2,
+            maml: {inner_lr: 0.01, inner_steps: 2}}
+"""
+
+
+def _main(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "user" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_text(TINY)
+    return path
+
+
+# ---------------------------------------------------------------------- model files
+def test_shipped_files_are_package_data():
+    """The shipped files are in the package (wheels carry them) and are the repository's
+    top-level models/ folder."""
+    names = {n: (src, p) for n, src, p in available_models()}
+    assert {"sinusoid", "sinusoid_dual", "consolidation", "gradcheck"} <= set(names)
+    assert all(src == "shipped" for src, _ in names.values())
+    assert SHIPPED.resolve() == (ROOT / "models").resolve()
+    assert load_model("sinusoid_dual")["experiment"] == "sinusoid"      # inherited
+
+
+def test_user_folders_come_first_and_are_listed_with_their_source(tmp_path, monkeypatch,
+                                                                   capsys):
+    mine, env = tmp_path / "mine", tmp_path / "env"
+    mine.mkdir()
+    env.mkdir()
+    (mine / "sinusoid.yaml").write_text("experiment: sinusoid\nfamily: {shots: 3, val: 3}\n")
+    (env / "other.yaml").write_text("extends: consolidation\n")
+    monkeypatch.setenv("NEURO_META_MODELS", str(env))
+    code, out, _ = _main(capsys, "models", "--models", str(mine))
+    assert code == 0
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert lines["sinusoid"] == "--models" and lines["other"] == "NEURO_META_MODELS"
+    assert lines["consolidation"] == "shipped"
+    assert load_model("sinusoid", dirs=[mine])["family"]["shots"] == 3
+    assert load_model("other")["experiment"] == "consolidation"
+
+
+def test_overrides_replace_single_values_and_refuse_unknown_sections():
+    cfg = load_model("sinusoid")
+    new = apply_overrides(cfg, ["meta.steps=7", "learner.dt=0.005", "family.amplitude=[1, 2]",
+                                "learner.substeps=auto"])
+    assert new["meta"]["steps"] == 7 and new["learner"]["dt"] == 0.005
+    assert new["family"]["amplitude"] == [1, 2] and new["learner"]["substeps"] == "auto"
+    assert cfg["meta"]["steps"] != 7                            # the original is untouched
+
+
+# ---------------------------------------------------------------------- running
+def test_run_a_user_file_with_overrides(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = _main(capsys, "run", str(tiny), "--set", "meta.steps=3",
+                            "--set", "meta.eval_every=3", "--methods", "cml,maml",
+                            "--no-progress", "--out", str(out))
+    assert code == 0 and "cml" in stdout and "maml" in stdout
+    res = json.loads((out / "results.json").read_text())
+    assert res["methods"]["cml"]["meta_steps"] == 3
+    assert res["config"]["_overrides"] == ["meta.steps=3", "meta.eval_every=3"]
+    assert res["config"]["_file"] == str(tiny)
+    hist = res["history"]["cml"]
+    assert len(hist["time_s"]) == len(hist["step"]) and hist["time_s"][0] < 0.05
+    assert np.all(np.diff(hist["time_s"]) > 0)
+    assert (out / "sinusoid.png").stat().st_size > 10_000
+
+
+BAD = {
+    "no '='": ["--set", "meta.steps"],
+    "empty key": ["--set", "=3"],
+    "empty key part": ["--set", "meta..steps=3"],
+    "unknown section": ["--set", "nosuch.x=1"],
+    "a value, not a section": ["--set", "meta.steps.x=1"],
+    "not an integer": ["--set", "meta.steps=abc"],
+    "negative steps": ["--set", "meta.steps=-1"],
+    "unknown key": ["--set", "meta.unknown=1"],
+    "negative dt": ["--set", "learner.dt=-0.1"],
+    "unknown integrator": ["--set", "learner.integrator=foo"],
+    "no shots": ["--set", "family.shots=0"],
+    "beta 0": ["--set", "cml.beta=0"],
+    "broken YAML value": ["--set", "meta.learning_rate=[1,2"],
+    "one layer": ["--set", "network.sizes=[1]"],
+    "negative seed": ["--set", "meta.seed=-1"],
+    "missing folder": ["--models", "/no/such/folder"],
+    "no seeds": ["--seeds", "0"],
+    "bad seeds": ["--seeds", "a,b"],
+    "repeated seeds": ["--seeds", "1,1"],
+    "seeds and seed": ["--seeds", "2", "--seed", "1"],
+}
+BAD_FILES = {
+    "missing file": "",
+    "not YAML": "a: [1, 2\n",
+    "a list": "- 1\n- 2\n",
+    "unknown parent": "extends: nosuch\n",
+    "no experiment": "family: {shots: 3, val: 3}\n",
+    "unknown experiment": "experiment: nope\n",
+    "unknown section": "extends: sinusoid\nfoo: 1\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_overrides_are_one_line_and_status_2(case, tiny, tmp_path, capsys):
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                         "--no-progress", "--out", str(tmp_path / "o"), *BAD[case])
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("neuro-meta: error: "), err
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_files_are_one_line_and_status_2(case, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    if BAD_FILES[case]:
+        path.write_text(BAD_FILES[case])
+    code, _, err = _main(capsys, "run", str(path), "--quick", "--no-progress", "--out",
+                         str(tmp_path / "o"))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("neuro-meta: error: "), err
+
+
+# ---------------------------------------------------------------------- seeds
+def test_seed_lists_and_confidence_intervals():
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,4,7") == [0, 4, 7]
+    rng = np.random.default_rng(0)
+    # the CI covers the mean of normal samples in ~95 % of repeats (independent check)
+    hits = 0
+    for _ in range(2000):
+        v = rng.normal(1.0, 2.0, size=4)
+        m, h = ci95(v)
+        hits += abs(m - 1.0) <= h
+    assert 0.93 < hits / 2000 < 0.97
+    m, h = ci95([1.0, 2.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(4.302652729749464 * 1.0 / np.sqrt(3))
+
+
+def test_seeds_serial_and_dask_give_identical_per_seed_numbers(tiny, tmp_path, capsys):
+    pytest.importorskip("dask.distributed")
+    runs = {}
+    for label, extra in (("serial", []), ("dask", ["--executor", "dask", "--workers", "2"])):
+        out = tmp_path / label
+        code, stdout, err = _main(capsys, "run", str(tiny), "--seeds", "2", "--methods",
+                                  "cml,maml", "--no-progress", "--out", str(out), *extra)
+        assert code == 0, err
+        assert "± 95% CI" in stdout and "2 seeds: 0, 1" in stdout
+        runs[label] = json.loads((out / "results.json").read_text())
+    a, b = runs["serial"], runs["dask"]
+    for name in ("cml", "maml", "cml_untrained"):
+        assert a["methods"][name]["per_seed"] == b["methods"][name]["per_seed"]
+        assert len(set(a["methods"][name]["per_seed"])) == 2       # the seeds differ
+    assert (tmp_path / "serial" / "seeds.png").exists()
+    assert (tmp_path / "serial" / "seed_1" / "results.json").exists()
+
+
+# ---------------------------------------------------------------------- the wheel
+def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
+    """``pip install`` of the wheel (not -e) into a new virtual environment (the test
+    environment's packages reachable, not its editable neuro_meta); from a folder outside
+    the repository: the shipped files are listed, a quick experiment runs."""
+    dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist),
+                    str(ROOT)], check=True, capture_output=True)
+    wheel = next(dist.glob("neuro_meta-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    Path(site, "test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NEURO_META_MODELS")}
+    where = subprocess.run([py, "-c", "import neuro_meta; print(neuro_meta.__file__)"],
+                           cwd=work, env=env, check=True, capture_output=True, text=True)
+    assert where.stdout.startswith(str(venv))
+    exe = venv / "bin" / "neuro-meta"
+    listed = subprocess.run([exe, "models"], cwd=work, env=env, check=True,
+                            capture_output=True, text=True).stdout
+    assert "sinusoid" in listed and "consolidation" in listed and str(venv) in listed
+    run = subprocess.run([exe, "run", "sinusoid", "--quick", "--no-progress", "--methods",
+                          "cml,maml", "--out", "out"], cwd=work, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((work / "out" / "results.json").read_text())["methods"]["cml"]
