@@ -23,6 +23,32 @@ def _parser():
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _run_parser(sub)
+    g = sub.add_parser("gradcheck", help="CML meta-gradient error vs beta and vs the phases' "
+                       "tolerance; writes results.json and gradcheck.png")
+    g.add_argument("--out", default="results/gradcheck", help="output folder")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    b = sub.add_parser("bench", help="engine benchmarks: throughput against Brian2, "
+                       "per-phase overhead, scaling; writes results.json")
+    b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    b.add_argument("--out", default="results/bench", help="output folder")
+
+    mo = sub.add_parser("models", help="list the model/experiment files and where they "
+                        "come from")
+    mo.add_argument("--models", action="append", default=[], metavar="DIR",
+                    help="a folder of model files searched before the shipped ones")
+    d = sub.add_parser("describe", help="what a model file builds (model kind, fast "
+                       "variables, meta-parameters, learning process) and which engine "
+                       "runs its phases")
+    d.add_argument("name", help="a model file's name (see neuro-meta models) or path")
+    d.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="a folder of model files searched before the shipped ones")
+    return p
+
+
+def _run_parser(sub):
+    """The options of ``neuro-meta run``."""
     r = sub.add_parser("run", help="meta-train on an experiment, print a results table, "
                        "write results.json and plots")
     r.add_argument("experiment", help="a shipped experiment (sinusoid, consolidation, "
@@ -60,27 +86,6 @@ def _parser():
     r.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
-    g = sub.add_parser("gradcheck", help="CML meta-gradient error vs beta and vs the phases' "
-                       "tolerance; writes results.json and gradcheck.png")
-    g.add_argument("--out", default="results/gradcheck", help="output folder")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    b = sub.add_parser("bench", help="engine benchmarks: throughput against Brian2, "
-                       "per-phase overhead, scaling; writes results.json")
-    b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    b.add_argument("--out", default="results/bench", help="output folder")
-
-    mo = sub.add_parser("models", help="list the model/experiment files and where they "
-                        "come from")
-    mo.add_argument("--models", action="append", default=[], metavar="DIR",
-                    help="a folder of model files searched before the shipped ones")
-    d = sub.add_parser("describe", help="what a model file builds (model kind, fast "
-                       "variables, meta-parameters, learning process) and which engine "
-                       "runs its phases")
-    d.add_argument("name", help="a model file's name (see neuro-meta models) or path")
-    d.add_argument("--models", action="append", default=[], metavar="DIR",
-                   help="a folder of model files searched before the shipped ones")
-    return p
 
 
 def main(argv=None):
