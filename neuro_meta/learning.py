@@ -299,13 +299,8 @@ class Learner:
         """
         inp, batched, K = phase.phase_input(net, x, y, x_val, y_val, beta,
                                             self.presentation, owner)
-        if self.presentation == "online":
-            k = self.presentation_steps(net)
-            if k is None:
-                t_p = self.presentation_time if self.presentation_time is not None \
-                    else net.tau_fast / 100
-                k = int(round(t_p / self.dt_for(net, inp)))
-            inp.steps_per_sample = k
+        phase.set_presentation_steps(net, inp, self.dt, self.integrator,
+                                     self.presentation_time)
         return inp, batched, K
 
     def initial_state(self, net, phi_init, B):

@@ -124,6 +124,29 @@ CASES = [
     ("beta without validation data", lambda: _run(beta=0.1), "Learner.run.x_val", "None"),
     ("phi_init wrong shape", lambda: _run(phi_init=[np.zeros((5, 2))]),
      "Learner.run.phi_init[0]", "(5, 2)"),
+    ("phi_init not a list", lambda: _run(phi_init=np.zeros((2, 5))), "Learner.run.phi_init",
+     "ndarray"),
+    ("phi_init too many arrays", lambda: _run(phi_init=[np.zeros((2, 5))] * 2),
+     "Learner.run.phi_init", "2 arrays"),
+    # --- seeds and model kinds (the protocol's doors)
+    ("network seed negative", lambda: _net(seed=-1), "RateNetwork.seed", "-1"),
+    ("network seed not integer", lambda: _net(seed=1.5), "RateNetwork.seed", "1.5"),
+    ("dual seed negative", lambda: nm.DualSystem([1, 3, 1], seed=-2), "DualSystem.seed",
+     "-2"),
+    ("run on a non-model", lambda: _run(net=object()), "Learner.run.net", "object"),
+    ("describe a non-model", lambda: nm.Learner().describe("net"), "Learner.run.net", "str"),
+    ("CML on a non-model", lambda: nm.CML().meta_gradient([1, 2], nm.Task(X, Y, X, Y)),
+     "CML.meta_gradient.net", "list"),
+    ("exact on a non-model", lambda: nm.exact_meta_gradient(None, nm.Task(X, Y, X, Y)),
+     "exact_meta_gradient.net", "NoneType"),
+    ("exact cg_rtol negative", lambda: nm.exact_meta_gradient(_net(), nm.Task(X, Y, X, Y),
+                                                              cg_rtol=-1.0),
+     "exact_meta_gradient.cg_rtol", "-1.0"),
+    ("exact newton_steps negative", lambda: nm.exact_meta_gradient(
+        _net(), nm.Task(X, Y, X, Y), newton_steps=-1), "exact_meta_gradient.newton_steps",
+     "-1"),
+    ("meta-train a non-model", lambda: nm.MetaTrainer("net", nm.families.Sinusoid(),
+                                                      nm.CML()), "MetaTrainer.net", "str"),
 ]
 
 

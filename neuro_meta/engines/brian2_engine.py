@@ -718,12 +718,7 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
                "is required together with " + ("x" if y is None else "y"), "None")
     else:
         inp, _, _ = phase.phase_input(net, x, y, x_val, y_val, beta, presentation, owner=O)
-    if presentation == "online":
-        inp.steps_per_sample = (
-            phase.presentation_steps(net, dt, presentation_time, owner=O) if dt is not None
-            else int(round((presentation_time if presentation_time is not None
-                            else net.tau_fast / 100)
-                           / phase.auto_dt(net, "euler", inp, presentation_time))))
+    phase.set_presentation_steps(net, inp, dt, "euler", presentation_time, owner=O)
     phi = phase.initial_state(net, phi_init, inp.X.shape[0], owner=O)
     v = net.dynamics("delta").steady_v(phi, inp.at_step(0)[0])
     model = Brian2Model(net, inp, dt if dt is not None else

@@ -181,6 +181,21 @@ def presentation_steps(kind, dt, presentation_time, owner="Learner"):
     return k
 
 
+def set_presentation_steps(kind, inp, dt, integrator, presentation_time, owner="Learner"):
+    """For online presentation, set ``inp.steps_per_sample``: ``presentation_time / dt``
+    with the given ``dt`` (which must divide it), or with the automatic step (which is
+    rounded down to divide it)."""
+    if inp.presentation != "online":
+        return inp
+    if dt is not None:
+        inp.steps_per_sample = presentation_steps(kind, dt, presentation_time, owner)
+    else:
+        t_p = presentation_time if presentation_time is not None else kind.tau_fast / 100
+        inp.steps_per_sample = int(round(t_p / auto_dt(kind, integrator, inp,
+                                                       presentation_time)))
+    return inp
+
+
 def validate_data(kind, x, y, name_x="x", name_y="y", owner="Learner.run"):
     """Validated data of ``kind``: (X (B,K,n_in), Y (B,K,n_out), had_task_axis)."""
     x = finite_array(x, owner, name_x, ndim=(2, 3), max_abs=DATA_LIMIT)
