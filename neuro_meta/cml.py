@@ -45,10 +45,12 @@ inner_partials = pull_partials
 
 def default_learner(net, tol):
     """The learning process CML and the exact reference use when none is given:
-    exponential Euler with its automatic step, batch presentation, until settled to
-    ``tol``, with the kind's default rule."""
+    batch presentation, until settled to ``tol`` -- found by the phase solver
+    (``settle="solve"``; only the settled states matter to CML) -- with the kind's
+    default rule; exponential Euler with its automatic step where a phase is
+    integrated."""
     return Learner(rule=net.default_rule(), presentation="batch", integrator="expeuler",
-                   tol=tol)
+                   tol=tol, settle="solve")
 
 
 def tree_reduce(tree, reduce, batched):
@@ -89,10 +91,10 @@ class CML:
         Nudging strength β ≠ 0 (a small positive number such as 1e-3 ... 1e-1).
     estimator : {"standard", "symmetric", "second_order"}
     learner : Learner, optional
-        The learning process of both phases. Default: exponential Euler with its
-        automatic step (only the settled states matter to CML, and they do not depend on
-        the integrator), batch presentation, the ``delta`` rule for single-layer
-        plasticity and ``backprop`` otherwise.
+        The learning process of both phases. Default: phases settled by the phase solver
+        (``Learner(settle="solve")``: only the settled states matter to CML, and they do
+        not depend on how they are reached), batch presentation, the ``delta`` rule for
+        single-layer plasticity and ``backprop`` otherwise.
     tol : float, optional
         Settling tolerance of the phases (overrides the learner's; default 1e-10 when no
         learner is given).

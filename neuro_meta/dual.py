@@ -283,15 +283,17 @@ class DualSystem(ModelKind):
         return {k: out[k] for k in self._theta}
 
     # -- exact reference: complex-step derivatives of the backprop gradient ------------
-    def data_grad(self, phi, X, Y):
-        _, grads = objective_grads(self, phi, X, Y, self._uniform(X), analytic=True)
+    def data_grad(self, phi, X, Y, c=None):
+        c = self._uniform(X) if c is None else c
+        _, grads = objective_grads(self, phi, X, Y, c, analytic=True)
         return _fast_part(self, grads)
 
-    def data_hvp(self, phi, X, Y, V):
+    def data_hvp(self, phi, X, Y, V, c=None):
         """Hessian-vector products by complex-step derivatives of the backprop gradient
         (exact to rounding; the rate function must be analytic)."""
+        c = self._uniform(X) if c is None else c
         pert = [p + 1j * _H * v for p, v in zip(phi, V)]
-        _, grads = objective_grads(self, pert, X, Y, self._uniform(X), analytic=True)
+        _, grads = objective_grads(self, pert, X, Y, c, analytic=True)
         return [g.imag / _H for g in _fast_part(self, grads)]
 
     def cross(self, phi, u, X, Y):

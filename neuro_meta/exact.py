@@ -25,43 +25,9 @@ import numpy as np
 from . import _params as P
 from .cml import default_learner, tree_reduce
 from .errors import SimulationError
-from .kind import check_kind
+from .kind import Packer, check_kind
 from .learning import Learner
 from .tasks import Task
-
-
-# ---------------------------------------------------------------------- packing
-class Packer:
-    """Flatten the plastic fast arrays of B tasks of a kind to vectors (B, P)."""
-
-    def __init__(self, kind, B):
-        self.kind = kind
-        self.B = B
-        self.n = kind.n_fast
-        self.idx = [i for i, p in enumerate(kind.plastic) if p]
-        self.shapes = [np.shape(kind.phi0[i]) for i in self.idx]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.P = int(sum(self.sizes))
-
-    def pack(self, arrs):
-        """(..., B, P) from a list of per-fast-array arrays (..., B, *shape)."""
-        i0 = self.idx[0]
-        lead = arrs[i0].shape[:arrs[i0].ndim - len(self.shapes[0])]
-        return np.concatenate([arrs[i].reshape(lead + (-1,)) for i in self.idx], axis=-1)
-
-    def unpack(self, vec):
-        """The list (``None`` for static arrays) from vectors (..., B, P)."""
-        lead = vec.shape[:-1]
-        out = [None] * self.n
-        parts = np.split(vec, np.cumsum(self.sizes)[:-1], axis=-1)
-        for i, s, p in zip(self.idx, self.shapes, parts):
-            out[i] = p.reshape(lead + s)
-        return out
-
-    def broadcast(self, arrs):
-        """Packed per-task copies (B, P) of per-fast-array arrays without a task axis."""
-        return self.pack([None if a is None else np.broadcast_to(a, (self.B,) + np.shape(a))
-                          for a in arrs])
 
 
 def hess_vec(kind, pk, phi, X, Y, vec):

@@ -199,22 +199,31 @@ class ModelKind:
         B, S = X.shape[:2]
         return np.full((B, S), 1.0 / S)
 
-    def data_grad(self, phi, X, Y):
-        """``∂φ L`` of the mean loss over the samples, per fast array (None: static)."""
-        c = self._uniform(X)
+    def data_grad(self, phi, X, Y, c=None):
+        """``∂φ L`` of the loss ``L = Σ_s c_s ℓ_s`` over the samples (default weights
+        ``c = 1/S``: the mean), per fast array (None: static)."""
+        c = self._uniform(X) if c is None else c
         g = self.forces(phi, self.neurons(phi, X), X, Y, c, self.default_rule())
         return [None if gl is None else -gl for gl in g]
 
-    def data_hvp(self, phi, X, Y, V):
-        """Hessian-vector products of the mean loss: ``∇²φ L · V`` per fast array;
-        ``V`` entries may carry leading axes (..., B, ...) (None: zero direction).
+    def data_hvp(self, phi, X, Y, V, c=None):
+        """Hessian-vector products of the loss ``L = Σ_s c_s ℓ_s`` (default ``c = 1/S``):
+        ``∇²φ L · V`` per fast array; ``V`` entries may carry leading axes (..., B, ...)
+        (None: zero direction). It is the Jacobian of ``−forces`` for every rule the kind
+        supports (the phase solver, :mod:`neuro_meta.engines.solver`, relies on it).
         Default: complex-step derivative of :meth:`forces`."""
-        c = self._uniform(X)
+        c = self._uniform(X) if c is None else c
         lead = next(v.shape[:v.ndim - p.ndim] for v, p in zip(V, phi) if v is not None)
         pert = [np.broadcast_to(p if v is None else p + 1j * COMPLEX_STEP * v,
                                 lead + p.shape) for p, v in zip(phi, V)]
         g = self.forces(pert, self.neurons(pert, X), X, Y, c, self.default_rule())
         return [None if gl is None else -np.imag(gl) / COMPLEX_STEP for gl in g]
+
+    def data_hvp_at(self, phi, X, Y, c=None):
+        """``V -> data_hvp(phi, X, Y, V, c)`` for many directions at one ``phi`` (the phase
+        solver's conjugate gradients). Kinds may override it to reuse the forward and
+        backward pass across products."""
+        return lambda V: self.data_hvp(phi, X, Y, V, c)
 
     def cross(self, phi, u, X, Y):
         """``∂/∂ε ∂θ F(φ + ε u)`` (with the training samples' mean loss): the mixed
@@ -239,6 +248,39 @@ class ModelKind:
         pull = self.theta_partials(phi, X, Y, np.zeros_like(c))
         return {k: [None if a is None else a - b for a, b in zip(v, pull[k])]
                 for k, v in with_data.items()}
+
+
+class Packer:
+    """Flatten the plastic fast arrays of B tasks of a kind to vectors (B, P)."""
+
+    def __init__(self, kind, B):
+        self.kind = kind
+        self.B = B
+        self.n = kind.n_fast
+        self.idx = [i for i, p in enumerate(kind.plastic) if p]
+        self.shapes = [np.shape(kind.phi0[i]) for i in self.idx]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.P = int(sum(self.sizes))
+
+    def pack(self, arrs):
+        """(..., B, P) from a list of per-fast-array arrays (..., B, *shape)."""
+        i0 = self.idx[0]
+        lead = arrs[i0].shape[:arrs[i0].ndim - len(self.shapes[0])]
+        return np.concatenate([arrs[i].reshape(lead + (-1,)) for i in self.idx], axis=-1)
+
+    def unpack(self, vec):
+        """The list (``None`` for static arrays) from vectors (..., B, P)."""
+        lead = vec.shape[:-1]
+        out = [None] * self.n
+        parts = np.split(vec, np.cumsum(self.sizes)[:-1], axis=-1)
+        for i, s, p in zip(self.idx, self.shapes, parts):
+            out[i] = p.reshape(lead + s)
+        return out
+
+    def broadcast(self, arrs):
+        """Packed per-task copies (B, P) of per-fast-array arrays without a task axis."""
+        return self.pack([None if a is None else np.broadcast_to(a, (self.B,) + np.shape(a))
+                          for a in arrs])
 
 
 class Dynamics:

@@ -28,6 +28,7 @@ RULES = ("delta", "backprop")
 PRESENTATIONS = ("batch", "online")
 INTEGRATORS = ("euler", "expeuler", "rk4", "scipy")
 ENGINES = ("auto",) + engines.NAMES
+SETTLE = ("integrate", "solve")
 RECORDABLE = ("phi", "bias", "v", "r", "loss")
 
 
@@ -109,12 +110,20 @@ class Learner:
         step taken. Needs a fixed-step integrator (not the brian2 engine).
     max_substeps : int
         Upper bound of the automatic count (default 64).
+    settle : {"integrate", "solve"}
+        How a phase with a tolerance reaches its fixed point. ``"integrate"`` (default):
+        steps of the integrator until settled. ``"solve"``: the fixed point of the same
+        learning process found by implicit steps of growing length with Newton--Krylov
+        solves (:mod:`neuro_meta.engines.solver`) -- the same state to the tolerance, at
+        a cost that does not grow with the stiffness of the process. Phases without a
+        fixed point (fixed durations, online presentation) and recorded trajectories
+        are integrated; ``LearningResult.engine`` reads ``"solver"`` when solved.
     """
 
     def __init__(self, rule="delta", presentation="batch", integrator="rk4", dt=None,
                  duration=None, tol=None, max_duration=None, presentation_time=None,
                  engine="auto", scipy_method="LSODA", scipy_rtol=1e-10, scipy_atol=1e-12,
-                 brian2_target="numpy", substeps=1, max_substeps=64):
+                 brian2_target="numpy", substeps=1, max_substeps=64, settle="integrate"):
         O = "Learner"
         self.rule = P.choice(rule, O, "rule", RULES)
         self.presentation = P.choice(presentation, O, "presentation", PRESENTATIONS)
@@ -141,6 +150,10 @@ class Learner:
         else:
             self.substeps = P.integer(substeps, O, "substeps", low=1)
         self.max_substeps = P.integer(max_substeps, O, "max_substeps", low=1)
+        self.settle = P.choice(settle, O, "settle", SETTLE)
+        if self.settle == "solve" and self.engine == "brian2":
+            P.fail(O, "settle", "must be 'integrate' with engine='brian2' (Brian2 "
+                   "integrates in time; the solver runs in numpy)", repr(self.settle))
         if self.substeps != 1 and self.integrator == "scipy":
             P.fail(O, "substeps", "must be 1 with integrator='scipy' (solve_ivp chooses its "
                    "own steps)", repr(self.substeps))
@@ -155,7 +168,8 @@ class Learner:
         return (f"Learner(rule={self.rule!r}, presentation={self.presentation!r}, "
                 f"integrator={self.integrator!r}, dt={self.dt}, duration={self.duration}, "
                 f"tol={self.tol}, engine={self.engine!r}"
-                + (f", substeps={self.substeps!r}" if self.substeps != 1 else "") + ")")
+                + (f", substeps={self.substeps!r}" if self.substeps != 1 else "")
+                + (f", settle={self.settle!r}" if self.settle != "integrate" else "") + ")")
 
     # ------------------------------------------------------------------ timing
     def dt_for(self, net, inp=None):
@@ -278,7 +292,8 @@ class Learner:
                          check=self.check_every(inp), substeps=self.substeps,
                          max_substeps=self.max_substeps, scipy_method=self.scipy_method,
                          scipy_rtol=self.scipy_rtol, scipy_atol=self.scipy_atol,
-                         brian2_target=self.brian2_target, beta=float(beta))
+                         brian2_target=self.brian2_target, beta=float(beta),
+                         settle=self.settle)
 
     def describe(self, net, x=None, y=None):
         """Which engine would run a phase of ``net`` (on data ``x``, ``y`` if given) and
@@ -288,7 +303,16 @@ class Learner:
             x, y = np.zeros((1, net.n_in)), np.zeros((1, net.n_out))
         inp, _, _ = self.phase_input(net, x, y, owner="Learner.describe")
         spec = self.phase_spec(net, inp)
-        return engines.describe(self.engine, net, spec, inp, repr(self))
+        text = engines.describe(self.engine, net, spec, inp, repr(self))
+        if self.settle == "solve":
+            from .engines import solver
+
+            reason = solver.why_not(net, spec, inp)
+            text += ("\nsettle='solve': " + (
+                "the fixed point is found by the phase solver (Newton-Krylov, "
+                "neuro_meta.engines.solver); the engine above integrates only tasks it "
+                "hands over" if reason is None else f"integrated instead: {reason}"))
+        return text
 
     def phase_input(self, net, x, y, x_val=None, y_val=None, beta=0.0, owner="Learner.run"):
         """Validated data of one phase as a ``PhaseInput``, with the sample weights
@@ -337,4 +361,7 @@ class Learner:
             phi_aug=[readonly(sq(p)) for p in phi],
             substeps=None if rec.substeps is None else (
                 int(rec.substeps[0]) if not batched else _readonly_ints(rec.substeps)),
-            engine="+".join(rec.engines))
+            engine="+".join(rec.engines),
+            solver=None if rec.solver is None else (
+                {k: int(a[0]) for k, a in rec.solver.items()} if not batched else
+                {k: _readonly_ints(a) for k, a in rec.solver.items()}))

@@ -362,12 +362,17 @@ class RateNetwork(ModelKind):
         return self._theta_like([pull_partials(p, k.omega, k.lam) if k.plastic else None
                                  for k, p in zip(self.connections, phi)])
 
-    def data_grad(self, phi, X, Y):
-        return grad_hvp(self, phi, X, Y)[1]
+    def data_grad(self, phi, X, Y, c=None):
+        return grad_hvp(self, phi, X, Y, c=c)[1]
 
-    def data_hvp(self, phi, X, Y, V):
+    def data_hvp(self, phi, X, Y, V, c=None):
         """Exact Hessian-vector products (Pearlmutter's R-operator, :func:`grad_hvp`)."""
-        return grad_hvp(self, phi, X, Y, V)[2]
+        return grad_hvp(self, phi, X, Y, V, c=c)[2]
+
+    def data_hvp_at(self, phi, X, Y, c=None):
+        """The Hessian-vector product at ``phi`` as a function of the directions, the
+        forward and backward pass done once (:class:`Linearization`)."""
+        return Linearization(self, phi, X, Y, c).hvp
 
     def theta_partials_out(self, phi, X, Y):
         """Zero: ω and λ enter only the pull, not the network's output."""
@@ -403,61 +408,102 @@ def drive(phi, r_pre, conn):
 
 
 # ---------------------------------------------------------------------- exact derivatives
-def grad_hvp(net, phi, X, Y, V=None):
-    """Gradient (and Hessian-vector product) of ``L = 1/(2S) Σ_s ‖ŷ_s − y_s‖²``.
+def grad_hvp(net, phi, X, Y, V=None, c=None):
+    """Gradient (and Hessian-vector product) of ``L = Σ_s c_s ½‖ŷ_s − y_s‖²`` (default
+    weights ``c = 1/S``: ``L = 1/(2S) Σ_s ‖ŷ_s − y_s‖²``).
 
     ``phi``: augmented weights per connection (B, n_post, n_pre[+1]); ``X`` (B, S, n_in),
     ``Y`` (B, S, n_out); ``V``: directions per connection with optional leading axes
     (..., B, n_post, n_pre[+1]) (``None`` entries = zero). Returns (loss (B,), grads,
     hvps) with per-connection arrays (``hvps`` is None when ``V`` is None).
     """
-    conns, acts = net.connections, net.activations
-    L = len(conns)
-    S = X.shape[-2]
-    rates, pre = [X], []
-    for l in range(L):
-        a = drive(phi[l], rates[-1], conns[l])
-        pre.append(a)
-        rates.append(acts[l].f(a))
-    err = net.loss.error(rates[-1], Y)
-    loss = 0.5 * (err ** 2).sum(axis=(-1, -2)) / S
-    with_r = V is not None
-    if with_r:
+    lin = Linearization(net, phi, X, Y, c)
+    return lin.loss, lin.grads(), (lin.hvp(V) if V is not None else None)
+
+
+class Linearization:
+    """The forward and backward pass of a rate network at ``phi`` on ``X``, ``Y`` (sample
+    weights ``c``, default ``1/S``), kept so that the gradient and any number of
+    Hessian-vector products (Pearlmutter's R-operator) reuse them: a product then costs
+    one forward and one backward pass of the directions only."""
+
+    def __init__(self, net, phi, X, Y, c=None):
+        conns, acts = net.connections, net.activations
+        L = len(conns)
+        S = X.shape[-2]
+        rates, pre = [X], []
+        for l in range(L):
+            a = drive(phi[l], rates[-1], conns[l])
+            pre.append(a)
+            rates.append(acts[l].f(a))
+        err = net.loss.error(rates[-1], Y)
+        if c is None:                       # the mean (divided, as before: same bits)
+            self.weigh = lambda a: a / S    # noqa: E731
+            self.loss = 0.5 * (err ** 2).sum(axis=(-1, -2)) / S
+        else:
+            cw = np.asarray(c)[..., None]
+            self.weigh = lambda a: a * cw   # noqa: E731
+            self.loss = 0.5 * self.weigh(err ** 2).sum(axis=(-1, -2))
+        self.net, self.phi, self.Y = net, phi, Y
+        self.rates, self.pre, self.err = rates, pre, err
+        self.df = [acts[l].df(pre[l]) for l in range(L)]
+        self._d2f = None
+        self.w = [split_aug(phi[l], conns[l])[0] for l in range(L)]
+        deltas, backs = [None] * L, [None] * L
+        delta = self.weigh(err * self.df[-1])
+        for l in range(L - 1, -1, -1):
+            deltas[l] = delta
+            if l == 0:
+                break
+            backs[l] = np.matmul(delta, self.w[l])
+            delta = backs[l] * self.df[l - 1]
+        self.deltas, self.backs = deltas, backs
+
+    @property
+    def d2f(self):
+        if self._d2f is None:
+            acts = self.net.activations
+            self._d2f = [acts[l].d2f(self.pre[l]) for l in range(len(acts))]
+        return self._d2f
+
+    def grads(self):
+        """``∂φ L`` per connection (None: static)."""
+        conns = self.net.connections
+        return [_outer(d, r, c) if c.plastic else None
+                for d, r, c in zip(self.deltas, self.rates, conns)]
+
+    def hvp(self, V):
+        """``∇²φ L · V`` per connection; ``V`` as in :func:`grad_hvp`."""
+        net, conns, rates = self.net, self.net.connections, self.rates
+        L = len(conns)
         Rr = [0.0]
         Ra = []
         for l in range(L):
             a = np.zeros(()) if V[l] is None else _drive_dir(V[l], rates[l], conns[l])
             if not np.isscalar(Rr[l]):
-                w, _ = split_aug(phi[l], conns[l])
-                a = a + np.matmul(Rr[l], np.swapaxes(w, -1, -2))
+                a = a + np.matmul(Rr[l], np.swapaxes(self.w[l], -1, -2))
             Ra.append(a)
-            Rr.append(acts[l].df(pre[l]) * a)
-    delta = err * acts[-1].df(pre[-1]) / S
-    Rdelta = ((net.loss.curvature(rates[-1], Y, Rr[L]) * acts[-1].df(pre[-1])
-               + err * acts[-1].d2f(pre[-1]) * Ra[-1]) / S if with_r else None)
-    grads, hvps = [None] * L, [None] * L
-    for l in range(L - 1, -1, -1):
-        c = conns[l]
-        if c.plastic:
-            grads[l] = _outer(delta, rates[l], c)
-            if with_r:
+            Rr.append(self.df[l] * a)
+        d2f = self.d2f
+        Rdelta = self.weigh(net.loss.curvature(rates[-1], self.Y, Rr[L]) * self.df[-1]
+                            + self.err * d2f[-1] * Ra[-1])
+        hvps = [None] * L
+        for l in range(L - 1, -1, -1):
+            c = conns[l]
+            delta = self.deltas[l]
+            if c.plastic:
                 h = _outer(Rdelta, rates[l], c)
                 if not np.isscalar(Rr[l]):
                     h = h + _outer(delta, Rr[l], c, bias_zero=True)
                 hvps[l] = h
-        if l == 0:
-            break
-        w, _ = split_aug(phi[l], c)
-        back = np.matmul(delta, w)
-        dfl = acts[l - 1].df(pre[l - 1])
-        if with_r:
-            Rback = np.matmul(Rdelta, w)
+            if l == 0:
+                break
+            Rback = np.matmul(Rdelta, self.w[l])
             if V[l] is not None:
                 vw, _ = split_aug(V[l], c)
                 Rback = Rback + np.matmul(delta, vw)
-            Rdelta = Rback * dfl + back * acts[l - 1].d2f(pre[l - 1]) * Ra[l - 1]
-        delta = back * dfl
-    return loss, grads, hvps
+            Rdelta = Rback * self.df[l - 1] + self.backs[l] * d2f[l - 1] * Ra[l - 1]
+        return hvps
 
 
 def _drive_dir(Vl, r, c):

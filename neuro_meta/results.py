@@ -45,7 +45,13 @@ class LearningResult:
         The engine(s) that integrated the phase: ``"fused"`` (compiled kernels),
         ``"numpy"`` (the numpy loop), ``"scipy"`` (``solve_ivp``), ``"brian2"``; joined
         by ``+`` when parts of the phase ran on different ones (e.g. tasks re-run with
-        more sub-steps).
+        more sub-steps); ``"solver"`` when the phase was settled by solving
+        (``Learner(settle="solve")``), ``"solver+fused"`` etc. when tasks the solver
+        did not settle were integrated from where it stopped.
+    solver : dict or None
+        With ``settle="solve"``: per task (arrays, or ints for one task) the solver's
+        accepted pseudo-time ``"steps"`` and Hessian-vector products ``"hvps"``; then
+        ``t_end`` is the pseudo-time reached (s) and ``steps`` the most steps of a task.
     """
 
     phi: List[np.ndarray]
@@ -59,6 +65,7 @@ class LearningResult:
     phi_aug: List[np.ndarray] = field(repr=False, default=None)
     substeps: object = None
     engine: str = ""
+    solver: Optional[Dict[str, object]] = None
 
     def __repr__(self):
         shapes = [p.shape for p in self.phi]

@@ -29,10 +29,13 @@ tasks that stiffen, then the loop itself -- on an *accelerator* (the compiled ke
 :mod:`neuro_meta.engines.fused`) when one supports the case, else on :func:`integrate`,
 the numpy loop. :func:`run_scipy` is the ``solve_ivp`` reference.
 """
+import dataclasses
+
 import numpy as np
 
 from ..errors import SimulationError
 from ..kind import task_shape
+from . import solver
 from .phase import PhaseInput, Recorder, check_finite, task_max, task_norm
 
 # ---------------------------------------------------------------------- integrators
@@ -217,6 +220,8 @@ def run_phase(kind, inp, phi_init, spec, record=(), record_every=1, loss_fn=None
     """
     ph = Phase(kind, inp, spec, record, record_every, loss_fn, accelerators)
     phi = [np.array(p, dtype=np.float64) for p in phi_init]
+    if spec.settle == "solve" and solver.why_not(kind, spec, inp, record) is None:
+        return _solve_then_integrate(ph, phi)
     x0, _, _ = inp.at_step(0)
     v = ph.dyn.steady_v(phi, x0)
     if spec.integrator == "scipy":
@@ -227,6 +232,24 @@ def run_phase(kind, inp, phi_init, spec, record=(), record_every=1, loss_fn=None
         out, m = _rerun_stiffened(ph, phi, v, out, m)
     out[2].substeps = m
     return out
+
+
+def _solve_then_integrate(ph, phi):
+    """Settle by solving (:mod:`.solver`); the tasks the solver hands over are integrated
+    from where it left them."""
+    phi_s, v_s, rec, settled, t_end, steps, handed = solver.solve_phase(ph, phi)
+    idx = np.flatnonzero(handed)
+    if not idx.size:
+        return phi_s, v_s, rec, settled, t_end, steps
+    spec = dataclasses.replace(ph.spec, settle="integrate")
+    part = run_phase(ph.kind, ph.inp.subset(idx), [p[idx] for p in phi_s], spec,
+                     accelerators=ph.accelerators)
+    work = rec.solver
+    out = _splice((phi_s, v_s, rec, settled, t_end, steps), idx, part, spec.dt)
+    out[2].solver = work
+    t_all = max(t_end, part[4])
+    out[2].t[:] = [t_all]
+    return out[0], out[1], out[2], out[3], t_all, max(steps, part[5])
 
 
 def _rerun_stiffened(ph, phi, v, out, m):

@@ -62,7 +62,8 @@ class PhaseSpec:
     ``dt`` the time step (s); ``n_max`` the maximal number of steps; ``tol`` the settling
     tolerance (None: a fixed duration of ``n_max`` steps); ``check`` the settling test's
     interval (steps); ``substeps`` 1, a count or ``"auto"`` with ``max_substeps``;
-    ``beta`` the nudging strength (for messages).
+    ``beta`` the nudging strength (for messages); ``settle`` ``"integrate"`` or
+    ``"solve"`` (phases with a fixed point found by :mod:`.solver`).
     """
 
     rule: str
@@ -78,6 +79,7 @@ class PhaseSpec:
     scipy_atol: float = 1e-12
     brian2_target: str = "numpy"
     beta: float = 0.0
+    settle: str = "integrate"
 
 
 class Recorder:
@@ -92,6 +94,7 @@ class Recorder:
         self.data = {n: [] for n in self.names}
         self.engines = []
         self.substeps = None
+        self.solver = None      # per task {"steps", "hvps"} when the solver ran
 
     def ran(self, engine):
         """Note that ``engine`` integrated (part of) the phase."""
