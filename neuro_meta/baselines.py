@@ -307,9 +307,9 @@ class _Baseline:
         return loss, g
 
 
-def _task(task, owner):
+def _task(task, owner, attr="task"):
     if not isinstance(task, Task):
-        P.fail(owner, "task", "must be a Task", type(task).__name__)
+        P.fail(owner, attr, "must be a Task", type(task).__name__)
     return task
 
 
@@ -470,26 +470,43 @@ class IMAML(_Baseline):
 # ------------------------------------------------------------------ meta-training
 def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None, seed=0,
                    eval_every=100, test_task=None, progress=True, eval_inner_steps=None,
-                   eval_tasks=64):
+                   eval_tasks=64, budget_s=None, eval_every_s=None, val_task=None,
+                   val_tasks=None, select=True):
     """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
 
-    Meta-step ``s`` (1 … ``steps``) draws ``meta_batch`` tasks from
+    Meta-step ``s`` (1, 2, …) draws ``meta_batch`` tasks from
     ``family.sample(task_rng(seed, TRAIN, s), meta_batch)`` -- the same tasks the CML
     :class:`~neuro_meta.metatrain.MetaTrainer` sees for the same seed and meta-batch -- and
     applies ``optimizer`` (default Adam, learning rate 1e-3) to the method's meta-gradient.
-    Every ``eval_every`` steps (and at 0 and ``steps``) the meta-test MSE on ``test_task``
-    (default: ``eval_tasks`` tasks from the TEST stream of ``seed``) is recorded, after the
-    method's own inner loop (``eval_inner_steps`` overrides its number of steps).
+    Training stops after ``steps`` meta-steps or when the meta-training wall time
+    (evaluations excluded) reaches ``budget_s`` seconds, whichever comes first
+    (``budget_s=None``: the steps only). Evaluations at step 0, every ``eval_every`` steps
+    -- or, if ``eval_every_s`` is given, each time the training clock has advanced
+    ``eval_every_s`` seconds -- and at the end, under the same rules as CML's
+    (:class:`~neuro_meta.metatrain.TrainingBudget`). Each records the MSE after the
+    method's own inner loop (``eval_inner_steps`` overrides its number of steps) on the
+    meta-validation tasks ``val_task`` (default: ``val_tasks`` tasks, default
+    ``eval_tasks``, from the VALIDATION stream of ``seed``) and on the meta-test tasks
+    ``test_task`` (default: ``eval_tasks`` tasks from the TEST stream of ``seed``).
 
-    Returns ``(params, history)`` with history keys ``step``, ``meta_test_mse``,
-    ``meta_test_sem``, ``time_s`` (meta-training wall time at the evaluation, evaluations
-    excluded) (lists, one entry per evaluation), ``train_val_loss`` (one per meta-step),
-    ``meta_steps`` and ``wall_time_s``. An :class:`Untrained` method takes no
-    meta-steps.
+    With ``select=True`` (default) the returned parameters are those of the evaluation
+    with the lowest meta-validation MSE (the meta-test MSE is never used to choose);
+    ``select=False`` returns the last ones.
+
+    Returns ``(params, history)`` with history keys ``step``, ``time_s`` (meta-training
+    wall time at the evaluation, evaluations excluded), ``meta_val_mse``,
+    ``meta_val_sem``, ``meta_test_mse``, ``meta_test_sem`` (lists, one entry per
+    evaluation), ``train_val_loss`` (one per meta-step), ``selected`` (the evaluation
+    whose parameters are returned: ``{"index", "step", "time_s", "meta_val_mse",
+    "meta_test_mse", "meta_test_sem"}``), ``meta_steps`` (meta-steps done),
+    ``stop_reason`` (``"steps"`` or ``"budget"``), ``budget_s`` and ``wall_time_s``. An
+    :class:`Untrained` method takes no meta-steps.
     """
     from tqdm.auto import tqdm
 
-    from .metatrain import TEST, TRAIN, task_rng    # (lazy: metatrain may import us)
+    # (lazy: metatrain may import us)
+    from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, TrainingBudget,
+                            mean_sem, task_rng)
 
     O = "train_baseline"
     if not isinstance(method, _Baseline):
@@ -497,44 +514,55 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     _check_params(params, O)
     if not hasattr(family, "sample"):
         P.fail(O, "family", "must have a sample(rng, n_tasks) method", type(family).__name__)
-    steps = P.integer(steps, O, "steps", low=0)
     meta_batch = P.integer(meta_batch, O, "meta_batch", low=1)
     seed = P.integer(seed, O, "seed", low=0)
-    eval_every = P.integer(eval_every, O, "eval_every", low=1)
+    if not isinstance(select, bool):
+        P.fail(O, "select", "must be True or False", repr(select))
+    steps = P.integer(steps, O, "steps", low=0)
+    budget = TrainingBudget(O, 0 if isinstance(method, Untrained) else steps, eval_every,
+                            budget_s, eval_every_s)
+    eval_tasks = P.integer(eval_tasks, O, "eval_tasks", low=1)
     if test_task is None:
-        test_task = family.sample(task_rng(seed, TEST), P.integer(eval_tasks, O, "eval_tasks",
-                                                                   low=1))
-    _task(test_task, O)
+        test_task = family.sample(task_rng(seed, TEST), eval_tasks)
+    if val_task is None:
+        n_val = P.integer(val_tasks, O, "val_tasks", low=1, allow_none=True) or eval_tasks
+        val_task = family.sample(task_rng(seed, VALIDATION), n_val)
+    tasks = {"test": _task(test_task, O, "test_task"),
+             "validation": _task(val_task, O, "val_task")}
     optimizer = optimizer if optimizer is not None else optim.adam(1e-3)
-    if isinstance(method, Untrained):
-        steps = 0
     t0 = time.perf_counter()
-    hist = {"step": [], "meta_test_mse": [], "meta_test_sem": [], "train_val_loss": [],
-            "time_s": []}
-    clock = {"elapsed": 0.0, "mark": t0}     # meta-training time, evaluations excluded
+    hist = {k: [] for k in EVALUATION_FIELDS + ("train_val_loss",)}
+
+    def evaluate(which):
+        return mean_sem(method.evaluate(params, tasks[which], eval_inner_steps))
 
     def record(step):
-        clock["elapsed"] += time.perf_counter() - clock["mark"]
-        hist["time_s"].append(clock["elapsed"])
-        mse = method.evaluate(params, test_task, eval_inner_steps)
-        clock["mark"] = time.perf_counter()
-        hist["step"].append(step)
-        hist["meta_test_mse"].append(float(mse.mean()))
-        hist["meta_test_sem"].append(float(mse.std(ddof=1) / np.sqrt(len(mse)))
-                                     if len(mse) > 1 else 0.0)
-        return hist["meta_test_mse"][-1]
+        point = budget.evaluation(step, len(hist["step"]), evaluate, params)
+        for k in EVALUATION_FIELDS:
+            hist[k].append(point[k])
+        return point["meta_test_mse"]
 
+    budget.resume()
     record(0)
     state = optimizer.init(params)
-    bar = tqdm(range(1, steps + 1), desc=method.name, disable=not progress)
-    for step in bar:
+    bar = tqdm(desc=method.name, disable=not progress,
+               total=budget.steps if budget.budget_s is None else None)
+    step, stop = 0, budget.stop_reason(0)
+    while stop is None:
+        step += 1
         task = family.sample(task_rng(seed, TRAIN, step), meta_batch)
         grad, val_loss = method.meta_gradient(params, task)
         hist["train_val_loss"].append(val_loss)
         updates, state = optimizer.update(grad, state)
         params = optim.apply_updates(params, updates)
-        if step % eval_every == 0 or step == steps:
+        bar.update(1)
+        stop = budget.stop_reason(step)
+        if stop or budget.eval_due(step, hist["time_s"][-1]):
             bar.set_postfix(meta_test_mse=f"{record(step):.4g}")
-    hist["meta_steps"] = steps
+    bar.close()
+    hist["selected"] = budget.selected(hist, select)
+    hist["meta_steps"] = step
+    hist["stop_reason"] = stop
+    hist["budget_s"] = budget.budget_s
     hist["wall_time_s"] = time.perf_counter() - t0
-    return params, hist
+    return budget.selected_params(params, select), hist

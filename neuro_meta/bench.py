@@ -1,5 +1,7 @@
 """``neuro-meta bench``: engine throughput against Brian2, per-phase overhead, scaling,
-and the sinusoid CML meta-training time, measured side by side in one run.
+the sinusoid CML meta-training time, settling by solving vs by integration, and the
+sinusoid comparison's time to target (CML beside each baseline, equal wall-time
+budgets), measured side by side in one run.
 
 Throughput model (issue 8): per task ``N_in`` input rates and ``N_out`` tanh rate units
 (``tau_neuron`` = 10 ms), complex synapses (lam = 0.5) with the delta rule, online
@@ -213,7 +215,7 @@ def _fused_vs_numpy(make_trainer, steps):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.NotSettledWarning)
             t0 = time.perf_counter()
-            trainer.train(n, eval_every=n, progress=False)
+            trainer.train(n, eval_every=n, progress=False, select=False)
             return time.perf_counter() - t0, trainer.net.theta
 
     timed(1)          # warm-up: compilation or cache load, the kernels' thread pool
@@ -256,6 +258,82 @@ def dual_model(steps, eval_tasks=25):
             "eval_tasks": eval_tasks, **_fused_vs_numpy(lambda: build_cml(cfg)[1], steps)}
 
 
+def settle_cases(repeats=3):
+    """Settling a phase by integration (the compiled kernels, per-task sub-steps) and by
+    the phase solver, side by side: wall time, work in right-hand-side evaluations (an
+    R-operator product counted as two) and max |dphi| between the settled states.
+
+    * ``stiff``: the stiff process of ``tests/test_solver.py`` (inputs of scale 8 and
+      0.3, lam 0.05, tol 1e-6);
+    * ``sinusoid``: 25 sinusoid tasks on the experiment's untrained 1-40-40-1 network
+      (tol 1e-3, dt 10 ms).
+    """
+    import warnings
+
+    out = {}
+    rng = np.random.default_rng(5)
+    net = nm.RateNetwork([2, 16, 1], activation=["tanh", "linear"], bias=True, seed=1,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=0.05))
+    x = rng.normal(size=(4, 12, 2)) * np.array([8.0, 0.3])
+    y = np.sin(x[..., :1]) + 0.1 * x[..., 1:]
+    kw = dict(rule="backprop", integrator="expeuler", dt=0.01, tol=1e-6, substeps="auto",
+              max_substeps=512, max_duration=2000.0)
+    cases = {"stiff": (net, x, y, kw)}
+    sin = nm.RateNetwork([1, 40, 40, 1], activation=["tanh", "tanh", "linear"],
+                         tau_neuron=0.0, seed=0,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=1.0))
+    task = nm.families.Sinusoid(shots=10, val=10).sample(np.random.default_rng(1), 25)
+    xt, yt, _, _ = task.as_batch()
+    cases["sinusoid"] = (sin, xt, yt, dict(kw, tol=1e-3, max_substeps=64,
+                                            max_duration=30.0))
+    for name, (n, xx, yy, k) in cases.items():
+        integ, solve = nm.Learner(**k), nm.Learner(settle="solve", **k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nm.NotSettledWarning)
+            integ.run(n, xx, yy)                    # warm-up (compilation)
+            t_i, a = _best(lambda: integ.run(n, xx, yy), repeats)
+            t_s, b = _best(lambda: solve.run(n, xx, yy), repeats)
+        work_i = a.steps * np.asarray(a.substeps)
+        work_s = np.asarray(b.solver["steps"]) + 2 * np.asarray(b.solver["hvps"])
+        out[name] = {"integrate_s": t_i, "solve_s": t_s, "speedup": t_i / t_s,
+                     "integrate_steps": int(a.steps), "integrate_engine": a.engine,
+                     "integrate_settled": int(np.sum(a.settled)), "tasks": int(len(xx)),
+                     "work_ratio_min": float((work_i / work_s).min()),
+                     "solver_steps_max": int(np.max(b.solver["steps"])),
+                     "max_abs_phi_diff": max(float(np.abs(p - q).max())
+                                             for p, q in zip(a.phi_aug, b.phi_aug))}
+    return out
+
+
+def time_to_target(quick, out):
+    """The sinusoid comparison as ``neuro-meta run sinusoid`` runs it (``--quick``: its
+    quick setting): every method the same wall-time budget of meta-training, the
+    meta-parameters selected on meta-validation tasks; per method the final meta-test MSE
+    and the meta-training time to first reach each target meta-test MSE (the run is
+    written to ``OUT/sinusoid``)."""
+    from .experiments import sinusoid
+
+    res = sinusoid.run(f"{out}/sinusoid", quick=quick, progress=False)
+    return {"budget_s": res["config"]["compare"]["budget_s"],
+            "methods": {name: {"meta_test_mse": m["meta_test_mse"],
+                               "meta_steps": m["meta_steps"],
+                               "time_to_target": m.get("time_to_target")}
+                        for name, m in res["methods"].items()}}
+
+
+def _print_time_to_target(ttt):
+    targets = None
+    for name, m in ttt["methods"].items():
+        if m["time_to_target"] is None:
+            continue
+        targets = targets or list(m["time_to_target"])
+        cells = ["not reached" if m["time_to_target"][t] is None
+                 else f"{m['time_to_target'][t]['time_s']:.1f} s" for t in targets]
+        print(f"{'sinusoid: ' + name:<24}{'time to MSE ' + '/'.join(targets):<22}"
+              f"{' | '.join(cells)}  (final {m['meta_test_mse']:.4f} after "
+              f"{m['meta_steps']} meta-steps, budget {ttt['budget_s']:g} s)")
+
+
 def _theta_diff(th_a, th_b):
     return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                for key in th_a for a, b in zip(th_a[key], th_b[key]) if a is not None)
@@ -280,6 +358,8 @@ def main(quick=False, out="results/bench"):
     res.update(_throughput(quick, row))
     res.update(_scaling(quick, row))
     res.update(_meta_training(quick))
+    res["sinusoid_time_to_target"] = time_to_target(quick, out)
+    _print_time_to_target(res["sinusoid_time_to_target"])
     res["table"] = [{"model": m, "engine": e, "synapse_steps_per_s": r, "note": n}
                     for m, e, r, n in rows]
     res["wall_time_s"] = time.perf_counter() - t_start
@@ -374,6 +454,13 @@ def _meta_training(quick):
     res = {"sinusoid_cml": sinusoid_cml(1, 5, 5.0) if quick else sinusoid_cml(3, 25, 20.0),
            "sinusoid_model": sinusoid_model(1 if quick else 3),
            "dual_model": dual_model(1 if quick else 3)}
+    res["settle"] = settle_cases(1 if quick else 3)
+    for key, r in res["settle"].items():
+        print(f"{'settle: ' + key:<24}{'solve vs integrate':<22}{r['speedup']:>10.1f}x  "
+              f"(integrate {r['integrate_s']:.3f} s, {r['integrate_steps']} steps, "
+              f"{r['integrate_settled']}/{r['tasks']} settled; solve {r['solve_s']:.3f} s, "
+              f"<= {r['solver_steps_max']} steps; work ratio >= {r['work_ratio_min']:.0f}; "
+              f"max|dphi| {r['max_abs_phi_diff']:.1e})")
     for key, label in (("sinusoid_cml", "sinusoid CML"),
                        ("sinusoid_model", "sinusoid (yaml model)"),
                        ("dual_model", "dual system (yaml)")):

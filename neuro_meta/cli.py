@@ -3,6 +3,7 @@
     neuro-meta run consolidation|sinusoid|FILE.yaml [--quick] [--out DIR] [--seed N]
                    [--seeds N|LIST] [--set KEY.PATH=VALUE ...] [--models DIR]
     neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--curves ...]
+                            [--budget SECONDS|none]
     neuro-meta gradcheck [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
@@ -72,6 +73,10 @@ def _run_parser(sub):
     r.add_argument("--methods", default=None,
                    help="sinusoid: comma-separated methods (default all: "
                    "cml,maml,fomaml,reptile,imaml,untrained)")
+    r.add_argument("--budget", default=None, metavar="SECONDS|none",
+                   help="sinusoid: wall-time budget of meta-training per method, the same "
+                   "for every method (sets compare.budget_s); 'none': run meta.steps / "
+                   "baselines.steps instead")
     r.add_argument("--model", choices=("complex", "dual", "readout"), default=None,
                    help="sinusoid: the CML model -- complex synapses (default), the dual "
                    "system (slow weights, fast gains/biases/readout) or its readout-only "
@@ -160,16 +165,19 @@ def _run(args):
     model = args.model or ("dual" if sinusoid.is_dual(cfg) else "complex")
     stem = name if args.model is None else f"sinusoid_{model}"
     out = args.out or f"results/{Path(stem).stem}"
+    overrides = list(args.overrides)
     if experiment == "sinusoid":
         kw = {"methods": args.methods, "model": model if args.model else "complex",
               "curves": args.curves}
+        if args.budget is not None:
+            overrides.append(f"compare.budget_s={_budget(args.budget)}")
     else:
         kw = {}
-        for opt in ("methods", "model"):
+        for opt in ("methods", "model", "budget"):
             if getattr(args, opt) is not None:
                 raise ValidationError(f"neuro-meta run.--{opt}: only for the sinusoid "
                                       f"experiment (got {getattr(args, opt)!r})")
-    kw.update(quick=args.quick, cfg=cfg, overrides=args.overrides)
+    kw.update(quick=args.quick, cfg=cfg, overrides=overrides)
     with _executor(args) as executor:
         if args.seeds is not None:
             if args.seed is not None or args.resume:
@@ -187,6 +195,20 @@ def _run(args):
         res["config"]) else ""
     print(f"wrote {out}/results.json, {out}/{experiment}.png{extra}")
     return 0
+
+
+def _budget(text):
+    """``--budget``: seconds (> 0) or ``none``, as the YAML value of compare.budget_s."""
+    from . import _params as P
+
+    if text.strip().lower() in ("none", "null"):
+        return "null"
+    try:
+        value = float(text)
+    except ValueError:
+        P.fail("neuro-meta run", "--budget", "must be a number of seconds > 0 or 'none'",
+               repr(text))
+    return repr(P.real(value, "neuro-meta run", "--budget", low=0.0, low_open=True))
 
 
 class _executor:

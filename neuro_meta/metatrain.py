@@ -4,13 +4,18 @@ Task draws are seeded per meta-step (``numpy.random.default_rng([seed, 1, step])
 the held-out tasks per purpose (``[seed, 2]`` meta-validation, ``[seed, 3]`` meta-test),
 so meta-train, meta-validation and meta-test tasks come from disjoint seed streams and a
 run is reproducible step by step.
+
+A run stops after a number of meta-steps or when a wall-time budget of meta-training is
+spent, and keeps the meta-parameters of the evaluation with the lowest meta-validation
+error (:class:`TrainingBudget`, shared with :func:`~neuro_meta.baselines.train_baseline`);
+the meta-test tasks are only ever reported on, never used to choose anything.
 """
 import logging
 import time
 from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -44,18 +49,140 @@ def evaluate(net, learner, task):
 
 @dataclass
 class History:
-    """What a meta-training run recorded (one entry per evaluation)."""
+    """What a meta-training run recorded (one entry per evaluation unless said otherwise).
+
+    ``meta_val_mse`` / ``meta_test_mse`` (squared output units): mean over the
+    meta-validation / meta-test tasks of the MSE on their validation points after the
+    inner learning process, with their standard errors over tasks (``*_sem``).
+    ``selected``: the evaluation whose meta-parameters the trainer's network holds at the
+    end -- the lowest meta-validation MSE (``select=True``) or the last one -- as a dict
+    ``{"index", "step", "time_s", "meta_val_mse", "meta_test_mse", "meta_test_sem"}``.
+    """
 
     step: List[int] = field(default_factory=list)
     meta_test_mse: List[float] = field(default_factory=list)
     meta_test_sem: List[float] = field(default_factory=list)
-    train_val_loss: List[float] = field(default_factory=list)
+    meta_val_mse: List[float] = field(default_factory=list)
+    meta_val_sem: List[float] = field(default_factory=list)
+    train_val_loss: List[float] = field(default_factory=list)   # one per meta-step
     theta: List[Dict] = field(default_factory=list)
     time_s: List[float] = field(default_factory=list)   # meta-training wall time (s) at
-    #                             each evaluation, evaluations excluded
+    #                             each evaluation, evaluations and checkpoint writes excluded
+    selected: Dict = field(default_factory=dict)
+    meta_steps: int = 0         # meta-steps done
+    stop_reason: str = ""       # "steps" (the cap) or "budget" (the wall-time budget)
+    budget_s: Optional[float] = None
     not_settled: int = 0        # phases that reached max_duration before settling
     skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
     wall_time_s: float = 0.0
+
+
+#: The per-evaluation fields of a history, in the order an evaluation point lists them.
+EVALUATION_FIELDS = ("step", "time_s", "meta_val_mse", "meta_val_sem", "meta_test_mse",
+                     "meta_test_sem")
+
+
+def mean_sem(mse):
+    """(mean, standard error of the mean) of per-task errors (s.e.m. 0 for one task)."""
+    mse = np.asarray(mse, dtype=float)
+    sem = float(mse.std(ddof=1) / np.sqrt(mse.size)) if mse.size > 1 else 0.0
+    return float(mse.mean()), sem
+
+
+class TrainingBudget:
+    """When a meta-training run stops, when it evaluates and which parameters it keeps
+    (shared by :meth:`MetaTrainer.train` and :func:`~neuro_meta.baselines.train_baseline`,
+    so that every method of a comparison runs under the same rules).
+
+    * **clock**: the wall time of meta-training (s), paused during evaluations and
+      checkpoint writes (``elapsed_s``: time already spent, e.g. before a resume);
+    * **stop**: after ``steps`` meta-steps or, once a meta-step ends with the clock at or
+      beyond ``budget_s`` seconds, whichever comes first (the meta-step under way when
+      the budget runs out is finished: a run ends less than one meta-step past its
+      budget); ``budget_s=None``: the steps only;
+    * **evaluate**: at step 0, then every ``eval_every`` meta-steps or -- if
+      ``eval_every_s`` is given -- after the first meta-step that ends ``eval_every_s``
+      seconds of clock or more after the previous evaluation, and at the end;
+    * **select**: the parameters offered with the lowest meta-validation MSE (the
+      earliest of equal ones; non-finite scores are never selected). Meta-test scores
+      play no part.
+
+    ``clock`` is the time source (seconds); tests replace it by a fake clock.
+    """
+
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, owner, steps, eval_every, budget_s=None, eval_every_s=None,
+                 elapsed_s=0.0):
+        self.steps = P.integer(steps, owner, "steps", low=0)
+        self.eval_every = P.integer(eval_every, owner, "eval_every", low=1)
+        self.budget_s = P.real(budget_s, owner, "budget_s", low=0.0, low_open=True,
+                               allow_none=True)
+        self.eval_every_s = P.real(eval_every_s, owner, "eval_every_s", low=0.0,
+                                   low_open=True, allow_none=True)
+        self.elapsed = P.real(elapsed_s, owner, "elapsed_s", low=0.0)
+        self.mark = self.clock()
+        self.running = True
+        self.best = None            # (meta-validation MSE, evaluation index, parameters)
+
+    def now(self):
+        """The clock: meta-training time so far (s)."""
+        return self.elapsed + (self.clock() - self.mark if self.running else 0.0)
+
+    def pause(self):
+        """Stop the clock (before an evaluation or a checkpoint write); returns it."""
+        self.elapsed = self.now()
+        self.running = False
+        return self.elapsed
+
+    def resume(self):
+        self.mark = self.clock()
+        self.running = True
+
+    def stop_reason(self, step):
+        """``"steps"`` or ``"budget"`` if the run stops after meta-step ``step``, else None."""
+        if step >= self.steps:
+            return "steps"
+        if self.budget_s is not None and self.now() >= self.budget_s:
+            return "budget"
+        return None
+
+    def eval_due(self, step, last_eval_s):
+        """Whether meta-step ``step`` is followed by an evaluation (the end aside);
+        ``last_eval_s``: the clock at the previous evaluation."""
+        if self.eval_every_s is None:
+            return step % self.eval_every == 0
+        return self.now() - last_eval_s >= self.eval_every_s
+
+    def evaluation(self, step, index, evaluate, params):
+        """Evaluate with the clock paused and offer ``params`` for selection.
+
+        ``evaluate(which)`` returns (mean, s.e.m.) of the MSE on the ``"validation"`` or
+        ``"test"`` tasks; ``index``: the number of this evaluation point. Returns the
+        point as a dict of :data:`EVALUATION_FIELDS`.
+        """
+        t = self.pause()
+        vm, vs = evaluate("validation")
+        tm, ts = evaluate("test")
+        self.resume()
+        if np.isfinite(vm) and (self.best is None or vm < self.best[0]):
+            self.best = (float(vm), int(index), params)
+        return {"step": int(step), "time_s": t, "meta_val_mse": vm, "meta_val_sem": vs,
+                "meta_test_mse": tm, "meta_test_sem": ts}
+
+    def selected(self, points, select=True):
+        """The selected evaluation (the best one, or with ``select=False`` the last) of
+        ``points`` (a mapping of :data:`EVALUATION_FIELDS` to lists), as a dict with its
+        ``index``."""
+        i = self.best[1] if select and self.best is not None else len(points["step"]) - 1
+        out = {"index": i}
+        out.update({k: points[k][i] for k in ("step", "time_s", "meta_val_mse",
+                                              "meta_test_mse", "meta_test_sem")})
+        return out
+
+    def selected_params(self, last, select=True):
+        """The parameters to keep: the best offered ones, or ``last``."""
+        return self.best[2] if select and self.best is not None else last
 
 
 def _chunk_estimate(cml, net, task, skip_diverged=False):
@@ -113,21 +240,6 @@ def _n_workers(executor):
     return max(1, int(getattr(executor, "_max_workers", 1)))
 
 
-class _TrainingClock:
-    """Wall time of meta-training, paused during evaluations."""
-
-    def __init__(self, elapsed=0.0):
-        self.elapsed = float(elapsed)
-        self.mark = time.perf_counter()
-
-    def pause(self):
-        self.elapsed += time.perf_counter() - self.mark
-        return self.elapsed
-
-    def resume(self):
-        self.mark = time.perf_counter()
-
-
 class MetaTrainer:
     """Meta-train the meta-parameters θ of ``net`` with CML: ω and λ of a RateNetwork's
     complex synapses, a :class:`~neuro_meta.DualSystem`'s slow weights and fast
@@ -143,7 +255,10 @@ class MetaTrainer:
         Tasks per meta-step.
     seed : int
     eval_tasks : int
-        Number of held-out meta-test tasks.
+        Number of held-out meta-test tasks (``task_rng(seed, TEST)``).
+    val_tasks : int, optional
+        Number of meta-validation tasks (``task_rng(seed, VALIDATION)``), on which
+        :meth:`train` selects the meta-parameters it keeps (default: ``eval_tasks``).
     executor : None, concurrent.futures.Executor or dask.distributed.Client
         Where the meta-batch's tasks are simulated: in-process (default), or split into
         ``chunks`` submitted to the executor. Results are identical for any executor and
@@ -164,7 +279,7 @@ class MetaTrainer:
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
-                 lam_min=0.0):
+                 lam_min=0.0, val_tasks=None):
         check_kind(net, "MetaTrainer")
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
@@ -181,6 +296,8 @@ class MetaTrainer:
         self.meta_batch = P.integer(meta_batch, "MetaTrainer", "meta_batch", low=1)
         self.seed = P.integer(seed, "MetaTrainer", "seed", low=0)
         self.eval_tasks = P.integer(eval_tasks, "MetaTrainer", "eval_tasks", low=1)
+        self.val_tasks = P.integer(val_tasks, "MetaTrainer", "val_tasks", low=1,
+                                   allow_none=True) or self.eval_tasks
         self.executor = executor
         self.chunks = P.integer(chunks, "MetaTrainer", "chunks", low=1, allow_none=True)
         self.on_divergence = P.choice(on_divergence, "MetaTrainer", "on_divergence",
@@ -194,21 +311,24 @@ class MetaTrainer:
                        "are split across an executor (the automatic step depends on the "
                        "batch's data)", "None")
         self.test_task = family.sample(task_rng(self.seed, TEST), self.eval_tasks)
+        self.val_task = family.sample(task_rng(self.seed, VALIDATION), self.val_tasks)
 
-    def evaluate(self, net=None):
-        """(mean, s.e.m.) of the meta-test MSE over the held-out tasks (phases that do not
-        settle are counted in ``not_settled``, not warned about)."""
+    def evaluate(self, net=None, tasks="test"):
+        """(mean, s.e.m.) of the MSE over the held-out meta-test tasks (``tasks="test"``)
+        or meta-validation tasks (``"validation"``), in squared output units (phases that
+        do not settle are counted in ``not_settled``, not warned about)."""
+        task = {"test": self.test_task, "validation": self.val_task}[
+            P.choice(tasks, "MetaTrainer.evaluate", "tasks", ("test", "validation"))]
         free, _ = self.cml.learners(net or self.net)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NotSettledWarning)
-            mse = evaluate(net or self.net, free, self.test_task)
+            mse = evaluate(net or self.net, free, task)
         for w in caught:
             if issubclass(w.category, NotSettledWarning):
                 self._not_settled += 1
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse))) if len(mse) > 1 \
-            else 0.0
+        return mean_sem(mse)
 
     def meta_gradient(self, task, step=None):
         """Mean CML meta-gradient of a meta-batch and the tasks' validation losses,
@@ -242,85 +362,128 @@ class MetaTrainer:
         return mean, np.concatenate([r[1] for r in kept])
 
     def _resume(self, checkpoint, hist):
-        """Load a checkpoint into ``hist`` and the network; returns (step, theta, state)."""
+        """Load a checkpoint into ``hist`` and the network; returns (step, theta, state,
+        training clock (s), best evaluation ``(meta_val_mse, index, theta)`` or None)."""
         from . import checkpoint as ckpt
 
         saved = ckpt.load(checkpoint)
+        if "meta_val_mse" not in saved["history"] or "best" not in saved:
+            raise ckpt.CheckpointError(
+                f"{checkpoint}: written by an older neuro_meta, without the "
+                "meta-validation scores that model selection needs; delete it or restart "
+                "without --resume")
         start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
         self.net = self.net.with_theta(theta)
         for k, v in saved["history"].items():
             setattr(hist, k, v)
         self._not_settled = hist.not_settled
         self._skipped = hist.skipped_tasks
+        b = saved["best"]
+        best = None if b is None else (b["meta_val_mse"], b["index"], b["theta"])
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
-        return start, theta, state
+        return start, theta, state, saved["clock_s"], best
 
-    def _record(self, step, hist, keep_theta, clock):
-        """Evaluate on the meta-test tasks and append to ``hist`` (with the meta-training
-        time so far, the evaluation not counted); returns the mean."""
-        hist.time_s.append(clock.pause())
-        m, s = self.evaluate()
-        clock.resume()
-        hist.step.append(step)
-        hist.meta_test_mse.append(m)
-        hist.meta_test_sem.append(s)
+    def _record(self, step, hist, keep_theta, budget, theta):
+        """Evaluate on the meta-validation and meta-test tasks (the clock paused) and
+        append to ``hist``; ``theta`` is offered for selection. Returns the meta-test
+        mean."""
+        point = budget.evaluation(step, len(hist.step),
+                                  lambda which: self.evaluate(tasks=which), theta)
+        for k in EVALUATION_FIELDS:
+            getattr(hist, k).append(point[k])
         if keep_theta:
             hist.theta.append(self.net.theta)
-        return m
+        return point["meta_test_mse"]
 
-    def _save(self, checkpoint, step, theta, state, hist):
-        """Write the checkpoint of meta-step ``step`` (atomically)."""
+    def _save(self, checkpoint, step, theta, state, hist, budget):
+        """Write the checkpoint of meta-step ``step`` (atomically; the clock paused)."""
         from . import checkpoint as ckpt
 
+        clock_s = budget.pause()
         hist.not_settled = self._not_settled
         hist.skipped_tasks = self._skipped
+        best = None if budget.best is None else {
+            "meta_val_mse": budget.best[0], "index": budget.best[1], "theta": budget.best[2]}
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
+                               "clock_s": clock_s, "best": best,
                                "history": {k: getattr(hist, k) for k in (
-                                   "step", "meta_test_mse", "meta_test_sem",
-                                   "train_val_loss", "theta", "time_s", "not_settled",
-                                   "skipped_tasks")}})
+                                   "step", "meta_test_mse", "meta_test_sem", "meta_val_mse",
+                                   "meta_val_sem", "train_val_loss", "theta", "time_s",
+                                   "not_settled", "skipped_tasks")}})
+        budget.resume()
 
     def train(self, steps, eval_every=10, progress=True, keep_theta=True, checkpoint=None,
-              resume=False, checkpoint_every=1):
-        """Run meta-steps up to ``steps``; returns a :class:`History` (``self.net`` is
-        updated).
+              resume=False, checkpoint_every=1, budget_s=None, eval_every_s=None,
+              select=True):
+        """Run meta-steps until ``steps`` are done or the wall-time budget ``budget_s``
+        (s) is spent; returns a :class:`History` (``self.net`` is updated).
+
+        The training clock (``History.time_s``) counts the meta-steps' wall time, not
+        evaluations or checkpoint writes; training stops at the end of the first
+        meta-step at which it reaches ``budget_s`` (``None``: no budget, the old
+        step-bound run, fully deterministic). Evaluations -- on the meta-validation and
+        the meta-test tasks -- happen at step 0, every ``eval_every`` meta-steps or, if
+        ``eval_every_s`` is given, each time the clock has advanced ``eval_every_s``
+        seconds since the previous one, and at the end (:class:`TrainingBudget`).
+
+        ``select=True`` (default): ``self.net`` ends with the meta-parameters of the
+        evaluation with the lowest meta-validation MSE, and ``History.selected`` says
+        which (its meta-test MSE is the number to report); ``select=False`` keeps the
+        last meta-parameters.
 
         ``checkpoint``: path of a checkpoint file written atomically every
         ``checkpoint_every`` meta-steps (and at the end); with ``resume=True`` an
-        existing checkpoint is loaded and training continues from its step -- the final
+        existing checkpoint is loaded and training continues from its step and its
+        clock (with the best evaluation so far) -- without a budget, the final
         meta-parameters equal those of an uninterrupted run.
         """
         from tqdm.auto import tqdm
 
-        steps = P.integer(steps, "MetaTrainer.train", "steps", low=0)
-        eval_every = P.integer(eval_every, "MetaTrainer.train", "eval_every", low=1)
-        checkpoint_every = P.integer(checkpoint_every, "MetaTrainer.train",
-                                     "checkpoint_every", low=1)
-        hist = History()
+        O = "MetaTrainer.train"
+        checkpoint_every = P.integer(checkpoint_every, O, "checkpoint_every", low=1)
+        if not isinstance(select, bool):
+            P.fail(O, "select", "must be True or False", repr(select))
+        budget = TrainingBudget(O, steps, eval_every, budget_s, eval_every_s)
+        hist = History(budget_s=budget.budget_s)
         t0 = time.perf_counter()
         self._not_settled = self._skipped = 0
         theta = self.net.theta
         state = self.optimizer.init(theta)
-        start = 0
+        step = 0
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            start, theta, state = self._resume(checkpoint, hist)
-        clock = _TrainingClock(hist.time_s[-1] if hist.time_s else 0.0)
-        if start == 0:
-            self._record(0, hist, keep_theta, clock)
-        bar = tqdm(range(start + 1, steps + 1), desc="meta-training", disable=not progress,
-                   initial=start, total=steps)
-        for step in bar:
+            step, theta, state, clock_s, budget.best = self._resume(checkpoint, hist)
+            budget.elapsed = clock_s
+        budget.resume()
+        if not hist.step:
+            self._record(0, hist, keep_theta, budget, theta)
+        bar = tqdm(desc="meta-training", disable=not progress, initial=step,
+                   total=budget.steps if budget.budget_s is None else None)
+        stop = budget.stop_reason(step)
+        while stop is None:
+            step += 1
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
             grad, losses = self.meta_gradient(task, step)
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates, self.lam_min)
             self.net = self.net.with_theta(theta)
-            if step % eval_every == 0 or step == steps:
-                m = self._record(step, hist, keep_theta, clock)
+            bar.update(1)
+            stop = budget.stop_reason(step)
+            if stop or budget.eval_due(step, hist.time_s[-1]):
+                m = self._record(step, hist, keep_theta, budget, theta)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
-            if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
-                self._save(checkpoint, step, theta, state, hist)
+            if checkpoint is not None and (step % checkpoint_every == 0 or stop):
+                self._save(checkpoint, step, theta, state, hist, budget)
+        bar.close()
+        if hist.step[-1] != step:       # resumed at a step without an evaluation
+            self._record(step, hist, keep_theta, budget, theta)
+            if checkpoint is not None:
+                self._save(checkpoint, step, theta, state, hist, budget)
+        hist.meta_steps, hist.stop_reason = step, stop
+        hist.selected = budget.selected(vars(hist), select)
+        kept = budget.selected_params(theta, select)
+        if kept is not theta:
+            self.net = self.net.with_theta(kept)
         hist.not_settled = self._not_settled
         hist.skipped_tasks = self._skipped
         hist.wall_time_s = time.perf_counter() - t0

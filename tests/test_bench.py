@@ -15,6 +15,21 @@ def test_bench_quick_writes_results(tmp_path):
     for key in ("ratio_vs_brian2_cython", "ratio_vs_brian2_naive", "small_phase_overhead_ms"):
         assert key in res and np.isfinite(res[key]) and res[key] > 0
     assert "large_gsyn_steps_per_s" in res
+    for case in ("stiff", "sinusoid"):
+        assert res["settle"][case]["solve_s"] > 0
+    ttt = res["sinusoid_time_to_target"]["methods"]
+    assert {"cml", "maml", "fomaml", "reptile", "imaml"} <= set(ttt)
+    assert all(set(m["time_to_target"]) == {"0.5", "0.2", "0.1", "0.065"}
+               for name, m in ttt.items() if "untrained" not in name)
+
+
+def test_settle_cases_reach_the_same_states():
+    """The settle benchmark compares like with like: both settle every task of the stiff
+    case to the same fixed point (to the state error of tol = 1e-6 with lam = 0.05)."""
+    res = bench.settle_cases(1)["stiff"]
+    assert res["integrate_settled"] == res["tasks"]
+    assert res["max_abs_phi_diff"] < 1e-3
+    assert res["work_ratio_min"] >= 10
 
 
 def test_engine_rate_runs_the_same_model_on_both_engines():

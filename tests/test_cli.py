@@ -16,6 +16,7 @@ from neuro_meta.models import SHIPPED, apply_overrides, available_models, load_m
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """extends: sinusoid
+compare: {budget_s: null, eval_every_s: null, targets: [0.5], val_tasks: null}   # steps
 meta: {steps: 2, meta_batch: 3, learning_rate: 6.0e-3, clip: 1.0, lam_min: 0.5,
        eval_every: 2, eval_tasks: 6, seed: 0}
 baselines: {steps: 4, meta_batch: 3, learning_rate: 1.0e-3, eval_every: 2,

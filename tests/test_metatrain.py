@@ -90,9 +90,11 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path):
         ckpt.load(tmp_path / "missing.npz")
 
 
-EXPERIMENTS = {   # experiment: (extra CLI arguments, checkpoint file)
-    "consolidation": ((), "checkpoint.npz"),
-    "sinusoid": (("--methods", "cml"), "cml_checkpoint.npz"),
+EXPERIMENTS = {   # experiment: (extra CLI arguments, checkpoint file, meta-steps)
+    "consolidation": ((), "checkpoint.npz", load_model("consolidation")["quick"]["meta"]["steps"]),
+    # step-bound: a wall-time budget would stop at a machine-dependent step
+    "sinusoid": (("--methods", "cml", "--budget", "none", "--set", "meta.steps=20"),
+                 "cml_checkpoint.npz", 20),
 }
 
 
@@ -116,7 +118,7 @@ def test_kill_and_resume_gives_identical_results(tmp_path, experiment):
     ref_dir = tmp_path / "ref"
     p = _run_cli(ref_dir, experiment=experiment)
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    steps = load_model(experiment)["quick"]["meta"]["steps"]
+    steps = EXPERIMENTS[experiment][2]
     ref = _final_theta(ref_dir / ckpt_name)
     assert ref[0] == steps
     kill_points = [round(f * steps) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]

@@ -52,7 +52,7 @@ def merge(base, over):
 FAMILY_KEYS = ("n_in", "n_out", "shots", "val", "shared_fraction", "shared_std",
                "specific_std", "noise_std", "structure_seed")
 NETWORK_KEYS = ("activation", "bias", "tau_neuron", "tau_synapse", "omega_init", "lam_init")
-LEARNER_KEYS = ("rule", "presentation", "integrator", "dt", "tol", "max_duration")
+LEARNER_KEYS = ("rule", "presentation", "integrator", "dt", "tol", "max_duration", "settle")
 META_KEYS = ("steps", "meta_batch", "optimizer", "learning_rate", "eval_every",
              "eval_tasks", "seed")
 
@@ -117,7 +117,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     t_untrained = time.perf_counter() - t0
     hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
                          progress=progress, checkpoint=out / "checkpoint.npz",
-                         resume=resume)
+                         resume=resume, select=False)   # the last meta-parameters
     net = trainer.net
     mask, w_shared = fam.structure
     theta = net.theta

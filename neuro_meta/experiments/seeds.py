@@ -7,6 +7,8 @@ process pool or a Dask cluster), with identical numbers either way -- into
 and its 95 % confidence interval (Student's t with n - 1 degrees of freedom, the seeds
 being the independent samples), beside the mean per-task s.e.m. of a single run, which
 says how precisely each seed's number is measured but nothing about the seed's luck.
+Where the runs report a time to target (the sinusoid comparison), also its mean and 95 %
+CI per target over the seeds that reached the target, with how many did ("reached k/n").
 """
 import numpy as np
 from scipy import stats
@@ -68,17 +70,24 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, **kwargs):
 
 def aggregate(seeds, per_seed):
     """Per method: mean ± 95 % CI of the meta-test MSE across seeds, the per-seed
-    numbers, the mean per-task s.e.m. and wall time; the per-seed histories."""
+    numbers, the mean per-task s.e.m., wall time and meta-steps (which differ between
+    seeds under a wall-time budget), and -- if the runs have one -- the time to each
+    target (:func:`time_to_target`); the per-seed histories."""
     methods = {}
     for name in per_seed[0]["methods"]:
         runs = [r["methods"][name] for r in per_seed if name in r["methods"]]
         mse = [m["meta_test_mse"] for m in runs]
         mean, half = ci95(mse)
+        steps = [m["meta_steps"] for m in runs]
         methods[name] = {"meta_test_mse": mean, "ci95": half, "n_seeds": len(mse),
                          "per_seed": mse, "sem_per_seed": [m["sem"] for m in runs],
                          "mean_sem": float(np.mean([m["sem"] for m in runs])),
                          "wall_time_s": float(np.mean([m["wall_time_s"] for m in runs])),
-                         "meta_steps": runs[0]["meta_steps"]}
+                         "meta_steps": int(round(float(np.mean(steps)))),
+                         "meta_steps_per_seed": steps}
+        if any("time_to_target" in m for m in runs):
+            methods[name]["time_to_target"] = time_to_target(
+                [m.get("time_to_target") or {} for m in runs])
     history = {name: [r["history"][name] for r in per_seed]
                for name in per_seed[0].get("history", {})
                if isinstance(per_seed[0]["history"].get(name), dict)}
@@ -89,8 +98,23 @@ def aggregate(seeds, per_seed):
             "config": per_seed[0].get("config")}
 
 
+def time_to_target(runs):
+    """Across seeds, per target: mean and 95 % CI half-width (s) of the time to target
+    over the seeds that reached it (None if none did), ``reached`` of ``n`` seeds, and
+    the per-seed times (None: not reached). ``runs``: per seed, ``{target: {"time_s",
+    "step"} or None}``."""
+    out = {}
+    for key in dict.fromkeys(k for r in runs for k in r):
+        times = [None if r.get(key) is None else r[key]["time_s"] for r in runs]
+        hit = [t for t in times if t is not None]
+        mean, half = ci95(hit) if hit else (None, None)
+        out[key] = {"mean_s": mean, "ci95_s": half, "reached": len(hit), "n": len(runs),
+                    "per_seed_s": times}
+    return out
+
+
 def summary_table(agg):
-    """The across-seed table as text."""
+    """The across-seed table as text (and the time-to-target table, if any)."""
     lines = [f"{len(agg['seeds'])} seeds: {', '.join(map(str, agg['seeds']))}",
              f"{'method':<15}{'meta-test MSE':>14}{'± 95% CI':>11}{'per-task s.e.m.':>17}"
              f"{'wall time (s)':>15}{'meta-steps':>12}"]
@@ -99,7 +123,24 @@ def summary_table(agg):
         lines.append(f"{name:<15}{m['meta_test_mse']:>14.4f}{ci:>11}{m['mean_sem']:>17.4f}"
                      f"{m['wall_time_s']:>15.1f}{m['meta_steps']:>12d}")
     lines.append("(mean over seeds; CI: Student's t over the seeds; s.e.m.: over the test "
-                 "tasks of one run, averaged over seeds)")
+                 "tasks of one run, averaged over seeds; meta-steps: mean over seeds)")
+    targets = list(dict.fromkeys(k for m in agg["methods"].values()
+                                 for k in m.get("time_to_target", {})))
+    if targets:
+        lines += ["", "Time to target meta-test MSE (s): mean ± 95% CI over the seeds that "
+                  "reached it (reached k/n seeds)"]
+        lines.append(f"{'method':<15}" + "".join(f"{'≤ ' + t:>24}" for t in targets))
+        for name, m in agg["methods"].items():
+            cells = []
+            for t in targets:
+                c = m.get("time_to_target", {}).get(t)
+                if c is None or not c["reached"]:
+                    cell = "not reached" + (f" (0/{c['n']})" if c else "")
+                else:
+                    ci = "" if not np.isfinite(c["ci95_s"]) else f" ± {c['ci95_s']:.1f}"
+                    cell = f"{c['mean_s']:.1f}{ci} s ({c['reached']}/{c['n']})"
+                cells.append(f"{cell:>24}")
+            lines.append(f"{name:<15}" + "".join(cells))
     return "\n".join(lines)
 
 

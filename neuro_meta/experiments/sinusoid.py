@@ -5,10 +5,22 @@ the backprop learning process, settled phases); MAML, first-order MAML, Reptile 
 iMAML meta-train the initial weights of a 1-40-40-1 MLP with inner SGD; ``untrained`` is
 the MLP's inner SGD from its initial weights and ``cml_untrained`` the complex-synapse
 network's inner learning from its initial ω, λ. All methods see the same meta-training
-tasks (``task_rng(seed, TRAIN, step)``) and are tested on the same held-out tasks.
+tasks (``task_rng(seed, TRAIN, step)``), are selected on the same meta-validation tasks
+(``task_rng(seed, VALIDATION)``) and are tested on the same held-out meta-test tasks
+(``task_rng(seed, TEST)``).
 
-``results.json``: ``{"methods": {name: {"meta_test_mse", "sem", "wall_time_s",
-"meta_steps"}}, "config": {...}, "history": {name: {"step", "meta_test_mse"}}}``.
+Compute-fair comparison (the ``compare`` section): every trained method gets the same
+wall-time budget of meta-training (``budget_s``, evaluations excluded; ``meta.steps`` and
+``baselines.steps`` are caps), is evaluated every ``eval_every_s`` seconds of it, and keeps
+the parameters of the evaluation with the lowest meta-validation MSE; its reported number
+is the meta-test MSE at that point. ``targets``: the meta-test MSEs of the time-to-target
+table. ``budget_s: null``: each method runs its steps, evaluated every ``eval_every``
+steps (deterministic).
+
+``results.json``: ``{"methods": {name: {"meta_test_mse", "sem", "meta_val_mse",
+"selected_step", "selected_time_s", "meta_steps", "stop_reason", "budget_s",
+"wall_time_s", "time_to_target"}}, "config": {...}, "history": {name: {"step",
+"time_s", "meta_val_mse", "meta_test_mse"}}}``.
 """
 import time
 from pathlib import Path
@@ -36,8 +48,11 @@ MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual syst
 
 
 #: The sections an experiment file of the sinusoid experiment may have.
-SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "quick", "methods",
-            "variants")
+SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "compare", "quick",
+            "methods", "variants")
+
+#: The ``compare`` section of a file that has none: no budget, no targets (step-bound runs).
+NO_BUDGET = {"budget_s": None, "eval_every_s": None, "targets": [], "val_tasks": None}
 
 
 def _cfg(cfg, quick, seed, model="complex", overrides=()):
@@ -46,6 +61,8 @@ def _cfg(cfg, quick, seed, model="complex", overrides=()):
     P.choice(model, "run sinusoid", "model", MODELS)
     if cfg is None:
         cfg = load_model("sinusoid" if model == "complex" else "sinusoid_dual")
+    if "compare" not in cfg:
+        cfg = {**cfg, "compare": dict(NO_BUDGET)}
     if model == "readout":
         variants = cfg.get("variants") or {}
         if "readout" not in variants:
@@ -85,13 +102,34 @@ def is_dual(cfg):
     return isinstance(cfg.get("network"), dict) and cfg["network"].get("kind") == "dual"
 
 
+def compare_cfg(cfg):
+    """The ``compare`` section, checked: ``budget_s`` (s of meta-training per method, or
+    None), ``eval_every_s`` (s between evaluations, or None), ``targets`` (meta-test
+    MSEs, squared output units) and ``val_tasks`` (number of meta-validation tasks, or
+    None for ``meta.eval_tasks``)."""
+    where = cfg.get("_file", "<config>")
+    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"))
+    out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
+                      low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
+    targets = c["targets"]
+    if not isinstance(targets, list):
+        raise ValidationError(f"{where}: compare.targets: must be a list of meta-test MSEs "
+                              f"> 0 (got {targets!r})")
+    out["targets"] = [checked(where, "compare.targets", P.real, t, "compare",
+                              f"targets[{i}]", low=0.0, low_open=True)
+                      for i, t in enumerate(targets)]
+    out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
+                               "compare", "val_tasks", low=1, allow_none=True)
+    return out
+
+
 def build_cml(cfg, executor=None):
     where = cfg.get("_file", "<config>")
     f = section(cfg, "family", required=("shots", "val"),
                 optional=("amplitude", "phase", "x_range"))
     l_cfg = section(cfg, "learner", required=("rule",),
                     optional=("integrator", "dt", "tol", "max_duration", "presentation",
-                              "substeps", "max_substeps"))
+                              "substeps", "max_substeps", "settle"))
     c_cfg = section(cfg, "cml", required=("beta",),
                     optional=("estimator", "tol", "nudged_duration"))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
@@ -106,7 +144,8 @@ def build_cml(cfg, executor=None):
                       checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
-                      executor=executor, lam_min=m.get("lam_min", 0.0))
+                      executor=executor, lam_min=m.get("lam_min", 0.0),
+                      val_tasks=compare_cfg(cfg)["val_tasks"])
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
@@ -148,10 +187,14 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     ``quick``). ``curves``: x-axis of the learning curves, ``"time"`` (wall time of
     meta-training, the default: methods whose meta-steps cost differently compare by
     what they cost) or ``"steps"``.
+
+    Every method meta-trains under the ``compare`` section's rules (the same wall-time
+    budget, selection on the meta-validation tasks; see the module docstring).
     """
     P.choice(curves, "run sinusoid", "curves", ("time", "steps"))
     cfg = _cfg(cfg, quick, seed, model, overrides)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
+    compare = compare_cfg(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fam, trainer = build_cml(cfg, executor)
@@ -169,10 +212,10 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             results["history"][name] = done[name]["history"]
             continue
         if name == "cml":
-            summary, h = _run_cml(trainer, cfg, out, progress, resume, one, x_plot, results,
-                                  fits)
+            summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
+                                  results, fits)
         else:
-            summary, h = _run_baseline(name, cfg, fam, seed, test_task, progress, one,
+            summary, h = _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one,
                                        x_plot, fits)
         results["methods"][name] = summary
         results["history"][name] = h
@@ -198,42 +241,79 @@ def _load_partial(path):
                               "without --resume") from None
 
 
-def _run_cml(trainer, cfg, out, progress, resume, one, x_plot, results, fits):
+def _budget_kw(compare):
+    """The budget arguments of the trainers: the budget, and evaluations every
+    ``eval_every_s`` seconds with a budget (without one, every ``eval_every`` steps)."""
+    budget = compare["budget_s"]
+    return {"budget_s": budget, "eval_every_s": None if budget is None
+            else compare["eval_every_s"]}
+
+
+def time_to_target(history, targets):
+    """Per target meta-test MSE: the meta-training time (s) and meta-step of the first
+    evaluation of ``history`` (``time_s``, ``step``, ``meta_test_mse`` lists) whose
+    meta-test MSE is at or below it, or None if none is. Returns
+    ``{f"{target:g}": {"time_s", "step"} or None}``."""
+    out = {}
+    for target in targets:
+        hit = next((i for i, m in enumerate(history["meta_test_mse"]) if m <= target), None)
+        out[f"{target:g}"] = None if hit is None else {"time_s": history["time_s"][hit],
+                                                      "step": history["step"][hit]}
+    return out
+
+
+def _summary(h, wall_time_s, targets):
+    """A method's row of ``results.json`` from its history (a mapping of lists with
+    ``selected``, ``meta_steps``, ``stop_reason``, ``budget_s``)."""
+    sel = h["selected"]
+    return {"meta_test_mse": sel["meta_test_mse"], "sem": sel["meta_test_sem"],
+            "meta_val_mse": sel["meta_val_mse"], "selected_step": sel["step"],
+            "selected_time_s": sel["time_s"], "meta_steps": h["meta_steps"],
+            "stop_reason": h["stop_reason"], "budget_s": h["budget_s"],
+            "wall_time_s": wall_time_s, "time_to_target": time_to_target(h, targets)}
+
+
+def _curves(h):
+    return {k: list(h[k]) for k in ("step", "time_s", "meta_val_mse", "meta_test_mse")}
+
+
+def _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot, results, fits):
     """Meta-train CML (after evaluating the untrained model, ``cml_untrained``);
     returns (summary, history) and adds the fits of one test task to ``fits``."""
     t0 = time.perf_counter()
     m0, s0 = trainer.evaluate()
-    results["methods"]["cml_untrained"] = {"meta_test_mse": m0, "sem": s0,
-                                           "wall_time_s": time.perf_counter() - t0,
-                                           "meta_steps": 0}
+    untrained = {"meta_test_mse": m0, "sem": s0, "wall_time_s": time.perf_counter() - t0,
+                 "meta_steps": 0}
+    results["methods"]["cml_untrained"] = untrained
     fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
     hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
                          progress=progress, checkpoint=out / "cml_checkpoint.npz",
-                         resume=resume, keep_theta=False)
-    summary = {"meta_test_mse": hist.meta_test_mse[-1], "sem": hist.meta_test_sem[-1],
-               "wall_time_s": hist.wall_time_s, "meta_steps": cfg["meta"]["steps"],
-               "phases_not_settled": hist.not_settled}
+                         resume=resume, keep_theta=False, **_budget_kw(compare))
+    level = {"step": [0], "time_s": [0.0], "meta_test_mse": [m0]}   # no meta-learning
+    untrained.update(meta_val_mse=hist.meta_val_mse[0], selected_step=0,
+                     selected_time_s=0.0, stop_reason=None, budget_s=None,
+                     time_to_target=time_to_target(level, compare["targets"]))
+    summary = _summary(vars(hist), hist.wall_time_s, compare["targets"])
+    summary["phases_not_settled"] = hist.not_settled
     fits["cml"] = _cml_fit(trainer, one, x_plot)
-    return summary, {"step": hist.step, "meta_test_mse": hist.meta_test_mse,
-                     "time_s": hist.time_s}
+    return summary, _curves(vars(hist))
 
 
-def _run_baseline(name, cfg, fam, seed, test_task, progress, one, x_plot, fits):
-    """Meta-train one baseline on the same tasks; returns (summary, history) and adds its
-    fit of one test task to ``fits``."""
+def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot, fits):
+    """Meta-train one baseline on the same tasks (validation and test tasks: the CML
+    trainer's); returns (summary, history) and adds its fit of one test task to
+    ``fits``."""
     method, b = build_baseline(cfg, name)
     params0 = bl.init_mlp(cfg["network"]["sizes"], seed)
     params, hist = bl.train_baseline(
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
         optimizer=optim.adam(b["learning_rate"]), seed=seed,
-        eval_every=b["eval_every"], test_task=test_task, progress=progress)
-    summary = {"meta_test_mse": hist["meta_test_mse"][-1],
-               "sem": hist["meta_test_sem"][-1], "wall_time_s": hist["wall_time_s"],
-               "meta_steps": hist["meta_steps"]}
+        eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
+        progress=progress, **_budget_kw(compare))
+    summary = _summary(hist, hist["wall_time_s"], compare["targets"])
     adapted = method.adapt(params, one[0], one[1])
     fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
-    return summary, {"step": hist["step"], "meta_test_mse": hist["meta_test_mse"],
-                     "time_s": hist["time_s"]}
+    return summary, _curves(hist)
 
 
 def _cml_fit(trainer, one, x_plot):
@@ -257,34 +337,12 @@ def plot(out, results, one, x_plot, fits, test_task, curves="time"):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
 
     from .. import plotting
 
     with plt.rc_context(plotting.STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
-        ax = axes[0]
-        x_key = "time_s" if curves == "time" else "step"
-        for name, h in results["history"].items():
-            if len(h["step"]) == 1:      # no meta-learning: a level
-                ax.axhline(h["meta_test_mse"][0], ls="--", color=COLORS.get(name),
-                           label=f"{name} (no meta-learning)")
-            else:
-                ax.plot(h[x_key], h["meta_test_mse"], "o-", ms=3, color=COLORS.get(name),
-                        label=_label(name, results))
-        if "cml_untrained" in results["methods"]:
-            ax.axhline(results["methods"]["cml_untrained"]["meta_test_mse"], ls=":",
-                       color=COLORS["cml"], label="cml_untrained (no meta-learning)")
-        ax.set_xscale("symlog", linthresh=1.0 if curves == "time" else 10)
-        ax.set_xlim(left=0)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
-        ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xlabel("wall time of meta-training (s)" if curves == "time" else "meta-step")
-        ax.set_ylabel("meta-test MSE (squared output units)")
-        ax.set_title("Meta-learning curves (same test tasks)")
-        ax.legend(fontsize=8)
+        _plot_curves(axes[0], results, curves)
         ax = axes[1]
         order = np.argsort(test_task.x_val[0, :, 0])
         ax.plot(test_task.x_val[0, order, 0], test_task.y_val[0, order, 0], "ko", ms=4,
@@ -301,6 +359,50 @@ def plot(out, results, one, x_plot, fits, test_task, curves="time"):
         fig.tight_layout()
         save_figure(fig, out / "sinusoid.png")
         plt.close(fig)
+
+
+def _plot_curves(ax, results, curves):
+    """Left panel: meta-test MSE against meta-training wall time (or meta-steps), the
+    meta-validation MSE faintly, the selected points, the budget."""
+    from matplotlib.ticker import ScalarFormatter
+
+    x_key = "time_s" if curves == "time" else "step"
+    budget = results.get("config", {}).get("compare", {}).get("budget_s")
+    any_selected = False
+    for name, h in results["history"].items():
+        color = COLORS.get(name)
+        if len(h["step"]) == 1:      # no meta-learning: a level
+            ax.axhline(h["meta_test_mse"][0], ls="--", color=color,
+                       label=f"{name} (no meta-learning)")
+            continue
+        ax.plot(h[x_key], h["meta_test_mse"], "o-", ms=3, color=color,
+                label=_label(name, results))
+        if "meta_val_mse" in h:
+            ax.plot(h[x_key], h["meta_val_mse"], "-", lw=1, alpha=0.3, color=color)
+        r = results["methods"].get(name, {})
+        if "selected_step" in r:
+            i = h["step"].index(r["selected_step"])
+            ax.plot(h[x_key][i], h["meta_test_mse"][i], "*", ms=13, mfc="none", mew=1.5,
+                    color=color)
+            any_selected = True
+    if "cml_untrained" in results["methods"]:
+        ax.axhline(results["methods"]["cml_untrained"]["meta_test_mse"], ls=":",
+                   color=COLORS["cml"], label="cml_untrained (no meta-learning)")
+    if any_selected:
+        ax.plot([], [], "*", ms=13, mfc="none", mew=1.5, color="k",
+                label="selected (lowest meta-validation MSE)")
+    if budget is not None and curves == "time":
+        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget ({budget:g} s)")
+    ax.set_xscale("symlog", linthresh=1.0 if curves == "time" else 10)
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("wall time of meta-training (s)" if curves == "time" else "meta-step")
+    ax.set_ylabel("meta-test MSE (squared output units)")
+    ax.set_title("Meta-learning curves (same test tasks; faint: meta-validation)")
+    ax.legend(fontsize=8)
 
 
 def plot_fast_patterns(out, trainer, fam, seed, n_tasks=24):
@@ -336,9 +438,40 @@ def _label(name, results):
 
 
 def summary_table(results):
-    lines = [f"{'method':<14} {'meta-test MSE':>14} {'± s.e.m.':>10} {'wall time (s)':>14} "
-             f"{'meta-steps':>11}"]
+    """The headline table -- every method's selected meta-test MSE under the same
+    meta-training budget -- and the time-to-target table, as text."""
+    cfg = results.get("config", {})
+    comp = cfg.get("compare") or NO_BUDGET
+    budget = comp.get("budget_s")
+    n_test = cfg.get("meta", {}).get("eval_tasks")
+    n_val = comp.get("val_tasks") or n_test
+    head = (f"Equal wall-time budget of {budget:g} s of meta-training per method "
+            "(evaluations excluded)" if budget is not None else
+            "No wall-time budget: each method runs its meta-steps (meta.steps, "
+            "baselines.steps)")
+    lines = [f"{head}; selected on {n_val} meta-validation tasks; meta-test MSE on {n_test} "
+             "held-out test tasks",
+             f"{'method':<14} {'meta-test MSE':>14} {'± s.e.m.':>10} {'selected at':>20} "
+             f"{'meta-steps':>11} {'stopped by':>11} {'wall time (s)':>14}"]
     for name, r in results["methods"].items():
-        lines.append(f"{name:<14} {r['meta_test_mse']:>14.4f} {r['sem']:>10.4f} "
-                     f"{r['wall_time_s']:>14.1f} {r['meta_steps']:>11d}")
+        if r.get("meta_steps"):
+            at = f"step {r['selected_step']}, {r['selected_time_s']:.1f} s" \
+                if "selected_step" in r else "last step"
+            stop = r.get("stop_reason") or "—"
+        else:
+            at, stop = "(no meta-learning)", "—"
+        lines.append(f"{name:<14} {r['meta_test_mse']:>14.4f} {r['sem']:>10.4f} {at:>20} "
+                     f"{r['meta_steps']:>11d} {stop:>11} {r['wall_time_s']:>14.1f}")
+    targets = comp.get("targets") or []
+    if targets and any("time_to_target" in r for r in results["methods"].values()):
+        lines += ["", "Time to target meta-test MSE: meta-training wall time (s) of the first "
+                  "evaluation at or below the target"]
+        lines.append(f"{'method':<14}" + "".join(f"{'≤ ' + format(t, 'g'):>14}"
+                                                 for t in targets))
+        for name, r in results["methods"].items():
+            ttt = r.get("time_to_target") or {}
+            cells = [ttt.get(f"{t:g}") for t in targets]
+            lines.append(f"{name:<14}" + "".join(
+                f"{'not reached' if c is None else format(c['time_s'], '.1f') + ' s':>14}"
+                for c in cells))
     return "\n".join(lines)

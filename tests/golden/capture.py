@@ -17,7 +17,8 @@ What it covers (public API only, so that it runs on both sides of a change):
 * the three DualSystem variants x every integrator (the same three phases);
 * the three CML estimators for both kinds, the exact reference (dense and CG) for both;
 * theta after 3 meta-steps of a complex-synapse network and of a dual system;
-* with ``--cli``: the two quick sinusoid runs' results.json without wall times.
+* with ``--cli``: the two quick sinusoid runs' results.json without wall times (run
+  step-bound: ``--budget none`` with 20 CML and 200 baseline meta-steps).
 
 The stored file is machine-specific (BLAS and the compiled kernels' vectorisation depend on
 the CPU) and large (~5 MB): keep it outside the repository, and compare on the machine
@@ -276,12 +277,16 @@ def _strip(obj):
     return obj
 
 
+#: The quick runs step-bound (a wall-time budget stops at a machine-dependent step).
+STEP_BOUND = ["--budget", "none", "--set", "meta.steps=20", "--set", "baselines.steps=200"]
+
+
 def capture_cli(out):
     for name, extra in (("complex", []), ("dual", ["--model", "dual"])):
         with tempfile.TemporaryDirectory() as d:
             subprocess.run([sys.executable, "-m", "neuro_meta.cli", "run", "sinusoid",
-                            "--quick", "--no-progress", "--out", d] + extra, check=True,
-                           capture_output=True)
+                            "--quick", "--no-progress", "--out", d] + extra + STEP_BOUND,
+                           check=True, capture_output=True)
             res = json.loads((Path(d) / "results.json").read_text())
         out[f"cli/{name}"] = np.asarray(json.dumps(_strip(res), sort_keys=True))
 
