@@ -82,14 +82,22 @@ def load(path):
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single {type(data).__name__}, not an .npz archive")
+        with data:
+            if "__meta__" not in data.files:
+                raise KeyError("__meta__")
             meta = json.loads(str(data["__meta__"]))
             arrays = [data[f"a{i}"] for i in range(len(data.files) - 1)]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError,
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError,
             json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not a readable neuro_meta checkpoint (truncated or "
                               f"corrupted: {err}); delete it or restart without --resume") \
             from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("tree"), str):
+        raise CheckpointError(f"{path}: not a neuro_meta checkpoint (its __meta__ is not "
+                              "the checkpoint description)")
     if meta.get("format") != "neuro_meta-checkpoint":
         raise CheckpointError(f"{path}: not a neuro_meta checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -98,7 +106,11 @@ def load(path):
     if _digest(meta["tree"], arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupted; "
                               "delete it or restart without --resume")
-    return _unflatten(json.loads(meta["tree"]), arrays)
+    try:
+        return _unflatten(json.loads(meta["tree"]), arrays)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise CheckpointError(f"{path}: not a neuro_meta checkpoint (its tree does not "
+                              f"describe its arrays: {err})") from None
 
 
 def checksum(tree):

@@ -90,6 +90,8 @@ def _run_parser(sub):
                    "local Dask cluster (default 2)")
     r.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    r.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up connecting to --scheduler after this long (default 10 s)")
 
 
 
@@ -103,6 +105,13 @@ def main(argv=None):
         if args.debug:
             raise
         print(f"neuro-meta: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:      # a path the OS refuses (the package's own errors above)
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"neuro-meta: error: {where}{err.strerror or err} (--debug shows the "
+              "traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neuro-meta: interrupted", file=sys.stderr)
@@ -124,13 +133,13 @@ def _dispatch(args):
     if args.command == "bench":
         from . import bench
 
-        bench.main(quick=args.quick, out=args.out)
+        bench.main(quick=args.quick, out=_out_dir(args.out))
         return 0
     if args.command == "gradcheck":
         from .experiments import gradcheck
 
         t0 = time.perf_counter()
-        res = gradcheck.run(args.out, progress=not args.no_progress)
+        res = gradcheck.run(_out_dir(args.out), progress=not args.no_progress)
         print(gradcheck.summary_table(res))
         print(f"wrote {args.out}/results.json and {args.out}/gradcheck.png "
               f"({time.perf_counter() - t0:.1f} s)")
@@ -164,7 +173,7 @@ def _run(args):
     exp = runners[experiment]
     model = args.model or ("dual" if sinusoid.is_dual(cfg) else "complex")
     stem = name if args.model is None else f"sinusoid_{model}"
-    out = args.out or f"results/{Path(stem).stem}"
+    out = _out_dir(args.out or f"results/{Path(stem).stem}")
     overrides = list(args.overrides)
     if experiment == "sinusoid":
         kw = {"methods": args.methods, "model": model if args.model else "complex",
@@ -197,6 +206,25 @@ def _run(args):
     return 0
 
 
+def _out_dir(path):
+    """``--out``: a folder that exists or can be created (checked before any work)."""
+    from .errors import ValidationError
+
+    p = Path(path)
+    try:
+        if p.exists() and not p.is_dir():
+            raise ValidationError(f"neuro-meta run.--out: must be a folder, not a file "
+                                  f"(got {path!r})")
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".neuro_meta_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValidationError(f"neuro-meta run.--out: cannot write the output folder "
+                              f"({err.strerror or err}) (got {path!r})") from None
+    return str(p)
+
+
 def _budget(text):
     """``--budget``: seconds (> 0) or ``none``, as the YAML value of compare.budget_s."""
     from . import _params as P
@@ -209,6 +237,22 @@ def _budget(text):
         P.fail("neuro-meta run", "--budget", "must be a number of seconds > 0 or 'none'",
                repr(text))
     return repr(P.real(value, "neuro-meta run", "--budget", low=0.0, low_open=True))
+
+
+def _connect(Client, address, timeout):
+    """A ``dask.distributed.Client`` of the scheduler at ``address``, or one line saying
+    why not within ``timeout`` seconds."""
+    from .errors import ValidationError
+
+    if not timeout > 0:
+        raise ValidationError(f"neuro-meta run.--scheduler-timeout: must be > 0 s "
+                              f"(got {timeout!r})")
+    try:
+        return Client(address, timeout=f"{timeout}s")
+    except (OSError, ValueError, TypeError, TimeoutError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValidationError(f"neuro-meta run.--scheduler: no Dask scheduler answered "
+                              f"within {timeout:g} s ({msg}) (got {address!r})") from None
 
 
 class _executor:
@@ -240,7 +284,7 @@ class _executor:
                                       "distributed extra: pip install -e '.[distributed]' "
                                       "(got 'dask')") from None
             if a.scheduler:
-                client = Client(a.scheduler)
+                client = _connect(Client, a.scheduler, a.scheduler_timeout)
             else:
                 cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1,
                                        host="127.0.0.1", dashboard_address=None)

@@ -310,6 +310,7 @@ class MetaTrainer:
                 P.fail("MetaTrainer", "cml.learner.dt", "must be set explicitly when tasks "
                        "are split across an executor (the automatic step depends on the "
                        "batch's data)", "None")
+        self._theta0 = net.theta
         self.test_task = family.sample(task_rng(self.seed, TEST), self.eval_tasks)
         self.val_task = family.sample(task_rng(self.seed, VALIDATION), self.val_tasks)
 
@@ -367,11 +368,17 @@ class MetaTrainer:
         from . import checkpoint as ckpt
 
         saved = ckpt.load(checkpoint)
+        if not isinstance(saved, dict) or not all(
+                k in saved for k in ("step", "theta", "opt_state", "clock_s", "history")) \
+                or not isinstance(saved["history"], dict):
+            raise ckpt.CheckpointError(f"{checkpoint}: not a MetaTrainer checkpoint (missing "
+                                       "step, theta, opt_state, clock_s or history)")
         if "meta_val_mse" not in saved["history"] or "best" not in saved:
             raise ckpt.CheckpointError(
                 f"{checkpoint}: written by an older neuro_meta, without the "
                 "meta-validation scores that model selection needs; delete it or restart "
                 "without --resume")
+        self._check_fingerprint(checkpoint, saved)
         start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
         self.net = self.net.with_theta(theta)
         for k, v in saved["history"].items():
@@ -395,6 +402,48 @@ class MetaTrainer:
             hist.theta.append(self.net.theta)
         return point["meta_test_mse"]
 
+    def fingerprint(self):
+        """What decides this trainer's meta-training, as readable items (stored in every
+        checkpoint; a resume under a different one is refused): the kind and a checksum
+        of its initial θ, the task family, the CML rule (with its learner), the
+        optimiser (a checksum of its updates of a fixed probe gradient), the meta-batch,
+        the seed, the numbers of meta-test and meta-validation tasks, ``lam_min`` and
+        ``on_divergence``."""
+        from .checkpoint import checksum
+
+        theta = self._theta0
+        probe = optim.tree_map(lambda a: np.linspace(-1.0, 1.0, a.size).reshape(a.shape)
+                               + 0.25, theta)
+        state = self.optimizer.init(theta)
+        u1, state = self.optimizer.update(probe, state)
+        u2, _ = self.optimizer.update(optim.tree_map(lambda a: -2.0 * a, probe), state)
+        return {"kind": self.net.kind_name, "theta0": checksum(theta)[:16],
+                "family": repr(self.family), "cml": repr(self.cml),
+                "optimizer": checksum([u1, u2])[:16], "meta_batch": self.meta_batch,
+                "seed": self.seed, "eval_tasks": self.eval_tasks,
+                "val_tasks": self.val_tasks, "lam_min": self.lam_min,
+                "on_divergence": self.on_divergence}
+
+    def _check_fingerprint(self, checkpoint, saved):
+        """Refuse a checkpoint written under another configuration, naming what differs."""
+        from .checkpoint import CheckpointError
+
+        now, then = self.fingerprint(), saved.get("fingerprint")
+        if not isinstance(then, dict):
+            raise CheckpointError(f"{checkpoint}: no configuration fingerprint (written by "
+                                  "an older neuro_meta); delete it or restart without "
+                                  "--resume")
+        diff = [k for k in now if then.get(k) != now[k]]
+        if diff:
+            def short(v):
+                v = repr(v)
+                return v if len(v) <= 60 else v[:57] + "..."
+            what = "; ".join(f"{k}: {short(then.get(k))} in the checkpoint, "
+                             f"{short(now[k])} now" for k in diff)
+            raise CheckpointError(f"{checkpoint}: written by another configuration ({what}); "
+                                  "resume with the configuration that wrote it, or delete "
+                                  "it / restart without --resume")
+
     def _save(self, checkpoint, step, theta, state, hist, budget):
         """Write the checkpoint of meta-step ``step`` (atomically; the clock paused)."""
         from . import checkpoint as ckpt
@@ -406,6 +455,7 @@ class MetaTrainer:
             "meta_val_mse": budget.best[0], "index": budget.best[1], "theta": budget.best[2]}
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                "clock_s": clock_s, "best": best,
+                               "fingerprint": self.fingerprint(),
                                "history": {k: getattr(hist, k) for k in (
                                    "step", "meta_test_mse", "meta_test_sem", "meta_val_mse",
                                    "meta_val_sem", "train_val_loss", "theta", "time_s",

@@ -201,26 +201,31 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     seed = cfg["meta"]["seed"]
     test_task = trainer.test_task
     partial_path = out / "partial.json"
-    done = _load_partial(partial_path) if resume else {}
+    fingerprint = config_fingerprint(cfg)
+    done = _load_partial(partial_path, fingerprint) if resume else {}
     results = {"methods": {}, "history": {}, "config": cfg}
     fits = {}
     x_plot = np.linspace(-5, 5, 200)[None, :, None]
     one = tuple(a[:1] for a in test_task.as_batch())
     for name in methods:
         if name in done:
+            if name == "cml" and "cml_untrained" in done:
+                results["methods"]["cml_untrained"] = done["cml_untrained"]["summary"]
             results["methods"][name] = done[name]["summary"]
             results["history"][name] = done[name]["history"]
             continue
         if name == "cml":
             summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
                                   results, fits)
+            done["cml_untrained"] = {"summary": results["methods"]["cml_untrained"],
+                                     "history": None}
         else:
             summary, h = _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one,
                                        x_plot, fits)
         results["methods"][name] = summary
         results["history"][name] = h
         done[name] = {"summary": summary, "history": h}
-        write_json(partial_path, done)
+        write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task, curves)
     if is_dual(cfg) and "cml" in methods:
@@ -228,17 +233,43 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     return results
 
 
-def _load_partial(path):
-    """The methods already finished by an interrupted run (``partial.json``)."""
+def config_fingerprint(cfg):
+    """SHA-256 of the effective configuration (its ``_``-keys, which say where it came
+    from, left out): a resumed run must have the same one."""
+    import hashlib
+    import json
+
+    clean = {k: v for k, v in cfg.items() if not str(k).startswith("_")}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _load_partial(path, fingerprint):
+    """The methods already finished by an interrupted run (``partial.json``), checked:
+    its structure, and that the same effective configuration wrote it."""
     if not path.exists():
         return {}
     import json
 
     try:
-        return json.loads(path.read_text())
-    except ValueError as err:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
         raise ValidationError(f"{path}: not valid JSON ({err}); delete it or restart "
                               "without --resume") from None
+    methods = saved.get("methods") if isinstance(saved, dict) else None
+    ok = isinstance(methods, dict) and isinstance(saved.get("fingerprint"), str) and all(
+        isinstance(m, dict) and isinstance(m.get("summary"), dict)
+        and (m.get("history") is None or isinstance(m.get("history"), dict))
+        for m in methods.values())
+    if not ok:
+        raise ValidationError(f"{path}: not the partial results of a neuro-meta run (expected "
+                              "{'fingerprint': ..., 'methods': {name: {'summary': {...}, "
+                              "'history': {...}}}}); delete it or restart without --resume")
+    if saved["fingerprint"] != fingerprint:
+        raise ValidationError(f"{path}: written by another configuration (seed, --quick, "
+                              "--set, --budget or the file differ); resume with the "
+                              "configuration that wrote it, or delete it / restart without "
+                              "--resume")
+    return methods
 
 
 def _budget_kw(compare):
