@@ -46,7 +46,8 @@ def available_models(extra=()):
     for source, d in model_dirs(extra):
         if d.is_dir():
             for p in sorted(d.glob("*.yaml")):
-                found.setdefault(p.stem, (p.stem, source, p))
+                if p.is_file():          # a dangling link or a folder is not a model
+                    found.setdefault(p.stem, (p.stem, source, p))
     return [found[k] for k in sorted(found)]
 
 
@@ -115,14 +116,46 @@ def section(cfg, key, required=(), optional=()):
     sec = cfg[key]
     if not isinstance(sec, dict):
         raise ValidationError(f"{where}: {key}: must be a mapping (got {sec!r})")
+    known = list(required) + list(optional)
+    unknown = [k for k in sec if k not in known]
+    if unknown:     # first: a misspelt key is also a missing one
+        raise ValidationError(f"{where}: {key}.{unknown[0]}: unknown key"
+                              f"{did_you_mean(unknown[0], known)} (known: {', '.join(known)})")
     missing = [k for k in required if k not in sec]
     if missing:
         raise ValidationError(f"{where}: {key}: missing key(s) {', '.join(missing)}")
-    unknown = [k for k in sec if k not in required and k not in optional]
-    if unknown:
-        raise ValidationError(f"{where}: {key}.{unknown[0]}: unknown key (known: "
-                              f"{', '.join(list(required) + list(optional))})")
     return sec
+
+
+def did_you_mean(word, choices):
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def overlay(cfg, key):
+    """The overlay ``cfg[key]`` (``quick:``, a variant): a mapping of section names to
+    mappings of the values they replace, each section existing in ``cfg`` as a mapping
+    (checked, so that merging cannot fail half-way); ``{}`` if absent."""
+    where = cfg.get("_file", "<config>")
+    over = cfg.get(key)
+    if over is None:
+        return {}
+    if not isinstance(over, dict):
+        raise ValidationError(f"{where}: {key}: must be a mapping of sections to the values "
+                              f"they override (got {over!r:.60})")
+    for sec, values in over.items():
+        if not isinstance(values, dict):
+            raise ValidationError(f"{where}: {key}.{sec}: must be a mapping of keys to "
+                                  f"values (got {values!r:.60})")
+        if sec not in cfg:
+            continue                   # a new section: the experiment's check decides
+        if not isinstance(cfg[sec], dict):
+            raise ValidationError(f"{where}: {sec}: must be a mapping (got "
+                                  f"{type(cfg[sec]).__name__})")
+    return over
 
 
 def checked(where, key, fn, *args, **kwargs):
@@ -179,5 +212,5 @@ def check_top_level(cfg, allowed):
     where = cfg.get("_file", "<config>")
     for k in cfg:
         if k not in allowed and k not in ("_file", "experiment", "extends", "_overrides"):
-            raise ValidationError(f"{where}: {k}: unknown section (known: "
-                                  f"{', '.join(sorted(allowed))})")
+            raise ValidationError(f"{where}: {k}: unknown section{did_you_mean(k, allowed)} "
+                                  f"(known: {', '.join(sorted(allowed))})")

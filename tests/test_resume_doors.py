@@ -153,3 +153,77 @@ def test_cli_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
                      "--no-progress", "--out", str(tmp_path / "o"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "Permission denied" in err and "results.json" in err
+
+
+# ------------------------------------------------------------------ model files
+RUN_SETTINGS = ("compare: {budget_s: null, eval_every_s: null, targets: [0.5], "
+                "val_tasks: null}\n")
+BAD_FILES = {
+    "deep": ("extends: sinusoid\nmeta: " + "[" * 200 + "]" * 200 + "\n", "meta: must be a "
+             "mapping"),
+    "quick_int": ("extends: sinusoid\nquick: 5\n", "quick: must be a mapping"),
+    "quick_section": ("extends: sinusoid\nquick: {meta: 3}\n", "quick.meta: must be a "
+                      "mapping"),
+    "methods_int": ("extends: sinusoid\nmethods: 5\n", "methods: must be"),
+    "variants_list": ("extends: sinusoid\nvariants: [1]\n", "variants: must be a mapping"),
+    "baseline_keyword": ("extends: sinusoid\nbaselines: {steps: 3, meta_batch: 2, "
+                         "learning_rate: 0.001, eval_every: 1, maml: {inner_lrr: 1}}\n"
+                         + RUN_SETTINGS, r"baselines.maml.inner_lrr: unknown key \(did you "
+                         r"mean 'inner_lr'\?\)"),
+    "baseline_not_mapping": ("extends: sinusoid\nbaselines: {steps: 3, meta_batch: 2, "
+                             "learning_rate: 0.001, eval_every: 1, maml: 7}\n" + RUN_SETTINGS,
+                             "baselines.maml: must be a mapping"),
+    "typo": ("extends: sinusoid\nmeta: {stepz: 3}\n", r"meta.stepz: unknown key \(did you "
+             r"mean 'steps'\?\)"),
+    "section_typo": ("extends: sinusoid\nbaseline: {}\n", r"baseline: unknown section \(did "
+                     r"you mean 'baselines'\?\)"),
+    "size_mismatch": ("extends: sinusoid\nnetwork: {sizes: [2, 7, 1], activation: [tanh, "
+                      "linear], tau_neuron: 0.0, tau_synapse: 1.0, lam_init: 1.0}\n",
+                      r"network.sizes: the tasks have 1 input"),
+    "optimizer_list": ("extends: consolidation\nmeta: {steps: 2, meta_batch: 2, optimizer: "
+                       "[adam], learning_rate: 0.05, eval_every: 1, eval_tasks: 2, seed: 0}\n",
+                       "meta.optimizer: must be one of adam, sgd"),
+    "invalid_utf8": (b"experiment: sinusoid\nfamily: {shots: \xff}\n", "cannot be read"),
+    "bad_yaml": ("experiment: sinusoid\nfamily: {shots: [\n", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_model_files_are_one_line_before_any_work(tmp_path, capsys, case):
+    text, pattern = BAD_FILES[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    out = tmp_path / "out"
+    code, err = _cli(capsys, "run", str(path), "--quick", "--no-progress", "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(path) in err or "methods" in case
+    assert __import__("re").search(pattern, err), err
+    assert not (out / "results.json").exists() and not (out / "partial.json").exists()
+
+
+def test_gradcheck_file_checked_before_the_sweep(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "gradcheck.yaml").write_text(
+        "experiment: gradcheck\nproblem: {seed: 0, n_in: 5, n_out: 2, shots: 10, val: 20, "
+        "noise: 0.5, activation: linear, lam_range: [0.5, 1.5], tau_neuron: 0.0, "
+        "tau_synapse: 1.0}\nsweeps: {betas: [0.1], tight_tol: 1.0e-13, fit_range: [0.01, "
+        "0.3], tol_betas: [0.1], tols: [1.0e-6]}\n")
+    monkeypatch.setenv("NEURO_META_MODELS", str(folder))
+    t0 = time.perf_counter()
+    code, err = _cli(capsys, "gradcheck", "--no-progress", "--out", str(tmp_path / "o"))
+    assert code == 2 and "sweeps.fit_range: must hold at least two of the betas" in err
+    assert time.perf_counter() - t0 < 5
+    (folder / "gradcheck.yaml").write_text("experiment: gradcheck\n")
+    code, err = _cli(capsys, "gradcheck", "--no-progress", "--out", str(tmp_path / "o"))
+    assert code == 2 and "gradcheck.yaml: missing key 'problem'" in err
+
+
+def test_dangling_model_link_is_not_listed(tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("extends: sinusoid\n")
+    (folder / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    code = cli.main(["models", "--models", str(folder)])
+    out = capsys.readouterr().out
+    assert code == 0 and "mine" in out and "gone" not in out

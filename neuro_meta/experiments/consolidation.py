@@ -25,7 +25,8 @@ from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
 from ..errors import ValidationError
-from ..models import apply_overrides, check_top_level, checked, load_model, section
+from ..models import (apply_overrides, check_top_level, checked, load_model, overlay,
+                      section)
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 
@@ -75,7 +76,7 @@ def build(cfg, executor=None):
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     optimizers = {"adam": optim.adam, "sgd": optim.sgd}
-    if m["optimizer"] not in optimizers:
+    if not isinstance(m["optimizer"], str) or m["optimizer"] not in optimizers:
         raise ValidationError(f"{where}: meta.optimizer: must be one of adam, sgd "
                               f"(got {m['optimizer']!r})")
     opt = checked(where, "meta.learning_rate", optimizers[m["optimizer"]], m["learning_rate"])
@@ -101,7 +102,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     """
     cfg = cfg or load_model("consolidation")
     if quick:
-        cfg = merge(cfg, cfg.get("quick"))
+        cfg = merge(cfg, overlay(cfg, "quick"))
     if overrides:
         cfg = apply_overrides(cfg, overrides)
         cfg["_overrides"] = list(overrides)

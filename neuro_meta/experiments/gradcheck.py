@@ -18,6 +18,7 @@ from ..cml import CML
 from ..exact import exact_meta_gradient
 from ..io import save_figure, write_json
 from ..learning import Learner
+from ..errors import ValidationError
 from ..models import load_model
 from ..tasks import Task
 
@@ -25,6 +26,45 @@ from ..tasks import Task
 def relative_error(g, g_ref):
     a, b = optim.tree_vector(g), optim.tree_vector(g_ref)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+PROBLEM_KEYS = ("seed", "n_in", "n_out", "shots", "val", "noise", "activation", "lam_range",
+                "tau_neuron", "tau_synapse")
+SWEEP_KEYS = ("betas", "tight_tol", "fit_range", "tol_betas", "tols")
+
+
+def check_cfg(cfg):
+    """The gradcheck file checked before any work: its sections and keys (unknown ones
+    with a "did you mean"), and the sweeps' values (positive numbers, a fit range of
+    two, at least two betas inside it)."""
+    from .. import _params as P
+    from ..models import check_top_level, checked, section
+
+    where = cfg.get("_file", "<config>")
+    check_top_level(cfg, ("problem", "sweeps"))
+    p = section(cfg, "problem", required=PROBLEM_KEYS)
+    sw = section(cfg, "sweeps", required=SWEEP_KEYS)
+    for key in ("seed", "n_in", "n_out", "shots", "val"):
+        checked(where, f"problem.{key}", P.integer, p[key], "problem", key,
+                low=0 if key == "seed" else 1)
+    checked(where, "problem.noise", P.real, p["noise"], "problem", "noise", low=0.0)
+
+    def positives(key, n=None):
+        v = sw[key]
+        if not isinstance(v, list) or not v or (n is not None and len(v) != n):
+            raise ValidationError(f"{where}: sweeps.{key}: must be a list of "
+                                  f"{n or 'one or more'} positive numbers (got {v!r:.60})")
+        return [checked(where, f"sweeps.{key}", P.real, x, "sweeps", f"{key}[{i}]",
+                        low=0.0, low_open=True) for i, x in enumerate(v)]
+    betas, fit = positives("betas"), positives("fit_range", 2)
+    positives("tol_betas")
+    positives("tols")
+    checked(where, "sweeps.tight_tol", P.real, sw["tight_tol"], "sweeps", "tight_tol",
+            low=0.0, low_open=True)
+    if sum(fit[0] <= b <= fit[1] for b in betas) < 2:
+        raise ValidationError(f"{where}: sweeps.fit_range: must hold at least two of the "
+                              f"betas to fit a slope (got {fit})")
+    return cfg
 
 
 def build_problem(cfg):
@@ -50,7 +90,7 @@ def build_problem(cfg):
 
 def run(out_dir, cfg=None, progress=True):
     """Run the sweeps, write ``results.json`` and ``gradcheck.png`` to ``out_dir``."""
-    cfg = cfg or load_model("gradcheck")
+    cfg = check_cfg(cfg or load_model("gradcheck"))
     net, task = build_problem(cfg)
     t0 = time.perf_counter()
     g_ref = exact_meta_gradient(net, task, tol=1e-13)

@@ -36,7 +36,8 @@ from ..families import Sinusoid
 from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import apply_overrides, check_top_level, checked, load_model, section
+from ..models import (apply_overrides, check_top_level, checked, did_you_mean,
+                      load_model, overlay, section)
 from ..dual import DualSystem
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
@@ -63,13 +64,17 @@ def _cfg(cfg, quick, seed, model="complex", overrides=()):
         cfg = load_model("sinusoid" if model == "complex" else "sinusoid_dual")
     if "compare" not in cfg:
         cfg = {**cfg, "compare": dict(NO_BUDGET)}
+    variants = cfg.get("variants")
+    if variants is not None and not isinstance(variants, dict):
+        raise ValidationError(f"{cfg.get('_file', '<config>')}: variants: must be a mapping "
+                              f"of variant names to overlays (got {variants!r:.60})")
     if model == "readout":
-        variants = cfg.get("variants") or {}
-        if "readout" not in variants:
+        if not variants or "readout" not in variants:
             raise ValidationError(f"{cfg['_file']}: variants: missing key 'readout'")
-        cfg = merge(cfg, variants["readout"])
+        cfg = merge(cfg, overlay({**cfg, "variants.readout": variants["readout"]},
+                                 "variants.readout"))
     if quick:
-        cfg = merge(cfg, cfg.get("quick"))
+        cfg = merge(cfg, overlay(cfg, "quick"))
     if overrides:
         cfg = apply_overrides(cfg, overrides)
         cfg["_overrides"] = list(overrides)
@@ -138,6 +143,12 @@ def build_cml(cfg, executor=None):
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
     net = (_dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
+    probe = fam.sample(np.random.default_rng(0), 1)
+    n_in, n_out = probe.x_train.shape[-1], probe.y_train.shape[-1]
+    if (net.n_in, net.n_out) != (n_in, n_out):
+        raise ValidationError(f"{where}: network.sizes: the tasks have {n_in} input(s) and "
+                              f"{n_out} output(s); the network must start with {n_in} and "
+                              f"end with {n_out} units (got {list(net.sizes)})")
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
@@ -156,9 +167,20 @@ def build_baseline(cfg, name):
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
                 optional=("maml", "fomaml", "reptile", "imaml", "untrained"))
-    kw = dict(b.get(name) or {})
+    kw = b.get(name) or {}
+    if not isinstance(kw, dict):
+        raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
+                              f"method's settings (got {kw!r:.60})")
+    kw = dict(kw)
     cls = {"maml": bl.MAML, "fomaml": bl.MAML, "reptile": bl.Reptile, "imaml": bl.IMAML,
            "untrained": bl.Untrained}[name]
+    import inspect
+
+    known = [k for k in inspect.signature(cls).parameters if k != "first_order"]
+    for k in kw:
+        if k not in known:
+            raise ValidationError(f"{where}: baselines.{name}.{k}: unknown key"
+                                  f"{did_you_mean(k, known)} (known: {', '.join(known)})")
     if name == "fomaml":
         kw["first_order"] = True
     return checked(where, f"baselines.{name}", cls, **kw), b
@@ -166,9 +188,12 @@ def build_baseline(cfg, name):
 
 def parse_methods(methods, default=METHODS):
     if methods is None:
-        methods = list(default)
+        methods = default
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods):
+        raise ValidationError(f"run sinusoid.methods: must be a comma-separated list of "
+                              f"{', '.join(METHODS)} (got {methods!r:.60})")
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValidationError(f"run sinusoid.methods: must be a comma-separated list of "
@@ -198,6 +223,9 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fam, trainer = build_cml(cfg, executor)
+    for name in methods:            # every method's settings checked before any work
+        if name != "cml":
+            build_baseline(cfg, name)
     seed = cfg["meta"]["seed"]
     test_task = trainer.test_task
     partial_path = out / "partial.json"
