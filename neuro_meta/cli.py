@@ -18,9 +18,17 @@ import time
 from pathlib import Path
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line errors as one line, ``neuro-meta <command>: error: ...`` (``--help``
+    shows the usage), and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see "
+                     f"{self.prog} --help)\n")
+
 
 def _parser():
-    p = argparse.ArgumentParser(prog="neuro-meta", description=__doc__.split("\n")[0])
+    p = _Parser(prog="neuro-meta", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -227,3 +227,14 @@ def test_dangling_model_link_is_not_listed(tmp_path, capsys):
     code = cli.main(["models", "--models", str(folder)])
     out = capsys.readouterr().out
     assert code == 0 and "mine" in out and "gone" not in out
+
+
+@pytest.mark.parametrize("argv", [["run", "sinusoid", "--seed", "x"], ["bogus"], [],
+                                  ["run", "sinusoid", "--curves", "bad"],
+                                  ["run", "sinusoid", "--workers", "1.5"]])
+def test_cli_usage_errors_are_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("neuro-meta") and "error:" in err and "--help" in err
