@@ -174,7 +174,7 @@ def _run(args):
     cfg = load_model(name, dirs=args.models)
     experiment = cfg.get("experiment")
     runners = {"sinusoid": sinusoid, "consolidation": consolidation}
-    if experiment not in runners:
+    if not isinstance(experiment, str) or experiment not in runners:
         raise ValidationError(f"{cfg['_file']}: experiment: must be one of "
                               f"{', '.join(runners)} (a file that extends a shipped one "
                               f"inherits it) (got {experiment!r})")

@@ -44,9 +44,13 @@ def roc_auc(scores, positive):
 
 
 def merge(base, over):
+    """``base`` with the values of ``over`` (nested mappings merged key by key; a mapping
+    over a value replaces it)."""
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
-        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+        inner = out.get(k)
+        out[k] = merge(inner if isinstance(inner, dict) else {}, v) if isinstance(v, dict) \
+            else v
     return out
 
 

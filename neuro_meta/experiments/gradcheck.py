@@ -44,9 +44,11 @@ def check_cfg(cfg):
     check_top_level(cfg, ("problem", "sweeps"))
     p = section(cfg, "problem", required=PROBLEM_KEYS)
     sw = section(cfg, "sweeps", required=SWEEP_KEYS)
-    for key in ("seed", "n_in", "n_out", "shots", "val"):
+    limits = {"seed": None, "n_in": 10_000, "n_out": 10_000, "shots": 100_000,
+              "val": 100_000}          # a dense exact reference: small problems only
+    for key, high in limits.items():
         checked(where, f"problem.{key}", P.integer, p[key], "problem", key,
-                low=0 if key == "seed" else 1)
+                low=0 if key == "seed" else 1, high=high)
     checked(where, "problem.noise", P.real, p["noise"], "problem", "noise", low=0.0)
 
     def positives(key, n=None):
