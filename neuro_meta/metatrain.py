@@ -503,6 +503,10 @@ class MetaTrainer:
         if resume and checkpoint is not None and Path(checkpoint).exists():
             step, theta, state, clock_s, budget.best = self._resume(checkpoint, hist)
             budget.elapsed = clock_s
+            if step > budget.steps:
+                P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "
+                       f"{checkpoint} ({step}) to resume it (a run with fewer steps is "
+                       "another run: restart without resume)", repr(budget.steps))
         budget.resume()
         if not hist.step:
             self._record(0, hist, keep_theta, budget, theta)

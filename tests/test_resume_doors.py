@@ -238,3 +238,21 @@ def test_cli_usage_errors_are_one_line(capsys, argv):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("neuro-meta") and "error:" in err and "--help" in err
+
+
+def test_quick_resume_of_a_longer_run_is_refused(tmp_path):
+    """A checkpoint beyond the requested steps (--quick --resume on a longer run's
+    checkpoint) is refused instead of reporting the wrong number of meta-steps."""
+    path = tmp_path / "c.npz"
+    trainer().train(3, progress=False, checkpoint=path)
+    with pytest.raises(nm.ValidationError, match=r"steps: must be at least the meta-step "
+                                                 r"of the checkpoint .* \(3\)"):
+        trainer().train(2, progress=False, checkpoint=path, resume=True)
+    h = trainer().train(3, progress=False, checkpoint=path, resume=True)   # finished: as is
+    assert h.meta_steps == 3
+
+
+def test_cli_negative_seed_is_one_line(tmp_path, capsys):
+    code, err = _cli(capsys, "run", "sinusoid", "--quick", "--seed", "-1", "--methods",
+                     "untrained", "--no-progress", "--out", str(tmp_path / "o"))
+    assert code == 2 and "seed: must be >= 0 (got -1)" in err

@@ -131,7 +131,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     results = {
         "methods": {
             "cml": {"meta_test_mse": m1, "sem": s1, "wall_time_s": hist.wall_time_s,
-                    "meta_steps": cfg["meta"]["steps"]},
+                    "meta_steps": hist.meta_steps},
             "untrained": {"meta_test_mse": m0, "sem": s0, "wall_time_s": t_untrained,
                           "meta_steps": 0},
         },
