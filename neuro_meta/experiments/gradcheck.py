@@ -47,8 +47,11 @@ def check_cfg(cfg):
     limits = {"seed": None, "n_in": 10_000, "n_out": 10_000, "shots": 100_000,
               "val": 100_000}          # a dense exact reference: small problems only
     for key, high in limits.items():
-        checked(where, f"problem.{key}", P.integer, p[key], "problem", key,
-                low=0 if key == "seed" else 1, high=high)
+        v = checked(where, f"problem.{key}", P.integer, p[key], "problem", key,
+                    low=0 if key == "seed" else 1)
+        if high is not None and v > high:
+            raise ValidationError(f"{where}: problem.{key}: must be <= {high} (the exact "
+                                  f"reference is dense) (got {v})")
     checked(where, "problem.noise", P.real, p["noise"], "problem", "noise", low=0.0)
 
     def positives(key, n=None):
