@@ -2,6 +2,16 @@
 
 All checks raise :class:`~neuro_meta.errors.ValidationError` with a message of the form
 ``Owner.attr: rule (got value)``.
+
+Rules every check applies (see ``docs/errors.md``):
+
+* numbers and arrays are **real**: complex values are refused, never cast (the imaginary
+  part would be dropped), and so is text;
+* **units**: a time (:func:`to_seconds`) is a float in seconds or a Brian2 quantity of
+  time; every other parameter is dimensionless and refuses a Brian2 quantity with
+  units (``10*mV`` is not the number 0.01);
+* **sizes**: an array the package would allocate is refused, naming its shape and bytes,
+  beyond :data:`MAX_ARRAY_BYTES` (:func:`check_bytes`), before it is allocated.
 """
 import numbers
 
@@ -23,6 +33,64 @@ def fail(owner, attr, rule, got):
     raise ValidationError(f"{owner}.{attr}: {rule} (got {got})")
 
 
+#: Largest array (bytes) the package allocates for one model or batch of tasks: a
+#: size beyond it is refused up front (:func:`check_bytes`) instead of failing in numpy.
+MAX_ARRAY_BYTES = 2 ** 32
+
+
+def check_bytes(n_elements, owner, attr, what, got, itemsize=8):
+    """Refuse an array of ``n_elements`` float64 values (``what``: its description, e.g.
+    a shape) beyond :data:`MAX_ARRAY_BYTES`, before it is allocated."""
+    n = int(n_elements) * int(itemsize)
+    if n > MAX_ARRAY_BYTES:
+        fail(owner, attr, f"would need an array {what} of {n:.3g} bytes, more than the "
+             f"limit of {MAX_ARRAY_BYTES:.3g} bytes (neuro_meta._params.MAX_ARRAY_BYTES)",
+             got)
+    return n_elements
+
+
+def is_quantity(value):
+    """Whether ``value`` is a Brian2 quantity (without importing Brian2)."""
+    return hasattr(value, "dim") and hasattr(value, "dimensions")
+
+
+def _has_units(value, depth=0):
+    """A Brian2 quantity with units in ``value`` (itself or in nested lists/tuples), or
+    None."""
+    if is_quantity(value):
+        from brian2.units.fundamentalunits import is_dimensionless
+
+        return None if is_dimensionless(value) else value
+    if isinstance(value, (list, tuple)) and depth < 32:
+        for v in value:
+            q = _has_units(v, depth + 1)
+            if q is not None:
+                return q
+    return None
+
+
+def dimensionless(value, owner, attr):
+    """Refuse a Brian2 quantity with units where a dimensionless number is expected."""
+    q = _has_units(value)
+    if q is not None:
+        fail(owner, attr, "is dimensionless: give a plain number, not a Brian2 quantity "
+             "with units (their value in base SI units would be taken silently)",
+             shown(q))
+    return value
+
+
+def shown(value):
+    """``repr(value)`` of a user's value for a message, at most 80 characters (Brian2's
+    repr of a huge quantity warns: silenced; an object whose repr fails is named by its
+    type)."""
+    try:
+        with np.errstate(all="ignore"):
+            text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def to_seconds(value, owner, attr, *, allow_zero=False, allow_none=False):
     """Convert a time given in seconds (float) or as a Brian2 quantity to float seconds."""
     if value is None:
@@ -35,8 +103,14 @@ def to_seconds(value, owner, attr, *, allow_zero=False, allow_none=False):
         from brian2.units.fundamentalunits import have_same_dimensions
 
         if not have_same_dimensions(value, second):
-            fail(owner, attr, "must have units of time", f"{value!r}")
-        value = float(np.asarray(value / second))
+            fail(owner, attr, "must have units of time", shown(value))
+        arr = np.asarray(value / second)
+        if arr.size != 1:
+            fail(owner, attr, "must be one time, not an array", shown(value))
+        if arr.dtype.kind == "c":
+            fail(owner, attr, "must be a real time (complex values are not accepted)",
+                 shown(value))
+        value = float(arr.reshape(-1)[0])
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(owner, attr, "must be a time in seconds (a real number) or a Brian2 quantity",
              repr(value))
@@ -48,12 +122,18 @@ def to_seconds(value, owner, attr, *, allow_zero=False, allow_none=False):
     return value
 
 
-def real(value, owner, attr, *, low=None, high=None, low_open=False, allow_none=False):
-    """Check a real scalar, optionally bounded."""
+def real(value, owner, attr, *, low=None, high=None, low_open=False, high_open=False,
+         allow_none=False):
+    """Check a real scalar, optionally bounded (a dimensionless number: Brian2
+    quantities with units are refused)."""
     if value is None and allow_none:
         return None
+    dimensionless(value, owner, attr)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(owner, attr, "must be a real number", repr(value))
+        if isinstance(value, numbers.Complex):
+            fail(owner, attr, "must be a real number (complex values are not accepted)",
+                 repr(value))
+        fail(owner, attr, "must be a real number", shown(value))
     value = float(value)
     if not np.isfinite(value):
         fail(owner, attr, "must be finite", repr(value))
@@ -62,20 +142,33 @@ def real(value, owner, attr, *, low=None, high=None, low_open=False, allow_none=
             fail(owner, attr, f"must be > {low}", repr(value))
         if not low_open and value < low:
             fail(owner, attr, f"must be >= {low}", repr(value))
+    if high is not None:
+        if high_open and value >= high:
+            fail(owner, attr, f"must be < {high}", repr(value))
+        if not high_open and value > high:
+            fail(owner, attr, f"must be <= {high}", repr(value))
+    return value
+
+
+def integer(value, owner, attr, *, low=None, high=None, allow_none=False):
+    """Check an integer, optionally bounded."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(owner, attr, "must be an integer", shown(value))
+    value = int(value)
+    if low is not None and value < low:
+        fail(owner, attr, f"must be >= {low}", repr(value))
     if high is not None and value > high:
         fail(owner, attr, f"must be <= {high}", repr(value))
     return value
 
 
-def integer(value, owner, attr, *, low=None, allow_none=False):
-    """Check an integer, optionally bounded below."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        fail(owner, attr, "must be an integer", repr(value))
-    value = int(value)
-    if low is not None and value < low:
-        fail(owner, attr, f"must be >= {low}", repr(value))
+def generator(value, owner, attr="rng"):
+    """Check a ``numpy.random.Generator``."""
+    if not isinstance(value, np.random.Generator):
+        fail(owner, attr, "must be a numpy.random.Generator (numpy.random.default_rng(seed))",
+             type(value).__name__)
     return value
 
 
@@ -92,7 +185,8 @@ def rng_from_seed(value, owner, attr="seed"):
 def choice(value, owner, attr, options):
     """Check that ``value`` is one of ``options`` (strings)."""
     if not isinstance(value, str) or value not in options:
-        fail(owner, attr, "must be one of " + ", ".join(repr(o) for o in options), repr(value))
+        fail(owner, attr, "must be one of " + ", ".join(repr(o) for o in options),
+             shown(value))
     return value
 
 
@@ -102,12 +196,21 @@ DATA_LIMIT = 1e100
 def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
                  max_abs=None):
     """Convert to a float64 array and check that it is finite (and optionally its shape,
-    lower bound and magnitude)."""
+    lower bound and magnitude). Complex values, text and Brian2 quantities with units
+    are refused, not cast."""
+    dimensionless(value, owner, attr)
     try:
-        arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(value)
+        kind = raw.dtype.kind
+        arr = None if kind in "cUSV" else np.array(raw, dtype=np.float64)
+    except Exception:   # ragged lists, objects that are not numbers, huge integers
         fail(owner, attr, "must be convertible to an array of real numbers",
              f"{type(value).__name__}")
+    if arr is None:
+        fail(owner, attr, "must be real numbers (complex values are not accepted: the "
+             "imaginary part would be dropped)" if kind == "c" else
+             "must be convertible to an array of real numbers", f"{type(value).__name__}"
+             + (f" of dtype {raw.dtype}" if kind == "c" else ""))
     if ndim is not None:
         ndims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in ndims:

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import expit
 
-from ._params import fail
+from ._params import fail, shown
 
 
 @dataclass(frozen=True)
@@ -88,4 +88,4 @@ def get_activation(spec, owner="RateNetwork", attr="activation"):
     if isinstance(spec, str) and spec in ACTIVATIONS:
         return ACTIVATIONS[spec]
     fail(owner, attr, "must be one of " + ", ".join(repr(k) for k in ACTIVATIONS)
-         + " or an Activation", repr(spec))
+         + " or an Activation", shown(spec))

@@ -26,9 +26,14 @@ import copy
 import numpy as np
 
 from . import _params as P
+from .engines.phase import BETA_MAX
 from .kind import check_kind, pull_partials
 from .learning import Learner
 from .tasks import Task
+
+#: Smallest magnitude of β: below it the phases' difference (of order β) is lost in the
+#: rounding of the settled states, and ``1/β`` overflows for subnormal β.
+BETA_MIN = 1e-12
 
 ESTIMATORS = {
     # estimator: list of (nudging multiple of β, weight multiple of 1/β)
@@ -88,7 +93,10 @@ class CML:
     Parameters
     ----------
     beta : float
-        Nudging strength β ≠ 0 (a small positive number such as 1e-3 ... 1e-1).
+        Nudging strength β ≠ 0 (a small positive number such as 1e-3 ... 1e-1), with
+        ``abs(beta)`` at least :data:`BETA_MIN` (1e-12) and the largest nudging of a
+        phase (``2 abs(beta)`` for ``second_order``) at most
+        :data:`~neuro_meta.engines.phase.BETA_MAX` (1e6).
     estimator : {"standard", "symmetric", "second_order"}
     learner : Learner, optional
         The learning process of both phases. Default: phases settled by the phase solver
@@ -108,8 +116,18 @@ class CML:
         if beta == 0.0:
             P.fail("CML", "beta", "must be nonzero: with beta = 0 the nudged phase equals the "
                    "free phase and carries no meta-gradient information", repr(beta))
-        self.beta = beta
+        if abs(beta) < BETA_MIN:
+            P.fail("CML", "beta", f"must be at least {BETA_MIN:g} in magnitude: the phases' "
+                   "difference, of order beta, would be lost in the rounding of the settled "
+                   "states", repr(beta))
         self.estimator = P.choice(estimator, "CML", "estimator", tuple(ESTIMATORS))
+        mult = max(abs(m) for m, _ in ESTIMATORS[self.estimator])
+        if abs(beta) * mult > BETA_MAX:
+            P.fail("CML", "beta", f"must be at most {BETA_MAX / mult:g} in magnitude with "
+                   f"estimator {self.estimator!r} (a phase nudged with "
+                   f"{'2 beta' if mult == 2 else 'beta'} beyond {BETA_MAX:g} is the "
+                   "validation loss alone, and the sample weights overflow)", repr(beta))
+        self.beta = beta
         if learner is not None and not isinstance(learner, Learner):
             P.fail("CML", "learner", "must be a Learner", type(learner).__name__)
         self.learner = learner

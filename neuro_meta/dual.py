@@ -92,6 +92,9 @@ class DualSystem(ModelKind):
             P.fail(O, "sizes", "needs an input layer, at least one hidden layer and an "
                    "output layer (the fast gains modulate hidden units)", repr(sizes))
         self.sizes = tuple(sizes)
+        for n_pre, n in zip(sizes[:-1], sizes[1:]):
+            P.check_bytes(n * (n_pre + 1), O, "sizes", f"of shape ({n}, {n_pre + 1})",
+                          repr(sizes))
         self.activation = get_activation(activation, O, "activation")
         if isinstance(fast, str):
             fast = (fast,)
@@ -179,6 +182,8 @@ class DualSystem(ModelKind):
                    sorted(theta) if isinstance(theta, dict) else type(theta).__name__)
         new_theta = {}
         for k, ref in self._theta.items():
+            if not isinstance(theta[k], (list, tuple)):
+                P.fail(O, k, f"must be a list of {len(ref)} array(s)", type(theta[k]).__name__)
             if len(theta[k]) != len(ref):
                 P.fail(O, k, f"needs {len(ref)} array(s)", f"{len(theta[k])}")
             new_theta[k] = [P.finite_array(a, O, f"{k}[{i}]", shape=r.shape,
@@ -204,7 +209,39 @@ class DualSystem(ModelKind):
         """Hidden pre-activations ``u_l`` and rates ``r_l`` and the output, for inputs
         ``x`` (..., samples, n_in). Returns ``(layers, y)`` with ``layers`` a list of
         ``(a_l, u_l, r_l)`` (``a_l = W_l r_{l-1}``)."""
-        return _forward(self, np.asarray(x, dtype=np.float64), fast, self.activation.f)
+        O = "DualSystem.forward"
+        x = P.finite_array(x, O, "x", max_abs=P.DATA_LIMIT)
+        if x.ndim < 1 or x.shape[-1] != self.n_in:
+            P.fail(O, "x", f"last axis must match the input layer ({self.n_in} units)",
+                   f"shape {x.shape}")
+        if fast is not None:
+            fast = self._check_fast(fast, O)
+        return _forward(self, x, fast, self.activation.f)
+
+    def _check_fast(self, fast, owner):
+        """Fast variables as given to :meth:`forward`: one real array per fast variable
+        (:attr:`fast_names`) of its shape, with optional leading task axes."""
+        ref = self.phi0
+        if not isinstance(fast, (list, tuple)) or len(fast) != len(ref):
+            P.fail(owner, "fast", f"must be a list of {len(ref)} arrays "
+                   f"({', '.join(self.fast_names)})",
+                   type(fast).__name__ if not isinstance(fast, (list, tuple))
+                   else f"{len(fast)} arrays")
+        out = []
+        for name, a, r in zip(self.fast_names, fast, ref):
+            try:
+                a = a if isinstance(a, np.ndarray) else np.asarray(a)
+                ok = a.dtype.kind in "biuf"
+            except Exception:
+                ok = False
+            if not ok:
+                P.fail(owner, f"fast[{name}]", "must be an array of real numbers",
+                       type(a).__name__)
+            if a.shape[a.ndim - r.ndim:] != r.shape or a.ndim < r.ndim:
+                P.fail(owner, f"fast[{name}]", f"must have shape {r.shape} with optional "
+                       "leading task axes", f"shape {a.shape}")
+            out.append(a)
+        return out
 
     def predict(self, x, fast=None):
         """Outputs for inputs ``x`` at the fast variables ``fast`` (default: initial)."""
@@ -351,11 +388,10 @@ def _lam_per_group(lam, fast):
 
 
 def _spec(value):
-    """Scalars and arrays as given; initialisers as given (for ``resolve``)."""
+    """Real scalars as 0-d arrays; arrays, lists and initialisers as given (``resolve``
+    validates them)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return np.asarray(float(value))
-    if isinstance(value, (list, tuple)):
-        return np.asarray(value, dtype=np.float64)
     return value
 
 

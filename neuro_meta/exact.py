@@ -17,7 +17,10 @@ diag(φ − ω)``) this reads::
 ``method="dense"`` builds H from ``P`` Hessian-vector products and solves it;
 ``method="cg"`` uses conjugate gradients (``scipy.sparse.linalg.cg``) with
 Hessian-vector products only. The settled state given by the learning process is first
-polished with Newton steps so that the reference is exact to rounding. This is a
+polished with Newton steps so that the reference is exact to rounding. A singular H (a
+fixed point that is not unique, e.g. ``lam = 0`` with fewer shots than inputs) is a
+:class:`~neuro_meta.errors.SimulationError` naming the task, never a huge or non-finite
+result (:data:`MAX_CONDITION`). This is a
 verification tool: it uses second derivatives, which CML never does.
 """
 import numpy as np
@@ -28,6 +31,54 @@ from .errors import SimulationError
 from .kind import Packer, check_kind
 from .learning import Learner
 from .tasks import Task
+
+
+#: A Hessian whose condition number exceeds this is singular: a
+#: :class:`~neuro_meta.errors.SimulationError`, not a result. ``method="dense"`` uses
+#: LAPACK's estimate (:func:`condition_numbers`); every solve also checks its
+#: amplification ``‖u‖ ‖H‖ / ‖rhs‖`` (a lower bound of the condition number).
+MAX_CONDITION = 1e12
+#: Most Newton steps polishing a settled state.
+MAX_NEWTON_STEPS = 100
+
+
+def _singular(kind, task, cond):
+    """The error of a singular Hessian (task index and estimated condition number)."""
+    cond = "infinite" if not np.isfinite(cond) else f"about {cond:.3g} > {MAX_CONDITION:g}"
+    return SimulationError(
+        f"exact_meta_gradient: the Hessian of the inner objective H = d2 L_trn/dphi2 + "
+        f"diag(lam) at the settled state of task {task} is singular (condition number "
+        f"{cond}): the fixed point is not unique, so its meta-gradient is undefined. "
+        f"Hint: give the {kind.kind_name}'s fast variables a pull lam > 0 (with lam = 0 "
+        "and fewer shots than inputs the training loss has a valley of minima)")
+
+
+def _check_solution(kind, H_norm, rhs, u):
+    """Raise :func:`_singular` where ``H u = rhs`` was singular: a non-finite ``u`` or an
+    amplification ``‖u‖ ‖H‖ / ‖rhs‖`` beyond :data:`MAX_CONDITION` (per task)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        nu = np.linalg.norm(u, axis=-1)
+        nr = np.linalg.norm(rhs, axis=-1)
+        amp = np.where(nu > 0, nu * H_norm / np.where(nr > 0, nr, np.inf), 0.0)
+    bad = ~np.isfinite(nu) | ~(amp <= MAX_CONDITION)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _singular(kind, i, amp[i] if np.isfinite(nu[i]) else np.inf)
+
+
+def condition_numbers(H):
+    """LAPACK's estimate of the 1-norm condition number of every task's H (B, P, P)
+    (``getrf`` + ``gecon``, about the cost of one more solve); inf where singular."""
+    from scipy.linalg import lapack
+
+    out = np.empty(H.shape[0])
+    for b, Hb in enumerate(H):
+        lu, _, info = lapack.dgetrf(Hb)
+        rcond = 0.0
+        if info == 0:
+            rcond, _ = lapack.dgecon(lu, float(np.abs(Hb).sum(axis=0).max()), norm="1")
+        out[b] = 1.0 / rcond if rcond > 0 else np.inf
+    return out
 
 
 def hess_vec(kind, pk, phi, X, Y, vec):
@@ -52,7 +103,21 @@ def solve(kind, pk, phi, X, Y, rhs, method, cg_rtol=1e-13):
     """Solve ``H u = rhs`` per task; rhs (B, P)."""
     if method == "dense":
         H = dense_hessian(kind, pk, phi, X, Y)
-        return np.linalg.solve(H, rhs[..., None])[..., 0]
+        if not np.isfinite(H).all():
+            raise SimulationError("exact_meta_gradient: the Hessian of the inner objective "
+                                  "is not finite at the settled state. Hint: rescale the "
+                                  "data or reduce the weights")
+        cond = condition_numbers(H)
+        bad = ~(cond <= MAX_CONDITION)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _singular(kind, i, cond[i])
+        try:
+            u = np.linalg.solve(H, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:   # pragma: no cover - caught by the estimate above
+            raise _singular(kind, 0, np.inf) from None
+        _check_solution(kind, np.abs(H).max(axis=(-2, -1)), rhs, u)   # <= ‖H‖₂
+        return u
     from scipy.sparse.linalg import LinearOperator, cg
 
     B, Pn = rhs.shape
@@ -61,12 +126,23 @@ def solve(kind, pk, phi, X, Y, rhs, method, cg_rtol=1e-13):
         return hess_vec(kind, pk, phi, X, Y, z.reshape(B, Pn)).ravel()
 
     op = LinearOperator((B * Pn, B * Pn), matvec=mv, dtype=np.float64)
-    sol, info = cg(op, rhs.ravel(), rtol=cg_rtol, atol=0.0, maxiter=20 * B * Pn)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # singular H:
+        sol, info = cg(op, rhs.ravel(), rtol=cg_rtol, atol=0.0,      # reported below
+                       maxiter=20 * B * Pn)
     if info != 0:
         raise SimulationError(f"exact_meta_gradient: conjugate gradient did not converge "
-                              f"(info={info}); the Hessian may be indefinite (settled state "
-                              "not a minimum) -- try method='dense'")
-    return sol.reshape(B, Pn)
+                              f"(info={info}); the Hessian of the inner objective may be "
+                              "singular or indefinite (settled state not a unique minimum). "
+                              "Hint: a pull lam > 0, or method='dense'")
+    u = sol.reshape(B, Pn)
+    # ‖H‖ estimated from the product along u itself (a lower bound: the check is safe)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        Hu = hess_vec(kind, pk, phi, X, Y, u)
+        nu = np.linalg.norm(u, axis=-1)
+        H_norm = np.where(nu > 0, np.linalg.norm(Hu, axis=-1) / np.where(nu > 0, nu, 1.0),
+                          0.0)
+    _check_solution(kind, H_norm, rhs, u)
+    return u
 
 
 # ---------------------------------------------------------------------- public
@@ -81,7 +157,7 @@ def fixed_point(net, x, y, learner=None, tol=1e-12, newton_steps=None, method="a
     if not isinstance(learner, Learner):
         P.fail(O, "learner", "must be a Learner", type(learner).__name__)
     newton_steps = net.newton_steps if newton_steps is None else \
-        P.integer(newton_steps, O, "newton_steps", low=0)
+        P.integer(newton_steps, O, "newton_steps", low=0, high=MAX_NEWTON_STEPS)
     phi = [np.array(p) for p in learner.run(net, x, y).phi_aug]
     pk = Packer(net, x.shape[0])
     if method == "auto":
@@ -129,6 +205,7 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12,
     P.choice(method, O, "method", ("auto", "dense", "cg"))
     P.choice(reduce, O, "reduce", ("mean", "none"))
     cg_rtol = P.real(cg_rtol, O, "cg_rtol", low=0.0, low_open=True)
+    tol = P.real(tol, O, "tol", low=0.0, low_open=True)
     xt, yt, xv, yv = task.as_batch()
     phi, method = fixed_point(net, xt, yt, learner, tol, newton_steps, method, cg_rtol)
     pk = Packer(net, xt.shape[0])
@@ -140,6 +217,12 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12,
         d = direct.get(k, [None] * len(parts))
         out[k] = [None if c is None else (-c if o is None else o - c)
                   for o, c in zip(d, parts)]
+    bad = [f"{k}[{i}]" for k, parts in out.items() for i, a in enumerate(parts)
+           if a is not None and not np.isfinite(a).all()]
+    if bad:
+        raise SimulationError(f"exact_meta_gradient: the meta-gradient of {bad[0]} is not "
+                              "finite. Hint: rescale the data, or give the fast variables "
+                              "a pull lam > 0")
     return tree_reduce(out, reduce, task.batched)
 
 

@@ -2,7 +2,9 @@
 
 A family draws a batch of tasks with ``family.sample(rng, n_tasks) -> Task`` (arrays
 with a leading task axis). Draws depend only on the generator, so the same seed gives
-the same tasks on any executor.
+the same tasks on any executor. ``rng`` must be a ``numpy.random.Generator`` and
+``n_tasks`` a positive integer whose batch fits in
+:data:`~neuro_meta._params.MAX_ARRAY_BYTES` (checked before drawing).
 """
 from dataclasses import dataclass
 
@@ -10,6 +12,16 @@ import numpy as np
 
 from . import _params as P
 from .tasks import Task
+
+
+def check_sample(owner, rng, n_tasks, per_task):
+    """Validated ``(rng, n_tasks)`` of ``owner.sample``; ``per_task``: the largest number
+    of values one task's arrays hold (the batch is refused beyond the memory limit)."""
+    P.generator(rng, owner, "rng")
+    n_tasks = P.integer(n_tasks, owner, "n_tasks", low=1)
+    P.check_bytes(n_tasks * per_task, owner, "n_tasks", f"of {n_tasks} x {per_task} values",
+                  repr(n_tasks))
+    return rng, n_tasks
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,11 @@ class LinearTeacher:
         for k in ("shared_std", "specific_std", "noise_std"):
             P.real(getattr(self, k), O, k, low=0.0)
         P.integer(self.structure_seed, O, "structure_seed", low=0)
+        P.check_bytes(self.n_in * self.n_out, O, "n_in", f"of shape ({self.n_out}, "
+                      f"{self.n_in}) (the teacher)", repr(self.n_in))
+        P.check_bytes((self.shots + self.val) * max(self.n_in, self.n_out), O, "shots",
+                      f"of {self.shots + self.val} samples x {max(self.n_in, self.n_out)} "
+                      "(one task)", repr(self.shots))
 
     @property
     def structure(self):
@@ -60,7 +77,8 @@ class LinearTeacher:
 
     def sample(self, rng, n_tasks):
         """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
-        n_tasks = P.integer(n_tasks, "LinearTeacher.sample", "n_tasks", low=1)
+        rng, n_tasks = check_sample("LinearTeacher.sample", rng, n_tasks, max(
+            self.n_in * self.n_out, (self.shots + self.val) * max(self.n_in, self.n_out)))
         W = self.teachers(rng, n_tasks)
         n = self.shots + self.val
         x = rng.standard_normal((n_tasks, n, self.n_in))
@@ -87,12 +105,16 @@ class Sinusoid:
         O = "Sinusoid"
         P.integer(self.shots, O, "shots", low=1)
         P.integer(self.val, O, "val", low=1)
+        P.check_bytes(self.shots + self.val, O, "shots", f"of {self.shots + self.val} "
+                      "samples (one task)", repr(self.shots))
         for k in ("amplitude", "phase", "x_range"):
             v = getattr(self, k)
             if not (isinstance(v, (tuple, list)) and len(v) == 2):
-                P.fail(O, k, "must be a pair (low, high)", repr(v))
+                P.fail(O, k, "must be a pair (low, high)", P.shown(v))
             lo = P.real(v[0], O, f"{k}[0]")
-            P.real(v[1], O, f"{k}[1]", low=lo)
+            hi = P.real(v[1], O, f"{k}[1]", low=lo)
+            if not np.isfinite(hi - lo):
+                P.fail(O, k, "must span a finite range (high - low overflows)", repr(v))
 
     def params(self, rng, n_tasks):
         """(amplitudes, phases), each (n_tasks,)."""
@@ -102,7 +124,7 @@ class Sinusoid:
 
     def sample(self, rng, n_tasks):
         """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
-        n_tasks = P.integer(n_tasks, "Sinusoid.sample", "n_tasks", low=1)
+        rng, n_tasks = check_sample("Sinusoid.sample", rng, n_tasks, self.shots + self.val)
         amp, ph = self.params(rng, n_tasks)
         n = self.shots + self.val
         x = rng.uniform(*self.x_range, size=(n_tasks, n, 1))

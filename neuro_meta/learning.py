@@ -19,7 +19,7 @@ import numpy as np
 from . import _params as P
 from . import engines
 from .engines import phase
-from .engines.phase import PhaseSpec
+from .engines.phase import MAX_PHASE_STEPS, MAX_SCIPY_EVALUATIONS, MAX_SUBSTEPS, PhaseSpec
 from .errors import UnsupportedError
 from .kind import check_kind
 from .results import LearningResult, readonly
@@ -73,7 +73,9 @@ class Learner:
         Fixed-step RK4, forward Euler or exponential Euler (Euler-type steps advance the
         neurons first and the synapses second, like Brian2's schedule), or
         ``scipy.integrate.solve_ivp`` as a reference (``scipy_method``, ``scipy_rtol``,
-        ``scipy_atol``; fixed durations only).
+        ``scipy_atol``; fixed durations only; at most :data:`MAX_SCIPY_EVALUATIONS`
+        right-hand-side evaluations per phase, beyond which it stops with a
+        :class:`~neuro_meta.errors.SimulationError`).
     dt : float or Brian2 quantity, optional
         Time step (s). Default: chosen from the stiffness of the system (see
         :meth:`dt_for`). The automatic step depends on the data of the batch of tasks
@@ -90,6 +92,13 @@ class Learner:
     max_duration : float, optional
         Upper bound of a settling phase (default ``1000 τ_φ``); a phase that reaches it
         emits :class:`NotSettledWarning`.
+
+        A phase integrated in time takes at most :data:`MAX_PHASE_STEPS` (``10**8``)
+        steps (time steps × sub-steps): ``duration`` (or ``max_duration``) over ``dt`` --
+        the automatic ``dt`` included -- beyond it is refused before the phase starts,
+        with the estimate and a hint (a larger ``dt``, a shorter ``duration`` /
+        ``max_duration``, or ``settle="solve"``, which does not step in time). ``dt``
+        may not exceed ``duration`` (a phase takes whole steps).
     presentation_time : float, optional
         Online presentation: time each sample is shown (default ``τ_φ/100``); must be a
         multiple of ``dt``.
@@ -107,9 +116,10 @@ class Learner:
         in the user guide's concepts), so that the step stays inside
         the integrator's stability region however steep the task's loss is. ``dt`` then
         keeps the time grid (recording, settling tests, durations) and is the largest
-        step taken. Needs a fixed-step integrator (not the brian2 engine).
+        step taken. Needs a fixed-step integrator (not the brian2 engine). At most
+        :data:`MAX_SUBSTEPS` (``10**4``).
     max_substeps : int
-        Upper bound of the automatic count (default 64).
+        Upper bound of the automatic count (default 64; at most :data:`MAX_SUBSTEPS`).
     settle : {"integrate", "solve"}
         How a phase with a tolerance reaches its fixed point. ``"integrate"`` (default):
         steps of the integrator until settled. ``"solve"``: the fixed point of the same
@@ -145,11 +155,20 @@ class Learner:
         if self.integrator == "scipy" and self.duration is None:
             P.fail(O, "duration", "is required with integrator='scipy' (solve_ivp integrates "
                    "a fixed interval)", "None")
+        if self.dt is not None:
+            for name in ("duration", "max_duration"):
+                t = getattr(self, name)
+                if name == "max_duration" and self.tol is None:
+                    continue    # a fixed-duration phase ignores max_duration
+                if t is not None and self.dt > t * (1 + 1e-9):
+                    P.fail(O, "dt", f"must be <= {name} ({t:g} s): a phase takes whole "
+                           "steps of dt", repr(self.dt))
         if isinstance(substeps, str):
             self.substeps = P.choice(substeps, O, "substeps", ("auto",))
         else:
-            self.substeps = P.integer(substeps, O, "substeps", low=1)
-        self.max_substeps = P.integer(max_substeps, O, "max_substeps", low=1)
+            self.substeps = P.integer(substeps, O, "substeps", low=1, high=MAX_SUBSTEPS)
+        self.max_substeps = P.integer(max_substeps, O, "max_substeps", low=1,
+                                      high=MAX_SUBSTEPS)
         self.settle = P.choice(settle, O, "settle", SETTLE)
         if self.settle == "solve" and self.engine == "brian2":
             P.fail(O, "settle", "must be 'integrate' with engine='brian2' (Brian2 "
@@ -191,18 +210,56 @@ class Learner:
             return self.dt
         return phase.auto_dt(net, self.integrator, inp, self.presentation_time)
 
-    def _steps(self, t, dt):
-        return max(1, int(round(t / dt)))
+    def _phase_length(self, net):
+        """(the attribute bounding a phase, its length in s)."""
+        if self.tol is None:
+            return "duration", self.duration
+        attr, t_max = "max_duration", (self.max_duration if self.max_duration is not None
+                                       else 1000 * net.tau_fast)
+        if self.duration is not None and self.duration <= t_max:
+            attr, t_max = "duration", self.duration
+        return attr, t_max
+
+    def _solvable(self, inp, record=()):
+        """Whether a phase may be settled by the phase solver (which does not step in
+        time: it is not bound by :data:`MAX_PHASE_STEPS`)."""
+        return (self.settle == "solve" and self.tol is not None and not record
+                and inp.presentation == "batch" and self.integrator != "scipy")
+
+    def _check_steps(self, net, inp, dt, record=()):
+        """The steps of a phase, refused beyond :data:`MAX_PHASE_STEPS` (time steps ×
+        sub-steps) unless the phase solver settles it, and when shorter than one step."""
+        attr, t = self._phase_length(net)
+        est = t / dt if dt > 0 else np.inf
+        auto = "" if self.dt is not None else (
+            f", the automatic step from the stiffness of the {net.kind_name}")
+        if est < 1 - 1e-9:
+            P.fail("Learner", attr, f"is shorter than one time step (dt = {dt:g} s{auto}): "
+                   f"a phase takes whole steps; give dt <= {attr}", repr(t))
+        per_step = self.substeps if isinstance(self.substeps, int) else 1
+        if not est * per_step <= MAX_PHASE_STEPS and not self._solvable(inp, record):
+            default = " (default 1000 tau)" if (attr == "max_duration"
+                                                and self.max_duration is None) else ""
+            sub = f" x {per_step} sub-steps" if per_step > 1 else ""
+            hint = (("a larger dt" + (", fewer substeps" if per_step > 1 else "")
+                     + f" or a shorter {attr}") if self.tol is None
+                    else f"a larger dt or tol, a shorter {attr}, or settle='solve' (finds "
+                    "the fixed point without stepping in time)")
+            if self.dt is None:
+                hint += (f"; the automatic dt is small because the {net.kind_name} is stiff "
+                         f"({net.tau_fast_name}, tau_neuron, lam or the scale of the data): "
+                         "give dt or rescale the data")
+            P.fail("Learner", attr, f"{t:g} s{default} needs {est:.3g} steps of dt = {dt:.3g} "
+                   f"s{auto}{sub}, more than the maximum of {MAX_PHASE_STEPS:.0e} steps per "
+                   f"phase (neuro_meta.learning.MAX_PHASE_STEPS); use {hint}", repr(t))
+        return max(1, int(round(min(est, 1e18))))
 
     def steps_for(self, net, inp):
-        """(maximal number of steps, tolerance) of a phase."""
+        """(maximal number of steps, tolerance) of a phase; a phase that would take more
+        than :data:`MAX_PHASE_STEPS` steps is refused (:class:`ValidationError`) unless
+        the phase solver settles it (``settle="solve"``)."""
         dt = self.dt_for(net, inp)
-        if self.tol is None:
-            return self._steps(self.duration, dt), None
-        t_max = self.max_duration if self.max_duration is not None else 1000 * net.tau_fast
-        if self.duration is not None:
-            t_max = min(t_max, self.duration)
-        return self._steps(t_max, dt), self.tol
+        return self._check_steps(net, inp, dt), self.tol
 
     def presentation_steps(self, net):
         """Steps per presented sample (online), or None with the automatic step."""
@@ -226,7 +283,7 @@ class Learner:
         if not isinstance(record, (list, tuple, set)):
             P.fail(O, "record", "must be a name or a list of names of "
                    f"{', '.join(net.probeable)} (what a {net.kind_name} records)",
-                   repr(record))
+                   P.shown(record))
         for r in record:
             P.choice(r, O, "record", RECORDABLE)
             if r not in net.probeable:
@@ -277,6 +334,8 @@ class Learner:
 
         rec_names = [n for n in ("phi", "v", "loss") if n in record
                      or (n == "phi" and "bias" in record) or (n == "v" and "r" in record)]
+        if rec_names:   # a recorded phase is integrated, never solved
+            self._check_steps(net, inp, spec.dt, rec_names)
         run_phase, accelerators = engines.plan(self.engine, net, spec, inp, rec_names)
         phi, v, rec, settled, t_end, steps = run_phase(
             net, inp, phi0, spec, rec_names, record_every, loss_fn, accelerators)

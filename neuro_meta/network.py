@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._params import fail, finite_array, integer, rng_from_seed, to_seconds
+from ._params import (DATA_LIMIT, check_bytes, fail, finite_array, integer, rng_from_seed,
+                      shown, to_seconds)
 from .activations import get_activation
 from .errors import ValidationError
 from .kind import ModelKind, pull_partials
@@ -81,6 +82,9 @@ class RateNetwork(ModelKind):
         if len(sizes) < 2:
             fail("RateNetwork", "sizes", "needs at least an input and an output layer",
                  repr(sizes))
+        for n_pre, n_post in zip(sizes[:-1], sizes[1:]):
+            check_bytes(n_post * (n_pre + 1), "RateNetwork", "sizes",
+                        f"of shape ({n_post}, {n_pre + 1}) for a connection", repr(sizes))
         self.sizes = tuple(sizes)
         n_conn = len(sizes) - 1
         if isinstance(activation, (list, tuple)):
@@ -92,7 +96,7 @@ class RateNetwork(ModelKind):
         else:
             self.activations = (get_activation(activation),) * n_conn
         if not isinstance(bias, (bool, np.bool_)):
-            fail("RateNetwork", "bias", "must be True or False", repr(bias))
+            fail("RateNetwork", "bias", "must be True or False", shown(bias))
         self.bias = bool(bias)
         self.tau_neuron = to_seconds(tau_neuron, "RateNetwork", "tau_neuron", allow_zero=True)
         self.tau_synapse = to_seconds(tau_synapse, "RateNetwork", "tau_synapse")
@@ -171,6 +175,7 @@ class RateNetwork(ModelKind):
 
     def with_theta(self, theta):
         """A copy of the network with new meta-parameters (same structure as ``theta``)."""
+        check_theta(self, theta)
         new = object.__new__(RateNetwork)
         new.__dict__.update(self.__dict__)
         conns = []
@@ -199,10 +204,13 @@ class RateNetwork(ModelKind):
 
         ``phi``: augmented fast weights per connection (default: initial weights), each
         possibly with leading task axis (tasks, n_post, n_pre[+1]). Returns the list of
-        (pre-activation v, rate r) per non-input layer.
+        (pre-activation v, rate r) per non-input layer. ``x`` must be real and finite
+        with ``n_in`` values on its last axis, ``phi`` one real array per connection of
+        its shape (:class:`~neuro_meta.errors.ValidationError` otherwise).
         """
-        phi = [c.phi0 for c in self.connections] if phi is None else phi
-        r = np.asarray(x, dtype=np.float64)
+        r = check_input(self, x, "RateNetwork.forward")
+        phi = [c.phi0 for c in self.connections] if phi is None else \
+            check_phi(self, phi, "RateNetwork.forward")
         out = []
         for c, act, p in zip(self.connections, self.activations, phi):
             v = drive(p, r, c)
@@ -388,6 +396,71 @@ class RateNetwork(ModelKind):
         from .engines.brian2_engine import network_to_brian2
 
         return network_to_brian2(self, **kwargs)
+
+
+def check_input(net, x, owner):
+    """Validated inputs ``x`` (..., n_in) of ``net``: real, finite, the input layer's
+    size on the last axis."""
+    x = finite_array(x, owner, "x", max_abs=DATA_LIMIT)
+    if x.ndim < 1 or x.shape[-1] != net.n_in:
+        fail(owner, "x", f"last axis must match the network's input layer ({net.n_in} "
+             "units)", f"shape {x.shape}")
+    return x
+
+
+def check_phi(net, phi, owner):
+    """Fast weights given to :meth:`RateNetwork.forward`: one real array per connection
+    of its augmented shape (n_post, n_pre[+1]), possibly with leading task axes. Their
+    values are not checked: the engines and the phase solver evaluate trial states
+    through ``predict`` and report a diverging one themselves (a SimulationError, or a
+    rejected solver step)."""
+    conns = net.connections
+    if not isinstance(phi, (list, tuple)) or len(phi) != len(conns):
+        fail(owner, "phi", f"must be a list of {len(conns)} arrays (augmented weights per "
+             "connection)", type(phi).__name__ if not isinstance(phi, (list, tuple))
+             else f"{len(phi)} arrays")
+    out = []
+    for i, (p, c) in enumerate(zip(phi, conns)):
+        if isinstance(p, np.ndarray) and p.dtype.kind == "f":
+            a = p
+        else:
+            try:
+                a = np.asarray(p)
+                ok = a.dtype.kind in "biuf"
+            except Exception:
+                ok = False
+            if not ok:
+                fail(owner, f"phi[{i}]", "must be an array of real numbers",
+                     type(p).__name__ + (f" of dtype {a.dtype}" if isinstance(
+                         p, np.ndarray) else ""))
+        if a.ndim < 2 or a.shape[-2:] != c.shape:
+            fail(owner, f"phi[{i}]", f"must have shape {c.shape} (n_post, n_pre"
+                 f"{' + 1' if c.has_bias else ''}), with optional leading task axes",
+                 f"shape {a.shape}")
+        out.append(a)
+    return out
+
+
+def check_theta(net, theta):
+    """``theta`` for :meth:`RateNetwork.with_theta`: a dict with the keys of
+    ``net.theta``, one entry per connection (None for static connections and absent
+    biases)."""
+    O = "RateNetwork.with_theta"
+    keys = ("omega", "lam", "omega_bias", "lam_bias")
+    if not isinstance(theta, dict) or any(k not in theta for k in keys):
+        fail(O, "theta", f"must be a dict with keys {list(keys)} (like net.theta)",
+             sorted(map(str, theta)) if isinstance(theta, dict) else type(theta).__name__)
+    n = len(net.connections)
+    for k in keys:
+        if not isinstance(theta[k], (list, tuple)) or len(theta[k]) != n:
+            fail(O, k, f"must be a list of {n} entries (one per connection)",
+                 type(theta[k]).__name__ if not isinstance(theta[k], (list, tuple))
+                 else f"{len(theta[k])} entries")
+    for i, c in enumerate(net.connections):
+        for k in keys:
+            needed = c.plastic and (c.has_bias or not k.endswith("_bias"))
+            if needed and theta[k][i] is None:
+                fail(O, f"{k}[{i}]", "must be an array (the connection is plastic)", "None")
 
 
 def split_aug(arr, conn):

@@ -13,12 +13,20 @@ connection has no such parameter), as returned by :attr:`RateNetwork.theta`.
 λ ≥ 0 is kept by **projection**: :func:`apply_updates` clips the consolidation strengths
 (``lam``, ``lam_bias``; the dual system's ``lam_gain``, ``lam_readout``) at 0 after
 every update.
+
+Hyper-parameters are checked where the maths breaks: learning rates finite and > 0,
+momentum and Adam's ``b1``, ``b2`` in ``[0, 1)`` (at 1 the bias correction divides by
+zero), ``eps`` finite and > 0. :func:`apply_updates` checks that the updates have the
+structure of the parameters and refuses a non-finite result
+(:class:`~neuro_meta.errors.SimulationError`, with a hint).
 """
+import numbers
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from . import _params as P
+from .errors import SimulationError
 
 NONNEGATIVE = ("lam", "lam_bias", "lam_gain", "lam_readout")
 
@@ -36,6 +44,34 @@ def tree_vector(tree):
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def check_params(tree, owner, attr="theta"):
+    """``tree`` must be a dict of lists whose entries are real arrays or None."""
+    if not isinstance(tree, dict):
+        P.fail(owner, attr, "must be a dict of lists of arrays (like net.theta)",
+               type(tree).__name__)
+    for k, leaves in tree.items():
+        if not isinstance(leaves, (list, tuple)):
+            P.fail(owner, f"{attr}.{k}", "must be a list of arrays (None where absent)",
+                   type(leaves).__name__)
+        for i, a in enumerate(leaves):
+            if a is not None and not (isinstance(a, (np.ndarray, numbers.Real))
+                                      and np.asarray(a).dtype.kind in "biuf"):
+                P.fail(owner, f"{attr}.{k}[{i}]", "must be a real array or None",
+                       type(a).__name__ + (f" of dtype {a.dtype}" if isinstance(
+                           a, np.ndarray) else ""))
+    return tree
+
+
+def _quiet(update):
+    """An update computed without numpy's overflow warnings: a non-finite result is
+    reported by :func:`apply_updates` (a SimulationError with a hint)."""
+    def wrapped(grads, state):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return update(grads, state)
+    wrapped.__doc__ = update.__doc__
+    return wrapped
+
+
 class GradientTransformation(NamedTuple):
     init: Callable
     update: Callable
@@ -44,14 +80,18 @@ class GradientTransformation(NamedTuple):
 def sgd(learning_rate, momentum=0.0):
     """Stochastic gradient descent, ``updates = -lr * g`` (optionally heavy-ball momentum)."""
     lr = P.real(learning_rate, "sgd", "learning_rate", low=0.0, low_open=True)
-    mu = P.real(momentum, "sgd", "momentum", low=0.0, high=1.0)
+    mu = P.real(momentum, "sgd", "momentum", low=0.0, high=1.0, high_open=True)
 
     def init(theta):
+        check_params(theta, "sgd.init")
         return {"velocity": tree_map(np.zeros_like, theta)} if mu else {}
 
+    @_quiet
     def update(grads, state):
+        check_params(grads, "sgd.update", "grads")
         if not mu:
             return tree_map(lambda g: -lr * g, grads), state
+        check_tree(grads, state["velocity"], "sgd.update", "grads")
         vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
         return tree_map(lambda v: -lr * v, vel), {"velocity": vel}
 
@@ -61,15 +101,18 @@ def sgd(learning_rate, momentum=0.0):
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     """Adam (Kingma & Ba 2015) with bias correction."""
     lr = P.real(learning_rate, "adam", "learning_rate", low=0.0, low_open=True)
-    b1 = P.real(b1, "adam", "b1", low=0.0, high=1.0)
-    b2 = P.real(b2, "adam", "b2", low=0.0, high=1.0)
+    b1 = P.real(b1, "adam", "b1", low=0.0, high=1.0, high_open=True)
+    b2 = P.real(b2, "adam", "b2", low=0.0, high=1.0, high_open=True)
     eps = P.real(eps, "adam", "eps", low=0.0, low_open=True)
 
     def init(theta):
+        check_params(theta, "adam.init")
         return {"count": 0, "m": tree_map(np.zeros_like, theta),
                 "v": tree_map(np.zeros_like, theta)}
 
+    @_quiet
     def update(grads, state):
+        check_tree(grads, state["m"], "adam.update", "grads")
         count = state["count"] + 1
         m = tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
         v = tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
@@ -85,9 +128,12 @@ def clip_by_global_norm(max_norm):
     max_norm = P.real(max_norm, "clip_by_global_norm", "max_norm", low=0.0, low_open=True)
 
     def init(theta):
+        check_params(theta, "clip_by_global_norm.init")
         return {}
 
+    @_quiet
     def update(grads, state):
+        check_params(grads, "clip_by_global_norm.update", "grads")
         norm = float(np.linalg.norm(tree_vector(grads)))
         scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
         return tree_map(lambda g: g * scale, grads), state
@@ -111,14 +157,60 @@ def chain(*transforms):
     return GradientTransformation(init, update)
 
 
+def check_tree(tree, like, owner, attr):
+    """``tree`` must have the structure of ``like`` (a dict of lists of arrays or None):
+    the same keys, list lengths, None entries and array shapes; its arrays real."""
+    if not isinstance(tree, dict) or set(tree) != set(like):
+        P.fail(owner, attr, f"must be a dict with the keys {sorted(like)} of the parameters",
+               sorted(map(str, tree)) if isinstance(tree, dict) else type(tree).__name__)
+    for k, ref in like.items():
+        leaves = tree[k]
+        if not isinstance(leaves, (list, tuple)) or len(leaves) != len(ref):
+            P.fail(owner, f"{attr}.{k}", f"must be a list of {len(ref)} entries like the "
+                   "parameters'", type(leaves).__name__ if not isinstance(
+                       leaves, (list, tuple)) else f"{len(leaves)} entries")
+        for i, (a, r) in enumerate(zip(leaves, ref)):
+            if (a is None) != (r is None):
+                P.fail(owner, f"{attr}.{k}[{i}]", "must be None where the parameters' "
+                       "entry is None, an array elsewhere", type(a).__name__)
+            if a is None:
+                continue
+            kind = np.asarray(a).dtype.kind if isinstance(a, (np.ndarray, numbers.Real)) \
+                else ""
+            if kind not in ("b", "i", "u", "f") or np.shape(a) != np.shape(r):
+                P.fail(owner, f"{attr}.{k}[{i}]", "must be a real array of shape "
+                       f"{np.shape(r)} like the parameters'",
+                       f"shape {np.shape(a)}" if kind in ("b", "i", "u", "f")
+                       else type(a).__name__ + (f" of dtype {a.dtype}" if isinstance(
+                           a, np.ndarray) else ""))
+    return tree
+
+
 def apply_updates(theta, updates, lam_min=0.0):
     """``theta + updates``, then λ projected onto ``λ ≥ lam_min`` (default 0).
 
     A floor above 0 bounds the slowest relaxation of a fast weight (τ_φ/λ), and so the
-    time a phase needs to settle.
+    time a phase needs to settle. ``updates`` must have the structure of ``theta``; a
+    non-finite result (an update that overflowed) is a
+    :class:`~neuro_meta.errors.SimulationError`.
     """
-    lam_min = P.real(lam_min, "apply_updates", "lam_min", low=0.0)
-    out = tree_map(lambda t, u: t + u, theta, updates)
+    O = "apply_updates"
+    lam_min = P.real(lam_min, O, "lam_min", low=0.0)
+    if not isinstance(theta, dict) or not all(isinstance(v, (list, tuple))
+                                              for v in theta.values()):
+        P.fail(O, "theta", "must be a dict of lists of arrays (like net.theta)",
+               type(theta).__name__)
+    check_tree(updates, theta, O, "updates")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = tree_map(lambda t, u: t + u, theta, updates)
+    for k, leaves in out.items():
+        for i, a in enumerate(leaves):
+            if a is not None and not np.isfinite(a).all():
+                raise SimulationError(
+                    f"apply_updates: {k}[{i}] is not finite after the update (the "
+                    "parameters or the update overflowed or held NaN). Hint: reduce the "
+                    "learning rate, or clip the gradients (optim.chain("
+                    "optim.clip_by_global_norm(...), ...))")
     for key in NONNEGATIVE:
         if key in out:
             out[key] = [None if a is None else np.maximum(a, lam_min) for a in out[key]]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._params import fail, finite_array
+from ._params import check_bytes, fail, finite_array
 from .initializers import Initializer
 
 
@@ -37,16 +37,20 @@ def _check_value(value, owner, attr, *, min_value=None):
 
 def resolve(value, shape, rng, owner, attr, *, min_value=None):
     """Turn a scalar / array / initialiser into a float64 array of ``shape``."""
-    if isinstance(value, np.ndarray):
-        arr = value
-    else:
+    check_bytes(int(np.prod(shape, dtype=object)), owner, attr, f"of shape {tuple(shape)}",
+                f"shape {tuple(shape)}")
+    if isinstance(value, Initializer) or (callable(value)
+                                          and not isinstance(value, np.ndarray)):
         try:
-            arr = np.asarray(value(tuple(shape), rng), dtype=np.float64)
+            arr = value(tuple(shape), rng)
         except Exception as err:  # a user initialiser failed
             fail(owner, attr, f"initialiser failed for shape {tuple(shape)}: {err}", repr(value))
         arr = finite_array(arr, owner, attr)
-        if min_value is not None and arr.size and arr.min() < min_value:
-            fail(owner, attr, f"must be >= {min_value:g}", f"minimum {float(arr.min())!r}")
+    else:   # scalars and arrays (already checked by the synapse, or given directly)
+        arr = finite_array(value, owner, attr, ndim=(0, 1, 2))
+    if min_value is not None and arr.size and arr.min() < min_value:
+        fail(owner, attr, f"must be >= {min_value:g}",
+             repr(float(arr)) if arr.ndim == 0 else f"minimum {float(arr.min())!r}")
     if arr.ndim == 0:
         return np.full(shape, float(arr))
     if arr.shape != tuple(shape):

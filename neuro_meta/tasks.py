@@ -8,7 +8,8 @@ class Task:
     ``(x_val, y_val)``.
 
     Arrays are ``(shots, n)``, or with a leading task axis ``(tasks, shots, n)`` for a
-    batch of tasks (all four arrays alike). Arrays are copied and made read-only.
+    batch of tasks (all four arrays alike), at least one task and one sample. Arrays must
+    be real and finite; they are copied and made read-only.
     """
 
     def __init__(self, x_train, y_train, x_val, y_val):
@@ -34,6 +35,9 @@ class Task:
         if arrs["y_train"].shape[-1] != arrs["y_val"].shape[-1]:
             P.fail("Task", "y_val", f"must have {arrs['y_train'].shape[-1]} outputs like "
                    "y_train", f"shape {arrs['y_val'].shape}")
+        if nd == 3 and arrs["x_train"].shape[0] == 0:
+            P.fail("Task", "x_train", "needs at least one task on the leading (task) axis",
+                   f"shape {arrs['x_train'].shape}")
         if nd == 3 and arrs["x_train"].shape[0] != arrs["x_val"].shape[0]:
             P.fail("Task", "x_val", f"must have {arrs['x_train'].shape[0]} tasks like x_train",
                    f"shape {arrs['x_val'].shape}")

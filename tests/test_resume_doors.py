@@ -256,3 +256,61 @@ def test_cli_negative_seed_is_one_line(tmp_path, capsys):
     code, err = _cli(capsys, "run", "sinusoid", "--quick", "--seed", "-1", "--methods",
                      "untrained", "--no-progress", "--out", str(tmp_path / "o"))
     assert code == 2 and "seed: must be >= 0 (got -1)" in err
+
+
+# ------------------------------------------------------------------ checkpoint fuzz
+from hypothesis import HealthCheck, given, settings          # noqa: E402
+from hypothesis import strategies as st                       # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ck") / "good.npz"
+    trainer().train(1, progress=False, checkpoint=path)
+    return path.read_bytes()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(how=st.sampled_from(["flip", "truncate", "append", "zero"]),
+       at=st.floats(0.0, 1.0), n=st.integers(1, 64))
+def test_damaged_checkpoints_are_checkpoint_errors(tmp_path, good_checkpoint, how, at, n):
+    """A checkpoint damaged anywhere (bytes flipped, cut, appended, zeroed) is a
+    CheckpointError naming the file, or -- where the damage misses every byte that
+    matters -- resumes as the intact one."""
+    data = bytearray(good_checkpoint)
+    i = int(at * (len(data) - 1))
+    if how == "flip":
+        for k in range(i, min(len(data), i + n)):
+            data[k] ^= 0xFF
+    elif how == "truncate":
+        data = data[:i]
+    elif how == "append":
+        data += bytes(range(n))
+    else:
+        data[i:i + n] = bytes(min(n, len(data) - i))
+    path = tmp_path / "checkpoint.npz"
+    path.write_bytes(bytes(data))
+    try:
+        h = trainer().train(1, progress=False, checkpoint=path, resume=True)
+    except ckpt.CheckpointError as err:
+        assert "checkpoint.npz" in str(err)
+    else:
+        assert h.meta_steps == 1
+
+
+@pytest.mark.parametrize("tree", [5, "x", [1, 2], {"step": "a"}, {"step": 1, "theta": 3,
+                                                                   "opt_state": None,
+                                                                   "clock_s": 0.0,
+                                                                   "history": []}])
+def test_checkpoints_of_other_trees_are_refused(tmp_path, tree):
+    path = tmp_path / "checkpoint.npz"
+    ckpt.save(path, tree)
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.npz"):
+        trainer().train(2, progress=False, checkpoint=path, resume=True)
+
+
+def test_cli_output_folder_in_proc(tmp_path, capsys):
+    code, err = _cli(capsys, "run", "sinusoid", "--quick", "--methods", "untrained",
+                     "--no-progress", "--out", "/proc/neuro_meta_out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--out" in err

@@ -36,7 +36,8 @@ import numpy as np
 from ..errors import SimulationError
 from ..kind import task_shape
 from . import solver
-from .phase import PhaseInput, Recorder, check_finite, task_max, task_norm
+from .phase import (MAX_PHASE_STEPS, MAX_SCIPY_EVALUATIONS, PhaseInput, Recorder,
+                    check_finite, task_max, task_norm)
 
 # ---------------------------------------------------------------------- integrators
 def expeuler_factor(lam, h):
@@ -242,6 +243,15 @@ def _solve_then_integrate(ph, phi):
     if not idx.size:
         return phi_s, v_s, rec, settled, t_end, steps
     spec = dataclasses.replace(ph.spec, settle="integrate")
+    per_step = spec.substeps if isinstance(spec.substeps, int) else 1
+    if spec.n_max * per_step > MAX_PHASE_STEPS:
+        raise SimulationError(
+            f"Learner.run: the phase solver did not settle {idx.size} task(s) of the "
+            f"{ph.kind.kind_name} to tol={spec.tol:g}, and integrating them would take up "
+            f"to {spec.n_max:.3g} steps of dt = {spec.dt:.3g} s, more than the maximum of "
+            f"{MAX_PHASE_STEPS:.0e} steps per phase (neuro_meta.learning.MAX_PHASE_STEPS). "
+            "Hint: a larger tol, a larger dt or a shorter max_duration; a task that never "
+            "settles may have no minimum (lam = 0 and too few shots)")
     part = run_phase(ph.kind, ph.inp.subset(idx), [p[idx] for p in phi_s], spec,
                      accelerators=ph.accelerators)
     work = rec.solver
@@ -400,8 +410,14 @@ def settled_tasks(dyn, phi, v, prev_phi, inp, n, check, dt, tol):
     return res < tol
 
 
+class _Stop(Exception):
+    """Raised inside ``solve_ivp``'s right-hand side to stop it (its argument: t)."""
+
+
 def run_scipy(ph, phi, v):
-    """Reference integration with scipy.integrate.solve_ivp (fixed duration)."""
+    """Reference integration with scipy.integrate.solve_ivp (fixed duration), stopped
+    with a :class:`SimulationError` after :data:`~.phase.MAX_SCIPY_EVALUATIONS`
+    right-hand-side evaluations."""
     from scipy.integrate import solve_ivp
 
     dyn, inp, spec, rec = ph.dyn, ph.inp, ph.spec, ph.recorder()
@@ -418,7 +434,12 @@ def run_scipy(ph, phi, v):
         vv = [a.reshape(s) for a, s in zip(parts[len(shapes_p):], shapes_v)]
         return ph_, vv
 
+    evaluations = [0]
+
     def fun(t, z):
+        evaluations[0] += 1
+        if evaluations[0] > MAX_SCIPY_EVALUATIONS:
+            raise _Stop(t)
         ph_, vv = unpack(z)
         n = int(np.floor(t / dt + 1e-9))
         x, y, c = inp.at_step(n)
@@ -437,8 +458,19 @@ def run_scipy(ph, phi, v):
         t_eval = np.arange(0, n_steps + 1, rec.every) * dt
         t_eval = t_eval[t_eval <= t_end + 1e-12]
     max_step = (inp.steps_per_sample * dt) if inp.presentation == "online" else np.inf
-    sol = solve_ivp(fun, (0.0, t_end), z0, method=spec.scipy_method, t_eval=t_eval,
-                    rtol=spec.scipy_rtol, atol=spec.scipy_atol, max_step=max_step)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sol = solve_ivp(fun, (0.0, t_end), z0, method=spec.scipy_method, t_eval=t_eval,
+                            rtol=spec.scipy_rtol, atol=spec.scipy_atol, max_step=max_step)
+    except _Stop as stop:
+        t = stop.args[0]
+        raise SimulationError(
+            f"Learner.run: solve_ivp ({spec.scipy_method}) stopped at t = {t:.6g} s of "
+            f"{t_end:g} s after {MAX_SCIPY_EVALUATIONS:.0e} right-hand-side evaluations "
+            "(neuro_meta.learning.MAX_SCIPY_EVALUATIONS). Hint: the system is too stiff "
+            "or diverging for this tolerance: rescale the data, loosen scipy_rtol/"
+            "scipy_atol, try scipy_method='LSODA' or 'Radau', or use a fixed-step "
+            "integrator") from None
     if not sol.success:
         raise SimulationError(f"Learner.run: solve_ivp failed: {sol.message}")
     if rec.names:

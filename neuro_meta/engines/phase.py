@@ -21,6 +21,20 @@ from ..errors import SimulationError
 
 #: A state beyond this magnitude (or NaN) is a diverged simulation.
 DIVERGENCE_BOUND = 1e10
+#: Most time steps one phase may integrate (steps × sub-steps): a phase that would need
+#: more is refused before it starts (``Learner.steps_for``) instead of running for hours;
+#: a phase the solver settles (``settle="solve"``) is exempt unless it hands tasks over.
+MAX_PHASE_STEPS = 10 ** 8
+#: Most sub-steps per time step (``Learner.substeps``, ``Learner.max_substeps``).
+MAX_SUBSTEPS = 10 ** 4
+#: Most right-hand-side evaluations of one ``solve_ivp`` phase (``integrator="scipy"``;
+#: the reference runs of the tests need about 2000): beyond it the phase stops with a
+#: SimulationError instead of creeping through a stiff or diverging system.
+MAX_SCIPY_EVALUATIONS = 10 ** 5
+#: Largest magnitude of the nudging strength β of a phase: beyond it the nudged
+#: objective is the validation loss alone (times a huge factor) and the sample weights
+#: overflow.
+BETA_MAX = 1e6
 
 
 @dataclass
@@ -169,7 +183,13 @@ def auto_dt(kind, integrator, inp=None, presentation_time=None):
         dt = min(dt, kind.tau_neuron / 10)
     if inp is not None and inp.presentation == "online":
         t_p = presentation_time if presentation_time is not None else tau / 100
-        dt = t_p / int(np.ceil(t_p / dt - 1e-9))
+        n = np.ceil(t_p / dt - 1e-9) if dt > 0 else np.inf
+        if not n <= MAX_PHASE_STEPS:
+            fail("Learner", "presentation_time", f"is {n:.3g} automatic steps (dt = {dt:.3g} "
+                 f"s, from the stiffness of the {kind.kind_name}), more than a phase may "
+                 f"take ({MAX_PHASE_STEPS:.0e}, neuro_meta.learning.MAX_PHASE_STEPS); "
+                 "use a shorter presentation_time or rescale the data", repr(t_p))
+        dt = t_p / int(n)
     return dt
 
 
@@ -177,7 +197,12 @@ def presentation_steps(kind, dt, presentation_time, owner="Learner"):
     """Steps per presented sample (online): ``presentation_time / dt``, which must be a
     positive integer."""
     t_p = presentation_time if presentation_time is not None else kind.tau_fast / 100
-    k = int(round(t_p / dt))
+    ratio = t_p / dt
+    if not ratio <= MAX_PHASE_STEPS:
+        fail(owner, "presentation_time", f"is {ratio:.3g} steps of dt = {dt:g} s, more than "
+             f"a phase may take ({MAX_PHASE_STEPS:.0e}, neuro_meta.learning."
+             "MAX_PHASE_STEPS); use a larger dt or a shorter presentation_time", repr(t_p))
+    k = int(round(ratio))
     if k < 1 or abs(k * dt - t_p) > 1e-9 * max(t_p, dt):
         fail(owner, "presentation_time", f"must be a positive multiple of dt ({dt:g} s)",
              repr(t_p))
@@ -190,12 +215,9 @@ def set_presentation_steps(kind, inp, dt, integrator, presentation_time, owner="
     rounded down to divide it)."""
     if inp.presentation != "online":
         return inp
-    if dt is not None:
-        inp.steps_per_sample = presentation_steps(kind, dt, presentation_time, owner)
-    else:
-        t_p = presentation_time if presentation_time is not None else kind.tau_fast / 100
-        inp.steps_per_sample = int(round(t_p / auto_dt(kind, integrator, inp,
-                                                       presentation_time)))
+    if dt is None:
+        dt = auto_dt(kind, integrator, inp, presentation_time)
+    inp.steps_per_sample = presentation_steps(kind, dt, presentation_time, owner)
     return inp
 
 
@@ -221,6 +243,9 @@ def validate_data(kind, x, y, name_x="x", name_y="y", owner="Learner.run"):
              f"as {name_x} {shape_x[:-1]}", f"shape {shape_y}")
     if x.shape[1] == 0:
         fail(owner, name_x, "needs at least one sample", f"shape {x.shape}")
+    if x.shape[0] == 0:
+        fail(owner, name_x, "needs at least one task on the leading (task) axis",
+             f"shape {shape_x}")
     return x, y, batched
 
 
@@ -232,7 +257,7 @@ def phase_input(kind, x, y, x_val=None, y_val=None, beta=0.0, presentation="batc
     presentation). Returns ``(inp, batched, K)``."""
     X, Y, batched = validate_data(kind, x, y, owner=owner)
     B, K = X.shape[:2]
-    beta = real(beta, owner, "beta")
+    beta = real(beta, owner, "beta", low=-BETA_MAX, high=BETA_MAX)
     c = np.full((B, K), 1.0 / K)
     if beta != 0.0:
         if x_val is None or y_val is None:
@@ -260,7 +285,7 @@ def initial_state(kind, phi_init, B, owner="Learner.run"):
              else f"{len(phi_init)} arrays")
     out = []
     for i, (name, p0) in enumerate(zip(names, init)):
-        p = p0 if phi_init is None else np.asarray(phi_init[i], dtype=np.float64)
+        p = p0 if phi_init is None else finite_array(phi_init[i], owner, f"phi_init[{i}]")
         if p.shape == p0.shape:
             p = np.broadcast_to(p, (B,) + p0.shape)
         elif p.shape != (B,) + p0.shape:

@@ -1,0 +1,585 @@
+"""Every public door of the Python API checks what comes in (issue 18).
+
+Regression tests, one per class of failure found by a hostile user: step counts and
+sizes, zero tasks, unvalidated arguments of public methods, numerical edges, silent
+garbage (complex values, units, NaN, out-of-range hyper-parameters) and hangs. Each
+bad input raises a package error (``ValidationError``/``SimulationError``) whose
+message names the object, the attribute, the rule and the value -- never a numpy or
+Python exception from deep inside, a NaN, a dropped imaginary part or unit, or a phase
+that runs for hours. Then a hypothesis fuzz over the same entry points with junk values.
+"""
+import re
+import time
+
+import brian2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import neuro_meta as nm
+from neuro_meta.families import LinearTeacher, Sinusoid
+from neuro_meta.learning import MAX_PHASE_STEPS, MAX_SCIPY_EVALUATIONS, MAX_SUBSTEPS
+from test_properties import (assert_finite, attempt, check_error, floats, junk, mostly,
+                             reals, small_arrays)
+
+_rng = np.random.default_rng(18)
+X = _rng.normal(size=(3, 2))
+Y = _rng.normal(size=(3, 1))
+TASK = nm.Task(X, Y, X + 0.5, Y)
+
+
+def _net(sizes=(2, 1), lam=1.0, **kw):
+    return nm.RateNetwork(list(sizes), activation="linear", tau_neuron=0, seed=0,
+                          synapse=nm.ComplexSynapse(omega=0.0, lam=lam), **kw)
+
+
+NET = _net()
+FAST = nm.Learner(dt=0.01, duration=0.1)
+DUAL = nm.DualSystem([2, 3, 1], seed=0)
+
+
+def _run(learner=FAST, net=NET, x=X, y=Y, **kw):
+    return learner.run(net, x, y, **kw)
+
+
+def _exact(net, task, **kw):
+    learner = nm.Learner(integrator="expeuler", dt=0.1, duration=1.0)
+    return nm.exact_meta_gradient(net, task, learner=learner, **kw)
+
+
+def _adam_step(**kw):
+    opt = nm.optim.adam(0.1, **kw)
+    return opt.update(NET.theta, opt.init(NET.theta))
+
+
+# (id, action, error class, pattern the message must contain)
+CASES = [
+    # --- step counts and sizes
+    ("dt subnormal", lambda: _run(nm.Learner(dt=5e-324, duration=1)), nm.ValidationError,
+     r"Learner\.duration: 1 s needs inf steps .*MAX_PHASE_STEPS.*larger dt"),
+    ("max_duration huge", lambda: _run(nm.Learner(max_duration=1e308)), nm.ValidationError,
+     r"Learner\.max_duration: .*more than the maximum of 1e\+08 steps.*settle='solve'"),
+    ("substeps 10**30", lambda: nm.Learner(substeps=10 ** 30), nm.ValidationError,
+     r"Learner\.substeps: must be <= 10000"),
+    ("max_substeps huge", lambda: nm.Learner(substeps="auto", max_substeps=10 ** 20),
+     nm.ValidationError, r"Learner\.max_substeps: must be <= 10000"),
+    ("steps x substeps", lambda: _run(nm.Learner(dt=1e-6, duration=100.0, substeps=10)),
+     nm.ValidationError, r"Learner\.duration: .*1e\+08 steps .* x 10 sub-steps.*fewer "
+                         r"substeps"),
+    ("CML beta 1e300", lambda: nm.CML(beta=1e300), nm.ValidationError,
+     r"CML\.beta: must be at most 1e\+06 in magnitude"),
+    ("CML beta second order", lambda: nm.CML(beta=6e5, estimator="second_order"),
+     nm.ValidationError, r"CML\.beta: must be at most 500000 .*'second_order'.*2 beta"),
+    ("Learner.run beta 1e300", lambda: _run(x_val=X, y_val=Y, beta=1e300),
+     nm.ValidationError, r"Learner\.run\.beta: must be <= 1000000"),
+    ("RateNetwork sizes 10**30", lambda: nm.RateNetwork([10 ** 30, 2]), nm.ValidationError,
+     r"RateNetwork\.sizes: would need an array of shape \(2, 10+1\).* bytes.*"
+     r"MAX_ARRAY_BYTES"),
+    ("RateNetwork sizes 10**6", lambda: nm.RateNetwork([10 ** 6, 10 ** 6]),
+     nm.ValidationError, r"RateNetwork\.sizes: .*8e\+12 bytes"),
+    ("DualSystem sizes huge", lambda: nm.DualSystem([2, 10 ** 12, 1]), nm.ValidationError,
+     r"DualSystem\.sizes: .*bytes"),
+    ("meta_batch 10**10", lambda: nm.MetaTrainer(
+        NET, LinearTeacher(n_in=2, n_out=1), nm.CML(), meta_batch=10 ** 10,
+        eval_tasks=1).train(1, progress=False), nm.ValidationError,
+     r"LinearTeacher\.sample\.n_tasks: would need .* bytes .*\(got 10000000000\)"),
+    ("eval_tasks 10**12", lambda: nm.MetaTrainer(
+        NET, LinearTeacher(n_in=2, n_out=1), nm.CML(), eval_tasks=10 ** 12),
+     nm.ValidationError, r"LinearTeacher\.sample\.n_tasks: .*\(got 1000000000000\)"),
+    ("Sinusoid sample huge", lambda: Sinusoid().sample(np.random.default_rng(0), 10 ** 12),
+     nm.ValidationError, r"Sinusoid\.sample\.n_tasks: would need"),
+    ("LinearTeacher huge", lambda: LinearTeacher(n_in=10 ** 6, n_out=10 ** 6),
+     nm.ValidationError, r"LinearTeacher\.n_in: would need"),
+    ("presentation_time huge", lambda: _run(nm.Learner(
+        presentation="online", presentation_time=1e300, duration=1.0)),
+     nm.ValidationError, r"Learner\.presentation_time: is 2e\+301 automatic steps"),
+    ("presentation_time huge, dt given", lambda: _run(nm.Learner(
+        presentation="online", presentation_time=1e300, dt=0.01, duration=1.0)),
+     nm.ValidationError, r"Learner\.presentation_time: is 1e\+302 steps"),
+    # --- zero tasks
+    ("Task with 0 tasks", lambda: nm.Task(np.zeros((0, 3, 2)), np.zeros((0, 3, 1)),
+                                          np.zeros((0, 3, 2)), np.zeros((0, 3, 1))),
+     nm.ValidationError, r"Task\.x_train: needs at least one task .*\(got shape \(0, 3, 2\)\)"),
+    ("Learner.run with 0 tasks", lambda: _run(x=np.zeros((0, 3, 2)), y=np.zeros((0, 3, 1))),
+     nm.ValidationError, r"Learner\.run\.x: needs at least one task"),
+    # --- unvalidated arguments of public methods
+    ("phi_init []", lambda: _run(phi_init=[]), nm.ValidationError,
+     r"Learner\.run\.phi_init: must be a list of 1 arrays .*\(got 0 arrays\)"),
+    ("phi_init 5", lambda: _run(phi_init=5), nm.ValidationError,
+     r"Learner\.run\.phi_init: .*\(got int\)"),
+    ("phi_init [object()]", lambda: _run(phi_init=[object()]), nm.ValidationError,
+     r"Learner\.run\.phi_init\[0\]: must be convertible to an array of real numbers"),
+    ("phi_init NaN", lambda: _run(phi_init=[np.full((1, 3), np.nan)]), nm.ValidationError,
+     r"Learner\.run\.phi_init\[0\]: must contain only finite values"),
+    ("predict text", lambda: NET.predict("abc"), nm.ValidationError,
+     r"RateNetwork\.forward\.x: must be convertible .*\(got str\)"),
+    ("predict wrong shape", lambda: NET.predict(np.zeros((3, 5))), nm.ValidationError,
+     r"RateNetwork\.forward\.x: last axis must match .*\(2 units\) \(got shape \(3, 5\)\)"),
+    ("forward objects", lambda: NET.forward([object()]), nm.ValidationError,
+     r"RateNetwork\.forward\.x: must be convertible"),
+    ("predict complex", lambda: NET.predict(X + 1j), nm.ValidationError,
+     r"RateNetwork\.forward\.x: must be real numbers \(complex"),
+    ("predict phi wrong shape", lambda: NET.predict(X, phi=[np.zeros(2)]),
+     nm.ValidationError, r"RateNetwork\.forward\.phi\[0\]: must have shape \(1, 3\)"),
+    ("predict phi not a list", lambda: NET.predict(X, phi=np.zeros((1, 3))),
+     nm.ValidationError, r"RateNetwork\.forward\.phi: must be a list of 1 arrays"),
+    ("predict phi text", lambda: NET.predict(X, phi=["abc"]), nm.ValidationError,
+     r"RateNetwork\.forward\.phi\[0\]: must be an array of real numbers"),
+    ("DualSystem predict wrong shape", lambda: DUAL.predict(np.zeros((3, 4))),
+     nm.ValidationError, r"DualSystem\.forward\.x: last axis must match"),
+    ("DualSystem predict fast", lambda: DUAL.predict(X, fast=[np.zeros(3)]),
+     nm.ValidationError, r"DualSystem\.forward\.fast: must be a list of 3 arrays"),
+    ("with_theta {}", lambda: NET.with_theta({}), nm.ValidationError,
+     r"RateNetwork\.with_theta\.theta: must be a dict with keys"),
+    ("with_theta not a dict", lambda: NET.with_theta([1]), nm.ValidationError,
+     r"RateNetwork\.with_theta\.theta: .*\(got list\)"),
+    ("with_theta short list", lambda: NET.with_theta(dict(NET.theta, omega=[])),
+     nm.ValidationError, r"RateNetwork\.with_theta\.omega: must be a list of 1 entries"),
+    ("with_theta None for plastic", lambda: NET.with_theta(dict(NET.theta, lam=[None])),
+     nm.ValidationError, r"RateNetwork\.with_theta\.lam\[0\]: must be an array"),
+    ("with_theta wrong shape", lambda: NET.with_theta(dict(NET.theta, omega=[np.zeros(3)])),
+     nm.ValidationError, r"RateNetwork\.with_theta\.omega\[0\]: must have shape \(1, 2\)"),
+    ("DualSystem with_theta int", lambda: DUAL.with_theta(dict(DUAL.theta, W=5)),
+     nm.ValidationError, r"DualSystem\.with_theta\.W: must be a list"),
+    ("apply_updates mismatched keys", lambda: nm.optim.apply_updates(NET.theta,
+                                                                     {"omega": []}),
+     nm.ValidationError, r"apply_updates\.updates: must be a dict with the keys"),
+    ("apply_updates short list", lambda: nm.optim.apply_updates(
+        NET.theta, dict(NET.theta, omega=[])), nm.ValidationError,
+     r"apply_updates\.updates\.omega: must be a list of 1 entries"),
+    ("apply_updates wrong shape", lambda: nm.optim.apply_updates(
+        NET.theta, dict(NET.theta, lam=[np.zeros(4)])), nm.ValidationError,
+     r"apply_updates\.updates\.lam\[0\]: must be a real array of shape \(1, 2\)"),
+    ("apply_updates complex", lambda: nm.optim.apply_updates(
+        NET.theta, dict(NET.theta, lam=[np.zeros((1, 2)) + 1j])), nm.ValidationError,
+     r"apply_updates\.updates\.lam\[0\]: must be a real array .*complex"),
+    ("adam.update mismatched", lambda: nm.optim.adam(0.1).update(
+        {"omega": [np.zeros(2)]}, nm.optim.adam(0.1).init(NET.theta)), nm.ValidationError,
+     r"adam\.update\.grads: must be a dict with the keys"),
+    ("adam.init junk", lambda: nm.optim.adam(0.1).init([1, 2]), nm.ValidationError,
+     r"adam\.init\.theta: must be a dict"),
+    ("exact learner='bogus'", lambda: nm.exact_meta_gradient(NET, TASK, learner="bogus"),
+     nm.ValidationError, r"exact_meta_gradient\.learner: must be a Learner \(got str\)"),
+    ("exact tol text", lambda: nm.exact_meta_gradient(NET, TASK, tol="x"),
+     nm.ValidationError, r"exact_meta_gradient\.tol: must be a real number"),
+    ("exact newton_steps huge", lambda: nm.exact_meta_gradient(NET, TASK,
+                                                               newton_steps=10 ** 9),
+     nm.ValidationError, r"exact_meta_gradient\.newton_steps: must be <= 100"),
+    ("LinearTeacher.sample('x', 3)", lambda: LinearTeacher().sample("x", 3),
+     nm.ValidationError, r"LinearTeacher\.sample\.rng: must be a numpy\.random\.Generator "
+                         r"\(.*\) \(got str\)"),
+    ("Sinusoid.sample('x', 3)", lambda: Sinusoid().sample("x", 3), nm.ValidationError,
+     r"Sinusoid\.sample\.rng: must be a numpy\.random\.Generator"),
+    ("sample n_tasks 2.5", lambda: Sinusoid().sample(np.random.default_rng(0), 2.5),
+     nm.ValidationError, r"Sinusoid\.sample\.n_tasks: must be an integer \(got 2\.5\)"),
+    ("sample n_tasks 0", lambda: LinearTeacher().sample(np.random.default_rng(0), 0),
+     nm.ValidationError, r"LinearTeacher\.sample\.n_tasks: must be >= 1 \(got 0\)"),
+    ("Sinusoid range overflows", lambda: Sinusoid(amplitude=(-1e308, 1e308)),
+     nm.ValidationError, r"Sinusoid\.amplitude: must span a finite range"),
+    # --- numerical edge
+    ("singular Hessian (lam=0, 2 shots, 4 weights)", lambda: _exact(
+        _net((3, 1), lam=0.0), nm.Task(X[:2].repeat(2, 1)[:, :3], Y[:2],
+                                       X[:2].repeat(2, 1)[:, :3], Y[:2])),
+     nm.SimulationError, r"exact_meta_gradient: the Hessian of the inner objective .* "
+                         r"task 0 is singular .*Hint: .*lam > 0"),
+    ("lam=0, one shot", lambda: _exact(_net((1, 1), lam=0.0), nm.Task(
+        X[:1, :1], Y[:1], X[:1, :1] + 1, Y[:1])), nm.SimulationError,
+     r"the Hessian of the inner objective .* is singular \(condition number infinite\)"),
+    ("singular Hessian, cg", lambda: _exact(_net((1, 1), lam=0.0), nm.Task(
+        X[:1, :1], Y[:1], X[:1, :1] + 1, Y[:1]), method="cg"), nm.SimulationError,
+     r"exact_meta_gradient: .*singular.*Hint: .*lam > 0"),
+    # --- silent garbage: complex values, units, NaN, hyper-parameters, dt > duration
+    ("omega complex", lambda: nm.ComplexSynapse(omega=1 + 2j), nm.ValidationError,
+     r"ComplexSynapse\.omega: must be real numbers \(complex values are not accepted"),
+    ("lam complex array", lambda: nm.ComplexSynapse(lam=np.ones((1, 2)) * (1 + 0j)),
+     nm.ValidationError, r"ComplexSynapse\.lam: must be real numbers .*complex128"),
+    ("static weight complex list", lambda: nm.StaticSynapse(weight=[1j, 2]),
+     nm.ValidationError, r"StaticSynapse\.weight: must be real numbers"),
+    ("static bias complex", lambda: nm.StaticSynapse(bias=np.complex128(1)),
+     nm.ValidationError, r"StaticSynapse\.bias: must be real numbers"),
+    ("x complex", lambda: _run(x=X + 1j), nm.ValidationError,
+     r"Learner\.run\.x: must be real numbers \(complex"),
+    ("y complex (zero imaginary part)", lambda: _run(y=Y + 0j), nm.ValidationError,
+     r"Learner\.run\.y: must be real numbers"),
+    ("phi_init complex", lambda: _run(phi_init=[np.full((1, 3), 1 + 1j)]),
+     nm.ValidationError, r"Learner\.run\.phi_init\[0\]: must be real numbers"),
+    ("Task complex", lambda: nm.Task(X + 1j, Y, X, Y), nm.ValidationError,
+     r"Task\.x_train: must be real numbers"),
+    ("Task text", lambda: nm.Task(X.astype(str), Y, X, Y), nm.ValidationError,
+     r"Task\.x_train: must be convertible to an array of real numbers"),
+    ("DualSystem gain complex list", lambda: nm.DualSystem([2, 3, 1], gain=[1j, 1, 1]),
+     nm.ValidationError, r"DualSystem\.gain: must be real numbers"),
+    ("initialiser returns complex", lambda: nm.RateNetwork([2, 1], synapse=nm.ComplexSynapse(
+        omega=lambda shape, rng: np.ones(shape) * 1j)),
+     nm.ValidationError, r"RateNetwork\.synapse\[0\]\.omega: must be real numbers"),
+    ("omega 10 mV", lambda: nm.ComplexSynapse(omega=10 * brian2.mV), nm.ValidationError,
+     r"ComplexSynapse\.omega: is dimensionless: .*Brian2 quantity .*\(got 10\. \* mvolt\)"),
+    ("lam in Hz", lambda: nm.ComplexSynapse(lam=[1 * brian2.Hz, 2 * brian2.Hz]),
+     nm.ValidationError, r"ComplexSynapse\.lam: is dimensionless"),
+    ("weights in ms", lambda: nm.DualSystem([2, 3, 1], weights=np.ones((3, 2)) * brian2.ms),
+     nm.ValidationError, r"DualSystem\.weights\[0\]: is dimensionless"),
+    ("DualSystem lam in mV", lambda: nm.DualSystem([2, 3, 1], lam=5 * brian2.mV),
+     nm.ValidationError, r"DualSystem\.lam: is dimensionless"),
+    ("CML beta in mV", lambda: nm.CML(beta=1 * brian2.mV), nm.ValidationError,
+     r"CML\.beta: is dimensionless"),
+    ("Learner.tol in mV", lambda: nm.Learner(tol=1 * brian2.mV), nm.ValidationError,
+     r"Learner\.tol: is dimensionless"),
+    ("data in mV", lambda: _run(x=X * brian2.mV), nm.ValidationError,
+     r"Learner\.run\.x: is dimensionless"),
+    ("tau_synapse in mV", lambda: _net(tau_synapse=10 * brian2.mV), nm.ValidationError,
+     r"RateNetwork\.tau_synapse: must have units of time \(got 10\. \* mvolt\)"),
+    ("dt an array of times", lambda: nm.Learner(dt=[1, 2] * brian2.ms), nm.ValidationError,
+     r"Learner\.dt: must be one time, not an array"),
+    ("DualSystem weights=nan", lambda: nm.DualSystem([2, 3, 1], weights=np.nan),
+     nm.ValidationError, r"DualSystem\.weights\[0\]: must contain only finite values"),
+    ("DualSystem weights NaN array", lambda: nm.DualSystem(
+        [2, 3, 1], weights=np.full((3, 2), np.nan)), nm.ValidationError,
+     r"DualSystem\.weights\[0\]: must contain only finite values"),
+    ("DualSystem readout inf", lambda: nm.DualSystem([2, 3, 1], readout=np.inf),
+     nm.ValidationError, r"DualSystem\.readout: must contain only finite values"),
+    ("CML beta 1e-320", lambda: nm.CML(beta=1e-320), nm.ValidationError,
+     r"CML\.beta: must be at least 1e-12 in magnitude.*\(got 1e-320\)"),
+    ("adam b1=1", lambda: _adam_step(b1=1.0), nm.ValidationError,
+     r"adam\.b1: must be < 1\.0 \(got 1\.0\)"),
+    ("adam b2=1", lambda: _adam_step(b2=1.0), nm.ValidationError, r"adam\.b2: must be < 1"),
+    ("adam eps=0", lambda: _adam_step(eps=0.0), nm.ValidationError, r"adam\.eps: must be > 0"),
+    ("adam eps inf", lambda: _adam_step(eps=np.inf), nm.ValidationError,
+     r"adam\.eps: must be finite"),
+    ("adam lr nan", lambda: nm.optim.adam(np.nan), nm.ValidationError,
+     r"adam\.learning_rate: must be finite"),
+    ("sgd momentum=1", lambda: nm.optim.sgd(0.1, momentum=1.0), nm.ValidationError,
+     r"sgd\.momentum: must be < 1\.0"),
+    ("sgd lr=0", lambda: nm.optim.sgd(0.0), nm.ValidationError,
+     r"sgd\.learning_rate: must be > 0"),
+    ("clip max_norm inf", lambda: nm.optim.clip_by_global_norm(np.inf), nm.ValidationError,
+     r"clip_by_global_norm\.max_norm: must be finite"),
+    ("update overflows", lambda: nm.optim.apply_updates(NET.theta, nm.optim.sgd(1e308).update(
+        nm.optim.tree_map(lambda a: np.full(a.shape, 1e10), NET.theta), {})[0]),
+     nm.SimulationError, r"apply_updates: omega\[0\] is not finite after the update.*Hint"),
+    ("dt > duration", lambda: nm.Learner(dt=1.0, duration=0.001), nm.ValidationError,
+     r"Learner\.dt: must be <= duration \(0\.001 s\).*\(got 1\.0\)"),
+    ("dt > max_duration", lambda: nm.Learner(dt=1.0, tol=1e-6, max_duration=0.5),
+     nm.ValidationError, r"Learner\.dt: must be <= max_duration"),
+    ("automatic dt > duration", lambda: _run(nm.Learner(duration=1e-4)), nm.ValidationError,
+     r"Learner\.duration: is shorter than one time step \(dt = 0\.05 s, the automatic"),
+    # --- hangs
+    ("scipy on data x 1e50 (automatic dt)", lambda: _run(
+        nm.Learner(integrator="scipy", duration=1.0), x=X * 1e50, y=Y * 1e50),
+     nm.ValidationError, r"Learner\.duration: 1 s needs \d\.\d+e\+\d+ steps .*rescale the data"),
+    ("scipy, stiff, RK45", lambda: _run(nm.Learner(
+        integrator="scipy", dt=0.01, duration=100.0, scipy_method="RK45"),
+        x=X * 1e3, y=Y * 1e3), nm.SimulationError,
+     r"solve_ivp \(RK45\) stopped at t = .* after 1e\+05 right-hand-side evaluations.*Hint"),
+    ("tau_neuron 1e-9", lambda: _run(nm.Learner(), net=nm.RateNetwork(
+        [2, 1], tau_neuron=1e-9, seed=0)), nm.ValidationError,
+     r"Learner\.max_duration: 1000 s \(default 1000 tau\) needs 1e\+13 steps of dt = 1e-10"),
+    ("tau_synapse 1e6, dt 0.01", lambda: _run(nm.Learner(dt=0.01, tol=1e-8),
+                                             net=nm.RateNetwork([2, 1], tau_synapse=1e6)),
+     nm.ValidationError, r"Learner\.max_duration: 1e\+09 s .*needs 1e\+11 steps"),
+    ("recorded phase with settle='solve'", lambda: _run(
+        nm.Learner(settle="solve", dt=1e-10, tol=1e-8), record="phi"), nm.ValidationError,
+     r"Learner\.max_duration: .*needs 1e\+13 steps"),
+    ("solver hands over an absurd phase", lambda: _run(
+        nm.Learner(settle="solve", dt=1e-10, tol=1e-30)), nm.SimulationError,
+     r"the phase solver did not settle 1 task\(s\) .*integrating them would take up to "
+     r"1e\+13 steps.*Hint"),
+]
+
+
+@pytest.mark.parametrize("action, error, pattern", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_refused(action, error, pattern):
+    t0 = time.perf_counter()
+    with pytest.raises(error) as info:
+        action()
+    assert re.search(pattern, str(info.value)), str(info.value)
+    check_error(info.value)           # names the attribute and shows the value / a hint
+    assert time.perf_counter() - t0 < 15, "a refusal must not take long"
+
+
+def test_documented_limits():
+    assert MAX_PHASE_STEPS == 10 ** 8
+    assert MAX_SUBSTEPS == 10 ** 4
+    assert MAX_SCIPY_EVALUATIONS == 10 ** 5
+    assert nm.cml.BETA_MIN == 1e-12
+
+
+# ------------------------------------------------------------------ valid input unchanged
+def test_valid_inputs_still_work():
+    """The limits leave ordinary use alone: the same numbers as before."""
+    # dt equal to the duration, times as Brian2 quantities, one step
+    res = nm.Learner(dt=10 * brian2.ms, duration=0.01).run(NET, X, Y)
+    assert res.steps == 1 and res.t_end == pytest.approx(0.01)
+    # a dimensionless Brian2 value is a number
+    syn = nm.ComplexSynapse(omega=(10 * brian2.mV) / (5 * brian2.mV))
+    assert float(syn.omega) == 2.0
+    # the extreme admissible beta and optimiser hyper-parameters give finite numbers
+    for beta in (1e-12, -1e-12, 1e6):
+        g = nm.CML(beta=beta, estimator="standard").meta_gradient(NET, TASK)
+        assert_finite(g)
+    updates, _ = _adam_step(b1=0.0, b2=0.0)
+    assert_finite(updates)
+    # a settling phase solved by the phase solver is not bound by the step maximum
+    res = nm.Learner(settle="solve", dt=1e-10, tol=1e-8).run(NET, X, Y)
+    assert res.settled and res.engine == "solver"
+    # the exact reference with lam > 0 and few shots is regular
+    g = _exact(_net((3, 1), lam=0.1), nm.Task(X[:1].repeat(2, 1)[:, :3], Y[:1],
+                                              X[:1].repeat(2, 1)[:, :3], Y[:1]))
+    assert_finite(g)
+
+
+def test_numbers_unchanged_by_validation():
+    """A phase, predict and with_theta give bit-identical results through the new checks
+    (the data go through the same float64 conversion as before)."""
+    res = FAST.run(NET, X.tolist(), Y.tolist())
+    ref = FAST.run(NET, X, Y)
+    assert np.array_equal(res.phi_aug[0], ref.phi_aug[0])
+    phi = [np.asarray(p) for p in ref.phi_aug]
+    w, b = phi[0][..., :2], phi[0][..., 2]
+    assert np.array_equal(NET.predict(X, phi), X @ w.T + b)
+    net2 = NET.with_theta(NET.theta)
+    assert np.array_equal(net2.connections[0].omega, NET.connections[0].omega)
+
+
+# ------------------------------------------------------------------ the fuzz
+# Junk for every door: None, text, NaN, inf, complex numbers and arrays, huge and
+# negative integers, Brian2 quantities (of time and of other dimensions), nested and
+# ragged lists, objects (and the shared junk of test_properties).
+JUNK = st.one_of(
+    junk, floats, st.integers(-10 ** 30, 10 ** 30),
+    st.sampled_from([None, "", "1.5", "abc", np.nan, np.inf, -np.inf, 1e308, -1e308, 5e-324,
+                     1e-320, 10 ** 30, 2 ** 63, -(10 ** 30), -1, -1.5, 0, 0.0, 1j, 1 + 2j,
+                     np.complex128(1), np.array([1 + 1j]), np.ones((2, 2)) * 1j,
+                     [[1.0, [2.0]]], [[1.0, 2.0], [3.0]], [[[]]], (), {}, {"a": 1},
+                     np.array([]), np.zeros((0, 2)), np.array(["x"]), np.array([True]),
+                     np.array([np.nan]), b"1", object(), type]),
+    st.sampled_from([10 * brian2.mV, 5 * brian2.ms, 1 * brian2.second, 3 * brian2.Hz,
+                     [1, 2] * brian2.ms, np.ones((2, 2)) * brian2.mV, [1 * brian2.mV],
+                     (10 * brian2.mV) / brian2.mV, np.nan * brian2.ms,
+                     -1 * brian2.second, 1e100 * brian2.second]))
+value = st.one_of(JUNK, reals, st.integers(-3, 5))
+#: Generated cases per fuzz test: 200 for the doors that only validate, 100 for those
+#: that run phases (CML, the exact reference, scaled data): 2100 cases in all.
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
+                suppress_health_check=list(HealthCheck))
+FUZZ_RUNS = settings(FUZZ, max_examples=100)
+
+
+def _finite_result(out):
+    """Any result holds finite numbers only."""
+    if isinstance(out, nm.LearningResult):
+        assert_finite([out.phi_aug, out.v, out.record, out.t])
+        assert np.isfinite(out.t_end)
+    elif isinstance(out, nm.Task):
+        assert_finite([out.x_train, out.y_train, out.x_val, out.y_val])
+    elif isinstance(out, tuple) and out and hasattr(out[0], "keys"):
+        assert_finite(list(out[:1]))
+    elif out is not None and not callable(out) and not hasattr(out, "__dict__"):
+        assert_finite(out)
+
+
+def _moderate(phi):
+    """No fast variables given, or all finite and below the divergence bound."""
+    return phi is None or all(np.all(np.abs(np.asarray(p, dtype=float)) < 1e10)
+                              for p in phi)
+
+
+def _try(fn):
+    out, err = attempt(fn)
+    _finite_result(out)
+    return out, err
+
+
+@FUZZ
+@given(kw=st.fixed_dictionaries({}, optional={
+    k: mostly(v, JUNK) for k, v in {
+        "dt": st.sampled_from([None, 0.01, 0.05, 1e-3 * brian2.second]),
+        "duration": st.sampled_from([None, 0.1, 0.5]),
+        "tol": st.sampled_from([None, 1e-6, 1e-3]),
+        "max_duration": st.sampled_from([None, 1.0, 5.0]),
+        "presentation_time": st.sampled_from([None, 0.05]),
+        "substeps": st.sampled_from([1, 2, "auto"]),
+        "max_substeps": st.sampled_from([4, 64]),
+        "integrator": st.sampled_from(["euler", "expeuler", "rk4", "scipy"]),
+        "presentation": st.sampled_from(["batch", "online"]),
+        "settle": st.sampled_from(["integrate", "solve"]),
+        "scipy_rtol": st.sampled_from([1e-6, 1e-8]),
+        "engine": st.sampled_from(["auto", "numpy"]),
+    }.items()}))
+def test_fuzz_learner(kw):
+    """Learner(**junk): refused, or a phase whose step count is checked before it runs
+    (and, when short, that runs to finite numbers)."""
+    learner, _ = _try(lambda: nm.Learner(**kw))
+    if learner is None:
+        return
+    spec, _ = _try(lambda: learner.phase_spec(NET, learner.phase_input(NET, X, Y)[0]))
+    if spec is not None:
+        sub = learner.substeps if isinstance(learner.substeps, int) else 8
+        assert spec.n_max * sub <= MAX_PHASE_STEPS or learner.settle == "solve"
+        if spec.n_max * sub <= 2000 and spec.integrator != "scipy":
+            _try(lambda: learner.run(NET, X, Y))
+
+
+@FUZZ
+@given(x=mostly(st.sampled_from([X, X[None], X.tolist()]), st.one_of(JUNK, small_arrays())),
+       y=mostly(st.sampled_from([Y, Y[None]]), JUNK), record=mostly(st.just(()), JUNK),
+       record_every=mostly(st.just(1), JUNK), beta=mostly(st.floats(-0.1, 0.1), JUNK),
+       phi_init=mostly(st.just(None), st.one_of(JUNK, st.lists(JUNK, max_size=2))))
+def test_fuzz_learner_run(x, y, record, record_every, beta, phi_init):
+    _try(lambda: FAST.run(NET, x, y, record=record, record_every=record_every, beta=beta,
+                          x_val=X, y_val=Y, phi_init=phi_init))
+
+
+@FUZZ
+@given(omega=value, lam=value, phi0=st.one_of(st.none(), value), omega_bias=value,
+       lam_bias=st.one_of(st.none(), value), weight=value, bias=value)
+def test_fuzz_synapses(omega, lam, phi0, omega_bias, lam_bias, weight, bias):
+    syn, _ = _try(lambda: nm.ComplexSynapse(omega=omega, lam=lam, phi0=phi0,
+                                            omega_bias=omega_bias, lam_bias=lam_bias))
+    if syn is not None:
+        net, _ = _try(lambda: nm.RateNetwork([2, 1], synapse=syn, seed=0))
+        if net is not None:
+            assert_finite(net.theta)
+    _try(lambda: nm.StaticSynapse(weight=weight, bias=bias))
+
+
+@FUZZ
+@given(sizes=mostly(st.lists(st.integers(1, 3), min_size=2, max_size=3),
+                    st.one_of(JUNK, st.lists(JUNK, min_size=2, max_size=3))),
+       activation=mostly(st.just("tanh"), JUNK), bias=mostly(st.booleans(), JUNK),
+       tau_neuron=mostly(st.sampled_from([0.0, 0.01, 5 * brian2.ms]), JUNK),
+       tau_synapse=mostly(st.sampled_from([1.0, 1 * brian2.second]), JUNK),
+       seed=mostly(st.integers(0, 3), JUNK))
+def test_fuzz_rate_network(sizes, activation, bias, tau_neuron, tau_synapse, seed):
+    net, _ = _try(lambda: nm.RateNetwork(sizes, activation=activation, bias=bias,
+                                         tau_neuron=tau_neuron, tau_synapse=tau_synapse,
+                                         seed=seed))
+    if net is not None:
+        assert_finite(net.theta)
+
+
+@FUZZ
+@given(x=mostly(st.sampled_from([X, X[None], X.tolist(), X[0]]), st.one_of(
+    JUNK, small_arrays())), phi=mostly(st.just(None), st.one_of(
+        JUNK, st.lists(st.one_of(JUNK, small_arrays()), max_size=2))),
+       theta=st.one_of(JUNK, st.fixed_dictionaries({k: st.one_of(
+           JUNK, st.lists(st.one_of(JUNK, small_arrays()), max_size=2))
+           for k in ("omega", "lam", "omega_bias", "lam_bias")})),
+       dual=st.booleans())
+def test_fuzz_model_methods(x, phi, theta, dual):
+    """predict / forward / with_theta of both kinds."""
+    model = DUAL if dual else NET
+    out, _ = attempt(lambda: model.predict(x, phi))
+    if out is not None and _moderate(phi):
+        assert_finite(out)      # the values of phi are the caller's (see check_phi)
+    _try(lambda: model.forward(x))
+    if dual and isinstance(theta, dict) and "omega" in theta:
+        theta = {"W": theta["omega"], "gain": theta["lam"], "bias": theta["omega_bias"],
+                 "readout": theta["lam_bias"]}
+    new, _ = _try(lambda: model.with_theta(theta))
+    if new is not None:
+        assert_finite(new.theta)
+
+
+@FUZZ
+@given(sizes=mostly(st.just([2, 3, 1]), st.one_of(JUNK, st.lists(JUNK, min_size=3,
+                                                                  max_size=3))),
+       lam=mostly(st.just(1.0), JUNK), tau_fast=mostly(st.just(1.0), JUNK),
+       weights=mostly(st.just(None), JUNK), gain=mostly(st.just(1.0), JUNK),
+       bias=mostly(st.just(0.0), JUNK), readout=mostly(st.just(None), JUNK),
+       seed=mostly(st.just(0), JUNK))
+def test_fuzz_dual_system(sizes, lam, tau_fast, weights, gain, bias, readout, seed):
+    model, _ = _try(lambda: nm.DualSystem(sizes, lam=lam, tau_fast=tau_fast,
+                                          weights=weights, gain=gain, bias=bias,
+                                          readout=readout, seed=seed))
+    if model is not None:
+        assert_finite(model.theta)
+
+
+@FUZZ
+@given(arrays=st.lists(mostly(st.sampled_from([X, Y, X[None], Y[None]]),
+                              st.one_of(JUNK, small_arrays())), min_size=4, max_size=4))
+def test_fuzz_task(arrays):
+    _try(lambda: nm.Task(*arrays))
+
+
+@FUZZ_RUNS
+@given(beta=mostly(st.floats(-0.5, 0.5), JUNK),
+       estimator=mostly(st.sampled_from(["standard", "symmetric", "second_order"]), JUNK),
+       tol=mostly(st.sampled_from([None, 1e-8]), JUNK),
+       nudged_duration=mostly(st.sampled_from([None, 0.5]), JUNK),
+       learner=mostly(st.just(None), JUNK), run=st.integers(0, 3))
+def test_fuzz_cml(beta, estimator, tol, nudged_duration, learner, run):
+    cml, _ = _try(lambda: nm.CML(beta=beta, estimator=estimator, tol=tol,
+                                 nudged_duration=nudged_duration, learner=learner))
+    if cml is not None and run == 0:
+        _try(lambda: cml.meta_gradient(NET, TASK))
+
+
+@FUZZ
+@given(lr=mostly(st.floats(1e-4, 1.0), JUNK), b1=mostly(st.floats(0, 0.99), JUNK),
+       b2=mostly(st.floats(0, 0.999), JUNK), eps=mostly(st.floats(1e-12, 1e-4), JUNK),
+       momentum=mostly(st.floats(0, 0.99), JUNK), max_norm=mostly(st.floats(0.1, 10), JUNK),
+       grads=mostly(st.just(NET.theta), st.one_of(JUNK, st.fixed_dictionaries(
+           {k: st.lists(st.one_of(JUNK, small_arrays()), max_size=2)
+            for k in ("omega", "lam", "omega_bias", "lam_bias")}))))
+def test_fuzz_optimisers(lr, b1, b2, eps, momentum, max_norm, grads):
+    for make in (lambda: nm.optim.adam(lr, b1=b1, b2=b2, eps=eps),
+                 lambda: nm.optim.sgd(lr, momentum=momentum),
+                 lambda: nm.optim.clip_by_global_norm(max_norm),
+                 lambda: nm.optim.chain(nm.optim.clip_by_global_norm(max_norm),
+                                        nm.optim.adam(lr))):
+        opt, _ = _try(make)
+        if opt is None:
+            continue
+        state, _ = _try(lambda: opt.init(NET.theta))
+        out, _ = _try(lambda: opt.update(grads, state))
+        if out is not None:
+            _try(lambda: nm.optim.apply_updates(NET.theta, out[0]))
+
+
+@FUZZ
+@given(rng=mostly(st.just(None), JUNK), n_tasks=mostly(st.integers(1, 3), JUNK),
+       kw=st.fixed_dictionaries({}, optional={k: JUNK for k in (
+           "n_in", "n_out", "shots", "val", "noise_std", "structure_seed")}),
+       skw=st.fixed_dictionaries({}, optional={
+           "shots": JUNK, "val": JUNK, "amplitude": st.one_of(JUNK, st.tuples(value, value)),
+           "x_range": st.one_of(JUNK, st.tuples(value, value))}))
+def test_fuzz_families(rng, n_tasks, kw, skw):
+    gen = np.random.default_rng(0) if rng is None else rng
+    for make in (lambda: LinearTeacher(**kw), lambda: Sinusoid(**skw)):
+        fam, _ = _try(make)
+        if fam is not None:
+            _try(lambda: fam.sample(gen, n_tasks))
+    _try(lambda: Sinusoid().sample(gen, n_tasks))
+    _try(lambda: LinearTeacher().sample(gen, n_tasks))
+
+
+@FUZZ_RUNS
+@given(method=mostly(st.sampled_from(["auto", "dense", "cg"]), JUNK),
+       learner=mostly(st.just(None), JUNK), tol=mostly(st.just(1e-10), JUNK),
+       newton_steps=mostly(st.sampled_from([None, 0, 2]), JUNK),
+       cg_rtol=mostly(st.just(1e-12), JUNK), reduce=mostly(st.just("mean"), JUNK),
+       task=mostly(st.just(TASK), JUNK), lam=st.sampled_from([1.0, 0.1, 0.0]))
+def test_fuzz_exact(method, learner, tol, newton_steps, cg_rtol, reduce, task, lam):
+    net = NET if lam == 1.0 else _net(lam=lam)
+    _try(lambda: nm.exact_meta_gradient(net, task, method=method, learner=learner, tol=tol,
+                                        newton_steps=newton_steps, cg_rtol=cg_rtol,
+                                        reduce=reduce))
+
+
+@FUZZ_RUNS
+@given(x=mostly(st.just(X), JUNK),
+       integrator=st.sampled_from(["euler", "expeuler", "rk4", "scipy"]),
+       dt=st.sampled_from([None, 0.01, 0.5]), scale=st.sampled_from([1.0, 1e6, 1e50]))
+def test_fuzz_scales(x, integrator, dt, scale):
+    """Scaled data and step sizes: refused up front, a SimulationError with a hint, or
+    finite results -- and never a long wait."""
+    learner, _ = _try(lambda: nm.Learner(integrator=integrator, dt=dt, duration=0.5))
+    if learner is None:
+        return
+    t0 = time.perf_counter()
+    _try(lambda: learner.run(NET, np.asarray(x) * scale if isinstance(x, np.ndarray)
+                             else x, Y * scale))
+    assert time.perf_counter() - t0 < 15

@@ -1,0 +1,214 @@
+"""Issue 18: the command line fuzzed -- generated arguments and generated experiment
+files (the shipped ones, mutated). Every case must end in one of two ways:
+
+* the run passes every check and reaches the work (the work itself is stubbed out here,
+  so the fuzz stays fast): the sentinel :class:`Reached`;
+* or one line ``neuro-meta...: error: ...`` on stderr and exit status 2.
+
+Anything else -- a traceback, another status, several lines, a hang -- fails.
+"""
+import copy
+import re
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neuro_meta import cli
+from neuro_meta.experiments import gradcheck, sinusoid
+from neuro_meta.metatrain import MetaTrainer
+from neuro_meta.models import load_model
+
+CASES = {"argv": 0, "files": 0, "reached": 0, "refused": 0}
+
+
+class Reached(BaseException):
+    """The run got past every check to the work."""
+
+
+def _reached(*args, **kwargs):
+    raise Reached()
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    monkeypatch.setattr(sinusoid, "_run_cml", _reached)
+    monkeypatch.setattr(sinusoid, "_run_baseline", _reached)
+    monkeypatch.setattr(MetaTrainer, "evaluate", _reached)      # consolidation's first work
+    monkeypatch.setattr(MetaTrainer, "train", _reached)
+    monkeypatch.setattr(gradcheck, "exact_meta_gradient", _reached)
+
+
+def outcome(argv, capsys):
+    """'reached', or 'refused' (one line, status 2); anything else raises."""
+    try:
+        code = cli.main(argv)
+    except Reached:
+        capsys.readouterr()
+        CASES["reached"] += 1
+        return "reached"
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (argv, code, err)
+    assert len(lines) == 1 and re.match(r"neuro-meta[\w -]*: error: ", lines[0]), (argv, err)
+    CASES["refused"] += 1
+    return "refused"
+
+
+# ------------------------------------------------------------------ arguments
+JUNK = ["-1", "0", "1.5", "x", "", "nan", "inf", "1e308", "-1e-320", "99999999999999999999",
+        "[1, 2]", "{a: 1}", "null", "true", "--", "0,0", "1,a"]
+SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_tasks",
+            "meta.eval_every", "meta.seed", "meta.clip", "meta.lam_min", "learner.dt",
+            "learner.tol", "learner.settle", "learner.integrator", "learner.substeps",
+            "learner.max_duration", "family.shots", "family.val", "family.amplitude",
+            "network.sizes", "network.lam_init", "network.tau_synapse", "cml.beta",
+            "cml.estimator", "compare.budget_s", "compare.targets", "compare.val_tasks",
+            "baselines.steps", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
+            "nope.x", "meta", "", "quick", "methods", "family.n_in", "meta.optimizer"]
+SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.5, 1.0]",
+                     "{inner_lr: 0.01}", "[cml]", "adam"]
+
+
+@st.composite
+def argvs(draw, tmp):
+    exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "nope",
+                                str(tmp / "missing.yaml"), str(tmp / "afile")]))
+    argv = ["run", exp]
+    opts = draw(st.lists(st.sampled_from(
+        ["--seed", "--seeds", "--set", "--budget", "--methods", "--model", "--curves",
+         "--workers", "--executor", "--out", "--quick", "--resume", "--models",
+         "--scheduler-timeout"]), max_size=5))
+    out = None
+    for o in opts:
+        if o in ("--quick", "--resume"):
+            argv.append(o)
+        elif o == "--set":
+            argv += [o, draw(st.sampled_from(SET_KEYS)) + "=" + draw(st.sampled_from(SET_VALUES))]
+        elif o == "--out":
+            out = draw(st.sampled_from([tmp / "o", tmp / "afile", tmp / "afile" / "sub"]))
+            argv += [o, str(out)]
+        elif o == "--models":
+            argv += [o, draw(st.sampled_from([str(tmp), str(tmp / "nowhere"), ""]))]
+        elif o == "--executor":
+            argv += [o, draw(st.sampled_from(["serial", "x", ""]))]
+        elif o == "--model":
+            argv += [o, draw(st.sampled_from(["dual", "readout", "complex", "x"]))]
+        elif o == "--methods":
+            argv += [o, draw(st.sampled_from(["cml", "bogus", "", ",", "cml,cml", "maml,x",
+                                              "reptile,untrained"]))]
+        else:
+            argv += [o, draw(st.sampled_from(JUNK + ["2", "none", "0.5"]))]
+    if out is None:
+        argv += ["--out", str(tmp / "o")]
+    return argv + ["--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    (tmp / "afile").write_text("not a folder")
+    return tmp
+
+
+@settings(max_examples=450, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_arguments(stubbed, folder, capsys, data):
+    argv = data.draw(argvs(folder))
+    CASES["argv"] += 1
+    outcome(argv, capsys)
+
+
+# ------------------------------------------------------------------ files
+BAD_VALUES = [None, -1, 0, 1.5, "x", float("nan"), float("inf"), 10 ** 30, [], [1, "a"],
+              {"a": 1}, True, -1e-320, "1e3", [[[]]]]
+
+
+def _paths(tree, prefix=()):
+    out = []
+    for k, v in tree.items():
+        if str(k).startswith("_"):
+            continue
+        out.append(prefix + (k,))
+        if isinstance(v, dict):
+            out += _paths(v, prefix + (k,))
+    return out
+
+
+@st.composite
+def mutated(draw, base):
+    cfg = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(cfg)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        node = cfg
+        for p in path[:-1]:
+            node = node[p]
+        how = draw(st.sampled_from(["delete", "junk", "unknown", "junk", "swap"]))
+        if how == "delete":
+            del node[path[-1]]
+        elif how == "junk":
+            node[path[-1]] = draw(st.sampled_from(BAD_VALUES))
+        elif how == "unknown":
+            target = node[path[-1]] if isinstance(node[path[-1]], dict) else node
+            target[draw(st.sampled_from(["stepz", "beta2", "x", "meta", "sizes "]))] = 1
+        else:                                   # a section's value where a number was
+            meta = cfg.get("meta")
+            node[path[-1]] = draw(st.sampled_from(
+                [copy.deepcopy(meta) if isinstance(meta, dict) else {"steps": 1}, "meta"]))
+    return cfg
+
+
+def _dump(cfg, path, experiment):
+    body = {k: v for k, v in cfg.items() if not str(k).startswith("_")}
+    body.setdefault("experiment", experiment)
+    path.write_text(yaml.safe_dump(body, default_flow_style=None, allow_unicode=True)
+                    .replace("nan", ".nan").replace("inf", ".inf"))
+
+
+BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation")}
+
+
+@settings(max_examples=350, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), name=st.sampled_from(sorted(BASES)), quick=st.booleans())
+def test_generated_experiment_files(stubbed, folder, capsys, data, name, quick):
+    cfg = data.draw(mutated(BASES[name]))
+    path = folder / f"mut_{name}.yaml"
+    _dump(cfg, path, BASES[name]["experiment"])
+    CASES["files"] += 1
+    argv = ["run", str(path), "--out", str(folder / "o"), "--no-progress"]
+    outcome(argv + (["--quick"] if quick else []), capsys)
+
+
+GRADCHECK = load_model("gradcheck")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_gradcheck_files(stubbed, folder, capsys, monkeypatch, data):
+    cfg = data.draw(mutated(GRADCHECK))
+    d = folder / "gc"
+    d.mkdir(exist_ok=True)
+    _dump(cfg, d / "gradcheck.yaml", "gradcheck")
+    monkeypatch.setenv("NEURO_META_MODELS", str(d))
+    CASES["files"] += 1
+    outcome(["gradcheck", "--out", str(folder / "g"), "--no-progress"], capsys)
+
+
+def test_case_count():
+    """The fuzz above ran its cases (when run as a whole): >= 800, and both outcomes
+    occur (the generators reach the work as well as the refusals)."""
+    if CASES["argv"] == 0:
+        pytest.skip("run with the fuzz tests above")
+    assert CASES["argv"] + CASES["files"] >= 800
+    print(CASES)
+    assert CASES["reached"] >= 50 and CASES["refused"] >= 400, CASES
