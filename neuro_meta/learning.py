@@ -223,8 +223,10 @@ class Learner:
     def _solvable(self, inp, record=()):
         """Whether a phase may be settled by the phase solver (which does not step in
         time: it is not bound by :data:`MAX_PHASE_STEPS`)."""
-        return (self.settle == "solve" and self.tol is not None and not record
-                and inp.presentation == "batch" and self.integrator != "scipy")
+        from .engines import solver
+
+        return self.settle == "solve" and solver.reason(
+            self.tol, self.integrator, inp.presentation, record) is None
 
     def _check_steps(self, net, inp, dt, record=()):
         """The steps of a phase, refused beyond :data:`MAX_PHASE_STEPS` (time steps ×

@@ -69,14 +69,19 @@ F_RTOL = 1e-12
 
 def why_not(kind, spec, inp, record=(), substeps=None):
     """Why this phase is integrated rather than solved (None: it can be solved)."""
-    if spec.tol is None:
+    return reason(spec.tol, spec.integrator, inp.presentation, record)
+
+
+def reason(tol, integrator, presentation, record=()):
+    """Why a phase with these settings has no fixed point to solve for (None: it has)."""
+    if tol is None:
         return "a fixed-duration phase ends at a time, not at a fixed point"
-    if inp.presentation != "batch":
+    if presentation != "batch":
         return ("with online presentation the process cycles through the samples (a "
                 "limit cycle, not a fixed point)")
     if record:
         return "a recorded trajectory is integrated in time"
-    if spec.integrator == "scipy":
+    if integrator == "scipy":
         return "integrator='scipy' integrates a fixed interval"
     return None
 
