@@ -130,6 +130,7 @@ learner_kwargs = st.fixed_dictionaries({}, optional={
     "max_duration": st.one_of(st.none(), reals),
     "presentation_time": st.one_of(st.none(), reals),
     "engine": st.one_of(st.sampled_from(["numpy", "brian2", "nest"]), junk),
+    "settle": st.one_of(st.sampled_from(["integrate", "solve", "newton"]), junk),
 })
 
 
