@@ -9,8 +9,10 @@ dict of lists ``{"w": [W0, W1, ...], "b": [b0, b1, ...]}`` with ``W`` of shape
 (tasks, n_post).
 
 Losses follow the package convention: on a set of K examples
-``L = 1/(2K) Σ_k ‖ŷ_k − y_k‖²`` (sum over outputs, mean over examples); ``L_trn`` on the
-training shots, ``L_out`` on the validation points. Every method adapts the initial
+``L = 1/(2K) Σ_k ‖ŷ_k − y_k‖²`` (sum over outputs, mean over examples), or with
+``loss="cross_entropy"`` the mean soft-max cross-entropy of the outputs taken as logits
+(one-hot targets; :mod:`neuro_meta.losses`); ``L_trn`` on the training shots, ``L_out``
+on the validation points. Every method adapts the initial
 parameters θ to each task with its own inner loop, and its meta-gradient is that of the
 meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation of it):
 
@@ -37,6 +39,7 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .errors import SimulationError
+from .losses import SQUARED_ERROR, get_loss
 from .tasks import Task
 
 __all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "Reptile",
@@ -97,16 +100,20 @@ def _forward(params, x):
     return acts
 
 
-def _backprop(params, x, y):
+def _backprop(params, x, y, loss_fn=SQUARED_ERROR):
     """Per-task ``L_trn``, its gradient (with a task axis) and the cache for the R-pass.
 
-    ``δ_{L−1} = (ŷ − y)/K``, ``∂W_l = δ_lᵀ r_l``, ``∂b_l = Σ_k δ_l``,
+    ``δ_{L−1} = ∂ℓ/∂ŷ / K`` (``(ŷ − y)/K`` for squared error, ``(softmax(ŷ) − y)/K``
+    for cross-entropy), ``∂W_l = δ_lᵀ r_l``, ``∂b_l = Σ_k δ_l``,
     ``δ_{l−1} = (δ_l W_l) ⊙ (1 − r_l²)``.
     """
     acts = _forward(params, x)
     K = x.shape[-2]
-    res = acts[-1] - y
-    loss = 0.5 * (res * res).sum(axis=(-1, -2)) / K
+    res = loss_fn.error(acts[-1], y)
+    if loss_fn.name == "squared_error":
+        loss = 0.5 * (res * res).sum(axis=(-1, -2)) / K
+    else:
+        loss = loss_fn.per_sample(acts[-1], y).sum(axis=-1) / K
     n = len(params["w"])
     deltas, backs = [None] * n, [None] * n
     gw, gb = [None] * n, [None] * n
@@ -118,18 +125,19 @@ def _backprop(params, x, y):
         if l:
             backs[l] = d @ params["w"][l]
             d = backs[l] * (1.0 - acts[l] ** 2)
-    return loss, {"w": gw, "b": gb}, (acts, deltas, backs, K)
+    return loss, {"w": gw, "b": gb}, (acts, deltas, backs, K, y, loss_fn)
 
 
 def _rop(params, cache, v):
     """Hessian-vector product ``H v`` of ``L_trn`` by Pearlmutter's R-operator.
 
     Forward: ``R z_l = R r_l W_lᵀ + r_l V_lᵀ + v_l``, ``R r_{l+1} = (1 − r_{l+1}²) R z_l``
-    (hidden) or ``R z_l`` (output). Backward: ``R δ_{L−1} = R ŷ / K``,
+    (hidden) or ``R z_l`` (output). Backward: ``R δ_{L−1} = ∂²ℓ/∂ŷ² R ŷ / K``
+    (``R ŷ / K`` for squared error),
     ``R δ_{l−1} = (R δ_l W_l + δ_l V_l) ⊙ (1 − r_l²) − 2 (δ_l W_l) ⊙ r_l ⊙ R r_l``;
     ``(Hv)_{W_l} = R δ_lᵀ r_l + δ_lᵀ R r_l``, ``(Hv)_{b_l} = Σ_k R δ_l``.
     """
-    acts, deltas, backs, K = cache
+    acts, deltas, backs, K, y, loss_fn = cache
     n = len(params["w"])
     rr = [None] * (n + 1)          # R r_l; R r_0 = 0 (the inputs do not depend on θ)
     for l in range(n):
@@ -138,7 +146,8 @@ def _rop(params, cache, v):
             rz = rz + rr[l] @ _T(params["w"][l])
         rr[l + 1] = (1.0 - acts[l + 1] ** 2) * rz if l < n - 1 else rz
     hw, hb = [None] * n, [None] * n
-    rd = rr[n] / K
+    rd = (rr[n] if loss_fn.name == "squared_error"
+          else loss_fn.curvature(acts[n], y, rr[n])) / K
     for l in range(n - 1, -1, -1):
         hw[l] = _T(rd) @ acts[l]
         if l:
@@ -169,25 +178,34 @@ def mlp_predict(params, x):
     return _forward(params, np.asarray(x, dtype=float))[-1]
 
 
-def mlp_loss(params, x, y):
-    """Per-task loss ``1/(2K) Σ_k ‖ŷ_k − y_k‖²``, shape (tasks,)."""
+def mlp_loss(params, x, y, loss="squared_error"):
+    """Per-task loss, shape (tasks,): ``1/(2K) Σ_k ‖ŷ_k − y_k‖²``, or the mean of another
+    ``loss`` (``"cross_entropy"``, :mod:`neuro_meta.losses`)."""
+    loss = get_loss(loss, "mlp_loss", "loss")
     x, y = _batch_xy(x, y, "mlp_loss")
-    res = mlp_predict(params, x) - y
-    return 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
+    loss.check_targets(y, "mlp_loss", "y")
+    if loss.name == "squared_error":
+        res = mlp_predict(params, x) - y
+        return 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
+    return loss.mean(mlp_predict(params, x), y)
 
 
-def mlp_grad(params, x, y):
+def mlp_grad(params, x, y, loss="squared_error"):
     """(per-task loss (tasks,), gradient w.r.t. params with a task axis), by backprop."""
+    loss = get_loss(loss, "mlp_grad", "loss")
     x, y = _batch_xy(x, y, "mlp_grad")
-    loss, grad, _ = _backprop(params, x, y)
-    return loss, grad
+    loss.check_targets(y, "mlp_grad", "y")
+    value, grad, _ = _backprop(params, x, y, loss)
+    return value, grad
 
 
-def mlp_hvp(params, x, y, v):
+def mlp_hvp(params, x, y, v, loss="squared_error"):
     """Exact Hessian-vector product ``H v`` of the per-task loss (R-operator); ``v`` in the
     params structure, with or without a task axis. Returns a task axis."""
+    loss = get_loss(loss, "mlp_hvp", "loss")
     x, y = _batch_xy(x, y, "mlp_hvp")
-    _, _, cache = _backprop(params, x, y)
+    loss.check_targets(y, "mlp_hvp", "y")
+    _, _, cache = _backprop(params, x, y, loss)
     return _rop(params, cache, v)
 
 
@@ -239,12 +257,15 @@ def _check_finite(values, owner, where, hint):
 class _Baseline:
     """Shared by the methods: the inner loop ``inner_steps`` steps
     ``φ_{j+1} = φ_j − α ∇L_trn(φ_j)`` from θ (α = ``inner_lr``), adaptation, evaluation.
-    Subclasses are frozen dataclasses with fields ``inner_lr`` and ``inner_steps``."""
+    Subclasses are frozen dataclasses with fields ``inner_lr``, ``inner_steps`` and
+    ``loss`` (``"squared_error"`` or ``"cross_entropy"``, or a loss object of
+    :mod:`neuro_meta.losses`; stored as the object)."""
 
     def __post_init__(self):
         O = type(self).__name__
         P.real(self.inner_lr, O, "inner_lr", low=0.0, low_open=True)
         P.integer(self.inner_steps, O, "inner_steps", low=1)
+        object.__setattr__(self, "loss", get_loss(self.loss, O, "loss"))
 
     @property
     def name(self):
@@ -257,7 +278,7 @@ class _Baseline:
         caches = []
         with np.errstate(over="ignore", invalid="ignore"):
             for j in range(steps):
-                loss, g, cache = _backprop(phi, x, y)
+                loss, g, cache = _backprop(phi, x, y, self.loss)
                 _check_finite(loss, owner, j, "try a smaller inner_lr")
                 if keep:
                     caches.append((phi, cache))
@@ -271,18 +292,20 @@ class _Baseline:
         task axis. ``inner_steps`` overrides the method's number of steps."""
         _check_params(params, type(self).__name__)
         x, y = _batch_xy(x, y, f"{type(self).__name__}.adapt")
+        self.loss.check_targets(y, f"{type(self).__name__}.adapt", "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
         phi = self._inner(params, x, y, steps, keep=False)[0]
         return optim.tree_map(lambda a: a if a.flags.writeable else a.copy(), phi)
 
     def evaluate(self, params, task, inner_steps=None):
-        """Per-task validation MSE after the method's inner loop on the training shots:
-        mean over validation points and outputs of ``(ŷ − y)²``, shape (tasks,)."""
+        """Per-task validation score after the method's inner loop on the training shots,
+        shape (tasks,): the loss's ``score`` -- the MSE (mean over validation points and
+        outputs of ``(ŷ − y)²``) for squared error, the error rate for cross-entropy."""
         xt, yt, xv, yv = _task(task, type(self).__name__).as_batch()
         phi = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
-            mse = ((mlp_predict(phi, xv) - yv) ** 2).mean(axis=(-1, -2))
+            mse = self.loss.score(mlp_predict(phi, xv), yv)
         _check_finite(mse, type(self).__name__, "(validation error after adaptation)",
                       "try a smaller inner_lr")
         return mse
@@ -295,13 +318,15 @@ class _Baseline:
         _check_params(params, owner)
         data = _task(task, owner).as_batch()
         xt, yt, xv, yv = data
+        self.loss.check_targets(yt, owner, "task.y_train")
+        self.loss.check_targets(yv, owner, "task.y_val")
         phi, caches = self._inner(params, xt, yt, self.inner_steps, keep=keep)
         loss, g = self._val_grad(phi, xv, yv)
         return phi, caches, loss, g, data
 
     def _val_grad(self, phi, xv, yv):
         with np.errstate(over="ignore", invalid="ignore"):
-            loss, g, _ = _backprop(phi, xv, yv)
+            loss, g, _ = _backprop(phi, xv, yv, self.loss)
         _check_finite(loss, type(self).__name__, "(validation loss after adaptation)",
                       "try a smaller inner_lr")
         return loss, g
@@ -327,6 +352,7 @@ class MAML(_Baseline):
     inner_lr: float = 0.01
     inner_steps: int = 1
     first_order: bool = False
+    loss: object = "squared_error"
 
     def __post_init__(self):
         super().__post_init__()
@@ -358,6 +384,7 @@ class Reptile(_Baseline):
 
     inner_lr: float = 0.01
     inner_steps: int = 10
+    loss: object = "squared_error"
 
     def meta_gradient(self, params, task):
         """(Reptile direction in the structure of ``params``, mean L_out after adaptation)."""
@@ -376,6 +403,7 @@ class Untrained(_Baseline):
 
     inner_lr: float = 0.01
     inner_steps: int = 1
+    loss: object = "squared_error"
 
     def meta_gradient(self, params, task):
         """(zeros in the structure of ``params``, mean L_out after adaptation)."""
@@ -406,6 +434,7 @@ class IMAML(_Baseline):
     inner_steps: int = 50
     cg_steps: int = 5
     cg_tol: float = 1e-10
+    loss: object = "squared_error"
 
     def __post_init__(self):
         super().__post_init__()
@@ -418,13 +447,13 @@ class IMAML(_Baseline):
         T = x.shape[0]
         phi = _broadcast(params, T)
         with np.errstate(over="ignore", invalid="ignore"):
-            loss, grad, _ = _backprop(phi, x, y)
+            loss, grad, _ = _backprop(phi, x, y, self.loss)
             _check_finite(loss, "IMAML", 0, "check that θ is finite")
             obj = loss
             lr = np.full(T, self.inner_lr)
             for _ in range(steps):
                 cand = _axpy(-lr, grad, phi)
-                loss_c, g_c, _ = _backprop(cand, x, y)
+                loss_c, g_c, _ = _backprop(cand, x, y, self.loss)
                 diff = optim.tree_map(np.subtract, cand, params)
                 obj_c = loss_c + 0.5 * self.lam * _tdot(diff, diff)
                 g_c = _axpy(self.lam, diff, g_c)
@@ -440,7 +469,7 @@ class IMAML(_Baseline):
     def meta_gradient(self, params, task):
         """(implicit meta-gradient in the structure of ``params``, mean L_out at φ*)."""
         phi, _, loss, gv, (xt, yt, xv, yv) = self._adapt_and_validate(params, task)
-        _, _, cache = _backprop(phi, xt, yt)
+        _, _, cache = _backprop(phi, xt, yt, self.loss)
 
         def A(v):                       # (I + H/λ) v, per task
             return _axpy(1.0 / self.lam, _rop(phi, cache, v), v)
@@ -509,9 +538,13 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
                             mean_sem, task_rng)
 
     O = "train_baseline"
-    if not isinstance(method, _Baseline):
-        P.fail(O, "method", "must be MAML, Reptile, IMAML or Untrained", type(method).__name__)
-    _check_params(params, O)
+    if not isinstance(method, _Baseline) and not (
+            callable(getattr(method, "meta_gradient", None))
+            and callable(getattr(method, "evaluate", None))
+            and callable(getattr(method, "check_params", None))):
+        P.fail(O, "method", "must be MAML, Reptile, IMAML, Untrained, WarpGrad or an object "
+               "with meta_gradient, evaluate and check_params", type(method).__name__)
+    getattr(method, "check_params", _check_params)(params, O)
     if not hasattr(family, "sample"):
         P.fail(O, "family", "must have a sample(rng, n_tasks) method", type(family).__name__)
     meta_batch = P.integer(meta_batch, O, "meta_batch", low=1)

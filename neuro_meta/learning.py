@@ -361,7 +361,7 @@ class Learner:
         why each other engine would not, as text."""
         net = self.check(net)
         if x is None or y is None:
-            x, y = np.zeros((1, net.n_in)), np.zeros((1, net.n_out))
+            x, y = np.zeros((1, net.n_in)), np.full((1, net.n_out), 1.0 / net.n_out)
         inp, _, _ = self.phase_input(net, x, y, owner="Learner.describe")
         spec = self.phase_spec(net, inp)
         text = engines.describe(self.engine, net, spec, inp, repr(self))

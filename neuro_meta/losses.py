@@ -6,7 +6,18 @@ A loss is part of the model-kind protocol (:mod:`neuro_meta.kind`): a kind's for
 start from :meth:`SquaredError.error` (``∂ℓ/∂out``) and its Hessian-vector products use
 :meth:`SquaredError.curvature` (``∂²ℓ/∂out² · R``); everything else (phases, CML, the
 exact reference, meta-training) sees only the scalar losses.
+
+Two losses ship: :data:`SQUARED_ERROR` (regression) and :data:`CROSS_ENTROPY` (soft-max
+cross-entropy on the outputs taken as logits, for classification with one-hot or
+probability targets). :func:`get_loss` turns a name into one. Both are written with
+complex-safe numpy (the protocol's default derivatives take complex steps through them).
+Each loss also has a :meth:`~SquaredError.score` -- the per-task number experiments
+report (mean squared error; classification error rate) -- and
+:meth:`~SquaredError.check_targets`, the door for targets.
 """
+import numpy as np
+
+from . import _params as P
 
 
 class SquaredError:
@@ -32,6 +43,18 @@ class SquaredError:
         """``∂²ℓ/∂out² · r_out`` (the identity for squared error)."""
         return r_out
 
+    #: What :meth:`score` measures (for tables and plots).
+    score_name = "MSE"
+
+    def score(self, out, y):
+        """Per-task mean over samples and outputs of ``(out − y)²``, shape
+        ``out.shape[:-2]`` (lower is better)."""
+        return ((out - y) ** 2).mean(axis=(-1, -2))
+
+    def check_targets(self, y, owner, attr):
+        """Targets ``y`` as given (any real values; finiteness is checked elsewhere)."""
+        return y
+
     def __repr__(self):
         return "SquaredError()"
 
@@ -43,3 +66,110 @@ class SquaredError:
 
 
 SQUARED_ERROR = SquaredError()
+
+
+class SoftmaxCrossEntropy:
+    """Soft-max cross-entropy of the outputs taken as logits ``z``:
+    ``ℓ(z, y) = −Σ_j y_j log softmax(z)_j = Σ_j y_j (logsumexp(z) − z_j)`` per sample, for
+    targets ``y`` that are probability vectors (one-hot for class labels; each row
+    non-negative, summing to 1). A set's loss is the mean over its samples.
+
+    Its derivatives: ``∂ℓ/∂z = softmax(z) − y`` and ``∂²ℓ/∂z² · R = p ⊙ R − p (p · R)``
+    (``p = softmax(z)``). The learning process of a network with this loss descends the
+    cross-entropy of the training shots; use a linear output layer (the logits).
+    """
+
+    name = "cross_entropy"
+    score_name = "error rate"
+
+    @staticmethod
+    def _shifted(out):
+        # complex-safe: shift by the real maximum (a constant for the complex step)
+        m = np.max(np.real(out), axis=-1, keepdims=True)
+        e = np.exp(out - m)
+        return m, e, e.sum(axis=-1, keepdims=True)
+
+    def log_softmax(self, out):
+        """``log softmax(out)`` along the last axis, without overflow."""
+        m, _, tot = self._shifted(out)
+        return out - m - np.log(tot)
+
+    def softmax(self, out):
+        """``softmax(out)`` along the last axis, without overflow."""
+        _, e, tot = self._shifted(out)
+        return e / tot
+
+    def per_sample(self, out, y):
+        """``ℓ`` per sample, shape ``out.shape[:-1]``."""
+        return -(y * self.log_softmax(out)).sum(axis=-1)
+
+    def mean(self, out, y):
+        """The mean over the samples (axis −2) of :meth:`per_sample`."""
+        return self.per_sample(out, y).mean(axis=-1)
+
+    def error(self, out, y):
+        """``∂ℓ/∂out = softmax(out) Σ_j y_j − y`` (``softmax − y`` for probability
+        targets)."""
+        return self.softmax(out) * y.sum(axis=-1, keepdims=True) - y
+
+    def curvature(self, out, y, r_out):
+        """``∂²ℓ/∂out² · r_out = (Σ_j y_j) (p ⊙ r − p (p · r))``, ``p = softmax(out)``;
+        ``r_out`` may carry extra leading axes (directions)."""
+        p = self.softmax(out)
+        pr = p * r_out
+        return (pr - p * pr.sum(axis=-1, keepdims=True)) * y.sum(axis=-1, keepdims=True)
+
+    def score(self, out, y):
+        """Per-task classification error rate: the fraction of samples whose largest
+        output is not the target's largest entry, shape ``out.shape[:-2]`` (lower is
+        better; ties go to the first index)."""
+        return (np.argmax(np.real(out), axis=-1) != np.argmax(y, axis=-1)).mean(axis=-1)
+
+    def accuracy(self, out, y):
+        """Per-task fraction of samples classified correctly (``1 − score``)."""
+        return 1.0 - self.score(out, y)
+
+    def check_targets(self, y, owner, attr):
+        """Refuse targets that are not probability vectors: negative entries or rows
+        not summing to 1 (within 1e-6), naming ``owner.attr``."""
+        y = np.asarray(y)
+        if y.size and np.iscomplexobj(y):
+            return y            # complex values are refused by the real-value checks
+        if y.size and (np.min(y) < 0 or not np.allclose(y.sum(axis=-1), 1.0, atol=1e-6)):
+            bad = np.argwhere(~np.isclose(y.sum(axis=-1), 1.0, atol=1e-6))
+            where = tuple(int(i) for i in bad[0]) if len(bad) else "a negative entry"
+            P.fail(owner, attr, "must hold probability vectors for the cross-entropy loss "
+                   "(one-hot class labels: entries >= 0, each row summing to 1)",
+                   f"row {where}" if len(bad) else f"minimum {float(np.min(y))!r}")
+        return y
+
+    def __repr__(self):
+        return "SoftmaxCrossEntropy()"
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+CROSS_ENTROPY = SoftmaxCrossEntropy()
+
+#: The losses by name (what ``RateNetwork(loss=...)`` and model files accept).
+LOSSES = {"squared_error": SQUARED_ERROR, "cross_entropy": CROSS_ENTROPY}
+
+
+def get_loss(loss, owner="RateNetwork", attr="loss"):
+    """A loss object from a name in :data:`LOSSES` or a loss object (one with
+    ``per_sample``, ``mean``, ``error``, ``curvature``, ``score``)."""
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            P.fail(owner, attr, f"must be one of {', '.join(map(repr, LOSSES))} or a loss "
+                   "object", repr(loss))
+        return LOSSES[loss]
+    need = ("per_sample", "mean", "error", "curvature", "score", "check_targets", "name")
+    missing = [k for k in need if not hasattr(loss, k)]
+    if missing:
+        P.fail(owner, attr, f"must be one of {', '.join(map(repr, LOSSES))} or a loss object "
+               f"(missing {', '.join(missing)})", P.shown(loss))
+    return loss

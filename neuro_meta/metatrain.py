@@ -37,14 +37,15 @@ def task_rng(seed, stream, step=0):
 
 
 def evaluate(net, learner, task):
-    """Meta-test error: per task, the validation MSE after the inner learning process.
-
-    MSE = mean over validation points and output units of (ŷ − y)². Returns (tasks,).
+    """Meta-test error: per task, the validation score of the network's loss after the
+    inner learning process (``net.loss.score``): for squared error the MSE, mean over
+    validation points and output units of (ŷ − y)²; for cross-entropy the error rate
+    (fraction of validation points misclassified). Returns (tasks,).
     """
     xt, yt, xv, yv = task.as_batch()
     res = learner.run(net, xt, yt)
     out = net.predict(xv, [np.asarray(p) for p in res.phi_aug])
-    return ((out - yv) ** 2).mean(axis=(-1, -2))
+    return net.loss.score(out, yv)
 
 
 @dataclass
@@ -53,7 +54,9 @@ class History:
 
     ``meta_val_mse`` / ``meta_test_mse`` (squared output units): mean over the
     meta-validation / meta-test tasks of the MSE on their validation points after the
-    inner learning process, with their standard errors over tasks (``*_sem``).
+    inner learning process, with their standard errors over tasks (``*_sem``) -- for a
+    network with another loss, its ``score`` (cross-entropy: the error rate; see
+    :func:`evaluate`).
     ``selected``: the evaluation whose meta-parameters the trainer's network holds at the
     end -- the lowest meta-validation MSE (``select=True``) or the last one -- as a dict
     ``{"index", "step", "time_s", "meta_val_mse", "meta_test_mse", "meta_test_sem"}``.
@@ -259,6 +262,11 @@ class MetaTrainer:
     val_tasks : int, optional
         Number of meta-validation tasks (``task_rng(seed, VALIDATION)``), on which
         :meth:`train` selects the meta-parameters it keeps (default: ``eval_tasks``).
+    val_task, test_task : Task, optional
+        The meta-validation / meta-test tasks themselves, instead of drawing them from
+        ``family`` (e.g. from other classes than the meta-training ones, as in
+        few-shot classification where the splits are disjoint alphabets); a checksum of
+        each is part of :meth:`fingerprint`.
     executor : None, concurrent.futures.Executor or dask.distributed.Client
         Where the meta-batch's tasks are simulated: in-process (default), or split into
         ``chunks`` submitted to the executor. Results are identical for any executor and
@@ -279,7 +287,7 @@ class MetaTrainer:
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
-                 lam_min=0.0, val_tasks=None):
+                 lam_min=0.0, val_tasks=None, val_task=None, test_task=None):
         check_kind(net, "MetaTrainer")
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
@@ -311,8 +319,16 @@ class MetaTrainer:
                        "are split across an executor (the automatic step depends on the "
                        "batch's data)", "None")
         self._theta0 = net.theta
-        self.test_task = family.sample(task_rng(self.seed, TEST), self.eval_tasks)
-        self.val_task = family.sample(task_rng(self.seed, VALIDATION), self.val_tasks)
+        self._given = {}
+        for name, t in (("val_task", val_task), ("test_task", test_task)):
+            if t is not None and not isinstance(t, Task):
+                P.fail("MetaTrainer", name, "must be a Task or None", type(t).__name__)
+            if t is not None:
+                self._given[name] = t
+        self.test_task = test_task if test_task is not None else family.sample(
+            task_rng(self.seed, TEST), self.eval_tasks)
+        self.val_task = val_task if val_task is not None else family.sample(
+            task_rng(self.seed, VALIDATION), self.val_tasks)
 
     def evaluate(self, net=None, tasks="test"):
         """(mean, s.e.m.) of the MSE over the held-out meta-test tasks (``tasks="test"``)
@@ -417,12 +433,15 @@ class MetaTrainer:
         state = self.optimizer.init(theta)
         u1, state = self.optimizer.update(probe, state)
         u2, _ = self.optimizer.update(optim.tree_map(lambda a: -2.0 * a, probe), state)
-        return {"kind": self.net.kind_name, "theta0": checksum(theta)[:16],
-                "family": repr(self.family), "cml": repr(self.cml),
-                "optimizer": checksum([u1, u2])[:16], "meta_batch": self.meta_batch,
-                "seed": self.seed, "eval_tasks": self.eval_tasks,
-                "val_tasks": self.val_tasks, "lam_min": self.lam_min,
-                "on_divergence": self.on_divergence}
+        out = {"kind": self.net.kind_name, "theta0": checksum(theta)[:16],
+               "family": repr(self.family), "cml": repr(self.cml),
+               "optimizer": checksum([u1, u2])[:16], "meta_batch": self.meta_batch,
+               "seed": self.seed, "eval_tasks": self.eval_tasks,
+               "val_tasks": self.val_tasks, "lam_min": self.lam_min,
+               "on_divergence": self.on_divergence}
+        for name, t in self._given.items():
+            out[name] = checksum(list(t.as_batch()))[:16]
+        return out
 
     def _check_fingerprint(self, checkpoint, saved):
         """Refuse a checkpoint written under another configuration, naming what differs."""

@@ -166,6 +166,10 @@ def checked(where, key, fn, *args, **kwargs):
         raise ValidationError(f"{where}: {key}: {err}") from None
 
 
+#: A number in exponent notation without a dot, which YAML 1.1 leaves a string.
+_FLOAT = __import__("re").compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
 def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
     """``cfg`` with single values replaced: each override ``"a.b.c=value"`` (the value
     read as YAML: numbers, booleans, lists). The path's sections must exist in the
@@ -189,6 +193,8 @@ def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
         except yaml.YAMLError as err:
             raise ValidationError(f"{owner}: {key}: the value is not valid YAML "
                                   f"({str(err).splitlines()[0]}) (got {text!r})") from None
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)    # YAML 1.1 reads 1e-3 (no dot) as a string
         node = cfg
         for i, part in enumerate(parts[:-1]):
             if part not in node:

@@ -15,6 +15,7 @@ from ._params import (DATA_LIMIT, check_bytes, fail, finite_array, integer, rng_
 from .activations import get_activation
 from .errors import ValidationError
 from .kind import ModelKind, pull_partials
+from .losses import get_loss
 from .synapses import ComplexSynapse, StaticSynapse, resolve
 
 
@@ -67,10 +68,15 @@ class RateNetwork(ModelKind):
         Time constant τ_φ (seconds) of the fast weights.
     seed : int or numpy.random.Generator, optional
         Seed for the initialisers.
+    loss : str or loss object
+        Loss of the learning process: ``"squared_error"`` (default, regression) or
+        ``"cross_entropy"`` (soft-max cross-entropy of the output layer's rates taken as
+        logits, for classification with one-hot targets -- use a ``"linear"`` output
+        activation); see :mod:`neuro_meta.losses`.
     """
 
     def __init__(self, sizes, activation="tanh", synapse=None, bias=True,
-                 tau_neuron=0.01, tau_synapse=1.0, seed=None):
+                 tau_neuron=0.01, tau_synapse=1.0, seed=None, loss="squared_error"):
         from .initializers import Glorot
 
         try:
@@ -98,6 +104,7 @@ class RateNetwork(ModelKind):
         if not isinstance(bias, (bool, np.bool_)):
             fail("RateNetwork", "bias", "must be True or False", shown(bias))
         self.bias = bool(bias)
+        self.loss = get_loss(loss, "RateNetwork", "loss")
         self.tau_neuron = to_seconds(tau_neuron, "RateNetwork", "tau_neuron", allow_zero=True)
         self.tau_synapse = to_seconds(tau_synapse, "RateNetwork", "tau_synapse")
         if synapse is None:
@@ -227,7 +234,8 @@ class RateNetwork(ModelKind):
         syn = ", ".join(repr(s) for s in {id(s): s for s in self.synapses}.values())
         return (f"RateNetwork(sizes={list(self.sizes)}, activation="
                 f"{[a.name for a in self.activations]}, synapse={syn}, bias={self.bias}, "
-                f"tau_neuron={self.tau_neuron}, tau_synapse={self.tau_synapse})")
+                f"tau_neuron={self.tau_neuron}, tau_synapse={self.tau_synapse}"
+                + (f", loss={self.loss.name!r})" if self.loss.name != "squared_error" else ")"))
 
     # ------------------------------------------------------------------ model kind
     rules = ("delta", "backprop")
@@ -482,8 +490,9 @@ def drive(phi, r_pre, conn):
 
 # ---------------------------------------------------------------------- exact derivatives
 def grad_hvp(net, phi, X, Y, V=None, c=None):
-    """Gradient (and Hessian-vector product) of ``L = Σ_s c_s ½‖ŷ_s − y_s‖²`` (default
-    weights ``c = 1/S``: ``L = 1/(2S) Σ_s ‖ŷ_s − y_s‖²``).
+    """Gradient (and Hessian-vector product) of ``L = Σ_s c_s ℓ(ŷ_s, y_s)`` with the
+    network's loss ℓ (squared error: ``L = Σ_s c_s ½‖ŷ_s − y_s‖²``; default weights
+    ``c = 1/S``, the mean).
 
     ``phi``: augmented weights per connection (B, n_post, n_pre[+1]); ``X`` (B, S, n_in),
     ``Y`` (B, S, n_out); ``V``: directions per connection with optional leading axes
@@ -510,13 +519,15 @@ class Linearization:
             pre.append(a)
             rates.append(acts[l].f(a))
         err = net.loss.error(rates[-1], Y)
+        squared = net.loss.name == "squared_error"
+        per = None if squared else net.loss.per_sample(rates[-1], Y)[..., None]
         if c is None:                       # the mean (divided, as before: same bits)
             self.weigh = lambda a: a / S    # noqa: E731
-            self.loss = 0.5 * (err ** 2).sum(axis=(-1, -2)) / S
+            self.loss = (0.5 * (err ** 2) if squared else per).sum(axis=(-1, -2)) / S
         else:
             cw = np.asarray(c)[..., None]
             self.weigh = lambda a: a * cw   # noqa: E731
-            self.loss = 0.5 * self.weigh(err ** 2).sum(axis=(-1, -2))
+            self.loss = self.weigh(0.5 * (err ** 2) if squared else per).sum(axis=(-1, -2))
         self.net, self.phi, self.Y = net, phi, Y
         self.rates, self.pre, self.err = rates, pre, err
         self.df = [acts[l].df(pre[l]) for l in range(L)]

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neuro_meta import cli
-from neuro_meta.experiments import gradcheck, sinusoid
+from neuro_meta.experiments import gradcheck, omniglot, sinusoid
 from neuro_meta.metatrain import MetaTrainer
 from neuro_meta.models import load_model
 
@@ -39,6 +39,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(MetaTrainer, "evaluate", _reached)      # consolidation's first work
     monkeypatch.setattr(MetaTrainer, "train", _reached)
     monkeypatch.setattr(gradcheck, "exact_meta_gradient", _reached)
+    monkeypatch.setattr(omniglot, "final_scores", _reached)     # omniglot's first work
 
 
 def outcome(argv, capsys):
@@ -155,7 +156,7 @@ def mutated(draw, base):
         if how == "delete":
             del node[path[-1]]
         elif how == "junk":
-            node[path[-1]] = draw(st.sampled_from(BAD_VALUES))
+            node[path[-1]] = copy.deepcopy(draw(st.sampled_from(BAD_VALUES)))  # unshared
         elif how == "unknown":
             target = node[path[-1]] if isinstance(node[path[-1]], dict) else node
             target[draw(st.sampled_from(["stepz", "beta2", "x", "meta", "sizes "]))] = 1
@@ -173,7 +174,8 @@ def _dump(cfg, path, experiment):
                     .replace("nan", ".nan").replace("inf", ".inf"))
 
 
-BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation")}
+BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation",
+                                             "omniglot")}
 
 
 @settings(max_examples=350, deadline=None, derandomize=True,

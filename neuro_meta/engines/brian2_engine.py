@@ -121,6 +121,10 @@ def check_supported(kind, spec=None, presentation=None):
         raise UnsupportedError(
             f"Learner.engine: the brian2 engine cannot run this phase of a {kind.kind_name}: "
             "it simulates layered rate networks (RateNetwork) only (got 'brian2')")
+    if net.loss.name != "squared_error":
+        raise UnsupportedError(
+            f"RateNetwork.loss: the brian2 engine's equations learn with squared error "
+            f"(got {net.loss.name!r}); use engine='numpy' or 'auto'")
     if net.tau_neuron <= 0:
         raise UnsupportedError(
             "RateNetwork.tau_neuron: the brian2 engine needs neurons with a time constant "

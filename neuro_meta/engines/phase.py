@@ -256,6 +256,7 @@ def phase_input(kind, x, y, x_val=None, y_val=None, beta=0.0, presentation="batc
     (nudged phase); ``steps_per_sample`` is left at 1 (the caller sets it for online
     presentation). Returns ``(inp, batched, K)``."""
     X, Y, batched = validate_data(kind, x, y, owner=owner)
+    kind.loss.check_targets(Y, owner, "y")
     B, K = X.shape[:2]
     beta = real(beta, owner, "beta", low=-BETA_MAX, high=BETA_MAX)
     c = np.full((B, K), 1.0 / K)
@@ -263,6 +264,7 @@ def phase_input(kind, x, y, x_val=None, y_val=None, beta=0.0, presentation="batc
         if x_val is None or y_val is None:
             fail(owner, "x_val", "is required when beta != 0", "None")
         Xv, Yv, bv = validate_data(kind, x_val, y_val, "x_val", "y_val", owner=owner)
+        kind.loss.check_targets(Yv, owner, "y_val")
         if bv != batched or Xv.shape[0] != B:
             fail(owner, "x_val", f"must have the same task axis as x ({B} tasks)"
                  if batched else "must have no task axis, like x", f"shape {np.shape(x_val)}")
