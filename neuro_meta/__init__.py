@@ -30,8 +30,25 @@ from .tasks import Task
 
 __all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]
 
+from . import estimators
+
+__all__ += ["estimators"]
+
 from . import baselines, families
 from .metatrain import MetaTrainer
 from .dual import DualSystem
 
 __all__ += ["DualSystem", "MetaTrainer", "baselines", "families"]
+
+from . import warpgrad
+from .warp import WarpNetwork
+from .warpgrad import WarpGrad
+
+__all__ += ["WarpGrad", "WarpNetwork", "warpgrad"]
+
+from . import datasets
+from .datasets import omniglot, omniglot_runs, one_shot_runs_error
+from .families import FewShotClassification
+
+__all__ += ["FewShotClassification", "datasets", "omniglot", "omniglot_runs",
+            "one_shot_runs_error"]

@@ -4,7 +4,9 @@
                    [--seeds N|LIST] [--set KEY.PATH=VALUE ...] [--models DIR]
     neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--curves ...]
                             [--budget SECONDS|none]
+    neuro-meta run omniglot [--ways N] [--shots K] [--methods LIST] [--budget SECONDS|none]
     neuro-meta gradcheck [--out DIR]
+    neuro-meta gradquality [--quick] [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
     neuro-meta models
     neuro-meta describe NAME
@@ -37,6 +39,12 @@ def _parser():
                        "tolerance; writes results.json and gradcheck.png")
     g.add_argument("--out", default="results/gradcheck", help="output folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = sub.add_parser("gradquality", help="meta-gradient error vs compute of CML, CG, "
+                       "Neumann, T1-T2, first-order MAML, Reptile; writes results.json and "
+                       "gradquality.png")
+    q.add_argument("--quick", action="store_true", help="short sweeps (about 15 s)")
+    q.add_argument("--out", default="results/gradquality", help="output folder")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     b = sub.add_parser("bench", help="engine benchmarks: throughput against Brian2, "
                        "per-phase overhead, scaling; writes results.json")
@@ -60,8 +68,8 @@ def _run_parser(sub):
     """The options of ``neuro-meta run``."""
     r = sub.add_parser("run", help="meta-train on an experiment, print a results table, "
                        "write results.json and plots")
-    r.add_argument("experiment", help="a shipped experiment (sinusoid, consolidation, "
-                   "sinusoid_dual; see neuro-meta models) or your own YAML file (which may "
+    r.add_argument("experiment", help="a shipped experiment (sinusoid, omniglot, "
+                   "consolidation, sinusoid_dual; see neuro-meta models) or your own YAML file (which may "
                    "'extends:' a shipped one)")
     r.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY.PATH=VALUE", help="override one value of the file, e.g. "
@@ -79,16 +87,21 @@ def _run_parser(sub):
     r.add_argument("--seed", type=int, default=None, help="meta-training seed")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--methods", default=None,
-                   help="sinusoid: comma-separated methods (default all: "
+                   help="sinusoid, omniglot: comma-separated methods (default all: "
                    "cml,maml,fomaml,reptile,imaml,untrained)")
     r.add_argument("--budget", default=None, metavar="SECONDS|none",
-                   help="sinusoid: wall-time budget of meta-training per method, the same "
+                   help="sinusoid, omniglot: wall-time budget of meta-training per method, "
+                   "the same "
                    "for every method (sets compare.budget_s); 'none': run meta.steps / "
                    "baselines.steps instead")
     r.add_argument("--model", choices=("complex", "dual", "readout"), default=None,
                    help="sinusoid: the CML model -- complex synapses (default), the dual "
                    "system (slow weights, fast gains/biases/readout) or its readout-only "
                    "variant")
+    r.add_argument("--ways", type=int, default=None, metavar="N",
+                   help="omniglot: classes per task (sets family.ways; default 5)")
+    r.add_argument("--shots", type=int, default=None, metavar="K",
+                   help="omniglot: training images per class (sets family.shots; default 1)")
     r.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same final numbers as one run)")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
@@ -152,6 +165,14 @@ def _dispatch(args):
         print(f"wrote {args.out}/results.json and {args.out}/gradcheck.png "
               f"({time.perf_counter() - t0:.1f} s)")
         return 0
+    if args.command == "gradquality":
+        from .experiments import gradquality
+
+        res = gradquality.run(_out_dir(args.out), quick=args.quick,
+                              progress=not args.no_progress)
+        print(gradquality.summary_table(res))
+        print(f"wrote {args.out}/results.json and {args.out}/gradquality.png")
+        return 0
     if args.command == "run":
         return _run(args)
     raise AssertionError(args.command)
@@ -161,7 +182,7 @@ def _run(args):
     """``neuro-meta run``: load the experiment file, apply the overrides, run one seed or
     several, print the table."""
     from .errors import ValidationError
-    from .experiments import consolidation, seeds as seeds_mod, sinusoid
+    from .experiments import consolidation, omniglot, seeds as seeds_mod, sinusoid
     from .models import load_model
 
     name = args.experiment
@@ -173,7 +194,7 @@ def _run(args):
         name = "sinusoid_dual"
     cfg = load_model(name, dirs=args.models)
     experiment = cfg.get("experiment")
-    runners = {"sinusoid": sinusoid, "consolidation": consolidation}
+    runners = {"sinusoid": sinusoid, "omniglot": omniglot, "consolidation": consolidation}
     if not isinstance(experiment, str) or experiment not in runners:
         raise ValidationError(f"{cfg['_file']}: experiment: must be one of "
                               f"{', '.join(runners)} (a file that extends a shipped one "
@@ -183,17 +204,28 @@ def _run(args):
     stem = name if args.model is None else f"sinusoid_{model}"
     out = _out_dir(args.out or f"results/{Path(stem).stem}")
     overrides = list(args.overrides)
-    if experiment == "sinusoid":
-        kw = {"methods": args.methods, "model": model if args.model else "complex",
-              "curves": args.curves}
+    only = {"sinusoid": ("model",), "omniglot": ("ways", "shots")}
+    for opt in ("model", "ways", "shots", "methods", "budget"):
+        allowed = [e for e, opts in only.items() if opt in opts] if opt in (
+            "model", "ways", "shots") else ["sinusoid", "omniglot"]
+        if getattr(args, opt) is not None and experiment not in allowed:
+            raise ValidationError(f"neuro-meta run.--{opt}: only for the "
+                                  f"{' and '.join(allowed)} experiment"
+                                  f"{'s' if len(allowed) > 1 else ''} "
+                                  f"(got {getattr(args, opt)!r} with {experiment})")
+    kw = {}
+    if experiment in ("sinusoid", "omniglot"):
+        kw = {"methods": args.methods, "curves": args.curves}
         if args.budget is not None:
             overrides.append(f"compare.budget_s={_budget(args.budget)}")
-    else:
-        kw = {}
-        for opt in ("methods", "model", "budget"):
-            if getattr(args, opt) is not None:
-                raise ValidationError(f"neuro-meta run.--{opt}: only for the sinusoid "
-                                      f"experiment (got {getattr(args, opt)!r})")
+    if experiment == "sinusoid":
+        kw["model"] = model if args.model else "complex"
+    if experiment == "omniglot":
+        kw.update(ways=args.ways, shots=args.shots)
+        if args.seeds is not None:
+            raise ValidationError("neuro-meta run.--seeds: not yet for the omniglot "
+                                  "experiment (run --seed N per seed) "
+                                  f"(got --seeds {args.seeds})")
     kw.update(quick=args.quick, cfg=cfg, overrides=overrides)
     with _executor(args) as executor:
         if args.seeds is not None:
@@ -210,6 +242,9 @@ def _run(args):
     print(exp.summary_table(res))
     extra = " and fast_patterns.png" if experiment == "sinusoid" and sinusoid.is_dual(
         res["config"]) else ""
+    if experiment == "omniglot":
+        extra = (", omniglot_tasks.png and omniglot_consolidation.png"
+                 if "cml" in res["methods"] else "")
     print(f"wrote {out}/results.json, {out}/{experiment}.png{extra}")
     return 0
 

@@ -130,3 +130,220 @@ class Sinusoid:
         x = rng.uniform(*self.x_range, size=(n_tasks, n, 1))
         y = amp[:, None, None] * np.sin(x - ph[:, None, None])
         return Task(x[:, :self.shots], y[:, :self.shots], x[:, self.shots:], y[:, self.shots:])
+
+
+from dataclasses import field  # noqa: E402  (FewShotClassification)
+
+
+def _real_images(images, owner):
+    """A copy of ``images`` (n, ...) as a real numeric array (bool -> uint8)."""
+    P.dimensionless(images, owner, "images")
+    try:
+        arr = np.array(images)
+    except Exception:
+        P.fail(owner, "images", "must be convertible to an array of real numbers",
+               type(images).__name__)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "iuf":
+        P.fail(owner, "images", "must be real numbers (an integer, boolean or float array)",
+               f"dtype {arr.dtype}")
+    if arr.ndim < 2 or arr.shape[0] < 1 or arr.size == 0:
+        P.fail(owner, "images", "must be an array (n_images, ...) of at least one image "
+               "with at least one pixel", f"shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            P.fail(owner, "images", "must contain only finite values (no NaN or inf)",
+                   f"{int(bad.sum())} non-finite value(s)")
+        if np.abs(arr).max() > P.DATA_LIMIT:
+            P.fail(owner, "images", f"must be at most {P.DATA_LIMIT:g} in magnitude",
+                   f"max {float(np.abs(arr).max())!r}")
+    return arr
+
+
+@dataclass(frozen=True)
+class FewShotClassification:
+    """N-way K-shot classification tasks drawn from a labelled image set.
+
+    Per task: ``ways`` distinct classes in a random order (column ``j`` of the one-hot
+    targets is the task's ``j``-th class), and for each class ``shots`` training and
+    ``queries`` validation images, all distinct. With ``rotations=True`` a class is a
+    (label, rotation) pair: the images of a label turned by ``np.rot90(image, k)``,
+    k = 0..3 (90° steps counter-clockwise) are 4 different classes (images must be
+    square).
+
+    * ``images``: (n, ...) real array -- any images, flattened to vectors per task
+      ((n, s, s) or (n, s*s) with rotations); kept in its dtype (a read-only copy);
+    * ``labels``: (n,) integers, any values (the distinct values are the classes).
+
+    ``sample(rng, n_tasks)`` gives a :class:`~neuro_meta.tasks.Task` with ``x_train``
+    (n_tasks, ways*shots, pixels) and ``x_val`` (n_tasks, ways*queries, pixels) float64,
+    ``y_train``/``y_val`` one-hot float64 (..., ways). Examples are interleaved: example
+    ``i`` belongs to the task's class ``i % ways`` (one example of every class, then the
+    next). All random numbers come from ``rng``. Equality and hash: the settings and a
+    SHA-256 of the data (``fingerprint``). ``FewShotClassification.omniglot(...)``
+    builds one on a split of the shipped Omniglot data.
+    """
+
+    images: np.ndarray = field(repr=False, compare=False)
+    labels: np.ndarray = field(repr=False, compare=False)
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    rotations: bool = False
+    fingerprint: str = field(init=False, repr=False)
+
+    def __post_init__(self):
+        import hashlib
+
+        O = "FewShotClassification"
+        if not isinstance(self.rotations, (bool, np.bool_)):
+            P.fail(O, "rotations", "must be True or False", P.shown(self.rotations))
+        rotations = bool(self.rotations)
+        ways = P.integer(self.ways, O, "ways", low=2)
+        shots = P.integer(self.shots, O, "shots", low=1)
+        queries = P.integer(self.queries, O, "queries", low=1)
+        imgs = _real_images(self.images, O)
+        n = imgs.shape[0]
+        P.dimensionless(self.labels, O, "labels")
+        try:
+            labels = np.array(self.labels)
+        except Exception:
+            P.fail(O, "labels", "must be an array of integers", type(self.labels).__name__)
+        if labels.dtype.kind not in "iu" or labels.shape != (n,):
+            P.fail(O, "labels", f"must be {n} integers, one per image (shape ({n},))",
+                   f"shape {labels.shape} dtype {labels.dtype}")
+        pixels = imgs[0].size
+        side = None
+        if rotations:
+            if imgs.ndim == 3 and imgs.shape[1] == imgs.shape[2]:
+                side = imgs.shape[1]
+            elif imgs.ndim == 2 and round(np.sqrt(pixels)) ** 2 == pixels:
+                side = int(round(np.sqrt(pixels)))
+            else:
+                P.fail(O, "images", "must be square images (n, s, s) or (n, s*s) when "
+                       "rotations=True", f"shape {imgs.shape}")
+        n_rot = 4 if rotations else 1
+        P.check_bytes(n_rot * imgs.size, O, "images", f"of {n_rot} x {n} images x "
+                      f"{pixels} pixels", f"shape {imgs.shape}", itemsize=imgs.itemsize)
+        flat = imgs.reshape(n, pixels)
+        if rotations:
+            sq = flat.reshape(n, side, side)
+            bank = np.stack([np.rot90(sq, k, axes=(1, 2)).reshape(n, pixels)
+                             for k in range(4)])
+        else:
+            bank = flat[None]
+        bank = np.ascontiguousarray(bank)
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        n_classes = len(classes) * n_rot
+        if ways > n_classes:
+            P.fail(O, "ways", f"must be <= the number of classes ({n_classes}"
+                   + (f" = {len(classes)} labels x 4 rotations" if rotations else "") + ")",
+                   repr(ways))
+        if shots + queries > counts.min():
+            P.fail(O, "shots", f"shots + queries must be <= the images of the smallest "
+                   f"class ({int(counts.min())}, label {classes[counts.argmin()]!r})",
+                   f"shots={shots}, queries={queries}")
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        members = np.full((len(classes), counts.max()), -1, dtype=np.int64)
+        col = np.arange(n) - np.repeat(starts, counts)
+        members[inverse[order], col] = order
+        labels = labels.astype(np.int64)
+        h = hashlib.sha256()
+        h.update(repr((imgs.shape, imgs.dtype.str)).encode())
+        h.update(np.ascontiguousarray(flat).tobytes())
+        h.update(labels.tobytes())
+        for a in (bank, labels, classes, counts, members):
+            a.setflags(write=False)
+        images_view = bank[0].reshape(imgs.shape)
+        images_view.setflags(write=False)
+        for k, v in (("images", images_view), ("labels", labels), ("ways", ways),
+                     ("shots", shots), ("queries", queries), ("rotations", rotations),
+                     ("fingerprint", h.hexdigest()), ("_bank", bank),
+                     ("_classes", classes), ("_counts", counts), ("_members", members)):
+            object.__setattr__(self, k, v)
+
+    def __repr__(self):
+        return (f"FewShotClassification(images={self.images.shape[0]}, "
+                f"image_shape={self.images.shape[1:]}, labels={len(self._classes)}, "
+                f"n_classes={self.n_classes}, ways={self.ways}, shots={self.shots}, "
+                f"queries={self.queries}, rotations={self.rotations})")
+
+    @property
+    def classes(self):
+        """The distinct labels (sorted), before rotations."""
+        return self._classes
+
+    @property
+    def n_classes(self):
+        """Number of classes tasks draw from: distinct labels (x 4 with rotations)."""
+        return len(self._classes) * self._bank.shape[0]
+
+    @property
+    def n_pixels(self):
+        """Length of an image vector (the tasks' ``n_in``)."""
+        return self._bank.shape[2]
+
+    @classmethod
+    def omniglot(cls, split="train", ways=5, shots=1, queries=15, rotations=True):
+        """Tasks from a split (``"train"``, ``"validation"``, ``"test"``: disjoint
+        alphabets, :data:`neuro_meta.datasets.OMNIGLOT_SPLITS`) of the shipped Omniglot
+        background set: 28x28 images (784 pixels, 0/1, strokes 1), 20 per character."""
+        from .datasets import omniglot
+
+        images, labels = omniglot().split(split)
+        return cls(images, labels, ways=ways, shots=shots, queries=queries,
+                   rotations=rotations)
+
+    def sample_with_classes(self, rng, n_tasks):
+        """``(task, classes, indices)``: the batch :meth:`sample` gives for the same
+        ``rng`` state, with ``classes`` (n_tasks, ways, 2) int64 -- each task's classes
+        in one-hot column order as (label, rotation k of ``np.rot90(image, k)``) -- and
+        ``indices`` (n_tasks, ways, shots + queries) int64, the images drawn (rows of
+        ``images``; the first ``shots`` per class are the training images)."""
+        W, S, Q = self.ways, self.shots, self.queries
+        rng, n_tasks = check_sample("FewShotClassification.sample", rng, n_tasks,
+                                    W * (S + Q) * (self.n_pixels + W))
+        n_rot = self._bank.shape[0]
+        # classes: `ways` distinct ones in a uniformly random order
+        keys = rng.random((n_tasks, self.n_classes))
+        if W < self.n_classes:
+            pick = np.argpartition(keys, W - 1, axis=1)[:, :W]
+        else:
+            pick = np.broadcast_to(np.arange(W), (n_tasks, W))
+        pick = np.take_along_axis(pick, np.take_along_axis(keys, pick, 1).argsort(1), 1)
+        cls_idx, rot = np.divmod(pick, n_rot)
+        # images: shots + queries distinct members per class, in a random order
+        K = S + Q
+        m = self._members.shape[1]
+        ikeys = rng.random((n_tasks, W, m))
+        ikeys[np.arange(m) >= self._counts[cls_idx][..., None]] = 2.0
+        sel = np.argpartition(ikeys, K - 1, axis=2)[..., :K] if K < m else \
+            np.broadcast_to(np.arange(m), (n_tasks, W, m))
+        sel = np.take_along_axis(sel, np.take_along_axis(ikeys, sel, 2).argsort(2), 2)
+        idx = self._members[cls_idx[..., None], sel]                # (T, W, K)
+        # gathered straight into (task, example, class) order: example i of a set is
+        # the task's class i % ways
+        order = idx.transpose(0, 2, 1)                               # (T, K, W)
+        r = rot[:, None, :]
+        x_tr = self._bank[r, order[:, :S]].astype(np.float64).reshape(n_tasks, S * W, -1)
+        x_va = self._bank[r, order[:, S:]].astype(np.float64).reshape(n_tasks, Q * W, -1)
+        eye = np.eye(W)
+        y_tr = np.ascontiguousarray(np.broadcast_to(np.tile(eye, (S, 1)), (n_tasks, S * W, W)))
+        y_va = np.ascontiguousarray(np.broadcast_to(np.tile(eye, (Q, 1)), (n_tasks, Q * W, W)))
+        # The arrays are fresh, float64, finite (checked once at construction) and of
+        # consistent shapes: they go into the Task as they are, read-only, without its
+        # per-call copy and scan (most of the time of a call otherwise).
+        task = Task.__new__(Task)
+        for name, a in (("x_train", x_tr), ("y_train", y_tr), ("x_val", x_va),
+                        ("y_val", y_va)):
+            a.setflags(write=False)
+            setattr(task, name, a)
+        classes = np.stack([self._classes[cls_idx], rot], axis=-1)
+        return task, classes, idx
+
+    def sample(self, rng, n_tasks):
+        """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
+        return self.sample_with_classes(rng, n_tasks)[0]

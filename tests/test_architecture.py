@@ -21,19 +21,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neuro_meta"
 LAYERS = [
     # foundations
     {"errors", "_params", "io", "results", "activations", "initializers", "optim",
-     "checkpoint", "losses"},
+     "checkpoint", "losses", "datasets", "data", "data.*"},
     # the model-kind protocol and the data it is fed
     {"kind", "tasks", "synapses"},
     # engines: step any kind (the fused and Brian2 engines: layered rate networks)
     {"engines", "engines.*"},
     # model kinds
-    {"network", "dual"},
+    {"network", "dual", "warp"},
     # the learning process's front end
     {"learning"},
     # meta-gradients
-    {"cml", "exact"},
+    {"cml", "exact", "estimators"},
     # meta-learning
-    {"families", "baselines", "metatrain"},
+    {"families", "baselines", "metatrain", "warpgrad"},
     # experiments and outputs
     {"models", "plotting", "experiments", "experiments.*", "examples", "examples.*",
      "bench", "cli", ""},

@@ -4,7 +4,13 @@ CML meta-trains ω and λ of a 1-40-40-1 complex-synapse rate network (inner lea
 the backprop learning process, settled phases); MAML, first-order MAML, Reptile and
 iMAML meta-train the initial weights of a 1-40-40-1 MLP with inner SGD; ``untrained`` is
 the MLP's inner SGD from its initial weights and ``cml_untrained`` the complex-synapse
-network's inner learning from its initial ω, λ. All methods see the same meta-training
+network's inner learning from its initial ω, λ. Opt-in methods (``--methods``, not in the
+default list): ``warpgrad``, ``warpgrad_fo`` and ``warpgrad_nowarp`` (WarpGrad, its
+first-order variant and the same algorithm with the warp layers frozen at the identity,
+on the MLP with a linear warp layer after each hidden layer; :mod:`neuro_meta.warpgrad`)
+and ``cml_warp`` (CML meta-learning ω, λ and the warp layers of the complex-synapse
+network with warp layers, :class:`~neuro_meta.warp.WarpNetwork`; the ``cml_warp``
+section). All methods see the same meta-training
 tasks (``task_rng(seed, TRAIN, step)``), are selected on the same meta-validation tasks
 (``task_rng(seed, VALIDATION)``) and are tested on the same held-out meta-test tasks
 (``task_rng(seed, TEST)``).
@@ -40,17 +46,24 @@ from ..models import (apply_overrides, check_top_level, checked, did_you_mean,
                       load_model, overlay, section)
 from ..dual import DualSystem
 from ..network import RateNetwork
+from .. import warpgrad as wg
+from ..warp import WarpNetwork
 from ..synapses import ComplexSynapse
 from ..initializers import Glorot
 from .consolidation import merge
 
-METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
+#: The methods a run meta-trains when none are named.
+DEFAULT_METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
+#: Every method ``--methods`` accepts (the WarpGrad family and ``cml_warp`` are opt-in).
+METHODS = DEFAULT_METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+#: The baselines that meta-train a warped MLP (:mod:`neuro_meta.warpgrad`).
+WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
 
 
 #: The sections an experiment file of the sinusoid experiment may have.
 SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "compare", "quick",
-            "methods", "variants")
+            "methods", "variants", "cml_warp")
 
 #: The ``compare`` section of a file that has none: no budget, no targets (step-bound runs).
 NO_BUDGET = {"budget_s": None, "eval_every_s": None, "targets": [], "val_tasks": None}
@@ -128,7 +141,27 @@ def compare_cfg(cfg):
     return out
 
 
-def build_cml(cfg, executor=None):
+def _warp_net(cfg, seed):
+    """The complex-synapse network of ``network`` with a warp layer after each hidden
+    layer (``cml_warp``)."""
+    where = cfg.get("_file", "<config>")
+    if is_dual(cfg):
+        raise ValidationError(f"{where}: cml_warp: needs the complex-synapse network (the "
+                              "network section of sinusoid.yaml), not the dual system")
+    n = section(cfg, "network", required=("sizes", "activation", "tau_neuron",
+                                          "tau_synapse", "lam_init"))
+    if "cml_warp" in cfg:
+        section(cfg, "cml_warp", optional=("learning_rate",))
+    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
+    return checked(where, "network", WarpNetwork, n["sizes"], activation=n["activation"],
+                   bias=True, tau_synapse=n["tau_synapse"], synapse=syn, seed=seed)
+
+
+def build_cml(cfg, executor=None, warp=False):
+    """(task family, :class:`~neuro_meta.MetaTrainer`) of CML on the configured network,
+    or with ``warp=True`` on its version with warp layers (``cml_warp``: the same tasks,
+    learner, CML and meta-training settings; ``cml_warp.learning_rate``, if given,
+    replaces ``meta.learning_rate``)."""
     where = cfg.get("_file", "<config>")
     f = section(cfg, "family", required=("shots", "val"),
                 optional=("amplitude", "phase", "x_range"))
@@ -142,7 +175,7 @@ def build_cml(cfg, executor=None):
                 optional=("lam_min",))
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
-    net = (_dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
+    net = (_warp_net if warp else _dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
     probe = fam.sample(np.random.default_rng(0), 1)
     n_in, n_out = probe.x_train.shape[-1], probe.y_train.shape[-1]
     if (net.n_in, net.n_out) != (n_in, n_out):
@@ -151,8 +184,11 @@ def build_cml(cfg, executor=None):
                               f"end with {n_out} units (got {list(net.sizes)})")
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
+    lr_key, lr = "meta.learning_rate", m["learning_rate"]
+    if warp and (cfg.get("cml_warp") or {}).get("learning_rate") is not None:
+        lr_key, lr = "cml_warp.learning_rate", cfg["cml_warp"]["learning_rate"]
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
-                      checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
+                      checked(where, lr_key, optim.adam, lr))
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
                       executor=executor, lam_min=m.get("lam_min", 0.0),
@@ -166,23 +202,27 @@ def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
-                optional=("maml", "fomaml", "reptile", "imaml", "untrained"))
+                optional=("maml", "fomaml", "reptile", "imaml", "untrained") + WARPGRAD)
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
                               f"method's settings (got {kw!r:.60})")
     kw = dict(kw)
     cls = {"maml": bl.MAML, "fomaml": bl.MAML, "reptile": bl.Reptile, "imaml": bl.IMAML,
-           "untrained": bl.Untrained}[name]
+           "untrained": bl.Untrained, "warpgrad": wg.WarpGrad, "warpgrad_fo": wg.WarpGrad,
+           "warpgrad_nowarp": wg.WarpGrad}[name]
     import inspect
 
-    known = [k for k in inspect.signature(cls).parameters if k != "first_order"]
+    known = [k for k in inspect.signature(cls).parameters
+             if k not in ("first_order", "learn_warp")]
     for k in kw:
         if k not in known:
             raise ValidationError(f"{where}: baselines.{name}.{k}: unknown key"
                                   f"{did_you_mean(k, known)} (known: {', '.join(known)})")
-    if name == "fomaml":
+    if name in ("fomaml", "warpgrad_fo"):
         kw["first_order"] = True
+    if name == "warpgrad_nowarp":
+        kw["learn_warp"] = False
     return checked(where, f"baselines.{name}", cls, **kw), b
 
 
@@ -218,19 +258,20 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     """
     P.choice(curves, "run sinusoid", "curves", ("time", "steps"))
     cfg = _cfg(cfg, quick, seed, model, overrides)
-    methods = parse_methods(methods, cfg.get("methods") or METHODS)
+    methods = parse_methods(methods, cfg.get("methods") or DEFAULT_METHODS)
     compare = compare_cfg(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fam, trainer = build_cml(cfg, executor)
+    warp_trainer = build_cml(cfg, executor, warp=True)[1] if "cml_warp" in methods else None
     for name in methods:            # every method's settings checked before any work
-        if name != "cml":
+        if name not in ("cml", "cml_warp"):
             build_baseline(cfg, name)
     seed = cfg["meta"]["seed"]
     test_task = trainer.test_task
     partial_path = out / "partial.json"
     fingerprint = config_fingerprint(cfg)
-    done = _load_partial(partial_path, fingerprint) if resume else {}
+    done = load_partial(partial_path, fingerprint) if resume else {}
     results = {"methods": {}, "history": {}, "config": cfg}
     fits = {}
     x_plot = np.linspace(-5, 5, 200)[None, :, None]
@@ -247,6 +288,9 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                                   results, fits)
             done["cml_untrained"] = {"summary": results["methods"]["cml_untrained"],
                                      "history": None}
+        elif name == "cml_warp":
+            summary, h = _run_cml(warp_trainer, cfg, compare, out, progress, resume, one,
+                                  x_plot, results, fits, name="cml_warp")
         else:
             summary, h = _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one,
                                        x_plot, fits)
@@ -271,7 +315,7 @@ def config_fingerprint(cfg):
     return hashlib.sha256(json.dumps(clean, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def _load_partial(path, fingerprint):
+def load_partial(path, fingerprint):
     """The methods already finished by an interrupted run (``partial.json``), checked:
     its structure, and that the same effective configuration wrote it."""
     if not path.exists():
@@ -336,25 +380,31 @@ def _curves(h):
     return {k: list(h[k]) for k in ("step", "time_s", "meta_val_mse", "meta_test_mse")}
 
 
-def _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot, results, fits):
-    """Meta-train CML (after evaluating the untrained model, ``cml_untrained``);
-    returns (summary, history) and adds the fits of one test task to ``fits``."""
-    t0 = time.perf_counter()
-    m0, s0 = trainer.evaluate()
-    untrained = {"meta_test_mse": m0, "sem": s0, "wall_time_s": time.perf_counter() - t0,
-                 "meta_steps": 0}
-    results["methods"]["cml_untrained"] = untrained
-    fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
+def _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot, results, fits,
+             name="cml"):
+    """Meta-train CML (``name="cml"``: after evaluating the untrained model,
+    ``cml_untrained``; ``"cml_warp"``: the network with warp layers, whose untrained
+    model -- warps at the identity -- is ``cml_untrained``'s); returns (summary, history)
+    and adds the fits of one test task to ``fits``."""
+    untrained = None
+    if name == "cml":
+        t0 = time.perf_counter()
+        m0, s0 = trainer.evaluate()
+        untrained = {"meta_test_mse": m0, "sem": s0,
+                     "wall_time_s": time.perf_counter() - t0, "meta_steps": 0}
+        results["methods"]["cml_untrained"] = untrained
+        fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
     hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
-                         progress=progress, checkpoint=out / "cml_checkpoint.npz",
+                         progress=progress, checkpoint=out / f"{name}_checkpoint.npz",
                          resume=resume, keep_theta=False, **_budget_kw(compare))
-    level = {"step": [0], "time_s": [0.0], "meta_test_mse": [m0]}   # no meta-learning
-    untrained.update(meta_val_mse=hist.meta_val_mse[0], selected_step=0,
-                     selected_time_s=0.0, stop_reason=None, budget_s=None,
-                     time_to_target=time_to_target(level, compare["targets"]))
+    if untrained is not None:
+        level = {"step": [0], "time_s": [0.0], "meta_test_mse": [m0]}   # no meta-learning
+        untrained.update(meta_val_mse=hist.meta_val_mse[0], selected_step=0,
+                         selected_time_s=0.0, stop_reason=None, budget_s=None,
+                         time_to_target=time_to_target(level, compare["targets"]))
     summary = _summary(vars(hist), hist.wall_time_s, compare["targets"])
     summary["phases_not_settled"] = hist.not_settled
-    fits["cml"] = _cml_fit(trainer, one, x_plot)
+    fits[name] = _cml_fit(trainer, one, x_plot)
     return summary, _curves(vars(hist))
 
 
@@ -363,7 +413,8 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
     trainer's); returns (summary, history) and adds its fit of one test task to
     ``fits``."""
     method, b = build_baseline(cfg, name)
-    params0 = bl.init_mlp(cfg["network"]["sizes"], seed)
+    warped = name in WARPGRAD
+    params0 = (wg.init_warped_mlp if warped else bl.init_mlp)(cfg["network"]["sizes"], seed)
     params, hist = bl.train_baseline(
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
         optimizer=optim.adam(b["learning_rate"]), seed=seed,
@@ -371,7 +422,7 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
         progress=progress, **_budget_kw(compare))
     summary = _summary(hist, hist["wall_time_s"], compare["targets"])
     adapted = method.adapt(params, one[0], one[1])
-    fits[name] = bl.mlp_predict(adapted, x_plot)[0, :, 0]
+    fits[name] = (method.predict if warped else bl.mlp_predict)(adapted, x_plot)[0, :, 0]
     return summary, _curves(hist)
 
 
@@ -388,7 +439,8 @@ def _cml_fit(trainer, one, x_plot):
 
 
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
-          "reptile": "C4", "imaml": "C3", "untrained": "C7"}
+          "reptile": "C4", "imaml": "C3", "untrained": "C7", "warpgrad": "C5",
+          "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
 
 
 def plot(out, results, one, x_plot, fits, test_task, curves="time"):

@@ -1,0 +1,603 @@
+"""``neuro-meta run omniglot``: N-way K-shot classification of real handwritten
+characters (Omniglot, shipped with the package), CML against the MAML family.
+
+CML meta-trains ω and λ of a complex-synapse rate network (784 → hidden → hidden → N,
+tanh, linear logits) whose learning process descends the soft-max cross-entropy of the
+K shots of a task; MAML, first-order MAML, Reptile and iMAML meta-train the initial
+weights of the same-size MLP with inner SGD on the same cross-entropy. All of them see
+the same tasks:
+
+* meta-training tasks from the **train** alphabets (``task_rng(seed, TRAIN, step)``);
+* model selection on tasks from the **validation** alphabet (``task_rng(seed,
+  VALIDATION)``) -- never on test tasks;
+* learning curves on tasks from the **test** alphabets (``task_rng(seed, TEST)``) and the
+  reported numbers on ``final.test_tasks`` other test tasks (``task_rng(seed, TEST, 1)``)
+  at the selected meta-parameters: N-way K-shot accuracy with a 95 % confidence interval
+  (1.96 s.e.m. over tasks), the same models on N-way ``final.other_shots``-shot tasks,
+  and the error on the 20 official 20-way one-shot runs of Lake et al. (2015) (evaluation
+  alphabets no background file contains; a meta-learned N-way output layer is widened to
+  20 ways by giving every class the mean of its rows: tasks permute classes, so a
+  meta-learned head has no class of its own).
+
+Non-meta references on the same tasks: ``untrained`` (inner SGD from the MLP's initial
+weights), ``cml_untrained`` (the complex-synapse network's learning process from its
+initial ω, λ) and ``pixel_nn`` (nearest neighbour on pixels, Euclidean).
+
+Compute-fair: every trained method gets the same wall-time budget of meta-training
+(``compare.budget_s``, evaluations excluded) and keeps the meta-parameters of its
+evaluation with the best meta-validation accuracy (:mod:`neuro_meta.experiments.sinusoid`
+explains the rules; they are the same).
+
+``results.json``: ``{"methods": {name: {"accuracy", "ci95", "other_shots_accuracy",
+"other_shots_ci95", "official_error", "official_ci95", "meta_val_accuracy",
+"selected_step", "selected_time_s", "meta_steps", "stop_reason", "budget_s",
+"wall_time_s", "time_to_target"}}, "config": {...}, "history": {name: {"step",
+"time_s", "meta_val_accuracy", "meta_test_accuracy"}}}``.
+"""
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import _params as P
+from .. import baselines as bl
+from .. import optim
+from ..cml import CML
+from ..datasets import omniglot_runs
+from ..errors import ValidationError
+from ..families import FewShotClassification
+from ..initializers import Glorot
+from ..io import save_figure, write_json
+from ..learning import Learner, NotSettledWarning
+from ..metatrain import TEST, VALIDATION, MetaTrainer, mean_sem, task_rng
+from ..models import apply_overrides, check_top_level, checked, load_model, overlay, section
+from ..network import RateNetwork
+from ..synapses import ComplexSynapse
+from ..tasks import Task
+from .consolidation import merge
+from .sinusoid import build_baseline, config_fingerprint, load_partial, time_to_target
+
+METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
+BASELINES = ("maml", "fomaml", "reptile", "imaml", "untrained")
+SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "compare", "final",
+            "quick", "methods")
+#: Tasks per batch when evaluating many tasks (bounds memory: one φ per task).
+EVAL_CHUNK = 100
+
+
+# ---------------------------------------------------------------------- configuration
+def _cfg(cfg=None, quick=False, seed=None, overrides=(), ways=None, shots=None):
+    """The effective configuration: the file (default: the shipped ``omniglot.yaml``),
+    ``quick``'s overrides, ``--ways``/``--shots``, the ``--set`` overrides, the seed."""
+    if cfg is None:
+        cfg = load_model("omniglot")
+    if quick:
+        cfg = merge(cfg, overlay(cfg, "quick"))
+    extra = []
+    if ways is not None:
+        extra.append(f"family.ways={P.integer(ways, 'run omniglot', 'ways', low=2)}")
+    if shots is not None:
+        extra.append(f"family.shots={P.integer(shots, 'run omniglot', 'shots', low=1)}")
+    overrides = extra + list(overrides)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+        cfg["_overrides"] = list(overrides)
+    if seed is not None:
+        cfg = merge(cfg, {"meta": {"seed": seed}})
+    check_top_level(cfg, SECTIONS)
+    return cfg
+
+
+def compare_cfg(cfg):
+    """The ``compare`` section, checked: ``budget_s``, ``eval_every_s`` (s, or None),
+    ``targets`` (meta-test accuracies in (0, 1] of the time-to-target table) and
+    ``val_tasks`` (number of meta-validation tasks)."""
+    where = cfg.get("_file", "<config>")
+    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"))
+    out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
+                      low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
+    if not isinstance(c["targets"], list):
+        raise ValidationError(f"{where}: compare.targets: must be a list of meta-test "
+                              f"accuracies in (0, 1] (got {c['targets']!r})")
+    out["targets"] = [checked(where, "compare.targets", P.real, t, "compare", f"targets[{i}]",
+                              low=0.0, low_open=True, high=1.0)
+                      for i, t in enumerate(c["targets"])]
+    out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
+                               "compare", "val_tasks", low=1)
+    return out
+
+
+def final_cfg(cfg):
+    """The ``final`` section: ``test_tasks`` (tasks of the reported accuracy),
+    ``other_shots`` (shots of the second table column, or None) and ``official_runs``
+    (whether to score the 20 official 20-way one-shot runs)."""
+    where = cfg.get("_file", "<config>")
+    f = section(cfg, "final", required=("test_tasks", "other_shots", "official_runs"))
+    out = {"test_tasks": checked(where, "final.test_tasks", P.integer, f["test_tasks"],
+                                 "final", "test_tasks", low=1),
+           "other_shots": checked(where, "final.other_shots", P.integer, f["other_shots"],
+                                  "final", "other_shots", low=1, allow_none=True)}
+    if not isinstance(f["official_runs"], bool):
+        raise ValidationError(f"{where}: final.official_runs: must be true or false "
+                              f"(got {f['official_runs']!r})")
+    out["official_runs"] = f["official_runs"]
+    return out
+
+
+def families(cfg, shots=None):
+    """``{"train", "validation", "test"}`` -> :class:`FewShotClassification` on the
+    Omniglot split of that name (``shots`` overrides the file's)."""
+    where = cfg.get("_file", "<config>")
+    f = section(cfg, "family", required=("ways", "shots", "queries", "rotations"))
+    kw = dict(f, shots=f["shots"] if shots is None else shots)
+    return {split: checked(where, "family", FewShotClassification.omniglot, split=split, **kw)
+            for split in ("train", "validation", "test")}
+
+
+def build_net(cfg, seed, ways=None):
+    """The complex-synapse rate network of the ``network`` section (``ways`` outputs)."""
+    where = cfg.get("_file", "<config>")
+    n = section(cfg, "network", required=("hidden", "activation", "tau_synapse", "lam_init"))
+    ways = cfg["family"]["ways"] if ways is None else ways
+    hidden = n["hidden"]
+    if not isinstance(hidden, list):
+        raise ValidationError(f"{where}: network.hidden: must be a list of hidden-layer sizes "
+                              f"(got {hidden!r})")
+    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
+    acts = [n["activation"]] * len(hidden) + ["linear"]
+    return checked(where, "network", RateNetwork, [784] + hidden + [ways], activation=acts,
+                   synapse=syn, tau_neuron=0.0, tau_synapse=n["tau_synapse"], seed=seed,
+                   loss="cross_entropy")
+
+
+def mlp_sizes(cfg, ways=None):
+    return [784] + list(cfg["network"]["hidden"]) + [
+        cfg["family"]["ways"] if ways is None else ways]
+
+
+def build_cml(cfg, fams, executor=None):
+    """(learner of the free phase, :class:`MetaTrainer`) of the file's CML settings, with
+    the meta-validation and meta-test tasks from their own alphabets."""
+    where = cfg.get("_file", "<config>")
+    l_cfg = section(cfg, "learner", required=("rule",),
+                    optional=("integrator", "dt", "tol", "max_duration", "settle"))
+    c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
+    m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
+                                       "eval_every", "eval_tasks", "seed"),
+                optional=("lam_min",))
+    for k in ("steps", "eval_every"):
+        checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
+    seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
+    net = build_net(cfg, seed)
+    learner = checked(where, "learner", Learner, **l_cfg)
+    cml = checked(where, "cml", CML, learner=learner, **c_cfg)
+    opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
+                      checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
+    comp = compare_cfg(cfg)
+    eval_tasks = checked(where, "meta.eval_tasks", P.integer, m["eval_tasks"], "meta",
+                         "eval_tasks", low=1)
+    val_task = fams["validation"].sample(task_rng(seed, VALIDATION), comp["val_tasks"])
+    test_task = fams["test"].sample(task_rng(seed, TEST), eval_tasks)
+    trainer = checked(where, "meta", MetaTrainer, net, fams["train"], cml, opt,
+                      meta_batch=m["meta_batch"], seed=seed, eval_tasks=eval_tasks,
+                      executor=executor, lam_min=m.get("lam_min", 0.0),
+                      val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task)
+    return learner, trainer
+
+
+def _baseline(cfg, name):
+    """(method, baselines section) with the cross-entropy loss of the learning process."""
+    b = cfg.get("baselines")
+    if isinstance(b, dict) and isinstance(b.get(name, {}), dict):
+        cfg = merge(cfg, {"baselines": {name: {"loss": "cross_entropy"}}})
+    return build_baseline(cfg, name)
+
+
+def parse_methods(methods, default=METHODS):
+    if methods is None:
+        methods = default
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods) \
+            or not methods or any(m not in METHODS for m in methods):
+        shown = ",".join(methods) if isinstance(methods, (list, tuple)) else repr(methods)
+        raise ValidationError(f"run omniglot.methods: must be a comma-separated list of "
+                              f"{', '.join(METHODS)} (got {shown or 'nothing'})")
+    return list(dict.fromkeys(methods))
+
+
+# ---------------------------------------------------------------------- evaluation
+def _chunked(task, fn):
+    """``fn(task piece)`` over pieces of at most :data:`EVAL_CHUNK` tasks, concatenated."""
+    arrays = task.as_batch()
+    n = arrays[0].shape[0]
+    return np.concatenate([fn(Task(*(a[i:i + EVAL_CHUNK] for a in arrays)))
+                           for i in range(0, n, EVAL_CHUNK)])
+
+
+def cml_errors(net, learner, task):
+    """Per-task error rate of the complex-synapse network after its learning process."""
+    def one(t):
+        xt, yt, xv, yv = t.as_batch()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotSettledWarning)
+            res = learner.run(net, xt, yt)
+        return net.loss.score(net.predict(xv, [np.asarray(p) for p in res.phi_aug]), yv)
+    return _chunked(task, one)
+
+
+def baseline_errors(method, params, task):
+    """Per-task error rate of a baseline after its inner loop."""
+    return _chunked(task, lambda t: method.evaluate(params, t))
+
+
+def pixel_nn_errors(task):
+    """Per-task error rate of nearest neighbour on pixels (Euclidean) among the shots."""
+    xt, yt, xv, yv = task.as_batch()
+    d = ((xv ** 2).sum(-1)[..., :, None] - 2 * xv @ np.swapaxes(xt, -1, -2)
+         + (xt ** 2).sum(-1)[..., None, :])
+    nearest = np.argmin(d, axis=-1)
+    pred = np.take_along_axis(yt.argmax(-1), nearest, axis=-1)
+    return (pred != yv.argmax(-1)).mean(axis=-1)
+
+
+def official_task():
+    """The 20 official 20-way one-shot runs as a batch of 20 tasks: per run the 20
+    training images (one per class, class j = column j), the 20 test images and their
+    classes."""
+    runs = omniglot_runs()
+    n = runs.train.shape[0]
+    xt = runs.train.reshape(n, 20, -1).astype(float)
+    xv = runs.test.reshape(n, 20, -1).astype(float)
+    yt = np.broadcast_to(np.eye(20), (n, 20, 20))
+    yv = np.eye(20)[np.asarray(runs.answers)]
+    return Task(xt, yt, xv, yv)
+
+
+def widen_theta(net, ways):
+    """θ of ``net`` with its output layer widened to ``ways`` classes, every class given
+    the mean of the meta-learned rows (ω and λ of the output connection): the network
+    for tasks with another number of classes."""
+    wide = RateNetwork(list(net.sizes[:-1]) + [ways],
+                       activation=[a.name for a in net.activations], synapse=net.synapses,
+                       tau_neuron=net.tau_neuron, tau_synapse=net.tau_synapse,
+                       loss=net.loss, seed=0)
+    theta = net.theta
+    for key in theta:
+        last = theta[key][-1]
+        if last is not None:
+            theta[key][-1] = np.repeat(last.mean(axis=0, keepdims=True), ways, axis=0)
+    return wide.with_theta(theta)
+
+
+def widen_params(params, ways):
+    """MLP parameters with the output layer widened to ``ways`` classes (mean row)."""
+    w, b = list(params["w"]), list(params["b"])
+    w[-1] = np.repeat(w[-1].mean(axis=0, keepdims=True), ways, axis=0)
+    b[-1] = np.full(ways, b[-1].mean())
+    return {"w": w, "b": b}
+
+
+def _acc(errors):
+    """(accuracy, 95 % CI half-width) from per-task error rates."""
+    m, s = mean_sem(errors)
+    return 1.0 - m, 1.96 * s
+
+
+def final_scores(errors_fn, final, fams_other, tasks, official=None):
+    """The reported numbers of one method: accuracy on the final test tasks, on the
+    other-shots tasks, and the official runs' error (each with a 95 % CI half-width)."""
+    out = {}
+    out["accuracy"], out["ci95"] = _acc(errors_fn("main", tasks["main"]))
+    if "other" in tasks:
+        out["other_shots_accuracy"], out["other_shots_ci95"] = _acc(
+            errors_fn("other", tasks["other"]))
+    if official is not None:
+        e = np.asarray(official)
+        m, s = mean_sem(e)
+        out["official_error"], out["official_ci95"] = m, 1.96 * s
+    return out
+
+
+# ---------------------------------------------------------------------- the run
+def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
+        resume=False, executor=None, overrides=(), curves="time", ways=None, shots=None):
+    """Meta-train the chosen methods on Omniglot; write ``results.json`` and plots to
+    ``out_dir`` (``omniglot.png``: learning curves and final accuracies;
+    ``omniglot_tasks.png``: held-out tasks with CML's predictions;
+    ``omniglot_consolidation.png``: ω and λ of the first layer). ``ways``/``shots``
+    override the file's N and K."""
+    P.choice(curves, "run omniglot", "curves", ("time", "steps"))
+    cfg = _cfg(cfg, quick, seed, overrides, ways, shots)
+    methods = parse_methods(methods, cfg.get("methods") or METHODS)
+    compare, final = compare_cfg(cfg), final_cfg(cfg)
+    fams = families(cfg)
+    learner, trainer = build_cml(cfg, fams, executor)
+    for name in methods:            # every method's settings checked before any work
+        if name != "cml":
+            _baseline(cfg, name)
+    seed = cfg["meta"]["seed"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {"main": fams["test"].sample(task_rng(seed, TEST, 1), final["test_tasks"])}
+    if final["other_shots"] is not None:
+        other = families(cfg, shots=final["other_shots"])["test"]
+        tasks["other"] = other.sample(task_rng(seed, TEST, 2), final["test_tasks"])
+    official = official_task() if final["official_runs"] else None
+    partial_path = out / "partial.json"
+    fingerprint = config_fingerprint(cfg)
+    done = load_partial(partial_path, fingerprint) if resume else {}
+    results = {"methods": {}, "history": {}, "config": cfg}
+    t_pix = time.perf_counter()
+    pix = final_scores(lambda _, t: pixel_nn_errors(t), final, None, tasks,
+                       pixel_nn_errors(official) if official is not None else None)
+    pix.update(meta_steps=0, wall_time_s=time.perf_counter() - t_pix)
+    results["methods"]["pixel_nn"] = pix
+    for name in methods:
+        if name in done:
+            for k in ([name, "cml_untrained"] if name == "cml" else [name]):
+                if k in done:
+                    results["methods"][k] = done[k]["summary"]
+                    if done[k]["history"] is not None:
+                        results["history"][k] = done[k]["history"]
+            continue
+        if name == "cml":
+            untrained = _score_cml(trainer.net, learner, final, tasks, official)
+            untrained.update(meta_steps=0, wall_time_s=0.0)
+            results["methods"]["cml_untrained"] = untrained
+            done["cml_untrained"] = {"summary": untrained, "history": None}
+            hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
+                                 progress=progress, checkpoint=out / "cml_checkpoint.npz",
+                                 resume=resume, keep_theta=False, **_budget_kw(compare))
+            h = vars(hist)
+            summary = _score_cml(trainer.net, learner, final, tasks, official)
+            summary["phases_not_settled"] = hist.not_settled
+        else:
+            method, b = _baseline(cfg, name)
+            params0 = bl.init_mlp(mlp_sizes(cfg), seed)
+            params, h = bl.train_baseline(
+                method, params0, fams["train"], b["steps"], meta_batch=b["meta_batch"],
+                optimizer=optim.adam(b["learning_rate"]), seed=seed,
+                eval_every=b["eval_every"], test_task=trainer.test_task,
+                val_task=trainer.val_task, progress=progress, **_budget_kw(compare))
+            summary = final_scores(
+                lambda _, t: baseline_errors(method, params, t), final, None, tasks,
+                baseline_errors(method, widen_params(params, 20), official)
+                if official is not None else None)
+            if name == "untrained":
+                h = {k: h[k][:1] if isinstance(h[k], list) else h[k] for k in h}
+        summary.update(_training_summary(h, compare["targets"]))
+        results["methods"][name] = summary
+        results["history"][name] = _curves(h)
+        done[name] = {"summary": summary, "history": results["history"][name]}
+        write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
+    write_json(out / "results.json", results)
+    plot(out, results, curves)
+    if "cml" in methods:
+        plot_tasks(out, trainer, learner, tasks["main"])
+        plot_consolidation(out, trainer.net)
+    return results
+
+
+def _score_cml(net, learner, final, tasks, official):
+    return final_scores(lambda _, t: cml_errors(net, learner, t), final, None, tasks,
+                        cml_errors(widen_theta(net, 20), learner, official)
+                        if official is not None else None)
+
+
+def _budget_kw(compare):
+    if compare["budget_s"] is None:
+        return {}
+    return {"budget_s": compare["budget_s"], "eval_every_s": compare["eval_every_s"]}
+
+
+def _training_summary(h, targets):
+    """What meta-training did: selected point, steps, stop reason, times (accuracies are
+    1 − the recorded error rates)."""
+    sel = h.get("selected") or {}
+    acc_hist = {"step": h["step"], "time_s": h["time_s"],
+                "meta_test_mse": list(h["meta_test_mse"])}
+    ttt = time_to_target(acc_hist, [1.0 - t for t in targets])
+    return {"meta_val_accuracy": 1.0 - sel.get("meta_val_mse", h["meta_val_mse"][-1]),
+            "selected_step": sel.get("step", h["step"][-1]),
+            "selected_time_s": sel.get("time_s", h["time_s"][-1]),
+            "meta_steps": int(h.get("meta_steps") or 0),
+            "stop_reason": h.get("stop_reason"), "budget_s": h.get("budget_s"),
+            "wall_time_s": float(h.get("wall_time_s") or 0.0),
+            "time_to_target": {f"{1.0 - float(k):g}": v for k, v in ttt.items()}}
+
+
+def _curves(h):
+    return {"step": list(h["step"]), "time_s": list(h["time_s"]),
+            "meta_val_accuracy": [1.0 - v for v in h["meta_val_mse"]],
+            "meta_test_accuracy": [1.0 - v for v in h["meta_test_mse"]]}
+
+
+# ---------------------------------------------------------------------- output
+COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
+          "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k"}
+
+
+def summary_table(results):
+    """The results table (accuracy ± 95 % CI, official runs' error, wall time, steps) and
+    the time-to-target table, as text."""
+    cfg = results.get("config", {})
+    fam, comp, fin = cfg.get("family", {}), cfg.get("compare", {}), cfg.get("final", {})
+    W, K = fam.get("ways"), fam.get("shots")
+    other = fin.get("other_shots")
+    budget = comp.get("budget_s")
+    head = (f"Equal wall-time budget of {budget:g} s of meta-training per method "
+            "(evaluations excluded)" if budget is not None else
+            "No wall-time budget: each method runs its meta-steps")
+    lines = [f"Omniglot {W}-way {K}-shot. {head}; selected on {comp.get('val_tasks')} "
+             f"meta-validation tasks (validation alphabet); accuracy on "
+             f"{fin.get('test_tasks')} test-alphabet tasks, ± 95 % CI"]
+    cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
+        (["20-way official err"] if fin.get("official_runs") else [])
+    lines.append(f"{'method':<14}" + "".join(f"{c:>22}" for c in cols)
+                 + f"{'meta-steps':>11}{'wall time (s)':>15}")
+    for name, r in results["methods"].items():
+        cells = [f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} %"]
+        if other:
+            cells.append(f"{100 * r['other_shots_accuracy']:.1f} ± "
+                         f"{100 * r['other_shots_ci95']:.1f} %")
+        if fin.get("official_runs"):
+            cells.append(f"{100 * r['official_error']:.1f} ± {100 * r['official_ci95']:.1f} %")
+        lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells)
+                     + f"{r.get('meta_steps', 0):>11d}{r.get('wall_time_s', 0.0):>15.1f}")
+    if fin.get("official_runs"):
+        lines.append("Published 20-way one-shot errors on the same runs (Lake et al. 2015, "
+                     "105x105 images): people 4.5 %, Bayesian program learning 3.3 %, "
+                     "Siamese convnet 8.0 %, modified-Hausdorff pixel baseline 38.8 %")
+    targets = comp.get("targets") or []
+    if targets and any("time_to_target" in r for r in results["methods"].values()):
+        lines += ["", "Time to target meta-test accuracy (learning-curve test tasks): "
+                  "meta-training wall time (s) of the first evaluation at or above it"]
+        lines.append(f"{'method':<14}" + "".join(f"{'≥ ' + format(t, 'g'):>14}"
+                                                 for t in targets))
+        for name, r in results["methods"].items():
+            if "time_to_target" not in r:
+                continue
+            cells = [r["time_to_target"].get(f"{t:g}") for t in targets]
+            lines.append(f"{name:<14}" + "".join(
+                f"{'not reached' if c is None else format(c['time_s'], '.1f') + ' s':>14}"
+                for c in cells))
+    return "\n".join(lines)
+
+
+def plot(out, results, curves="time"):
+    """``omniglot.png``: meta-test accuracy against meta-training wall time (faint:
+    meta-validation; stars: the selected points) and the final accuracies with their
+    95 % CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plotting
+
+    x_key = "time_s" if curves == "time" else "step"
+    with plt.rc_context(plotting.STYLE):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
+        for name, h in results["history"].items():
+            color = COLORS.get(name)
+            r = results["methods"][name]
+            if len(h["step"]) == 1:
+                ax.axhline(100 * h["meta_test_accuracy"][0], ls="--", color=color,
+                           label=f"{name} (no meta-learning)")
+                continue
+            ax.plot(h[x_key], 100 * np.asarray(h["meta_test_accuracy"]), "o-", ms=3,
+                    color=color, label=name)
+            ax.plot(h[x_key], 100 * np.asarray(h["meta_val_accuracy"]), "-", lw=1,
+                    alpha=0.3, color=color)
+            if r.get("selected_step") in h["step"]:
+                i = h["step"].index(r["selected_step"])
+                ax.plot(h[x_key][i], 100 * h["meta_test_accuracy"][i], "*", ms=13,
+                        mfc="none", mew=1.5, color=color)
+        budget = results["config"].get("compare", {}).get("budget_s")
+        if budget is not None and curves == "time":
+            ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget ({budget:g} s)")
+        ax.set_xlabel("wall time of meta-training (s)" if curves == "time" else "meta-step")
+        ax.set_ylabel("meta-test accuracy (%)")
+        ax.set_title("Meta-learning curves (faint: meta-validation; ☆ selected)")
+        ax.legend(fontsize=8)
+        names = list(results["methods"])
+        acc = [100 * results["methods"][n]["accuracy"] for n in names]
+        ci = [100 * results["methods"][n]["ci95"] for n in names]
+        bx.barh(names, acc, xerr=ci, color=[COLORS.get(n, "C9") for n in names], alpha=0.8,
+                capsize=3)
+        fam = results["config"]["family"]
+        bx.axvline(100.0 / fam["ways"], color="k", ls=":", lw=1, label="chance")
+        bx.set_xlabel(f"{fam['ways']}-way {fam['shots']}-shot test accuracy (%) ± 95 % CI")
+        bx.set_title("Selected meta-parameters on held-out alphabets")
+        bx.invert_yaxis()
+        bx.legend(fontsize=8)
+        fig.tight_layout()
+        save_figure(fig, Path(out) / "omniglot.png")
+        plt.close(fig)
+
+
+def plot_tasks(out, trainer, learner, task, n_tasks=3, n_queries=8):
+    """``omniglot_tasks.png``: held-out tasks -- the shots (one column per class) and
+    queries with the class CML's network predicts after learning (red: wrong)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plotting
+
+    xt, yt, xv, yv = (a[:n_tasks] for a in task.as_batch())
+    net = trainer.net
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotSettledWarning)
+        res = learner.run(net, xt, yt)
+    pred = net.predict(xv, [np.asarray(p) for p in res.phi_aug]).argmax(-1)
+    W, K = yt.shape[-1], xt.shape[1] // yt.shape[-1]
+    cols = max(W, n_queries)
+    with plt.rc_context(plotting.STYLE):
+        fig, axes = plt.subplots(2 * n_tasks, cols, figsize=(1.1 * cols, 2.4 * n_tasks))
+        for t in range(n_tasks):
+            for j in range(cols):
+                a = axes[2 * t, j]
+                a.axis("off")
+                if j < W:
+                    i = int(np.flatnonzero(yt[t].argmax(-1) == j)[0])
+                    a.imshow(xt[t, i].reshape(28, 28), cmap="Greys")
+                    a.set_title(f"class {j}" + (f" ({K} shots)" if K > 1 and j == 0 else ""),
+                                fontsize=7)
+                b = axes[2 * t + 1, j]
+                b.axis("off")
+                if j < n_queries:
+                    b.imshow(xv[t, j].reshape(28, 28), cmap="Greys")
+                    ok = pred[t, j] == yv[t, j].argmax()
+                    b.set_title(f"→ {pred[t, j]}" + ("" if ok else f" (is {yv[t, j].argmax()})"),
+                                fontsize=7, color="k" if ok else "r")
+        fig.suptitle("Held-out tasks: shots (top rows) and queries with CML's predictions "
+                     "after the learning process", fontsize=9)
+        fig.tight_layout()
+        save_figure(fig, Path(out) / "omniglot_tasks.png")
+        plt.close(fig)
+
+
+def plot_consolidation(out, net, n_units=8):
+    """``omniglot_consolidation.png``: what consolidation kept in the first layer -- the
+    mean λ over hidden units per input pixel (how rigid each pixel's synapses are), the
+    ω of a few hidden units (their consolidated receptive fields), and the distribution
+    of λ per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plotting
+
+    theta = net.theta
+    om, lam = theta["omega"][0], theta["lam"][0]
+    with plt.rc_context(plotting.STYLE):
+        fig = plt.figure(figsize=(13, 4.6))
+        grid = fig.add_gridspec(2, n_units // 2 + 3)
+        a = fig.add_subplot(grid[:, :2])
+        im = a.imshow(lam.mean(axis=0).reshape(28, 28), cmap="viridis")
+        a.set_title("first layer: mean λ per input pixel")
+        a.axis("off")
+        fig.colorbar(im, ax=a, fraction=0.046)
+        order = np.argsort(-np.abs(om).sum(axis=1))[:n_units]
+        for k, u in enumerate(order):
+            b = fig.add_subplot(grid[k % 2, 2 + k // 2])
+            lim = np.abs(om[u]).max()
+            b.imshow(om[u].reshape(28, 28), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            b.set_title(f"ω, unit {u}", fontsize=7)
+            b.axis("off")
+        c = fig.add_subplot(grid[:, -1])
+        for l, lv in enumerate(theta["lam"]):
+            if lv is not None:
+                c.hist(np.log10(np.maximum(lv.ravel(), 1e-12)), bins=40, histtype="step",
+                       density=True, label=f"connection {l}")
+        c.set_xlabel("log10 λ")
+        c.set_title("consolidation strength per layer")
+        c.legend(fontsize=7)
+        fig.tight_layout()
+        save_figure(fig, Path(out) / "omniglot_consolidation.png")
+        plt.close(fig)

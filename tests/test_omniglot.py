@@ -1,0 +1,120 @@
+"""The Omniglot experiment (issue 19): the pieces against direct computations, the
+whole run on tiny settings, resume, executors and the command line's doors."""
+import json
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta import baselines as bl
+from neuro_meta.cli import main
+from neuro_meta.datasets import omniglot_runs
+from neuro_meta.experiments import omniglot as og
+
+TINY = ["network.hidden=[8]", "compare.budget_s=null", "meta.steps=3", "meta.eval_every=3",
+        "baselines.steps=4", "baselines.eval_every=2", "compare.val_tasks=6",
+        "meta.eval_tasks=6", "final.test_tasks=8", "meta.meta_batch=4",
+        "baselines.meta_batch=4"]
+
+
+def test_pixel_nn_against_a_direct_loop(rng):
+    fam = nm.FewShotClassification.omniglot("test", ways=4, shots=2, queries=3)
+    task = fam.sample(rng, 3)
+    got = og.pixel_nn_errors(task)
+    for t in range(3):
+        wrong = 0
+        for q in range(task.x_val.shape[1]):
+            d = [np.sum((task.x_val[t, q] - s) ** 2) for s in task.x_train[t]]
+            wrong += task.y_train[t, int(np.argmin(d))].argmax() != task.y_val[t, q].argmax()
+        assert got[t] == pytest.approx(wrong / task.x_val.shape[1])
+
+
+def test_official_task_is_the_twenty_runs():
+    task = og.official_task()
+    runs = omniglot_runs()
+    assert task.x_train.shape == (20, 20, 784) and task.y_val.shape == (20, 20, 20)
+    for r in (0, 7, 19):
+        for i in (0, 11):
+            j = int(task.y_val[r, i].argmax())
+            assert j == runs.answers[r][i]
+            np.testing.assert_array_equal(task.x_val[r, i], runs.test[r, i].ravel())
+        np.testing.assert_array_equal(task.y_train[r], np.eye(20))
+
+
+def test_widened_heads_treat_every_class_alike(rng):
+    """Widening gives every class the mean row: before learning, all 20 logits equal; a
+    head whose rows are already equal is unchanged by widening to its own width."""
+    net = nm.RateNetwork([784, 6, 5], activation=["tanh", "linear"], loss="cross_entropy",
+                         tau_neuron=0, seed=1)
+    wide = og.widen_theta(net, 20)
+    x = rng.random((3, 784))
+    out = wide.predict(x)
+    assert out.shape == (3, 20) and np.allclose(out, out[:, :1])
+    again = og.widen_theta(wide, 20)
+    for k in wide.theta:
+        for a, b in zip(wide.theta[k], again.theta[k]):
+            assert (a is None and b is None) or np.allclose(a, b, rtol=1e-14, atol=1e-16)
+    params = bl.init_mlp([784, 6, 5], seed=2)
+    p20 = og.widen_params(params, 20)
+    y = bl.mlp_predict(p20, x)
+    assert y.shape == (3, 20) and np.allclose(y, y[:, :1])
+
+
+def test_tiny_run_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "run"
+    res = og.run(out, progress=False, methods="cml,maml,untrained", overrides=TINY)
+    m = res["methods"]
+    assert set(m) == {"pixel_nn", "cml_untrained", "cml", "maml", "untrained"}
+    for name, r in m.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["ci95"] > 0, name
+        assert 0.0 <= r["official_error"] <= 1.0, name
+        assert "other_shots_accuracy" in r
+    assert m["cml"]["meta_steps"] == 3 and m["maml"]["meta_steps"] == 4
+    # selection used the validation curve only: the selected step is its best point
+    h = res["history"]["maml"]
+    best = h["step"][int(np.argmax(h["meta_val_accuracy"]))]
+    assert m["maml"]["selected_step"] == best
+    for f in ("results.json", "omniglot.png", "omniglot_tasks.png",
+              "omniglot_consolidation.png"):
+        assert (out / f).stat().st_size > 0
+    first = json.loads((out / "results.json").read_text())
+    # pixel_nn is deterministic and independent of the meta-learners
+    again = og.run(out, progress=False, methods="cml,maml,untrained", overrides=TINY,
+                   resume=True)
+    for name in ("cml", "maml", "pixel_nn", "cml_untrained"):
+        assert again["methods"][name]["accuracy"] == first["methods"][name]["accuracy"]
+    # a step-bound run is deterministic: a fresh run gives the same numbers
+    fresh = og.run(tmp_path / "fresh", progress=False, methods="cml,maml", overrides=TINY)
+    for name in ("cml", "maml"):
+        assert fresh["methods"][name]["accuracy"] == first["methods"][name]["accuracy"]
+    table = og.summary_table(res)
+    assert "20-way official err" in table and "people 4.5 %" in table
+
+
+def test_cml_identical_on_a_process_pool(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    serial = og.run(tmp_path / "s", progress=False, methods="cml", overrides=TINY)
+    with ProcessPoolExecutor(2) as ex:
+        pooled = og.run(tmp_path / "p", progress=False, methods="cml", overrides=TINY,
+                        executor=ex)
+    assert pooled["methods"]["cml"] == serial["methods"]["cml"] or all(
+        pooled["methods"]["cml"][k] == serial["methods"]["cml"][k]
+        for k in ("accuracy", "official_error", "other_shots_accuracy", "meta_val_accuracy"))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["run", "omniglot", "--model", "dual"], "--model: only with the shipped sinusoid"),
+    (["run", "sinusoid", "--ways", "3"], "--ways: only for the omniglot"),
+    (["run", "omniglot", "--ways", "1"], "ways: must be >= 2"),
+    (["run", "omniglot", "--methods", "cml,bogus"], "methods: must be a comma-separated"),
+    (["run", "omniglot", "--seeds", "2"], "--seeds: not yet for the omniglot"),
+    (["run", "omniglot", "--set", "family.ways=500"], "ways: must be <="),
+    (["run", "omniglot", "--set", "final.test_tasks=0"], "final.test_tasks"),
+    (["run", "omniglot", "--set", "compare.targets=[1.5]"], "compare.targets"),
+    (["run", "omniglot", "--set", "network.hidden=8"], "network.hidden: must be a list"),
+])
+def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
+    assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and match in err, err
