@@ -116,6 +116,8 @@ class WarpGrad:
         of :mod:`neuro_meta.losses` (stored as the object); :meth:`evaluate` reports its
         ``score`` (the MSE for squared error, the error rate for cross-entropy).
 
+    Notes
+    -----
     See the module docstring for the algorithm and :func:`init_warped_mlp` for the
     parameters.
     """

@@ -11,7 +11,7 @@ from neuro_meta.cli import main
 from neuro_meta.datasets import omniglot_runs
 from neuro_meta.experiments import omniglot as og
 
-TINY = ["network.hidden=[8]", "compare.budget_s=null", "meta.steps=3", "meta.eval_every=3",
+TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null", "meta.steps=3", "meta.eval_every=3",
         "baselines.steps=4", "baselines.eval_every=2", "compare.val_tasks=6",
         "meta.eval_tasks=6", "final.test_tasks=8", "meta.meta_batch=4",
         "baselines.meta_batch=4"]
@@ -118,3 +118,15 @@ def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and match in err, err
+
+
+def test_warpgrad_and_cml_warp_run_on_omniglot(tmp_path):
+    """The opt-in methods of issue 20 on the same tasks: WarpGrad (and its identity-warp
+    control, which starts from the same MLP) and CML with warp layers."""
+    res = og.run(tmp_path, progress=False, methods="warpgrad,warpgrad_nowarp,cml_warp",
+                 overrides=TINY)
+    m = res["methods"]
+    assert {"warpgrad", "warpgrad_nowarp", "cml_warp", "pixel_nn"} <= set(m)
+    assert m["warpgrad"]["meta_steps"] == 4 and m["cml_warp"]["meta_steps"] == 3
+    for name in ("warpgrad", "cml_warp"):
+        assert 0.0 <= m[name]["accuracy"] <= 1.0 and 0.0 <= m[name]["official_error"] <= 1.0

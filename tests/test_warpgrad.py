@@ -375,6 +375,139 @@ def test_metatrainer_serial_equals_chunked_and_dask():
         assert run(executor=client) == ref
 
 
+class Killed(Exception):
+    """Stands for a kill: raised from inside a meta-step, after the checkpoint of the
+    previous one was written (the in-process mirror of tests/test_metatrain.py's
+    kill -9 test)."""
+
+
+def _kill_at(step):
+    """A MetaTrainer.meta_gradient replacement that dies at meta-step ``step``."""
+    from neuro_meta.metatrain import MetaTrainer
+
+    original = MetaTrainer.meta_gradient
+
+    def meta_gradient(self, task, s=None):
+        if s == step:
+            raise Killed(step)
+        return original(self, task, s)
+
+    return meta_gradient
+
+
+def test_cml_warp_resume_after_kill_is_bitwise_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Issue acceptance 4 (resume): a MetaTrainer on a WarpNetwork killed during meta-step
+    3 of 5 (checkpoint of step 2 on disk) and resumed ends with exactly the θ (selected
+    and last), history and optimiser state of a run never interrupted. (Serial = chunked
+    = Dask: test_metatrainer_serial_equals_chunked_and_dask above.)"""
+    from neuro_meta.metatrain import MetaTrainer
+
+    net = WarpNetwork([1, 5, 1], activation=["tanh", "linear"], seed=2,
+                      synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=1.0))
+    cml = nm.CML(beta=0.1, estimator="standard", learner=nm.Learner(
+        rule="backprop", integrator="expeuler", dt=0.05, tol=1e-4, max_duration=20))
+    fam = Sinusoid(shots=5, val=5)
+
+    def trainer():
+        return MetaTrainer(net, fam, cml, nm.optim.adam(0.02), meta_batch=4, seed=3,
+                           eval_tasks=4)
+
+    ref = trainer()
+    h_ref = ref.train(5, eval_every=2, progress=False, checkpoint=tmp_path / "ref.npz")
+    path = tmp_path / "killed.npz"
+    killed = trainer()
+    monkeypatch.setattr(killed, "meta_gradient", _kill_at(3).__get__(killed))
+    with pytest.raises(Killed):
+        killed.train(5, eval_every=2, progress=False, checkpoint=path, resume=True)
+    assert checkpoint.load(path)["step"] == 2
+    resumed = trainer()
+    seen, orig = [], resumed.meta_gradient
+    monkeypatch.setattr(resumed, "meta_gradient",
+                        lambda task, s=None: (seen.append(s), orig(task, s))[1])
+    h = resumed.train(5, eval_every=2, progress=False, checkpoint=path, resume=True)
+    assert seen == [3, 4, 5]                 # continued from the checkpoint, not from 0
+    assert checkpoint.checksum(resumed.net.theta) == checkpoint.checksum(ref.net.theta)
+    a, b = checkpoint.load(path), checkpoint.load(tmp_path / "ref.npz")
+    assert a["step"] == b["step"] == 5
+    assert checkpoint.checksum(a["theta"]) == checkpoint.checksum(b["theta"])
+    assert checkpoint.checksum(a["opt_state"]) == checkpoint.checksum(b["opt_state"])
+    for k in ("step", "meta_val_mse", "meta_test_mse", "train_val_loss"):
+        assert getattr(h, k) == getattr(h_ref, k), k
+    assert h.selected["step"] == h_ref.selected["step"] and h.meta_steps == 5
+
+
+def test_sinusoid_warp_methods_resume_after_kill_give_the_same_numbers(tmp_path,
+                                                                       monkeypatch):
+    """Issue acceptance 4 (resume) through ``sinusoid.run``, step-bound (no budget):
+    killed during warpgrad (nothing finished: it reruns from the start), then during
+    cml_warp's meta-step 2 (warpgrad kept in partial.json, cml_warp resumes from its
+    checkpoint), then resumed to the end -- every method's numbers equal those of an
+    uninterrupted run; resuming the finished run leaves results.json byte-identical.
+    Serial vs Dask is moot for the WarpGrad methods (baselines meta-train in-process,
+    the executor is CML's only); for cml_warp see test_metatrainer_serial_equals_chunked_
+    and_dask."""
+    import json
+
+    from neuro_meta.experiments import sinusoid
+    from neuro_meta.metatrain import MetaTrainer
+
+    def cfg():
+        c = sinusoid._cfg(None, True, None)
+        c["meta"].update(steps=3, eval_every=1, eval_tasks=4, meta_batch=4)
+        c["baselines"].update(steps=4, eval_every=2, meta_batch=4)
+        c["compare"]["budget_s"] = None
+        return c
+
+    def run(out, **kw):
+        return sinusoid.run(out, cfg=cfg(), methods="warpgrad,cml_warp", progress=False,
+                            **kw)
+
+    ref = run(tmp_path / "ref")
+    out = tmp_path / "killed"
+    calls = []
+    original = WarpGrad.meta_gradient
+
+    def dying_warpgrad(self, params, task):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed("warpgrad")
+        return original(self, params, task)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(WarpGrad, "meta_gradient", dying_warpgrad)
+        with pytest.raises(Killed):
+            run(out, resume=True)
+    assert not (out / "partial.json").exists()
+    with monkeypatch.context() as mp:
+        mp.setattr(MetaTrainer, "meta_gradient", _kill_at(2))
+        with pytest.raises(Killed):
+            run(out, resume=True)
+    assert list(json.loads((out / "partial.json").read_text())["methods"]) == ["warpgrad"]
+    assert checkpoint.load(out / "cml_warp_checkpoint.npz")["step"] == 1
+    seen = []
+    with monkeypatch.context() as mp:
+        cml_step = MetaTrainer.meta_gradient
+        mp.setattr(MetaTrainer, "meta_gradient",
+                   lambda self, task, s=None: (seen.append(s), cml_step(self, task, s))[1])
+        mp.setattr(WarpGrad, "meta_gradient", lambda *a: seen.append("warpgrad") or
+                   original(*a))
+        got = run(out, resume=True)
+    assert seen == [2, 3]        # warpgrad from partial.json, cml_warp from its checkpoint
+    timing = ("wall_time_s", "selected_time_s", "time_to_target")   # clocks, not numbers
+    assert list(got["methods"]) == list(ref["methods"]) == ["warpgrad", "cml_warp"]
+    for name, r in ref["methods"].items():
+        assert {k: v for k, v in got["methods"][name].items() if k not in timing} == \
+            {k: v for k, v in r.items() if k not in timing}, name
+        assert [v and v["step"] for v in got["methods"][name]["time_to_target"].values()] \
+            == [v and v["step"] for v in r["time_to_target"].values()], name
+        for k in ("step", "meta_val_mse", "meta_test_mse"):
+            assert got["history"][name][k] == ref["history"][name][k], (name, k)
+    before = (out / "results.json").read_bytes()
+    again = run(out, resume=True)
+    assert (out / "results.json").read_bytes() == before
+    assert again["methods"] == got["methods"]
+
+
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize("kwargs, match", [
     (dict(inner_lr=-1.0), r"WarpGrad\.inner_lr: must be > 0\.0 \(got -1\.0\)"),

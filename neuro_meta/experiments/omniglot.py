@@ -43,6 +43,7 @@ import numpy as np
 from .. import _params as P
 from .. import baselines as bl
 from .. import optim
+from .. import warpgrad as wg
 from ..cml import CML
 from ..datasets import omniglot_runs
 from ..errors import ValidationError
@@ -55,11 +56,17 @@ from ..models import apply_overrides, check_top_level, checked, load_model, over
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
+from ..warp import WarpNetwork
 from .consolidation import merge
 from .sinusoid import build_baseline, config_fingerprint, load_partial, time_to_target
 
+#: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
-BASELINES = ("maml", "fomaml", "reptile", "imaml", "untrained")
+#: Every method ``--methods`` accepts: the WarpGrad family (a warped MLP,
+#: :mod:`neuro_meta.warpgrad`) and ``cml_warp`` (CML on the complex-synapse network with a
+#: warp layer after each hidden layer, :class:`~neuro_meta.warp.WarpNetwork`) are opt-in.
+ALL_METHODS = METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "compare", "final",
             "quick", "methods")
 #: Tasks per batch when evaluating many tasks (bounds memory: one φ per task).
@@ -135,8 +142,9 @@ def families(cfg, shots=None):
             for split in ("train", "validation", "test")}
 
 
-def build_net(cfg, seed, ways=None):
-    """The complex-synapse rate network of the ``network`` section (``ways`` outputs)."""
+def build_net(cfg, seed, ways=None, warp=False):
+    """The complex-synapse rate network of the ``network`` section (``ways`` outputs;
+    ``warp=True``: with a warp layer after each hidden layer, for ``cml_warp``)."""
     where = cfg.get("_file", "<config>")
     n = section(cfg, "network", required=("hidden", "activation", "tau_synapse", "lam_init"))
     ways = cfg["family"]["ways"] if ways is None else ways
@@ -144,8 +152,20 @@ def build_net(cfg, seed, ways=None):
     if not isinstance(hidden, list):
         raise ValidationError(f"{where}: network.hidden: must be a list of hidden-layer sizes "
                               f"(got {hidden!r})")
-    syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=n["lam_init"])
+    lam = n["lam_init"]
+    if isinstance(lam, list):
+        if len(lam) != len(hidden) + 1:
+            raise ValidationError(f"{where}: network.lam_init: needs one value per connection "
+                                  f"({len(hidden) + 1}) or one for all (got {lam!r})")
+        syn = [checked(where, f"network.lam_init[{i}]", ComplexSynapse, omega=Glorot(), lam=v)
+               for i, v in enumerate(lam)]
+    else:
+        syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=lam)
     acts = [n["activation"]] * len(hidden) + ["linear"]
+    if warp:
+        return checked(where, "network", WarpNetwork, [784] + hidden + [ways],
+                       activation=acts, synapse=syn, bias=True, tau_synapse=n["tau_synapse"],
+                       seed=seed, loss="cross_entropy")
     return checked(where, "network", RateNetwork, [784] + hidden + [ways], activation=acts,
                    synapse=syn, tau_neuron=0.0, tau_synapse=n["tau_synapse"], seed=seed,
                    loss="cross_entropy")
@@ -156,9 +176,10 @@ def mlp_sizes(cfg, ways=None):
         cfg["family"]["ways"] if ways is None else ways]
 
 
-def build_cml(cfg, fams, executor=None):
+def build_cml(cfg, fams, executor=None, warp=False):
     """(learner of the free phase, :class:`MetaTrainer`) of the file's CML settings, with
-    the meta-validation and meta-test tasks from their own alphabets."""
+    the meta-validation and meta-test tasks from their own alphabets (``warp=True``: on
+    the network with warp layers)."""
     where = cfg.get("_file", "<config>")
     l_cfg = section(cfg, "learner", required=("rule",),
                     optional=("integrator", "dt", "tol", "max_duration", "settle"))
@@ -169,7 +190,7 @@ def build_cml(cfg, fams, executor=None):
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
-    net = build_net(cfg, seed)
+    net = build_net(cfg, seed, warp=warp)
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
@@ -200,10 +221,10 @@ def parse_methods(methods, default=METHODS):
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods) \
-            or not methods or any(m not in METHODS for m in methods):
+            or not methods or any(m not in ALL_METHODS for m in methods):
         shown = ",".join(methods) if isinstance(methods, (list, tuple)) else repr(methods)
         raise ValidationError(f"run omniglot.methods: must be a comma-separated list of "
-                              f"{', '.join(METHODS)} (got {shown or 'nothing'})")
+                              f"{', '.join(ALL_METHODS)} (got {shown or 'nothing'})")
     return list(dict.fromkeys(methods))
 
 
@@ -259,12 +280,20 @@ def widen_theta(net, ways):
     """θ of ``net`` with its output layer widened to ``ways`` classes, every class given
     the mean of the meta-learned rows (ω and λ of the output connection): the network
     for tasks with another number of classes."""
-    wide = RateNetwork(list(net.sizes[:-1]) + [ways],
-                       activation=[a.name for a in net.activations], synapse=net.synapses,
-                       tau_neuron=net.tau_neuron, tau_synapse=net.tau_synapse,
-                       loss=net.loss, seed=0)
+    if isinstance(net, WarpNetwork):
+        base = net.base
+        wide = WarpNetwork(list(base.sizes[:-1]) + [ways],
+                           activation=[a.name for a in base.activations],
+                           synapse=base.synapses, bias=base.bias,
+                           tau_synapse=base.tau_synapse, loss=net.loss, seed=0)
+    else:
+        sizes = list(net.sizes[:-1]) + [ways]
+        acts = [a.name for a in net.activations]
+        wide = RateNetwork(sizes, activation=acts, synapse=net.synapses,
+                           tau_neuron=net.tau_neuron, tau_synapse=net.tau_synapse,
+                           loss=net.loss, seed=0)
     theta = net.theta
-    for key in theta:
+    for key in ("omega", "lam", "omega_bias", "lam_bias"):     # the output connection's
         last = theta[key][-1]
         if last is not None:
             theta[key][-1] = np.repeat(last.mean(axis=0, keepdims=True), ways, axis=0)
@@ -272,11 +301,12 @@ def widen_theta(net, ways):
 
 
 def widen_params(params, ways):
-    """MLP parameters with the output layer widened to ``ways`` classes (mean row)."""
+    """MLP parameters with the output layer widened to ``ways`` classes (mean row); other
+    entries (a warped MLP's warp layers) are kept."""
     w, b = list(params["w"]), list(params["b"])
     w[-1] = np.repeat(w[-1].mean(axis=0, keepdims=True), ways, axis=0)
     b[-1] = np.full(ways, b[-1].mean())
-    return {"w": w, "b": b}
+    return {**params, "w": w, "b": b}
 
 
 def _acc(errors):
@@ -314,8 +344,10 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     compare, final = compare_cfg(cfg), final_cfg(cfg)
     fams = families(cfg)
     learner, trainer = build_cml(cfg, fams, executor)
+    warp_trainer = build_cml(cfg, fams, executor, warp=True)[1] \
+        if "cml_warp" in methods else None
     for name in methods:            # every method's settings checked before any work
-        if name != "cml":
+        if name not in ("cml", "cml_warp"):
             _baseline(cfg, name)
     seed = cfg["meta"]["seed"]
     out = Path(out_dir)
@@ -342,20 +374,23 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                     if done[k]["history"] is not None:
                         results["history"][k] = done[k]["history"]
             continue
-        if name == "cml":
-            untrained = _score_cml(trainer.net, learner, final, tasks, official)
-            untrained.update(meta_steps=0, wall_time_s=0.0)
-            results["methods"]["cml_untrained"] = untrained
-            done["cml_untrained"] = {"summary": untrained, "history": None}
-            hist = trainer.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
-                                 progress=progress, checkpoint=out / "cml_checkpoint.npz",
-                                 resume=resume, keep_theta=False, **_budget_kw(compare))
+        if name in ("cml", "cml_warp"):
+            tr = trainer if name == "cml" else warp_trainer
+            if name == "cml":
+                untrained = _score_cml(trainer.net, learner, final, tasks, official)
+                untrained.update(meta_steps=0, wall_time_s=0.0)
+                results["methods"]["cml_untrained"] = untrained
+                done["cml_untrained"] = {"summary": untrained, "history": None}
+            hist = tr.train(cfg["meta"]["steps"], eval_every=cfg["meta"]["eval_every"],
+                            progress=progress, checkpoint=out / f"{name}_checkpoint.npz",
+                            resume=resume, keep_theta=False, **_budget_kw(compare))
             h = vars(hist)
-            summary = _score_cml(trainer.net, learner, final, tasks, official)
+            summary = _score_cml(tr.net, learner, final, tasks, official)
             summary["phases_not_settled"] = hist.not_settled
         else:
             method, b = _baseline(cfg, name)
-            params0 = bl.init_mlp(mlp_sizes(cfg), seed)
+            params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
+                mlp_sizes(cfg), seed)
             params, h = bl.train_baseline(
                 method, params0, fams["train"], b["steps"], meta_batch=b["meta_batch"],
                 optimizer=optim.adam(b["learning_rate"]), seed=seed,
@@ -416,7 +451,8 @@ def _curves(h):
 
 # ---------------------------------------------------------------------- output
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
-          "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k"}
+          "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k",
+          "warpgrad": "C5", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
 
 
 def summary_table(results):
@@ -435,7 +471,7 @@ def summary_table(results):
              f"{fin.get('test_tasks')} test-alphabet tasks, ± 95 % CI"]
     cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
         (["20-way official err"] if fin.get("official_runs") else [])
-    lines.append(f"{'method':<14}" + "".join(f"{c:>22}" for c in cols)
+    lines.append(f"{'method':<16}" + "".join(f"{c:>22}" for c in cols)
                  + f"{'meta-steps':>11}{'wall time (s)':>15}")
     for name, r in results["methods"].items():
         cells = [f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} %"]
@@ -444,7 +480,7 @@ def summary_table(results):
                          f"{100 * r['other_shots_ci95']:.1f} %")
         if fin.get("official_runs"):
             cells.append(f"{100 * r['official_error']:.1f} ± {100 * r['official_ci95']:.1f} %")
-        lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells)
+        lines.append(f"{name:<16}" + "".join(f"{c:>22}" for c in cells)
                      + f"{r.get('meta_steps', 0):>11d}{r.get('wall_time_s', 0.0):>15.1f}")
     if fin.get("official_runs"):
         lines.append("Published 20-way one-shot errors on the same runs (Lake et al. 2015, "
@@ -454,13 +490,13 @@ def summary_table(results):
     if targets and any("time_to_target" in r for r in results["methods"].values()):
         lines += ["", "Time to target meta-test accuracy (learning-curve test tasks): "
                   "meta-training wall time (s) of the first evaluation at or above it"]
-        lines.append(f"{'method':<14}" + "".join(f"{'≥ ' + format(t, 'g'):>14}"
+        lines.append(f"{'method':<16}" + "".join(f"{'≥ ' + format(t, 'g'):>14}"
                                                  for t in targets))
         for name, r in results["methods"].items():
             if "time_to_target" not in r:
                 continue
             cells = [r["time_to_target"].get(f"{t:g}") for t in targets]
-            lines.append(f"{name:<14}" + "".join(
+            lines.append(f"{name:<16}" + "".join(
                 f"{'not reached' if c is None else format(c['time_s'], '.1f') + ' s':>14}"
                 for c in cells))
     return "\n".join(lines)
@@ -470,16 +506,15 @@ def plot(out, results, curves="time"):
     """``omniglot.png``: meta-test accuracy against meta-training wall time (faint:
     meta-validation; stars: the selected points) and the final accuracies with their
     95 % CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt     # rc_context only: figures are made without pyplot,
+    from matplotlib.figure import Figure  # so a notebook's backend is left alone
 
     from .. import plotting
 
     x_key = "time_s" if curves == "time" else "step"
     with plt.rc_context(plotting.STYLE):
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
+        fig = Figure(figsize=(13, 5.2))
+        ax, bx = fig.subplots(1, 2)
         for name, h in results["history"].items():
             color = COLORS.get(name)
             r = results["methods"][name]
@@ -515,16 +550,13 @@ def plot(out, results, curves="time"):
         bx.legend(fontsize=8)
         fig.tight_layout()
         save_figure(fig, Path(out) / "omniglot.png")
-        plt.close(fig)
 
 
 def plot_tasks(out, trainer, learner, task, n_tasks=3, n_queries=8):
     """``omniglot_tasks.png``: held-out tasks -- the shots (one column per class) and
     queries with the class CML's network predicts after learning (red: wrong)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt     # rc_context only: figures are made without pyplot,
+    from matplotlib.figure import Figure  # so a notebook's backend is left alone
 
     from .. import plotting
 
@@ -537,7 +569,8 @@ def plot_tasks(out, trainer, learner, task, n_tasks=3, n_queries=8):
     W, K = yt.shape[-1], xt.shape[1] // yt.shape[-1]
     cols = max(W, n_queries)
     with plt.rc_context(plotting.STYLE):
-        fig, axes = plt.subplots(2 * n_tasks, cols, figsize=(1.1 * cols, 2.4 * n_tasks))
+        fig = Figure(figsize=(1.1 * cols, 2.4 * n_tasks))
+        axes = fig.subplots(2 * n_tasks, cols)
         for t in range(n_tasks):
             for j in range(cols):
                 a = axes[2 * t, j]
@@ -558,7 +591,6 @@ def plot_tasks(out, trainer, learner, task, n_tasks=3, n_queries=8):
                      "after the learning process", fontsize=9)
         fig.tight_layout()
         save_figure(fig, Path(out) / "omniglot_tasks.png")
-        plt.close(fig)
 
 
 def plot_consolidation(out, net, n_units=8):
@@ -566,17 +598,15 @@ def plot_consolidation(out, net, n_units=8):
     mean λ over hidden units per input pixel (how rigid each pixel's synapses are), the
     ω of a few hidden units (their consolidated receptive fields), and the distribution
     of λ per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt     # rc_context only: figures are made without pyplot,
+    from matplotlib.figure import Figure  # so a notebook's backend is left alone
 
     from .. import plotting
 
     theta = net.theta
     om, lam = theta["omega"][0], theta["lam"][0]
     with plt.rc_context(plotting.STYLE):
-        fig = plt.figure(figsize=(13, 4.6))
+        fig = Figure(figsize=(13, 4.6))
         grid = fig.add_gridspec(2, n_units // 2 + 3)
         a = fig.add_subplot(grid[:, :2])
         im = a.imshow(lam.mean(axis=0).reshape(28, 28), cmap="viridis")
@@ -600,4 +630,3 @@ def plot_consolidation(out, net, n_units=8):
         c.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, Path(out) / "omniglot_consolidation.png")
-        plt.close(fig)
