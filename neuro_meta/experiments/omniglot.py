@@ -276,22 +276,17 @@ def official_task():
     return Task(xt, yt, xv, yv)
 
 
-def widen_theta(net, ways):
-    """θ of ``net`` with its output layer widened to ``ways`` classes, every class given
-    the mean of the meta-learned rows (ω and λ of the output connection): the network
-    for tasks with another number of classes."""
-    if isinstance(net, WarpNetwork):
-        base = net.base
-        wide = WarpNetwork(list(base.sizes[:-1]) + [ways],
-                           activation=[a.name for a in base.activations],
-                           synapse=base.synapses, bias=base.bias,
-                           tau_synapse=base.tau_synapse, loss=net.loss, seed=0)
-    else:
-        sizes = list(net.sizes[:-1]) + [ways]
-        acts = [a.name for a in net.activations]
-        wide = RateNetwork(sizes, activation=acts, synapse=net.synapses,
-                           tau_neuron=net.tau_neuron, tau_synapse=net.tau_synapse,
-                           loss=net.loss, seed=0)
+def widen_theta(net, ways, wide=None):
+    """``net`` with its output layer widened to ``ways`` classes, every class given the
+    mean of the meta-learned rows (ω and λ of the output connection): the network for
+    tasks with another number of classes. ``wide``: a network of the same kind with
+    ``ways`` outputs to take the widened θ (default: a :class:`RateNetwork` built like
+    ``net``, which must then be one)."""
+    if wide is None:
+        wide = RateNetwork(list(net.sizes[:-1]) + [ways],
+                           activation=[a.name for a in net.activations],
+                           synapse=net.synapses, tau_neuron=net.tau_neuron,
+                           tau_synapse=net.tau_synapse, loss=net.loss, seed=0)
     theta = net.theta
     for key in ("omega", "lam", "omega_bias", "lam_bias"):     # the output connection's
         last = theta[key][-1]
@@ -377,7 +372,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         if name in ("cml", "cml_warp"):
             tr = trainer if name == "cml" else warp_trainer
             if name == "cml":
-                untrained = _score_cml(trainer.net, learner, final, tasks, official)
+                untrained = _score_cml(trainer.net, learner, final, tasks, official,
+                                       build_net(cfg, 0, ways=20))
                 untrained.update(meta_steps=0, wall_time_s=0.0)
                 results["methods"]["cml_untrained"] = untrained
                 done["cml_untrained"] = {"summary": untrained, "history": None}
@@ -385,7 +381,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                             progress=progress, checkpoint=out / f"{name}_checkpoint.npz",
                             resume=resume, keep_theta=False, **_budget_kw(compare))
             h = vars(hist)
-            summary = _score_cml(tr.net, learner, final, tasks, official)
+            summary = _score_cml(tr.net, learner, final, tasks, official,
+                                 build_net(cfg, 0, ways=20, warp=name == "cml_warp"))
             summary["phases_not_settled"] = hist.not_settled
         else:
             method, b = _baseline(cfg, name)
@@ -415,9 +412,9 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     return results
 
 
-def _score_cml(net, learner, final, tasks, official):
+def _score_cml(net, learner, final, tasks, official, wide):
     return final_scores(lambda _, t: cml_errors(net, learner, t), final, None, tasks,
-                        cml_errors(widen_theta(net, 20), learner, official)
+                        cml_errors(widen_theta(net, 20, wide), learner, official)
                         if official is not None else None)
 
 
