@@ -52,3 +52,13 @@ from .families import FewShotClassification
 
 __all__ += ["FewShotClassification", "datasets", "omniglot", "omniglot_runs",
             "one_shot_runs_error"]
+
+from .families import WheelBandit
+from .losses import MaskedSquaredError
+
+__all__ += ["MaskedSquaredError", "WheelBandit"]
+
+from . import vsml
+from .vsml import ESTrainer, VSML
+
+__all__ += ["ESTrainer", "VSML", "vsml"]

@@ -5,6 +5,8 @@
     neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--curves ...]
                             [--budget SECONDS|none]
     neuro-meta run omniglot [--ways N] [--shots K] [--methods LIST] [--budget SECONDS|none]
+    neuro-meta run bandit [--methods LIST] [--budget SECONDS|none]
+    neuro-meta run vsml [--methods LIST] [--budget SECONDS|none]
     neuro-meta gradcheck [--out DIR]
     neuro-meta gradquality [--quick] [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
@@ -88,9 +90,12 @@ def _run_parser(sub):
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--methods", default=None,
                    help="sinusoid, omniglot: comma-separated methods (default all: "
-                   "cml,maml,fomaml,reptile,imaml,untrained)")
+                   "cml,maml,fomaml,reptile,imaml,untrained); bandit: of cml_dual,"
+                   "cml_complex,maml,uniform,lingreedy,linfullpost (default all); vsml: "
+                   "of vsml,sgd,adam,cml (default all)")
     r.add_argument("--budget", default=None, metavar="SECONDS|none",
-                   help="sinusoid, omniglot: wall-time budget of meta-training per method, "
+                   help="sinusoid, omniglot, bandit: wall-time budget of meta-training per "
+                   "method, "
                    "the same "
                    "for every method (sets compare.budget_s); 'none': run meta.steps / "
                    "baselines.steps instead")
@@ -182,7 +187,8 @@ def _run(args):
     """``neuro-meta run``: load the experiment file, apply the overrides, run one seed or
     several, print the table."""
     from .errors import ValidationError
-    from .experiments import consolidation, omniglot, seeds as seeds_mod, sinusoid
+    from .experiments import bandit, consolidation, omniglot, seeds as seeds_mod, sinusoid
+    from .experiments import vsml
     from .models import load_model
 
     name = args.experiment
@@ -194,7 +200,8 @@ def _run(args):
         name = "sinusoid_dual"
     cfg = load_model(name, dirs=args.models)
     experiment = cfg.get("experiment")
-    runners = {"sinusoid": sinusoid, "omniglot": omniglot, "consolidation": consolidation}
+    runners = {"sinusoid": sinusoid, "omniglot": omniglot, "consolidation": consolidation,
+               "bandit": bandit, "vsml": vsml}
     if not isinstance(experiment, str) or experiment not in runners:
         raise ValidationError(f"{cfg['_file']}: experiment: must be one of "
                               f"{', '.join(runners)} (a file that extends a shipped one "
@@ -207,14 +214,14 @@ def _run(args):
     only = {"sinusoid": ("model",), "omniglot": ("ways", "shots")}
     for opt in ("model", "ways", "shots", "methods", "budget"):
         allowed = [e for e, opts in only.items() if opt in opts] if opt in (
-            "model", "ways", "shots") else ["sinusoid", "omniglot"]
+            "model", "ways", "shots") else ["sinusoid", "omniglot", "bandit", "vsml"]
         if getattr(args, opt) is not None and experiment not in allowed:
             raise ValidationError(f"neuro-meta run.--{opt}: only for the "
                                   f"{' and '.join(allowed)} experiment"
                                   f"{'s' if len(allowed) > 1 else ''} "
                                   f"(got {getattr(args, opt)!r} with {experiment})")
     kw = {}
-    if experiment in ("sinusoid", "omniglot"):
+    if experiment in ("sinusoid", "omniglot", "bandit"):
         kw = {"methods": args.methods, "curves": args.curves}
         if args.budget is not None:
             overrides.append(f"compare.budget_s={_budget(args.budget)}")
@@ -226,6 +233,18 @@ def _run(args):
             raise ValidationError("neuro-meta run.--seeds: not yet for the omniglot "
                                   "experiment (run --seed N per seed) "
                                   f"(got --seeds {args.seeds})")
+    if experiment == "bandit" and args.seeds is not None:
+        raise ValidationError("neuro-meta run.--seeds: not for the bandit experiment "
+                              "(its deployment's streams are deploy.seeds; run --seed N "
+                              "per meta-training seed) "
+                              f"(got --seeds {args.seeds})")
+    if experiment == "vsml":        # ES's budget; methods of neuro_meta.experiments.vsml
+        kw = {"methods": args.methods}
+        if args.budget is not None:
+            overrides.append(f"es.budget_s={_budget(args.budget)}")
+        if args.seeds is not None:
+            raise ValidationError("neuro-meta run.--seeds: not for the vsml experiment "
+                                  f"(run --seed N per seed) (got --seeds {args.seeds})")
     kw.update(quick=args.quick, cfg=cfg, overrides=overrides)
     with _executor(args) as executor:
         if args.seeds is not None:
@@ -245,6 +264,8 @@ def _run(args):
     if experiment == "omniglot":
         extra = (", omniglot_tasks.png and omniglot_consolidation.png"
                  if "cml" in res["methods"] else "")
+    if experiment == "bandit":
+        extra = " and bandit_meta.png" if res.get("meta") else ""
     print(f"wrote {out}/results.json, {out}/{experiment}.png{extra}")
     return 0
 

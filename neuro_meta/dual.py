@@ -38,6 +38,7 @@ from .activations import get_activation
 from .errors import UnsupportedError
 from .initializers import Glorot
 from .kind import ModelKind, pull_partials
+from .losses import get_loss
 from .results import readonly
 from .synapses import resolve
 
@@ -69,6 +70,10 @@ class DualSystem(ModelKind):
     gain, bias : float, array or initialiser
         Initial gains (default 1) and biases (default 0) of the hidden units.
     seed : int or numpy.random.Generator, optional
+    loss : str or loss object
+        Loss of the learning process (:mod:`neuro_meta.losses`): ``"squared_error"``
+        (default), ``"masked_squared_error"`` (a bandit's pulled arm only) or
+        ``"cross_entropy"`` (the readout's outputs taken as logits).
 
     Notes
     -----
@@ -80,8 +85,10 @@ class DualSystem(ModelKind):
     """
 
     def __init__(self, sizes, activation="tanh", fast=FAST_GROUPS, lam=1.0, learn_lam=False,
-                 tau_fast=1.0, weights=None, gain=1.0, bias=0.0, readout=None, seed=None):
+                 tau_fast=1.0, weights=None, gain=1.0, bias=0.0, readout=None, seed=None,
+                 loss="squared_error"):
         O = "DualSystem"
+        self.loss = get_loss(loss, O, "loss")
         try:
             if isinstance(sizes, (str, bytes)):
                 raise TypeError
@@ -368,7 +375,9 @@ class DualSystem(ModelKind):
     def __repr__(self):
         return (f"DualSystem(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
                 f"fast={list(self.fast)}, learn_lam={self.learn_lam}, "
-                f"tau_fast={self.tau_fast})")
+                f"tau_fast={self.tau_fast}"
+                + (f", loss={self.loss.name!r})" if self.loss.name != "squared_error"
+                   else ")"))
 
 
 def _lam_per_group(lam, fast):
@@ -428,7 +437,8 @@ def _forward(model, X, fast, f):
 
 
 def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
-    """Data objective ``Σ_s c_s ½‖ŷ_s − y_s‖²`` and its gradients by backprop.
+    """Data objective ``Σ_s c_s ℓ(ŷ_s, y_s)`` (squared error: ``½‖ŷ_s − y_s‖²``; the
+    model's ``loss``) and its gradients by backprop, from ``∂ℓ/∂ŷ = loss.error``.
 
     ``X`` (B, S, n_in), ``Y`` (B, S, n_out), ``c`` (B, S) sample weights; ``fast`` as in
     :meth:`DualSystem.params` (leading axes (..., B) allowed; complex values with
@@ -445,7 +455,10 @@ def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
     layers, y = _forward(model, X, fast, f) if forward is None else forward
     gains, _, R, W = model.params(fast)
     e = model.loss.error(y, Y)
-    F = 0.5 * (c[..., None] * e * e).sum(axis=(-1, -2))
+    if model.loss.name in ("squared_error", "masked_squared_error"):
+        F = 0.5 * (c[..., None] * e * e).sum(axis=(-1, -2))
+    else:
+        F = (c * model.loss.per_sample(y, Y)).sum(axis=-1)
     e = e * c[..., None]
     L = model.n_hidden_layers
     n = R.shape[-1] - 1

@@ -347,3 +347,174 @@ class FewShotClassification:
     def sample(self, rng, n_tasks):
         """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
         return self.sample_with_classes(rng, n_tasks)[0]
+
+
+@dataclass(frozen=True)
+class WheelBandit:
+    """The wheel bandit (Riquelme, Tucker & Snoek, *Deep Bayesian Bandits Showdown*,
+    ICLR 2018) as a family of contextual-bandit tasks; a task is a radius ``δ``.
+
+    Contexts ``x`` are uniform in the unit disc; there are 5 arms. Rewards are Gaussian
+    with standard deviation ``sigma``; their means ``μ_a(x)``:
+
+    * inside the wheel (``‖x‖ < δ``): ``mu`` = (1.2, 1.0, 1.0, 1.0, 1.0) -- arm 0, the
+      *safe* arm, is best;
+    * outside (``‖x‖ ≥ δ``): the arm of the context's quadrant pays ``mu_large`` = 50,
+      arm 0 still 1.2 and the rest 1.0. Quadrants, in the order of Riquelme et al.'s
+      ``sample_wheel_bandit_data`` (whose large arms are 0-3 and safe arm 4; here the
+      safe arm is 0, as in the CML authors' code, so their arm k is our arm k + 1):
+      ``x₁ > 0, x₂ > 0`` → arm 1; ``x₁ > 0, x₂ ≤ 0`` → arm 2; ``x₁ ≤ 0, x₂ > 0`` → arm 3;
+      ``x₁ ≤ 0, x₂ ≤ 0`` → arm 4.
+
+    The uniform policy's expected regret per trial has a closed form
+    (:meth:`uniform_regret`): ``P(outside) = 1 − δ²`` and, inside,
+    ``1.2 − mean(mu) = 0.16``, outside ``50 − (1.2 + 50 + 3·1.0)/5 = 39.16``.
+
+    ``sample(rng, n_tasks)`` gives the meta-training tasks of the CML paper: per task
+    ``δ ~ U(delta_range)``, ``shots`` support contexts and ``queries`` query contexts,
+    each with a uniformly random pulled arm; the targets say only the pulled arm's reward
+    (divided by ``scale``; the other arms :attr:`MaskedSquaredError.UNOBSERVED
+    <neuro_meta.losses.MaskedSquaredError.UNOBSERVED>`): the masked squared error of
+    :data:`~neuro_meta.losses.MASKED_SQUARED_ERROR` trains the pulled arm's output only.
+    ``scale`` changes units only (the networks see rewards / scale); regrets and
+    rewards of the other methods are in reward units.
+    """
+
+    shots: int = 512
+    queries: int = 50
+    delta_range: tuple = (0.0, 1.0)
+    mu: tuple = (1.2, 1.0, 1.0, 1.0, 1.0)
+    mu_large: float = 50.0
+    sigma: float = 0.01
+    scale: float = 1.0
+
+    n_arms = 5
+    n_in = 2
+
+    def __post_init__(self):
+        O = "WheelBandit"
+        P.integer(self.shots, O, "shots", low=1)
+        P.integer(self.queries, O, "queries", low=1)
+        P.check_bytes((self.shots + self.queries) * 7, O, "shots",
+                      f"of {self.shots + self.queries} samples (one task)", repr(self.shots))
+        v = self.delta_range
+        if not (isinstance(v, (tuple, list)) and len(v) == 2):
+            P.fail(O, "delta_range", "must be a pair (low, high)", P.shown(v))
+        lo = P.real(v[0], O, "delta_range[0]", low=0.0, high=1.0)
+        P.real(v[1], O, "delta_range[1]", low=lo, high=1.0)
+        if not (isinstance(self.mu, (tuple, list)) and len(self.mu) == 5):
+            P.fail(O, "mu", "must be 5 mean rewards (safe arm first)", P.shown(self.mu))
+        for i, m in enumerate(self.mu):
+            P.real(m, O, f"mu[{i}]", low=-1e6, high=1e6)
+        P.real(self.mu_large, O, "mu_large", low=-1e6, high=1e6)
+        P.real(self.sigma, O, "sigma", low=0.0, high=1e6)
+        P.real(self.scale, O, "scale", low=0.0, low_open=True, high=1e6)
+
+    # ------------------------------------------------------------------ reward model
+    def _delta(self, delta, owner):
+        d = P.finite_array(delta, owner, "delta")
+        if d.size and (d.min() < 0 or d.max() > 1):
+            P.fail(owner, "delta", "must be in [0, 1]",
+                   f"range [{float(d.min())!r}, {float(d.max())!r}]")
+        return d
+
+    def _x(self, x, owner):
+        x = P.finite_array(x, owner, "x", max_abs=P.DATA_LIMIT)
+        if x.ndim < 1 or x.shape[-1] != 2:
+            P.fail(owner, "x", "must have a last axis of 2 (the context)", f"shape {x.shape}")
+        return x
+
+    def contexts(self, rng, n):
+        """``n`` contexts uniform in the unit disc (radius ``√U``, angle ``U(0, 2π)``),
+        shape (n, 2) -- or ``n`` a shape tuple ``s``, then ``s + (2,)``."""
+        P.generator(rng, "WheelBandit.contexts", "rng")
+        shape = tuple(n) if isinstance(n, (tuple, list)) else (
+            P.integer(n, "WheelBandit.contexts", "n", low=0),)
+        P.check_bytes(2 * int(np.prod(shape)), "WheelBandit.contexts", "n",
+                      f"of shape {shape + (2,)}", repr(n))
+        r = np.sqrt(rng.random(shape))
+        a = 2 * np.pi * rng.random(shape)
+        return np.stack([r * np.cos(a), r * np.sin(a)], axis=-1)
+
+    def large_arm(self, x):
+        """The arm that pays ``mu_large`` outside the wheel, by quadrant (int, shape
+        ``x.shape[:-1]``)."""
+        x = self._x(x, "WheelBandit.large_arm")
+        right, up = x[..., 0] > 0, x[..., 1] > 0
+        return np.where(right, np.where(up, 1, 2), np.where(up, 3, 4))
+
+    def mean_rewards(self, x, delta):
+        """Mean reward of every arm, shape ``x.shape[:-1] + (5,)``; ``delta`` broadcasts
+        against ``x.shape[:-1]``."""
+        x = self._x(x, "WheelBandit.mean_rewards")
+        delta = self._delta(delta, "WheelBandit.mean_rewards")
+        outside = np.linalg.norm(x, axis=-1) >= delta
+        mu = np.broadcast_to(np.asarray(self.mu, float), x.shape[:-1] + (5,)).copy()
+        big = (np.arange(5) == self.large_arm(x)[..., None]) & outside[..., None]
+        mu[big] = self.mu_large
+        return mu
+
+    def rewards(self, rng, x, delta):
+        """Rewards of every arm (means + ``sigma`` · N(0, 1)), shape ``x.shape[:-1] +
+        (5,)``: the full reward table, of which an agent sees the pulled arm's entry."""
+        P.generator(rng, "WheelBandit.rewards", "rng")
+        mu = self.mean_rewards(x, delta)
+        return mu + self.sigma * rng.standard_normal(mu.shape)
+
+    def optimal_arm(self, x, delta):
+        """The arm with the largest mean reward, ``argmax_a μ_a(x)`` (with the default
+        means: arm 0 inside the wheel, the quadrant's arm outside), shape
+        ``x.shape[:-1]``; a tie goes to the lowest arm."""
+        x = self._x(x, "WheelBandit.optimal_arm")
+        self._delta(delta, "WheelBandit.optimal_arm")
+        return np.argmax(self.mean_rewards(x, delta), axis=-1)
+
+    def regret(self, x, delta, arms):
+        """Expected regret of pulling ``arms`` at contexts ``x``:
+        ``max_a μ_a(x) − μ_arm(x)`` (shape ``x.shape[:-1]``)."""
+        mu = self.mean_rewards(x, delta)
+        arms = np.asarray(arms)
+        if arms.dtype.kind not in "iu" or arms.shape != mu.shape[:-1] or (
+                arms.size and (arms.min() < 0 or arms.max() > 4)):
+            P.fail("WheelBandit.regret", "arms", f"must be integers in [0, 5) of shape "
+                   f"{mu.shape[:-1]}", f"dtype {arms.dtype}, shape {arms.shape}")
+        return mu.max(axis=-1) - np.take_along_axis(mu, arms[..., None], -1)[..., 0]
+
+    def uniform_regret(self, delta):
+        """Expected regret per trial of the uniform policy (closed form):
+        ``δ² (max μ − mean μ) + (1 − δ²) · ¼ Σ_k (max μ⁽ᵏ⁾ − mean μ⁽ᵏ⁾)``, where
+        ``μ⁽ᵏ⁾`` is ``mu`` with ``mu_large`` in the place of quadrant arm ``k`` = 1..4
+        (the four quadrants are equally likely)."""
+        d = self._delta(delta, "WheelBandit.uniform_regret")
+        mu = np.asarray(self.mu, float)
+        inside = mu.max() - mu.mean()
+        outside = 0.0
+        for k in range(1, 5):
+            out_mu = mu.copy()
+            out_mu[k] = self.mu_large
+            outside += 0.25 * (out_mu.max() - out_mu.mean())
+        out = d ** 2 * inside + (1 - d ** 2) * outside
+        return float(out) if np.ndim(out) == 0 else out
+
+    # ------------------------------------------------------------------ tasks
+    def sample_with_deltas(self, rng, n_tasks):
+        """``(task, deltas (n_tasks,), arms (n_tasks, shots + queries))``: the batch
+        :meth:`sample` gives for the same ``rng`` state, with each task's radius and the
+        arms pulled (support first)."""
+        n = self.shots + self.queries
+        rng, n_tasks = check_sample("WheelBandit.sample", rng, n_tasks, n * 7)
+        delta = rng.uniform(*self.delta_range, size=n_tasks)
+        x = self.contexts(rng, (n_tasks, n))
+        r = self.rewards(rng, x, delta[:, None])
+        arms = rng.integers(0, 5, size=(n_tasks, n))
+        from .losses import MASKED_SQUARED_ERROR
+
+        pulled = np.take_along_axis(r, arms[..., None], -1)[..., 0] / self.scale
+        y = MASKED_SQUARED_ERROR.targets(arms, pulled, 5)
+        S = self.shots
+        return Task(x[:, :S], y[:, :S], x[:, S:], y[:, S:]), delta, arms
+
+    def sample(self, rng, n_tasks):
+        """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis): contexts
+        (n_tasks, shots | queries, 2), masked targets (..., 5)."""
+        return self.sample_with_deltas(rng, n_tasks)[0]

@@ -7,9 +7,10 @@ start from :meth:`SquaredError.error` (``∂ℓ/∂out``) and its Hessian-vector
 :meth:`SquaredError.curvature` (``∂²ℓ/∂out² · R``); everything else (phases, CML, the
 exact reference, meta-training) sees only the scalar losses.
 
-Two losses ship: :data:`SQUARED_ERROR` (regression) and :data:`CROSS_ENTROPY` (soft-max
+Three losses ship: :data:`SQUARED_ERROR` (regression), :data:`CROSS_ENTROPY` (soft-max
 cross-entropy on the outputs taken as logits, for classification with one-hot or
-probability targets). :func:`get_loss` turns a name into one. Both are written with
+probability targets) and :data:`MASKED_SQUARED_ERROR` (squared error on the observed
+outputs only: a bandit's pulled arm). :func:`get_loss` turns a name into one. All are written with
 complex-safe numpy (the protocol's default derivatives take complex steps through them).
 Each loss also has a :meth:`~SquaredError.score` -- the per-task number experiments
 report (mean squared error; classification error rate) -- and
@@ -155,8 +156,115 @@ class SoftmaxCrossEntropy:
 
 CROSS_ENTROPY = SoftmaxCrossEntropy()
 
+class MaskedSquaredError:
+    """Squared error on the observed outputs only -- the loss of a contextual bandit's
+    reward model, where each sample reveals the reward of the one arm that was pulled.
+
+    Targets ``y`` have one entry per output (arm): the observed reward where the arm was
+    pulled and the marker :attr:`UNOBSERVED` everywhere else (build them with
+    :meth:`targets`). With the mask ``m_j = [y_j ≠ UNOBSERVED]``::
+
+        ℓ(out, y) = ½ Σ_j m_j (out_j − y_j)²          (per sample; a set's loss is the
+                                                        mean over its K samples)
+
+    so ``∂ℓ/∂out = m ⊙ (out − y)`` and ``∂²ℓ/∂out² · R = m ⊙ R``: unobserved arms send no
+    error and have no curvature. Why a marker and not NaN: every door of the package
+    (:class:`~neuro_meta.Task`, ``Learner.run``, the baselines) refuses non-finite data,
+    so that a NaN is always an error; the marker is a finite number no reward can take
+    (−10¹⁰⁰, the largest magnitude the doors accept), and :meth:`check_targets` refuses
+    any other entry beyond ±10⁵⁰. Everything is complex-safe (the mask depends on the
+    real targets only).
+    """
+
+    name = "masked_squared_error"
+    score_name = "MSE on pulled arms"
+    #: The target of an arm that was not pulled (not observed).
+    UNOBSERVED = -1e100
+    #: Largest magnitude of an observed target.
+    MAX_TARGET = 1e50
+
+    def observed(self, y):
+        """The mask ``m`` (bool, shape of ``y``): which targets were observed."""
+        return np.real(y) != self.UNOBSERVED
+
+    def targets(self, arms, rewards, n_arms):
+        """Targets from the pulled ``arms`` (int, shape (..., S)) and their observed
+        ``rewards`` (shape (..., S)): shape (..., S, n_arms), the reward at the pulled
+        arm and :attr:`UNOBSERVED` elsewhere."""
+        arms = np.asarray(arms)
+        n_arms = P.integer(n_arms, "MaskedSquaredError.targets", "n_arms", low=1)
+        if arms.dtype.kind not in "iu" or (arms.size and (arms.min() < 0
+                                                          or arms.max() >= n_arms)):
+            P.fail("MaskedSquaredError.targets", "arms", f"must be integers in [0, {n_arms})",
+                   f"dtype {arms.dtype}" if arms.dtype.kind not in "iu" else
+                   f"range [{arms.min()}, {arms.max()}]")
+        rewards = P.finite_array(rewards, "MaskedSquaredError.targets", "rewards",
+                                 max_abs=self.MAX_TARGET)
+        if rewards.shape != arms.shape:
+            P.fail("MaskedSquaredError.targets", "rewards", f"must have the shape of arms "
+                   f"{arms.shape}", f"shape {rewards.shape}")
+        y = np.full(arms.shape + (n_arms,), self.UNOBSERVED)
+        np.put_along_axis(y, arms[..., None], rewards[..., None], axis=-1)
+        return y
+
+    def _diff(self, out, y):
+        return np.where(self.observed(y), out - np.where(self.observed(y), y, 0.0), 0.0)
+
+    def per_sample(self, out, y):
+        """``ℓ`` per sample, shape ``out.shape[:-1]``."""
+        d = self._diff(out, y)
+        return 0.5 * (d * d).sum(axis=-1)
+
+    def mean(self, out, y):
+        """The mean over the samples (axis −2) of :meth:`per_sample`."""
+        return self.per_sample(out, y).mean(axis=-1)
+
+    def error(self, out, y):
+        """``∂ℓ/∂out = m ⊙ (out − y)``."""
+        return self._diff(out, y)
+
+    def curvature(self, out, y, r_out):
+        """``∂²ℓ/∂out² · r_out = m ⊙ r_out`` (``r_out`` may carry extra leading axes)."""
+        return np.where(self.observed(y), r_out, 0.0)
+
+    def score(self, out, y):
+        """Per-task mean of ``(out − y)²`` over the observed targets (the pulled arms),
+        shape ``out.shape[:-2]`` (0 for a task without any observed target)."""
+        d = self._diff(np.real(out), y)
+        n = self.observed(y).sum(axis=(-1, -2))
+        return (d * d).sum(axis=(-1, -2)) / np.maximum(n, 1)
+
+    def check_targets(self, y, owner, attr):
+        """Refuse targets that are neither :attr:`UNOBSERVED` nor within
+        ±:attr:`MAX_TARGET`, naming ``owner.attr``."""
+        y = np.asarray(y)
+        if not y.size or np.iscomplexobj(y) or y.dtype.kind not in "biuf":
+            return y            # complex values are refused by the real-value checks
+        bad = self.observed(y) & ~(np.abs(y) <= self.MAX_TARGET)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            P.fail(owner, attr, "must hold observed rewards within +-1e50 and "
+                   "MaskedSquaredError.UNOBSERVED (-1e100) for arms not pulled (build "
+                   "them with MaskedSquaredError().targets(arms, rewards, n_arms))",
+                   f"{float(y[where])!r} at index {where}")
+        return y
+
+    def __repr__(self):
+        return "MaskedSquaredError()"
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+MASKED_SQUARED_ERROR = MaskedSquaredError()
+
+
 #: The losses by name (what ``RateNetwork(loss=...)`` and model files accept).
-LOSSES = {"squared_error": SQUARED_ERROR, "cross_entropy": CROSS_ENTROPY}
+LOSSES = {"squared_error": SQUARED_ERROR, "cross_entropy": CROSS_ENTROPY,
+          "masked_squared_error": MASKED_SQUARED_ERROR}
 
 
 def get_loss(loss, owner="RateNetwork", attr="loss"):

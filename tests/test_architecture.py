@@ -33,7 +33,7 @@ LAYERS = [
     # meta-gradients
     {"cml", "exact", "estimators"},
     # meta-learning
-    {"families", "baselines", "metatrain", "warpgrad"},
+    {"families", "baselines", "metatrain", "warpgrad", "vsml"},
     # experiments and outputs
     {"models", "plotting", "experiments", "experiments.*", "examples", "examples.*",
      "bench", "cli", ""},

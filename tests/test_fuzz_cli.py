@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neuro_meta import cli
-from neuro_meta.experiments import gradcheck, omniglot, sinusoid
+from neuro_meta.experiments import bandit, gradcheck, omniglot, sinusoid
 from neuro_meta.metatrain import MetaTrainer
 from neuro_meta.models import load_model
 
@@ -40,6 +40,8 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(MetaTrainer, "train", _reached)
     monkeypatch.setattr(gradcheck, "exact_meta_gradient", _reached)
     monkeypatch.setattr(omniglot, "final_scores", _reached)     # omniglot's first work
+    monkeypatch.setattr(bandit.bl, "train_baseline", _reached)  # bandit's (maml only)
+    monkeypatch.setattr(bandit, "run_deployment", _reached)     # (no meta-learned method)
 
 
 def outcome(argv, capsys):
@@ -175,7 +177,7 @@ def _dump(cfg, path, experiment):
 
 
 BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation",
-                                             "omniglot")}
+                                             "omniglot", "bandit")}
 
 
 @settings(max_examples=350, deadline=None, derandomize=True,

@@ -270,3 +270,18 @@ def test_describe_on_the_command_line(capsys):
     assert f"runs on: {'fused' if fused.AVAILABLE else 'numpy'}" in out
     assert "brian2  cannot:" in out
     assert cli.main(["describe", "no_such_model"]) == 2
+
+
+def test_describe_every_shipped_experiment(capsys):
+    """Every shipped file is described or refused in one line: the Omniglot classifier's
+    kind and loss, and the numpy solver (the fused kernels compute squared error only);
+    VSML has no learning process of a model kind and says so."""
+    from neuro_meta import cli
+
+    assert cli.main(["describe", "omniglot"]) == 0
+    out = capsys.readouterr().out
+    assert "model kind: RateNetwork" in out and "loss='cross_entropy'" in out
+    assert "fused   cannot: loss" in out and "runs on: numpy" in out
+    assert cli.main(["describe", "vsml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "evolution strategies" in err

@@ -18,7 +18,26 @@ def build(name, dirs=()):
         from ..cml import default_learner
 
         return cfg, net, default_learner(net, 1e-10), task
-    if isinstance(cfg.get("family"), dict) and "n_in" in cfg["family"]:   # consolidation
+    if cfg.get("experiment") == "vsml":
+        from ..errors import ValidationError
+
+        raise ValidationError(
+            f"neuro-meta describe.name: {cfg['_file']} is the VSML experiment, whose "
+            "synapses are LSTMs meta-trained by evolution strategies -- no model kind with "
+            "a learning process to describe (see docs/vsml.md) (got 'vsml')")
+    if cfg.get("experiment") == "omniglot":   # the complex-synapse classifier
+        from . import omniglot
+
+        cfg = omniglot.effective_config(cfg)
+        learner, trainer = omniglot.build_cml(cfg, omniglot.families(cfg))
+        return cfg, trainer.net, learner, trainer.family.sample(task_rng(0, TRAIN, 1),
+                                                                 trainer.meta_batch)
+    if cfg.get("experiment") == "bandit":     # the wheel bandit's dual system
+        from .bandit import build_trainer, family
+
+        fam = family(cfg)
+        trainer = build_trainer(cfg, "cml_dual", fam)
+    elif isinstance(cfg.get("family"), dict) and "n_in" in cfg["family"]:   # consolidation
         from .consolidation import build as build_consolidation
 
         fam, trainer = build_consolidation(cfg)
