@@ -130,3 +130,42 @@ def test_warpgrad_and_cml_warp_run_on_omniglot(tmp_path):
     assert m["warpgrad"]["meta_steps"] == 4 and m["cml_warp"]["meta_steps"] == 3
     for name in ("warpgrad", "cml_warp"):
         assert 0.0 <= m[name]["accuracy"] <= 1.0 and 0.0 <= m[name]["official_error"] <= 1.0
+
+
+def test_cml_dual_runs_on_omniglot_and_widens_its_readout(tmp_path, rng):
+    """The opt-in dual system: meta-trained by CML on the same tasks; its 20-way network
+    gives every class the mean read-out row (all 20 logits equal for any input), and a
+    head already of equal rows is unchanged by widening."""
+    res = og.run(tmp_path, progress=False, methods="cml_dual", overrides=TINY)
+    m = res["methods"]["cml_dual"]
+    assert m["meta_steps"] == 3 and 0.0 <= m["accuracy"] <= 1.0
+    assert 0.0 <= m["official_error"] <= 1.0
+    cfg = og._cfg(overrides=TINY)
+    net = og.build_net(cfg, 1, model="dual")
+    assert net.sizes == (784, 8, 5) and net.loss.name == "cross_entropy"
+    wide = og.widen_theta(net, 20, og.build_net(cfg, 0, ways=20, model="dual"))
+    out = wide.predict(rng.random((3, 784)))
+    assert out.shape == (3, 20) and np.allclose(out, out[:, :1], rtol=1e-12)
+    assert not np.allclose(net.predict(rng.random((3, 784))), 0.0)
+    np.testing.assert_allclose(wide.theta["W"][0], net.theta["W"][0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("experiment", ["omniglot", "sinusoid"])
+def test_an_executor_under_a_wall_time_budget_is_refused_when_unfair(tmp_path, experiment):
+    """An executor spreads CML's tasks only: with a wall-time budget and a baseline in
+    the comparison it would give CML more compute for the same time, so it is refused
+    before any work (a fixed step count, or CML alone, is fine)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neuro_meta.experiments import sinusoid
+
+    mod = og if experiment == "omniglot" else sinusoid
+    with ThreadPoolExecutor(1) as ex:
+        with pytest.raises(nm.ValidationError, match=rf"run {experiment}\.executor: .*"
+                           r"maml.*not be equal compute"):
+            mod.run(tmp_path, progress=False, methods="cml,maml", executor=ex,
+                    overrides=["compare.budget_s=5"])
+        assert not (tmp_path / "results.json").exists()
+        mod.check_fair_executor if experiment == "sinusoid" else None
+        sinusoid.check_fair_executor("x", ex, None, ["cml", "maml"], ("cml",))
+        sinusoid.check_fair_executor("x", ex, 5.0, ["cml"], ("cml",))

@@ -46,6 +46,7 @@ from .. import optim
 from .. import warpgrad as wg
 from ..cml import CML
 from ..datasets import omniglot_runs
+from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import FewShotClassification
 from ..initializers import Glorot
@@ -58,17 +59,22 @@ from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
 from .consolidation import merge
-from .sinusoid import build_baseline, config_fingerprint, load_partial, time_to_target
+from .sinusoid import (build_baseline, check_fair_executor, config_fingerprint, load_partial,
+                       time_to_target)
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 #: Every method ``--methods`` accepts: the WarpGrad family (a warped MLP,
 #: :mod:`neuro_meta.warpgrad`) and ``cml_warp`` (CML on the complex-synapse network with a
 #: warp layer after each hidden layer, :class:`~neuro_meta.warp.WarpNetwork`) are opt-in.
-ALL_METHODS = METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+ALL_METHODS = METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
+                         "cml_dual")
+#: The methods meta-trained by CML, and the network each one trains (``cml_dual``: the
+#: dual system of the ``dual`` section, :class:`~neuro_meta.dual.DualSystem`).
+CML_METHODS = {"cml": "complex", "cml_warp": "warp", "cml_dual": "dual"}
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
-SECTIONS = ("family", "network", "learner", "cml", "meta", "baselines", "compare", "final",
-            "quick", "methods")
+SECTIONS = ("family", "network", "dual", "learner", "cml", "meta", "baselines", "compare",
+            "final", "quick", "methods")
 #: Tasks per batch when evaluating many tasks (bounds memory: one φ per task).
 EVAL_CHUNK = 100
 
@@ -94,6 +100,10 @@ def _cfg(cfg=None, quick=False, seed=None, overrides=(), ways=None, shots=None):
         cfg = merge(cfg, {"meta": {"seed": seed}})
     check_top_level(cfg, SECTIONS)
     return cfg
+
+
+#: The effective configuration (public name, e.g. for ``neuro-meta describe``).
+effective_config = _cfg
 
 
 def compare_cfg(cfg):
@@ -142,10 +152,15 @@ def families(cfg, shots=None):
             for split in ("train", "validation", "test")}
 
 
-def build_net(cfg, seed, ways=None, warp=False):
+def build_net(cfg, seed, ways=None, warp=False, model="complex"):
     """The complex-synapse rate network of the ``network`` section (``ways`` outputs;
-    ``warp=True``: with a warp layer after each hidden layer, for ``cml_warp``)."""
+    ``warp=True`` or ``model="warp"``: with a warp layer after each hidden layer, for
+    ``cml_warp``; ``model="dual"``: the dual system of the ``dual`` section, same sizes,
+    for ``cml_dual``)."""
     where = cfg.get("_file", "<config>")
+    warp = warp or model == "warp"
+    if model == "dual":
+        return build_dual(cfg, seed, ways)
     n = section(cfg, "network", required=("hidden", "activation", "tau_synapse", "lam_init"))
     ways = cfg["family"]["ways"] if ways is None else ways
     hidden = n["hidden"]
@@ -171,15 +186,28 @@ def build_net(cfg, seed, ways=None, warp=False):
                    loss="cross_entropy")
 
 
+def build_dual(cfg, seed, ways=None):
+    """The dual system (:class:`~neuro_meta.dual.DualSystem`) of the ``dual`` section:
+    slow weights of the ``network`` section's sizes, per task fast gains, biases and
+    read-out pulled to their meta-learned initial values with strength ``lam``."""
+    where = cfg.get("_file", "<config>")
+    d = section(cfg, "dual", required=("fast", "lam", "tau_fast"),
+                optional=("meta_batch", "learning_rate"))
+    return checked(where, "dual", DualSystem, mlp_sizes(cfg, ways),
+                   activation=cfg["network"]["activation"], fast=d["fast"], lam=d["lam"],
+                   tau_fast=d["tau_fast"], seed=seed, loss="cross_entropy")
+
+
 def mlp_sizes(cfg, ways=None):
     return [784] + list(cfg["network"]["hidden"]) + [
         cfg["family"]["ways"] if ways is None else ways]
 
 
-def build_cml(cfg, fams, executor=None, warp=False):
+def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     """(learner of the free phase, :class:`MetaTrainer`) of the file's CML settings, with
-    the meta-validation and meta-test tasks from their own alphabets (``warp=True``: on
-    the network with warp layers)."""
+    the meta-validation and meta-test tasks from their own alphabets (``warp=True`` or
+    ``model="warp"``: on the network with warp layers; ``model="dual"``: on the dual
+    system, with the ``dual`` section's ``meta_batch`` and ``learning_rate`` if given)."""
     where = cfg.get("_file", "<config>")
     l_cfg = section(cfg, "learner", required=("rule",),
                     optional=("integrator", "dt", "tol", "max_duration", "settle"))
@@ -190,7 +218,11 @@ def build_cml(cfg, fams, executor=None, warp=False):
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
-    net = build_net(cfg, seed, warp=warp)
+    model = "warp" if warp else model
+    net = build_net(cfg, seed, model=model)
+    if model == "dual":
+        d = cfg["dual"]
+        m = dict(m, **{k: d[k] for k in ("meta_batch", "learning_rate") if k in d})
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
@@ -278,7 +310,8 @@ def official_task():
 
 def widen_theta(net, ways, wide=None):
     """``net`` with its output layer widened to ``ways`` classes, every class given the
-    mean of the meta-learned rows (ω and λ of the output connection): the network for
+    mean of the meta-learned rows (ω and λ of the output connection, or a dual system's
+    read-out and its initial value): the network for
     tasks with another number of classes. ``wide``: a network of the same kind with
     ``ways`` outputs to take the widened θ (default: a :class:`RateNetwork` built like
     ``net``, which must then be one)."""
@@ -288,8 +321,9 @@ def widen_theta(net, ways, wide=None):
                            synapse=net.synapses, tau_neuron=net.tau_neuron,
                            tau_synapse=net.tau_synapse, loss=net.loss, seed=0)
     theta = net.theta
-    for key in ("omega", "lam", "omega_bias", "lam_bias"):     # the output connection's
-        last = theta[key][-1]
+    # the output connection's rows: ω, λ (complex synapses) or the dual system's read-out
+    for key in ("omega", "lam", "omega_bias", "lam_bias", "readout", "lam_readout"):
+        last = theta[key][-1] if key in theta else None
         if last is not None:
             theta[key][-1] = np.repeat(last.mean(axis=0, keepdims=True), ways, axis=0)
     return wide.with_theta(theta)
@@ -337,12 +371,15 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     cfg = _cfg(cfg, quick, seed, overrides, ways, shots)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     compare, final = compare_cfg(cfg), final_cfg(cfg)
+    check_fair_executor("run omniglot", executor, compare["budget_s"], methods,
+                        tuple(CML_METHODS))
     fams = families(cfg)
     learner, trainer = build_cml(cfg, fams, executor)
-    warp_trainer = build_cml(cfg, fams, executor, warp=True)[1] \
-        if "cml_warp" in methods else None
+    trainers = {name: trainer if name == "cml" else build_cml(
+        cfg, fams, executor, model=CML_METHODS[name])[1]
+        for name in methods if name in CML_METHODS}
     for name in methods:            # every method's settings checked before any work
-        if name not in ("cml", "cml_warp"):
+        if name not in CML_METHODS:
             _baseline(cfg, name)
     seed = cfg["meta"]["seed"]
     out = Path(out_dir)
@@ -369,8 +406,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                     if done[k]["history"] is not None:
                         results["history"][k] = done[k]["history"]
             continue
-        if name in ("cml", "cml_warp"):
-            tr = trainer if name == "cml" else warp_trainer
+        if name in CML_METHODS:
+            tr = trainers[name]
             if name == "cml":
                 untrained = _score_cml(trainer.net, learner, final, tasks, official,
                                        build_net(cfg, 0, ways=20))
@@ -382,7 +419,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                             resume=resume, keep_theta=False, **_budget_kw(compare))
             h = vars(hist)
             summary = _score_cml(tr.net, learner, final, tasks, official,
-                                 build_net(cfg, 0, ways=20, warp=name == "cml_warp"))
+                                 build_net(cfg, 0, ways=20, model=CML_METHODS[name]))
             summary["phases_not_settled"] = hist.not_settled
         else:
             method, b = _baseline(cfg, name)
@@ -449,7 +486,8 @@ def _curves(h):
 # ---------------------------------------------------------------------- output
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k",
-          "warpgrad": "C5", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
+          "warpgrad": "C5", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9",
+          "cml_dual": "tab:brown"}
 
 
 def summary_table(results):

@@ -157,6 +157,23 @@ def _warp_net(cfg, seed):
                    bias=True, tau_synapse=n["tau_synapse"], synapse=syn, seed=seed)
 
 
+def check_fair_executor(owner, executor, budget_s, methods, spread):
+    """Refuse an executor under a wall-time budget when it would speed up some of the
+    compared methods only (the ``spread`` ones, whose tasks it runs) and not the others:
+    equal wall time would then not be equal compute."""
+    if executor is None or budget_s is None:
+        return
+    fast = [m for m in methods if m in spread]
+    slow = [m for m in methods if m not in spread]
+    if fast and slow:
+        raise ValidationError(
+            f"{owner}.executor: an executor runs the tasks of {', '.join(fast)} on its "
+            f"workers while {', '.join(slow)} run(s) in this process, so an equal "
+            f"wall-time budget ({budget_s:g} s) would not be equal compute; compare "
+            "without an executor, with --budget none (fixed step counts), or one method "
+            f"at a time (got {type(executor).__name__})")
+
+
 def build_cml(cfg, executor=None, warp=False):
     """(task family, :class:`~neuro_meta.MetaTrainer`) of CML on the configured network,
     or with ``warp=True`` on its version with warp layers (``cml_warp``: the same tasks,
@@ -260,6 +277,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     cfg = _cfg(cfg, quick, seed, model, overrides)
     methods = parse_methods(methods, cfg.get("methods") or DEFAULT_METHODS)
     compare = compare_cfg(cfg)
+    check_fair_executor("run sinusoid", executor, compare["budget_s"], methods,
+                        ("cml", "cml_warp"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fam, trainer = build_cml(cfg, executor)
