@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neuro_meta import cli
-from neuro_meta.experiments import bandit, gradcheck, omniglot, sinusoid
+from neuro_meta.experiments import bandit, gradcheck, omniglot, sinusoid, vsml
 from neuro_meta.metatrain import MetaTrainer
 from neuro_meta.models import load_model
 
@@ -42,6 +42,22 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(omniglot, "final_scores", _reached)     # omniglot's first work
     monkeypatch.setattr(bandit.bl, "train_baseline", _reached)  # bandit's (maml only)
     monkeypatch.setattr(bandit, "run_deployment", _reached)     # (no meta-learned method)
+    monkeypatch.setattr(vsml.V.ESTrainer, "train", _reached)    # vsml's first work
+    monkeypatch.setattr(vsml, "tune_readout", _reached)         # (without vsml)
+    monkeypatch.setattr(vsml, "data_sets", _memo_data_sets)
+
+
+_DATA = {}
+_data_sets = vsml.data_sets
+
+
+def _memo_data_sets(cfg):
+    """vsml's data sets (a PCA of the meta-training images), built once per distinct
+    ``data`` section: the checks run on every case, the work once."""
+    key = repr(cfg.get("data"))
+    if key not in _DATA:
+        _DATA[key] = _data_sets(cfg)
+    return _DATA[key]
 
 
 def outcome(argv, capsys):
@@ -79,7 +95,7 @@ SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.
 
 @st.composite
 def argvs(draw, tmp):
-    exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "nope",
+    exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "vsml", "nope",
                                 str(tmp / "missing.yaml"), str(tmp / "afile")]))
     argv = ["run", exp]
     opts = draw(st.lists(st.sampled_from(
@@ -177,7 +193,7 @@ def _dump(cfg, path, experiment):
 
 
 BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation",
-                                             "omniglot", "bandit")}
+                                             "omniglot", "bandit", "vsml")}
 
 
 @settings(max_examples=350, deadline=None, derandomize=True,

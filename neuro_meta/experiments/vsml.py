@@ -171,7 +171,6 @@ def glyphs(n_classes=50, per_class=20, seed=7, side=28):
     side = P.integer(side, O, "side", low=8)
     rng = np.random.default_rng(P.integer(seed, O, "seed", low=0))
     tt = np.linspace(0.0, 1.0, 40)[:, None]
-    yy, xx = np.mgrid[0:side, 0:side]
     images = np.zeros((n_classes * per_class, side, side))
     labels = np.repeat(np.arange(n_classes), per_class)
     lo, hi = 0.5 * side - 10, 0.5 * side + 10
@@ -182,12 +181,17 @@ def glyphs(n_classes=50, per_class=20, seed=7, side=28):
             ang = np.deg2rad(rng.uniform(-15, 15))
             rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
             pts = (pts - side / 2) @ rot.T + side / 2 + rng.uniform(-2, 2, 2)
-            img = np.zeros((side, side), dtype=bool)
-            for p0, p1, p2 in pts:
-                curve = (1 - tt) ** 2 * p0 + 2 * (1 - tt) * tt * p1 + tt ** 2 * p2
-                for cx, cy in curve:
-                    img |= (xx - cx) ** 2 + (yy - cy) ** 2 <= 1.0
-            images[k * per_class + j] = img
+            # every stroke's 40 curve points at once; a pen disc of radius 1 px about a
+            # point (cx, cy) lies within the 4 x 4 pixels from floor(c) - 1
+            curve = ((1 - tt) ** 2 * pts[:, None, 0] + 2 * (1 - tt) * tt * pts[:, None, 1]
+                     + tt ** 2 * pts[:, None, 2]).reshape(-1, 2)
+            px = np.floor(curve[:, :1]).astype(np.int64) - 1 + np.arange(4)  # (points, 4)
+            py = np.floor(curve[:, 1:]).astype(np.int64) - 1 + np.arange(4)
+            ink = ((px - curve[:, :1])[:, None, :] ** 2
+                   + (py - curve[:, 1:])[:, :, None] ** 2 <= 1.0)         # (points, y, x)
+            ink &= ((px >= 0) & (px < side))[:, None, :] & ((py >= 0) & (py < side))[:, :, None]
+            n, r, c = np.nonzero(ink)
+            images[k * per_class + j, py[n, r], px[n, c]] = 1.0
     return images, labels
 
 
