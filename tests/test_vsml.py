@@ -21,10 +21,23 @@ def _sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _ticks(model, p, h, c, k, a, b, fwd, bwd):
+    """The micro-ticks of synapse (a, b) of layer k, in place on h, c; returns its h."""
+    S = model.state_size
+    hh, cc = h[k][a, b].copy(), c[k][a, b].copy()
+    for _ in range(model.micro_ticks):
+        z = np.concatenate([fwd, bwd, hh]) @ p["W"] + p["b"]
+        i, g, f, o = z[:S], z[S:2 * S], z[2 * S:3 * S], z[3 * S:]
+        cc = _sig(f + model.forget_bias) * cc + _sig(i + model.input_bias) * np.tanh(g)
+        hh = _sig(o) * np.tanh(cc)
+    h[k][a, b], c[k][a, b] = hh, cc
+    return hh
+
+
 def reference_run(model, theta, x, y, cells):
     """One member, one episode, every synapse by itself: x (L, n_in), y (L,), cells per
     layer (n_pre, n_post, S). Written from the module docstring's equations."""
-    S, m = model.state_size, model.msg_size
+    m = model.msg_size
     p = {k: np.asarray(v) for k, v in model.unpack(theta).items()}
     sizes, nl = model.sizes, len(model.sizes) - 1
     c = [np.array(ci, dtype=float) for ci in cells]
@@ -41,15 +54,7 @@ def reference_run(model, theta, x, y, cells):
             b_out = np.zeros((a_n, b_n, m))
             for a in range(a_n):
                 for b in range(b_n):
-                    hh, cc = h[k][a, b].copy(), c[k][a, b].copy()
-                    for _ in range(model.micro_ticks):
-                        inp = np.concatenate([fwd_in[k][a], bwd_in[k][b], hh])
-                        z = inp @ p["W"] + p["b"]
-                        i, g, f, o = z[:S], z[S:2 * S], z[2 * S:3 * S], z[3 * S:]
-                        cc = _sig(f + model.forget_bias) * cc + \
-                            _sig(i + model.input_bias) * np.tanh(g)
-                        hh = _sig(o) * np.tanh(cc)
-                    h[k][a, b], c[k][a, b] = hh, cc
+                    hh = _ticks(model, p, h, c, k, a, b, fwd_in[k][a], bwd_in[k][b])
                     f_out[a, b] = hh @ p["W_fwd"] + p["b_fwd"]
                     b_out[a, b] = hh @ p["W_bwd"] + p["b_bwd"]
             fwd = f_out.mean(axis=0)
@@ -72,15 +77,7 @@ def reference_run(model, theta, x, y, cells):
                 b_out = np.zeros((a_n, b_n, m))
                 for a in range(a_n):
                     for b in range(b_n):
-                        hh, cc = h[k][a, b].copy(), c[k][a, b].copy()
-                        for _ in range(model.micro_ticks):
-                            inp = np.concatenate([fwd_in[k][a], bwd_in[k][b], hh])
-                            z = inp @ p["W"] + p["b"]
-                            i, g, f, o = z[:S], z[S:2 * S], z[2 * S:3 * S], z[3 * S:]
-                            cc = _sig(f + model.forget_bias) * cc + \
-                                _sig(i + model.input_bias) * np.tanh(g)
-                            hh = _sig(o) * np.tanh(cc)
-                        h[k][a, b], c[k][a, b] = hh, cc
+                        hh = _ticks(model, p, h, c, k, a, b, fwd_in[k][a], bwd_in[k][b])
                         b_out[a, b] = hh @ p["W_bwd"] + p["b_bwd"]
                 if k > 0:
                     bwd_in[k - 1] = b_out.mean(axis=1)
