@@ -13,6 +13,7 @@ A file found earlier shadows a shipped file of the same name. ``load_model(name)
 takes a path to any YAML file; a file may start from another one with ``extends: NAME``.
 Errors name the file and the key.
 """
+import copy
 import os
 from pathlib import Path
 
@@ -175,8 +176,6 @@ def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
     read as YAML: numbers, booleans, lists). The path's sections must exist in the
     configuration and be mappings; the last key may be new (the experiment's validation
     then accepts or refuses it)."""
-    import copy
-
     import yaml
 
     cfg = copy.deepcopy(cfg)
@@ -220,3 +219,30 @@ def check_top_level(cfg, allowed):
         if k not in allowed and k not in ("_file", "experiment", "extends", "_overrides"):
             raise ValidationError(f"{where}: {k}: unknown section{did_you_mean(k, allowed)} "
                                   f"(known: {', '.join(sorted(allowed))})")
+
+
+def merge(base, over):
+    """``base`` with the values of ``over`` (nested mappings merged key by key; a mapping
+    over a value replaces it)."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        inner = out.get(k)
+        out[k] = merge(inner if isinstance(inner, dict) else {}, v) if isinstance(v, dict) \
+            else v
+    return out
+
+
+def configure(cfg, sections, quick=False, overrides=(), seed=None, seed_section="meta"):
+    """An experiment's effective configuration, in the order every experiment uses: the
+    file's values, ``quick:``'s overlay (``quick``), the ``--set`` overrides (recorded in
+    ``_overrides``), the seed (``seed_section.seed``); then every top-level key must be
+    one of ``sections``."""
+    if quick:
+        cfg = merge(cfg, overlay(cfg, "quick"))
+    if overrides:
+        cfg = apply_overrides(cfg, list(overrides))
+        cfg["_overrides"] = list(overrides)
+    if seed is not None:
+        cfg = merge(cfg, {seed_section: {"seed": seed}})
+    check_top_level(cfg, sections)
+    return cfg

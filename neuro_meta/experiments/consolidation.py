@@ -11,7 +11,6 @@ and shrinks on task-specific ones. Reported in ``results.json``:
 * meta-test MSE of the meta-trained network and of ``untrained`` (the same inner learning
   from the initial ω, λ).
 """
-import copy
 import time
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
 from ..errors import ValidationError
-from ..models import (apply_overrides, check_top_level, checked, load_model, overlay,
-                      section)
+from ..models import checked, configure, load_model, merge, section  # noqa: F401 (merge)
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 
@@ -41,17 +39,6 @@ def roc_auc(scores, positive):
     greater = (pos[:, None] > neg[None, :]).sum()
     ties = (pos[:, None] == neg[None, :]).sum()
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
-
-
-def merge(base, over):
-    """``base`` with the values of ``over`` (nested mappings merged key by key; a mapping
-    over a value replaces it)."""
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        inner = out.get(k)
-        out[k] = merge(inner if isinstance(inner, dict) else {}, v) if isinstance(v, dict) \
-            else v
-    return out
 
 
 FAMILY_KEYS = ("n_in", "n_out", "shots", "val", "shared_fraction", "shared_std",
@@ -104,15 +91,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ``resume=True`` a run continues from it (same final numbers as an uninterrupted
     run). ``executor``: see :class:`~neuro_meta.metatrain.MetaTrainer`.
     """
-    cfg = cfg or load_model("consolidation")
-    if quick:
-        cfg = merge(cfg, overlay(cfg, "quick"))
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-        cfg["_overrides"] = list(overrides)
-    if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": seed}})
-    check_top_level(cfg, SECTIONS)
+    cfg = configure(cfg or load_model("consolidation"), SECTIONS, quick, overrides, seed)
     fam, trainer = build(cfg, executor=executor)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

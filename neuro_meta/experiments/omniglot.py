@@ -53,12 +53,11 @@ from ..initializers import Glorot
 from ..io import save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import TEST, VALIDATION, MetaTrainer, mean_sem, task_rng
-from ..models import apply_overrides, check_top_level, checked, load_model, overlay, section
+from ..models import checked, configure, load_model, merge, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
-from .consolidation import merge
 from .sinusoid import (build_baseline, check_fair_executor, config_fingerprint, load_partial,
                        time_to_target)
 
@@ -83,23 +82,13 @@ EVAL_CHUNK = 100
 def _cfg(cfg=None, quick=False, seed=None, overrides=(), ways=None, shots=None):
     """The effective configuration: the file (default: the shipped ``omniglot.yaml``),
     ``quick``'s overrides, ``--ways``/``--shots``, the ``--set`` overrides, the seed."""
-    if cfg is None:
-        cfg = load_model("omniglot")
-    if quick:
-        cfg = merge(cfg, overlay(cfg, "quick"))
     extra = []
     if ways is not None:
         extra.append(f"family.ways={P.integer(ways, 'run omniglot', 'ways', low=2)}")
     if shots is not None:
         extra.append(f"family.shots={P.integer(shots, 'run omniglot', 'shots', low=1)}")
-    overrides = extra + list(overrides)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-        cfg["_overrides"] = list(overrides)
-    if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": seed}})
-    check_top_level(cfg, SECTIONS)
-    return cfg
+    return configure(load_model("omniglot") if cfg is None else cfg, SECTIONS, quick,
+                     extra + list(overrides), seed)
 
 
 #: The effective configuration (public name, e.g. for ``neuro-meta describe``).

@@ -42,15 +42,13 @@ from ..families import Sinusoid
 from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import (apply_overrides, check_top_level, checked, did_you_mean,
-                      load_model, overlay, section)
+from ..models import checked, configure, did_you_mean, load_model, merge, overlay, section
 from ..dual import DualSystem
 from ..network import RateNetwork
 from .. import warpgrad as wg
 from ..warp import WarpNetwork
 from ..synapses import ComplexSynapse
 from ..initializers import Glorot
-from .consolidation import merge
 
 #: The methods a run meta-trains when none are named.
 DEFAULT_METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -86,15 +84,7 @@ def _cfg(cfg, quick, seed, model="complex", overrides=()):
             raise ValidationError(f"{cfg['_file']}: variants: missing key 'readout'")
         cfg = merge(cfg, overlay({**cfg, "variants.readout": variants["readout"]},
                                  "variants.readout"))
-    if quick:
-        cfg = merge(cfg, overlay(cfg, "quick"))
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-        cfg["_overrides"] = list(overrides)
-    if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": seed}})
-    check_top_level(cfg, SECTIONS)
-    return cfg
+    return configure(cfg, SECTIONS, quick, overrides, seed)
 
 
 def _complex_net(cfg, seed):

@@ -62,11 +62,10 @@ from ..checkpoint import checksum
 from ..io import atomic_write_bytes, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import MetaTrainer
-from ..models import apply_overrides, check_top_level, checked, load_model, overlay, section
+from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
-from .consolidation import merge
 from .sinusoid import config_fingerprint
 
 SECTIONS = ("data", "model", "es", "baselines", "cml", "final", "quick")
@@ -78,17 +77,10 @@ VAL_STREAM, TUNE_STREAM, TEST_STREAM = 11, 12, 13
 
 # ---------------------------------------------------------------------- configuration
 def _cfg(cfg=None, quick=False, seed=None, overrides=()):
-    if cfg is None:
-        cfg = load_model("vsml")
-    if quick:
-        cfg = merge(cfg, overlay(cfg, "quick"))
-    if overrides:
-        cfg = apply_overrides(cfg, list(overrides))
-        cfg["_overrides"] = list(overrides)
     if seed is not None:
-        cfg = merge(cfg, {"es": {"seed": P.integer(seed, "run vsml", "seed", low=0)}})
-    check_top_level(cfg, SECTIONS)
-    return cfg
+        seed = P.integer(seed, "run vsml", "seed", low=0)
+    return configure(load_model("vsml") if cfg is None else cfg, SECTIONS, quick, overrides,
+                     seed, seed_section="es")
 
 
 def _int(cfg, sec, key, low=1, allow_none=False):
