@@ -21,8 +21,9 @@ meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation o
   ``g_N = ∇L_out(φ_N)``, ``g_j = g_{j+1} − α H_trn(φ_j) g_{j+1}``, meta-gradient
   ``g_0``; Hessian-vector products exact by Pearlmutter's R-operator
   (:func:`mlp_hvp`). ``first_order=True`` drops the Hessian terms (FOMAML: ``g_N``).
-* :class:`Reptile` -- the same SGD inner loop; meta-gradient direction
-  ``(θ − φ_N) / (α N)``.
+* :class:`Reptile` -- the same SGD inner loop (optionally, as Nichol et al. 2018, on the
+  training shots *and* the validation points, full batch or in minibatches);
+  meta-gradient direction ``(θ − φ_N) / (α N)``; adaptation on the shots only.
 * :class:`IMAML` -- proximal inner problem ``L_trn(φ) + λ/2 ‖φ − θ‖²`` solved by gradient
   descent with per-task backtracking; implicit meta-gradient
   ``(I + H_trn(φ*)/λ)⁻¹ ∇L_out(φ*)`` by conjugate gradients with exact Hessian-vector
@@ -32,6 +33,7 @@ meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation o
 All tasks of a batch are processed at once (no Python loop over tasks).
 """
 import time
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -374,21 +376,118 @@ class MAML(_Baseline):
 
 @dataclass(frozen=True)
 class Reptile(_Baseline):
-    """Reptile (Nichol et al. 2018) on the training shots.
+    """Reptile (Nichol, Achiam & Schulman 2018, "On first-order meta-learning algorithms").
 
-    Inner loop as MAML's; meta-gradient direction ``mean_τ (θ − φ_N) / (α N)`` -- the
-    usual Reptile step ``θ ← θ + ε mean_τ(φ_N − θ)`` written as a gradient for any
-    optimiser (with SGD of learning rate η, ``ε = η / (α N)``). For N = 1 it equals the
-    gradient of the training loss at θ (joint training).
+    Inner loop: ``inner_steps`` SGD steps ``φ_{j+1} = φ_j − α ∇L_j(φ_j)`` from φ_0 = θ
+    (α = ``inner_lr``, N = ``inner_steps``); meta-gradient direction
+    ``mean_τ (θ − φ_N) / (α N)`` -- the usual Reptile step ``θ ← θ + ε mean_τ(φ_N − θ)``
+    written as a gradient for any optimiser (with SGD of learning rate η,
+    ``ε = η / (α N)``). What ``L_j`` sees during meta-training is set by ``inner_set``:
+
+    * ``"shots"`` (default): the task's training shots, full batch, ``L_j = L_trn``. For
+      N = 1 the direction is the gradient of the training loss at θ.
+    * ``"all"``: as in Nichol et al.'s Omniglot/Mini-ImageNet runs (code
+      openai/supervised-reptile, where meta-training tasks have more examples per class
+      than the evaluation shots) -- Reptile has no train/validation split, so the inner
+      loop learns *all* of the task's examples, the training shots together with the
+      validation (query) points. ``inner_batch=None``: full batch on the joint set (for
+      N = 1 the direction is the gradient of the joint loss at θ); an integer b:
+      minibatches of b examples (at most the task's size), taken in order from a stream
+      of per-task random permutations of the joint set (each example once per pass, like
+      the reference's sampling without replacement). The permutations come from a
+      generator seeded by ``seed`` and the task's data, so the direction is a
+      deterministic function of (θ, task, seed).
+
+    Evaluation and adaptation (:meth:`adapt`, :meth:`evaluate`) always learn the
+    training shots only, full batch: ``eval_steps`` steps (default ``inner_steps``) of
+    SGD at ``eval_lr`` (default ``inner_lr``) -- Nichol et al.'s separate "eval-iters".
+    (An explicit ``inner_steps`` argument to them overrides ``eval_steps``.) The loss
+    returned with the direction is ``mean_τ L_out`` at the φ_N of meta-training; with
+    ``inner_set="all"`` those points were learned, so it is not a held-out loss.
     """
 
     inner_lr: float = 0.01
     inner_steps: int = 10
     loss: object = "squared_error"
+    inner_set: str = "shots"
+    inner_batch: object = None
+    eval_steps: object = None
+    eval_lr: object = None
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        P.choice(self.inner_set, "Reptile", "inner_set", ("shots", "all"))
+        P.integer(self.inner_batch, "Reptile", "inner_batch", low=1, allow_none=True)
+        if self.inner_batch is not None and self.inner_set != "all":
+            P.fail("Reptile", "inner_batch", 'must be None unless inner_set is "all" (the '
+                   "shots are learned full batch)", repr(self.inner_batch))
+        P.integer(self.eval_steps, "Reptile", "eval_steps", low=0, allow_none=True)
+        P.real(self.eval_lr, "Reptile", "eval_lr", low=0.0, low_open=True, allow_none=True)
+        P.integer(self.seed, "Reptile", "seed", low=0)
+
+    def _sgd(self, params, x, y, steps, lr, batches=None):
+        """``steps`` SGD steps from θ (task axis added); step j on the examples
+        ``batches[:, j]`` (per-task indices) or, if None, on all of ``(x, y)``."""
+        phi = _broadcast(params, x.shape[0])
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j in range(steps):
+                if batches is None:
+                    xj, yj = x, y
+                else:
+                    idx = batches[:, j, :, None]
+                    xj = np.take_along_axis(x, idx, axis=1)
+                    yj = np.take_along_axis(y, idx, axis=1)
+                loss, g, _ = _backprop(phi, xj, yj, self.loss)
+                _check_finite(loss, "Reptile", j, "try a smaller inner_lr")
+                phi = _axpy(-lr, g, phi)
+        if not _all_finite(phi):
+            _check_finite(np.nan, "Reptile", steps, "try a smaller inner_lr")
+        return phi
+
+    def _batches(self, x, y):
+        """Per-task minibatch indices, shape (tasks, inner_steps, b), or None (full batch)."""
+        T, M = x.shape[0], x.shape[1]
+        if self.inner_batch is None or self.inner_batch >= M:
+            return None
+        b, N = self.inner_batch, self.inner_steps
+        key = [self.seed, zlib.crc32(np.ascontiguousarray(x).tobytes()),
+               zlib.crc32(np.ascontiguousarray(y).tobytes())]
+        rng = np.random.default_rng(key)
+        passes = -(-(N * b) // M)
+        stream = np.concatenate([rng.permuted(np.tile(np.arange(M), (T, 1)), axis=1)
+                                 for _ in range(passes)], axis=1)
+        return stream[:, :N * b].reshape(T, N, b)
+
+    def adapt(self, params, x, y, inner_steps=None):
+        """Fast parameters after ``eval_steps`` (or ``inner_steps`` if given) SGD steps at
+        ``eval_lr`` on ``(x, y)`` (the training shots), with a task axis."""
+        if inner_steps is None and self.eval_steps is None and self.eval_lr is None:
+            return super().adapt(params, x, y)
+        _check_params(params, "Reptile")
+        x, y = _batch_xy(x, y, "Reptile.adapt")
+        self.loss.check_targets(y, "Reptile.adapt", "y")
+        if inner_steps is not None:
+            steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0)
+        else:
+            steps = self.inner_steps if self.eval_steps is None else self.eval_steps
+        lr = self.inner_lr if self.eval_lr is None else self.eval_lr
+        phi = self._sgd(params, x, y, steps, lr)
+        return optim.tree_map(lambda a: a if a.flags.writeable else a.copy(), phi)
 
     def meta_gradient(self, params, task):
         """(Reptile direction in the structure of ``params``, mean L_out after adaptation)."""
-        phi, _, loss, _, _ = self._adapt_and_validate(params, task)
+        if self.inner_set == "shots":
+            phi, _, loss, _, _ = self._adapt_and_validate(params, task)
+        else:
+            _check_params(params, "Reptile")
+            xt, yt, xv, yv = _task(task, "Reptile").as_batch()
+            self.loss.check_targets(yt, "Reptile", "task.y_train")
+            self.loss.check_targets(yv, "Reptile", "task.y_val")
+            x = np.concatenate([xt, xv], axis=1)
+            y = np.concatenate([yt, yv], axis=1)
+            phi = self._sgd(params, x, y, self.inner_steps, self.inner_lr, self._batches(x, y))
+            loss, _ = self._val_grad(phi, xv, yv)
         scale = 1.0 / (self.inner_lr * self.inner_steps)
         d = optim.tree_map(lambda t, f: scale * (t - f.mean(axis=0)), params, phi)
         return d, float(loss.mean())

@@ -253,6 +253,7 @@ def test_reptile_direction_by_hand(problem):
 
 # ---------------------------------------------------------------- batching, seeds
 METHODS = [MAML(0.1, 2), MAML(0.1, 2, first_order=True), Reptile(0.1, 3),
+           Reptile(0.1, 3, inner_set="all", eval_steps=2, eval_lr=0.2),
            IMAML(lam=2.0, inner_lr=0.5, inner_steps=20, cg_steps=10), Untrained(0.1, 2)]
 
 
@@ -340,3 +341,99 @@ def test_diverging_inner_loop_is_an_error(problem):
     params, task = problem
     with pytest.raises(nm.SimulationError, match=r"MAML: the inner loop diverged .*inner_lr"):
         MAML(inner_lr=1e6, inner_steps=60).meta_gradient(params, task)
+
+
+# ---------------------------------------------------------------- Reptile on all examples
+def _sgd_by_hand(params, x, y, lr, steps, batches=None):
+    """One task: ``steps`` SGD steps on (x, y), step j on rows ``batches[j]`` if given."""
+    phi = params
+    for j in range(steps):
+        rows = slice(None) if batches is None else batches[j]
+        g = mlp_grad(phi, x[rows], y[rows])[1]
+        phi = optim.tree_map(lambda p, d: p - lr * d[0], phi, g)
+    return phi
+
+
+def test_reptile_all_full_batch_is_a_loop_over_shots_and_queries(problem):
+    params, task = problem
+    xt, yt, xv, yv = task.as_batch()
+    lr, steps = 0.1, 3
+    g, _ = Reptile(lr, steps, inner_set="all").meta_gradient(params, task)
+    phis = [flat(_sgd_by_hand(params, np.concatenate([xt[t], xv[t]]),
+                              np.concatenate([yt[t], yv[t]]), lr, steps)) for t in range(4)]
+    assert rel(flat(g), (flat(params) - np.mean(phis, axis=0)) / (lr * steps)) < 1e-12
+    # N = 1: the gradient of the joint loss (shots ∪ queries), by finite differences of
+    # the independent reference loss
+    g1, _ = Reptile(lr, 1, inner_set="all").meta_gradient(params, task)
+    theta = flat(params)
+    fd = np.mean([central_fd(lambda v: ref_loss(unflat(v, params), np.concatenate([xt[t], xv[t]]),
+                                                np.concatenate([yt[t], yv[t]])), theta)
+                  for t in range(4)], axis=0)
+    assert rel(flat(g1), fd) < 1e-7
+    shots_only = flat(Reptile(lr, 1).meta_gradient(params, task)[0])
+    assert rel(shots_only, fd) > 1e-2          # the option changes the direction
+
+
+def test_reptile_minibatches_are_seeded_passes_over_the_task(problem):
+    params, task = problem
+    xt, yt, xv, yv = task.as_batch()
+    x, y = np.concatenate([xt, xv], axis=1), np.concatenate([yt, yv], axis=1)   # 12 each
+    lr, b, steps = 0.1, 4, 6                   # 24 draws: two passes of 12
+    m = Reptile(lr, steps, inner_set="all", inner_batch=b, seed=2)
+    idx = m._batches(x, y)
+    assert idx.shape == (4, steps, b)
+    for t in range(4):
+        flat_idx = idx[t].ravel()
+        for p in range(2):                      # each example once per pass
+            assert sorted(flat_idx[12 * p:12 * (p + 1)]) == list(range(12))
+    assert not all(np.array_equal(idx[0], idx[t]) for t in range(1, 4))   # per task
+    g, _ = m.meta_gradient(params, task)
+    phis = [flat(_sgd_by_hand(params, x[t], y[t], lr, steps, idx[t])) for t in range(4)]
+    assert rel(flat(g), (flat(params) - np.mean(phis, axis=0)) / (lr * steps)) < 1e-12
+    # deterministic given (θ, task, seed); another seed draws other batches
+    again = Reptile(lr, steps, inner_set="all", inner_batch=b, seed=2)
+    assert np.array_equal(flat(g), flat(again.meta_gradient(params, task)[0]))
+    other = Reptile(lr, steps, inner_set="all", inner_batch=b, seed=3)
+    assert not np.array_equal(idx, other._batches(x, y))
+    # a batch of at least the task's size is the full batch
+    full = Reptile(lr, steps, inner_set="all").meta_gradient(params, task)[0]
+    big = Reptile(lr, steps, inner_set="all", inner_batch=50).meta_gradient(params, task)[0]
+    assert np.array_equal(flat(full), flat(big))
+
+
+def test_reptile_evaluation_learns_the_shots_only(problem):
+    params, task = problem
+    xt, yt, xv, yv = task.as_batch()
+    base = Reptile(0.1, 3)
+    joint = Reptile(0.1, 3, inner_set="all", inner_batch=4)
+    assert np.array_equal(base.evaluate(params, task), joint.evaluate(params, task))
+    # eval_steps / eval_lr: Nichol et al.'s separate evaluation loop, on the shots
+    m = Reptile(0.1, 3, inner_set="all", eval_steps=5, eval_lr=0.05)
+    mse = m.evaluate(params, task)
+    for t in range(4):
+        phi = _sgd_by_hand(params, xt[t], yt[t], 0.05, 5)
+        pred = nm.baselines.mlp_predict(phi, xv[t])
+        assert np.mean((pred - yv[t]) ** 2) == pytest.approx(mse[t], rel=1e-12)
+    # an explicit inner_steps argument still overrides; 0 steps = θ itself
+    phi0 = m.adapt(params, xt, yt, inner_steps=0)
+    assert np.array_equal(flat(task_slice(phi0, 1)), flat(params))
+    # default: unchanged -- full-batch SGD on the shots only, inner_steps at inner_lr,
+    # against the hand-written loop
+    phis = [flat(_sgd_by_hand(params, xt[t], yt[t], 0.1, 3)) for t in range(4)]
+    assert rel(flat(base.meta_gradient(params, task)[0]),
+               (flat(params) - np.mean(phis, axis=0)) / (0.1 * 3)) < 1e-12
+    assert np.array_equal(flat(base.meta_gradient(params, task)[0]),
+                          flat(Reptile(0.1, 3, inner_set="shots").meta_gradient(params, task)[0]))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Reptile(inner_set="queries"), r"Reptile\.inner_set: must be one of 'shots', 'all'"),
+    (lambda: Reptile(inner_set="all", inner_batch=0), r"Reptile\.inner_batch: must be >= 1"),
+    (lambda: Reptile(inner_batch=10), r"Reptile\.inner_batch: must be None unless inner_set"),
+    (lambda: Reptile(eval_steps=-1), r"Reptile\.eval_steps: must be >= 0 \(got -1\)"),
+    (lambda: Reptile(eval_lr=0.0), r"Reptile\.eval_lr: must be > 0\.0 \(got 0\.0\)"),
+    (lambda: Reptile(seed=-2), r"Reptile\.seed: must be >= 0 \(got -2\)"),
+])
+def test_reptile_invalid_options(make, match):
+    with pytest.raises(nm.ValidationError, match=match):
+        make()
