@@ -30,6 +30,7 @@ With ``fast=("readout",)`` (the readout-only variant) the gains and biases are s
 meta-parameters too, updated by the same contrastive Hebbian rule.
 """
 import numbers
+import threading
 
 import numpy as np
 
@@ -252,7 +253,14 @@ class DualSystem(ModelKind):
 
     def predict(self, x, fast=None):
         """Outputs for inputs ``x`` at the fast variables ``fast`` (default: initial)."""
-        return self.forward(x, fast)[1]
+        O = "DualSystem.forward"          # (predict validates as forward)
+        x = P.finite_array(x, O, "x", max_abs=P.DATA_LIMIT)
+        if x.ndim < 1 or x.shape[-1] != self.n_in:
+            P.fail(O, "x", f"last axis must match the input layer ({self.n_in} units)",
+                   f"shape {x.shape}")
+        if fast is not None:
+            fast = self._check_fast(fast, O)
+        return _forward_memo(self, x, fast, self.activation.f)[1].copy()
 
     # ------------------------------------------------------------------ model kind
     rules = ("backprop", "delta")
@@ -292,7 +300,7 @@ class DualSystem(ModelKind):
     def neurons(self, phi, x):
         """The forward pass at ``phi``: per hidden layer ``a_l = W_l r_{l-1}``, ``u_l``,
         ``r_l``, then the output ``ŷ`` (flat list)."""
-        layers, y = _forward(self, x, phi, self.activation.f)
+        layers, y = _forward_memo(self, x, phi, self.activation.f)
         return [a for layer in layers for a in layer] + [y]
 
     def forces(self, phi, v, x, y, c, rule="backprop"):
@@ -339,6 +347,25 @@ class DualSystem(ModelKind):
         pert = [p + 1j * _H * v for p, v in zip(phi, V)]
         _, grads = objective_grads(self, pert, X, Y, c, analytic=True)
         return [g.imag / _H for g in _fast_part(self, grads)]
+
+    def data_hvp_at(self, phi, X, Y, c=None):
+        """``V -> data_hvp(phi, X, Y, V, c)`` for many directions at one ``phi`` (the phase
+        solver's conjugate gradients): the forward and backward pass at ``phi`` are done
+        once, each product is a real forward-over-reverse (R-operator) pass -- the same
+        exact Hessian-vector product as :meth:`data_hvp`'s complex-step derivative, to
+        rounding, at a fraction of its cost. Falls back to :meth:`data_hvp` for
+        directions with extra leading axes or a rate function without ``d2f``."""
+        c = self._uniform(X) if c is None else c
+        if getattr(self.activation, "d2f", None) is None or np.iscomplexobj(phi[0]):
+            return lambda V: self.data_hvp(phi, X, Y, V, c)
+        cache = _hvp_cache(self, phi, X, Y, c)
+        shapes = [p.shape for p in phi]
+
+        def hvp(V):
+            if any(v is not None and v.shape != s for v, s in zip(V, shapes)):
+                return self.data_hvp(phi, X, Y, V, c)
+            return _hvp_apply(self, cache, V)
+        return hvp
 
     def cross(self, phi, u, X, Y):
         """``∂/∂ε ∂θ F(φ + ε u)``: for the slow parameters a complex-step derivative of
@@ -436,6 +463,57 @@ def _forward(model, X, fast, f):
     return layers, y
 
 
+# The phase solver evaluates the forward pass at one state several times (its residual,
+# its objective, then the Hessian-vector products' cache at the accepted step): a small
+# memo of the last real forward passes, keyed by the values (not the identity) of the
+# inputs and of every parameter, returns the very same arrays (bit-identical results).
+# Cached arrays are read-only. FORWARD_MEMO = 0 switches the memo off. One memo per
+# thread (a threaded executor's workers never share or reorder each other's entries).
+FORWARD_MEMO = 2
+_LOCAL = threading.local()
+
+
+def _forward_memo(model, X, fast, f):
+    """:func:`_forward` through the memo (real values only)."""
+    if FORWARD_MEMO <= 0:
+        return _forward(model, X, fast, f)
+    gains, biases, R, W = model.params(fast)
+    arrs = [X, R] + list(W) + list(gains) + list(biases)
+    arrs = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrs]
+    if any(a.dtype.kind not in "biuf" for a in arrs):
+        return _forward(model, X, fast, f)
+    memo = _LOCAL.__dict__.setdefault("memo", [])
+    for i, (kf, key, res) in enumerate(memo):
+        if kf is f and len(key) == len(arrs) and all(
+                k.shape == a.shape and k.dtype == a.dtype and np.array_equal(k, a)
+                for k, a in zip(key, arrs)):
+            if i:
+                memo.insert(0, memo.pop(i))
+            return res
+    res = _forward(model, X, fast, f)
+    for layer in res[0]:
+        for a in layer:
+            a.setflags(write=False)
+    res[1].setflags(write=False)
+    memo.insert(0, (f, [np.array(a) for a in arrs], res))
+    del memo[FORWARD_MEMO:]
+    return res
+
+
+_TANH_D = get_activation("tanh").df        # the built-in tanh's derivative 1 − tanh²
+
+
+def _derivs(model, layer, df):
+    """``f'(u)`` of a hidden layer ``(a, u, r)``; for the built-in real tanh from the rate
+    ``r = tanh(u)`` already computed (``1 − r²``: the same floating-point operations as
+    the activation's ``df``, without a second ``tanh``)."""
+    r = layer[2]
+    if df is _TANH_D and not np.iscomplexobj(r):
+        t = r * r
+        return 1.0 - t
+    return df(layer[1])
+
+
 def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
     """Data objective ``Σ_s c_s ℓ(ŷ_s, y_s)`` (squared error: ``½‖ŷ_s − y_s‖²``; the
     model's ``loss``) and its gradients by backprop, from ``∂ℓ/∂ŷ = loss.error``.
@@ -452,7 +530,7 @@ def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
         f, df = _analytic(model)
     else:
         f, df = model.activation.f, model.activation.df
-    layers, y = _forward(model, X, fast, f) if forward is None else forward
+    layers, y = _forward_memo(model, X, fast, f) if forward is None else forward
     gains, _, R, W = model.params(fast)
     e = model.loss.error(y, Y)
     if model.loss.name in ("squared_error", "masked_squared_error"):
@@ -466,7 +544,7 @@ def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
     g_R = np.concatenate([np.matmul(np.swapaxes(e, -1, -2), r_L),
                           e.sum(axis=-2)[..., None]], axis=-1)
     grads = {"W": [None] * L, "gain": [None] * L, "bias": [None] * L, "readout": [g_R]}
-    d = np.matmul(e, R[..., :n]) * df(layers[-1][1])
+    d = np.matmul(e, R[..., :n]) * _derivs(model, layers[-1], df)
     for l in range(L - 1, -1, -1):
         a, _, _ = layers[l]
         grads["gain"][l] = (d * a).sum(axis=-2)
@@ -475,7 +553,7 @@ def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
         r_pre = X if l == 0 else layers[l - 1][2]
         grads["W"][l] = np.matmul(np.swapaxes(dg, -1, -2), r_pre)
         if l > 0:
-            d = np.matmul(dg, W[l]) * df(layers[l - 1][1])
+            d = np.matmul(dg, W[l]) * _derivs(model, layers[l - 1], df)
     return F, grads
 
 
@@ -509,3 +587,111 @@ def _curvature(model, inp):
                 d = np.matmul(d * gains[l][..., None, :], W[l]) * model.activation.df(
                     layers[l - 1][1])
     return float((c * sq).sum(axis=-1).max())
+
+
+# ---------------------------------------------------------------------- R-operator
+def _hvp_cache(model, fast, X, Y, c):
+    """What every Hessian-vector product at ``fast`` reuses: the forward pass with
+    ``f'(u)``, ``f''(u)``, the weighted output error and the backward deltas."""
+    act = model.activation
+    layers, y = _forward_memo(model, X, fast, act.f)
+    gains, _, R, W = model.params(fast)
+    df = [_derivs(model, layer, act.df) for layer in layers]
+    if act.df is _TANH_D:
+        d2f = [-2.0 * r * (1.0 - r * r) for _, _, r in layers]      # = _tanh_d2(u)
+    else:
+        d2f = [act.d2f(u) for _, u, _ in layers]
+    e = model.loss.error(y, Y) * c[..., None]
+    n = R.shape[-1] - 1
+    L = model.n_hidden_layers
+    deltas = [None] * L
+    # back[l] = ``(∂ŷ-error pulled back to u_l, before f')`` ⊙ f''(u_l): the second-order
+    # term of every tangent backward pass, the same at every direction V
+    back = [None] * L
+    m = np.matmul(e, R[..., :n])
+    back[-1] = m * d2f[-1]
+    d = m * df[-1]
+    for l in range(L - 1, -1, -1):
+        deltas[l] = d
+        if l > 0:
+            m = np.matmul(d * gains[l][..., None, :], W[l])
+            back[l - 1] = m * d2f[l - 1]
+            d = m * df[l - 1]
+    return {"layers": layers, "y": y, "Y": Y, "c": c, "df": df, "d2f": d2f, "e": e,
+            "deltas": deltas, "back": back, "gains": gains, "R": R, "W": W, "X": X}
+
+
+def _error_tangent(model, y, Y, ydot):
+    """Directional derivative of ``loss.error(y, Y)`` along ``ydot``."""
+    name = model.loss.name
+    if name == "squared_error":
+        return ydot
+    if name == "masked_squared_error":
+        return np.where(model.loss.observed(Y), ydot, 0.0)
+    return np.imag(model.loss.error(y + 1j * _H * ydot, Y)) / _H
+
+
+def _hvp_apply(model, k, V):
+    """``∇²φ Σ_s c_s ℓ_s · V`` by one tangent forward and one tangent backward pass
+    (forward-over-reverse differentiation of :func:`objective_grads`)."""
+    L = model.n_hidden_layers
+    layers, gains, R, W = k["layers"], k["gains"], k["R"], k["W"]
+    n = R.shape[-1] - 1
+    dot = {"gain": [None] * L, "bias": [None] * L, "readout": [None]}
+    for (g, l), v in zip(model._fast_index(), V):
+        dot[g][l] = v
+    # tangent forward pass
+    a_dot, u_dot = [None] * L, [None] * L
+    r_dot = None                                   # the input carries no tangent
+    for l in range(L):
+        a, u, r = layers[l]
+        ad = None if r_dot is None else np.matmul(r_dot, np.swapaxes(W[l], -1, -2))
+        ud = None
+        if ad is not None:
+            ud = gains[l][..., None, :] * ad
+        if dot["gain"][l] is not None:
+            t = dot["gain"][l][..., None, :] * a
+            ud = t if ud is None else ud + t
+        if dot["bias"][l] is not None:
+            t = np.broadcast_to(dot["bias"][l][..., None, :], u.shape)
+            ud = t if ud is None else ud + t
+        a_dot[l], u_dot[l] = ad, ud
+        r_dot = None if ud is None else k["df"][l] * ud
+    r_L = layers[-1][2]
+    Rd = dot["readout"][0]
+    y_dot = np.zeros_like(k["y"])
+    if r_dot is not None:
+        y_dot = y_dot + np.matmul(r_dot, np.swapaxes(R[..., :n], -1, -2))
+    if Rd is not None:
+        y_dot = (y_dot + np.matmul(r_L, np.swapaxes(Rd[..., :n], -1, -2))
+                 + Rd[..., None, :, n])
+    e = k["e"]
+    e_dot = _error_tangent(model, k["y"], k["Y"], y_dot) * k["c"][..., None]
+    out = {"gain": [None] * L, "bias": [None] * L, "readout": [None]}
+    if "readout" in model.fast:
+        gR = np.matmul(np.swapaxes(e_dot, -1, -2), r_L)
+        if r_dot is not None:
+            gR = gR + np.matmul(np.swapaxes(e, -1, -2), r_dot)
+        out["readout"][0] = np.concatenate([gR, e_dot.sum(axis=-2)[..., None]], axis=-1)
+    # tangent backward pass
+    t = np.matmul(e_dot, R[..., :n])
+    if Rd is not None:
+        t = t + np.matmul(e, Rd[..., :n])
+    dd = t * k["df"][-1]
+    if u_dot[-1] is not None:
+        dd = dd + k["back"][-1] * u_dot[-1]
+    for l in range(L - 1, -1, -1):
+        d, a = k["deltas"][l], layers[l][0]
+        gg = (dd * a).sum(axis=-2)
+        if a_dot[l] is not None:
+            gg = gg + (d * a_dot[l]).sum(axis=-2)
+        out["gain"][l] = gg
+        out["bias"][l] = dd.sum(axis=-2)
+        if l > 0:
+            dgd = dd * gains[l][..., None, :]
+            if dot["gain"][l] is not None:
+                dgd = dgd + d * dot["gain"][l][..., None, :]
+            dd = np.matmul(dgd, W[l]) * k["df"][l - 1]
+            if u_dot[l - 1] is not None:
+                dd = dd + k["back"][l - 1] * u_dot[l - 1]
+    return [out[g][l] for g, l in model._fast_index()]

@@ -324,3 +324,154 @@ def test_unsettled_phase_warns_at_the_callers_line_with_a_dt_hint(rng):
                       r"dt") as rec:
         nm.Learner(rule="backprop", tol=1e-12, max_duration=0.5).run(m, x, y)
     assert rec[0].filename == __file__
+
+
+# -- the phase solver's Hessian-vector products (R-operator, issue 22) -----------------
+def _hvp_data(net, loss, rng, B=3, S=9):
+    X = rng.normal(size=(B, S, net.n_in))
+    n_out = net.sizes[-1]
+    if loss == "masked_squared_error":
+        Y = net.loss.targets(rng.integers(0, n_out, (B, S)), rng.normal(size=(B, S)), n_out)
+    elif loss == "cross_entropy":
+        Y = np.eye(n_out)[rng.integers(0, n_out, (B, S))]
+    else:
+        Y = rng.normal(size=(B, S, n_out))
+    phi = [p + 0.3 * rng.normal(size=(B,) + p.shape) for p in net.phi0]
+    return X, Y, phi, rng.uniform(0.1, 1.0, size=(B, S))
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "masked_squared_error", "cross_entropy"])
+@pytest.mark.parametrize("fast", [("gain", "bias", "readout"), ("readout",), ("gain",),
+                                  ("bias", "readout")])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus"])
+def test_solver_hvp_matches_complex_step_and_finite_differences(loss, fast, activation,
+                                                                  rng):
+    """data_hvp_at (real forward-over-reverse, cached forward pass) against two
+    independent references: the complex-step derivative of the backprop gradient
+    (data_hvp) and central finite differences of the gradient."""
+    net = nm.DualSystem([2, 6, 5, 4], activation=activation, fast=fast, loss=loss, seed=1,
+                        gain=1.3, bias=0.2)
+    X, Y, phi, c = _hvp_data(net, loss, rng)
+    hvp = net.data_hvp_at(phi, X, Y, c)
+    for _ in range(2):                      # several directions at one cached point
+        V = [rng.normal(size=p.shape) for p in phi]
+        got = hvp(V)
+        ref = net.data_hvp(phi, X, Y, V, c)
+        eps = 1e-5
+        plus = net.data_grad([p + eps * v for p, v in zip(phi, V)], X, Y, c)
+        minus = net.data_grad([p - eps * v for p, v in zip(phi, V)], X, Y, c)
+        for g, r, gp, gm in zip(got, ref, plus, minus):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-12 * np.abs(r).max())
+            np.testing.assert_allclose(g, (gp - gm) / (2 * eps), rtol=1e-6, atol=1e-7)
+
+
+def test_solver_hvp_is_linear_and_zero_directions_are_allowed(rng):
+    net = nm.DualSystem([2, 5, 4, 3], seed=0, loss="masked_squared_error")
+    X, Y, phi, c = _hvp_data(net, "masked_squared_error", rng)
+    hvp = net.data_hvp_at(phi, X, Y, c)
+    V = [rng.normal(size=p.shape) for p in phi]
+    Z = [np.zeros_like(v) for v in V]
+    for i in range(len(V)):                 # one group at a time = the direct sum
+        only = [v if j == i else None for j, v in enumerate(V)]
+        ref = net.data_hvp(phi, X, Y, [v if j == i else z for j, (v, z)
+                                       in enumerate(zip(V, Z))], c)
+        for g, r in zip(hvp(only), ref):
+            np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
+
+
+def test_settled_phase_does_not_depend_on_the_hvp_path(rng, monkeypatch):
+    """The Newton-Krylov settle with the R-operator products reaches the fixed point the
+    complex-step products reach (the same Newton iterates to rounding)."""
+    net = nm.DualSystem([2, 8, 8, 3], seed=2, lam=0.3, loss="masked_squared_error")
+    X, Y, _, _ = _hvp_data(net, "masked_squared_error", rng, B=4, S=20)
+    learner = nm.Learner(rule="backprop", dt=0.02, settle="solve", tol=1e-6)
+    fast = learner.run(net, X, Y).phi
+    monkeypatch.setattr(nm.DualSystem, "data_hvp_at",
+                        lambda self, phi, X, Y, c=None:
+                        lambda V: self.data_hvp(phi, X, Y, V, c))
+    slow = learner.run(net, X, Y).phi
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- forward memo
+def _loop_forward(net, x, fast):
+    """The forward pass written sample by sample (an independent reference)."""
+    gains, biases, R, W = net.params(fast)
+    out = np.zeros(x.shape[:-1] + (net.sizes[-1],))
+    for b in range(x.shape[0]):
+        for s in range(x.shape[1]):
+            r = x[b, s]
+            for l in range(net.n_hidden_layers):
+                r = np.tanh(gains[l][b] * (W[l] @ r) + biases[l][b])
+            out[b, s] = R[b][:, :-1] @ r + R[b][:, -1]
+    return out
+
+
+def test_forward_memo_never_serves_stale_values(rng):
+    """The memo of forward passes is keyed by values: an in-place change of the inputs or
+    of any fast variable gives the new outputs; cached arrays are read-only, predict's
+    output is the caller's own copy."""
+    net = nm.DualSystem([2, 5, 4, 3], seed=0, lam=0.3)
+    x = rng.normal(size=(3, 7, 2))
+    fast = [np.array(np.broadcast_to(p, (3,) + p.shape)) for p in net.phi0]
+    first = net.predict(x, fast)
+    np.testing.assert_allclose(first, _loop_forward(net, x, fast), rtol=1e-13, atol=1e-14)
+    first[...] = 0.0                                    # the caller's copy
+    changes = [lambda: x.__setitem__((1, 2, 0), 0.7)] + [
+        lambda a=a: a.reshape(-1).__setitem__(a.size - 2, 0.3) for a in fast]
+    for change in changes:
+        change()
+        np.testing.assert_allclose(net.predict(x, fast), _loop_forward(net, x, fast),
+                                   rtol=1e-13, atol=1e-14)
+    other = net.with_theta({k: [w * 1.1 for w in v] if k == "W" else v
+                            for k, v in net.theta.items()})
+    np.testing.assert_allclose(other.predict(x, fast), _loop_forward(other, x, fast),
+                               rtol=1e-13, atol=1e-14)
+    v = net.neurons(fast, x)
+    assert not any(a.flags.writeable for a in v)
+
+
+@pytest.mark.parametrize("memo", [0, 2])
+def test_forward_memo_and_hvp_cache_leave_the_meta_gradient_bit_identical(memo, rng,
+                                                                         monkeypatch):
+    """A CML meta-gradient through the Newton-Krylov settle (masked squared error, as
+    on the bandit) with the memo on or off: the same floating-point numbers."""
+    from neuro_meta import dual
+    net = nm.DualSystem([2, 8, 8, 3], seed=2, lam=0.3, loss="masked_squared_error")
+    X, Y, _, _ = _hvp_data(net, "masked_squared_error", rng, B=4, S=20)
+    task = nm.Task(X[:, :14], Y[:, :14], X[:, 14:], Y[:, 14:])
+    learner = nm.Learner(rule="backprop", dt=0.02, settle="solve", tol=1e-6)
+    cml = nm.CML(beta=0.1, learner=learner)
+    monkeypatch.setattr(dual, "FORWARD_MEMO", 0)
+    dual._LOCAL.__dict__.pop("memo", None)
+    ref = cml.meta_gradient(net, task)
+    monkeypatch.setattr(dual, "FORWARD_MEMO", memo)
+    got = cml.meta_gradient(net, task)
+    got2 = cml.meta_gradient(net, task)                  # now with warm memo entries
+    for k in ref:
+        for a, b, c in zip(ref[k], got[k], got2[k]):
+            assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_forward_memo_is_per_thread():
+    """Threads predicting with different networks and inputs at once each get their own
+    forward pass (the same numbers as the memo switched off)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neuro_meta import dual
+    rng = np.random.default_rng(5)
+    nets = [nm.DualSystem([3, 6, 2], seed=s, lam=0.3) for s in range(4)]
+    xs = [rng.normal(size=(30, 3)) for _ in range(4)]
+    old = dual.FORWARD_MEMO
+    dual.FORWARD_MEMO = 0
+    try:
+        ref = [n.predict(x) for n, x in zip(nets, xs)]
+    finally:
+        dual.FORWARD_MEMO = old
+    jobs = [i % 4 for i in range(200)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: nets[i].predict(xs[i]), jobs))
+    for i, g in zip(jobs, got):
+        assert np.array_equal(g, ref[i])
