@@ -474,7 +474,8 @@ class MetaTrainer:
             "meta_val_mse": budget.best[0], "index": budget.best[1], "theta": budget.best[2]}
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                "clock_s": clock_s, "best": best,
-                               "fingerprint": self.fingerprint(),
+                               "fingerprint": (getattr(self, "_run_fingerprint", None)
+                                               or self.fingerprint()),
                                "history": {k: getattr(hist, k) for k in (
                                    "step", "meta_test_mse", "meta_test_sem", "meta_val_mse",
                                    "meta_val_sem", "train_val_loss", "theta", "time_s",
@@ -526,6 +527,10 @@ class MetaTrainer:
                 P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "
                        f"{checkpoint} ({step}) to resume it (a run with fewer steps is "
                        "another run: restart without resume)", repr(budget.steps))
+        # what decides this meta-training is fixed for the run: its fingerprint is
+        # computed once (checksums of the evaluation tasks, an optimiser probe), not at
+        # every checkpoint
+        self._run_fingerprint = None if checkpoint is None else self.fingerprint()
         budget.resume()
         if not hist.step:
             self._record(0, hist, keep_theta, budget, theta)

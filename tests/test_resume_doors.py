@@ -52,6 +52,23 @@ def test_fingerprint_names_what_decides_the_trajectory():
     assert trainer(lr=0.02).fingerprint()["optimizer"] != fp["optimizer"]
 
 
+def test_every_checkpoint_of_a_run_carries_its_fingerprint(tmp_path, monkeypatch):
+    """The fingerprint is computed once per run (not at each of its checkpoints), and
+    the checkpoint of every step holds exactly the trainer's fingerprint."""
+    tr = trainer()
+    expected = tr.fingerprint()
+    calls = []
+    real = MetaTrainer.fingerprint
+    monkeypatch.setattr(MetaTrainer, "fingerprint",
+                        lambda self: calls.append(1) or real(self))
+    path = tmp_path / "c.npz"
+    tr.train(3, progress=False, checkpoint=path, checkpoint_every=1)
+    assert len(calls) == 1
+    assert ckpt.load(path)["fingerprint"] == expected
+    tr.train(3, progress=False)                   # no checkpoint: none computed
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("case", ["npy", "meta_type", "missing_key", "tree_mismatch"])
 def test_files_that_are_not_checkpoints(tmp_path, case):
     path = tmp_path / "checkpoint.npz"
