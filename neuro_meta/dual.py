@@ -217,14 +217,16 @@ class DualSystem(ModelKind):
         """Hidden pre-activations ``u_l`` and rates ``r_l`` and the output, for inputs
         ``x`` (..., samples, n_in). Returns ``(layers, y)`` with ``layers`` a list of
         ``(a_l, u_l, r_l)`` (``a_l = W_l r_{l-1}``)."""
-        O = "DualSystem.forward"
-        x = P.finite_array(x, O, "x", max_abs=P.DATA_LIMIT)
-        if x.ndim < 1 or x.shape[-1] != self.n_in:
-            P.fail(O, "x", f"last axis must match the input layer ({self.n_in} units)",
-                   f"shape {x.shape}")
-        if fast is not None:
-            fast = self._check_fast(fast, O)
+        x, fast = self._check_inputs(x, fast)
         return _forward(self, x, fast, self.activation.f)
+
+    def _check_inputs(self, x, fast, owner="DualSystem.forward"):
+        """``(x, fast)`` of :meth:`forward` and :meth:`predict`, checked."""
+        x = P.finite_array(x, owner, "x", max_abs=P.DATA_LIMIT)
+        if x.ndim < 1 or x.shape[-1] != self.n_in:
+            P.fail(owner, "x", f"last axis must match the input layer ({self.n_in} units)",
+                   f"shape {x.shape}")
+        return x, (None if fast is None else self._check_fast(fast, owner))
 
     def _check_fast(self, fast, owner):
         """Fast variables as given to :meth:`forward`: one real array per fast variable
@@ -253,13 +255,7 @@ class DualSystem(ModelKind):
 
     def predict(self, x, fast=None):
         """Outputs for inputs ``x`` at the fast variables ``fast`` (default: initial)."""
-        O = "DualSystem.forward"          # (predict validates as forward)
-        x = P.finite_array(x, O, "x", max_abs=P.DATA_LIMIT)
-        if x.ndim < 1 or x.shape[-1] != self.n_in:
-            P.fail(O, "x", f"last axis must match the input layer ({self.n_in} units)",
-                   f"shape {x.shape}")
-        if fast is not None:
-            fast = self._check_fast(fast, O)
+        x, fast = self._check_inputs(x, fast)     # (predict validates as forward)
         return _forward_memo(self, x, fast, self.activation.f)[1].copy()
 
     # ------------------------------------------------------------------ model kind

@@ -62,12 +62,10 @@ from ..initializers import Glorot
 from ..io import save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import (apply_overrides, check_top_level, checked, load_model, overlay,
-                      section)
+from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
-from .consolidation import merge
 from .sinusoid import config_fingerprint
 
 #: Meta-learned methods (meta-trained, then deployed).
@@ -83,17 +81,8 @@ DEPLOY = 4
 
 # ---------------------------------------------------------------------- configuration
 def _cfg(cfg=None, quick=False, seed=None, overrides=()):
-    if cfg is None:
-        cfg = load_model("bandit")
-    if quick:
-        cfg = merge(cfg, overlay(cfg, "quick"))
-    if overrides:
-        cfg = apply_overrides(cfg, list(overrides))
-        cfg["_overrides"] = list(overrides)
-    if seed is not None:
-        cfg = merge(cfg, {"meta": {"seed": seed}})
-    check_top_level(cfg, SECTIONS)
-    return cfg
+    return configure(load_model("bandit") if cfg is None else cfg, SECTIONS, quick,
+                     overrides, seed)
 
 
 def _settings(where, key, value, reserved):
