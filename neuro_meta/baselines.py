@@ -43,6 +43,7 @@ from . import optim
 from .errors import SimulationError
 from .losses import SQUARED_ERROR, get_loss
 from .tasks import Task
+from .workers import map_pieces, n_workers
 
 __all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "Reptile",
            "IMAML", "Untrained", "train_baseline"]
@@ -395,8 +396,9 @@ class Reptile(_Baseline):
       minibatches of b examples (at most the task's size), taken in order from a stream
       of per-task random permutations of the joint set (each example once per pass, like
       the reference's sampling without replacement). The permutations come from a
-      generator seeded by ``seed`` and the task's data, so the direction is a
-      deterministic function of (θ, task, seed).
+      generator seeded, per task, by ``seed`` and that task's data, so each task's
+      direction is a deterministic function of (θ, task, seed), whatever other tasks
+      share its meta-batch (or its chunk, :func:`chunked_meta_gradient`).
 
     Evaluation and adaptation (:meth:`adapt`, :meth:`evaluate`) always learn the
     training shots only, full batch: ``eval_steps`` steps (default ``inner_steps``) of
@@ -451,13 +453,15 @@ class Reptile(_Baseline):
         if self.inner_batch is None or self.inner_batch >= M:
             return None
         b, N = self.inner_batch, self.inner_steps
-        key = [self.seed, zlib.crc32(np.ascontiguousarray(x).tobytes()),
-               zlib.crc32(np.ascontiguousarray(y).tobytes())]
-        rng = np.random.default_rng(key)
         passes = -(-(N * b) // M)
-        stream = np.concatenate([rng.permuted(np.tile(np.arange(M), (T, 1)), axis=1)
-                                 for _ in range(passes)], axis=1)
-        return stream[:, :N * b].reshape(T, N, b)
+        out = np.empty((T, N, b), dtype=np.intp)
+        for t in range(T):          # per task: the same batches in any meta-batch or chunk
+            rng = np.random.default_rng([
+                self.seed, zlib.crc32(np.ascontiguousarray(x[t]).tobytes()),
+                zlib.crc32(np.ascontiguousarray(y[t]).tobytes())])
+            stream = np.concatenate([rng.permutation(M) for _ in range(passes)])
+            out[t] = stream[:N * b].reshape(N, b)
+        return out
 
     def adapt(self, params, x, y, inner_steps=None):
         """Fast parameters after ``eval_steps`` (or ``inner_steps`` if given) SGD steps at
@@ -596,10 +600,37 @@ class IMAML(_Baseline):
 
 
 # ------------------------------------------------------------------ meta-training
+def _chunk_meta_gradient(method, params, task):
+    """(mean meta-gradient, mean validation loss, tasks) of one piece of a meta-batch
+    (module level: runs on executor workers)."""
+    grad, loss = method.meta_gradient(params, task)
+    return grad, loss, task.n_tasks
+
+
+def chunked_meta_gradient(method, params, task, chunks=1, executor=None):
+    """``method.meta_gradient(params, task)`` with the meta-batch split into ``chunks``
+    contiguous pieces (at most one per task), computed in-process (``executor=None``) or
+    submitted to ``executor`` (a ``concurrent.futures`` executor or a Dask client), and
+    recombined as the task-weighted mean of the pieces' means. The pieces and the order
+    of the sum are fixed by ``chunks`` alone, so the result is the same on any executor."""
+    n = task.n_tasks
+    chunks = min(chunks, n)
+    if chunks <= 1 and executor is None:
+        return method.meta_gradient(params, task)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    arrays = task.as_batch()
+    parts = [Task(*(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    results = map_pieces(_chunk_meta_gradient, [(method, params, t) for t in parts], executor)
+    weights = [r[2] / n for r in results]
+    grad = optim.tree_map(lambda *g: sum(w * gi for w, gi in zip(weights, g)),
+                          *[r[0] for r in results])
+    return grad, float(sum(w * r[1] for w, r in zip(weights, results)))
+
+
 def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None, seed=0,
                    eval_every=100, test_task=None, progress=True, eval_inner_steps=None,
                    eval_tasks=64, budget_s=None, eval_every_s=None, val_task=None,
-                   val_tasks=None, select=True):
+                   val_tasks=None, select=True, executor=None, chunks=None):
     """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
 
     Meta-step ``s`` (1, 2, …) draws ``meta_batch`` tasks from
@@ -629,6 +660,11 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     "meta_test_mse", "meta_test_sem"}``), ``meta_steps`` (meta-steps done),
     ``stop_reason`` (``"steps"`` or ``"budget"``), ``budget_s`` and ``wall_time_s``. An
     :class:`Untrained` method takes no meta-steps.
+
+    ``chunks`` (default: 1, or the executor's workers) splits each meta-batch into that
+    many pieces whose meta-gradients are computed in-process (``executor=None``) or on
+    ``executor``'s workers and averaged (:func:`chunked_meta_gradient`): the numbers
+    depend on ``chunks``, never on the executor. Evaluations run in this process.
     """
     from tqdm.auto import tqdm
 
@@ -651,6 +687,9 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     if not isinstance(select, bool):
         P.fail(O, "select", "must be True or False", repr(select))
     steps = P.integer(steps, O, "steps", low=0)
+    if chunks is None:
+        chunks = n_workers(executor)
+    chunks = P.integer(chunks, O, "chunks", low=1)
     budget = TrainingBudget(O, 0 if isinstance(method, Untrained) else steps, eval_every,
                             budget_s, eval_every_s)
     eval_tasks = P.integer(eval_tasks, O, "eval_tasks", low=1)
@@ -683,7 +722,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     while stop is None:
         step += 1
         task = family.sample(task_rng(seed, TRAIN, step), meta_batch)
-        grad, val_loss = method.meta_gradient(params, task)
+        grad, val_loss = chunked_meta_gradient(method, params, task, chunks, executor)
         hist["train_val_loss"].append(val_loss)
         updates, state = optimizer.update(grad, state)
         params = optim.apply_updates(params, updates)

@@ -333,9 +333,9 @@ class _executor:
 
             raise ValidationError(f"neuro-meta run.--workers: must be >= 1 (got {a.workers})")
         if a.executor == "processes":
-            from concurrent.futures import ProcessPoolExecutor
+            from .workers import process_pool
 
-            ex = ProcessPoolExecutor(a.workers)
+            ex = process_pool(a.workers)
             self._close.append(lambda: ex.shutdown())
             return ex
         if a.executor == "dask" or a.scheduler:

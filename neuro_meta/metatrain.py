@@ -26,6 +26,7 @@ from .errors import SimulationError
 from .kind import check_kind
 from .learning import NotSettledWarning
 from .tasks import Task
+from .workers import map_pieces, n_workers
 
 TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
@@ -235,14 +236,6 @@ def _concat(grads):
                 for i in range(len(grads[0][k]))] for k in grads[0]}
 
 
-def _n_workers(executor):
-    if executor is None:
-        return 1
-    if hasattr(executor, "scheduler_info"):        # dask.distributed.Client
-        return max(1, len(executor.scheduler_info().get("workers", {})))
-    return max(1, int(getattr(executor, "_max_workers", 1)))
-
-
 class MetaTrainer:
     """Meta-train the meta-parameters θ of ``net`` with CML: ω and λ of a RateNetwork's
     complex synapses, a :class:`~neuro_meta.DualSystem`'s slow weights and fast
@@ -350,18 +343,14 @@ class MetaTrainer:
     def meta_gradient(self, task, step=None):
         """Mean CML meta-gradient of a meta-batch and the tasks' validation losses,
         computed in-process or on the executor (see ``on_divergence``)."""
-        n_chunks = min(self.chunks or _n_workers(self.executor), task.n_tasks)
+        n_chunks = min(self.chunks or n_workers(self.executor), task.n_tasks)
         skip = self.on_divergence == "skip"
         bounds = np.linspace(0, task.n_tasks, n_chunks + 1).astype(int)
         arrays = task.as_batch()
         parts = [Task(*(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         try:
-            if self.executor is None:
-                results = [_chunk_estimate(self.cml, self.net, p, skip) for p in parts]
-            else:
-                futures = [self.executor.submit(_chunk_estimate, self.cml, self.net, p, skip)
-                           for p in parts]
-                results = [f.result() for f in futures]
+            results = map_pieces(_chunk_estimate, [(self.cml, self.net, p, skip)
+                                                   for p in parts], self.executor)
         except SimulationError as err:
             raise SimulationError(
                 f"MetaTrainer: meta-step {step}: {err} -- the meta-parameters were not "

@@ -53,6 +53,7 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .errors import SimulationError
+from .workers import map_pieces, n_workers
 
 #: Population members per in-process batch (bounds memory; results do not depend on it).
 MEMBER_BATCH = 16
@@ -561,16 +562,6 @@ def pair_losses(objective, theta, sigma, seeds):
     return loss[0::2], loss[1::2]
 
 
-def n_workers(executor):
-    """Workers of an executor: 1 for None, a Dask client's worker count, a
-    ``concurrent.futures`` pool's ``max_workers``."""
-    if executor is None:
-        return 1
-    if hasattr(executor, "scheduler_info"):
-        return max(1, len(executor.scheduler_info().get("workers", {})))
-    return max(1, int(getattr(executor, "_max_workers", 1)))
-
-
 @dataclass(frozen=True)
 class ESEstimate:
     """One antithetic ES estimate: ``grad`` (n,), the pairs' losses ``loss_plus`` and
@@ -630,12 +621,8 @@ def es_gradient(objective, theta, sigma, pairs, seed=0, step=0, executor=None, c
     k = min(chunks or n_workers(executor), pairs)
     bounds = np.linspace(0, pairs, k + 1).astype(int)
     parts = [seeds[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
-    if executor is None:
-        results = [pair_losses(objective, theta, sigma, part) for part in parts]
-    else:
-        futures = [executor.submit(pair_losses, objective, theta, sigma, part)
-                   for part in parts]
-        results = [f.result() for f in futures]
+    results = map_pieces(pair_losses, [(objective, theta, sigma, part) for part in parts],
+                         executor)
     lp = np.concatenate([r[0] for r in results])
     lm = np.concatenate([r[1] for r in results])
     if not (np.isfinite(lp).all() and np.isfinite(lm).all()):

@@ -395,6 +395,9 @@ def test_reptile_minibatches_are_seeded_passes_over_the_task(problem):
     assert np.array_equal(flat(g), flat(again.meta_gradient(params, task)[0]))
     other = Reptile(lr, steps, inner_set="all", inner_batch=b, seed=3)
     assert not np.array_equal(idx, other._batches(x, y))
+    # a task's batches do not depend on the other tasks of its meta-batch
+    np.testing.assert_array_equal(m._batches(x[2:3], y[2:3])[0], idx[2])
+    np.testing.assert_array_equal(m._batches(x[::-1], y[::-1])[::-1], idx)
     # a batch of at least the task's size is the full batch
     full = Reptile(lr, steps, inner_set="all").meta_gradient(params, task)[0]
     big = Reptile(lr, steps, inner_set="all", inner_batch=50).meta_gradient(params, task)[0]

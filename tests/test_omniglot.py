@@ -91,16 +91,31 @@ def test_tiny_run_end_to_end_and_resume(tmp_path):
     assert "20-way official err" in table and "people 4.5 %" in table
 
 
-def test_cml_identical_on_a_process_pool(tmp_path):
+def test_every_method_identical_on_its_worker_processes(tmp_path):
+    """compare.workers = 2 (the shipped value): every method's meta-batches in two pieces,
+    on this process and a worker (the default), in this process ("serial") or on a plain
+    process pool -- the same numbers."""
     from concurrent.futures import ProcessPoolExecutor
 
-    serial = og.run(tmp_path / "s", progress=False, methods="cml", overrides=TINY)
+    methods = "cml,maml,reptile"
+    over = TINY + ["compare.workers=2"]
+    keys = ("accuracy", "official_error", "other_shots_accuracy", "meta_val_accuracy")
+    default = og.run(tmp_path / "d", progress=False, methods=methods, overrides=over)
+    serial = og.run(tmp_path / "s", progress=False, methods=methods, overrides=over,
+                    executor="serial")
     with ProcessPoolExecutor(2) as ex:
-        pooled = og.run(tmp_path / "p", progress=False, methods="cml", overrides=TINY,
+        pooled = og.run(tmp_path / "p", progress=False, methods=methods, overrides=over,
                         executor=ex)
-    assert pooled["methods"]["cml"] == serial["methods"]["cml"] or all(
-        pooled["methods"]["cml"][k] == serial["methods"]["cml"][k]
-        for k in ("accuracy", "official_error", "other_shots_accuracy", "meta_val_accuracy"))
+    for name in methods.split(","):
+        for k in keys:
+            assert default["methods"][name][k] == serial["methods"][name][k], (name, k)
+            assert pooled["methods"][name][k] == serial["methods"][name][k], (name, k)
+    # and the pieces are what a meta-step computes: one piece (workers = 1) agrees to
+    # rounding for the baselines, exactly for CML (its tasks are concatenated)
+    one = og.run(tmp_path / "1", progress=False, methods="cml", overrides=TINY + [
+        "compare.workers=1"])
+    for k in keys:
+        assert one["methods"]["cml"][k] == serial["methods"]["cml"][k], k
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -150,22 +165,20 @@ def test_cml_dual_runs_on_omniglot_and_widens_its_readout(tmp_path, rng):
     np.testing.assert_allclose(wide.theta["W"][0], net.theta["W"][0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("experiment", ["omniglot", "sinusoid"])
-def test_an_executor_under_a_wall_time_budget_is_refused_when_unfair(tmp_path, experiment):
-    """An executor spreads CML's tasks only: with a wall-time budget and a baseline in
-    the comparison it would give CML more compute for the same time, so it is refused
-    before any work (a fixed step count, or CML alone, is fine)."""
+def test_an_executor_under_a_wall_time_budget_is_refused_when_unfair(tmp_path):
+    """The sinusoid run's executor spreads CML's tasks only: with a wall-time budget and
+    a baseline in the comparison it would give CML more compute for the same time, so it
+    is refused before any work (a fixed step count, or CML alone, is fine). (Omniglot
+    spreads every method's meta-batches: see the test above.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from neuro_meta.experiments import sinusoid
 
-    mod = og if experiment == "omniglot" else sinusoid
     with ThreadPoolExecutor(1) as ex:
-        with pytest.raises(nm.ValidationError, match=rf"run {experiment}\.executor: .*"
+        with pytest.raises(nm.ValidationError, match=r"run sinusoid\.executor: .*"
                            r"maml.*not be equal compute"):
-            mod.run(tmp_path, progress=False, methods="cml,maml", executor=ex,
-                    overrides=["compare.budget_s=5"])
+            sinusoid.run(tmp_path, progress=False, methods="cml,maml", executor=ex,
+                         overrides=["compare.budget_s=5"])
         assert not (tmp_path / "results.json").exists()
-        mod.check_fair_executor if experiment == "sinusoid" else None
         sinusoid.check_fair_executor("x", ex, None, ["cml", "maml"], ("cml",))
         sinusoid.check_fair_executor("x", ex, 5.0, ["cml"], ("cml",))

@@ -212,3 +212,73 @@ def test_settle_is_validated():
         nm.Learner(settle="newton")
     with pytest.raises(nm.ValidationError, match="settle"):
         nm.Learner(settle="solve", engine="brian2")
+
+
+# ------------------------------------------------------------------ conjugate gradients
+def _spd_low_rank_plus_diagonal(B=3, P=60, rank=4, seed=0):
+    """Systems like the solver's: a low-rank data curvature plus a diagonal shift
+    (lambda + 1/h) that spans two decades across the variables."""
+    rng = np.random.default_rng(seed)
+    U = rng.normal(size=(B, P, rank))
+    d = np.exp(rng.uniform(np.log(0.05), np.log(5.0), size=(B, P)))
+    A = U @ np.swapaxes(U, 1, 2) + d[:, :, None] * np.eye(P)
+    return A, d, rng.normal(size=(B, P))
+
+
+@pytest.mark.parametrize("precondition", [False, True])
+def test_cg_solves_to_its_tolerance(precondition):
+    A, d, b = _spd_low_rank_plus_diagonal()
+    rtol = np.array([1e-10, 1e-6, 1e-3])
+
+    def apply(idx, p):
+        return np.einsum("bij,bj->bi", A[idx], p)
+
+    x, no_step, products = solver._cg(apply, b, rtol, 500, d if precondition else None)
+    exact = np.linalg.solve(A, b[..., None])[..., 0]
+    res = np.linalg.norm(b - np.einsum("bij,bj->bi", A, x), axis=1)
+    # the stopping test is on the unpreconditioned residual, whatever the preconditioner
+    assert np.all(res <= rtol * np.linalg.norm(b, axis=1) * (1 + 1e-9))
+    np.testing.assert_allclose(x[0], exact[0], rtol=1e-6, atol=1e-9)   # cond(A) ~ 1e3
+    assert not no_step.any() and np.all(products > 0)
+
+
+def test_jacobi_preconditioner_cuts_products_on_a_spread_shift():
+    """With the shift's diagonal as preconditioner the system is I + low rank in the
+    scaled variables: CG needs about rank + a few products instead of tens."""
+    A, d, b = _spd_low_rank_plus_diagonal(P=200, rank=4)
+    rtol = np.full(3, 1e-8)
+
+    def apply(idx, p):
+        return np.einsum("bij,bj->bi", A[idx], p)
+
+    _, _, plain = solver._cg(apply, b, rtol, 500)
+    _, _, jacobi = solver._cg(apply, b, rtol, 500, d)
+    assert np.all(jacobi <= 4 + 4) and np.all(plain >= 3 * jacobi), (plain, jacobi)
+
+
+def test_cg_stops_at_negative_curvature_with_a_descent_direction():
+    P = 5
+    A = np.diag([1.0, 2.0, -3.0, 1.0, 1.0])[None]
+    b = np.array([[0.0, 0.0, 1.0, 0.0, 0.0]])     # along the negative-curvature direction
+
+    def apply(idx, p):
+        return np.einsum("bij,bj->bi", A[idx], p)
+
+    for diag in (None, np.full((1, P), 2.0)):
+        x, no_step, _ = solver._cg(apply, b, np.array([1e-12]), 50, diag)
+        assert no_step[0] and not x.any()
+
+
+def test_preconditioning_does_not_move_the_fixed_point(monkeypatch):
+    net = nm.RateNetwork([1, 20, 20, 1], activation=["tanh", "tanh", "linear"], bias=True,
+                         tau_neuron=0.0, seed=0,
+                         synapse=[nm.ComplexSynapse(omega=nm.init.Glorot(), lam=v)
+                                  for v in (2.0, 0.5, 0.05)])
+    xt, yt, _, _ = tasks(4).as_batch()
+    _, solve = learners(1e-9)
+    with_p = solve.run(net, xt, yt)
+    monkeypatch.setattr(solver, "PRECONDITION", False)
+    without = solve.run(net, xt, yt)
+    assert with_p.engine == without.engine == "solver"
+    same_fixed_point(net, xt, yt, with_p.phi_aug, without.phi_aug, 1e-9, factor=1000)
+    assert with_p.solver["hvps"].sum() < without.solver["hvps"].sum()

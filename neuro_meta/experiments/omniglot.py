@@ -26,7 +26,10 @@ initial ω, λ) and ``pixel_nn`` (nearest neighbour on pixels, Euclidean).
 Compute-fair: every trained method gets the same wall-time budget of meta-training
 (``compare.budget_s``, evaluations excluded) and keeps the meta-parameters of its
 evaluation with the best meta-validation accuracy (:mod:`neuro_meta.experiments.sinusoid`
-explains the rules; they are the same).
+explains the rules; they are the same). Every method also gets the same processes: each
+meta-batch is split into ``compare.workers`` pieces computed at once, one in this process
+and the others on worker processes (one BLAS thread each,
+:class:`~neuro_meta.workers.PieceExecutor`), the CML trainers' and the baselines' alike; the numbers depend on ``compare.workers``, not on the executor.
 
 ``results.json``: ``{"methods": {name: {"accuracy", "ci95", "other_shots_accuracy",
 "other_shots_ci95", "official_error", "official_ci95", "meta_val_accuracy",
@@ -36,6 +39,7 @@ explains the rules; they are the same).
 """
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +62,8 @@ from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
-from .sinusoid import (build_baseline, check_fair_executor, config_fingerprint, load_partial,
-                       time_to_target)
+from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
+from .sinusoid import build_baseline, config_fingerprint, load_partial, time_to_target
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -100,7 +104,8 @@ def compare_cfg(cfg):
     ``targets`` (meta-test accuracies in (0, 1] of the time-to-target table) and
     ``val_tasks`` (number of meta-validation tasks)."""
     where = cfg.get("_file", "<config>")
-    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"))
+    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"),
+                optional=("workers",))
     out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
                       low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
     if not isinstance(c["targets"], list):
@@ -111,6 +116,8 @@ def compare_cfg(cfg):
                       for i, t in enumerate(c["targets"])]
     out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
                                "compare", "val_tasks", low=1)
+    out["workers"] = checked(where, "compare.workers", P.integer, c.get("workers", 1),
+                             "compare", "workers", low=1)
     return out
 
 
@@ -223,7 +230,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     test_task = fams["test"].sample(task_rng(seed, TEST), eval_tasks)
     trainer = checked(where, "meta", MetaTrainer, net, fams["train"], cml, opt,
                       meta_batch=m["meta_batch"], seed=seed, eval_tasks=eval_tasks,
-                      executor=executor, lam_min=m.get("lam_min", 0.0),
+                      executor=executor, chunks=comp["workers"], lam_min=m.get("lam_min", 0.0),
                       val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task)
     return learner, trainer
 
@@ -258,20 +265,45 @@ def _chunked(task, fn):
                            for i in range(0, n, EVAL_CHUNK)])
 
 
-def cml_errors(net, learner, task):
-    """Per-task error rate of the complex-synapse network after its learning process."""
-    def one(t):
-        xt, yt, xv, yv = t.as_batch()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotSettledWarning)
-            res = learner.run(net, xt, yt)
-        return net.loss.score(net.predict(xv, [np.asarray(p) for p in res.phi_aug]), yv)
-    return _chunked(task, one)
+def _cml_task_errors(net, learner, t):
+    xt, yt, xv, yv = t.as_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotSettledWarning)
+        res = learner.run(net, xt, yt)
+    return net.loss.score(net.predict(xv, [np.asarray(p) for p in res.phi_aug]), yv)
 
 
-def baseline_errors(method, params, task):
-    """Per-task error rate of a baseline after its inner loop."""
+def _cml_part_errors(net, learner, task):
+    return _chunked(task, lambda t: _cml_task_errors(net, learner, t))
+
+
+def _baseline_part_errors(method, params, task):
     return _chunked(task, lambda t: method.evaluate(params, t))
+
+
+def _in_parts(fn, args, task, executor):
+    """``fn(*args, task)`` on ``n_workers(executor)`` contiguous parts of ``task``'s
+    batch, computed at once on ``executor`` (a task's error does not depend on the tasks
+    it is evaluated with, so the numbers are the same on any executor)."""
+    arrays = task.as_batch()
+    n = arrays[0].shape[0]
+    k = min(n_workers(executor), n)
+    bounds = np.linspace(0, n, k + 1).astype(int)
+    parts = [args + (Task(*(a[lo:hi] for a in arrays)),)
+             for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return np.concatenate(map_pieces(fn, parts, executor))
+
+
+def cml_errors(net, learner, task, executor=None):
+    """Per-task error rate of the complex-synapse network after its learning process
+    (the tasks spread over ``executor``'s workers)."""
+    return _in_parts(_cml_part_errors, (net, learner), task, executor)
+
+
+def baseline_errors(method, params, task, executor=None):
+    """Per-task error rate of a baseline after its inner loop (the tasks spread over
+    ``executor``'s workers)."""
+    return _in_parts(_baseline_part_errors, (method, params), task, executor)
 
 
 def pixel_nn_errors(task):
@@ -355,13 +387,28 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     ``out_dir`` (``omniglot.png``: learning curves and final accuracies;
     ``omniglot_tasks.png``: held-out tasks with CML's predictions;
     ``omniglot_consolidation.png``: ω and λ of the first layer). ``ways``/``shots``
-    override the file's N and K."""
+    override the file's N and K. ``executor``: None (default) runs every method's
+    meta-batches on ``compare.workers`` processes (this one and a
+    :class:`~neuro_meta.workers.PieceExecutor`'s pool), ``"serial"`` computes the same
+    pieces in this process (the same numbers, slower), or a given executor / Dask client
+    gets them (the same numbers)."""
     P.choice(curves, "run omniglot", "curves", ("time", "steps"))
     cfg = _cfg(cfg, quick, seed, overrides, ways, shots)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     compare, final = compare_cfg(cfg), final_cfg(cfg)
-    check_fair_executor("run omniglot", executor, compare["budget_s"], methods,
-                        tuple(CML_METHODS))
+    # every method's meta-batches go through the same executor, split into the same
+    # compare.workers pieces: equal wall time on the same processes
+    with ExitStack() as stack:
+        stack.enter_context(blas_threads(1))
+        if executor == "serial":            # the same pieces, one after another, here
+            executor = None
+        elif executor is None and compare["workers"] > 1:
+            executor = stack.enter_context(PieceExecutor(compare["workers"]))
+        return _run(Path(out_dir), cfg, methods, compare, final, progress, resume, executor,
+                    curves)
+
+
+def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
     fams = families(cfg)
     learner, trainer = build_cml(cfg, fams, executor)
     trainers = {name: trainer if name == "cml" else build_cml(
@@ -371,7 +418,6 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         if name not in CML_METHODS:
             _baseline(cfg, name)
     seed = cfg["meta"]["seed"]
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {"main": fams["test"].sample(task_rng(seed, TEST, 1), final["test_tasks"])}
     if final["other_shots"] is not None:
@@ -399,7 +445,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             tr = trainers[name]
             if name == "cml":
                 untrained = _score_cml(trainer.net, learner, final, tasks, official,
-                                       build_net(cfg, 0, ways=20))
+                                       build_net(cfg, 0, ways=20), executor)
                 untrained.update(meta_steps=0, wall_time_s=0.0)
                 results["methods"]["cml_untrained"] = untrained
                 done["cml_untrained"] = {"summary": untrained, "history": None}
@@ -408,7 +454,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                             resume=resume, keep_theta=False, **_budget_kw(compare))
             h = vars(hist)
             summary = _score_cml(tr.net, learner, final, tasks, official,
-                                 build_net(cfg, 0, ways=20, model=CML_METHODS[name]))
+                                 build_net(cfg, 0, ways=20, model=CML_METHODS[name]),
+                                 executor)
             summary["phases_not_settled"] = hist.not_settled
         else:
             method, b = _baseline(cfg, name)
@@ -418,10 +465,11 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 method, params0, fams["train"], b["steps"], meta_batch=b["meta_batch"],
                 optimizer=optim.adam(b["learning_rate"]), seed=seed,
                 eval_every=b["eval_every"], test_task=trainer.test_task,
-                val_task=trainer.val_task, progress=progress, **_budget_kw(compare))
+                val_task=trainer.val_task, progress=progress, executor=executor,
+                chunks=compare["workers"], **_budget_kw(compare))
             summary = final_scores(
-                lambda _, t: baseline_errors(method, params, t), final, None, tasks,
-                baseline_errors(method, widen_params(params, 20), official)
+                lambda _, t: baseline_errors(method, params, t, executor), final, None,
+                tasks, baseline_errors(method, widen_params(params, 20), official, executor)
                 if official is not None else None)
             if name == "untrained":
                 h = {k: h[k][:1] if isinstance(h[k], list) else h[k] for k in h}
@@ -438,10 +486,10 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     return results
 
 
-def _score_cml(net, learner, final, tasks, official, wide):
-    return final_scores(lambda _, t: cml_errors(net, learner, t), final, None, tasks,
-                        cml_errors(widen_theta(net, 20, wide), learner, official)
-                        if official is not None else None)
+def _score_cml(net, learner, final, tasks, official, wide, executor=None):
+    return final_scores(lambda _, t: cml_errors(net, learner, t, executor), final, None,
+                        tasks, cml_errors(widen_theta(net, 20, wide), learner, official,
+                                          executor) if official is not None else None)
 
 
 def _budget_kw(compare):

@@ -1,0 +1,89 @@
+"""Worker processes for meta-batches: a process pool whose workers use one BLAS thread each.
+
+A meta-step's tasks are independent, so a meta-batch can be split into pieces computed in
+parallel (:class:`~neuro_meta.metatrain.MetaTrainer` and
+:func:`~neuro_meta.baselines.train_baseline`, argument ``chunks``). On a machine with a few
+cores, processes beat BLAS threads for this work: the matrices of a few-shot task are
+small, and two BLAS threads on one process were measured 0 % faster for a MAML meta-step
+and 20 % *slower* for a CML one (docs/omniglot.md). The pool's workers are therefore
+limited to one BLAS thread each (``threadpoolctl``), and :func:`blas_threads` does the
+same for the calling process.
+"""
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+from . import _params as P
+
+#: Environment variables read by the BLAS/OpenMP libraries numpy may be built with.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def _start_worker():
+    """Initializer of a pool worker: one BLAS thread, set before and after numpy loads."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
+    import numpy  # noqa: F401 -- loads the BLAS library threadpoolctl then limits
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def process_pool(workers):
+    """A ``concurrent.futures.ProcessPoolExecutor`` of ``workers`` processes, each with one
+    BLAS thread, started the platform's default way (forked on Linux; spawned on macOS
+    and Windows, where a script must start its work under ``if __name__ ==
+    "__main__":``). Shut it down when done (it is a context manager)."""
+    workers = P.integer(workers, "process_pool", "workers", low=1)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
+                               initializer=_start_worker)
+
+
+class PieceExecutor(ProcessPoolExecutor):
+    """``workers`` workers for the pieces of a meta-batch: this process and ``workers − 1``
+    pool processes (one BLAS thread each). :func:`map_pieces` computes the first piece
+    here while the pool computes the others, so that only those cross a process
+    boundary (a MAML meta-step of 16 Omniglot tasks is 2 MB of images)."""
+
+    inline_first = True
+
+    def __init__(self, workers):
+        self.workers = P.integer(workers, "PieceExecutor", "workers", low=2)
+        super().__init__(self.workers - 1, mp_context=multiprocessing.get_context(),
+                         initializer=_start_worker)
+
+
+def n_workers(executor):
+    """How many pieces ``executor`` computes at once (1 without one)."""
+    if executor is None:
+        return 1
+    if isinstance(executor, PieceExecutor):
+        return executor.workers
+    if hasattr(executor, "scheduler_info"):        # dask.distributed.Client
+        return max(1, len(executor.scheduler_info().get("workers", {})))
+    return max(1, int(getattr(executor, "_max_workers", 1)))
+
+
+def map_pieces(fn, pieces, executor=None):
+    """``[fn(*args) for args in pieces]``, computed on ``executor`` (in-process without
+    one; with a :class:`PieceExecutor` the first piece in this process, the others on its
+    pool), in the order of ``pieces``."""
+    if executor is None:
+        return [fn(*args) for args in pieces]
+    inline = bool(getattr(executor, "inline_first", False)) and len(pieces) > 0
+    futures = [executor.submit(fn, *args) for args in pieces[1 if inline else 0:]]
+    first = [fn(*pieces[0])] if inline else []
+    return first + [f.result() for f in futures]
+
+
+@contextmanager
+def blas_threads(n=1):
+    """Limit the BLAS libraries this process has loaded to ``n`` threads inside the
+    ``with`` block (restored after it)."""
+    n = P.integer(n, "blas_threads", "n", low=1)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(n):
+        yield

@@ -1,0 +1,99 @@
+"""Worker processes for meta-batches (:mod:`neuro_meta.workers`) and the baselines'
+chunked meta-gradients: where each piece runs, the workers' BLAS threads, and the same
+numbers on any executor."""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta import optim
+from neuro_meta.baselines import (IMAML, MAML, Reptile, chunked_meta_gradient, init_mlp,
+                                  train_baseline)
+from neuro_meta.families import Sinusoid
+from neuro_meta.workers import PieceExecutor, blas_threads, map_pieces, n_workers
+
+
+def _pid_and(x):
+    return os.getpid(), x * x
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({d["num_threads"] for d in threadpool_info()})
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with PieceExecutor(2) as ex:
+        yield ex
+
+
+def test_piece_executor_computes_the_first_piece_here_the_rest_on_its_pool(pool):
+    out = map_pieces(_pid_and, [(k,) for k in range(5)], pool)
+    assert [v for _, v in out] == [0, 1, 4, 9, 16]          # in the order of the pieces
+    assert out[0][0] == os.getpid()
+    assert all(pid != os.getpid() for pid, _ in out[1:])
+    assert n_workers(pool) == 2 and n_workers(None) == 1
+    with ThreadPoolExecutor(3) as ex:                        # a plain executor gets all
+        assert n_workers(ex) == 3
+        assert [v for _, v in map_pieces(_pid_and, [(2,), (3,)], ex)] == [4, 9]
+    assert map_pieces(_pid_and, [(3,)], None) == [(os.getpid(), 9)]
+
+
+def test_pool_workers_use_one_blas_thread(pool):
+    assert pool.submit(_blas_threads).result() == [1]
+    with blas_threads(1):
+        assert _blas_threads() == [1]
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2.5, "2"])
+def test_piece_executor_needs_two_workers_or_more(bad):
+    with pytest.raises(nm.ValidationError, match=r"PieceExecutor\.workers"):
+        PieceExecutor(bad)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(4)
+    params = init_mlp([1, 6, 6, 1], seed=2)
+    return params, Sinusoid(shots=5, val=6).sample(rng, 7)
+
+
+METHODS = [MAML(0.1, 3), MAML(0.1, 3, first_order=True), IMAML(lam=1.0, inner_lr=0.05,
+                                                                inner_steps=4),
+           Reptile(0.05, 4, inner_set="all", inner_batch=3, seed=1)]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_chunked_meta_gradient_is_the_task_weighted_mean(problem, pool, method):
+    """Pieces of 3, 2 and 2 tasks recombine to the one-piece meta-gradient (to rounding);
+    in-process and on the pool the very same numbers."""
+    params, task = problem
+    g1, l1 = method.meta_gradient(params, task)
+    g3, l3 = chunked_meta_gradient(method, params, task, chunks=3)
+    assert np.allclose(optim.tree_vector(g3), optim.tree_vector(g1), rtol=1e-12,
+                       atol=1e-14 * np.abs(optim.tree_vector(g1)).max())
+    assert l3 == pytest.approx(l1, rel=1e-13)
+    gp, lp = chunked_meta_gradient(method, params, task, chunks=3, executor=pool)
+    np.testing.assert_array_equal(optim.tree_vector(gp), optim.tree_vector(g3))
+    assert lp == l3
+    # a piece per task at most
+    g9, _ = chunked_meta_gradient(method, params, task, chunks=9)
+    assert np.allclose(optim.tree_vector(g9), optim.tree_vector(g1), rtol=1e-12,
+                       atol=1e-14 * np.abs(optim.tree_vector(g1)).max())
+
+
+def test_train_baseline_same_numbers_on_any_executor(problem, pool):
+    params, _ = problem
+    fam = Sinusoid(shots=5, val=6)
+    kw = dict(meta_batch=4, seed=3, eval_every=2, eval_tasks=5, progress=False,
+              optimizer=optim.adam(1e-2), chunks=2)
+    a, ha = train_baseline(MAML(0.1, 2), params, fam, 4, **kw)
+    b, hb = train_baseline(MAML(0.1, 2), params, fam, 4, executor=pool, **kw)
+    np.testing.assert_array_equal(optim.tree_vector(a), optim.tree_vector(b))
+    assert ha["meta_val_mse"] == hb["meta_val_mse"]
+    with pytest.raises(nm.ValidationError, match=r"train_baseline\.chunks"):
+        train_baseline(MAML(0.1, 2), params, fam, 1, **dict(kw, chunks=0))
