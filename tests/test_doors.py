@@ -287,15 +287,22 @@ CASES = [
 ]
 
 
+#: CPU seconds after which a refusal counts as a hang (6x the slowest case alone).
+HANG_CPU_S = 60.0
+
+
 @pytest.mark.parametrize("action, error, pattern", [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_bad_input_is_refused(action, error, pattern):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(error) as info:
         action()
     assert re.search(pattern, str(info.value)), str(info.value)
     check_error(info.value)           # names the attribute and shows the value / a hint
-    assert time.perf_counter() - t0 < 15, "a refusal must not take long"
+    # a hang guard, not a timing test: the slowest case (stiff RK45, stopped after its
+    # 1e5 right-hand-side evaluations, which the message states) takes about 10 s of CPU
+    # time; the process's CPU time does not grow with other jobs' load as wall time does
+    assert time.process_time() - t0 < HANG_CPU_S, "a refusal must not take long"
 
 
 def test_documented_limits():
@@ -579,7 +586,7 @@ def test_fuzz_scales(x, integrator, dt, scale):
     learner, _ = _try(lambda: nm.Learner(integrator=integrator, dt=dt, duration=0.5))
     if learner is None:
         return
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     _try(lambda: learner.run(NET, np.asarray(x) * scale if isinstance(x, np.ndarray)
                              else x, Y * scale))
-    assert time.perf_counter() - t0 < 15
+    assert time.process_time() - t0 < HANG_CPU_S
