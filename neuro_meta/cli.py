@@ -5,6 +5,7 @@
     neuro-meta run sinusoid [--model complex|dual|readout] [--methods LIST] [--curves ...]
                             [--budget SECONDS|none]
     neuro-meta run omniglot [--ways N] [--shots K] [--methods LIST] [--budget SECONDS|none]
+                            [--seeds N|LIST]
     neuro-meta run bandit [--methods LIST] [--budget SECONDS|none]
     neuro-meta run vsml [--methods LIST] [--budget SECONDS|none]
     neuro-meta gradcheck [--out DIR]
@@ -78,7 +79,9 @@ def _run_parser(sub):
                    "--set meta.steps=100 --set learner.dt=0.005 (repeatable)")
     r.add_argument("--seeds", default=None, help="run whole meta-trainings per seed and "
                    "report mean ± 95%% CI across them: a count (3: seeds 0, 1, 2) or a "
-                   "list (0,4,7); with --executor each seed is one job")
+                   "list (0,4,7); with --executor each seed is one job (omniglot: seeds in "
+                   "turn, each on the same processes; CML minus the MAML family paired "
+                   "by seed)")
     r.add_argument("--curves", choices=("time", "steps"), default="time",
                    help="x-axis of the learning curves: meta-training wall time "
                    "(default) or meta-steps")
@@ -229,10 +232,6 @@ def _run(args):
         kw["model"] = model if args.model else "complex"
     if experiment == "omniglot":
         kw.update(ways=args.ways, shots=args.shots)
-        if args.seeds is not None:
-            raise ValidationError("neuro-meta run.--seeds: not yet for the omniglot "
-                                  "experiment (run --seed N per seed) "
-                                  f"(got --seeds {args.seeds})")
     if experiment == "bandit" and args.seeds is not None:
         raise ValidationError("neuro-meta run.--seeds: not for the bandit experiment "
                               "(its deployment's streams are deploy.seeds; run --seed N "
@@ -251,9 +250,17 @@ def _run(args):
             if args.seed is not None or args.resume:
                 raise ValidationError("neuro-meta run.--seeds: not with --seed or --resume "
                                       f"(got --seeds {args.seeds})")
-            res = seeds_mod.run_seeds(exp.run, out, seeds_mod.parse_seeds(args.seeds),
-                                      executor=executor, progress=not args.no_progress, **kw)
-            print(seeds_mod.summary_table(res))
+            if experiment == "omniglot":    # seeds in turn, each on the same processes
+                res = seeds_mod.run_seeds(
+                    exp.run, out, seeds_mod.parse_seeds(args.seeds), executor=executor,
+                    progress=not args.no_progress, aggregate_fn=exp.aggregate_seeds,
+                    plot_fn=exp.plot_seeds, seed_jobs=False, **kw)
+                print(exp.seeds_table(res))
+            else:
+                res = seeds_mod.run_seeds(exp.run, out, seeds_mod.parse_seeds(args.seeds),
+                                          executor=executor, progress=not args.no_progress,
+                                          **kw)
+                print(seeds_mod.summary_table(res))
             print(f"wrote {out}/results.json, {out}/seeds.png and {out}/seed_*/")
             return 0
         res = exp.run(out, seed=args.seed, progress=not args.no_progress,

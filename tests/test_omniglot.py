@@ -123,7 +123,8 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "sinusoid", "--ways", "3"], "--ways: only for the omniglot"),
     (["run", "omniglot", "--ways", "1"], "ways: must be >= 2"),
     (["run", "omniglot", "--methods", "cml,bogus"], "methods: must be a comma-separated"),
-    (["run", "omniglot", "--seeds", "2"], "--seeds: not yet for the omniglot"),
+    (["run", "omniglot", "--seeds", "2", "--seed", "1"], "--seeds: not with --seed"),
+    (["run", "omniglot", "--seeds", "0,0"], "seeds must be distinct"),
     (["run", "omniglot", "--set", "family.ways=500"], "ways: must be <="),
     (["run", "omniglot", "--set", "final.test_tasks=0"], "final.test_tasks"),
     (["run", "omniglot", "--set", "compare.targets=[1.5]"], "compare.targets"),
@@ -133,6 +134,48 @@ def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and match in err, err
+
+
+def test_seeds_aggregate_against_separate_runs(tmp_path, capsys):
+    """``--seeds 2``: each seed's numbers are those of a separate run with that seed
+    (step-bound, so deterministic), and the aggregate is the mean with Student's t
+    interval over the seeds (scipy's t.interval as the reference) and the CML - baseline
+    gaps paired by seed."""
+    from scipy import stats
+
+    argv = ["run", "omniglot", "--seeds", "2", "--methods", "cml,maml,fomaml",
+            "--out", str(tmp_path / "s"), "--no-progress"]
+    for o in TINY + ["compare.workers=1"]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "2 seeds (0, 1)" in table and "best of them" in table
+    agg = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert agg["seeds"] == [0, 1] and (tmp_path / "s" / "seeds.png").stat().st_size > 0
+    direct = [og.run(tmp_path / f"d{k}", seed=k, progress=False, methods="cml,maml,fomaml",
+                     overrides=TINY + ["compare.workers=1"]) for k in (0, 1)]
+    for name in ("cml", "maml", "fomaml", "pixel_nn"):
+        m = agg["methods"][name]
+        for key in ("accuracy", "other_shots_accuracy", "official_error"):
+            vals = [d["methods"][name][key] for d in direct]
+            assert m[key + "_per_seed"] == vals, (name, key)
+            assert m[key] == pytest.approx(np.mean(vals), abs=1e-15)
+            if vals[0] != vals[1]:
+                lo, hi = stats.t.interval(0.95, 1, loc=np.mean(vals),
+                                          scale=stats.sem(vals))
+                assert m[key + "_ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
+    acc = {n: np.array([d["methods"][n]["accuracy"] for d in direct])
+           for n in ("cml", "maml", "fomaml")}
+    g = agg["gaps"]["cml"]
+    assert g["maml"]["per_seed"] == pytest.approx(acc["cml"] - acc["maml"], abs=1e-15)
+    assert g["best"]["per_seed"] == pytest.approx(
+        acc["cml"] - np.maximum(acc["maml"], acc["fomaml"]), abs=1e-15)
+    assert set(g) == {"maml", "fomaml", "best"}     # pixel_nn is no MAML-family method
+
+
+def test_seed_aggregate_refuses_a_missing_seed():
+    with pytest.raises(nm.ValidationError, match="one result per seed"):
+        og.aggregate_seeds([0, 1], [{"methods": {}}])
 
 
 def test_warpgrad_and_cml_warp_run_on_omniglot(tmp_path):

@@ -36,6 +36,10 @@ and the others on worker processes (one BLAS thread each,
 "selected_step", "selected_time_s", "meta_steps", "stop_reason", "budget_s",
 "wall_time_s", "time_to_target"}}, "config": {...}, "history": {name: {"step",
 "time_s", "meta_val_accuracy", "meta_test_accuracy"}}}``.
+
+Across seeds (``neuro-meta run omniglot --seeds 3``): the seeds run one after the other,
+each as above, and :func:`aggregate_seeds` reports the mean ± 95 % CI over seeds of every
+number and CML's 1-shot accuracy minus the MAML family's, paired by seed.
 """
 import time
 import warnings
@@ -702,3 +706,164 @@ def plot_consolidation(out, net, n_units=8):
         c.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, Path(out) / "omniglot_consolidation.png")
+
+
+# ---------------------------------------------------------------------- across seeds
+#: The MAML family: the baselines a CML method's 1-shot accuracy is held against.
+MAML_FAMILY = ("maml", "fomaml", "reptile", "imaml")
+#: The reported numbers aggregated across seeds (each ``results.json`` field, its CI).
+SEED_METRICS = (("accuracy", "ci95"), ("other_shots_accuracy", "other_shots_ci95"),
+                ("official_error", "official_ci95"))
+
+
+def aggregate_seeds(seeds, per_seed):
+    """Across whole runs with different seeds (``neuro-meta run omniglot --seeds``): per
+    method and reported number, the mean over seeds with its 95 % CI (Student's t over
+    the seeds, the independent samples), the per-seed values and the mean per-run CI over
+    tasks; meta-steps and selected times per seed. ``gaps``: per CML method, its 1-shot
+    accuracy minus each MAML-family baseline's and minus the best of them, *paired by
+    seed* (the same tasks within a seed), mean ± 95 % CI over seeds; ``history``: per
+    method the per-seed learning curves."""
+    from .seeds import ci95
+
+    if len(per_seed) != len(seeds) or not per_seed:
+        raise ValidationError(f"omniglot.aggregate_seeds: needs one result per seed "
+                              f"(got {len(per_seed)} results for seeds {list(seeds)})")
+    names = [n for n in per_seed[0]["methods"] if all(n in r["methods"] for r in per_seed)]
+    methods = {}
+    for name in names:
+        runs = [r["methods"][name] for r in per_seed]
+        m = {"n_seeds": len(runs)}
+        for key, ci_key in SEED_METRICS:
+            if all(key in r for r in runs):
+                vals = [float(r[key]) for r in runs]
+                mean, half = ci95(vals)
+                m[key] = mean
+                m[key + "_ci95"] = half
+                m[key + "_per_seed"] = vals
+                m[key + "_task_ci95"] = float(np.mean([r[ci_key] for r in runs]))
+        m["meta_steps_per_seed"] = [int(r.get("meta_steps", 0)) for r in runs]
+        m["meta_steps"] = int(round(float(np.mean(m["meta_steps_per_seed"]))))
+        m["wall_time_s"] = float(np.mean([r.get("wall_time_s", 0.0) for r in runs]))
+        if all("selected_time_s" in r for r in runs):
+            m["selected_time_s_per_seed"] = [r["selected_time_s"] for r in runs]
+            m["meta_val_accuracy_per_seed"] = [r["meta_val_accuracy"] for r in runs]
+        methods[name] = m
+    gaps = {}
+    family = [b for b in MAML_FAMILY if b in methods]
+    for cml_name in (n for n in CML_METHODS if n in methods):
+        own = np.array(methods[cml_name]["accuracy_per_seed"])
+        g = {}
+        for b in family:
+            d = own - np.array(methods[b]["accuracy_per_seed"])
+            mean, half = ci95(d)
+            g[b] = {"mean": mean, "ci95": half, "per_seed": d.tolist()}
+        if family:
+            best = np.max([methods[b]["accuracy_per_seed"] for b in family], axis=0)
+            d = own - best
+            mean, half = ci95(d)
+            g["best"] = {"mean": mean, "ci95": half, "per_seed": d.tolist(),
+                         "best_per_seed": [family[i] for i in np.argmax(
+                             [methods[b]["accuracy_per_seed"] for b in family], axis=0)]}
+        gaps[cml_name] = g
+    history = {n: [r["history"][n] for r in per_seed]
+               for n in names if all(n in r.get("history", {}) for r in per_seed)}
+    return {"experiment": "omniglot", "seeds": list(seeds), "methods": methods,
+            "gaps": gaps, "history": history,
+            "per_seed": {str(s): r for s, r in zip(seeds, per_seed)},
+            "config": per_seed[0].get("config")}
+
+
+def seeds_table(agg):
+    """The across-seed table of :func:`aggregate_seeds` as text."""
+    cfg = agg.get("config") or {}
+    fam, comp, fin = cfg.get("family", {}), cfg.get("compare", {}), cfg.get("final", {})
+    W, K, other = fam.get("ways"), fam.get("shots"), fin.get("other_shots")
+    n = len(agg["seeds"])
+
+    def cell(m, key):
+        if key not in m:
+            return "—"
+        half = m[key + "_ci95"]
+        return (f"{100 * m[key]:.1f} ± {100 * half:.1f} %" if np.isfinite(half)
+                else f"{100 * m[key]:.1f} %")
+
+    budget = comp.get("budget_s")
+    lines = [f"Omniglot {W}-way {K}-shot, {n} seeds ({', '.join(map(str, agg['seeds']))})"
+             + (f", {budget:g} s of meta-training per method and seed" if budget else "")
+             + f": mean over seeds ± 95 % CI (Student's t over the seeds); per run "
+             f"{fin.get('test_tasks')} test tasks"]
+    cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
+        (["20-way official err"] if fin.get("official_runs") else [])
+    keys = ["accuracy"] + (["other_shots_accuracy"] if other else []) + \
+        (["official_error"] if fin.get("official_runs") else [])
+    lines.append(f"{'method':<16}" + "".join(f"{c:>22}" for c in cols)
+                 + f"{'per-run CI':>12}{'meta-steps':>12}")
+    for name, m in agg["methods"].items():
+        lines.append(f"{name:<16}" + "".join(f"{cell(m, k):>22}" for k in keys)
+                     + f"{'± ' + format(100 * m.get('accuracy_task_ci95', np.nan), '.1f'):>12}"
+                     + f"{m['meta_steps']:>12d}")
+    lines.append(f"(per-run CI: the mean over seeds of one run's 95 % CI over its test "
+                 f"tasks, {K}-shot column; meta-steps: mean over seeds)")
+    for cml_name, g in agg.get("gaps", {}).items():
+        if not g:
+            continue
+        lines += ["", f"{cml_name} minus the MAML family, {W}-way {K}-shot accuracy, "
+                  f"paired by seed (percentage points, mean ± 95 % CI over seeds):"]
+        for b, d in g.items():
+            half = f" ± {100 * d['ci95']:.1f}" if np.isfinite(d["ci95"]) else ""
+            label = "best of them" if b == "best" else b
+            per = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
+            lines.append(f"  {label:<14}{100 * d['mean']:+.1f}{half}   (per seed: {per})")
+    return "\n".join(lines)
+
+
+def plot_seeds(path, agg):
+    """``seeds.png``: meta-validation accuracy against meta-training wall time (mean and
+    95 % CI band over seeds) and the final 1-shot accuracies (mean ± CI over seeds, one
+    dot per seed)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from .. import plotting
+    from .seeds import ci95
+
+    with plt.rc_context(plotting.STYLE):
+        fig = Figure(figsize=(13, 5.2))
+        ax, bx = fig.subplots(1, 2)
+        for name, runs in agg["history"].items():
+            n = min(len(r["step"]) for r in runs)
+            color = COLORS.get(name)
+            if n < 2:
+                continue
+            y = 100 * np.array([r["meta_val_accuracy"][:n] for r in runs])
+            t = np.array([r["time_s"][:n] for r in runs]).mean(axis=0)
+            st = [ci95(col) for col in y.T]
+            mean = np.array([a for a, _ in st])
+            half = np.nan_to_num(np.array([h for _, h in st]))
+            ax.plot(t, mean, "o-", ms=3, color=color, label=f"{name} ({len(runs)} seeds)")
+            ax.fill_between(t, mean - half, mean + half, color=color, alpha=0.2)
+        ax.set_xlabel("wall time of meta-training (s), mean over seeds")
+        ax.set_ylabel("meta-validation accuracy (%)")
+        ax.set_title("Meta-validation curves across seeds (mean, 95 % CI)")
+        ax.legend(fontsize=8)
+        names = list(agg["methods"])
+        for i, name in enumerate(names):
+            m = agg["methods"][name]
+            color = COLORS.get(name, "C9")
+            half = m["accuracy_ci95"] if np.isfinite(m["accuracy_ci95"]) else 0.0
+            bx.errorbar(100 * m["accuracy"], i, xerr=100 * half, fmt="s", color=color,
+                        capsize=4)
+            bx.plot(100 * np.array(m["accuracy_per_seed"]), [i] * m["n_seeds"], "o",
+                    mfc="none", color=color, alpha=0.7)
+        bx.set_yticks(range(len(names)), names)
+        fam = (agg.get("config") or {}).get("family", {})
+        if fam.get("ways"):
+            bx.axvline(100.0 / fam["ways"], color="k", ls=":", lw=1, label="chance")
+            bx.legend(fontsize=8)
+        bx.set_xlabel(f"{fam.get('ways')}-way {fam.get('shots')}-shot test accuracy (%): "
+                      "mean ± 95 % CI over seeds, ○ per seed")
+        bx.set_title("Selected meta-parameters, across seeds")
+        bx.invert_yaxis()
+        fig.tight_layout()
+        save_figure(fig, Path(path))

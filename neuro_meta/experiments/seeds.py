@@ -46,25 +46,41 @@ def ci95(values):
     return float(v.mean()), float(half)
 
 
-def run_seeds(run, out_dir, seeds, executor=None, progress=True, **kwargs):
-    """Run ``run(out_dir/seed_<k>, seed=k, **kwargs)`` for every seed (each seed one job
-    of ``executor`` if given) and aggregate; writes ``OUT/results.json`` and
-    ``OUT/seeds.png``; returns the aggregate."""
+def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=None,
+              plot_fn=None, seed_jobs=True, **kwargs):
+    """Run ``run(out_dir/seed_<k>, seed=k, **kwargs)`` for every seed and aggregate;
+    writes ``OUT/results.json`` and ``OUT/seeds.png``; returns the aggregate.
+
+    ``seed_jobs=True``: each seed is one job of ``executor`` if given (seeds in
+    parallel). ``seed_jobs=False``: the seeds run one after the other in this process,
+    each given ``executor=executor`` (an experiment that spreads its own work -- e.g.
+    every method's meta-batches for an equal-processes comparison -- over it).
+    ``aggregate_fn(seeds, per_seed)`` and ``plot_fn(path, agg)`` replace
+    :func:`aggregate` and :func:`plot` (the meta-test MSE of regression experiments)."""
     from pathlib import Path
 
     seeds = [P.integer(s, "run_seeds", "seeds", low=0) for s in seeds]
+    if not seeds:
+        P.fail("run_seeds", "seeds", "must name at least one seed", repr(seeds))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if executor is None:
+    if not seed_jobs:
+        per_seed = []
+        for i, s in enumerate(seeds):
+            if progress:
+                print(f"seed {s} ({i + 1} of {len(seeds)})", flush=True)
+            per_seed.append(run(out / f"seed_{s}", seed=s, progress=progress,
+                                executor=executor, **kwargs))
+    elif executor is None:
         per_seed = [run(out / f"seed_{s}", seed=s, progress=progress, **kwargs)
                     for s in seeds]
     else:
         futures = [executor.submit(run, out / f"seed_{s}", seed=s, progress=False,
                                    **kwargs) for s in seeds]
         per_seed = [f.result() for f in futures]
-    agg = aggregate(seeds, per_seed)
+    agg = (aggregate_fn or aggregate)(seeds, per_seed)
     write_json(out / "results.json", agg)
-    plot(out / "seeds.png", agg)
+    (plot_fn or plot)(out / "seeds.png", agg)
     return agg
 
 
