@@ -173,6 +173,23 @@ def test_seeds_aggregate_against_separate_runs(tmp_path, capsys):
     assert set(g) == {"maml", "fomaml", "best"}     # pixel_nn is no MAML-family method
 
 
+def test_one_seed_has_no_interval_and_writes_strict_json(tmp_path):
+    """A single seed's spread is unknown: its CI is None (not NaN) in the aggregate, the
+    table shows the mean alone, and the JSON is standard (no NaN token)."""
+    def res(acc):
+        return {"accuracy": acc, "ci95": 0.01, "meta_steps": 5, "wall_time_s": 1.0}
+    one = {"methods": {"cml": res(0.6), "maml": res(0.7), "imaml": res(0.5)},
+           "history": {}, "config": {"family": {"ways": 5, "shots": 1}, "final": {}}}
+    agg = og.aggregate_seeds([3], [one])
+    assert agg["methods"]["cml"]["accuracy_ci95"] is None
+    assert agg["gaps"]["cml"]["best"]["per_seed"] == pytest.approx([-0.1])
+    assert agg["gaps"]["cml"]["best"]["best_per_seed"] == ["maml"]
+    json.dumps(agg, allow_nan=False)
+    assert "60.0 %" in og.seeds_table(agg) and "-10.0   (per seed: -10.0)" in og.seeds_table(agg)
+    og.plot_seeds(tmp_path / "s.png", agg)
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
 def test_seed_aggregate_refuses_a_missing_seed():
     with pytest.raises(nm.ValidationError, match="one result per seed"):
         og.aggregate_seeds([0, 1], [{"methods": {}}])

@@ -724,7 +724,11 @@ def aggregate_seeds(seeds, per_seed):
     accuracy minus each MAML-family baseline's and minus the best of them, *paired by
     seed* (the same tasks within a seed), mean ± 95 % CI over seeds; ``history``: per
     method the per-seed learning curves."""
-    from .seeds import ci95
+    from .seeds import ci95 as _ci95
+
+    def ci95(values):           # one seed: no interval (None, not NaN, in the JSON)
+        mean, half = _ci95(values)
+        return mean, (half if np.isfinite(half) else None)
 
     if len(per_seed) != len(seeds) or not per_seed:
         raise ValidationError(f"omniglot.aggregate_seeds: needs one result per seed "
@@ -785,8 +789,8 @@ def seeds_table(agg):
         if key not in m:
             return "—"
         half = m[key + "_ci95"]
-        return (f"{100 * m[key]:.1f} ± {100 * half:.1f} %" if np.isfinite(half)
-                else f"{100 * m[key]:.1f} %")
+        return (f"{100 * m[key]:.1f} %" if half is None
+                else f"{100 * m[key]:.1f} ± {100 * half:.1f} %")
 
     budget = comp.get("budget_s")
     lines = [f"Omniglot {W}-way {K}-shot, {n} seeds ({', '.join(map(str, agg['seeds']))})"
@@ -811,7 +815,7 @@ def seeds_table(agg):
         lines += ["", f"{cml_name} minus the MAML family, {W}-way {K}-shot accuracy, "
                   f"paired by seed (percentage points, mean ± 95 % CI over seeds):"]
         for b, d in g.items():
-            half = f" ± {100 * d['ci95']:.1f}" if np.isfinite(d["ci95"]) else ""
+            half = "" if d["ci95"] is None else f" ± {100 * d['ci95']:.1f}"
             label = "best of them" if b == "best" else b
             per = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
             lines.append(f"  {label:<14}{100 * d['mean']:+.1f}{half}   (per seed: {per})")
@@ -846,12 +850,13 @@ def plot_seeds(path, agg):
         ax.set_xlabel("wall time of meta-training (s), mean over seeds")
         ax.set_ylabel("meta-validation accuracy (%)")
         ax.set_title("Meta-validation curves across seeds (mean, 95 % CI)")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         names = list(agg["methods"])
         for i, name in enumerate(names):
             m = agg["methods"][name]
             color = COLORS.get(name, "C9")
-            half = m["accuracy_ci95"] if np.isfinite(m["accuracy_ci95"]) else 0.0
+            half = m["accuracy_ci95"] or 0.0
             bx.errorbar(100 * m["accuracy"], i, xerr=100 * half, fmt="s", color=color,
                         capsize=4)
             bx.plot(100 * np.array(m["accuracy_per_seed"]), [i] * m["n_seeds"], "o",
