@@ -118,6 +118,23 @@ def test_seeds_aggregate_time_to_target_over_the_seeds_that_reached_it():
     assert "12.0 ± 25.4 s (2/3)" in text and "not reached (0/3)" in text
 
 
+def test_one_seed_or_one_hit_has_no_interval_and_no_nan_in_json():
+    """One seed (or one seed reaching a target): the CI is undefined and stored as None,
+    so results.json is standard JSON; the table prints n/a and the time alone."""
+    import json
+
+    from neuro_meta.experiments import seeds
+
+    r = fake_results()
+    r["methods"]["cml"]["time_to_target"] = {"0.5": {"time_s": 7.0, "step": 3}}
+    agg = seeds.aggregate([4], [r])
+    assert agg["methods"]["cml"]["ci95"] is None
+    assert agg["methods"]["cml"]["time_to_target"]["0.5"]["ci95_s"] is None
+    json.dumps(agg, allow_nan=False)
+    text = seeds.summary_table(agg)
+    assert "n/a" in text and "7.0 s (1/1)" in text
+
+
 @pytest.mark.parametrize("override, match", [
     ("compare.budget_s=-5", r"compare\.budget_s: .*must be > 0\.0 \(got -5\.0\)"),
     ("compare.eval_every_s=0", r"compare\.eval_every_s: .*must be > 0\.0 \(got 0\.0\)"),

@@ -84,6 +84,11 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     return agg
 
 
+def _half(half):
+    """A CI half-width for the JSON: None where it is undefined (one seed), never NaN."""
+    return float(half) if np.isfinite(half) else None
+
+
 def aggregate(seeds, per_seed):
     """Per method: mean ± 95 % CI of the meta-test MSE across seeds, the per-seed
     numbers, the mean per-task s.e.m., wall time and meta-steps (which differ between
@@ -95,7 +100,7 @@ def aggregate(seeds, per_seed):
         mse = [m["meta_test_mse"] for m in runs]
         mean, half = ci95(mse)
         steps = [m["meta_steps"] for m in runs]
-        methods[name] = {"meta_test_mse": mean, "ci95": half, "n_seeds": len(mse),
+        methods[name] = {"meta_test_mse": mean, "ci95": _half(half), "n_seeds": len(mse),
                          "per_seed": mse, "sem_per_seed": [m["sem"] for m in runs],
                          "mean_sem": float(np.mean([m["sem"] for m in runs])),
                          "wall_time_s": float(np.mean([m["wall_time_s"] for m in runs])),
@@ -124,7 +129,8 @@ def time_to_target(runs):
         times = [None if r.get(key) is None else r[key]["time_s"] for r in runs]
         hit = [t for t in times if t is not None]
         mean, half = ci95(hit) if hit else (None, None)
-        out[key] = {"mean_s": mean, "ci95_s": half, "reached": len(hit), "n": len(runs),
+        out[key] = {"mean_s": mean, "ci95_s": None if half is None else _half(half),
+                    "reached": len(hit), "n": len(runs),
                     "per_seed_s": times}
     return out
 
@@ -135,7 +141,7 @@ def summary_table(agg):
              f"{'method':<15}{'meta-test MSE':>14}{'± 95% CI':>11}{'per-task s.e.m.':>17}"
              f"{'wall time (s)':>15}{'meta-steps':>12}"]
     for name, m in agg["methods"].items():
-        ci = "n/a" if not np.isfinite(m["ci95"]) else f"{m['ci95']:.4f}"
+        ci = "n/a" if m["ci95"] is None else f"{m['ci95']:.4f}"
         lines.append(f"{name:<15}{m['meta_test_mse']:>14.4f}{ci:>11}{m['mean_sem']:>17.4f}"
                      f"{m['wall_time_s']:>15.1f}{m['meta_steps']:>12d}")
     lines.append("(mean over seeds; CI: Student's t over the seeds; s.e.m.: over the test "
@@ -153,7 +159,7 @@ def summary_table(agg):
                 if c is None or not c["reached"]:
                     cell = "not reached" + (f" (0/{c['n']})" if c else "")
                 else:
-                    ci = "" if not np.isfinite(c["ci95_s"]) else f" ± {c['ci95_s']:.1f}"
+                    ci = "" if c["ci95_s"] is None else f" ± {c['ci95_s']:.1f}"
                     cell = f"{c['mean_s']:.1f}{ci} s ({c['reached']}/{c['n']})"
                 cells.append(f"{cell:>24}")
             lines.append(f"{name:<15}" + "".join(cells))
