@@ -190,6 +190,21 @@ def test_one_seed_has_no_interval_and_writes_strict_json(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("kw, match", [
+    ({"seeds": []}, "seeds: must name at least one seed"),
+    ({"seed_jobs": "no"}, "seed_jobs: must be True or False"),
+    ({"aggregate_fn": 3}, "aggregate_fn: must be a function"),
+])
+def test_run_seeds_refuses_bad_arguments_before_any_run(tmp_path, kw, match):
+    from neuro_meta.experiments import seeds
+
+    def run(*a, **k):
+        raise AssertionError("ran")
+    args = dict({"seeds": [0]}, **kw)
+    with pytest.raises(nm.ValidationError, match=match):
+        seeds.run_seeds(run, tmp_path, args.pop("seeds"), **args)
+
+
 def test_seed_aggregate_refuses_a_missing_seed():
     with pytest.raises(nm.ValidationError, match="one result per seed"):
         og.aggregate_seeds([0, 1], [{"methods": {}}])

@@ -62,6 +62,11 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     seeds = [P.integer(s, "run_seeds", "seeds", low=0) for s in seeds]
     if not seeds:
         P.fail("run_seeds", "seeds", "must name at least one seed", repr(seeds))
+    if not isinstance(seed_jobs, (bool, np.bool_)):
+        P.fail("run_seeds", "seed_jobs", "must be True or False", repr(seed_jobs))
+    for attr, fn in (("run", run), ("aggregate_fn", aggregate_fn), ("plot_fn", plot_fn)):
+        if fn is not None and not callable(fn):
+            P.fail("run_seeds", attr, "must be a function", repr(fn))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not seed_jobs:
