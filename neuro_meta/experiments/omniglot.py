@@ -724,11 +724,11 @@ def aggregate_seeds(seeds, per_seed):
     accuracy minus each MAML-family baseline's and minus the best of them, *paired by
     seed* (the same tasks within a seed), mean ± 95 % CI over seeds; ``history``: per
     method the per-seed learning curves."""
-    from .seeds import _half, ci95 as _ci95
+    from .seeds import ci95 as _ci95
 
     def ci95(values):           # one seed: no interval (None, not NaN, in the JSON)
         mean, half = _ci95(values)
-        return mean, _half(half)
+        return mean, (float(half) if np.isfinite(half) else None)
 
     if len(per_seed) != len(seeds) or not per_seed:
         raise ValidationError(f"omniglot.aggregate_seeds: needs one result per seed "
