@@ -395,6 +395,21 @@ class MetaTrainer:
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
         return start, theta, state, saved["clock_s"], best
 
+    def restore(self, checkpoint, select=True):
+        """Give the network the meta-parameters a run kept in ``checkpoint`` -- those of
+        its evaluation with the lowest meta-validation MSE (``select=True``, what
+        :meth:`train` leaves at the end) or its last ones -- for a run resumed after this
+        trainer had finished (its plots and scores need the trained network). The
+        checkpoint is checked against this trainer's configuration as for a resume.
+        Returns the checkpoint's :class:`History`."""
+        if not isinstance(select, bool):
+            P.fail("MetaTrainer.restore", "select", "must be True or False", repr(select))
+        hist = History()
+        _, _, _, _, best = self._resume(checkpoint, hist)
+        if select and best is not None:
+            self.net = self.net.with_theta(best[2])
+        return hist
+
     def _record(self, step, hist, keep_theta, budget, theta):
         """Evaluate on the meta-validation and meta-test tasks (the clock paused) and
         append to ``hist``; ``theta`` is offered for selection. Returns the meta-test

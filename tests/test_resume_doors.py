@@ -44,6 +44,33 @@ def test_resume_under_another_configuration_is_refused(tmp_path, other, what):
                 np.testing.assert_array_equal(x, y)
 
 
+def test_restore_gives_the_selected_network_and_checks_its_doors(tmp_path):
+    """``restore`` leaves a fresh trainer with what ``train`` left at the end (the
+    selected meta-parameters; ``select=False``: the last), under the same checks as a
+    resume."""
+    path = tmp_path / "c.npz"
+    a = trainer()
+    a.train(3, eval_every=1, progress=False, checkpoint=path)
+    b = trainer()
+    b.restore(path)
+    c = trainer()
+    c.restore(path, select=False)
+    last = trainer()
+    last.train(3, eval_every=1, progress=False, select=False)
+    for k in a.net.theta:
+        for x, y, z, w in zip(a.net.theta[k], b.net.theta[k], c.net.theta[k],
+                              last.net.theta[k]):
+            if x is not None:
+                np.testing.assert_array_equal(x, y)
+                np.testing.assert_array_equal(z, w)
+    with pytest.raises(ckpt.CheckpointError, match="seed: 3 in the checkpoint, 4 now"):
+        trainer(seed=4).restore(path)
+    with pytest.raises(ckpt.CheckpointError, match="no such checkpoint file"):
+        trainer().restore(tmp_path / "gone.npz")
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer.restore.select: must be True"):
+        trainer().restore(path, select="yes")
+
+
 def test_fingerprint_names_what_decides_the_trajectory():
     fp = trainer().fingerprint()
     assert {"kind", "theta0", "family", "cml", "optimizer", "meta_batch", "seed",

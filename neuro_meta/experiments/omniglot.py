@@ -67,7 +67,8 @@ from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
 from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
-from .sinusoid import build_baseline, config_fingerprint, load_partial, time_to_target
+from .sinusoid import (build_baseline, config_fingerprint, load_partial, restore_trained,
+                       time_to_target)
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -437,6 +438,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                        pixel_nn_errors(official) if official is not None else None)
     pix.update(meta_steps=0, wall_time_s=time.perf_counter() - t_pix)
     results["methods"]["pixel_nn"] = pix
+    trained = True          # whether `trainer` holds CML's meta-trained network
     for name in methods:
         if name in done:
             for k in ([name, "cml_untrained"] if name == "cml" else [name]):
@@ -444,6 +446,9 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                     results["methods"][k] = done[k]["summary"]
                     if done[k]["history"] is not None:
                         results["history"][k] = done[k]["history"]
+            if name == "cml":   # the plots below need the selected meta-parameters
+                trained = restore_trained(trainer, out / "cml_checkpoint.npz",
+                                          "omniglot_tasks.png and omniglot_consolidation.png")
             continue
         if name in CML_METHODS:
             tr = trainers[name]
@@ -484,10 +489,11 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
     plot(out, results, curves)
-    if "cml" in methods:
+    if "cml" in methods and trained:
         plot_tasks(out, trainer, learner, tasks["main"])
         plot_consolidation(out, trainer.net)
     return results
+
 
 
 def _score_cml(net, learner, final, tasks, official, wide, executor=None):

@@ -285,12 +285,24 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     fits = {}
     x_plot = np.linspace(-5, 5, 200)[None, :, None]
     one = tuple(a[:1] for a in test_task.as_batch())
+    trained = True          # whether `trainer` holds CML's meta-trained network
     for name in methods:
         if name in done:
             if name == "cml" and "cml_untrained" in done:
                 results["methods"]["cml_untrained"] = done["cml_untrained"]["summary"]
+                fits["cml_untrained"] = _cml_fit(trainer, one, x_plot)
             results["methods"][name] = done[name]["summary"]
             results["history"][name] = done[name]["history"]
+            if name in ("cml", "cml_warp"):     # the plots need the selected networks
+                tr = trainer if name == "cml" else warp_trainer
+                ok = restore_trained(tr, out / f"{name}_checkpoint.npz",
+                                     f"{name}'s fit in sinusoid.png"
+                                     + (" and fast_patterns.png" if name == "cml"
+                                        and is_dual(cfg) else ""))
+                if ok:
+                    fits[name] = _cml_fit(tr, one, x_plot)
+                elif name == "cml":
+                    trained = False
             continue
         if name == "cml":
             summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
@@ -309,9 +321,24 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task, curves)
-    if is_dual(cfg) and "cml" in methods:
+    if is_dual(cfg) and "cml" in methods and trained:
         plot_fast_patterns(out, trainer, fam, seed)
     return results
+
+
+def restore_trained(trainer, checkpoint, what):
+    """For a run resumed after a CML method had finished: load the meta-parameters it
+    selected from its checkpoint into ``trainer`` (the plots need the trained network)
+    and return True; if the checkpoint is gone, warn that ``what`` (its plots) is not
+    redrawn and return False -- its results stand either way."""
+    import warnings
+
+    if not Path(checkpoint).exists():
+        warnings.warn(f"{checkpoint}: missing, so the trained network is unknown to this "
+                      f"resumed run; {what} not redrawn from it", stacklevel=2)
+        return False
+    trainer.restore(checkpoint)
+    return True
 
 
 def config_fingerprint(cfg):
