@@ -111,7 +111,10 @@ def _run_parser(sub):
     r.add_argument("--shots", type=int, default=None, metavar="K",
                    help="omniglot: training images per class (sets family.shots; default 1)")
     r.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.npz (same final numbers as one run)")
+                   help="continue an interrupted run from its checkpoints and "
+                   "partial.json in OUT (with --seeds: every seed from OUT/seed_<k>/, "
+                   "finished seeds are read back); a step-bound run ends with the "
+                   "numbers of an uninterrupted one")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
                    help="where tasks are simulated: in-process (default), a local process "
                    "pool, or Dask (a local cluster, or --scheduler ADDRESS)")
@@ -247,9 +250,10 @@ def _run(args):
     kw.update(quick=args.quick, cfg=cfg, overrides=overrides)
     with _executor(args) as executor:
         if args.seeds is not None:
-            if args.seed is not None or args.resume:
-                raise ValidationError("neuro-meta run.--seeds: not with --seed or --resume "
+            if args.seed is not None:
+                raise ValidationError("neuro-meta run.--seeds: not with --seed "
                                       f"(got --seeds {args.seeds})")
+            kw["resume"] = args.resume      # each seed from its own OUT/seed_<k>/
             if experiment == "omniglot":    # seeds in turn, each on the same processes
                 res = seeds_mod.run_seeds(
                     exp.run, out, seeds_mod.parse_seeds(args.seeds), executor=executor,

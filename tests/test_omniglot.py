@@ -91,6 +91,30 @@ def test_tiny_run_end_to_end_and_resume(tmp_path):
     assert "20-way official err" in table and "people 4.5 %" in table
 
 
+def test_resume_after_cml_finished_plots_the_trained_network(tmp_path, monkeypatch):
+    """A run that crashed after CML had finished resumes with CML's results from
+    partial.json *and* its selected meta-parameters from the checkpoint: the
+    consolidation plot shows the trained network, not the initial one. Without the
+    checkpoint the plots are not redrawn (a warning says so); the results stand."""
+    seen = []
+    monkeypatch.setattr(og, "plot_consolidation", lambda out, net, **kw: seen.append(net.theta))
+    out = tmp_path / "run"
+    first = og.run(out, progress=False, methods="cml", overrides=TINY)
+    (out / "results.json").unlink()             # the crash: partial.json, checkpoint left
+    again = og.run(out, progress=False, methods="cml,untrained", overrides=TINY,
+                   resume=True)
+    assert again["methods"]["cml"] == first["methods"]["cml"] and len(seen) == 2
+    initial = og.build_net(og._cfg(overrides=TINY), 0).theta
+    for key in ("omega", "lam"):
+        for a, b, c in zip(seen[0][key], seen[1][key], initial[key]):
+            np.testing.assert_array_equal(a, b)
+            assert not np.array_equal(a, c), key
+    (out / "cml_checkpoint.npz").unlink()
+    with pytest.warns(UserWarning, match="cml_checkpoint.npz: missing"):
+        og.run(out, progress=False, methods="cml", overrides=TINY, resume=True)
+    assert len(seen) == 2
+
+
 def test_every_method_identical_on_its_worker_processes(tmp_path):
     """compare.workers = 2 (the shipped value): every method's meta-batches in two pieces,
     on this process and a worker (the default), in this process ("serial") or on a plain
@@ -124,6 +148,7 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--ways", "1"], "ways: must be >= 2"),
     (["run", "omniglot", "--methods", "cml,bogus"], "methods: must be a comma-separated"),
     (["run", "omniglot", "--seeds", "2", "--seed", "1"], "--seeds: not with --seed"),
+    (["run", "omniglot", "--seeds", "2", "--seed", "1", "--resume"], "--seeds: not with --seed"),
     (["run", "omniglot", "--seeds", "0,0"], "seeds must be distinct"),
     (["run", "omniglot", "--set", "family.ways=500"], "ways: must be <="),
     (["run", "omniglot", "--set", "final.test_tasks=0"], "final.test_tasks"),
@@ -136,11 +161,11 @@ def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert "\n" not in err and match in err, err
 
 
-def test_seeds_aggregate_against_separate_runs(tmp_path, capsys):
+def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
     """``--seeds 2``: each seed's numbers are those of a separate run with that seed
     (step-bound, so deterministic), and the aggregate is the mean with Student's t
     interval over the seeds (scipy's t.interval as the reference) and the CML - baseline
-    gaps paired by seed."""
+    gaps paired by seed; ``--resume`` after a crash gives the same aggregate."""
     from scipy import stats
 
     argv = ["run", "omniglot", "--seeds", "2", "--methods", "cml,maml,fomaml",
@@ -171,6 +196,22 @@ def test_seeds_aggregate_against_separate_runs(tmp_path, capsys):
     assert g["best"]["per_seed"] == pytest.approx(
         acc["cml"] - np.maximum(acc["maml"], acc["fomaml"]), abs=1e-15)
     assert set(g) == {"maml", "fomaml", "best"}     # pixel_nn is no MAML-family method
+    # --resume after a crash in seed 1, once its CML had finished: seed 0 (not begun)
+    # runs, seed 1 reads CML back and trains the rest -- the same aggregate
+    og.run(tmp_path / "r" / "seed_1", seed=1, progress=False, methods="cml",
+           overrides=TINY + ["compare.workers=1"])
+    trained = []
+    real = og.MetaTrainer.train
+    monkeypatch.setattr(og.MetaTrainer, "train",
+                        lambda self, *a, **k: trained.append(1) or real(self, *a, **k))
+    argv_r = [a if a != str(tmp_path / "s") else str(tmp_path / "r") for a in argv]
+    assert main(argv_r + ["--resume"]) == 0
+    assert len(trained) == 1                        # seed 0's CML only
+    resumed = json.loads((tmp_path / "r" / "results.json").read_text())
+    for name in ("cml", "maml", "fomaml", "pixel_nn"):
+        for key in ("accuracy", "other_shots_accuracy", "official_error"):
+            assert resumed["methods"][name][key + "_per_seed"] == \
+                agg["methods"][name][key + "_per_seed"], (name, key)
 
 
 def test_one_seed_has_no_interval_and_writes_strict_json(tmp_path):
