@@ -181,17 +181,20 @@ def test_resume_skips_finished_methods(tmp_path):
 
 
 def test_resume_after_cml_finished_draws_the_trained_fit(tmp_path, monkeypatch):
-    """Resumed after CML had finished, the plot gets CML's fit from the meta-parameters
-    its checkpoint selected -- the same curve the uninterrupted run drew."""
+    """Resumed after CML and MAML had finished, the plot gets CML's fit from the
+    meta-parameters its checkpoint selected and MAML's from partial.json -- the same
+    curves the uninterrupted run drew."""
     fits = []
     monkeypatch.setattr(sinusoid, "plot", lambda out, results, one, x, f, *a, **k:
                         fits.append(dict(f)))
     cfg = sinusoid._cfg(None, True, None)
     cfg["meta"].update(steps=2, eval_every=1, eval_tasks=4)
     cfg["compare"]["budget_s"] = None
-    sinusoid.run(tmp_path, cfg=cfg, methods="cml", progress=False)
-    sinusoid.run(tmp_path, cfg=cfg, methods="cml", progress=False, resume=True)
-    for k in ("cml", "cml_untrained"):
+    cfg["baselines"].update(steps=3, eval_every=3)
+    sinusoid.run(tmp_path, cfg=cfg, methods="cml,maml", progress=False)
+    sinusoid.run(tmp_path, cfg=cfg, methods="cml,maml", progress=False, resume=True)
+    assert set(fits[1]) == set(fits[0]) == {"cml", "cml_untrained", "maml"}
+    for k in fits[0]:
         np.testing.assert_array_equal(fits[0][k], fits[1][k])
     assert not np.allclose(fits[0]["cml"], fits[0]["cml_untrained"])
 

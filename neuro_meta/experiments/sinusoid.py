@@ -303,6 +303,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                     fits[name] = _cml_fit(tr, one, x_plot)
                 elif name == "cml":
                     trained = False
+            elif isinstance(done[name].get("fit"), list):   # a baseline's adapted fit
+                fits[name] = np.asarray(done[name]["fit"], dtype=float)
             continue
         if name == "cml":
             summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
@@ -318,6 +320,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         results["methods"][name] = summary
         results["history"][name] = h
         done[name] = {"summary": summary, "history": h}
+        if name not in ("cml", "cml_warp"):     # no checkpoint: keep its fit for a resume
+            done[name]["fit"] = [float(v) for v in fits[name]]
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task, curves)
