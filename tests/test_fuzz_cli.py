@@ -95,13 +95,14 @@ SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.
 
 @st.composite
 def argvs(draw, tmp):
-    exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "vsml", "nope",
-                                str(tmp / "missing.yaml"), str(tmp / "afile")]))
+    exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "vsml",
+                                "omniglot", "nope", str(tmp / "missing.yaml"),
+                                str(tmp / "afile")]))
     argv = ["run", exp]
     opts = draw(st.lists(st.sampled_from(
         ["--seed", "--seeds", "--set", "--budget", "--methods", "--model", "--curves",
          "--workers", "--executor", "--out", "--quick", "--resume", "--models",
-         "--scheduler-timeout"]), max_size=5))
+         "--scheduler-timeout", "--ways", "--shots"]), max_size=5))
     out = None
     for o in opts:
         if o in ("--quick", "--resume"):
