@@ -112,9 +112,9 @@ def _run_parser(sub):
                    help="omniglot: training images per class (sets family.shots; default 1)")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoints and "
-                   "partial.json in OUT (with --seeds: every seed from OUT/seed_<k>/, "
-                   "finished seeds are read back); a step-bound run ends with the "
-                   "numbers of an uninterrupted one")
+                   "partial.json in OUT (with --seeds: every seed from OUT/seed_<k>/; "
+                   "finished methods are not trained again); a step-bound run ends with "
+                   "the numbers of an uninterrupted one")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
                    help="where tasks are simulated: in-process (default), a local process "
                    "pool, or Dask (a local cluster, or --scheduler ADDRESS)")

@@ -401,13 +401,20 @@ class MetaTrainer:
         :meth:`train` leaves at the end) or its last ones -- for a run resumed after this
         trainer had finished (its plots and scores need the trained network). The
         checkpoint is checked against this trainer's configuration as for a resume.
-        Returns the checkpoint's :class:`History`."""
+        Returns the checkpoint's :class:`History`, with ``meta_steps`` (the checkpoint's
+        meta-step) and ``selected`` (the evaluation whose meta-parameters the network now
+        holds) as :meth:`train` would have returned them."""
         if not isinstance(select, bool):
             P.fail("MetaTrainer.restore", "select", "must be True or False", repr(select))
         hist = History()
-        _, _, _, _, best = self._resume(checkpoint, hist)
+        step, _, _, _, best = self._resume(checkpoint, hist)
         if select and best is not None:
             self.net = self.net.with_theta(best[2])
+        hist.meta_steps = step
+        i = best[1] if select and best is not None else len(hist.step) - 1
+        hist.selected = {"index": i}
+        hist.selected.update({k: getattr(hist, k)[i] for k in (
+            "step", "time_s", "meta_val_mse", "meta_test_mse", "meta_test_sem")})
         return hist
 
     def _record(self, step, hist, keep_theta, budget, theta):

@@ -45,24 +45,31 @@ def test_resume_under_another_configuration_is_refused(tmp_path, other, what):
 
 
 def test_restore_gives_the_selected_network_and_checks_its_doors(tmp_path):
-    """``restore`` leaves a fresh trainer with what ``train`` left at the end (the
-    selected meta-parameters; ``select=False``: the last), under the same checks as a
-    resume."""
+    """``restore`` gives a fresh trainer the meta-parameters of the checkpoint's selected
+    evaluation (``select=False``: its last ones) and says which, under the checks of a
+    resume. The checkpoint's selection is set by hand to an evaluation that is not the
+    last, so that ignoring ``select`` would fail."""
     path = tmp_path / "c.npz"
     a = trainer()
-    a.train(3, eval_every=1, progress=False, checkpoint=path)
+    hist = a.train(3, eval_every=1, progress=False, checkpoint=path, keep_theta=True)
+    saved = ckpt.load(path)
+    saved["best"] = {"meta_val_mse": 0.0, "index": 1, "theta": hist.theta[1]}
+    ckpt.save(path, saved)
     b = trainer()
-    b.restore(path)
+    got = b.restore(path)
+    assert got.meta_steps == 3 and got.selected["index"] == 1
+    assert got.selected["step"] == 1 and got.step == hist.step
     c = trainer()
-    c.restore(path, select=False)
-    last = trainer()
-    last.train(3, eval_every=1, progress=False, select=False)
+    assert c.restore(path, select=False).selected["step"] == 3
+    moved = False
     for k in a.net.theta:
-        for x, y, z, w in zip(a.net.theta[k], b.net.theta[k], c.net.theta[k],
-                              last.net.theta[k]):
+        for x, y, z, w in zip(hist.theta[1][k], b.net.theta[k], hist.theta[-1][k],
+                              c.net.theta[k]):
             if x is not None:
                 np.testing.assert_array_equal(x, y)
                 np.testing.assert_array_equal(z, w)
+                moved = moved or not np.array_equal(x, z)
+    assert moved                                # step 1 and step 3 differ
     with pytest.raises(ckpt.CheckpointError, match="seed: 3 in the checkpoint, 4 now"):
         trainer(seed=4).restore(path)
     with pytest.raises(ckpt.CheckpointError, match="no such checkpoint file"):
@@ -149,7 +156,11 @@ def test_partial_results_of_another_configuration_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content", ['[1, 2]', '{"reptile": 3}', '{"fingerprint": "x"}',
-                                     '{"fingerprint": "x", "methods": {"a": {}}}', "\xff"])
+                                     '{"fingerprint": "x", "methods": {"a": {}}}', "\xff",
+                                     '{"fingerprint": "x", "methods": {"a": {"summary": {}, '
+                                     '"fit": ["a"]}}}',
+                                     '{"fingerprint": "x", "methods": {"a": {"summary": {}, '
+                                     '"fit": 3}}}'])
 def test_malformed_partial_results(tmp_path, content):
     (tmp_path / "partial.json").write_bytes(content.encode("latin-1"))
     with pytest.raises(nm.ValidationError, match="partial.json"):

@@ -197,6 +197,26 @@ def test_resume_after_cml_finished_draws_the_trained_fit(tmp_path, monkeypatch):
     for k in fits[0]:
         np.testing.assert_array_equal(fits[0][k], fits[1][k])
     assert not np.allclose(fits[0]["cml"], fits[0]["cml_untrained"])
+    # a checkpoint of another run (here: 1 meta-step, as if a later run into the folder
+    # had crashed) or none: CML's curve is left out with a warning, the results stand
+    one = dict(cfg, meta=dict(cfg["meta"], steps=1))
+    sinusoid.run(tmp_path / "other", cfg=one, methods="cml", progress=False)
+    (tmp_path / "other" / "cml_checkpoint.npz").replace(tmp_path / "cml_checkpoint.npz")
+    with pytest.warns(UserWarning, match=r"from another run than partial.json's results "
+                                         r"\(meta-step 1, selected step"):
+        again = sinusoid.run(tmp_path, cfg=cfg, methods="cml,maml", progress=False,
+                             resume=True)
+    assert "cml" not in fits[-1] and "maml" in fits[-1]
+    assert again["methods"]["cml"]["meta_steps"] == 2
+    (tmp_path / "cml_checkpoint.npz").unlink()
+    with pytest.warns(UserWarning, match="cml_checkpoint.npz: missing"):
+        sinusoid.run(tmp_path, cfg=cfg, methods="cml", progress=False, resume=True)
+    # a finished baseline's stored fit of the wrong length is refused
+    part = json.loads((tmp_path / "partial.json").read_text())
+    part["methods"]["maml"]["fit"] = part["methods"]["maml"]["fit"][:3]
+    (tmp_path / "partial.json").write_text(json.dumps(part))
+    with pytest.raises(nm.ValidationError, match="maml's fit has 3 points, not 200"):
+        sinusoid.run(tmp_path, cfg=cfg, methods="maml", progress=False, resume=True)
 
 
 def test_all_methods_see_the_same_tasks():

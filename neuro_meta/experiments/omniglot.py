@@ -448,7 +448,8 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                         results["history"][k] = done[k]["history"]
             if name == "cml":   # the plots below need the selected meta-parameters
                 trained = restore_trained(trainer, out / "cml_checkpoint.npz",
-                                          "omniglot_tasks.png and omniglot_consolidation.png")
+                                          "omniglot_tasks.png and omniglot_consolidation.png",
+                                          done["cml"]["summary"])
             continue
         if name in CML_METHODS:
             tr = trainers[name]
@@ -493,7 +494,6 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
         plot_tasks(out, trainer, learner, tasks["main"])
         plot_consolidation(out, trainer.net)
     return results
-
 
 
 def _score_cml(net, learner, final, tasks, official, wide, executor=None):

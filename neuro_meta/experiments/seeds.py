@@ -57,8 +57,9 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     every method's meta-batches for an equal-processes comparison -- over it).
     ``aggregate_fn(seeds, per_seed)`` and ``plot_fn(path, agg)`` replace
     :func:`aggregate` and :func:`plot` (the meta-test MSE of regression experiments).
-    ``resume=True`` (passed on to ``run``) continues every seed from its own folder: a
-    finished seed is read back, an interrupted one continues, one not begun starts."""
+    ``resume=True`` (passed on to ``run``) continues every seed from its own folder with
+    that experiment's resume: what had finished is not trained again, an interrupted
+    meta-training continues from its checkpoint, a seed not begun starts."""
     from pathlib import Path
 
     seeds = [P.integer(s, "run_seeds", "seeds", low=0) for s in seeds]

@@ -298,13 +298,18 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 ok = restore_trained(tr, out / f"{name}_checkpoint.npz",
                                      f"{name}'s fit in sinusoid.png"
                                      + (" and fast_patterns.png" if name == "cml"
-                                        and is_dual(cfg) else ""))
+                                        and is_dual(cfg) else ""), done[name]["summary"])
                 if ok:
                     fits[name] = _cml_fit(tr, one, x_plot)
                 elif name == "cml":
                     trained = False
-            elif isinstance(done[name].get("fit"), list):   # a baseline's adapted fit
-                fits[name] = np.asarray(done[name]["fit"], dtype=float)
+            elif done[name].get("fit") is not None:         # a baseline's adapted fit
+                fit = done[name]["fit"]
+                if len(fit) != x_plot.shape[1]:
+                    raise ValidationError(f"{partial_path}: {name}'s fit has {len(fit)} "
+                                          f"points, not {x_plot.shape[1]}; delete it or "
+                                          "restart without --resume")
+                fits[name] = np.array([np.nan if v is None else v for v in fit], dtype=float)
             continue
         if name == "cml":
             summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
@@ -321,7 +326,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         results["history"][name] = h
         done[name] = {"summary": summary, "history": h}
         if name not in ("cml", "cml_warp"):     # no checkpoint: keep its fit for a resume
-            done[name]["fit"] = [float(v) for v in fits[name]]
+            done[name]["fit"] = [float(v) if np.isfinite(v) else None for v in fits[name]]
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task, curves)
@@ -330,19 +335,40 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     return results
 
 
-def restore_trained(trainer, checkpoint, what):
+def restore_trained(trainer, checkpoint, what, summary):
     """For a run resumed after a CML method had finished: load the meta-parameters it
     selected from its checkpoint into ``trainer`` (the plots need the trained network)
-    and return True; if the checkpoint is gone, warn that ``what`` (its plots) is not
-    redrawn and return False -- its results stand either way."""
+    and return True. If the checkpoint is gone, unreadable, or not the run whose
+    ``summary`` partial.json holds (another meta-step count or selected step: e.g. a
+    later run into the same folder that crashed), warn that ``what`` (its plots) is not
+    redrawn, leave ``trainer`` as it was and return False -- the results stand."""
     import warnings
 
+    from ..checkpoint import CheckpointError
+
+    why = None
     if not Path(checkpoint).exists():
-        warnings.warn(f"{checkpoint}: missing, so the trained network is unknown to this "
-                      f"resumed run; {what} not redrawn from it", stacklevel=2)
-        return False
-    trainer.restore(checkpoint)
-    return True
+        why = "missing"
+    else:
+        before = trainer.net
+        try:
+            hist = trainer.restore(checkpoint)
+        except CheckpointError as err:
+            why = f"not the finished run's ({err})"
+        else:
+            if (hist.meta_steps, hist.selected["step"]) != (
+                    summary.get("meta_steps"), summary.get("selected_step")):
+                why = (f"from another run than partial.json's results (meta-step "
+                       f"{hist.meta_steps}, selected step {hist.selected['step']}; the "
+                       f"results say {summary.get('meta_steps')}, "
+                       f"{summary.get('selected_step')})")
+        if why is not None:
+            trainer.net = before
+    if why is None:
+        return True
+    warnings.warn(f"{checkpoint}: {why}, so the trained network is unknown to this resumed "
+                  f"run; {what} not redrawn from it", stacklevel=2)
+    return False
 
 
 def config_fingerprint(cfg):
@@ -368,14 +394,20 @@ def load_partial(path, fingerprint):
         raise ValidationError(f"{path}: not valid JSON ({err}); delete it or restart "
                               "without --resume") from None
     methods = saved.get("methods") if isinstance(saved, dict) else None
+    def number(v):
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
     ok = isinstance(methods, dict) and isinstance(saved.get("fingerprint"), str) and all(
         isinstance(m, dict) and isinstance(m.get("summary"), dict)
         and (m.get("history") is None or isinstance(m.get("history"), dict))
+        and (m.get("fit") is None or (isinstance(m["fit"], list)
+                                      and all(number(v) for v in m["fit"])))
         for m in methods.values())
     if not ok:
         raise ValidationError(f"{path}: not the partial results of a neuro-meta run (expected "
                               "{'fingerprint': ..., 'methods': {name: {'summary': {...}, "
-                              "'history': {...}}}}); delete it or restart without --resume")
+                              "'history': {...}, optional 'fit': [numbers]}}}); delete it or "
+                              "restart without --resume")
     if saved["fingerprint"] != fingerprint:
         raise ValidationError(f"{path}: written by another configuration (seed, --quick, "
                               "--set, --budget or the file differ); resume with the "
