@@ -155,6 +155,22 @@ def test_partial_results_of_another_configuration_are_refused(tmp_path):
         sinusoid.run(tmp_path, cfg=other, methods="reptile", progress=False, resume=True)
 
 
+def test_a_fresh_run_drops_older_partial_results(tmp_path, monkeypatch):
+    """A run without resume that crashes in its first method leaves no partial.json of
+    an older run behind (a later --resume would take that run's results for this one's
+    and pair them with this run's checkpoints)."""
+    sinusoid.run(tmp_path, cfg=tiny_cfg(), methods="reptile", progress=False)
+    assert (tmp_path / "partial.json").exists()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sinusoid, "_run_baseline", crash)
+    with pytest.raises(KeyboardInterrupt):
+        sinusoid.run(tmp_path, cfg=tiny_cfg(), methods="reptile", progress=False)
+    assert not (tmp_path / "partial.json").exists()
+
+
 @pytest.mark.parametrize("content", ['[1, 2]', '{"reptile": 3}', '{"fingerprint": "x"}',
                                      '{"fingerprint": "x", "methods": {"a": {}}}', "\xff",
                                      '{"fingerprint": "x", "methods": {"a": {"summary": {}, '

@@ -432,6 +432,8 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
     partial_path = out / "partial.json"
     fingerprint = config_fingerprint(cfg)
     done = load_partial(partial_path, fingerprint) if resume else {}
+    if not resume:      # a fresh run: an older run's partial results must not be
+        partial_path.unlink(missing_ok=True)    # resumed with this run's checkpoints
     results = {"methods": {}, "history": {}, "config": cfg}
     t_pix = time.perf_counter()
     pix = final_scores(lambda _, t: pixel_nn_errors(t), final, None, tasks,

@@ -281,6 +281,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     partial_path = out / "partial.json"
     fingerprint = config_fingerprint(cfg)
     done = load_partial(partial_path, fingerprint) if resume else {}
+    if not resume:      # a fresh run: an older run's partial results must not be
+        partial_path.unlink(missing_ok=True)    # resumed with this run's checkpoints
     results = {"methods": {}, "history": {}, "config": cfg}
     fits = {}
     x_plot = np.linspace(-5, 5, 200)[None, :, None]
