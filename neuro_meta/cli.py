@@ -351,7 +351,7 @@ class _executor:
             return ex
         if a.executor == "dask" or a.scheduler:
             try:
-                from dask.distributed import Client, LocalCluster
+                from dask.distributed import Client
             except ImportError:
                 from .errors import ValidationError
 
@@ -360,12 +360,13 @@ class _executor:
                                       "(got 'dask')") from None
             if a.scheduler:
                 client = _connect(Client, a.scheduler, a.scheduler_timeout)
-            else:
-                cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1,
-                                       host="127.0.0.1", dashboard_address=None)
-                self._close.append(cluster.close)
-                client = Client(cluster)
-            self._close.insert(0, client.close)
+                self._close.insert(0, client.close)
+                return client
+            from .workers import local_cluster
+
+            ctx = local_cluster(a.workers)
+            client = ctx.__enter__()
+            self._close.insert(0, lambda: ctx.__exit__(None, None, None))
             return client
         return None
 

@@ -52,3 +52,19 @@ def _augment(x):
 @pytest.fixture
 def augment():
     return _augment
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves ``os.environ`` as it found it: a Dask ``LocalCluster`` writes its
+    workers' settings (``MALLOC_TRIM_THRESHOLD_``, BLAS threads) into this process's
+    environment, and every later subprocess -- notebook kernels, process pools, the
+    wheel's CLI -- inherited them (the Omniglot notebook ran 2.3x slower after the CLI
+    tests)."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)

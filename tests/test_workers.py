@@ -97,3 +97,25 @@ def test_train_baseline_same_numbers_on_any_executor(problem, pool):
     assert ha["meta_val_mse"] == hb["meta_val_mse"]
     with pytest.raises(nm.ValidationError, match=r"train_baseline\.chunks"):
         train_baseline(MAML(0.1, 2), params, fam, 1, **dict(kw, chunks=0))
+
+
+def test_local_cluster_leaves_this_environment_and_no_trim_threshold_on_workers():
+    """Dask's nannies write MALLOC_TRIM_THRESHOLD_ and BLAS thread counts into the parent's
+    environment; ``local_cluster`` restores it, and its workers run with one BLAS thread
+    but without the trim threshold (which made numpy work 1.8x slower on them)."""
+    import os
+
+    pytest.importorskip("dask.distributed")
+    from neuro_meta.workers import local_cluster
+
+    before = dict(os.environ)
+    with local_cluster(2) as client:
+        assert dict(os.environ) == before
+        env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                  os.environ.get("OMP_NUM_THREADS")))
+        assert len(env) == 2
+        assert all(v == (before.get("MALLOC_TRIM_THRESHOLD_"), "1") for v in env.values())
+    assert dict(os.environ) == before
+    with pytest.raises(nm.ValidationError, match="local_cluster.workers: must be >= 1"):
+        with local_cluster(0):
+            pass
