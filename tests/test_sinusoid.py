@@ -217,6 +217,14 @@ def test_resume_after_cml_finished_draws_the_trained_fit(tmp_path, monkeypatch):
     (tmp_path / "partial.json").write_text(json.dumps(part))
     with pytest.raises(nm.ValidationError, match="maml's fit has 3 points, not 200"):
         sinusoid.run(tmp_path, cfg=cfg, methods="maml", progress=False, resume=True)
+    # partial.json of an older version, without the fit: the curve is left out, with a
+    # warning, and the results stand
+    del part["methods"]["maml"]["fit"]
+    (tmp_path / "partial.json").write_text(json.dumps(part))
+    with pytest.warns(UserWarning, match="maml finished without a stored fit"):
+        old = sinusoid.run(tmp_path, cfg=cfg, methods="maml", progress=False, resume=True)
+    assert "maml" not in fits[-1]
+    assert old["methods"]["maml"] == part["methods"]["maml"]["summary"]
 
 
 def test_all_methods_see_the_same_tasks():

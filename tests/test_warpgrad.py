@@ -503,9 +503,18 @@ def test_sinusoid_warp_methods_resume_after_kill_give_the_same_numbers(tmp_path,
         for k in ("step", "meta_val_mse", "meta_test_mse"):
             assert got["history"][name][k] == ref["history"][name][k], (name, k)
     before = (out / "results.json").read_bytes()
-    again = run(out, resume=True)
+    fits = []
+    with monkeypatch.context() as mp:     # what the plot is given: the fits
+        mp.setattr(sinusoid, "plot", lambda o, res, one, x, f, *a, **k: fits.append(dict(f)))
+        again = run(out, resume=True)     # everything finished: both from disk
+        run(tmp_path / "ref2")            # an uninterrupted run's fits
     assert (out / "results.json").read_bytes() == before
     assert again["methods"] == got["methods"]
+    # the resumed plot has cml_warp's fit from its selected meta-parameters (restored
+    # from the checkpoint) and warpgrad's from partial.json: the uninterrupted run's
+    assert set(fits[0]) == set(fits[1]) == {"warpgrad", "cml_warp"}
+    for k in fits[0]:
+        np.testing.assert_allclose(fits[0][k], fits[1][k], rtol=0, atol=1e-12, err_msg=k)
 
 
 # ---------------------------------------------------------------- validation
