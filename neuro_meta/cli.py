@@ -18,6 +18,7 @@ Errors of the package are printed as one line and exit with status 2 (``--debug`
 the traceback).
 """
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -335,7 +336,7 @@ class _executor:
 
     def __init__(self, args):
         self.args = args
-        self._close = []
+        self._stack = contextlib.ExitStack()   # what to close, in reverse order
 
     def __enter__(self):
         a = self.args
@@ -347,7 +348,7 @@ class _executor:
             from .workers import process_pool
 
             ex = process_pool(a.workers)
-            self._close.append(lambda: ex.shutdown())
+            self._stack.callback(ex.shutdown)
             return ex
         if a.executor == "dask" or a.scheduler:
             try:
@@ -360,19 +361,15 @@ class _executor:
                                       "(got 'dask')") from None
             if a.scheduler:
                 client = _connect(Client, a.scheduler, a.scheduler_timeout)
-                self._close.insert(0, client.close)
+                self._stack.callback(client.close)
                 return client
             from .workers import local_cluster
 
-            ctx = local_cluster(a.workers)
-            client = ctx.__enter__()
-            self._close.insert(0, lambda: ctx.__exit__(None, None, None))
-            return client
+            return self._stack.enter_context(local_cluster(a.workers))
         return None
 
     def __exit__(self, *exc):
-        for fn in self._close:
-            fn()
+        self._stack.close()     # every step runs even if an earlier one raises
         return False
 
 
