@@ -101,7 +101,8 @@ def local_cluster(workers):
     the CPU time (30 tasks: 4.9 against 2.8 s), and every process started later from this
     one -- a process pool, a notebook kernel -- inherited it. Here the workers keep one
     BLAS thread but not the trim threshold, and this process's environment is restored
-    once they have started."""
+    once they have started and again at exit (a restarted worker's nanny writes its
+    settings here again)."""
     workers = P.integer(workers, "local_cluster", "workers", low=1)
     import dask
     from dask.distributed import Client, LocalCluster
@@ -120,3 +121,5 @@ def local_cluster(workers):
             yield client
     finally:
         cluster.close()
+        os.environ.clear()      # a worker the nanny restarted meanwhile wrote its
+        os.environ.update(saved)    # settings (not the trim threshold) here again

@@ -115,6 +115,9 @@ def test_local_cluster_leaves_this_environment_and_no_trim_threshold_on_workers(
                                   os.environ.get("OMP_NUM_THREADS")))
         assert len(env) == 2
         assert all(v == (before.get("MALLOC_TRIM_THRESHOLD_"), "1") for v in env.values())
+        client.restart()        # the nannies start new workers, writing here again
+        env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        assert list(env.values()) == [before.get("MALLOC_TRIM_THRESHOLD_")] * 2
     assert dict(os.environ) == before
     with pytest.raises(nm.ValidationError, match="local_cluster.workers: must be >= 1"):
         with local_cluster(0):
