@@ -24,11 +24,12 @@ __all__ = [
 ]
 
 from . import optim
-from .cml import CML, CMLResult
+from .cml import CML, CMLResult, UnsettledEstimateWarning
 from .exact import exact_meta_gradient
 from .tasks import Task
 
-__all__ += ["CML", "CMLResult", "Task", "exact_meta_gradient", "optim"]
+__all__ += ["CML", "CMLResult", "UnsettledEstimateWarning", "Task", "exact_meta_gradient",
+            "optim"]
 
 from . import estimators
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import copy
+import warnings
 
 import numpy as np
 
@@ -70,6 +71,12 @@ def tree_reduce(tree, reduce, batched):
     return {k: [red(a) for a in v] for k, v in tree.items()}
 
 
+class UnsettledEstimateWarning(UserWarning):
+    """A CML estimator that takes the free phase's state as one of its terms (``standard``,
+    ``second_order``) on a free phase of fixed duration: the learning that continues
+    during the nudged phases is counted as meta-gradient (:class:`CML`)."""
+
+
 @dataclass(frozen=True)
 class CMLResult:
     """Meta-gradient estimate with the settled states of the phases.
@@ -108,6 +115,15 @@ class CML:
         learner is given).
     nudged_duration : float or Brian2 quantity, optional
         Run the nudged phases for this fixed duration instead of until settled.
+
+    Notes
+    -----
+    A free phase of fixed length (a ``learner`` with ``duration`` and no ``tol``) has not
+    settled: it keeps learning the shots during the nudged phases, and the ``standard``
+    and ``second_order`` estimators, which compare a nudged state with the free one,
+    count that drift divided by β (their estimate grows like 1/β). They warn
+    (:class:`UnsettledEstimateWarning`); ``symmetric`` compares two nudged phases that
+    share the drift, which cancels.
     """
 
     def __init__(self, beta=1e-3, estimator="symmetric", learner=None, tol=None,
@@ -134,6 +150,16 @@ class CML:
         self.tol = P.real(tol, "CML", "tol", low=0.0, low_open=True, allow_none=True)
         self.nudged_duration = P.to_seconds(nudged_duration, "CML", "nudged_duration",
                                             allow_none=True)
+        drift = sum(w for m, w in ESTIMATORS[self.estimator] if m != 0.0)
+        if learner is not None and learner.tol is None and self.tol is None and drift:
+            warnings.warn(
+                f"CML: the free phase has a fixed duration ({learner.duration:g} s, "
+                f"learner.tol None) and estimator {self.estimator!r} does not cancel its "
+                "drift: a phase that has not settled keeps learning the shots during the "
+                "nudged phase, and that change enters the meta-gradient divided by beta "
+                "(on Omniglot, meta-learning fell below the untrained network). Settle the "
+                "phases (tol) or use estimator='symmetric', whose two nudged phases share "
+                "the drift", UnsettledEstimateWarning, stacklevel=2)
 
     def __repr__(self):
         return (f"CML(beta={self.beta:g}, estimator={self.estimator!r}, "

@@ -5,6 +5,7 @@ independent implementation of the same equations), never with numbers stored fro
 earlier run. Both engines use float64; agreement is expected to rounding (~1e-16), the
 acceptance bound is 1e-9.
 """
+import contextlib
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import neuro_meta as nm
+from neuro_meta.cml import UnsettledEstimateWarning
 from neuro_meta.errors import SimulationError, UnsupportedError
 from neuro_meta.engines import phase
 
@@ -320,9 +322,11 @@ def test_cml_meta_gradient_matches_numpy_engine(rng, estimator):
     x, y = _data(rng, 3, 10, 5, 2)
     xv, yv = _data(rng, 3, 4, 5, 2)
     grads = {}
-    for engine in ("numpy", "brian2"):
-        cml = nm.CML(beta=1e-2, estimator=estimator,
-                     learner=_learner(engine, duration=2.0))
+    for engine in ("numpy", "brian2"):   # phases of fixed length: standard warns
+        with (pytest.warns(UnsettledEstimateWarning) if estimator == "standard"
+              else contextlib.nullcontext()):
+            cml = nm.CML(beta=1e-2, estimator=estimator,
+                         learner=_learner(engine, duration=2.0))
         grads[engine] = cml.meta_gradient(net, nm.Task(x, y, xv, yv))
     assert set(grads["numpy"]) == set(grads["brian2"])
     for key in grads["numpy"]:

@@ -250,3 +250,42 @@ def test_projection_floor():
     np.testing.assert_array_equal(out["lam"][0], [0.5, 1.0])
     with pytest.raises(nm.ValidationError, match=r"apply_updates\.lam_min"):
         optim.apply_updates(theta, upd, lam_min=-1.0)
+
+
+def test_fixed_duration_free_phase_warns_for_estimators_that_keep_its_drift(linear_problem):
+    """On a free phase of fixed length the learning that continues during the nudged
+    phase enters ``standard`` (and ``second_order``) estimates divided by β -- they grow
+    like 1/β -- while ``symmetric``'s two nudged phases cancel it. CML warns for the first
+    two, not for symmetric or for settled phases."""
+    from neuro_meta.cml import UnsettledEstimateWarning
+
+    net, task, _ = linear_problem
+    short = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5)
+
+    def norm(beta, est):
+        with pytest.warns(UnsettledEstimateWarning) if est != "symmetric" else \
+                _no_warning(UnsettledEstimateWarning):
+            cml = nm.CML(beta=beta, estimator=est, learner=short)
+        return np.linalg.norm(optim.tree_vector(cml.meta_gradient(net, task)))
+
+    for est in ("standard", "second_order"):
+        assert norm(1e-4, est) / norm(1e-3, est) > 8          # the drift, / β
+    assert norm(1e-4, "symmetric") / norm(1e-3, "symmetric") == pytest.approx(1, rel=0.01)
+    with _no_warning(UnsettledEstimateWarning):               # settled: no drift
+        nm.CML(beta=1e-3, estimator="standard", learner=nm.Learner(rule="delta", tol=1e-10))
+        nm.CML(beta=1e-3, estimator="standard", learner=short, tol=1e-10)
+        nm.CML(beta=1e-3, estimator="standard")
+
+
+class _no_warning:
+    def __init__(self, category):
+        self.category = category
+
+    def __enter__(self):
+        import warnings
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("error", self.category)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
