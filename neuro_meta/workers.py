@@ -114,12 +114,16 @@ def local_cluster(workers):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
                                    host="127.0.0.1", dashboard_address=None)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        _restore_environ(saved)
     try:
         with Client(cluster) as client:
             yield client
     finally:
         cluster.close()
-        os.environ.clear()      # a worker the nanny restarted meanwhile wrote its
-        os.environ.update(saved)    # settings (not the trim threshold) here again
+        _restore_environ(saved)     # a worker the nanny restarted meanwhile wrote its
+        #                             settings (not the trim threshold) here again
+
+
+def _restore_environ(saved):
+    os.environ.clear()
+    os.environ.update(saved)

@@ -1,5 +1,8 @@
 """The contrastive meta-learning rule against closed forms, the exact implicit
 meta-gradient and finite differences of the whole learning process."""
+import contextlib
+import warnings
+
 import numpy as np
 import pytest
 
@@ -277,15 +280,8 @@ def test_fixed_duration_free_phase_warns_for_estimators_that_keep_its_drift(line
         nm.CML(beta=1e-3, estimator="standard")
 
 
-class _no_warning:
-    def __init__(self, category):
-        self.category = category
-
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("error", self.category)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
+@contextlib.contextmanager
+def _no_warning(category):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category)
+        yield
