@@ -32,9 +32,12 @@ meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation o
 
 All tasks of a batch are processed at once (no Python loop over tasks).
 """
+import logging
+import os
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +47,8 @@ from .errors import SimulationError
 from .losses import SQUARED_ERROR, get_loss
 from .tasks import Task
 from .workers import map_pieces, n_workers
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "Reptile",
            "IMAML", "Untrained", "train_baseline"]
@@ -630,7 +635,8 @@ def chunked_meta_gradient(method, params, task, chunks=1, executor=None):
 def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None, seed=0,
                    eval_every=100, test_task=None, progress=True, eval_inner_steps=None,
                    eval_tasks=64, budget_s=None, eval_every_s=None, val_task=None,
-                   val_tasks=None, select=True, executor=None, chunks=None):
+                   val_tasks=None, select=True, executor=None, chunks=None,
+                   checkpoint=None, resume=False, checkpoint_every=None, average=None):
     """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
 
     Meta-step ``s`` (1, 2, …) draws ``meta_batch`` tasks from
@@ -665,12 +671,30 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     many pieces whose meta-gradients are computed in-process (``executor=None``) or on
     ``executor``'s workers and averaged (:func:`chunked_meta_gradient`): the numbers
     depend on ``chunks``, never on the executor. Evaluations run in this process.
+
+    ``checkpoint``: path of a checkpoint file (:mod:`neuro_meta.checkpoint`, written
+    atomically, the clock paused) holding the parameters, the optimiser state, the
+    history, the training clock and the best evaluation so far; written at every
+    evaluation, every ``checkpoint_every`` meta-steps if given, and at the end. With
+    ``resume=True`` an existing checkpoint is loaded and training continues from its
+    meta-step -- without a budget, the returned parameters and history (``time_s``
+    aside) equal those of an uninterrupted run. A checkpoint holds a fingerprint of
+    what decides the run (method, initial parameters, family, optimiser, meta-batch,
+    seed, chunks, evaluation tasks, average); resuming under another one is refused
+    (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs).
+
+    ``average``: decay of an exponential moving average of the parameters
+    (:class:`~neuro_meta.metatrain.ParameterAverage`): if given, evaluations, selection
+    and the returned parameters use the average, while meta-training follows the raw
+    parameters (default None: no averaging).
     """
     from tqdm.auto import tqdm
 
     # (lazy: metatrain may import us)
-    from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, TrainingBudget,
-                            mean_sem, task_rng)
+    from . import checkpoint as ckpt
+    from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, ParameterAverage,
+                            TrainingBudget, check_fingerprint, mean_sem,
+                            optimizer_fingerprint, task_rng)
 
     O = "train_baseline"
     if not isinstance(method, _Baseline) and not (
@@ -701,24 +725,75 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     tasks = {"test": _task(test_task, O, "test_task"),
              "validation": _task(val_task, O, "val_task")}
     optimizer = optimizer if optimizer is not None else optim.adam(1e-3)
+    avg = ParameterAverage(average, O)
+    if not isinstance(resume, bool):
+        P.fail(O, "resume", "must be True or False", repr(resume))
+    checkpoint_every = P.integer(checkpoint_every, O, "checkpoint_every", low=1,
+                                 allow_none=True)
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            P.fail(O, "checkpoint", "must be a path (str or os.PathLike) or None",
+                   type(checkpoint).__name__)
+        checkpoint = Path(checkpoint)
     t0 = time.perf_counter()
     hist = {k: [] for k in EVALUATION_FIELDS + ("train_val_loss",)}
-
-    def evaluate(which):
-        return mean_sem(method.evaluate(params, tasks[which], eval_inner_steps))
+    fingerprint = None if checkpoint is None else {
+        "method": repr(method), "params0": ckpt.checksum(params)[:16],
+        "family": repr(family), "optimizer": optimizer_fingerprint(optimizer, params),
+        "meta_batch": meta_batch, "seed": seed, "chunks": chunks,
+        "eval_inner_steps": eval_inner_steps, "average": avg.decay,
+        **{f"{k}_task": ckpt.checksum(list(t.as_batch()))[:16] for k, t in tasks.items()}}
 
     def record(step):
-        point = budget.evaluation(step, len(hist["step"]), evaluate, params)
+        shown = avg.value(params)
+        point = budget.evaluation(step, len(hist["step"]), lambda which: mean_sem(
+            method.evaluate(shown, tasks[which], eval_inner_steps)), shown)
         for k in EVALUATION_FIELDS:
             hist[k].append(point[k])
         return point["meta_test_mse"]
 
-    budget.resume()
-    record(0)
+    def save(step):
+        b = budget.best
+        clock_s = budget.pause()
+        ckpt.save(checkpoint, {
+            "run": "train_baseline", "step": step, "params": params, "opt_state": state,
+            "clock_s": clock_s, "fingerprint": fingerprint, "history": hist,
+            "average": avg.state(),
+            "best": None if b is None else {"meta_val_mse": b[0], "index": b[1],
+                                            "params": b[2]}})
+        budget.resume()
+
     state = optimizer.init(params)
-    bar = tqdm(desc=method.name, disable=not progress,
+    step = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        saved = ckpt.load(checkpoint)
+        if not isinstance(saved, dict) or saved.get("run") != "train_baseline" or not all(
+                k in saved for k in ("step", "params", "opt_state", "clock_s", "history",
+                                     "best", "average")):
+            raise ckpt.CheckpointError(f"{checkpoint}: not a train_baseline checkpoint "
+                                       "(missing run, step, params, opt_state, clock_s, "
+                                       "history, best or average)")
+        check_fingerprint(checkpoint, fingerprint, saved.get("fingerprint"))
+        step, params, state = saved["step"], saved["params"], saved["opt_state"]
+        if step > budget.steps:
+            P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "
+                   f"{checkpoint} ({step}) to resume it (a run with fewer steps is "
+                   "another run: restart without resume)", repr(budget.steps))
+        hist = saved["history"]
+        budget.elapsed = saved["clock_s"]
+        b = saved["best"]
+        budget.best = None if b is None else (b["meta_val_mse"], b["index"], b["params"])
+        if avg.decay is not None:
+            avg.load(saved["average"])
+        logger.info("%s: resumed from %s at meta-step %d", method.name, checkpoint, step)
+    budget.resume()
+    if not hist["step"]:
+        record(0)
+        if checkpoint is not None:
+            save(0)
+    bar = tqdm(desc=method.name, disable=not progress, initial=step,
                total=budget.steps if budget.budget_s is None else None)
-    step, stop = 0, budget.stop_reason(0)
+    stop = budget.stop_reason(step)
     while stop is None:
         step += 1
         task = family.sample(task_rng(seed, TRAIN, step), meta_batch)
@@ -726,14 +801,23 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         hist["train_val_loss"].append(val_loss)
         updates, state = optimizer.update(grad, state)
         params = optim.apply_updates(params, updates)
+        avg.update(params)
         bar.update(1)
         stop = budget.stop_reason(step)
-        if stop or budget.eval_due(step, hist["time_s"][-1]):
+        evaluated = stop or budget.eval_due(step, hist["time_s"][-1])
+        if evaluated:
             bar.set_postfix(meta_test_mse=f"{record(step):.4g}")
+        if checkpoint is not None and (evaluated or (
+                checkpoint_every is not None and step % checkpoint_every == 0)):
+            save(step)
     bar.close()
+    if hist["step"][-1] != step:        # resumed at a step without an evaluation
+        record(step)
+        if checkpoint is not None:
+            save(step)
     hist["selected"] = budget.selected(hist, select)
     hist["meta_steps"] = step
     hist["stop_reason"] = stop
     hist["budget_s"] = budget.budget_s
     hist["wall_time_s"] = time.perf_counter() - t0
-    return budget.selected_params(params, select), hist
+    return budget.selected_params(avg.value(params), select), hist

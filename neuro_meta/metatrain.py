@@ -93,6 +93,86 @@ def mean_sem(mse):
     return float(mse.mean()), sem
 
 
+def optimizer_fingerprint(optimizer, theta):
+    """A checksum of what ``optimizer`` does (its updates of two fixed probe gradients of
+    the shape of ``theta``, from its initial state): equal settings, equal checksums."""
+    from .checkpoint import checksum
+
+    probe = optim.tree_map(lambda a: np.linspace(-1.0, 1.0, np.size(a)).reshape(
+        np.shape(a)) + 0.25, theta)
+    state = optimizer.init(theta)
+    u1, state = optimizer.update(probe, state)
+    u2, _ = optimizer.update(optim.tree_map(lambda a: -2.0 * a, probe), state)
+    return checksum([u1, u2])[:16]
+
+
+def check_fingerprint(checkpoint, now, then):
+    """Refuse a checkpoint whose fingerprint ``then`` differs from the run's ``now``
+    (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs)."""
+    from .checkpoint import CheckpointError
+
+    if not isinstance(then, dict):
+        raise CheckpointError(f"{checkpoint}: no configuration fingerprint (written by "
+                              "an older neuro_meta); delete it or restart without "
+                              "--resume")
+    diff = [k for k in now if then.get(k) != now[k]]
+    if diff:
+        def short(v):
+            v = repr(v)
+            return v if len(v) <= 60 else v[:57] + "..."
+        what = "; ".join(f"{k}: {short(then.get(k))} in the checkpoint, "
+                         f"{short(now[k])} now" for k in diff)
+        raise CheckpointError(f"{checkpoint}: written by another configuration ({what}); "
+                              "resume with the configuration that wrote it, or delete "
+                              "it / restart without --resume")
+
+
+class ParameterAverage:
+    """Exponential moving average of the meta-parameters (Polyak averaging), the
+    parameters a run evaluates, selects and keeps when ``decay`` is given.
+
+    After meta-step ``t`` the average is ``Σ_s (1 − d) d^(t−s) θ_s / (1 − d^t)`` over
+    the parameters ``θ_1 … θ_t`` after each update (bias-corrected: a convex
+    combination, so a floor such as ``λ ≥ lam_min`` holds for it too); before the first
+    step, the initial parameters. Training itself follows the raw parameters: only what
+    is evaluated and kept is averaged. ``decay=None``: no averaging (the raw parameters).
+
+    It damps the meta-gradients' noise: with a decay of 0.99 (a window of about 100
+    meta-steps) CML's best Omniglot validation accuracy rose by about 2 points, MAML's by
+    about 0.5 (docs/omniglot.md).
+    """
+
+    def __init__(self, decay, owner="ParameterAverage"):
+        self.decay = P.real(decay, owner, "average", low=0.0, high=1.0, high_open=True,
+                            allow_none=True)
+        self.t = 0
+        self.acc = None
+
+    def update(self, params):
+        """Take in the parameters after a meta-step."""
+        if self.decay is None:
+            return
+        d = self.decay
+        self.acc = optim.tree_map(lambda a: (1.0 - d) * np.asarray(a), params) \
+            if self.acc is None else optim.tree_map(
+                lambda s, a: d * s + (1.0 - d) * np.asarray(a), self.acc, params)
+        self.t += 1
+
+    def value(self, params):
+        """The averaged parameters (``params``, the current raw ones, if there is no
+        average yet or no averaging)."""
+        if self.decay is None or self.acc is None:
+            return params
+        c = 1.0 - self.decay ** self.t
+        return optim.tree_map(lambda s: s / c, self.acc)
+
+    def state(self):
+        return {"decay": self.decay, "t": self.t, "acc": self.acc}
+
+    def load(self, state):
+        self.t, self.acc = int(state["t"]), state["acc"]
+
+
 class TrainingBudget:
     """When a meta-training run stops, when it evaluates and which parameters it keeps
     (shared by :meth:`MetaTrainer.train` and :func:`~neuro_meta.baselines.train_baseline`,
@@ -276,11 +356,16 @@ class MetaTrainer:
     lam_min : float
         Floor of the consolidation strengths (λ is projected onto ``λ ≥ lam_min`` after
         every update; default 0). A positive floor bounds the time phases need to settle.
+    average : float in [0, 1), optional
+        Decay of an exponential moving average of θ (:class:`ParameterAverage`): if
+        given, evaluations, selection and the kept meta-parameters use the average,
+        while meta-training follows the raw θ (default None: no averaging).
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
-                 lam_min=0.0, val_tasks=None, val_task=None, test_task=None):
+                 lam_min=0.0, val_tasks=None, val_task=None, test_task=None,
+                 average=None):
         check_kind(net, "MetaTrainer")
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
@@ -304,6 +389,7 @@ class MetaTrainer:
         self.on_divergence = P.choice(on_divergence, "MetaTrainer", "on_divergence",
                                       ("stop", "skip"))
         self.lam_min = P.real(lam_min, "MetaTrainer", "lam_min", low=0.0)
+        self.average = ParameterAverage(average, "MetaTrainer").decay
         self._not_settled = self._skipped = 0
         if executor is not None or (self.chunks or 1) > 1:
             free, _ = cml.learners(net)
@@ -367,9 +453,10 @@ class MetaTrainer:
         mean = optim.tree_map(lambda a: a.mean(axis=0), per_task)
         return mean, np.concatenate([r[1] for r in kept])
 
-    def _resume(self, checkpoint, hist):
-        """Load a checkpoint into ``hist`` and the network; returns (step, theta, state,
-        training clock (s), best evaluation ``(meta_val_mse, index, theta)`` or None)."""
+    def _resume(self, checkpoint, hist, average=None):
+        """Load a checkpoint into ``hist`` and the network (and ``average``, a
+        :class:`ParameterAverage`, if given); returns (step, theta, state, training clock
+        (s), best evaluation ``(meta_val_mse, index, theta)`` or None)."""
         from . import checkpoint as ckpt
 
         saved = ckpt.load(checkpoint)
@@ -392,6 +479,12 @@ class MetaTrainer:
         self._skipped = hist.skipped_tasks
         b = saved["best"]
         best = None if b is None else (b["meta_val_mse"], b["index"], b["theta"])
+        if average is not None and average.decay is not None:
+            if not isinstance(saved.get("average"), dict):
+                raise ckpt.CheckpointError(f"{checkpoint}: no parameter average (written "
+                                           "without averaging); delete it or restart "
+                                           "without --resume")
+            average.load(saved["average"])
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
         return start, theta, state, saved["clock_s"], best
 
@@ -417,16 +510,18 @@ class MetaTrainer:
             "step", "time_s", "meta_val_mse", "meta_test_mse", "meta_test_sem")})
         return hist
 
-    def _record(self, step, hist, keep_theta, budget, theta):
-        """Evaluate on the meta-validation and meta-test tasks (the clock paused) and
-        append to ``hist``; ``theta`` is offered for selection. Returns the meta-test
+    def _record(self, step, hist, keep_theta, budget, theta, net=None):
+        """Evaluate ``net`` (default ``self.net``), whose meta-parameters are ``theta``
+        (raw or averaged), on the meta-validation and meta-test tasks (the clock paused)
+        and append to ``hist``; ``theta`` is offered for selection. Returns the meta-test
         mean."""
+        net = self.net if net is None else net
         point = budget.evaluation(step, len(hist.step),
-                                  lambda which: self.evaluate(tasks=which), theta)
+                                  lambda which: self.evaluate(net, tasks=which), theta)
         for k in EVALUATION_FIELDS:
             getattr(hist, k).append(point[k])
         if keep_theta:
-            hist.theta.append(self.net.theta)
+            hist.theta.append(theta)
         return point["meta_test_mse"]
 
     def fingerprint(self):
@@ -434,47 +529,27 @@ class MetaTrainer:
         checkpoint; a resume under a different one is refused): the kind and a checksum
         of its initial θ, the task family, the CML rule (with its learner), the
         optimiser (a checksum of its updates of a fixed probe gradient), the meta-batch,
-        the seed, the numbers of meta-test and meta-validation tasks, ``lam_min`` and
-        ``on_divergence``."""
+        the seed, the numbers of meta-test and meta-validation tasks, ``lam_min``,
+        ``on_divergence`` and ``average``."""
         from .checkpoint import checksum
 
         theta = self._theta0
-        probe = optim.tree_map(lambda a: np.linspace(-1.0, 1.0, a.size).reshape(a.shape)
-                               + 0.25, theta)
-        state = self.optimizer.init(theta)
-        u1, state = self.optimizer.update(probe, state)
-        u2, _ = self.optimizer.update(optim.tree_map(lambda a: -2.0 * a, probe), state)
         out = {"kind": self.net.kind_name, "theta0": checksum(theta)[:16],
                "family": repr(self.family), "cml": repr(self.cml),
-               "optimizer": checksum([u1, u2])[:16], "meta_batch": self.meta_batch,
+               "optimizer": optimizer_fingerprint(self.optimizer, theta),
+               "meta_batch": self.meta_batch,
                "seed": self.seed, "eval_tasks": self.eval_tasks,
                "val_tasks": self.val_tasks, "lam_min": self.lam_min,
-               "on_divergence": self.on_divergence}
+               "on_divergence": self.on_divergence, "average": self.average}
         for name, t in self._given.items():
             out[name] = checksum(list(t.as_batch()))[:16]
         return out
 
     def _check_fingerprint(self, checkpoint, saved):
         """Refuse a checkpoint written under another configuration, naming what differs."""
-        from .checkpoint import CheckpointError
+        check_fingerprint(checkpoint, self.fingerprint(), saved.get("fingerprint"))
 
-        now, then = self.fingerprint(), saved.get("fingerprint")
-        if not isinstance(then, dict):
-            raise CheckpointError(f"{checkpoint}: no configuration fingerprint (written by "
-                                  "an older neuro_meta); delete it or restart without "
-                                  "--resume")
-        diff = [k for k in now if then.get(k) != now[k]]
-        if diff:
-            def short(v):
-                v = repr(v)
-                return v if len(v) <= 60 else v[:57] + "..."
-            what = "; ".join(f"{k}: {short(then.get(k))} in the checkpoint, "
-                             f"{short(now[k])} now" for k in diff)
-            raise CheckpointError(f"{checkpoint}: written by another configuration ({what}); "
-                                  "resume with the configuration that wrote it, or delete "
-                                  "it / restart without --resume")
-
-    def _save(self, checkpoint, step, theta, state, hist, budget):
+    def _save(self, checkpoint, step, theta, state, hist, budget, average=None):
         """Write the checkpoint of meta-step ``step`` (atomically; the clock paused)."""
         from . import checkpoint as ckpt
 
@@ -485,6 +560,7 @@ class MetaTrainer:
             "meta_val_mse": budget.best[0], "index": budget.best[1], "theta": budget.best[2]}
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                "clock_s": clock_s, "best": best,
+                               "average": None if average is None else average.state(),
                                "fingerprint": (getattr(self, "_run_fingerprint", None)
                                                or self.fingerprint()),
                                "history": {k: getattr(hist, k) for k in (
@@ -517,6 +593,9 @@ class MetaTrainer:
         existing checkpoint is loaded and training continues from its step and its
         clock (with the best evaluation so far) -- without a budget, the final
         meta-parameters equal those of an uninterrupted run.
+
+        With ``average`` (the trainer's decay), what is evaluated, selected and kept is
+        the moving average of θ (:class:`ParameterAverage`), kept in the checkpoint too.
         """
         from tqdm.auto import tqdm
 
@@ -531,8 +610,10 @@ class MetaTrainer:
         theta = self.net.theta
         state = self.optimizer.init(theta)
         step = 0
+        average = ParameterAverage(self.average, O)
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            step, theta, state, clock_s, budget.best = self._resume(checkpoint, hist)
+            step, theta, state, clock_s, budget.best = self._resume(checkpoint, hist,
+                                                                    average)
             budget.elapsed = clock_s
             if step > budget.steps:
                 P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "
@@ -542,9 +623,14 @@ class MetaTrainer:
         # computed once (checksums of the evaluation tasks, an optimiser probe), not at
         # every checkpoint
         self._run_fingerprint = None if checkpoint is None else self.fingerprint()
+        def record(step):
+            shown = average.value(theta)
+            return self._record(step, hist, keep_theta, budget, shown,
+                                None if shown is theta else self.net.with_theta(shown))
+
         budget.resume()
         if not hist.step:
-            self._record(0, hist, keep_theta, budget, theta)
+            record(0)
         bar = tqdm(desc="meta-training", disable=not progress, initial=step,
                    total=budget.steps if budget.budget_s is None else None)
         stop = budget.stop_reason(step)
@@ -555,22 +641,23 @@ class MetaTrainer:
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates, self.lam_min)
+            average.update(theta)
             self.net = self.net.with_theta(theta)
             bar.update(1)
             stop = budget.stop_reason(step)
             if stop or budget.eval_due(step, hist.time_s[-1]):
-                m = self._record(step, hist, keep_theta, budget, theta)
+                m = record(step)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
             if checkpoint is not None and (step % checkpoint_every == 0 or stop):
-                self._save(checkpoint, step, theta, state, hist, budget)
+                self._save(checkpoint, step, theta, state, hist, budget, average)
         bar.close()
         if hist.step[-1] != step:       # resumed at a step without an evaluation
-            self._record(step, hist, keep_theta, budget, theta)
+            record(step)
             if checkpoint is not None:
-                self._save(checkpoint, step, theta, state, hist, budget)
+                self._save(checkpoint, step, theta, state, hist, budget, average)
         hist.meta_steps, hist.stop_reason = step, stop
         hist.selected = budget.selected(vars(hist), select)
-        kept = budget.selected_params(theta, select)
+        kept = budget.selected_params(average.value(theta), select)
         if kept is not theta:
             self.net = self.net.with_theta(kept)
         hist.not_settled = self._not_settled

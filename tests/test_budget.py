@@ -13,7 +13,8 @@ from neuro_meta import optim
 from neuro_meta.baselines import MAML, init_mlp, train_baseline
 from neuro_meta.experiments.consolidation import build
 from neuro_meta.families import Sinusoid
-from neuro_meta.metatrain import MetaTrainer, TrainingBudget
+from neuro_meta.metatrain import (VALIDATION, MetaTrainer, ParameterAverage, TrainingBudget,
+                                  task_rng)
 from neuro_meta.models import load_model
 
 STEP_S = 1.0        # fake seconds per meta-step
@@ -147,6 +148,172 @@ def test_resume_continues_the_clock_and_the_selection(clock, tmp_path):
     assert ckpt.checksum(again.net.theta) == ckpt.checksum(straight.net.theta)
 
 
+def test_baseline_resume_continues_the_clock_and_the_selection(ticking_maml, tmp_path):
+    """The baselines' checkpoint, under the rules of CML's (above): a run resumed with a
+    larger budget equals one run with that budget from the start -- evaluations, clock,
+    selection and parameters -- and resuming a finished run does nothing more."""
+    path = tmp_path / "maml.npz"
+    _, h1 = maml_run(budget_s=3.5, eval_every_s=2.0, checkpoint=path)
+    assert h1["meta_steps"] == 4 and ckpt.load(path)["clock_s"] == 4.0
+    p2, h2 = maml_run(budget_s=6.5, eval_every_s=2.0, checkpoint=path, resume=True)
+    ticking_maml.t = 0.0
+    p3, h3 = maml_run(budget_s=6.5, eval_every_s=2.0)
+    assert h2["step"] == h3["step"] == [0, 2, 4, 6, 7] and h2["time_s"] == h3["time_s"]
+    for k in ("meta_test_mse", "meta_val_mse", "train_val_loss", "selected"):
+        assert h2[k] == h3[k], k
+    assert h2["stop_reason"] == "budget" and h2["meta_steps"] == 7
+    assert ckpt.checksum(p2) == ckpt.checksum(p3)
+    p4, h4 = maml_run(budget_s=6.5, eval_every_s=2.0, checkpoint=path, resume=True)
+    assert h4["step"] == h2["step"] and h4["meta_steps"] == 7
+    assert h4["selected"] == h2["selected"] and ckpt.checksum(p4) == ckpt.checksum(p3)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("every, kill_at, resumed_at, average", [
+    (None, 6, 4, None), (3, 8, 6, None), (None, 7, 4, 0.8)])
+def test_baseline_killed_and_resumed_equals_an_uninterrupted_run(monkeypatch, tmp_path,
+                                                                  every, kill_at,
+                                                                  resumed_at, average):
+    """A baseline killed during meta-step ``kill_at`` resumes from its last checkpoint
+    (the last evaluation, or every ``every`` steps) and ends with the parameters,
+    history and selection of a run never stopped (no budget: bit for bit)."""
+    path = tmp_path / "maml.npz"
+    calls = []
+    real = MAML.meta_gradient
+
+    def dying(self, params, task):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return real(self, params, task)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(MAML, "meta_gradient", dying)
+        with pytest.raises(Killed):
+            maml_run(steps=10, eval_every=4, checkpoint=path, checkpoint_every=every,
+                     average=average)
+    assert ckpt.load(path)["step"] == resumed_at
+    taken = []
+    with monkeypatch.context() as mp:
+        mp.setattr(MAML, "meta_gradient",
+                   lambda self, params, task: taken.append(1) or real(self, params, task))
+        p1, h1 = maml_run(steps=10, eval_every=4, checkpoint=path, resume=True,
+                          checkpoint_every=every, average=average)
+    assert len(taken) == 10 - resumed_at                 # no meta-step done twice
+    p2, h2 = maml_run(steps=10, eval_every=4, average=average)
+    assert ckpt.checksum(p1) == ckpt.checksum(p2)
+    for k in ("step", "meta_test_mse", "meta_val_mse", "train_val_loss", "meta_steps"):
+        assert h1[k] == h2[k], k
+    assert {k: v for k, v in h1["selected"].items() if k != "time_s"} == \
+        {k: v for k, v in h2["selected"].items() if k != "time_s"}
+    assert ckpt.load(path)["step"] == 10
+
+
+@pytest.mark.parametrize("other, what", [
+    (dict(seed=4), "seed: 3 in the checkpoint, 4 now"),
+    (dict(meta_batch=4), "meta_batch: 3 in the checkpoint, 4 now"),
+    (dict(method=MAML(0.02, 1)), r"method: 'MAML\(inner_lr=0.01"),
+    (dict(optimizer=optim.adam(0.5)), "optimizer"),
+    (dict(eval_tasks=5), "test_task"),
+])
+def test_baseline_resume_under_another_configuration_is_refused(tmp_path, other, what):
+    path = tmp_path / "maml.npz"
+    kw = dict(method=MAML(0.01, 1), seed=3, meta_batch=3, eval_tasks=4)
+
+    def run(**o):
+        args = {**kw, **o}
+        return train_baseline(args.pop("method"), init_mlp([1, 8, 1], 0), Sinusoid(), 4,
+                              eval_every=2, progress=False, checkpoint=path, resume=True,
+                              **args)
+
+    run()
+    with pytest.raises(ckpt.CheckpointError, match=what):
+        run(**other)
+    run()                                       # its own configuration resumes
+
+
+def test_baseline_refuses_files_that_are_not_its_checkpoints(tmp_path):
+    path = tmp_path / "c.npz"
+    trainer().train(1, progress=False, checkpoint=path)      # CML's checkpoint
+    with pytest.raises(ckpt.CheckpointError, match="c.npz: not a train_baseline checkpoint"):
+        maml_run(steps=2, checkpoint=path, resume=True)
+    path.write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(ckpt.CheckpointError, match="c.npz: not a readable"):
+        maml_run(steps=2, checkpoint=path, resume=True)
+    _, h = maml_run(steps=2, checkpoint=path)           # no resume: a fresh run
+    assert h["meta_steps"] == 2 and ckpt.load(path)["step"] == 2
+    with pytest.raises(nm.ValidationError, match=r"train_baseline\.steps: must be at least "
+                       r"the meta-step of the checkpoint"):
+        maml_run(steps=1, checkpoint=path, resume=True)
+
+
+# ------------------------------------------------------------------ parameter averaging
+def ema_reference(thetas, d):
+    """Bias-corrected exponential moving average of a trajectory, from its weights."""
+    t = len(thetas)
+    w = np.array([(1 - d) * d ** (t - 1 - s) for s in range(t)]) / (1 - d ** t)
+    assert w.sum() == pytest.approx(1.0)
+    return optim.tree_map(lambda *a: sum(wi * ai for wi, ai in zip(w, a)), *thetas)
+
+
+def flat(tree):
+    return optim.tree_vector(tree)
+
+
+def test_parameter_average_against_its_weights():
+    rng = np.random.default_rng(0)
+    seq = [{"w": [rng.normal(size=(3, 2)), None], "lam": [rng.uniform(1, 2, 4)]}
+           for _ in range(7)]
+    avg = ParameterAverage(0.9)
+    assert avg.value(seq[0]) is seq[0]                  # nothing averaged yet
+    for k in range(7):
+        avg.update(seq[k])
+        np.testing.assert_allclose(flat(avg.value(seq[k])),
+                                   flat(ema_reference(seq[:k + 1], 0.9)), rtol=1e-13)
+    assert avg.value(seq[0])["w"][1] is None
+    assert avg.value(seq[0])["lam"][0].min() >= 1.0     # a convex combination: floors hold
+    off = ParameterAverage(None)
+    off.update(seq[1])
+    assert off.value(seq[2]) is seq[2]
+    with pytest.raises(nm.ValidationError, match=r"X\.average: must be < 1\.0 \(got 1\.0\)"):
+        ParameterAverage(1.0, "X")
+
+
+def test_cml_trainer_evaluates_selects_and_keeps_the_average():
+    """With ``average``, the recorded θ and scores are those of the moving average of the
+    raw trajectory (taken from a run without averaging, which it does not change), and
+    the network keeps it."""
+    raw = trainer()
+    h_raw = raw.train(4, eval_every=1, progress=False, select=False)
+    avg = trainer(average=0.7)
+    h = avg.train(4, eval_every=1, progress=False, select=False)
+    for k in range(1, 5):
+        want = ema_reference(h_raw.theta[1:k + 1], 0.7)
+        np.testing.assert_allclose(flat(h.theta[k]), flat(want), rtol=1e-12)
+    assert h.train_val_loss == h_raw.train_val_loss       # training follows the raw θ
+    np.testing.assert_allclose(flat(avg.net.theta), flat(h.theta[-1]), rtol=0, atol=0)
+    m, _ = raw.evaluate(raw.net.with_theta(h.theta[2]), tasks="validation")
+    assert h.meta_val_mse[2] == pytest.approx(m, rel=1e-12)
+    assert not np.allclose(flat(h.theta[-1]), flat(h_raw.theta[-1]))
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.average: must be >= 0\.0"):
+        trainer(average=-0.1)
+
+
+def test_baseline_evaluates_selects_and_keeps_the_average():
+    thetas = [maml_run(steps=k, eval_every=100)[0] for k in range(1, 5)]
+    p, h = maml_run(steps=4, eval_every=1, average=0.7, select=False)
+    np.testing.assert_allclose(flat(p), flat(ema_reference(thetas, 0.7)), rtol=1e-12)
+    _, h_raw = maml_run(steps=4, eval_every=1)
+    assert h["train_val_loss"] == h_raw["train_val_loss"]
+    m = MAML(0.01, 1).evaluate(ema_reference(thetas[:2], 0.7),
+                               Sinusoid().sample(task_rng(0, VALIDATION), 4)).mean()
+    assert h["meta_val_mse"][2] == pytest.approx(m, rel=1e-12)
+    assert h["meta_val_mse"][2] != h_raw["meta_val_mse"][2]
+
+
 def test_old_checkpoint_without_validation_scores_is_refused(tmp_path):
     path = tmp_path / "c.npz"
     trainer().train(1, progress=False, checkpoint=path)
@@ -254,6 +421,9 @@ def test_invalid_train_arguments(kw, match):
     ({"val_tasks": 0}, r"train_baseline\.val_tasks: must be >= 1 \(got 0\)"),
     ({"val_task": "tasks"}, r"train_baseline\.val_task: must be a Task \(got str\)"),
     ({"select": 1}, r"train_baseline\.select: must be True or False \(got 1\)"),
+    ({"resume": "yes"}, r"train_baseline\.resume: must be True or False \(got 'yes'\)"),
+    ({"checkpoint": 3}, r"train_baseline\.checkpoint: must be a path .* \(got int\)"),
+    ({"checkpoint_every": 0}, r"train_baseline\.checkpoint_every: must be >= 1 \(got 0\)"),
 ])
 def test_invalid_baseline_arguments(kw, match):
     with pytest.raises(nm.ValidationError, match=match):

@@ -115,6 +115,37 @@ def test_resume_after_cml_finished_plots_the_trained_network(tmp_path, monkeypat
     assert len(seen) == 2
 
 
+def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """``run omniglot --resume`` after a crash during MAML's meta-step 3: MAML continues
+    from its checkpoint (step 2, its last evaluation) -- steps 3 and 4 only -- and its
+    numbers equal an uninterrupted run's; CML, finished, comes from partial.json."""
+    from neuro_meta import checkpoint as ckpt
+    from neuro_meta.baselines import MAML
+
+    ref = og.run(tmp_path / "ref", progress=False, methods="cml,maml", overrides=TINY)
+    out = tmp_path / "run"
+    real, calls = MAML.meta_gradient, []
+
+    def counted(self, params, task):
+        calls.append(1)
+        if len(calls) == 3 and die:
+            raise KeyboardInterrupt
+        return real(self, params, task)
+
+    monkeypatch.setattr(MAML, "meta_gradient", counted)
+    die = True
+    with pytest.raises(KeyboardInterrupt):
+        og.run(out, progress=False, methods="cml,maml", overrides=TINY)
+    assert ckpt.load(out / "maml_checkpoint.npz")["step"] == 2
+    die, calls[:] = False, []
+    got = og.run(out, progress=False, methods="cml,maml", overrides=TINY, resume=True)
+    assert len(calls) == 2
+    timing = ("wall_time_s", "selected_time_s", "time_to_target")
+    for name in ("cml", "maml"):
+        assert {k: v for k, v in got["methods"][name].items() if k not in timing} == \
+            {k: v for k, v in ref["methods"][name].items() if k not in timing}, name
+
+
 def test_every_method_identical_on_its_worker_processes(tmp_path):
     """compare.workers = 2 (the shipped value): every method's meta-batches in two pieces,
     on this process and a worker (the default), in this process ("serial") or on a plain

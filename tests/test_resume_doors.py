@@ -16,10 +16,10 @@ from neuro_meta.metatrain import MetaTrainer
 from neuro_meta.models import load_model
 
 
-def trainer(seed=3, lr=0.05, eval_tasks=4):
+def trainer(seed=3, lr=0.05, eval_tasks=4, average=None):
     _, tr = build(load_model("consolidation"))
     return MetaTrainer(tr.net, tr.family, tr.cml, optim.adam(lr), meta_batch=4, seed=seed,
-                       eval_tasks=eval_tasks)
+                       eval_tasks=eval_tasks, average=average)
 
 
 # ------------------------------------------------------------------ checkpoint fingerprint
@@ -27,6 +27,7 @@ def trainer(seed=3, lr=0.05, eval_tasks=4):
     (dict(seed=4), "seed: 3 in the checkpoint, 4 now"),
     (dict(lr=0.01), "optimizer"),
     (dict(eval_tasks=5), "eval_tasks: 4 in the checkpoint, 5 now"),
+    (dict(average=0.9), "average: None in the checkpoint, 0.9 now"),
 ])
 def test_resume_under_another_configuration_is_refused(tmp_path, other, what):
     path = tmp_path / "c.npz"
@@ -81,7 +82,7 @@ def test_restore_gives_the_selected_network_and_checks_its_doors(tmp_path):
 def test_fingerprint_names_what_decides_the_trajectory():
     fp = trainer().fingerprint()
     assert {"kind", "theta0", "family", "cml", "optimizer", "meta_batch", "seed",
-            "eval_tasks", "val_tasks", "lam_min", "on_divergence"} == set(fp)
+            "eval_tasks", "val_tasks", "lam_min", "on_divergence", "average"} == set(fp)
     assert trainer().fingerprint() == fp                       # deterministic
     assert trainer(lr=0.02).fingerprint()["optimizer"] != fp["optimizer"]
 

@@ -439,9 +439,10 @@ def test_cml_warp_resume_after_kill_is_bitwise_an_uninterrupted_run(tmp_path, mo
 def test_sinusoid_warp_methods_resume_after_kill_give_the_same_numbers(tmp_path,
                                                                        monkeypatch):
     """Issue acceptance 4 (resume) through ``sinusoid.run``, step-bound (no budget):
-    killed during warpgrad (nothing finished: it reruns from the start), then during
-    cml_warp's meta-step 2 (warpgrad kept in partial.json, cml_warp resumes from its
-    checkpoint), then resumed to the end -- every method's numbers equal those of an
+    killed during warpgrad's meta-step 3 (nothing finished: warpgrad resumes from its
+    checkpoint of step 2, its last evaluation), then during cml_warp's meta-step 2
+    (warpgrad kept in partial.json, cml_warp resumes from its checkpoint), then resumed
+    to the end -- every method's numbers equal those of an
     uninterrupted run; resuming the finished run leaves results.json byte-identical.
     Serial vs Dask is moot for the WarpGrad methods (baselines meta-train in-process,
     the executor is CML's only); for cml_warp see test_metatrainer_serial_equals_chunked_
@@ -478,10 +479,15 @@ def test_sinusoid_warp_methods_resume_after_kill_give_the_same_numbers(tmp_path,
         with pytest.raises(Killed):
             run(out, resume=True)
     assert not (out / "partial.json").exists()
+    assert checkpoint.load(out / "warpgrad_checkpoint.npz")["step"] == 2
+    warp_steps = []
     with monkeypatch.context() as mp:
         mp.setattr(MetaTrainer, "meta_gradient", _kill_at(2))
+        mp.setattr(WarpGrad, "meta_gradient", lambda *a: warp_steps.append(1) or
+                   original(*a))
         with pytest.raises(Killed):
             run(out, resume=True)
+    assert len(warp_steps) == 2                 # steps 3 and 4 only
     assert list(json.loads((out / "partial.json").read_text())["methods"]) == ["warpgrad"]
     assert checkpoint.load(out / "cml_warp_checkpoint.npz")["step"] == 1
     seen = []

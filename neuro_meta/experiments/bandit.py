@@ -469,6 +469,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 optimizer=optim.adam(b["learning_rate"]), seed=seed,
                 eval_every=b["eval_every"], eval_tasks=cfg["meta"]["eval_tasks"],
                 val_tasks=compare["val_tasks"], val_task=val, progress=progress,
+                checkpoint=out / "maml_checkpoint.npz", resume=resume,
                 **_budget_kw(compare))
             params[name] = theta = p
         else:

@@ -106,11 +106,13 @@ effective_config = _cfg
 
 def compare_cfg(cfg):
     """The ``compare`` section, checked: ``budget_s``, ``eval_every_s`` (s, or None),
-    ``targets`` (meta-test accuracies in (0, 1] of the time-to-target table) and
-    ``val_tasks`` (number of meta-validation tasks)."""
+    ``targets`` (meta-test accuracies in (0, 1] of the time-to-target table),
+    ``val_tasks`` (number of meta-validation tasks), ``workers`` and ``average`` (decay
+    in [0, 1) of the moving average of every method's meta-parameters that is
+    evaluated and kept, or None)."""
     where = cfg.get("_file", "<config>")
     c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"),
-                optional=("workers",))
+                optional=("workers", "average"))
     out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
                       low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
     if not isinstance(c["targets"], list):
@@ -123,6 +125,8 @@ def compare_cfg(cfg):
                                "compare", "val_tasks", low=1)
     out["workers"] = checked(where, "compare.workers", P.integer, c.get("workers", 1),
                              "compare", "workers", low=1)
+    out["average"] = checked(where, "compare.average", P.real, c.get("average"), "compare",
+                             "average", low=0.0, high=1.0, high_open=True, allow_none=True)
     return out
 
 
@@ -236,7 +240,8 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     trainer = checked(where, "meta", MetaTrainer, net, fams["train"], cml, opt,
                       meta_batch=m["meta_batch"], seed=seed, eval_tasks=eval_tasks,
                       executor=executor, chunks=comp["workers"], lam_min=m.get("lam_min", 0.0),
-                      val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task)
+                      val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task,
+                      average=comp["average"])
     return learner, trainer
 
 
@@ -478,7 +483,8 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                 optimizer=optim.adam(b["learning_rate"]), seed=seed,
                 eval_every=b["eval_every"], test_task=trainer.test_task,
                 val_task=trainer.val_task, progress=progress, executor=executor,
-                chunks=compare["workers"], **_budget_kw(compare))
+                chunks=compare["workers"], checkpoint=out / f"{name}_checkpoint.npz",
+                resume=resume, average=compare["average"], **_budget_kw(compare))
             summary = final_scores(
                 lambda _, t: baseline_errors(method, params, t, executor), final, None,
                 tasks, baseline_errors(method, widen_params(params, 20), official, executor)

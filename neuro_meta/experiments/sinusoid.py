@@ -328,11 +328,12 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                                   x_plot, results, fits, name="cml_warp")
         else:
             summary, h = _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one,
-                                       x_plot, fits)
+                                       x_plot, fits, out, resume)
         results["methods"][name] = summary
         results["history"][name] = h
         done[name] = {"summary": summary, "history": h}
-        if name not in ("cml", "cml_warp"):     # no checkpoint: keep its fit for a resume
+        if name not in ("cml", "cml_warp"):     # keep a baseline's fit for a resume (its
+            #                                     checkpoint has parameters, not the fit)
             done[name]["fit"] = [float(v) if np.isfinite(v) else None for v in fits[name]]
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     write_json(out / "results.json", results)
@@ -487,10 +488,12 @@ def _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot, results,
     return summary, _curves(vars(hist))
 
 
-def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot, fits):
+def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot, fits,
+                  out, resume):
     """Meta-train one baseline on the same tasks (validation and test tasks: the CML
-    trainer's); returns (summary, history) and adds its fit of one test task to
-    ``fits``."""
+    trainer's), checkpointed at every evaluation in ``out/<name>_checkpoint.npz`` (an
+    interrupted run resumes there); returns (summary, history) and adds its fit of one
+    test task to ``fits``."""
     method, b = build_baseline(cfg, name)
     warped = name in WARPGRAD
     params0 = (wg.init_warped_mlp if warped else bl.init_mlp)(cfg["network"]["sizes"], seed)
@@ -498,7 +501,8 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
         optimizer=optim.adam(b["learning_rate"]), seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
-        progress=progress, **_budget_kw(compare))
+        progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,
+        **_budget_kw(compare))
     summary = _summary(hist, hist["wall_time_s"], compare["targets"])
     adapted = method.adapt(params, one[0], one[1])
     fits[name] = (method.predict if warped else bl.mlp_predict)(adapted, x_plot)[0, :, 0]
