@@ -184,6 +184,8 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--set", "family.ways=500"], "ways: must be <="),
     (["run", "omniglot", "--set", "final.test_tasks=0"], "final.test_tasks"),
     (["run", "omniglot", "--set", "compare.targets=[1.5]"], "compare.targets"),
+    (["run", "omniglot", "--set", "compare.average=1.0"],
+     "compare.average: compare.average: must be < 1.0 (got 1.0)"),
     (["run", "omniglot", "--set", "network.hidden=8"], "network.hidden: must be a list"),
 ])
 def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
