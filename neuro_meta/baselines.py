@@ -680,7 +680,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     meta-step -- without a budget, the returned parameters and history (``time_s``
     aside) equal those of an uninterrupted run. A checkpoint holds a fingerprint of
     what decides the run (method, initial parameters, family, optimiser, meta-batch,
-    seed, chunks, evaluation tasks, average); resuming under another one is refused
+    seed, chunks, evaluation tasks, ``eval_inner_steps``, average); resuming under another one is refused
     (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs).
 
     ``average``: decay of an exponential moving average of the parameters
@@ -725,6 +725,10 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     tasks = {"test": _task(test_task, O, "test_task"),
              "validation": _task(val_task, O, "val_task")}
     optimizer = optimizer if optimizer is not None else optim.adam(1e-3)
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        P.fail(O, "optimizer", "must be a gradient transformation with init and update "
+               "(e.g. neuro_meta.optim.adam(1e-3))", type(optimizer).__name__)
     avg = ParameterAverage(average, O)
     if not isinstance(resume, bool):
         P.fail(O, "resume", "must be True or False", repr(resume))

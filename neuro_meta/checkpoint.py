@@ -89,6 +89,9 @@ def load(path):
                 raise KeyError("__meta__")
             meta = json.loads(str(data["__meta__"]))
             arrays = [data[f"a{i}"] for i in range(len(data.files) - 1)]
+            for i, a in enumerate(arrays):      # numpy hands back a damaged member's
+                if not isinstance(a, np.ndarray):   # raw bytes instead of an array
+                    raise ValueError(f"member a{i} is not an array")
     except Exception as err:    # noqa: BLE001 -- a damaged file fails in numpy's zip,
         #                         header (ast, tokenize), zlib or JSON readers alike
         raise CheckpointError(f"{path}: not a readable neuro_meta checkpoint (truncated or "

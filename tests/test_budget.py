@@ -218,6 +218,8 @@ def test_baseline_killed_and_resumed_equals_an_uninterrupted_run(monkeypatch, tm
     (dict(method=MAML(0.02, 1)), r"method: 'MAML\(inner_lr=0.01"),
     (dict(optimizer=optim.adam(0.5)), "optimizer"),
     (dict(eval_tasks=5), "test_task"),
+    (dict(average=0.9), "average: None in the checkpoint, 0.9 now"),
+    (dict(chunks=2), "chunks: 1 in the checkpoint, 2 now"),
 ])
 def test_baseline_resume_under_another_configuration_is_refused(tmp_path, other, what):
     path = tmp_path / "maml.npz"
@@ -302,8 +304,40 @@ def test_cml_trainer_evaluates_selects_and_keeps_the_average():
         trainer(average=-0.1)
 
 
+def test_cml_killed_and_resumed_with_an_average_equals_an_uninterrupted_run(tmp_path):
+    """The average's state is in CML's checkpoint: killed during meta-step 3 and
+    resumed, the run keeps the averaged θ of a run never stopped; ``restore`` gives a
+    fresh trainer the checkpoint's kept θ (the average, also with ``select=False``)."""
+    path = tmp_path / "c.npz"
+    tr = trainer(average=0.6)
+    real, calls = tr.meta_gradient, []
+
+    def dying(task, s=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return real(task, s)
+
+    tr.meta_gradient = dying
+    with pytest.raises(Killed):
+        tr.train(5, eval_every=5, progress=False, checkpoint=path)
+    assert ckpt.load(path)["step"] == 2 and ckpt.load(path)["average"]["t"] == 2
+    resumed = trainer(average=0.6)
+    h1 = resumed.train(5, eval_every=5, progress=False, checkpoint=path, resume=True,
+                       select=False)
+    straight = trainer(average=0.6)
+    h2 = straight.train(5, eval_every=5, progress=False, select=False)
+    assert h1.meta_val_mse == h2.meta_val_mse and h1.train_val_loss == h2.train_val_loss
+    assert ckpt.checksum(resumed.net.theta) == ckpt.checksum(straight.net.theta)
+    for select in (False, True):
+        fresh = trainer(average=0.6)
+        fresh.restore(path, select=select)
+        want = h2.theta[int(np.argmin(h2.meta_val_mse)) if select else -1]
+        assert ckpt.checksum(fresh.net.theta) == ckpt.checksum(want), select
+
+
 def test_baseline_evaluates_selects_and_keeps_the_average():
-    thetas = [maml_run(steps=k, eval_every=100)[0] for k in range(1, 5)]
+    thetas = [maml_run(steps=k, eval_every=100, select=False)[0] for k in range(1, 5)]
     p, h = maml_run(steps=4, eval_every=1, average=0.7, select=False)
     np.testing.assert_allclose(flat(p), flat(ema_reference(thetas, 0.7)), rtol=1e-12)
     _, h_raw = maml_run(steps=4, eval_every=1)
@@ -424,6 +458,7 @@ def test_invalid_train_arguments(kw, match):
     ({"resume": "yes"}, r"train_baseline\.resume: must be True or False \(got 'yes'\)"),
     ({"checkpoint": 3}, r"train_baseline\.checkpoint: must be a path .* \(got int\)"),
     ({"checkpoint_every": 0}, r"train_baseline\.checkpoint_every: must be >= 1 \(got 0\)"),
+    ({"optimizer": "adam"}, r"train_baseline\.optimizer: must be a gradient transformation"),
 ])
 def test_invalid_baseline_arguments(kw, match):
     with pytest.raises(nm.ValidationError, match=match):

@@ -85,6 +85,14 @@ def test_fingerprint_names_what_decides_the_trajectory():
             "eval_tasks", "val_tasks", "lam_min", "on_divergence", "average"} == set(fp)
     assert trainer().fingerprint() == fp                       # deterministic
     assert trainer(lr=0.02).fingerprint()["optimizer"] != fp["optimizer"]
+    # a gradient clip shows in the optimiser's checksum even at a large threshold
+    from neuro_meta.metatrain import optimizer_fingerprint
+    theta = trainer().net.theta
+    prints = {optimizer_fingerprint(o, theta) for o in (
+        optim.adam(0.05), optim.chain(optim.clip_by_global_norm(1e6), optim.adam(0.05)),
+        optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.05)))}
+    assert len(prints) == 3
+    assert optimizer_fingerprint(optim.adam(0.05), theta) == fp["optimizer"]
 
 
 def test_every_checkpoint_of_a_run_carries_its_fingerprint(tmp_path, monkeypatch):
@@ -123,6 +131,25 @@ def test_files_that_are_not_checkpoints(tmp_path, case):
              "sha256": "x", "tree": json.dumps({"__array__": 3})})))
     with pytest.raises(ckpt.CheckpointError, match="checkpoint.npz"):
         trainer().train(2, progress=False, checkpoint=path, resume=True)
+
+
+def test_a_member_that_is_not_an_array_is_a_checkpoint_error(tmp_path):
+    """numpy hands back the raw bytes of an archive member without the .npy header
+    (found by the fuzz test below: zeroed bytes in a member's header); the checksum
+    must not be computed over them."""
+    import zipfile
+
+    path = tmp_path / "checkpoint.npz"
+    trainer().train(1, progress=False, checkpoint=path)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["a0.npy"] = b"\x00" * 64 + members["a0.npy"][64:]
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoint.npz: not a readable .*"
+                       r"member a0 is not an array"):
+        ckpt.load(path)
 
 
 # ------------------------------------------------------------------ partial results
