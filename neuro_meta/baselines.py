@@ -664,8 +664,9 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     evaluation), ``train_val_loss`` (one per meta-step), ``selected`` (the evaluation
     whose parameters are returned: ``{"index", "step", "time_s", "meta_val_mse",
     "meta_test_mse", "meta_test_sem"}``), ``meta_steps`` (meta-steps done),
-    ``stop_reason`` (``"steps"`` or ``"budget"``), ``budget_s`` and ``wall_time_s``. An
-    :class:`Untrained` method takes no meta-steps.
+    ``stop_reason`` (``"steps"`` or ``"budget"``), ``budget_s`` and ``wall_time_s`` (of
+    the whole run, evaluations included; a resumed run adds the wall time of the work
+    its checkpoint kept). An :class:`Untrained` method takes no meta-steps.
 
     ``chunks`` (default: 1, or the executor's workers) splits each meta-batch into that
     many pieces whose meta-gradients are computed in-process (``executor=None``) or on
@@ -680,7 +681,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     meta-step -- without a budget, the returned parameters and history (``time_s``
     aside) equal those of an uninterrupted run. A checkpoint holds a fingerprint of
     what decides the run (method, initial parameters, family, optimiser, meta-batch,
-    seed, chunks, evaluation tasks, ``eval_inner_steps``, average); resuming under another one is refused
+    seed, chunks, evaluation tasks, ``eval_inner_steps``, average, evaluation cadence);
+    resuming under another one is refused
     (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs).
 
     ``average``: decay of an exponential moving average of the parameters
@@ -740,12 +742,13 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
                    type(checkpoint).__name__)
         checkpoint = Path(checkpoint)
     t0 = time.perf_counter()
+    wall_before = 0.0           # wall time of the work a resumed checkpoint kept
     hist = {k: [] for k in EVALUATION_FIELDS + ("train_val_loss",)}
     fingerprint = None if checkpoint is None else {
         "method": repr(method), "params0": ckpt.checksum(params)[:16],
         "family": repr(family), "optimizer": optimizer_fingerprint(optimizer, params),
         "meta_batch": meta_batch, "seed": seed, "chunks": chunks,
-        "eval_inner_steps": eval_inner_steps, "average": avg.decay,
+        "eval_inner_steps": eval_inner_steps, "average": avg.decay, **budget.cadence(),
         **{f"{k}_task": ckpt.checksum(list(t.as_batch()))[:16] for k, t in tasks.items()}}
 
     def record(step):
@@ -762,6 +765,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         ckpt.save(checkpoint, {
             "run": "train_baseline", "step": step, "params": params, "opt_state": state,
             "clock_s": clock_s, "fingerprint": fingerprint, "history": hist,
+            "wall_s": wall_before + time.perf_counter() - t0,
             "average": avg.state(),
             "best": None if b is None else {"meta_val_mse": b[0], "index": b[1],
                                             "params": b[2]}})
@@ -785,6 +789,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
                    "another run: restart without resume)", repr(budget.steps))
         hist = saved["history"]
         budget.elapsed = saved["clock_s"]
+        wall_before = float(saved.get("wall_s", 0.0))
         b = saved["best"]
         budget.best = None if b is None else (b["meta_val_mse"], b["index"], b["params"])
         if avg.decay is not None:
@@ -823,5 +828,5 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     hist["meta_steps"] = step
     hist["stop_reason"] = stop
     hist["budget_s"] = budget.budget_s
-    hist["wall_time_s"] = time.perf_counter() - t0
+    hist["wall_time_s"] = wall_before + time.perf_counter() - t0
     return budget.selected_params(avg.value(params), select), hist

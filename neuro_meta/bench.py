@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 import neuro_meta as nm
+from . import _params as P
 from .engines import fused
 from .io import write_json
 
@@ -258,10 +259,11 @@ def dual_model(steps, eval_tasks=25):
             "eval_tasks": eval_tasks, **_fused_vs_numpy(lambda: build_cml(cfg)[1], steps)}
 
 
-def settle_cases(repeats=3):
+def settle_cases(repeats=3, cases=("stiff", "sinusoid")):
     """Settling a phase by integration (the compiled kernels, per-task sub-steps) and by
     the phase solver, side by side: wall time, work in right-hand-side evaluations (an
-    R-operator product counted as two) and max |dphi| between the settled states.
+    R-operator product counted as two) and max |dphi| between the settled states, for
+    each of ``cases`` (names among):
 
     * ``stiff``: the stiff process of ``tests/test_solver.py`` (inputs of scale 8 and
       0.3, lam 0.05, tol 1e-6);
@@ -270,6 +272,14 @@ def settle_cases(repeats=3):
     """
     import warnings
 
+    known = ("stiff", "sinusoid")
+    try:
+        picked = () if isinstance(cases, str) else tuple(cases)
+    except TypeError:
+        picked = ()
+    if not picked or not all(isinstance(c, str) and c in known for c in picked):
+        P.fail("bench.settle_cases", "cases", f"must be a non-empty sequence of {known}",
+               repr(cases))
     out = {}
     rng = np.random.default_rng(5)
     net = nm.RateNetwork([2, 16, 1], activation=["tanh", "linear"], bias=True, seed=1,
@@ -278,15 +288,17 @@ def settle_cases(repeats=3):
     y = np.sin(x[..., :1]) + 0.1 * x[..., 1:]
     kw = dict(rule="backprop", integrator="expeuler", dt=0.01, tol=1e-6, substeps="auto",
               max_substeps=512, max_duration=2000.0)
-    cases = {"stiff": (net, x, y, kw)}
+    specs = {"stiff": (net, x, y, kw)}      # (building both is cheap; running is not)
     sin = nm.RateNetwork([1, 40, 40, 1], activation=["tanh", "tanh", "linear"],
                          tau_neuron=0.0, seed=0,
                          synapse=nm.ComplexSynapse(omega=nm.init.Glorot(), lam=1.0))
     task = nm.families.Sinusoid(shots=10, val=10).sample(np.random.default_rng(1), 25)
     xt, yt, _, _ = task.as_batch()
-    cases["sinusoid"] = (sin, xt, yt, dict(kw, tol=1e-3, max_substeps=64,
+    specs["sinusoid"] = (sin, xt, yt, dict(kw, tol=1e-3, max_substeps=64,
                                             max_duration=30.0))
-    for name, (n, xx, yy, k) in cases.items():
+    for name, (n, xx, yy, k) in specs.items():
+        if name not in picked:
+            continue
         integ, solve = nm.Learner(**k), nm.Learner(settle="solve", **k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.NotSettledWarning)

@@ -78,7 +78,8 @@ class History:
     budget_s: Optional[float] = None
     not_settled: int = 0        # phases that reached max_duration before settling
     skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0    # of the whole run, evaluations included; a resumed run
+    #                             adds the time of the work its checkpoint kept
 
 
 #: The per-evaluation fields of a history, in the order an evaluation point lists them.
@@ -118,6 +119,11 @@ def check_fingerprint(checkpoint, now, then):
         raise CheckpointError(f"{checkpoint}: no configuration fingerprint (written by "
                               "an older neuro_meta); delete it or restart without "
                               "--resume")
+    missing = [k for k in now if k not in then]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: written by an older neuro_meta, whose "
+                              f"fingerprint lacks {', '.join(missing)}; delete it or "
+                              "restart without --resume")
     diff = [k for k in now if then.get(k) != now[k]]
     if diff:
         def short(v):
@@ -234,6 +240,15 @@ class TrainingBudget:
         if self.budget_s is not None and self.now() >= self.budget_s:
             return "budget"
         return None
+
+    def cadence(self):
+        """When this run evaluates, for a checkpoint's fingerprint (a resume under another
+        cadence would select among other points): ``{"eval_every": steps or None,
+        "eval_every_s": seconds or None}``, the one in force given, the other None. The
+        budget and the step cap are left out: a resume may extend them."""
+        if self.eval_every_s is None:
+            return {"eval_every": self.eval_every, "eval_every_s": None}
+        return {"eval_every": None, "eval_every_s": self.eval_every_s}
 
     def eval_due(self, step, last_eval_s):
         """Whether meta-step ``step`` is followed by an evaluation (the end aside);
@@ -457,7 +472,7 @@ class MetaTrainer:
         mean = optim.tree_map(lambda a: a.mean(axis=0), per_task)
         return mean, np.concatenate([r[1] for r in kept])
 
-    def _resume(self, checkpoint, hist, average=None):
+    def _resume(self, checkpoint, hist, average=None, cadence=None):
         """Load a checkpoint into ``hist`` and the network (and ``average``, a
         :class:`ParameterAverage`, if given); returns (step, theta, state, training clock
         (s), best evaluation ``(meta_val_mse, index, theta)`` or None)."""
@@ -474,8 +489,9 @@ class MetaTrainer:
                 f"{checkpoint}: written by an older neuro_meta, without the "
                 "meta-validation scores that model selection needs; delete it or restart "
                 "without --resume")
-        self._check_fingerprint(checkpoint, saved)
+        self._check_fingerprint(checkpoint, saved, cadence)
         start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
+        self._wall_before = float(saved.get("wall_s", 0.0))
         self.net = self.net.with_theta(theta)
         for k, v in saved["history"].items():
             setattr(hist, k, v)
@@ -511,6 +527,7 @@ class MetaTrainer:
         elif average.decay is not None:     # what train keeps: the average, not the raw θ
             self.net = self.net.with_theta(average.value(theta))
         hist.meta_steps = step
+        hist.wall_time_s = self._wall_before
         i = best[1] if select and best is not None else len(hist.step) - 1
         hist.selected = {"index": i}
         hist.selected.update({k: getattr(hist, k)[i] for k in (
@@ -533,7 +550,8 @@ class MetaTrainer:
 
     def fingerprint(self):
         """What decides this trainer's meta-training, as readable items (stored in every
-        checkpoint; a resume under a different one is refused): the kind and a checksum
+        checkpoint with the run's evaluation cadence, :meth:`TrainingBudget.cadence`; a
+        resume under a different one is refused): the kind and a checksum
         of its initial θ, the task family, the CML rule (with its learner), the
         optimiser (a checksum of its updates of a fixed probe gradient), the meta-batch,
         the seed, the numbers of meta-test and meta-validation tasks, ``lam_min``,
@@ -552,9 +570,14 @@ class MetaTrainer:
             out[name] = checksum(list(t.as_batch()))[:16]
         return out
 
-    def _check_fingerprint(self, checkpoint, saved):
-        """Refuse a checkpoint written under another configuration, naming what differs."""
-        check_fingerprint(checkpoint, self.fingerprint(), saved.get("fingerprint"))
+    def _check_fingerprint(self, checkpoint, saved, cadence=None):
+        """Refuse a checkpoint written under another configuration, naming what differs
+        (``cadence``: the run's evaluation cadence, :meth:`TrainingBudget.cadence`;
+        None, as for :meth:`restore`, leaves it unchecked)."""
+        now = self.fingerprint()
+        if cadence is not None:
+            now.update(cadence)
+        check_fingerprint(checkpoint, now, saved.get("fingerprint"))
 
     def _save(self, checkpoint, step, theta, state, hist, budget, average=None):
         """Write the checkpoint of meta-step ``step`` (atomically; the clock paused)."""
@@ -567,6 +590,8 @@ class MetaTrainer:
             "meta_val_mse": budget.best[0], "index": budget.best[1], "theta": budget.best[2]}
         ckpt.save(checkpoint, {"step": step, "theta": theta, "opt_state": state,
                                "clock_s": clock_s, "best": best,
+                               "wall_s": self._wall_before + time.perf_counter()
+                               - self._t0,                # (set by train)
                                "average": None if average is None else average.state(),
                                "fingerprint": (getattr(self, "_run_fingerprint", None)
                                                or self.fingerprint()),
@@ -612,15 +637,16 @@ class MetaTrainer:
             P.fail(O, "select", "must be True or False", repr(select))
         budget = TrainingBudget(O, steps, eval_every, budget_s, eval_every_s)
         hist = History(budget_s=budget.budget_s)
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
+        self._wall_before = 0.0         # wall time of the work a resumed checkpoint kept
         self._not_settled = self._skipped = 0
         theta = self.net.theta
         state = self.optimizer.init(theta)
         step = 0
         average = ParameterAverage(self.average, O)
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            step, theta, state, clock_s, budget.best = self._resume(checkpoint, hist,
-                                                                    average)
+            step, theta, state, clock_s, budget.best = self._resume(
+                checkpoint, hist, average, budget.cadence())
             budget.elapsed = clock_s
             if step > budget.steps:
                 P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "
@@ -629,7 +655,8 @@ class MetaTrainer:
         # what decides this meta-training is fixed for the run: its fingerprint is
         # computed once (checksums of the evaluation tasks, an optimiser probe), not at
         # every checkpoint
-        self._run_fingerprint = None if checkpoint is None else self.fingerprint()
+        self._run_fingerprint = None if checkpoint is None else {
+            **self.fingerprint(), **budget.cadence()}
         def record(step):
             shown = average.value(theta)
             return self._record(step, hist, keep_theta, budget, shown,
@@ -669,7 +696,7 @@ class MetaTrainer:
             self.net = self.net.with_theta(kept)
         hist.not_settled = self._not_settled
         hist.skipped_tasks = self._skipped
-        hist.wall_time_s = time.perf_counter() - t0
+        hist.wall_time_s = self._wall_before + time.perf_counter() - t0
         if hist.not_settled:
             logger.info("%d phase(s) reached max_duration before settling (their "
                         "meta-gradient is less accurate)", hist.not_settled)

@@ -26,10 +26,19 @@ def test_bench_quick_writes_results(tmp_path):
 def test_settle_cases_reach_the_same_states():
     """The settle benchmark compares like with like: both settle every task of the stiff
     case to the same fixed point (to the state error of tol = 1e-6 with lam = 0.05)."""
-    res = bench.settle_cases(1)["stiff"]
+    got = bench.settle_cases(1, cases=("stiff",))
+    assert set(got) == {"stiff"}
+    res = got["stiff"]
     assert res["integrate_settled"] == res["tasks"]
     assert res["max_abs_phi_diff"] < 1e-3
     assert res["work_ratio_min"] >= 10
+
+
+@pytest.mark.parametrize("cases", ["stiff", (), ("stiff", "other"), 3, [None]])
+def test_settle_cases_refuses_unknown_cases(cases):
+    import neuro_meta as nm
+    with pytest.raises(nm.ValidationError, match=r"bench.settle_cases.cases: must be"):
+        bench.settle_cases(1, cases=cases)
 
 
 def test_engine_rate_runs_the_same_model_on_both_engines():

@@ -172,6 +172,40 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.parametrize("who", ["cml", "maml"])
+def test_resumed_run_wall_time_counts_the_work_its_checkpoint_kept(monkeypatch, tmp_path,
+                                                                     who):
+    """``wall_time_s`` of a resumed run is that of the whole run: the first process's
+    work (here made slow: 1 s per meta-step) plus the resumed one's."""
+    import time
+
+    path = tmp_path / "c.npz"
+    cls, attr = (MetaTrainer, "meta_gradient") if who == "cml" else (MAML, "meta_gradient")
+    real = getattr(cls, attr)
+
+    def slow(self, *a):
+        time.sleep(1.0)
+        return real(self, *a)
+
+    def run(steps, **kw):
+        if who == "cml":
+            return trainer().train(steps, eval_every=1, progress=False, checkpoint=path,
+                                   **kw).wall_time_s
+        return maml_run(steps=steps, eval_every=1, checkpoint=path, **kw)[1]["wall_time_s"]
+
+    with monkeypatch.context() as mp:
+        mp.setattr(cls, attr, slow)
+        first = run(3)
+    assert first >= 3.0 and ckpt.load(path)["wall_s"] == pytest.approx(first, rel=0.1)
+    t0 = time.perf_counter()
+    total = run(4, resume=True)
+    second = time.perf_counter() - t0
+    assert second < 3.0 <= first                # the resumed process alone was quicker
+    assert 0.9 * first <= total <= first + second
+    if who == "cml":                            # restore: the finished run's wall time
+        assert trainer().restore(path).wall_time_s == pytest.approx(total, rel=0.1)
+
+
 @pytest.mark.parametrize("every, kill_at, resumed_at, average", [
     (None, 6, 4, None), (3, 8, 6, None), (None, 7, 4, 0.8)])
 def test_baseline_killed_and_resumed_equals_an_uninterrupted_run(monkeypatch, tmp_path,
@@ -220,16 +254,18 @@ def test_baseline_killed_and_resumed_equals_an_uninterrupted_run(monkeypatch, tm
     (dict(eval_tasks=5), "test_task"),
     (dict(average=0.9), "average: None in the checkpoint, 0.9 now"),
     (dict(chunks=2), "chunks: 1 in the checkpoint, 2 now"),
+    # another evaluation cadence would select among other points
+    (dict(eval_every=3), "eval_every: 2 in the checkpoint, 3 now"),
+    (dict(eval_every_s=1.5, budget_s=100.0), "eval_every_s: None in the checkpoint, 1.5 now"),
 ])
 def test_baseline_resume_under_another_configuration_is_refused(tmp_path, other, what):
     path = tmp_path / "maml.npz"
-    kw = dict(method=MAML(0.01, 1), seed=3, meta_batch=3, eval_tasks=4)
+    kw = dict(method=MAML(0.01, 1), seed=3, meta_batch=3, eval_tasks=4, eval_every=2)
 
     def run(**o):
         args = {**kw, **o}
         return train_baseline(args.pop("method"), init_mlp([1, 8, 1], 0), Sinusoid(), 4,
-                              eval_every=2, progress=False, checkpoint=path, resume=True,
-                              **args)
+                              progress=False, checkpoint=path, resume=True, **args)
 
     run()
     with pytest.raises(ckpt.CheckpointError, match=what):

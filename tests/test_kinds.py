@@ -148,7 +148,7 @@ def test_toy_kind_meta_trains_and_resumes(GainedLinear, tmp_path):
     assert hist.meta_test_mse[-1] < 0.8 * hist.meta_test_mse[0]
     ck = tmp_path / "ck.npz"
     part = trainer(GainedLinear(3, 2, seed=1))
-    part.train(12, progress=False, checkpoint=ck)
+    part.train(12, eval_every=30, progress=False, checkpoint=ck)   # the same cadence
     resumed = trainer(GainedLinear(3, 2, seed=1))
     resumed.train(30, eval_every=30, progress=False, checkpoint=ck, resume=True)
     for k, v in one.net.theta.items():

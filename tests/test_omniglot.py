@@ -144,6 +144,41 @@ def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monk
     for name in ("cml", "maml"):
         assert {k: v for k, v in got["methods"][name].items() if k not in timing} == \
             {k: v for k, v in ref["methods"][name].items() if k not in timing}, name
+    # the per-task accuracies behind the gap paired over tasks: one per test task, their
+    # mean the reported accuracy; the resumed run's gaps are the uninterrupted run's
+    for name in ("cml", "maml"):
+        per = ref["methods"][name]["accuracy_per_task"]
+        assert len(per) == 8 and np.mean(per) == pytest.approx(
+            ref["methods"][name]["accuracy"], abs=1e-15)
+    assert got["gaps"] == ref["gaps"] and set(ref["gaps"]["cml"]) == {"maml", "best"}
+    assert "paired over the 8 test tasks" in og.summary_table(ref)
+
+
+def test_task_gaps_paired_over_tasks_against_scipy(rng):
+    """CML minus each MAML-family method on the same tasks: the mean of the per-task
+    differences and 1.96 x their standard error (scipy.stats.sem); "best" is the
+    baseline with the highest accuracy; the pixel NN, methods without per-task
+    accuracies and CML methods without any baseline are left out."""
+    from scipy import stats
+
+    acc = {n: rng.uniform(0.3, 0.9, 50) for n in ("cml", "maml", "fomaml", "pixel_nn")}
+    acc["fomaml"] = acc["cml"] + rng.normal(0.05, 0.02, 50)     # correlated with CML
+    methods = {n: {"accuracy": float(a.mean()), "accuracy_per_task": a.tolist()}
+               for n, a in acc.items()}
+    methods["imaml"] = {"accuracy": 0.99}                       # no per-task accuracies
+    g = og.task_gaps(methods)
+    assert set(g) == {"cml"} and set(g["cml"]) == {"maml", "fomaml", "best"}
+    for b in ("maml", "fomaml"):
+        d = acc["cml"] - acc[b]
+        assert g["cml"][b]["mean"] == pytest.approx(d.mean(), abs=1e-15)
+        assert g["cml"][b]["ci95"] == pytest.approx(1.96 * stats.sem(d), rel=1e-12)
+        assert g["cml"][b]["n_tasks"] == 50
+    # paired: much tighter than the two accuracies' own intervals combined
+    unpaired = 1.96 * np.hypot(stats.sem(acc["cml"]), stats.sem(acc["fomaml"]))
+    assert g["cml"]["fomaml"]["ci95"] < unpaired / 3
+    best = max(("maml", "fomaml"), key=lambda b: acc[b].mean())
+    assert g["cml"]["best"] == dict(g["cml"][best], baseline=best)
+    assert og.task_gaps({"cml": methods["cml"], "pixel_nn": methods["pixel_nn"]}) == {}
 
 
 def test_every_method_identical_on_its_worker_processes(tmp_path):

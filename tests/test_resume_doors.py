@@ -45,6 +45,30 @@ def test_resume_under_another_configuration_is_refused(tmp_path, other, what):
                 np.testing.assert_array_equal(x, y)
 
 
+def test_resume_under_another_evaluation_cadence_is_refused(tmp_path):
+    """The cadence decides the points a run selects among: a resume under another one
+    is refused; ``restore`` (of a finished run, no cadence given) is not; more
+    meta-steps with the same cadence resume. A checkpoint whose fingerprint lacks the
+    cadence (an older neuro_meta's) is refused as such."""
+    path = tmp_path / "c.npz"
+    trainer().train(2, eval_every=1, progress=False, checkpoint=path)
+    with pytest.raises(ckpt.CheckpointError, match="eval_every: 1 in the checkpoint, 2 now"):
+        trainer().train(4, eval_every=2, progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ckpt.CheckpointError,
+                       match="eval_every_s: None in the checkpoint, 30.0 now"):
+        trainer().train(4, eval_every_s=30.0, budget_s=600.0, progress=False,
+                        checkpoint=path, resume=True)
+    assert trainer().restore(path).meta_steps == 2
+    h = trainer().train(3, eval_every=1, progress=False, checkpoint=path, resume=True)
+    assert h.meta_steps == 3 and h.step == [0, 1, 2, 3]
+    saved = ckpt.load(path)
+    del saved["fingerprint"]["eval_every"]
+    ckpt.save(path, saved)
+    with pytest.raises(ckpt.CheckpointError, match="written by an older neuro_meta, "
+                       "whose fingerprint lacks eval_every;"):
+        trainer().train(4, eval_every=1, progress=False, checkpoint=path, resume=True)
+
+
 def test_restore_gives_the_selected_network_and_checks_its_doors(tmp_path):
     """``restore`` gives a fresh trainer the meta-parameters of the checkpoint's selected
     evaluation (``select=False``: its last ones) and says which, under the checks of a
@@ -107,7 +131,9 @@ def test_every_checkpoint_of_a_run_carries_its_fingerprint(tmp_path, monkeypatch
     path = tmp_path / "c.npz"
     tr.train(3, progress=False, checkpoint=path, checkpoint_every=1)
     assert len(calls) == 1
-    assert ckpt.load(path)["fingerprint"] == expected
+    # with the run's evaluation cadence (train's default: every 10 meta-steps)
+    assert ckpt.load(path)["fingerprint"] == {**expected, "eval_every": 10,
+                                              "eval_every_s": None}
     tr.train(3, progress=False)                   # no checkpoint: none computed
     assert len(calls) == 1
 

@@ -31,11 +31,13 @@ meta-batch is split into ``compare.workers`` pieces computed at once, one in thi
 and the others on worker processes (one BLAS thread each,
 :class:`~neuro_meta.workers.PieceExecutor`), the CML trainers' and the baselines' alike; the numbers depend on ``compare.workers``, not on the executor.
 
-``results.json``: ``{"methods": {name: {"accuracy", "ci95", "other_shots_accuracy",
-"other_shots_ci95", "official_error", "official_ci95", "meta_val_accuracy",
-"selected_step", "selected_time_s", "meta_steps", "stop_reason", "budget_s",
-"wall_time_s", "time_to_target"}}, "config": {...}, "history": {name: {"step",
-"time_s", "meta_val_accuracy", "meta_test_accuracy"}}}``.
+``results.json``: ``{"methods": {name: {"accuracy", "ci95", "accuracy_per_task",
+"other_shots_accuracy", "other_shots_ci95", "official_error", "official_ci95",
+"meta_val_accuracy", "selected_step", "selected_time_s", "meta_steps", "stop_reason",
+"budget_s", "wall_time_s", "time_to_target"}}, "gaps": {cml: {baseline: {"mean",
+"ci95", "n_tasks"}}} (CML minus the MAML family, paired over the test tasks:
+:func:`task_gaps`), "config": {...}, "history": {name: {"step", "time_s",
+"meta_val_accuracy", "meta_test_accuracy"}}}``.
 
 Across seeds (``neuro-meta run omniglot --seeds 3``): the seeds run one after the other,
 each as above, and :func:`aggregate_seeds` reports the mean ± 95 % CI over seeds of every
@@ -376,10 +378,13 @@ def _acc(errors):
 
 
 def final_scores(errors_fn, final, fams_other, tasks, official=None):
-    """The reported numbers of one method: accuracy on the final test tasks, on the
-    other-shots tasks, and the official runs' error (each with a 95 % CI half-width)."""
+    """The reported numbers of one method: accuracy on the final test tasks (with the
+    per-task accuracies, in task order, for gaps paired over tasks), on the other-shots
+    tasks, and the official runs' error (each with a 95 % CI half-width)."""
     out = {}
-    out["accuracy"], out["ci95"] = _acc(errors_fn("main", tasks["main"]))
+    errors = np.asarray(errors_fn("main", tasks["main"]), dtype=float)
+    out["accuracy"], out["ci95"] = _acc(errors)
+    out["accuracy_per_task"] = (1.0 - errors).tolist()
     if "other" in tasks:
         out["other_shots_accuracy"], out["other_shots_ci95"] = _acc(
             errors_fn("other", tasks["other"]))
@@ -496,6 +501,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
         results["history"][name] = _curves(h)
         done[name] = {"summary": summary, "history": results["history"][name]}
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
+    results["gaps"] = task_gaps(results["methods"])
     write_json(out / "results.json", results)
     plot(out, results, curves)
     if "cml" in methods and trained:
@@ -536,6 +542,34 @@ def _curves(h):
     return {"step": list(h["step"]), "time_s": list(h["time_s"]),
             "meta_val_accuracy": [1.0 - v for v in h["meta_val_mse"]],
             "meta_test_accuracy": [1.0 - v for v in h["meta_test_mse"]]}
+
+
+def task_gaps(methods):
+    """Per CML method of one run, its N-way K-shot accuracy minus each MAML-family
+    baseline's and minus the best of them (the one with the highest accuracy), *paired
+    over the test tasks* (every method is scored on the same tasks, in the same order):
+    ``{cml: {baseline or "best": {"mean", "ci95", "n_tasks"} (+ "baseline" for
+    "best")}}``, in accuracy (×100: percentage points), CI = 1.96 × the standard error
+    of the per-task differences. ("best" is chosen by accuracy on these same tasks; its
+    CI does not account for that choice.) Methods without per-task accuracies (a ``partial.json``
+    of an older neuro_meta) are left out."""
+    def paired(a, b):
+        d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        m, s = mean_sem(d)
+        return {"mean": m, "ci95": 1.96 * s, "n_tasks": int(d.size)}
+
+    per = {n: r["accuracy_per_task"] for n, r in methods.items()
+           if r.get("accuracy_per_task") is not None}
+    family = [b for b in MAML_FAMILY if b in per]
+    gaps = {}
+    for c in (n for n in CML_METHODS if n in per):
+        if not family or any(len(per[b]) != len(per[c]) for b in family):
+            continue
+        g = {b: paired(per[c], per[b]) for b in family}
+        best = max(family, key=lambda b: methods[b]["accuracy"])
+        g["best"] = dict(paired(per[c], per[best]), baseline=best)
+        gaps[c] = g
+    return gaps
 
 
 # ---------------------------------------------------------------------- output
@@ -589,6 +623,13 @@ def summary_table(results):
             lines.append(f"{name:<16}" + "".join(
                 f"{'not reached' if c is None else format(c['time_s'], '.1f') + ' s':>14}"
                 for c in cells))
+    for cml_name, g in (results.get("gaps") or {}).items():
+        n = next(iter(g.values()))["n_tasks"]
+        lines += ["", f"{cml_name} minus the MAML family, {W}-way {K}-shot accuracy, "
+                  f"paired over the {n} test tasks (percentage points, ± 95 % CI):"]
+        for b, d in g.items():
+            label = f"best ({d['baseline']})" if b == "best" else b
+            lines.append(f"  {label:<18}{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
     return "\n".join(lines)
 
 
