@@ -687,6 +687,7 @@ class ESTrainer:
         self.sigma = P.real(sigma, O, "sigma", low=0.0, low_open=True)
         self.pairs = P.integer(pairs, O, "pairs", low=1)
         self.optimizer = optimizer if optimizer is not None else optim.adam(0.025)
+        self.wall_s = self.resumed_wall_s = 0.0     # set by train()
         if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
             P.fail(O, "optimizer", "must be an optim.GradientTransformation",
                    type(self.optimizer).__name__)
@@ -745,6 +746,10 @@ class ESTrainer:
         stored with :meth:`fingerprint` in the checkpoint, so a resume under other ones
         is refused. ``eval_every``, ``select`` and whether there is an ``evaluate`` are
         always part of it.
+
+        ``self.wall_s``, after the call: the wall time of all the work behind the returned
+        history, evaluations included -- for a resumed run, this process's plus what the
+        checkpoint kept (``self.resumed_wall_s``; 0 without a resume).
         """
         from tqdm.auto import tqdm
 
@@ -770,6 +775,7 @@ class ESTrainer:
         tree = {"theta": [self.theta0.copy()]}
         state = self.optimizer.init(tree)
         hist, step, elapsed = ESHistory(), 0, 0.0
+        t_call, self.resumed_wall_s = time.perf_counter(), 0.0
         best = {"score": None, "step": 0, "theta": self.theta0.copy()}
         fp = self.fingerprint()
         fp["extra"] = {"eval_every": eval_every, "select": select,
@@ -788,6 +794,8 @@ class ESTrainer:
                     f"{', '.join(diff)}); resume with the configuration that wrote it, or "
                     "delete it / restart without --resume")
             step, elapsed = int(saved["step"]), float(saved["elapsed_s"])
+            # (absent in an older neuro_meta's checkpoint: its ES time is the best bound)
+            self.resumed_wall_s = float(saved.get("wall_s", elapsed))
             tree, state = saved["theta"], saved["state"]
             best = saved["best"]
             for k, v in saved["history"].items():
@@ -798,6 +806,8 @@ class ESTrainer:
 
         def save():
             ckpt.save(checkpoint, {"fingerprint": fp, "step": step, "elapsed_s": elapsed,
+                                   "wall_s": self.resumed_wall_s + time.perf_counter()
+                                   - t_call,
                                    "theta": tree, "state": state, "best": best,
                                    "history": hist.as_dict()})
 
@@ -853,4 +863,5 @@ class ESTrainer:
                           f"(step {step}) is kept", RuntimeWarning, stacklevel=2)
             best.update(step=step, theta=self.theta.copy())
         self.best_theta, self.best_step = np.array(best["theta"]), int(best["step"])
+        self.wall_s = self.resumed_wall_s + time.perf_counter() - t_call
         return hist

@@ -115,6 +115,31 @@ def test_resume_after_cml_finished_plots_the_trained_network(tmp_path, monkeypat
     assert len(seen) == 2
 
 
+def test_resume_checks_the_per_task_accuracies_of_partial_json(tmp_path):
+    """A hand-edited ``partial.json`` whose per-task accuracies are not the run's test
+    tasks' (wrong count, a value outside [0, 1], not a list) stops the resume at once,
+    naming the method and the key -- not at the end of the run, inside task_gaps."""
+    out = tmp_path / "run"
+    og.run(out, progress=False, methods="untrained", overrides=TINY)
+    (out / "results.json").unlink()
+    path = out / "partial.json"
+    good = json.loads(path.read_text())
+    per = good["methods"]["untrained"]["summary"]["accuracy_per_task"]
+    n = og._cfg(overrides=TINY)["final"]["test_tasks"]
+    assert len(per) == n
+    for bad, shown in ((per[:-1], f"{n - 1} values"), (per[:-1] + [1.5], "1.5"),
+                       ({"0": 0.5}, "dict")):
+        edited = json.loads(json.dumps(good))
+        edited["methods"]["untrained"]["summary"]["accuracy_per_task"] = bad
+        path.write_text(json.dumps(edited))
+        with pytest.raises(nm.ValidationError, match=r"methods\.untrained\.summary\."
+                           rf"accuracy_per_task must be a list of {n} .*got .*{shown}"):
+            og.run(out, progress=False, methods="untrained", overrides=TINY, resume=True)
+    path.write_text(json.dumps(good))            # the untouched file resumes
+    again = og.run(out, progress=False, methods="untrained", overrides=TINY, resume=True)
+    assert again["methods"]["untrained"]["accuracy_per_task"] == per
+
+
 def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """``run omniglot --resume`` after a crash during MAML's meta-step 3: MAML continues
     from its checkpoint (step 2, its last evaluation) -- steps 3 and 4 only -- and its

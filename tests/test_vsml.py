@@ -259,6 +259,37 @@ def test_resume_gives_the_same_theta(tmp_path):
         other.train(5, progress=False, checkpoint=ck, resume=True)
 
 
+def test_resumed_wall_time_counts_the_work_the_checkpoint_kept(tmp_path):
+    """``wall_s`` is the wall time of all the work behind the history, evaluations
+    included: a first process whose evaluations take 0.5 s each, then a resume -- the
+    resumed total is at least the first process's, while the second process alone took a
+    fraction of it."""
+    import time
+
+    obj = _small_objective()
+    ck = tmp_path / "es.npz"
+
+    def trainer():
+        return V.ESTrainer(obj, obj.model.init_theta(5), sigma=0.05, pairs=4, seed=1)
+
+    def slow(theta):
+        time.sleep(0.5)
+        return {"loss": float(np.sum(theta ** 2))}
+
+    first = trainer()
+    assert first.wall_s == 0.0 and first.resumed_wall_s == 0.0
+    first.train(2, progress=False, checkpoint=ck, evaluate=slow, eval_every=1)
+    assert first.resumed_wall_s == 0.0 and first.wall_s >= 1.5     # 3 evaluations
+    again = trainer()
+    t0 = time.perf_counter()
+    again.train(3, progress=False, checkpoint=ck, resume=True,
+                evaluate=lambda th: {"loss": 0.0}, eval_every=1)
+    alone = time.perf_counter() - t0
+    assert again.resumed_wall_s == pytest.approx(first.wall_s, rel=0.05)
+    assert 0 < again.wall_s - again.resumed_wall_s <= alone < 0.5 * first.wall_s
+    assert again.wall_s >= 0.98 * first.wall_s
+
+
 # ---------------------------------------------------------------------- validation
 @pytest.mark.parametrize("kw,match", [
     ({"sizes": (4,)}, r"VSML\.sizes"), ({"sizes": (4, 1)}, r"VSML\.sizes\[-1\]"),

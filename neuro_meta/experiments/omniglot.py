@@ -442,6 +442,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
     partial_path = out / "partial.json"
     fingerprint = config_fingerprint(cfg)
     done = load_partial(partial_path, fingerprint) if resume else {}
+    _check_per_task(done, final["test_tasks"], partial_path)
     if not resume:      # a fresh run: an older run's partial results must not be
         partial_path.unlink(missing_ok=True)    # resumed with this run's checkpoints
     results = {"methods": {}, "history": {}, "config": cfg}
@@ -542,6 +543,32 @@ def _curves(h):
     return {"step": list(h["step"]), "time_s": list(h["time_s"]),
             "meta_val_accuracy": [1.0 - v for v in h["meta_val_mse"]],
             "meta_test_accuracy": [1.0 - v for v in h["meta_test_mse"]]}
+
+
+def _check_per_task(done, n_tasks, path):
+    """A resumed method's per-task accuracies (``summary.accuracy_per_task`` of
+    ``partial.json``, absent in an older neuro_meta's): ``n_tasks`` numbers in [0, 1], or
+    the resume stops here rather than at the end of the run, in :func:`task_gaps`."""
+    for name, m in done.items():
+        per = m["summary"].get("accuracy_per_task")
+        if per is None:
+            continue
+        ok = (isinstance(per, list) and len(per) == n_tasks and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for v in per))
+        if not ok:
+            raise ValidationError(
+                f"{path}: methods.{name}.summary.accuracy_per_task must be a list of "
+                f"{n_tasks} accuracies in [0, 1] (final.test_tasks), got "
+                f"{_describe(per)}; delete it or restart without --resume")
+
+
+def _describe(per):
+    if not isinstance(per, list):
+        return type(per).__name__
+    bad = next((v for v in per if isinstance(v, bool) or not isinstance(v, (int, float))
+                or not 0.0 <= v <= 1.0), None)
+    return f"{len(per)} values" + ("" if bad is None else f", among them {bad!r}")
 
 
 def task_gaps(methods):
