@@ -508,6 +508,13 @@ class MetaTrainer:
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
         return start, theta, state, saved["clock_s"], best
 
+    @property
+    def resumed_wall_s(self):
+        """Wall time (s) of the work the checkpoint of the last :meth:`train` or
+        :meth:`restore` call kept (0 if it started afresh): the part of
+        ``History.wall_time_s`` not spent in this process."""
+        return getattr(self, "_wall_before", 0.0)
+
     def restore(self, checkpoint, select=True):
         """Give the network the meta-parameters a run kept in ``checkpoint`` -- those of
         its evaluation with the lowest meta-validation MSE (``select=True``, what

@@ -180,6 +180,7 @@ def test_resumed_run_wall_time_counts_the_work_its_checkpoint_kept(monkeypatch, 
     import time
 
     path = tmp_path / "c.npz"
+    kept = []                                   # MetaTrainer.resumed_wall_s per run
     cls, attr = (MetaTrainer, "meta_gradient") if who == "cml" else (MAML, "meta_gradient")
     real = getattr(cls, attr)
 
@@ -189,8 +190,10 @@ def test_resumed_run_wall_time_counts_the_work_its_checkpoint_kept(monkeypatch, 
 
     def run(steps, **kw):
         if who == "cml":
-            return trainer().train(steps, eval_every=1, progress=False, checkpoint=path,
-                                   **kw).wall_time_s
+            tr = trainer()
+            h = tr.train(steps, eval_every=1, progress=False, checkpoint=path, **kw)
+            kept.append(tr.resumed_wall_s)
+            return h.wall_time_s
         return maml_run(steps=steps, eval_every=1, checkpoint=path, **kw)[1]["wall_time_s"]
 
     with monkeypatch.context() as mp:
@@ -203,6 +206,8 @@ def test_resumed_run_wall_time_counts_the_work_its_checkpoint_kept(monkeypatch, 
     assert second < 3.0 <= first                # the resumed process alone was quicker
     assert 0.9 * first <= total <= first + second
     if who == "cml":                            # restore: the finished run's wall time
+        assert kept[0] == 0.0 and kept[1] == pytest.approx(first, rel=0.1)
+        assert total == pytest.approx(kept[1] + second, rel=0.1, abs=0.2)
         assert trainer().restore(path).wall_time_s == pytest.approx(total, rel=0.1)
 
 
