@@ -29,6 +29,20 @@ def test_pixel_nn_against_a_direct_loop(rng):
         assert got[t] == pytest.approx(wrong / task.x_val.shape[1])
 
 
+def test_lam_bias_init_sets_the_biases_lambda_per_connection():
+    """network.lam_bias_init: the biases' λ of each connection as given (null: the mean of
+    the weights' λ, the synapse's default); the weights and everything else unchanged."""
+    base = og.build_net(og._cfg(), 0)
+    net = og.build_net(og._cfg(overrides=["network.lam_bias_init=[0.5, 0.25, null]"]), 0)
+    for c, ref, want in zip(net.connections, base.connections, (0.5, 0.25, 0.1)):
+        np.testing.assert_array_equal(c.lam[:, -1], np.full(c.n_post, want))
+        np.testing.assert_array_equal(c.lam[:, :-1], ref.lam[:, :-1])
+        np.testing.assert_array_equal(c.omega, ref.omega)
+    np.testing.assert_array_equal(base.connections[0].lam[:, -1], 2.0)    # the default
+    one = og.build_net(og._cfg(overrides=["network.lam_bias_init=0.3"]), 0)
+    assert all(np.all(c.lam[:, -1] == 0.3) for c in one.connections)
+
+
 def test_official_task_is_the_twenty_runs():
     task = og.official_task()
     runs = omniglot_runs()
@@ -247,6 +261,11 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--set", "compare.average=1.0"],
      "compare.average: compare.average: must be < 1.0 (got 1.0)"),
     (["run", "omniglot", "--set", "network.hidden=8"], "network.hidden: must be a list"),
+    (["run", "omniglot", "--set", "network.lam_bias_init=[0.5,0.5]"],
+     "network.lam_bias_init: needs one value per connection (3)"),
+    (["run", "omniglot", "--set", "network.lam_bias_init=[0.5,-1,null]"],
+     "network.lam_bias_init[1]: ComplexSynapse.lam_bias: must be >= 0"),
+    (["run", "omniglot", "--set", "network.lam_bias_init_x=1"], "did you mean 'lam_bias_init'"),
 ])
 def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2

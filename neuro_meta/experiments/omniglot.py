@@ -168,21 +168,23 @@ def build_net(cfg, seed, ways=None, warp=False, model="complex"):
     warp = warp or model == "warp"
     if model == "dual":
         return build_dual(cfg, seed, ways)
-    n = section(cfg, "network", required=("hidden", "activation", "tau_synapse", "lam_init"))
+    n = section(cfg, "network", required=("hidden", "activation", "tau_synapse", "lam_init"),
+                optional=("lam_bias_init",))
     ways = cfg["family"]["ways"] if ways is None else ways
     hidden = n["hidden"]
     if not isinstance(hidden, list):
         raise ValidationError(f"{where}: network.hidden: must be a list of hidden-layer sizes "
                               f"(got {hidden!r})")
-    lam = n["lam_init"]
-    if isinstance(lam, list):
-        if len(lam) != len(hidden) + 1:
-            raise ValidationError(f"{where}: network.lam_init: needs one value per connection "
-                                  f"({len(hidden) + 1}) or one for all (got {lam!r})")
-        syn = [checked(where, f"network.lam_init[{i}]", ComplexSynapse, omega=Glorot(), lam=v)
-               for i, v in enumerate(lam)]
-    else:
-        syn = checked(where, "network.lam_init", ComplexSynapse, omega=Glorot(), lam=lam)
+    n_conn = len(hidden) + 1
+    lam = _per_connection(where, "lam_init", n["lam_init"], n_conn)
+    lam_b = _per_connection(where, "lam_bias_init", n.get("lam_bias_init"), n_conn)
+    def label(key, i):
+        return f"network.{key}" + (f"[{i}]" if isinstance(n.get(key), list) else "")
+
+    syn = [checked(where, label("lam_init", i) + ("" if b is None else
+                                                  "/" + label("lam_bias_init", i)),
+                   ComplexSynapse, omega=Glorot(), lam=v, lam_bias=b)
+           for i, (v, b) in enumerate(zip(lam, lam_b))]
     acts = [n["activation"]] * len(hidden) + ["linear"]
     if warp:
         return checked(where, "network", WarpNetwork, [784] + hidden + [ways],
@@ -191,6 +193,17 @@ def build_net(cfg, seed, ways=None, warp=False, model="complex"):
     return checked(where, "network", RateNetwork, [784] + hidden + [ways], activation=acts,
                    synapse=syn, tau_neuron=0.0, tau_synapse=n["tau_synapse"], seed=seed,
                    loss="cross_entropy")
+
+
+def _per_connection(where, key, value, n_conn):
+    """``network.<key>``: one value for every connection or a list of one per connection
+    (``null``: the synapse's default), as a list of ``n_conn`` values."""
+    if isinstance(value, list):
+        if len(value) != n_conn:
+            raise ValidationError(f"{where}: network.{key}: needs one value per connection "
+                                  f"({n_conn}) or one for all (got {value!r})")
+        return list(value)
+    return [value] * n_conn
 
 
 def build_dual(cfg, seed, ways=None):
