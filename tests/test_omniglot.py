@@ -189,7 +189,8 @@ def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monk
         per = ref["methods"][name]["accuracy_per_task"]
         assert len(per) == 8 and np.mean(per) == pytest.approx(
             ref["methods"][name]["accuracy"], abs=1e-15)
-    assert got["gaps"] == ref["gaps"] and set(ref["gaps"]["cml"]) == {"maml", "best"}
+    assert got["gaps"] == ref["gaps"] and set(ref["gaps"]["cml"]) == {
+        "maml", "best", "best_validation"}
     assert "paired over the 8 test tasks" in og.summary_table(ref)
 
 
@@ -218,6 +219,17 @@ def test_task_gaps_paired_over_tasks_against_scipy(rng):
     best = max(("maml", "fomaml"), key=lambda b: acc[b].mean())
     assert g["cml"]["best"] == dict(g["cml"][best], baseline=best)
     assert og.task_gaps({"cml": methods["cml"], "pixel_nn": methods["pixel_nn"]}) == {}
+    # "best_validation": chosen by validation accuracy, whatever the test tasks say --
+    # here the baseline that is worse on the test tasks
+    worse = min(("maml", "fomaml"), key=lambda b: acc[b].mean())
+    for b in ("maml", "fomaml"):
+        methods[b]["meta_val_accuracy"] = 0.8 if b == worse else 0.7
+    g = og.task_gaps({n: methods[n] for n in ("cml", "maml", "fomaml")})
+    assert g["cml"]["best_validation"] == dict(g["cml"][worse], baseline=worse)
+    assert g["cml"]["best"] == dict(g["cml"][best], baseline=best)
+    assert f"best on validation ({worse})" in og.summary_table(
+        {"methods": {n: dict(methods[n], ci95=0.01) for n in ("cml", "maml", "fomaml")},
+         "gaps": g, "config": {}})
 
 
 def test_every_method_identical_on_its_worker_processes(tmp_path):
@@ -307,7 +319,14 @@ def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
     assert g["maml"]["per_seed"] == pytest.approx(acc["cml"] - acc["maml"], abs=1e-15)
     assert g["best"]["per_seed"] == pytest.approx(
         acc["cml"] - np.maximum(acc["maml"], acc["fomaml"]), abs=1e-15)
-    assert set(g) == {"maml", "fomaml", "best"}     # pixel_nn is no MAML-family method
+    val = {n: np.array([d["methods"][n]["meta_val_accuracy"] for d in direct])
+           for n in ("maml", "fomaml")}
+    pick = np.where(val["fomaml"] > val["maml"], acc["fomaml"], acc["maml"])
+    assert g["best_validation"]["per_seed"] == pytest.approx(acc["cml"] - pick, abs=1e-15)
+    assert g["best_validation"]["best_per_seed"] == [
+        "fomaml" if f > m else "maml" for m, f in zip(val["maml"], val["fomaml"])]
+    assert "best on validation" in table
+    assert set(g) == {"maml", "fomaml", "best", "best_validation"}  # not pixel_nn
     # --resume after a crash in seed 1, once its CML had finished: seed 0 (not begun)
     # runs, seed 1 reads CML back and trains the rest -- the same aggregate
     og.run(tmp_path / "r" / "seed_1", seed=1, progress=False, methods="cml",

@@ -590,9 +590,12 @@ def task_gaps(methods):
     over the test tasks* (every method is scored on the same tasks, in the same order):
     ``{cml: {baseline or "best": {"mean", "ci95", "n_tasks"} (+ "baseline" for
     "best")}}``, in accuracy (×100: percentage points), CI = 1.96 × the standard error
-    of the per-task differences. ("best" is chosen by accuracy on these same tasks; its
-    CI does not account for that choice.) Methods without per-task accuracies (a ``partial.json``
-    of an older neuro_meta) are left out."""
+    of the per-task differences. ("best" is chosen by accuracy on these same tasks -- the
+    strictest bar; its CI does not account for that choice. ``"best_validation"``, when
+    every baseline has its ``meta_val_accuracy``: the baseline with the highest accuracy
+    on the meta-validation tasks at its selected point, a choice that never looks at test
+    tasks.) Methods without per-task accuracies (a ``partial.json`` of an older
+    neuro_meta) are left out."""
     def paired(a, b):
         d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
         m, s = mean_sem(d)
@@ -608,6 +611,9 @@ def task_gaps(methods):
         g = {b: paired(per[c], per[b]) for b in family}
         best = max(family, key=lambda b: methods[b]["accuracy"])
         g["best"] = dict(paired(per[c], per[best]), baseline=best)
+        if all(methods[b].get("meta_val_accuracy") is not None for b in family):
+            best = max(family, key=lambda b: methods[b]["meta_val_accuracy"])
+            g["best_validation"] = dict(paired(per[c], per[best]), baseline=best)
         gaps[c] = g
     return gaps
 
@@ -668,8 +674,9 @@ def summary_table(results):
         lines += ["", f"{cml_name} minus the MAML family, {W}-way {K}-shot accuracy, "
                   f"paired over the {n} test tasks (percentage points, ± 95 % CI):"]
         for b, d in g.items():
-            label = f"best ({d['baseline']})" if b == "best" else b
-            lines.append(f"  {label:<18}{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
+            label = {"best": f"best ({d.get('baseline')})",
+                     "best_validation": f"best on validation ({d.get('baseline')})"}.get(b, b)
+            lines.append(f"  {label:<30}{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
     return "\n".join(lines)
 
 
@@ -817,7 +824,9 @@ def aggregate_seeds(seeds, per_seed):
     the seeds, the independent samples), the per-seed values and the mean per-run CI over
     tasks; meta-steps and selected times per seed. ``gaps``: per CML method, its 1-shot
     accuracy minus each MAML-family baseline's and minus the best of them, *paired by
-    seed* (the same tasks within a seed), mean ± 95 % CI over seeds; ``history``: per
+    seed* (the same tasks within a seed), mean ± 95 % CI over seeds (``"best"``: the
+    best on each seed's test tasks; ``"best_validation"``: the best on each seed's
+    meta-validation tasks, at the selected points); ``history``: per
     method the per-seed learning curves."""
     from .seeds import ci95 as _ci95
 
@@ -864,6 +873,14 @@ def aggregate_seeds(seeds, per_seed):
             g["best"] = {"mean": mean, "ci95": half, "per_seed": d.tolist(),
                          "best_per_seed": [family[i] for i in np.argmax(
                              [methods[b]["accuracy_per_seed"] for b in family], axis=0)]}
+            if all("meta_val_accuracy_per_seed" in methods[b] for b in family):
+                pick = np.argmax([methods[b]["meta_val_accuracy_per_seed"]
+                                  for b in family], axis=0)
+                d = own - np.array([methods[family[i]]["accuracy_per_seed"][k]
+                                    for k, i in enumerate(pick)])
+                mean, half = ci95(d)
+                g["best_validation"] = {"mean": mean, "ci95": half, "per_seed": d.tolist(),
+                                        "best_per_seed": [family[i] for i in pick]}
         gaps[cml_name] = g
     history = {n: [r["history"][n] for r in per_seed]
                for n in names if all(n in r.get("history", {}) for r in per_seed)}
@@ -911,9 +928,10 @@ def seeds_table(agg):
                   f"paired by seed (percentage points, mean ± 95 % CI over seeds):"]
         for b, d in g.items():
             half = "" if d["ci95"] is None else f" ± {100 * d['ci95']:.1f}"
-            label = "best of them" if b == "best" else b
+            label = {"best": "best of them",
+                     "best_validation": "best on validation"}.get(b, b)
             per = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
-            lines.append(f"  {label:<14}{100 * d['mean']:+.1f}{half}   (per seed: {per})")
+            lines.append(f"  {label:<20}{100 * d['mean']:+.1f}{half}   (per seed: {per})")
     return "\n".join(lines)
 
 
