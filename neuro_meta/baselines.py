@@ -636,7 +636,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
                    eval_every=100, test_task=None, progress=True, eval_inner_steps=None,
                    eval_tasks=64, budget_s=None, eval_every_s=None, val_task=None,
                    val_tasks=None, select=True, executor=None, chunks=None,
-                   checkpoint=None, resume=False, checkpoint_every=None, average=None):
+                   checkpoint=None, resume=False, checkpoint_every=None, average=None,
+                   weight_decay=0.0):
     """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
 
     Meta-step ``s`` (1, 2, …) draws ``meta_batch`` tasks from
@@ -689,6 +690,12 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     (:class:`~neuro_meta.metatrain.ParameterAverage`): if given, evaluations, selection
     and the returned parameters use the average, while meta-training follows the raw
     parameters (default None: no averaging).
+
+    ``weight_decay``: strength ``c`` of an L2 penalty ``(c/2) Σ θ²`` on the MLP's
+    initial weights and biases (``params["w"]``, ``params["b"]``; not WarpGrad's warp
+    layers) added to the meta-objective: every meta-step adds ``c θ`` to their
+    meta-gradient, before the optimiser (default 0: none) -- the counterpart of
+    :class:`~neuro_meta.metatrain.MetaTrainer`'s ``omega_decay``.
     """
     from tqdm.auto import tqdm
 
@@ -710,6 +717,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         P.fail(O, "family", "must have a sample(rng, n_tasks) method", type(family).__name__)
     meta_batch = P.integer(meta_batch, O, "meta_batch", low=1)
     seed = P.integer(seed, O, "seed", low=0)
+    weight_decay = P.real(weight_decay, O, "weight_decay", low=0.0)
     if not isinstance(select, bool):
         P.fail(O, "select", "must be True or False", repr(select))
     steps = P.integer(steps, O, "steps", low=0)
@@ -750,6 +758,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         "meta_batch": meta_batch, "seed": seed, "chunks": chunks,
         "eval_inner_steps": eval_inner_steps, "average": avg.decay, **budget.cadence(),
         **{f"{k}_task": ckpt.checksum(list(t.as_batch()))[:16] for k, t in tasks.items()}}
+    if fingerprint is not None and weight_decay:    # (absent when 0: older checkpoints
+        fingerprint["weight_decay"] = weight_decay  # stay resumable)
 
     def record(step):
         shown = avg.value(params)
@@ -807,6 +817,10 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         step += 1
         task = family.sample(task_rng(seed, TRAIN, step), meta_batch)
         grad, val_loss = chunked_meta_gradient(method, params, task, chunks, executor)
+        if weight_decay:
+            grad = dict(grad)
+            for k in ("w", "b"):
+                grad[k] = [g + weight_decay * w for g, w in zip(grad[k], params[k])]
         hist["train_val_loss"].append(val_loss)
         updates, state = optimizer.update(grad, state)
         params = optim.apply_updates(params, updates)

@@ -32,6 +32,18 @@ TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
 
 
+def omega_penalty_gradient(grad, theta, c):
+    """``grad`` plus the gradient ``c ω`` of the penalty ``(c/2) Σ ω²`` on the ``omega``
+    and ``omega_bias`` entries of ``theta`` (λ and any other entry unchanged); a new
+    dict, ``grad`` is not modified."""
+    out = dict(grad)
+    for k in ("omega", "omega_bias"):
+        if k in theta:
+            out[k] = [g if g is None or w is None else g + c * w
+                      for g, w in zip(grad[k], theta[k])]
+    return out
+
+
 def task_rng(seed, stream, step=0):
     """Generator of the tasks of one meta-step of one stream (train/validation/test)."""
     return np.random.default_rng([int(seed), int(stream), int(step)])
@@ -379,12 +391,17 @@ class MetaTrainer:
         Decay of an exponential moving average of θ (:class:`ParameterAverage`): if
         given, evaluations, selection and the kept meta-parameters use the average,
         while meta-training follows the raw θ (default None: no averaging).
+    omega_decay : float
+        Strength ``c`` of an L2 penalty ``(c/2) Σ ω²`` on the consolidated weights (the
+        ``omega`` and ``omega_bias`` entries of θ, never λ), added to the meta-objective:
+        every meta-step adds ``c ω`` to their meta-gradient, before the optimiser
+        (default 0: none). Only for model kinds whose θ has ``omega``.
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
                  eval_tasks=64, executor=None, chunks=None, on_divergence="stop",
                  lam_min=0.0, val_tasks=None, val_task=None, test_task=None,
-                 average=None):
+                 average=None, omega_decay=0.0):
         check_kind(net, "MetaTrainer")
         if not isinstance(cml, CML):
             P.fail("MetaTrainer", "cml", "must be a CML", type(cml).__name__)
@@ -409,6 +426,10 @@ class MetaTrainer:
                                       ("stop", "skip"))
         self.lam_min = P.real(lam_min, "MetaTrainer", "lam_min", low=0.0)
         self.average = ParameterAverage(average, "MetaTrainer").decay
+        self.omega_decay = P.real(omega_decay, "MetaTrainer", "omega_decay", low=0.0)
+        if self.omega_decay and "omega" not in net.theta:
+            P.fail("MetaTrainer", "omega_decay", f"must be 0 for a {net.kind_name}, whose "
+                   "meta-parameters have no omega", repr(omega_decay))
         self._not_settled = self._skipped = 0
         if executor is not None or (self.chunks or 1) > 1:
             free, _ = cml.learners(net)
@@ -562,7 +583,7 @@ class MetaTrainer:
         of its initial θ, the task family, the CML rule (with its learner), the
         optimiser (a checksum of its updates of a fixed probe gradient), the meta-batch,
         the seed, the numbers of meta-test and meta-validation tasks, ``lam_min``,
-        ``on_divergence`` and ``average``."""
+        ``on_divergence``, ``average`` and a nonzero ``omega_decay``."""
         from .checkpoint import checksum
 
         theta = self._theta0
@@ -573,6 +594,8 @@ class MetaTrainer:
                "seed": self.seed, "eval_tasks": self.eval_tasks,
                "val_tasks": self.val_tasks, "lam_min": self.lam_min,
                "on_divergence": self.on_divergence, "average": self.average}
+        if self.omega_decay:        # (absent when 0: older checkpoints stay resumable)
+            out["omega_decay"] = self.omega_decay
         for name, t in self._given.items():
             out[name] = checksum(list(t.as_batch()))[:16]
         return out
@@ -679,6 +702,8 @@ class MetaTrainer:
             step += 1
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
             grad, losses = self.meta_gradient(task, step)
+            if self.omega_decay:
+                grad = omega_penalty_gradient(grad, theta, self.omega_decay)
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates, self.lam_min)

@@ -440,3 +440,23 @@ def test_reptile_evaluation_learns_the_shots_only(problem):
 def test_reptile_invalid_options(make, match):
     with pytest.raises(nm.ValidationError, match=match):
         make()
+
+
+def test_weight_decay_adds_c_theta_to_the_meta_gradient():
+    """One meta-step with plain SGD: θ₁(c) − θ₁(0) = −lr·c·θ₀ for every weight and bias --
+    the gradient of the penalty (c/2) Σ θ² added to MAML's meta-gradient."""
+    fam, params = Sinusoid(), init_mlp([1, 10, 10, 1], 0)
+    lr, c = 0.01, 0.7
+
+    def one_step(decay):
+        p, _ = train_baseline(MAML(0.01, 1), params, fam, steps=1, meta_batch=4,
+                              optimizer=optim.sgd(lr), eval_every=1, eval_tasks=2,
+                              progress=False, select=False, weight_decay=decay)
+        return p
+
+    with_c, without = one_step(c), one_step(0.0)
+    for k in ("w", "b"):
+        for a, b, w in zip(with_c[k], without[k], params[k]):
+            np.testing.assert_allclose(a - b, -lr * c * w, rtol=0, atol=1e-12)
+    with pytest.raises(nm.ValidationError, match=r"train_baseline\.weight_decay: must be >= 0"):
+        train_baseline(MAML(), params, fam, steps=1, weight_decay=-1.0, progress=False)

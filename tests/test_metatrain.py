@@ -245,3 +245,46 @@ def test_dask_worker_killed_mid_step_is_recomputed(tmp_path):
         got = final_checksum(tr, steps=3)
     assert os.path.exists(cml.marker), "no worker was killed"
     assert got == ref
+
+
+def test_omega_decay_adds_c_omega_to_the_meta_gradient_of_omega_only():
+    """One meta-step with plain SGD (no clipping): θ₁(c) − θ₁(0) = −lr·c·ω₀ for the
+    omega and omega_bias entries, and 0 for λ -- the gradient of (c/2) Σ ω² on ω only."""
+    cfg = load_model("consolidation")
+    _, base = build(cfg)
+    lr, c = 0.05, 0.3
+    rng = np.random.default_rng(7)
+    theta0 = dict(base.net.theta)
+    theta0["omega"] = [rng.normal(0, 0.3, np.shape(w)) for w in theta0["omega"]]
+    if "omega_bias" in theta0:
+        theta0["omega_bias"] = [None if w is None else rng.normal(0, 0.3, np.shape(w))
+                                for w in theta0["omega_bias"]]
+    net = base.net.with_theta(theta0)
+
+    def one_step(decay):
+        tr = MetaTrainer(net, base.family, base.cml, nm.optim.sgd(lr), meta_batch=4,
+                         seed=3, eval_tasks=2, omega_decay=decay)
+        tr.train(1, eval_every=1, progress=False)
+        return tr.net.theta
+
+    with_c, without = one_step(c), one_step(0.0)
+    for k in theta0:
+        for a, b, w in zip(with_c[k], without[k], theta0[k]):
+            if a is None:
+                continue
+            want = -lr * c * w if k in ("omega", "omega_bias") else np.zeros_like(w)
+            np.testing.assert_allclose(a - b, want, rtol=0, atol=1e-12)
+
+
+def test_omega_decay_doors_and_fingerprint():
+    cfg = load_model("consolidation")
+    _, base = build(cfg)
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.omega_decay: must be >= 0"):
+        MetaTrainer(base.net, base.family, base.cml, omega_decay=-1.0)
+    dual = nm.DualSystem([2, 3, 1], seed=0)
+    with pytest.raises(nm.ValidationError, match="no omega"):
+        MetaTrainer(dual, base.family, base.cml, omega_decay=0.1)
+    plain = MetaTrainer(base.net, base.family, base.cml).fingerprint()
+    assert "omega_decay" not in plain         # older checkpoints stay resumable
+    assert MetaTrainer(base.net, base.family, base.cml,
+                       omega_decay=0.1).fingerprint()["omega_decay"] == 0.1

@@ -43,6 +43,13 @@ def test_lam_bias_init_sets_the_biases_lambda_per_connection():
     assert all(np.all(c.lam[:, -1] == 0.3) for c in one.connections)
 
 
+def test_omega_decay_reaches_cml_and_not_the_dual_system():
+    cfg = og._cfg(overrides=["meta.omega_decay=0.002"])
+    fams = og.families(cfg)
+    assert og.build_cml(cfg, fams)[1].omega_decay == 0.002
+    assert og.build_cml(cfg, fams, model="dual")[1].omega_decay == 0.0    # no omega
+
+
 def test_official_task_is_the_twenty_runs():
     task = og.official_task()
     runs = omniglot_runs()
@@ -278,6 +285,10 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--set", "network.lam_bias_init=[0.5,-1,null]"],
      "network.lam_bias_init[1]: ComplexSynapse.lam_bias: must be >= 0"),
     (["run", "omniglot", "--set", "network.lam_bias_init_x=1"], "did you mean 'lam_bias_init'"),
+    (["run", "omniglot", "--set", "meta.omega_decay=-0.1"],
+     "MetaTrainer.omega_decay: must be >= 0"),
+    (["run", "omniglot", "--methods", "maml", "--set", "baselines.weight_decay=-1"],
+     "baselines.weight_decay: must be >= 0"),
 ])
 def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2

@@ -234,7 +234,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min",))
+                optional=("lam_min", "omega_decay"))
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
@@ -256,8 +256,17 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
                       meta_batch=m["meta_batch"], seed=seed, eval_tasks=eval_tasks,
                       executor=executor, chunks=comp["workers"], lam_min=m.get("lam_min", 0.0),
                       val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task,
-                      average=comp["average"])
+                      average=comp["average"],
+                      omega_decay=0.0 if model == "dual" else m.get("omega_decay", 0.0))
     return learner, trainer
+
+
+def _weight_decay(cfg):
+    """``baselines.weight_decay`` (default 0), checked."""
+    where = cfg.get("_file", "<config>")
+    return checked(where, "baselines.weight_decay", P.real,
+                   cfg["baselines"].get("weight_decay", 0.0), "baselines", "weight_decay",
+                   low=0.0)
 
 
 def _baseline(cfg, name):
@@ -503,7 +512,8 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                 eval_every=b["eval_every"], test_task=trainer.test_task,
                 val_task=trainer.val_task, progress=progress, executor=executor,
                 chunks=compare["workers"], checkpoint=out / f"{name}_checkpoint.npz",
-                resume=resume, average=compare["average"], **_budget_kw(compare))
+                resume=resume, average=compare["average"],
+                weight_decay=_weight_decay(cfg), **_budget_kw(compare))
             summary = final_scores(
                 lambda _, t: baseline_errors(method, params, t, executor), final, None,
                 tasks, baseline_errors(method, widen_params(params, 20), official, executor)

@@ -209,7 +209,8 @@ def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
-                optional=("maml", "fomaml", "reptile", "imaml", "untrained") + WARPGRAD)
+                optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay")
+                + WARPGRAD)
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
@@ -502,7 +503,7 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
         optimizer=optim.adam(b["learning_rate"]), seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
         progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,
-        **_budget_kw(compare))
+        weight_decay=b.get("weight_decay", 0.0), **_budget_kw(compare))
     summary = _summary(hist, hist["wall_time_s"], compare["targets"])
     adapted = method.adapt(params, one[0], one[1])
     fits[name] = (method.predict if warped else bl.mlp_predict)(adapted, x_plot)[0, :, 0]
