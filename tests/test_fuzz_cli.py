@@ -87,7 +87,8 @@ SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_ta
             "learner.max_duration", "family.shots", "family.val", "family.amplitude",
             "network.sizes", "network.lam_init", "network.tau_synapse", "cml.beta",
             "cml.estimator", "compare.budget_s", "compare.targets", "compare.val_tasks",
-            "compare.average", "compare.workers",
+            "compare.average", "compare.workers", "meta.omega_decay",
+            "network.lam_bias_init", "baselines.weight_decay",
             "baselines.steps", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
             "nope.x", "meta", "", "quick", "methods", "family.n_in", "meta.optimizer"]
 SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.5, 1.0]",

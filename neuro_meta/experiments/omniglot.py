@@ -178,6 +178,7 @@ def build_net(cfg, seed, ways=None, warp=False, model="complex"):
     n_conn = len(hidden) + 1
     lam = _per_connection(where, "lam_init", n["lam_init"], n_conn)
     lam_b = _per_connection(where, "lam_bias_init", n.get("lam_bias_init"), n_conn)
+
     def label(key, i):
         return f"network.{key}" + (f"[{i}]" if isinstance(n.get(key), list) else "")
 
@@ -259,14 +260,6 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
                       average=comp["average"],
                       omega_decay=0.0 if model == "dual" else m.get("omega_decay", 0.0))
     return learner, trainer
-
-
-def _weight_decay(cfg):
-    """``baselines.weight_decay`` (default 0), checked."""
-    where = cfg.get("_file", "<config>")
-    return checked(where, "baselines.weight_decay", P.real,
-                   cfg["baselines"].get("weight_decay", 0.0), "baselines", "weight_decay",
-                   low=0.0)
 
 
 def _baseline(cfg, name):
@@ -513,7 +506,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                 val_task=trainer.val_task, progress=progress, executor=executor,
                 chunks=compare["workers"], checkpoint=out / f"{name}_checkpoint.npz",
                 resume=resume, average=compare["average"],
-                weight_decay=_weight_decay(cfg), **_budget_kw(compare))
+                weight_decay=b.get("weight_decay", 0.0), **_budget_kw(compare))
             summary = final_scores(
                 lambda _, t: baseline_errors(method, params, t, executor), final, None,
                 tasks, baseline_errors(method, widen_params(params, 20), official, executor)

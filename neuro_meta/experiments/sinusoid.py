@@ -211,6 +211,8 @@ def build_baseline(cfg, name):
                                             "eval_every"),
                 optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay")
                 + WARPGRAD)
+    checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0), "baselines",
+            "weight_decay", low=0.0)
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
