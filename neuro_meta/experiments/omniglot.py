@@ -637,7 +637,8 @@ def summary_table(results):
     other = fin.get("other_shots")
     budget = comp.get("budget_s")
     head = (f"Equal wall-time budget of {budget:g} s of meta-training per method "
-            "(evaluations excluded)" if budget is not None else
+            "(evaluations excluded; the wall-time column includes them)"
+            if budget is not None else
             "No wall-time budget: each method runs its meta-steps")
     lines = [f"Omniglot {W}-way {K}-shot. {head}; selected on {comp.get('val_tasks')} "
              f"meta-validation tasks (validation alphabet); accuracy on "

@@ -643,7 +643,8 @@ def summary_table(results):
     n_test = cfg.get("meta", {}).get("eval_tasks")
     n_val = comp.get("val_tasks") or n_test
     head = (f"Equal wall-time budget of {budget:g} s of meta-training per method "
-            "(evaluations excluded)" if budget is not None else
+            "(evaluations excluded; the wall-time column includes them)"
+            if budget is not None else
             "No wall-time budget: each method runs its meta-steps (meta.steps, "
             "baselines.steps)")
     lines = [f"{head}; selected on {n_val} meta-validation tasks; meta-test MSE on {n_test} "
