@@ -55,6 +55,19 @@ def _parser():
     b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     b.add_argument("--out", default="results/bench", help="output folder")
 
+    a = sub.add_parser("alphabets", help="a finished omniglot run's selected methods "
+                       "scored one alphabet at a time (where each wins and loses); "
+                       "writes per_alphabet.json and per_alphabet.png into RUN_DIR")
+    a.add_argument("run_dir", metavar="RUN_DIR", help="folder of neuro-meta run omniglot "
+                   "(one seed, or the folder of --seeds: every seed_<k> in turn)")
+    a.add_argument("--tasks", type=int, default=400, metavar="N",
+                   help="tasks per alphabet (default 400)")
+    a.add_argument("--methods", default=None, help="a comma-separated subset of the run's "
+                   "methods (default: all)")
+    a.add_argument("--serial", action="store_true", help="all in this process (default: "
+                   "the run's compare.workers processes; the same numbers)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     mo = sub.add_parser("models", help="list the model/experiment files and where they "
                         "come from")
     mo.add_argument("--models", action="append", default=[], metavar="DIR",
@@ -187,6 +200,15 @@ def _dispatch(args):
         return 0
     if args.command == "run":
         return _run(args)
+    if args.command == "alphabets":
+        from .experiments import omniglot
+
+        res = omniglot.per_alphabet(args.run_dir, n_tasks=args.tasks, methods=args.methods,
+                                    progress=not args.no_progress,
+                                    executor="serial" if args.serial else None)
+        print(omniglot.alphabets_table(res))
+        print(f"wrote {args.run_dir}/per_alphabet.json and {args.run_dir}/per_alphabet.png")
+        return 0
     raise AssertionError(args.command)
 
 

@@ -246,6 +246,31 @@ def test_chain_and_clip():
     np.testing.assert_allclose(upd["omega"][0], [-0.6, -0.8])
 
 
+def test_global_norm_is_the_same_for_any_number_of_blas_threads(rng):
+    """The clip's norm (and so a checkpoint's optimiser fingerprint, and every clipped
+    meta-step) must not depend on how many BLAS threads the process has: a run resumed
+    or restored under another thread count was refused before (``np.linalg.norm``'s BLAS
+    nrm2 splits long vectors over threads). Reference: math.fsum of the squares."""
+    import math
+
+    from neuro_meta.metatrain import optimizer_fingerprint
+    from neuro_meta.workers import blas_threads
+
+    g = {"omega": [rng.normal(size=(64, 784)), rng.normal(size=(5, 64))],
+         "omega_bias": [rng.normal(size=64), None]}
+    vec = np.concatenate([g["omega"][0].ravel(), g["omega"][1].ravel(), g["omega_bias"][0]])
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(5e-3))
+    out = []
+    for n in (1, 2, 4):
+        with blas_threads(n):
+            out.append((optim.global_norm(g), optimizer_fingerprint(opt, g)))
+    assert out[0] == out[1] == out[2]
+    assert out[0][0] == pytest.approx(math.sqrt(math.fsum(vec * vec)), rel=1e-14)
+    assert optim.global_norm({"omega": [np.zeros(3)]}) == 0.0
+    big = {"omega": [np.array([3e200, 4e200])]}     # no square overflows
+    assert optim.global_norm(big) == pytest.approx(5e200, rel=1e-15)
+
+
 def test_projection_floor():
     theta = {"lam": [np.array([0.1, 2.0])]}
     upd = {"lam": [np.array([-1.0, -1.0])]}

@@ -42,7 +42,12 @@ and the others on worker processes (one BLAS thread each,
 Across seeds (``neuro-meta run omniglot --seeds 3``): the seeds run one after the other,
 each as above, and :func:`aggregate_seeds` reports the mean ± 95 % CI over seeds of every
 number and CML's 1-shot accuracy minus the MAML family's, paired by seed.
+
+Where the methods win and lose (``neuro-meta alphabets RUN_DIR``): :func:`per_alphabet`
+scores a finished run's selected meta-parameters (:func:`selected_models`, read back from
+its checkpoints) on tasks of one alphabet at a time, every method on the same tasks.
 """
+import os
 import time
 import warnings
 from contextlib import ExitStack
@@ -987,5 +992,346 @@ def plot_seeds(path, agg):
                       "mean ± 95 % CI over seeds, ○ per seed")
         bx.set_title("Selected meta-parameters, across seeds")
         bx.invert_yaxis()
+        fig.tight_layout()
+        save_figure(fig, Path(path))
+
+
+# ---------------------------------------------------------------------- per alphabet
+#: The non-meta references: no gap of CML is taken against them in :func:`per_alphabet`.
+REFERENCES = ("pixel_nn", "cml_untrained", "untrained")
+#: Stream of the per-alphabet tasks (:func:`per_alphabet`), apart from the run's
+#: meta-training, validation and test streams; ``step`` = the alphabet's index.
+ALPHABETS = 4
+
+
+def _selected_baseline(cfg, name, path, summary):
+    """The meta-parameters a finished run selected for baseline ``name``, from its
+    checkpoint ``path``, after checking that the checkpoint is that run's: the same
+    method, initial weights and task family as ``cfg`` builds, and the meta-step count
+    and selected step of its ``results.json`` ``summary``."""
+    from .. import checkpoint as ckpt
+
+    method, _ = _baseline(cfg, name)
+    saved = ckpt.load(path)
+    if not isinstance(saved, dict) or saved.get("run") != "train_baseline" or not all(
+            k in saved for k in ("step", "history", "best", "fingerprint")) \
+            or saved["best"] is None:
+        raise ckpt.CheckpointError(f"{path}: not a finished train_baseline checkpoint "
+                                   "(missing run, step, history, fingerprint or best)")
+    init = wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp
+    want = {"method": repr(method), "family": repr(families(cfg)["train"]),
+            "params0": ckpt.checksum(init(mlp_sizes(cfg), cfg["meta"]["seed"]))[:16]}
+    fp = saved["fingerprint"] or {}
+    differ = [k for k, v in want.items() if fp.get(k) != v]
+    steps = saved["history"]["step"]
+    sel = steps[saved["best"]["index"]]
+    if (saved["step"], sel) != (summary.get("meta_steps"), summary.get("selected_step")):
+        differ.append(f"meta-step {saved['step']} / selected step {sel} against "
+                      f"results.json's {summary.get('meta_steps')} / "
+                      f"{summary.get('selected_step')}")
+    if differ:
+        raise ckpt.CheckpointError(f"{path}: not the checkpoint of the run in "
+                                   f"results.json ({', '.join(differ)} differ)")
+    return method, saved["best"]["params"]
+
+
+def _selected_cml(cfg, name, path, summary):
+    """(network, learner) a finished run selected for CML method ``name``: the trainer
+    built from ``cfg`` restores its checkpoint (configuration checked as for a resume),
+    whose meta-step count and selected step must be those of ``summary``."""
+    from ..checkpoint import CheckpointError
+
+    learner, trainer = build_cml(cfg, families(cfg), model=CML_METHODS.get(name, "complex"))
+    if name == "cml_untrained":
+        return trainer.net, learner
+    hist = trainer.restore(path)
+    if (hist.meta_steps, hist.selected["step"]) != (summary.get("meta_steps"),
+                                                    summary.get("selected_step")):
+        raise CheckpointError(
+            f"{path}: not the checkpoint of the run in results.json (meta-step "
+            f"{hist.meta_steps} / selected step {hist.selected['step']} against "
+            f"{summary.get('meta_steps')} / {summary.get('selected_step')})")
+    return trainer.net, learner
+
+
+def _read_results(out, owner):
+    import json
+
+    path = out / "results.json"
+    if not path.is_file():
+        seeds = sorted(p.name for p in out.glob("seed_*") if (p / "results.json").is_file())
+        hint = (f"; its {', '.join(seeds)} are runs of their own" if seeds else "")
+        raise ValidationError(f"{owner}: out_dir: must be the folder of a finished "
+                              f"`neuro-meta run omniglot` (with results.json){hint} "
+                              f"(got {str(out)!r})")
+    try:
+        res = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValidationError(f"{owner}: {path}: not readable JSON ({err})") from None
+    if not isinstance(res, dict) or not isinstance(res.get("config"), dict) or \
+            res["config"].get("experiment") != "omniglot" or \
+            not isinstance(res.get("methods"), dict):
+        raise ValidationError(f"{owner}: {path}: not the results of an omniglot run "
+                              "(needs config.experiment = omniglot and methods)")
+    return res
+
+
+def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=None):
+    """Where a finished run's methods win and lose: the meta-parameters each method
+    selected (read from ``out_dir``'s checkpoints, checked against its
+    ``results.json``), scored on ``n_tasks`` N-way K-shot tasks drawn from **one
+    alphabet at a time** -- each of the 8 background alphabets, the meta-training ones
+    included (their tasks reuse classes seen in meta-training: a measure of fit, not of
+    generalisation) -- with the run's N, K, queries and rotations. Every method sees the
+    same tasks (``task_rng(seed, ALPHABETS, alphabet index)``), so CML minus each
+    MAML-family method is paired over them. A diagnostic of a finished run: nothing is
+    selected by it.
+
+    ``out_dir`` is the folder of ``neuro-meta run omniglot`` (one seed) or of
+    ``--seeds`` (every ``seed_<k>`` is scored in turn; the numbers across seeds are the
+    mean ± 95 % CI over seeds, Student's t, and the gaps are paired by seed).
+    ``methods``: a subset of the run's methods (default: all of them, ``pixel_nn`` and
+    ``cml_untrained`` included). ``executor``: as for :func:`run` (None: the tasks
+    spread over ``compare.workers`` processes; ``"serial"``: this process only; the
+    same numbers either way).
+
+    Writes ``per_alphabet.json`` and ``per_alphabet.png`` into ``out_dir`` and returns
+    ``{"alphabets": [{"name", "split", "characters"}], "n_tasks", "ways", "shots",
+    "seeds", "methods": {name: {alphabet: {"accuracy", "ci95"}}}, "gaps": {cml:
+    {baseline: {alphabet: {"mean", "ci95"}}}}}`` (accuracies as fractions; CI: 1.96
+    s.e.m. over tasks for one seed, Student's t over seeds for several).
+    """
+    O = "omniglot.per_alphabet"
+    if not isinstance(out_dir, (str, os.PathLike)):
+        P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
+    out = Path(out_dir)
+    n_tasks = P.integer(n_tasks, O, "n_tasks", low=2)
+    seeds = _read_results(out, O).get("seeds")
+    if seeds is not None:
+        runs = []
+        for s in seeds:
+            runs.append(per_alphabet(out / f"seed_{s}", n_tasks, methods, progress,
+                                     executor))
+        agg = _aggregate_alphabets(runs, seeds)
+    else:
+        agg = _score_alphabets(out, n_tasks, methods, progress, executor)
+    write_json(out / "per_alphabet.json", agg)
+    plot_alphabets(out / "per_alphabet.png", agg)
+    return agg
+
+
+def selected_models(out_dir, methods=None):
+    """``(config, {name: errors(task, executor=None)})``: the meta-parameters each method
+    of a finished run (``out_dir``, one seed) selected, as functions giving the per-task
+    error rate of a :class:`~neuro_meta.tasks.Task` batch after the method's learning on
+    its shots. Read from the run's checkpoints, each checked against its
+    ``results.json`` (the same method, initial weights and task family, the same
+    meta-step count and selected step; otherwise
+    :class:`~neuro_meta.checkpoint.CheckpointError`). ``methods``: a subset of the
+    run's (a list or a comma-separated string; default: all of them)."""
+    O = "omniglot.selected_models"
+    if not isinstance(out_dir, (str, os.PathLike)):
+        P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
+    out = Path(out_dir)
+    res = _read_results(out, O)
+    if res.get("seeds") is not None:
+        raise ValidationError(f"{O}: out_dir: must be one seed's folder, not that of a "
+                              f"--seeds run (its seed_<k>) (got {str(out)!r})")
+    cfg = _cfg(res["config"])
+    have = list(res["methods"])
+    if methods is None:
+        methods = have
+    else:
+        if isinstance(methods, str):
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
+        if not isinstance(methods, (list, tuple)) or not methods or not all(
+                isinstance(m, str) and m in have for m in methods):
+            raise ValidationError(f"{O}: methods: must be a comma-separated list of the "
+                                  f"run's methods ({', '.join(have)}) (got {methods!r})")
+        methods = list(dict.fromkeys(methods))
+    models = {}
+    for name in methods:        # every checkpoint checked before any scoring
+        summary = res["methods"][name]
+        if name == "pixel_nn":
+            models[name] = lambda t, executor=None: pixel_nn_errors(t)
+        elif name in CML_METHODS or name == "cml_untrained":
+            net, learner = _selected_cml(cfg, name, out / f"{name}_checkpoint.npz", summary)
+            models[name] = (lambda net, learner: lambda t, executor=None: cml_errors(
+                net, learner, t, executor))(net, learner)
+        else:
+            method, params = _selected_baseline(cfg, name, out / f"{name}_checkpoint.npz",
+                                                summary)
+            models[name] = (lambda method, params: lambda t, executor=None: baseline_errors(
+                method, params, t, executor))(method, params)
+    return cfg, models
+
+
+def _score_alphabets(out, n_tasks, methods, progress, executor):
+    from tqdm.auto import tqdm
+
+    from ..datasets import OMNIGLOT_SPLITS, omniglot
+
+    cfg, models = selected_models(out, methods)
+    methods = list(models)
+    fam = section(cfg, "family", required=("ways", "shots", "queries", "rotations"))
+    seed = cfg["meta"]["seed"]
+    d = omniglot()
+    split_of = {a: s for s, names in OMNIGLOT_SPLITS.items() for a in names}
+    alphabets = [{"name": a, "split": split_of.get(a, "-"),
+                  "characters": int(len(np.unique(d.labels[d.alphabet == i])))}
+                 for i, a in enumerate(d.alphabet_names)]
+    tasks = []
+    for i, a in enumerate(d.alphabet_names):
+        m = d.alphabet == i
+        f = checked(cfg.get("_file", "<config>"), f"family (alphabet {a})",
+                    FewShotClassification, d.images[m], d.labels[m], **fam)
+        tasks.append(f.sample(task_rng(seed, ALPHABETS, i), n_tasks))
+    acc = {name: [] for name in methods}
+    workers = compare_cfg(cfg)["workers"]
+    with ExitStack() as stack:
+        stack.enter_context(blas_threads(1))
+        if executor == "serial":
+            executor = None
+        elif executor is None and workers > 1:
+            executor = stack.enter_context(PieceExecutor(workers))
+        bar = tqdm(total=len(methods) * len(tasks), desc="per alphabet",
+                   disable=not progress)
+        for name in methods:
+            for t in tasks:
+                acc[name].append(1.0 - np.asarray(models[name](t, executor), dtype=float))
+                bar.update(1)
+        bar.close()
+    names = [a["name"] for a in alphabets]
+    out_methods = {n: {a: dict(zip(("accuracy", "ci95"), _acc(1.0 - acc[n][i])))
+                       for i, a in enumerate(names)} for n in methods}
+    gaps = {}
+    for c in (n for n in methods if n in CML_METHODS):
+        gaps[c] = {}
+        for b in (n for n in methods if n not in CML_METHODS and n not in REFERENCES):
+            g = {}
+            for i, a in enumerate(names):
+                diff = acc[c][i] - acc[b][i]
+                mean, sem = mean_sem(diff)
+                g[a] = {"mean": mean, "ci95": 1.96 * sem}
+            gaps[c][b] = g
+    return {"alphabets": alphabets, "n_tasks": n_tasks, "ways": fam["ways"],
+            "shots": fam["shots"], "seeds": [seed], "methods": out_methods, "gaps": gaps}
+
+
+def _aggregate_alphabets(runs, seeds):
+    """Per-seed :func:`per_alphabet` results -> mean ± 95 % CI over seeds (Student's t);
+    the gaps paired by seed; one seed: no interval (None)."""
+    from .seeds import ci95 as _ci95
+
+    def ci95(values):
+        mean, half = _ci95(values)
+        return {"mean": mean, "ci95": float(half) if np.isfinite(half) else None,
+                "per_seed": [float(v) for v in values]}
+
+    first = runs[0]
+    names = [a["name"] for a in first["alphabets"]]
+    methods = {n: {a: (lambda r: {"accuracy": r["mean"], "ci95": r["ci95"],
+                                  "per_seed": r["per_seed"]})(
+        ci95([r["methods"][n][a]["accuracy"] for r in runs])) for a in names}
+        for n in first["methods"]}
+    gaps = {c: {b: {a: ci95([r["gaps"][c][b][a]["mean"] for r in runs]) for a in names}
+                for b in first["gaps"][c]} for c in first["gaps"]}
+    return {"alphabets": first["alphabets"], "n_tasks": first["n_tasks"],
+            "ways": first["ways"], "shots": first["shots"], "seeds": list(seeds),
+            "methods": methods, "gaps": gaps}
+
+
+def alphabets_table(res):
+    """The text table of :func:`per_alphabet`: accuracy per alphabet and method, then CML
+    minus each baseline (percentage points, ± 95 % CI)."""
+    alphabets = _by_split(res["alphabets"])
+    names = [a["name"] for a in alphabets]
+    methods = list(res["methods"])
+    seeds = res["seeds"]
+    over = (f"mean ± 95 % CI over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1
+            else f"seed {seeds[0]}, ± 95 % CI over tasks")
+    lines = [f"{res['ways']}-way {res['shots']}-shot accuracy (%) on {res['n_tasks']} "
+             f"tasks of one alphabet at a time ({over}); train alphabets: classes seen "
+             "in meta-training", ""]
+    w = max(len(n) for n in names) + 14
+
+    def cell(r, key):
+        half = r.get("ci95")
+        return f"{100 * r[key]:.1f}" + ("" if half is None else f" ± {100 * half:.1f}")
+
+    lines.append(f"{'alphabet (split, characters)':<{w}}" +
+                 "".join(f"{m:>15}" for m in methods))
+    for a, name in zip(alphabets, names):
+        label = f"{name} ({a['split']}, {a['characters']})"
+        lines.append(f"{label:<{w}}" + "".join(
+            f"{cell(res['methods'][m][name], 'accuracy'):>15}" for m in methods))
+    for c, per in res["gaps"].items():
+        if not per:
+            continue
+        lines += ["", f"{c} minus (percentage points, ± 95 % CI):"]
+        lines.append(f"{'alphabet':<{w}}" + "".join(f"{b:>15}" for b in per))
+        for name in names:
+            lines.append(f"{name:<{w}}" + "".join(f"{_signed(per[b][name]):>15}"
+                                                   for b in per))
+    return "\n".join(lines)
+
+
+def _by_split(alphabets):
+    """The alphabets in the order meta-train, meta-validation, test (then any other)."""
+    rank = {"train": 0, "validation": 1, "test": 2}
+    return sorted(alphabets, key=lambda a: rank.get(a["split"], 3))
+
+
+def _signed(r):
+    half = r.get("ci95")
+    return f"{100 * r['mean']:+.1f}" + ("" if half is None else f" ± {100 * half:.1f}")
+
+
+def plot_alphabets(path, res):
+    """``per_alphabet.png``: accuracy per alphabet and method (± 95 % CI) and CML minus
+    each baseline per alphabet (± 95 % CI); alphabets grouped by split."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from .. import plotting
+
+    alphabets = _by_split(res["alphabets"])
+    names = [a["name"] for a in alphabets]
+    labels = [f"{a['name'].replace('_', ' ')}\n({a['split']})" for a in alphabets]
+    methods = list(res["methods"])
+    cmls = [c for c, per in res["gaps"].items() if per]
+    with plt.rc_context(plotting.STYLE):
+        fig = Figure(figsize=(13, 5.2 * (1 + len(cmls))))
+        axes = fig.subplots(1 + len(cmls), 1, squeeze=False)[:, 0]
+        x = np.arange(len(names))
+        width = 0.8 / len(methods)
+        ax = axes[0]
+        for j, m in enumerate(methods):
+            r = res["methods"][m]
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width,
+                   [100 * r[a]["accuracy"] for a in names], width,
+                   yerr=[100 * (r[a]["ci95"] or 0.0) for a in names], capsize=2,
+                   color=COLORS.get(m, f"C{j}"), label=m,
+                   alpha=0.45 if m == "cml_untrained" else 1.0,
+                   hatch="//" if m == "cml_untrained" else None)
+        ax.axhline(100.0 / res["ways"], color="k", ls=":", lw=1, label="chance")
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel(f"{res['ways']}-way {res['shots']}-shot accuracy (%)")
+        ax.set_title(f"One alphabet at a time ({res['n_tasks']} tasks each, seeds "
+                     f"{', '.join(map(str, res['seeds']))}; ± 95 % CI)")
+        ax.legend(fontsize=8, ncol=min(len(methods) + 1, 5))
+        for ax, c in zip(axes[1:], cmls):
+            per = res["gaps"][c]
+            wd = 0.8 / len(per)
+            for j, b in enumerate(per):
+                ax.bar(x + (j - (len(per) - 1) / 2) * wd,
+                       [100 * per[b][a]["mean"] for a in names], wd,
+                       yerr=[100 * (per[b][a]["ci95"] or 0.0) for a in names], capsize=2,
+                       color=COLORS.get(b, f"C{j}"), label=f"{c} − {b}")
+            ax.axhline(0.0, color="k", lw=1)
+            ax.set_xticks(x, labels, fontsize=8)
+            ax.set_ylabel(f"{c} minus baseline (points)")
+            ax.set_title(f"{c} minus each method, paired over the same tasks")
+            ax.legend(fontsize=8, ncol=min(len(per), 5))
         fig.tight_layout()
         save_figure(fig, Path(path))

@@ -1,0 +1,169 @@
+"""``neuro-meta alphabets`` / :func:`omniglot.per_alphabet`: a finished run's selected
+meta-parameters scored one alphabet at a time. Checked against the run's own reported
+per-task accuracies, a direct loop over the tasks, numpy/scipy for the intervals, and
+the doors (a folder that is not a run, a checkpoint of another run)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta.checkpoint import CheckpointError
+from neuro_meta.cli import main
+from neuro_meta.datasets import omniglot
+from neuro_meta.experiments import omniglot as og
+from neuro_meta.families import FewShotClassification
+from neuro_meta.metatrain import TEST, task_rng
+
+TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null",
+        "meta.steps=3", "meta.eval_every=3", "baselines.steps=4", "baselines.eval_every=2",
+        "compare.val_tasks=6", "meta.eval_tasks=6", "final.test_tasks=8",
+        "meta.meta_batch=4", "baselines.meta_batch=4", "compare.workers=1",
+        "final.other_shots=null", "final.official_runs=false"]
+METHODS = "cml,maml,fomaml,untrained"
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    """A tiny two-seed run (step-bound: deterministic) of CML, MAML, first-order MAML
+    and the untrained MLP; each test copies it before writing into it."""
+    out = tmp_path_factory.mktemp("alphabets") / "run"
+    argv = ["run", "omniglot", "--seeds", "0,1", "--methods", METHODS, "--out", str(out),
+            "--no-progress"]
+    for o in TINY:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(seeds_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(seeds_run, dst)
+    return dst
+
+
+def test_selected_models_reproduce_the_runs_reported_per_task_accuracies(run_dir):
+    """Each method read back from its checkpoint scores the run's own final test tasks
+    exactly as the run reported them, task by task: the checkpoints hold the selected
+    meta-parameters, not the last ones."""
+    res = json.loads((run_dir / "seed_1" / "results.json").read_text())
+    cfg, models = og.selected_models(run_dir / "seed_1")
+    assert set(models) == set(res["methods"]) == {
+        "pixel_nn", "cml_untrained", "cml", "maml", "fomaml", "untrained"}
+    tasks = og.families(cfg)["test"].sample(task_rng(1, TEST, 1), 8)
+    for name, errors in models.items():
+        got = 1.0 - np.asarray(errors(tasks))
+        assert got.tolist() == res["methods"][name]["accuracy_per_task"], name
+    assert list(og.selected_models(run_dir / "seed_1", "maml, cml")[1]) == ["maml", "cml"]
+
+
+def test_one_alphabet_at_a_time_against_a_direct_loop(run_dir):
+    """Every task's classes come from one alphabet; pixel NN by a loop over queries, the
+    selected MAML and CML on the same tasks, and the paired gap and its interval by
+    numpy give the numbers per_alphabet reports."""
+    out = run_dir / "seed_0"
+    n = 5
+    res = og.per_alphabet(out, n_tasks=n, progress=False, executor="serial")
+    d = omniglot()
+    assert [a["name"] for a in res["alphabets"]] == list(d.alphabet_names)
+    assert {a["split"] for a in res["alphabets"]} == {"train", "validation", "test"}
+    assert sum(a["characters"] for a in res["alphabets"]) == 242
+    _, models = og.selected_models(out, ["cml", "maml"])
+    for i, a in enumerate(d.alphabet_names):
+        m = d.alphabet == i
+        fam = FewShotClassification(d.images[m], d.labels[m], ways=5, shots=1, queries=5,
+                                    rotations=True)
+        task, classes, _ = fam.sample_with_classes(task_rng(0, og.ALPHABETS, i), n)
+        assert set(d.character_alphabet[classes[..., 0]].ravel()) == {i}
+        xt, yt, xv, yv = task.as_batch()
+        acc = []
+        for k in range(n):          # nearest shot of every query, one at a time
+            right = [yt[k][np.argmin([np.sum((q - s) ** 2) for s in xt[k]])].argmax()
+                     == yv[k][j].argmax() for j, q in enumerate(xv[k])]
+            acc.append(np.mean(right))
+        assert res["methods"]["pixel_nn"][a]["accuracy"] == pytest.approx(np.mean(acc),
+                                                                          abs=1e-15)
+        c = 1.0 - models["cml"](task)
+        b = 1.0 - models["maml"](task)
+        assert res["methods"]["cml"][a]["accuracy"] == pytest.approx(c.mean(), abs=1e-15)
+        g = res["gaps"]["cml"]["maml"][a]
+        assert g["mean"] == pytest.approx((c - b).mean(), abs=1e-15)
+        assert g["ci95"] == pytest.approx(1.96 * np.std(c - b, ddof=1) / np.sqrt(n),
+                                          abs=1e-15)
+    # gaps only against meta-learners, never against the non-meta references
+    assert set(res["gaps"]["cml"]) == {"maml", "fomaml"}
+    saved = json.loads((out / "per_alphabet.json").read_text())
+    assert saved["methods"]["cml"] == res["methods"]["cml"]
+    assert (out / "per_alphabet.png").stat().st_size > 0
+    assert "Sanskrit (test, 42)" in og.alphabets_table(res)
+
+
+def test_across_seeds_mean_and_student_t_interval(run_dir):
+    from scipy import stats
+
+    res = og.per_alphabet(run_dir, n_tasks=4, methods="cml,maml", progress=False)
+    assert res["seeds"] == [0, 1]
+    per = [json.loads((run_dir / f"seed_{k}" / "per_alphabet.json").read_text())
+           for k in (0, 1)]
+    for a in ("Sanskrit", "Greek"):
+        for name in ("cml", "maml"):
+            vals = [p["methods"][name][a]["accuracy"] for p in per]
+            r = res["methods"][name][a]
+            assert r["per_seed"] == vals and r["accuracy"] == pytest.approx(np.mean(vals))
+            if vals[0] != vals[1]:
+                lo, hi = stats.t.interval(0.95, 1, loc=np.mean(vals), scale=stats.sem(vals))
+                assert r["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
+        gaps = [p["gaps"]["cml"]["maml"][a]["mean"] for p in per]
+        assert res["gaps"]["cml"]["maml"][a]["per_seed"] == gaps
+    json.dumps(json.loads((run_dir / "per_alphabet.json").read_text()), allow_nan=False)
+    assert "mean ± 95 % CI over seeds 0, 1" in og.alphabets_table(res)
+    assert (run_dir / "per_alphabet.png").stat().st_size > 0
+
+
+def test_a_checkpoint_of_another_run_is_refused(run_dir):
+    """Seed 1's checkpoints swapped into seed 0's folder: other initial weights (MAML)
+    and another configuration (CML) -- refused, naming what differs."""
+    for name in ("maml", "cml"):
+        shutil.copy(run_dir / "seed_1" / f"{name}_checkpoint.npz",
+                    run_dir / "seed_0" / f"{name}_checkpoint.npz")
+    with pytest.raises(CheckpointError, match="params0"):
+        og.selected_models(run_dir / "seed_0", "maml")
+    with pytest.raises(CheckpointError):
+        og.selected_models(run_dir / "seed_0", "cml")
+    (run_dir / "seed_0" / "fomaml_checkpoint.npz").unlink()
+    with pytest.raises(CheckpointError):
+        og.per_alphabet(run_dir / "seed_0", n_tasks=2, methods="fomaml", progress=False)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["alphabets", "{run}/nowhere"], "must be the folder of a finished `neuro-meta run "
+                                     "omniglot` (with results.json)"),
+    (["alphabets", "{run}/seed_0", "--tasks", "1"], "n_tasks: must be >= 2"),
+    (["alphabets", "{run}/seed_0", "--methods", "cml,imaml"],
+     "methods: must be a comma-separated list of the run's methods"),
+])
+def test_bad_command_lines_are_one_line(run_dir, capsys, argv, match):
+    argv = [a.replace("{run}", str(run_dir)) for a in argv]
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and match in err, err
+
+
+def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
+    with pytest.raises(nm.ValidationError, match="not that of a --seeds run"):
+        og.selected_models(run_dir)
+    (run_dir / "results.json").unlink()
+    with pytest.raises(nm.ValidationError, match="its seed_0, seed_1 are runs of their own"):
+        og.per_alphabet(run_dir, progress=False)
+    (run_dir / "seed_0" / "results.json").write_text("{not json")
+    with pytest.raises(nm.ValidationError, match="not readable JSON"):
+        og.per_alphabet(run_dir / "seed_0", progress=False)
+
+
+def test_command_line_prints_the_table(run_dir, capsys):
+    assert main(["alphabets", str(run_dir / "seed_0"), "--tasks", "2", "--methods",
+                 "cml,maml,pixel_nn", "--serial", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "cml minus (percentage points" in text and "per_alphabet.png" in text
