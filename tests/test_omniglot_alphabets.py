@@ -151,6 +151,17 @@ def test_bad_command_lines_are_one_line(run_dir, capsys, argv, match):
     assert "\n" not in err and match in err, err
 
 
+@pytest.mark.parametrize("kw, match", [
+    ({"executor": "threads"}, "executor: must be None, 'serial', or an executor"),
+    ({"progress": "yes"}, "progress: must be True or False"),
+    ({"n_tasks": 2.5}, "n_tasks"),
+])
+def test_bad_arguments_are_refused_before_any_work(run_dir, kw, match):
+    with pytest.raises(nm.ValidationError, match=match):
+        og.per_alphabet(run_dir / "seed_0", **kw)
+    assert not (run_dir / "seed_0" / "per_alphabet.json").exists()
+
+
 def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
     with pytest.raises(nm.ValidationError, match="not that of a --seeds run"):
         og.selected_models(run_dir)

@@ -1106,6 +1106,11 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
         P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
     out = Path(out_dir)
     n_tasks = P.integer(n_tasks, O, "n_tasks", low=2)
+    if not isinstance(progress, bool):
+        P.fail(O, "progress", "must be True or False", repr(progress))
+    if isinstance(executor, str) and executor != "serial":
+        P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
+               "pool or a Dask client)", repr(executor))
     seeds = _read_results(out, O).get("seeds")
     if seeds is not None:
         runs = []
