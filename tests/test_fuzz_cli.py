@@ -227,6 +227,52 @@ def test_generated_gradcheck_files(stubbed, folder, capsys, monkeypatch, data):
     outcome(["gradcheck", "--out", str(folder / "g"), "--no-progress"], capsys)
 
 
+@pytest.fixture(scope="module")
+def alphabet_dirs(tmp_path_factory):
+    """Folders for ``neuro-meta alphabets``: a finished tiny omniglot run, a copy whose
+    results.json is not JSON, one of another experiment's, an empty one."""
+    import json
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("alphabets_fuzz")
+    tiny = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null",
+            "meta.steps=2", "meta.eval_every=2", "baselines.steps=2", "baselines.eval_every=2",
+            "compare.val_tasks=4", "meta.eval_tasks=4", "final.test_tasks=4",
+            "meta.meta_batch=2", "baselines.meta_batch=2", "compare.workers=1",
+            "final.other_shots=null", "final.official_runs=false"]
+    omniglot.run(tmp / "run", progress=False, methods="cml,maml", overrides=tiny)
+    shutil.copytree(tmp / "run", tmp / "badjson")
+    (tmp / "badjson" / "results.json").write_text("{")
+    (tmp / "other").mkdir()
+    (tmp / "other" / "results.json").write_text(json.dumps({"config": {
+        "experiment": "sinusoid"}, "methods": {}}))
+    (tmp / "empty").mkdir()
+    return tmp
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_alphabets_arguments(monkeypatch, alphabet_dirs, capsys, data):
+    """``neuro-meta alphabets``: every generated command line reaches the scoring (stubbed)
+    or is refused in one line with status 2."""
+    for name in ("cml_errors", "baseline_errors", "pixel_nn_errors"):
+        monkeypatch.setattr(omniglot, name, _reached)
+    d = data.draw(st.sampled_from(["run", "badjson", "other", "empty", "nowhere", ""]))
+    argv = ["alphabets", str(alphabet_dirs / d) if d else ""]
+    for o in data.draw(st.lists(st.sampled_from(["--tasks", "--methods", "--serial",
+                                                 "--bogus"]), max_size=3)):
+        if o == "--tasks":
+            argv += [o, data.draw(st.sampled_from(JUNK + ["2", "400"]))]
+        elif o == "--methods":
+            argv += [o, data.draw(st.sampled_from(["cml", "maml,cml", "pixel_nn", "imaml",
+                                                   "", ",", "cml,cml", "bogus"]))]
+        else:
+            argv.append(o)
+    CASES["argv"] += 1
+    outcome(argv + ["--no-progress"], capsys)
+
+
 def test_case_count():
     """The fuzz above ran its cases (when run as a whole): >= 800, and both outcomes
     occur (the generators reach the work as well as the refusals)."""

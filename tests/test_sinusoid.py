@@ -142,11 +142,49 @@ def test_one_seed_or_one_hit_has_no_interval_and_no_nan_in_json():
     ("compare.targets=[0.1, -1]", r"compare\.targets\[1\]: must be > 0\.0 \(got -1\.0\)"),
     ("compare.val_tasks=0", r"compare\.val_tasks: .*must be >= 1 \(got 0\)"),
     ("compare.budget=3", r"compare\.budget: unknown key"),
+    ("compare.average=1.0", r"compare\.average: .*must be < 1\.0 \(got 1\.0\)"),
+    ("compare.average=-0.1", r"compare\.average: .*must be >= 0\.0"),
 ])
 def test_bad_compare_section_is_refused(override, match):
     cfg = sinusoid._cfg(None, True, None, overrides=[override])
     with pytest.raises(nm.ValidationError, match=match):
         sinusoid.compare_cfg(cfg)
+
+
+def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
+    """``compare.average``, ``meta.omega_decay`` and ``baselines.weight_decay`` (off by
+    default) reach CML's trainer and every baseline's training, and change what a
+    step-bound run reports; the dual system, with no ω, refuses the ω penalty."""
+    from neuro_meta import baselines as bl
+
+    seen = {}
+    real_init, real_train = sinusoid.MetaTrainer.__init__, bl.train_baseline
+
+    def init(self, *a, **k):
+        seen["cml"] = (k.get("average"), k.get("omega_decay"))
+        real_init(self, *a, **k)
+
+    def train(*a, **k):
+        seen["maml"] = (k.get("average"), k.get("weight_decay"))
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(sinusoid.MetaTrainer, "__init__", init)
+    monkeypatch.setattr(sinusoid.bl, "train_baseline", train)
+    extra = ["compare.average=0.9", "meta.omega_decay=0.01", "baselines.weight_decay=0.01"]
+    on = sinusoid.run(tmp_path / "on", quick=True, methods="cml,maml", progress=False,
+                      overrides=STEP_BOUND + extra)
+    assert seen == {"cml": (0.9, 0.01), "maml": (0.9, 0.01)}
+    off = sinusoid.run(tmp_path / "off", quick=True, methods="cml,maml", progress=False,
+                       overrides=STEP_BOUND)
+    assert seen == {"cml": (None, 0.0), "maml": (None, 0.0)}
+    for name in ("cml", "maml"):
+        assert on["methods"][name]["meta_test_mse"] != off["methods"][name]["meta_test_mse"]
+    from neuro_meta.models import load_model
+
+    cfg = sinusoid._cfg(load_model("sinusoid_dual"), True, None,
+                        overrides=["meta.omega_decay=0.001"])
+    with pytest.raises(nm.ValidationError, match="meta.omega_decay: the dual system has no"):
+        sinusoid.build_cml(cfg)
 
 
 def test_cli_budget_option(tmp_path, capsys):

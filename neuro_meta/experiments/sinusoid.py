@@ -113,10 +113,13 @@ def is_dual(cfg):
 def compare_cfg(cfg):
     """The ``compare`` section, checked: ``budget_s`` (s of meta-training per method, or
     None), ``eval_every_s`` (s between evaluations, or None), ``targets`` (meta-test
-    MSEs, squared output units) and ``val_tasks`` (number of meta-validation tasks, or
-    None for ``meta.eval_tasks``)."""
+    MSEs, squared output units), ``val_tasks`` (number of meta-validation tasks, or
+    None for ``meta.eval_tasks``) and ``average`` (optional: decay in [0, 1) of the
+    moving average of every method's meta-parameters that is evaluated, selected and
+    kept, or None, the default: the raw ones)."""
     where = cfg.get("_file", "<config>")
-    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"))
+    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "targets", "val_tasks"),
+                optional=("average",))
     out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
                       low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
     targets = c["targets"]
@@ -128,6 +131,8 @@ def compare_cfg(cfg):
                       for i, t in enumerate(targets)]
     out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
                                "compare", "val_tasks", low=1, allow_none=True)
+    out["average"] = checked(where, "compare.average", P.real, c.get("average"), "compare",
+                             "average", low=0.0, high=1.0, high_open=True, allow_none=True)
     return out
 
 
@@ -179,7 +184,12 @@ def build_cml(cfg, executor=None, warp=False):
                     optional=("estimator", "tol", "nudged_duration"))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min",))
+                optional=("lam_min", "omega_decay"))
+    omega_decay = m.get("omega_decay", 0.0)
+    if omega_decay and is_dual(cfg) and not warp:
+        raise ValidationError(f"{where}: meta.omega_decay: the dual system has no "
+                              f"consolidated weights ω to penalise; remove it or set 0 "
+                              f"(got {omega_decay!r})")
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
     net = (_warp_net if warp else _dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
@@ -199,7 +209,8 @@ def build_cml(cfg, executor=None, warp=False):
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
                       executor=executor, lam_min=m.get("lam_min", 0.0),
-                      val_tasks=compare_cfg(cfg)["val_tasks"])
+                      val_tasks=compare_cfg(cfg)["val_tasks"],
+                      average=compare_cfg(cfg)["average"], omega_decay=omega_decay)
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
@@ -505,7 +516,8 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
         optimizer=optim.adam(b["learning_rate"]), seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
         progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,
-        weight_decay=b.get("weight_decay", 0.0), **_budget_kw(compare))
+        weight_decay=b.get("weight_decay", 0.0), average=compare["average"],
+        **_budget_kw(compare))
     summary = _summary(hist, hist["wall_time_s"], compare["targets"])
     adapted = method.adapt(params, one[0], one[1])
     fits[name] = (method.predict if warped else bl.mlp_predict)(adapted, x_plot)[0, :, 0]
