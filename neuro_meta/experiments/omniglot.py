@@ -434,13 +434,22 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     # every method's meta-batches go through the same executor, split into the same
     # compare.workers pieces: equal wall time on the same processes
     with ExitStack() as stack:
-        stack.enter_context(blas_threads(1))
-        if executor == "serial":            # the same pieces, one after another, here
-            executor = None
-        elif executor is None and compare["workers"] > 1:
-            executor = stack.enter_context(PieceExecutor(compare["workers"]))
+        executor = _processes(stack, executor, compare["workers"])
         return _run(Path(out_dir), cfg, methods, compare, final, progress, resume, executor,
                     curves)
+
+
+def _processes(stack, executor, workers):
+    """The executor of a run's or a scoring's pieces, entered into ``stack`` with one
+    BLAS thread per process: ``"serial"`` -> None (every piece here); None -> a
+    :class:`~neuro_meta.workers.PieceExecutor` of ``workers`` processes (this one and
+    ``workers - 1`` others; None if 1); any other executor as given."""
+    stack.enter_context(blas_threads(1))
+    if executor == "serial":            # the same pieces, one after another, here
+        return None
+    if executor is None and workers > 1:
+        return stack.enter_context(PieceExecutor(workers))
+    return executor
 
 
 def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
@@ -1192,13 +1201,8 @@ def _score_alphabets(out, n_tasks, methods, progress, executor):
                     FewShotClassification, d.images[m], d.labels[m], **fam)
         tasks.append(f.sample(task_rng(seed, ALPHABETS, i), n_tasks))
     acc = {name: [] for name in methods}
-    workers = compare_cfg(cfg)["workers"]
     with ExitStack() as stack:
-        stack.enter_context(blas_threads(1))
-        if executor == "serial":
-            executor = None
-        elif executor is None and workers > 1:
-            executor = stack.enter_context(PieceExecutor(workers))
+        executor = _processes(stack, executor, compare_cfg(cfg)["workers"])
         bar = tqdm(total=len(methods) * len(tasks), desc="per alphabet",
                    disable=not progress)
         for name in methods:
@@ -1235,10 +1239,13 @@ def _aggregate_alphabets(runs, seeds):
 
     first = runs[0]
     names = [a["name"] for a in first["alphabets"]]
-    methods = {n: {a: (lambda r: {"accuracy": r["mean"], "ci95": r["ci95"],
-                                  "per_seed": r["per_seed"]})(
-        ci95([r["methods"][n][a]["accuracy"] for r in runs])) for a in names}
-        for n in first["methods"]}
+    methods = {}
+    for n in first["methods"]:
+        methods[n] = {}
+        for a in names:
+            r = ci95([run["methods"][n][a]["accuracy"] for run in runs])
+            methods[n][a] = {"accuracy": r["mean"], "ci95": r["ci95"],
+                             "per_seed": r["per_seed"]}
     gaps = {c: {b: {a: ci95([r["gaps"][c][b][a]["mean"] for r in runs]) for a in names}
                 for b in first["gaps"][c]} for c in first["gaps"]}
     return {"alphabets": first["alphabets"], "n_tasks": first["n_tasks"],

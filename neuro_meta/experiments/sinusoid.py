@@ -206,11 +206,12 @@ def build_cml(cfg, executor=None, warp=False):
         lr_key, lr = "cml_warp.learning_rate", cfg["cml_warp"]["learning_rate"]
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, lr_key, optim.adam, lr))
+    comp = compare_cfg(cfg)
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
                       executor=executor, lam_min=m.get("lam_min", 0.0),
-                      val_tasks=compare_cfg(cfg)["val_tasks"],
-                      average=compare_cfg(cfg)["average"], omega_decay=omega_decay)
+                      val_tasks=comp["val_tasks"], average=comp["average"],
+                      omega_decay=omega_decay)
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
