@@ -626,6 +626,48 @@ def test_config_errors_are_validation_errors_before_any_work(override, match, tm
     assert not (tmp_path / "meta_params.npz").exists()
 
 
+def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
+    """``compare.average``, ``meta.omega_decay`` and ``baselines.weight_decay`` (off by
+    default) reach both CML trainers and MAML's training, and change what a step-bound
+    run reports; the dual system, with no ω, trains without the ω penalty; bad values
+    are refused before any work."""
+    seen = {}
+    real_init, real_train = bandit.MetaTrainer.__init__, bandit.bl.train_baseline
+
+    def init(self, net, *a, **k):
+        seen[type(net).__name__] = (k.get("average"), k.get("omega_decay"))
+        real_init(self, net, *a, **k)
+
+    def train(*a, **k):
+        seen["maml"] = (k.get("average"), k.get("weight_decay"))
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(bandit.MetaTrainer, "__init__", init)
+    monkeypatch.setattr(bandit.bl, "train_baseline", train)
+    step_bound = ["compare.budget_s=null", "meta.steps=3", "baselines.steps=6",
+                  "deploy.trials=10", "deploy.seeds=1", "deploy.deltas=[0.5]"]
+    extra = ["compare.average=0.5", "meta.omega_decay=0.01", "baselines.weight_decay=0.01"]
+    methods = "cml_dual,cml_complex,maml"
+    on = bandit.run(tmp_path / "on", quick=True, methods=methods, progress=False,
+                    overrides=step_bound + extra)
+    assert seen == {"DualSystem": (0.5, 0.0), "RateNetwork": (0.5, 0.01),
+                    "maml": (0.5, 0.01)}
+    off = bandit.run(tmp_path / "off", quick=True, methods=methods, progress=False,
+                     overrides=step_bound)
+    assert seen == {"DualSystem": (None, 0.0), "RateNetwork": (None, 0.0),
+                    "maml": (None, 0.0)}
+    for name in ("cml_dual", "cml_complex", "maml"):
+        assert on["meta"][name]["meta_val_mse"] != off["meta"][name]["meta_val_mse"]
+    for override, match in [
+            ("compare.average=1.0", r"compare\.average: .*must be < 1\.0 \(got 1\.0\)"),
+            ("meta.omega_decay=-1", r"meta\.omega_decay: .*must be >= 0\.0"),
+            ("baselines.weight_decay=x", r"baselines\.weight_decay: .*must be a real")]:
+        with pytest.raises(ValidationError, match=match):
+            bandit.run(tmp_path / "bad", quick=True, methods=methods, progress=False,
+                       overrides=[override])
+        assert not (tmp_path / "bad" / "meta_params.npz").exists()
+
+
 def test_window_other_than_the_support_set_warns(tmp_path, monkeypatch):
     """Minor review item: deploy.window is meant to be family.shots; another value
     warns (a deliberate diagnostic stays possible)."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from neuro_meta import cli
+from neuro_meta.errors import ValidationError
 from neuro_meta.experiments.seeds import ci95, parse_seeds
 from neuro_meta.models import SHIPPED, apply_overrides, available_models, load_model
 
@@ -147,6 +148,11 @@ def test_bad_files_are_one_line_and_status_2(case, tmp_path, capsys):
 # ---------------------------------------------------------------------- seeds
 def test_seed_lists_and_confidence_intervals():
     assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,4,7") == [0, 4, 7]
+    assert len(parse_seeds("1000")) == 1000
+    # a count beyond the limit (or beyond a C integer) is refused, not an OverflowError
+    for text in ("1001", "99999999999999999999", ",".join(map(str, range(1001)))):
+        with pytest.raises(ValidationError, match=r"--seeds: .*(1\.\.1000|at most 1000)"):
+            parse_seeds(text)
     rng = np.random.default_rng(0)
     # the CI covers the mean of normal samples in ~95 % of repeats (independent check)
     hits = 0

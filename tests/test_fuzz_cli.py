@@ -98,7 +98,7 @@ SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.
 @st.composite
 def argvs(draw, tmp):
     exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "vsml",
-                                "omniglot", "nope", str(tmp / "missing.yaml"),
+                                "omniglot", "bandit", "nope", str(tmp / "missing.yaml"),
                                 str(tmp / "afile")]))
     argv = ["run", exp]
     opts = draw(st.lists(st.sampled_from(

@@ -139,12 +139,19 @@ def deploy_cfg(cfg):
 
 
 def compare_cfg(cfg):
+    """The ``compare`` section, checked: ``budget_s`` (s of meta-training per method, or
+    None), ``eval_every_s``, ``val_tasks`` and ``average`` (optional: decay in [0, 1) of
+    the moving average of every method's meta-parameters that is evaluated, selected and
+    kept; None, the default: the raw ones)."""
     where = cfg.get("_file", "<config>")
-    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "val_tasks"))
+    c = section(cfg, "compare", required=("budget_s", "eval_every_s", "val_tasks"),
+                optional=("average",))
     out = {k: checked(where, f"compare.{k}", P.real, c[k], "compare", k, low=0.0,
                       low_open=True, allow_none=True) for k in ("budget_s", "eval_every_s")}
     out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
                                "compare", "val_tasks", low=1)
+    out["average"] = checked(where, "compare.average", P.real, c.get("average"), "compare",
+                             "average", low=0.0, high=1.0, high_open=True, allow_none=True)
     return out
 
 
@@ -203,12 +210,16 @@ def build_learner(cfg):
 
 
 def build_trainer(cfg, kind, fam, executor=None):
-    """The :class:`MetaTrainer` of ``cml_dual`` or ``cml_complex``."""
+    """The :class:`MetaTrainer` of ``cml_dual`` or ``cml_complex``. ``meta.omega_decay``
+    (optional, default 0) penalises the complex synapses' ω; the dual system has no ω and
+    trains without it."""
     where = cfg.get("_file", "<config>")
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min",))
+                optional=("lam_min", "omega_decay"))
+    omega_decay = checked(where, "meta.omega_decay", P.real, m.get("omega_decay", 0.0),
+                          "meta", "omega_decay", low=0.0)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
     learner = build_learner(cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
@@ -217,13 +228,18 @@ def build_trainer(cfg, kind, fam, executor=None):
     return checked(where, "meta", MetaTrainer, build_net(cfg, kind, seed), fam, cml, opt,
                    meta_batch=m["meta_batch"], seed=seed, eval_tasks=m["eval_tasks"],
                    executor=executor, lam_min=m.get("lam_min", 0.0),
-                   val_tasks=compare_cfg(cfg)["val_tasks"])
+                   val_tasks=compare_cfg(cfg)["val_tasks"],
+                   average=compare_cfg(cfg)["average"],
+                   omega_decay=0.0 if kind == "cml_dual" else omega_decay)
 
 
 def build_maml(cfg):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
-                                            "eval_every", "maml"))
+                                            "eval_every", "maml"),
+                optional=("weight_decay",))
+    checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0),
+            "baselines", "weight_decay", low=0.0)
     kw = _settings(where, "baselines.maml", b["maml"], ("loss",))
     return checked(where, "baselines.maml", bl.MAML, loss="masked_squared_error", **kw), b
 
@@ -469,6 +485,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 eval_every=b["eval_every"], eval_tasks=cfg["meta"]["eval_tasks"],
                 val_tasks=compare["val_tasks"], val_task=val, progress=progress,
                 checkpoint=out / "maml_checkpoint.npz", resume=resume,
+                weight_decay=b.get("weight_decay", 0.0), average=compare["average"],
                 **_budget_kw(compare))
             params[name] = theta = p
         else:

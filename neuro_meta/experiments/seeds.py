@@ -18,8 +18,13 @@ from ..errors import ValidationError
 from ..io import save_figure, write_json
 
 
+#: The most seeds one call runs (each is a whole meta-training).
+MAX_SEEDS = 1000
+
+
 def parse_seeds(text, owner="neuro-meta run.--seeds"):
-    """``"3"`` -> [0, 1, 2]; ``"0,4,7"`` -> [0, 4, 7] (distinct, >= 0)."""
+    """``"3"`` -> [0, 1, 2]; ``"0,4,7"`` -> [0, 4, 7] (distinct, >= 0; at most
+    :data:`MAX_SEEDS` of them)."""
     parts = [p.strip() for p in str(text).split(",")]
     try:
         values = [int(p) for p in parts]
@@ -27,9 +32,13 @@ def parse_seeds(text, owner="neuro-meta run.--seeds"):
         raise ValidationError(f"{owner}: must be a number of seeds or a comma-separated "
                               f"list of seeds (got {text!r})") from None
     if len(values) == 1 and "," not in str(text):
-        if values[0] < 1:
-            raise ValidationError(f"{owner}: the number of seeds must be >= 1 (got {text!r})")
+        if not 1 <= values[0] <= MAX_SEEDS:
+            raise ValidationError(f"{owner}: the number of seeds must be in 1..{MAX_SEEDS} "
+                                  f"(each is a whole meta-training) (got {text!r})")
         return list(range(values[0]))
+    if len(values) > MAX_SEEDS:
+        raise ValidationError(f"{owner}: at most {MAX_SEEDS} seeds (each is a whole "
+                              f"meta-training) (got {len(values)})")
     if any(v < 0 for v in values) or len(set(values)) != len(values):
         raise ValidationError(f"{owner}: seeds must be distinct integers >= 0 "
                               f"(got {text!r})")
