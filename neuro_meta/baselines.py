@@ -703,7 +703,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     from . import checkpoint as ckpt
     from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, ParameterAverage,
                             TrainingBudget, check_fingerprint, mean_sem,
-                            optimizer_fingerprint, task_rng)
+                            optimizer_fingerprint, optimizer_probe, task_rng)
 
     O = "train_baseline"
     if not isinstance(method, _Baseline) and not (
@@ -791,7 +791,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
             raise ckpt.CheckpointError(f"{checkpoint}: not a train_baseline checkpoint "
                                        "(missing run, step, params, opt_state, clock_s, "
                                        "history, best or average)")
-        check_fingerprint(checkpoint, fingerprint, saved.get("fingerprint"))
+        check_fingerprint(checkpoint, fingerprint, saved.get("fingerprint"),
+                          lambda: optimizer_probe(optimizer, params))
         step, params, state = saved["step"], saved["params"], saved["opt_state"]
         if step > budget.steps:
             P.fail(O, "steps", f"must be at least the meta-step of the checkpoint "

@@ -106,11 +106,30 @@ def mean_sem(mse):
     return float(mse.mean()), sem
 
 
+#: Prefix of an optimiser fingerprint made from the optimiser's settings.
+SETTINGS_PREFIX = "settings:"
+
+
 def optimizer_fingerprint(optimizer, theta):
-    """A checksum of what ``optimizer`` does (its updates of three fixed probe gradients
-    of the shape of ``theta`` from its initial state, the last 1e12 times the first, so
-    that a gradient clip shows even at a large threshold): equal settings, equal
-    checksums."""
+    """A checksum of what ``optimizer`` does: equal settings, equal checksums. Made from
+    its ``settings`` (:class:`~neuro_meta.optim.GradientTransformation`) when it states
+    them -- every optimiser of :mod:`neuro_meta.optim` does -- so that a change in the
+    last bits of how an update is computed leaves checkpoints resumable; otherwise from
+    its updates of probe gradients (:func:`optimizer_probe`)."""
+    import hashlib
+
+    settings = getattr(optimizer, "settings", None)
+    if settings is None:
+        return optimizer_probe(optimizer, theta)
+    return SETTINGS_PREFIX + hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+
+
+def optimizer_probe(optimizer, theta):
+    """A checksum of ``optimizer``'s updates of three fixed probe gradients of the shape
+    of ``theta`` from its initial state (the last 1e12 times the first, so that a
+    gradient clip shows even at a large threshold). Depends on the last bits of the
+    updates; the optimiser fingerprint of checkpoints written before optimisers stated
+    their settings."""
     from .checkpoint import checksum
 
     probe = optim.tree_map(lambda a: np.linspace(-1.0, 1.0, np.size(a)).reshape(
@@ -122,21 +141,44 @@ def optimizer_fingerprint(optimizer, theta):
     return checksum([u1, u2, u3])[:16]
 
 
-def check_fingerprint(checkpoint, now, then):
+#: What a refused checkpoint's message advises: never to delete it (it may be the only
+#: copy of hours of meta-training, and its run's results.json still stands).
+KEEP_IT = ("keep the file (move it aside if the folder is to be reused) and restart "
+           "without --resume, or in another folder")
+
+
+def check_fingerprint(checkpoint, now, then, optimizer_probe=None):
     """Refuse a checkpoint whose fingerprint ``then`` differs from the run's ``now``
-    (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs)."""
+    (:class:`~neuro_meta.checkpoint.CheckpointError` naming what differs).
+
+    ``optimizer_probe``: a function giving this run's :func:`optimizer_probe` checksum,
+    against which an optimiser fingerprint of the older, probe-made kind is compared
+    (such a checkpoint stays resumable if its optimiser's updates have the same bits
+    today)."""
     from .checkpoint import CheckpointError
 
     if not isinstance(then, dict):
         raise CheckpointError(f"{checkpoint}: no configuration fingerprint (written by "
-                              "an older neuro_meta); delete it or restart without "
-                              "--resume")
+                              f"an older neuro_meta): it cannot be checked; {KEEP_IT}")
     missing = [k for k in now if k not in then]
     if missing:
         raise CheckpointError(f"{checkpoint}: written by an older neuro_meta, whose "
-                              f"fingerprint lacks {', '.join(missing)}; delete it or "
-                              "restart without --resume")
+                              f"fingerprint lacks {', '.join(missing)}: it cannot be "
+                              f"checked; {KEEP_IT}")
     diff = [k for k in now if then.get(k) != now[k]]
+    old = then.get("optimizer")
+    if "optimizer" in diff and isinstance(old, str) and not old.startswith(
+            SETTINGS_PREFIX) and str(now["optimizer"]).startswith(SETTINGS_PREFIX) \
+            and optimizer_probe is not None:
+        if optimizer_probe() == old:
+            diff.remove("optimizer")
+        elif diff == ["optimizer"]:
+            raise CheckpointError(
+                f"{checkpoint}: its optimiser checksum ({old}) was made by an older "
+                "neuro_meta from the bits of the optimiser's updates, and this version's "
+                "updates differ from them -- in the settings or only in the last bits "
+                f"(the gradient clip's norm changed in them): it cannot be checked; "
+                f"{KEEP_IT}")
     if diff:
         def short(v):
             v = repr(v)
@@ -144,8 +186,8 @@ def check_fingerprint(checkpoint, now, then):
         what = "; ".join(f"{k}: {short(then.get(k))} in the checkpoint, "
                          f"{short(now[k])} now" for k in diff)
         raise CheckpointError(f"{checkpoint}: written by another configuration ({what}); "
-                              "resume with the configuration that wrote it, or delete "
-                              "it / restart without --resume")
+                              "resume with the configuration that wrote it, or "
+                              f"{KEEP_IT}")
 
 
 class ParameterAverage:
@@ -508,8 +550,7 @@ class MetaTrainer:
         if "meta_val_mse" not in saved["history"] or "best" not in saved:
             raise ckpt.CheckpointError(
                 f"{checkpoint}: written by an older neuro_meta, without the "
-                "meta-validation scores that model selection needs; delete it or restart "
-                "without --resume")
+                f"meta-validation scores that model selection needs; {KEEP_IT}")
         self._check_fingerprint(checkpoint, saved, cadence)
         start, theta, state = saved["step"], saved["theta"], saved["opt_state"]
         self._wall_before = float(saved.get("wall_s", 0.0))
@@ -523,8 +564,7 @@ class MetaTrainer:
         if average is not None and average.decay is not None:
             if not isinstance(saved.get("average"), dict):
                 raise ckpt.CheckpointError(f"{checkpoint}: no parameter average (written "
-                                           "without averaging); delete it or restart "
-                                           "without --resume")
+                                           f"without averaging); {KEEP_IT}")
             average.load(saved["average"])
         logger.info("resumed from %s at meta-step %d", checkpoint, start)
         return start, theta, state, saved["clock_s"], best
@@ -581,7 +621,7 @@ class MetaTrainer:
         checkpoint with the run's evaluation cadence, :meth:`TrainingBudget.cadence`; a
         resume under a different one is refused): the kind and a checksum
         of its initial θ, the task family, the CML rule (with its learner), the
-        optimiser (a checksum of its updates of a fixed probe gradient), the meta-batch,
+        optimiser (:func:`optimizer_fingerprint`: a checksum of its settings), the meta-batch,
         the seed, the numbers of meta-test and meta-validation tasks, ``lam_min``,
         ``on_divergence``, ``average`` and a nonzero ``omega_decay``."""
         from .checkpoint import checksum
@@ -607,7 +647,8 @@ class MetaTrainer:
         now = self.fingerprint()
         if cadence is not None:
             now.update(cadence)
-        check_fingerprint(checkpoint, now, saved.get("fingerprint"))
+        check_fingerprint(checkpoint, now, saved.get("fingerprint"),
+                          lambda: optimizer_probe(self.optimizer, self._theta0))
 
     def _save(self, checkpoint, step, theta, state, hist, budget, average=None):
         """Write the checkpoint of meta-step ``step`` (atomically; the clock paused)."""

@@ -21,7 +21,7 @@ structure of the parameters and refuses a non-finite result
 (:class:`~neuro_meta.errors.SimulationError`, with a hint).
 """
 import numbers
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -73,8 +73,15 @@ def _quiet(update):
 
 
 class GradientTransformation(NamedTuple):
+    """An optimiser as a pair of pure functions ``init(theta) -> state`` and
+    ``update(grads, state) -> (updates, state)``. ``settings``: what it does, as plain
+    values (e.g. ``("adam", 0.001, 0.9, 0.999, 1e-08)``), from which a checkpoint's
+    optimiser fingerprint is made (:func:`neuro_meta.metatrain.optimizer_fingerprint`);
+    None for a transformation that does not say (its fingerprint is then taken from the
+    bits of its updates of probe gradients)."""
     init: Callable
     update: Callable
+    settings: Any = None
 
 
 def sgd(learning_rate, momentum=0.0):
@@ -95,7 +102,7 @@ def sgd(learning_rate, momentum=0.0):
         vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
         return tree_map(lambda v: -lr * v, vel), {"velocity": vel}
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, ("sgd", lr, mu))
 
 
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
@@ -120,7 +127,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
         upd = tree_map(lambda m_, v_: -lr * (m_ / c1) / (np.sqrt(v_ / c2) + eps), m, v)
         return upd, {"count": count, "m": m, "v": v}
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, ("adam", lr, b1, b2, eps))
 
 
 def global_norm(tree):
@@ -150,7 +157,7 @@ def clip_by_global_norm(max_norm):
         scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
         return tree_map(lambda g: g * scale, grads), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, ("clip_by_global_norm", max_norm))
 
 
 def chain(*transforms):
@@ -166,7 +173,9 @@ def chain(*transforms):
             new_state.append(s)
         return grads, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    parts = tuple(getattr(t, "settings", None) for t in transforms)
+    return GradientTransformation(init, update, None if any(
+        p is None for p in parts) else ("chain",) + parts)
 
 
 def check_tree(tree, like, owner, attr):

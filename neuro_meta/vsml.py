@@ -792,7 +792,7 @@ class ESTrainer:
                 raise ckpt.CheckpointError(
                     f"{checkpoint}: written by another configuration (differs in "
                     f"{', '.join(diff)}); resume with the configuration that wrote it, or "
-                    "delete it / restart without --resume")
+                    "move it aside / restart without --resume")
             step, elapsed = int(saved["step"]), float(saved["elapsed_s"])
             # (absent in an older neuro_meta's checkpoint: its ES time is the best bound)
             self.resumed_wall_s = float(saved.get("wall_s", elapsed))

@@ -65,7 +65,7 @@ def test_resume_under_another_evaluation_cadence_is_refused(tmp_path):
     del saved["fingerprint"]["eval_every"]
     ckpt.save(path, saved)
     with pytest.raises(ckpt.CheckpointError, match="written by an older neuro_meta, "
-                       "whose fingerprint lacks eval_every;"):
+                       "whose fingerprint lacks eval_every: it cannot be checked; keep the file"):
         trainer().train(4, eval_every=1, progress=False, checkpoint=path, resume=True)
 
 
@@ -117,6 +117,66 @@ def test_fingerprint_names_what_decides_the_trajectory():
         optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.05)))}
     assert len(prints) == 3
     assert optimizer_fingerprint(optim.adam(0.05), theta) == fp["optimizer"]
+
+
+def test_optimizer_fingerprint_is_made_of_settings_not_of_last_bits(monkeypatch):
+    """An optimiser of neuro_meta.optim is fingerprinted by its settings: a change in the
+    last bit of the clip's norm (as when global_norm changed its summation) changes the
+    probe checksum but not the fingerprint; other settings change it; an optimiser
+    that states no settings falls back to the probe."""
+    from neuro_meta.metatrain import optimizer_fingerprint, optimizer_probe
+
+    theta = trainer().net.theta
+
+    def opt(clip=1.0, lr=0.05):
+        return optim.chain(optim.clip_by_global_norm(clip), optim.adam(lr))
+
+    fp, probe = optimizer_fingerprint(opt(), theta), optimizer_probe(opt(), theta)
+    real = optim.global_norm
+    monkeypatch.setattr(optim, "global_norm", lambda t: real(t) * (1 + 2.0 ** -52))
+    assert optimizer_probe(opt(), theta) != probe           # the bits did change
+    assert optimizer_fingerprint(opt(), theta) == fp
+    monkeypatch.setattr(optim, "global_norm", real)
+    assert len({fp, optimizer_fingerprint(opt(clip=2.0), theta),
+                optimizer_fingerprint(opt(lr=0.04), theta),
+                optimizer_fingerprint(optim.adam(0.05), theta),
+                optimizer_fingerprint(optim.sgd(0.05), theta)}) == 5
+    bare = optim.adam(0.05)
+    bare = optim.GradientTransformation(bare.init, bare.update)     # states nothing
+    assert optimizer_fingerprint(bare, theta) == optimizer_probe(bare, theta)
+    assert optim.chain(bare, optim.adam(0.1)).settings is None
+
+
+def test_a_checkpoint_with_an_older_probe_checksum_resumes_if_the_bits_agree(tmp_path):
+    """A checkpoint written before optimisers stated their settings holds the probe
+    checksum: it resumes if today's updates have the same bits; otherwise it is
+    refused, saying why, advising to keep the file -- and the file is kept."""
+    from neuro_meta.metatrain import optimizer_probe
+
+    path = tmp_path / "c.npz"
+    tr = trainer()
+    tr.train(2, progress=False, checkpoint=path)
+    saved = ckpt.load(path)
+    saved["fingerprint"]["optimizer"] = optimizer_probe(tr.optimizer, tr._theta0)
+    ckpt.save(path, saved)
+    a = trainer()
+    a.train(4, progress=False, checkpoint=path, resume=True)
+    b = trainer()
+    b.train(4, progress=False)
+    assert optim.tree_vector(a.net.theta).tolist() == optim.tree_vector(b.net.theta).tolist()
+    saved = ckpt.load(path)
+    saved["fingerprint"]["optimizer"] = "0123456789abcdef"     # other bits
+    ckpt.save(path, saved)
+    with pytest.raises(ckpt.CheckpointError, match="made by an older neuro_meta from the "
+                       "bits of the optimiser's updates.*keep the file"):
+        trainer().train(6, progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ckpt.CheckpointError, match="keep the file"):
+        trainer().restore(path)
+    assert ckpt.load(path)["step"] == 4                      # untouched
+    saved["fingerprint"]["seed"] = 9            # with another difference: named as such
+    ckpt.save(path, saved)
+    with pytest.raises(ckpt.CheckpointError, match="seed: 9 in the checkpoint, 3 now"):
+        trainer().train(6, progress=False, checkpoint=path, resume=True)
 
 
 def test_every_checkpoint_of_a_run_carries_its_fingerprint(tmp_path, monkeypatch):

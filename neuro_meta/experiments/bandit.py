@@ -314,7 +314,7 @@ def run_deployment(spec, out, progress=True, resume=False, executor=None, finger
         if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint or \
                 not isinstance(saved.get("tags"), dict):
             raise ckpt.CheckpointError(f"{path}: written by another configuration or "
-                                       "meta-training; delete it or restart without --resume")
+                                       "meta-training; move it aside or restart without --resume")
         saved_tags = dict(saved["tags"])
         stale = {m for m in methods if m in saved_tags and saved_tags[m] != tags[m]}
         done = {tuple(int(v) for v in k.split("_")): {m: r for m, r in res.items()
@@ -464,7 +464,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         state = ckpt.load(meta_path)
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
             raise ckpt.CheckpointError(f"{meta_path}: written by another configuration; "
-                                       "delete it or restart without --resume")
+                                       "move it aside or restart without --resume")
         saved = state["methods"]
     meta = {}
     nets, params = {}, {}

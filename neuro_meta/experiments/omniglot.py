@@ -590,7 +590,7 @@ def _check_per_task(done, n_tasks, path):
             raise ValidationError(
                 f"{path}: methods.{name}.summary.accuracy_per_task must be a list of "
                 f"{n_tasks} accuracies in [0, 1] (final.test_tasks), got "
-                f"{_describe(per)}; delete it or restart without --resume")
+                f"{_describe(per)}; move it aside or restart without --resume")
 
 
 def _describe(per):

@@ -324,7 +324,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 fit = done[name]["fit"]
                 if len(fit) != x_plot.shape[1]:
                     raise ValidationError(f"{partial_path}: {name}'s fit has {len(fit)} "
-                                          f"points, not {x_plot.shape[1]}; delete it or "
+                                          f"points, not {x_plot.shape[1]}; move it aside or "
                                           "restart without --resume")
                 fits[name] = np.array([np.nan if v is None else v for v in fit], dtype=float)
             elif name not in ("cml", "cml_warp"):   # written before fits were stored
@@ -414,7 +414,7 @@ def load_partial(path, fingerprint):
     try:
         saved = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValidationError(f"{path}: not valid JSON ({err}); delete it or restart "
+        raise ValidationError(f"{path}: not valid JSON ({err}); move it aside or restart "
                               "without --resume") from None
     methods = saved.get("methods") if isinstance(saved, dict) else None
     def number(v):
@@ -429,12 +429,12 @@ def load_partial(path, fingerprint):
     if not ok:
         raise ValidationError(f"{path}: not the partial results of a neuro-meta run (expected "
                               "{'fingerprint': ..., 'methods': {name: {'summary': {...}, "
-                              "'history': {...}, optional 'fit': [numbers]}}}); delete it or "
+                              "'history': {...}, optional 'fit': [numbers]}}}); move it aside or "
                               "restart without --resume")
     if saved["fingerprint"] != fingerprint:
         raise ValidationError(f"{path}: written by another configuration (seed, --quick, "
                               "--set, --budget or the file differ); resume with the "
-                              "configuration that wrote it, or delete it / restart without "
+                              "configuration that wrote it, or move it aside / restart without "
                               "--resume")
     return methods
 
