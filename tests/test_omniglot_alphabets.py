@@ -137,6 +137,40 @@ def test_a_checkpoint_of_another_run_is_refused(run_dir):
         og.per_alphabet(run_dir / "seed_0", n_tasks=2, methods="fomaml", progress=False)
 
 
+@pytest.mark.parametrize("setting, what", [
+    ("baselines.learning_rate=2e-3", "optimizer"),
+    ("compare.average=0.9", "average: 0.9 in the checkpoint, 0.99 now"),
+    ("baselines.weight_decay=0", "written by an older neuro_meta, whose fingerprint "
+                                 "lacks weight_decay"),
+])
+def test_a_baseline_checkpoint_of_other_training_settings_is_refused(
+        run_dir, tmp_path, setting, what):
+    """A MAML checkpoint of the same method, initial weights, family and step counts,
+    but meta-trained under another setting, swapped into seed 0's folder: refused by
+    the whole fingerprint of the run's training, naming what differs; the file kept."""
+    other = tmp_path / "other"
+    argv = ["run", "omniglot", "--seed", "0", "--methods", "maml", "--out", str(other),
+            "--no-progress"]
+    for o in TINY + [setting]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    mine = run_dir / "seed_0" / "maml_checkpoint.npz"
+    shutil.copy(other / "maml_checkpoint.npz", mine)
+    before = mine.read_bytes()
+    with pytest.raises(CheckpointError, match=what):
+        og.selected_models(run_dir / "seed_0", "maml")
+    assert mine.read_bytes() == before
+
+
+def test_reading_a_baseline_checkpoint_writes_nothing(run_dir):
+    """selected_models resumes a finished training with no meta-step left: the
+    checkpoint's bytes and time stamp are unchanged."""
+    path = run_dir / "seed_0" / "fomaml_checkpoint.npz"
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    og.selected_models(run_dir / "seed_0", "fomaml")
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+
+
 @pytest.mark.parametrize("argv, match", [
     (["alphabets", "{run}/nowhere"], "must be the folder of a finished `neuro-meta run "
                                      "omniglot` (with results.json)"),

@@ -510,17 +510,10 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
                                  executor)
             summary["phases_not_settled"] = hist.not_settled
         else:
-            method, b = _baseline(cfg, name)
-            params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
-                mlp_sizes(cfg), seed)
-            params, h = bl.train_baseline(
-                method, params0, fams["train"], b["steps"], meta_batch=b["meta_batch"],
-                optimizer=optim.adam(b["learning_rate"]), seed=seed,
-                eval_every=b["eval_every"], test_task=trainer.test_task,
-                val_task=trainer.val_task, progress=progress, executor=executor,
-                chunks=compare["workers"], checkpoint=out / f"{name}_checkpoint.npz",
-                resume=resume, average=compare["average"],
-                weight_decay=b.get("weight_decay", 0.0), **_budget_kw(compare))
+            method, args, kw = _baseline_training(cfg, name, fams, trainer)
+            params, h = bl.train_baseline(*args, **kw, progress=progress, executor=executor,
+                                          checkpoint=out / f"{name}_checkpoint.npz",
+                                          resume=resume)
             summary = final_scores(
                 lambda _, t: baseline_errors(method, params, t, executor), final, None,
                 tasks, baseline_errors(method, widen_params(params, 20), official, executor)
@@ -545,6 +538,25 @@ def _score_cml(net, learner, final, tasks, official, wide, executor=None):
     return final_scores(lambda _, t: cml_errors(net, learner, t, executor), final, None,
                         tasks, cml_errors(widen_theta(net, 20, wide), learner, official,
                                           executor) if official is not None else None)
+
+
+def _baseline_training(cfg, name, fams, trainer):
+    """``(method, args, kwargs)`` of :func:`~neuro_meta.baselines.train_baseline` for
+    baseline ``name`` in a run of ``cfg`` (``fams``: its families; ``trainer``: its CML
+    trainer, whose test and validation tasks every method shares) -- everything but
+    the progress bar, the executor, the checkpoint and ``resume``; the one place a run
+    and a reading of its checkpoints (:func:`selected_models`) take them from."""
+    compare = compare_cfg(cfg)
+    method, b = _baseline(cfg, name)
+    params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
+        mlp_sizes(cfg), cfg["meta"]["seed"])
+    args = (method, params0, fams["train"], b["steps"])
+    kw = dict(meta_batch=b["meta_batch"], optimizer=optim.adam(b["learning_rate"]),
+              seed=cfg["meta"]["seed"], eval_every=b["eval_every"],
+              test_task=trainer.test_task, val_task=trainer.val_task,
+              chunks=compare["workers"], average=compare["average"],
+              weight_decay=b.get("weight_decay", 0.0), **_budget_kw(compare))
+    return method, args, kw
 
 
 def _budget_kw(compare):
@@ -1013,35 +1025,42 @@ REFERENCES = ("pixel_nn", "cml_untrained", "untrained")
 ALPHABETS = 4
 
 
-def _selected_baseline(cfg, name, path, summary):
+def _selected_baseline(cfg, name, path, summary, fams, trainer):
     """The meta-parameters a finished run selected for baseline ``name``, from its
-    checkpoint ``path``, after checking that the checkpoint is that run's: the same
-    method, initial weights and task family as ``cfg`` builds, and the meta-step count
-    and selected step of its ``results.json`` ``summary``."""
+    checkpoint ``path``, after checking that the checkpoint is that run's: its whole
+    fingerprint that of the training ``cfg`` builds (method, initial weights, task
+    family, optimiser, meta-batch, seed, pieces, averaging, penalty, evaluation cadence
+    and tasks: :func:`~neuro_meta.baselines.train_baseline`'s own check of a resume),
+    and the meta-step count and selected step of its ``results.json`` ``summary``.
+    (The finished training is resumed with no meta-step left: nothing is trained,
+    evaluated or written.)"""
     from .. import checkpoint as ckpt
 
-    method, _ = _baseline(cfg, name)
     saved = ckpt.load(path)
     if not isinstance(saved, dict) or saved.get("run") != "train_baseline" or not all(
             k in saved for k in ("step", "history", "best", "fingerprint")) \
-            or saved["best"] is None:
+            or saved["best"] is None or not isinstance(saved["step"], int) or \
+            not isinstance(saved["history"], dict) or not saved["history"].get("step"):
         raise ckpt.CheckpointError(f"{path}: not a finished train_baseline checkpoint "
                                    "(missing run, step, history, fingerprint or best)")
-    init = wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp
-    want = {"method": repr(method), "family": repr(families(cfg)["train"]),
-            "params0": ckpt.checksum(init(mlp_sizes(cfg), cfg["meta"]["seed"]))[:16]}
-    fp = saved["fingerprint"] or {}
-    differ = [k for k, v in want.items() if fp.get(k) != v]
     steps = saved["history"]["step"]
-    sel = steps[saved["best"]["index"]]
-    if (saved["step"], sel) != (summary.get("meta_steps"), summary.get("selected_step")):
-        differ.append(f"meta-step {saved['step']} / selected step {sel} against "
-                      f"results.json's {summary.get('meta_steps')} / "
-                      f"{summary.get('selected_step')}")
-    if differ:
+    if steps[-1] != saved["step"]:
+        raise ckpt.CheckpointError(f"{path}: not a finished train_baseline checkpoint "
+                                   f"(meta-step {saved['step']} was not evaluated)")
+    method, args, kw = _baseline_training(cfg, name, fams, trainer)
+    if saved["step"] > args[3]:
         raise ckpt.CheckpointError(f"{path}: not the checkpoint of the run in "
-                                   f"results.json ({', '.join(differ)} differ)")
-    return method, saved["best"]["params"]
+                                   f"results.json (meta-step {saved['step']} beyond its "
+                                   f"{args[3]} steps)")
+    params, hist = bl.train_baseline(*args[:3], saved["step"], **kw, progress=False,
+                                     checkpoint=path, resume=True)
+    if (hist["meta_steps"], hist["selected"]["step"]) != (summary.get("meta_steps"),
+                                                          summary.get("selected_step")):
+        raise ckpt.CheckpointError(
+            f"{path}: not the checkpoint of the run in results.json (meta-step "
+            f"{hist['meta_steps']} / selected step {hist['selected']['step']} against "
+            f"{summary.get('meta_steps')} / {summary.get('selected_step')})")
+    return method, params
 
 
 def _selected_cml(cfg, name, path, summary):
@@ -1164,6 +1183,7 @@ def selected_models(out_dir, methods=None):
                                   f"run's methods ({', '.join(have)}) (got {methods!r})")
         methods = list(dict.fromkeys(methods))
     models = {}
+    fams = trainer = None
     for name in methods:        # every checkpoint checked before any scoring
         summary = res["methods"][name]
         if name == "pixel_nn":
@@ -1173,8 +1193,11 @@ def selected_models(out_dir, methods=None):
             models[name] = (lambda net, learner: lambda t, executor=None: cml_errors(
                 net, learner, t, executor))(net, learner)
         else:
+            if trainer is None:
+                fams = families(cfg)
+                trainer = build_cml(cfg, fams)[1]
             method, params = _selected_baseline(cfg, name, out / f"{name}_checkpoint.npz",
-                                                summary)
+                                                summary, fams, trainer)
             models[name] = (lambda method, params: lambda t, executor=None: baseline_errors(
                 method, params, t, executor))(method, params)
     return cfg, models
