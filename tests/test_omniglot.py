@@ -203,7 +203,8 @@ def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monk
 
 def test_task_gaps_paired_over_tasks_against_scipy(rng):
     """CML minus each MAML-family method on the same tasks: the mean of the per-task
-    differences and 1.96 x their standard error (scipy.stats.sem); "best" is the
+    differences and Student's t (49 df) x their standard error (scipy.stats.sem: the
+    95 % interval of scipy.stats.t.interval); "best" is the
     baseline with the highest accuracy; the pixel NN, methods without per-task
     accuracies and CML methods without any baseline are left out."""
     from scipy import stats
@@ -218,7 +219,8 @@ def test_task_gaps_paired_over_tasks_against_scipy(rng):
     for b in ("maml", "fomaml"):
         d = acc["cml"] - acc[b]
         assert g["cml"][b]["mean"] == pytest.approx(d.mean(), abs=1e-15)
-        assert g["cml"][b]["ci95"] == pytest.approx(1.96 * stats.sem(d), rel=1e-12)
+        lo, hi = stats.t.interval(0.95, d.size - 1, loc=d.mean(), scale=stats.sem(d))
+        assert g["cml"][b]["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
         assert g["cml"][b]["n_tasks"] == 50
     # paired: much tighter than the two accuracies' own intervals combined
     unpaired = 1.96 * np.hypot(stats.sem(acc["cml"]), stats.sem(acc["fomaml"]))

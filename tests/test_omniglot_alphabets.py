@@ -63,6 +63,8 @@ def test_one_alphabet_at_a_time_against_a_direct_loop(run_dir):
     """Every task's classes come from one alphabet; pixel NN by a loop over queries, the
     selected MAML and CML on the same tasks, and the paired gap and its interval by
     numpy give the numbers per_alphabet reports."""
+    from scipy import stats
+
     out = run_dir / "seed_0"
     n = 5
     res = og.per_alphabet(out, n_tasks=n, progress=False, executor="serial")
@@ -90,8 +92,11 @@ def test_one_alphabet_at_a_time_against_a_direct_loop(run_dir):
         assert res["methods"]["cml"][a]["accuracy"] == pytest.approx(c.mean(), abs=1e-15)
         g = res["gaps"]["cml"]["maml"][a]
         assert g["mean"] == pytest.approx((c - b).mean(), abs=1e-15)
-        assert g["ci95"] == pytest.approx(1.96 * np.std(c - b, ddof=1) / np.sqrt(n),
-                                          abs=1e-15)
+        lo, hi = stats.t.interval(0.95, n - 1, loc=(c - b).mean(), scale=stats.sem(c - b))
+        assert g["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
+        r = res["methods"]["cml"][a]
+        lo, hi = stats.t.interval(0.95, n - 1, loc=c.mean(), scale=stats.sem(c))
+        assert r["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
     # gaps only against meta-learners, never against the non-meta references
     assert set(res["gaps"]["cml"]) == {"maml", "fomaml"}
     saved = json.loads((out / "per_alphabet.json").read_text())
@@ -115,11 +120,64 @@ def test_across_seeds_mean_and_student_t_interval(run_dir):
             if vals[0] != vals[1]:
                 lo, hi = stats.t.interval(0.95, 1, loc=np.mean(vals), scale=stats.sem(vals))
                 assert r["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-12)
+            else:
+                assert r["ci95"] == 0.0
         gaps = [p["gaps"]["cml"]["maml"][a]["mean"] for p in per]
         assert res["gaps"]["cml"]["maml"][a]["per_seed"] == gaps
     json.dumps(json.loads((run_dir / "per_alphabet.json").read_text()), allow_nan=False)
     assert "mean ± 95 % CI over seeds 0, 1" in og.alphabets_table(res)
     assert (run_dir / "per_alphabet.png").stat().st_size > 0
+
+
+def _no_per_alphabet_files(run_dir):
+    return not list(run_dir.rglob("per_alphabet.*"))
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [0, -1], [0, True], "0,1", None])
+def test_a_seeds_folder_with_bad_seeds_is_refused_before_any_work(run_dir, seeds):
+    res = json.loads((run_dir / "results.json").read_text())
+    res["seeds"] = seeds
+    if seeds is None:
+        del res["seeds"]            # then it is one seed's folder: no results.json there
+        (run_dir / "results.json").write_text(json.dumps(res))
+        with pytest.raises(CheckpointError):
+            og.per_alphabet(run_dir, n_tasks=2, progress=False)
+    else:
+        (run_dir / "results.json").write_text(json.dumps(res))
+        with pytest.raises(nm.ValidationError, match="seeds: must be a non-empty list of "
+                           "distinct whole numbers >= 0"):
+            og.per_alphabet(run_dir, n_tasks=2, progress=False)
+    assert _no_per_alphabet_files(run_dir)
+
+
+def test_every_seed_is_checked_before_any_is_scored(run_dir):
+    """A --seeds folder whose last seed has a broken checkpoint, or whose seed folders
+    hold each other's runs: refused before any scoring -- no seed's per_alphabet.json
+    written, so the folder never mixes the scores of two runs."""
+    (run_dir / "seed_1" / "maml_checkpoint.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="seed_1"):
+        og.per_alphabet(run_dir, n_tasks=2, methods="cml,maml", progress=False)
+    assert _no_per_alphabet_files(run_dir)
+    (run_dir / "seed_1").rename(run_dir / "tmp")
+    (run_dir / "seed_0").rename(run_dir / "seed_1")
+    (run_dir / "tmp").rename(run_dir / "seed_0")
+    with pytest.raises(nm.ValidationError, match=r"seed_0.*config.meta.seed: must be 0, "
+                       r"the seed of its folder \(got 1\)"):
+        og.per_alphabet(run_dir, n_tasks=2, methods="cml", progress=False)
+    assert _no_per_alphabet_files(run_dir)
+    assert main(["alphabets", str(run_dir), "--tasks", "2", "--methods", "cml",
+                 "--no-progress"]) == 2
+
+
+def test_a_one_seed_seeds_folder_reports_its_intervals_over_tasks(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    res["seeds"] = [1]
+    (run_dir / "results.json").write_text(json.dumps(res))
+    agg = og.per_alphabet(run_dir, n_tasks=3, methods="cml,maml", progress=False)
+    one = json.loads((run_dir / "seed_1" / "per_alphabet.json").read_text())
+    assert agg["seeds"] == [1] and agg["methods"] == one["methods"]
+    assert all(r["ci95"] is not None for r in agg["methods"]["cml"].values())
+    assert "seed 1, ± 95 % CI over tasks" in og.alphabets_table(agg)
 
 
 def test_a_checkpoint_of_another_run_is_refused(run_dir):
@@ -187,6 +245,7 @@ def test_bad_command_lines_are_one_line(run_dir, capsys, argv, match):
 
 @pytest.mark.parametrize("kw, match", [
     ({"executor": "threads"}, "executor: must be None, 'serial', or an executor"),
+    ({"executor": 3}, "executor: must be None, 'serial', or an executor .* int"),
     ({"progress": "yes"}, "progress: must be True or False"),
     ({"n_tasks": 2.5}, "n_tasks"),
 ])

@@ -13,8 +13,8 @@ the same tasks:
 * learning curves on tasks from the **test** alphabets (``task_rng(seed, TEST)``) and the
   reported numbers on ``final.test_tasks`` other test tasks (``task_rng(seed, TEST, 1)``)
   at the selected meta-parameters: N-way K-shot accuracy with a 95 % confidence interval
-  (1.96 s.e.m. over tasks), the same models on N-way ``final.other_shots``-shot tasks,
-  and the error on the 20 official 20-way one-shot runs of Lake et al. (2015) (evaluation
+  (Student's t: 1.964 s.e.m. over 600 tasks), the same models on N-way
+  ``final.other_shots``-shot tasks, and the error on the 20 official 20-way one-shot runs of Lake et al. (2015) (evaluation
   alphabets no background file contains; a meta-learned N-way output layer is widened to
   20 ways by giving every class the mean of its rows: tasks permute classes, so a
   meta-learned head has no class of its own).
@@ -391,10 +391,19 @@ def widen_params(params, ways):
     return {**params, "w": w, "b": b}
 
 
+def t95(n):
+    """The 97.5 % quantile of Student's t with ``n - 1`` degrees of freedom: a 95 % CI
+    half-width over ``n`` values is ``t95(n)`` times their standard error (1.964 for 600
+    tasks, 2.093 for the 20 official runs; 1.96 in the limit)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
 def _acc(errors):
-    """(accuracy, 95 % CI half-width) from per-task error rates."""
+    """(accuracy, 95 % CI half-width, Student's t) from per-task error rates."""
     m, s = mean_sem(errors)
-    return 1.0 - m, 1.96 * s
+    return 1.0 - m, t95(np.size(errors)) * s
 
 
 def final_scores(errors_fn, final, fams_other, tasks, official=None):
@@ -411,7 +420,7 @@ def final_scores(errors_fn, final, fams_other, tasks, official=None):
     if official is not None:
         e = np.asarray(official)
         m, s = mean_sem(e)
-        out["official_error"], out["official_ci95"] = m, 1.96 * s
+        out["official_error"], out["official_ci95"] = m, t95(e.size) * s
     return out
 
 
@@ -618,8 +627,8 @@ def task_gaps(methods):
     baseline's and minus the best of them (the one with the highest accuracy), *paired
     over the test tasks* (every method is scored on the same tasks, in the same order):
     ``{cml: {baseline or "best": {"mean", "ci95", "n_tasks"} (+ "baseline" for
-    "best")}}``, in accuracy (×100: percentage points), CI = 1.96 × the standard error
-    of the per-task differences. ("best" is chosen by accuracy on these same tasks -- the
+    "best")}}``, in accuracy (×100: percentage points), CI = Student's t (:func:`t95`)
+    × the standard error of the per-task differences. ("best" is chosen by accuracy on these same tasks -- the
     strictest bar; its CI does not account for that choice. ``"best_validation"``, when
     every baseline has its ``meta_val_accuracy``: the baseline with the highest accuracy
     on the meta-validation tasks at its selected point, a choice that never looks at test
@@ -628,7 +637,7 @@ def task_gaps(methods):
     def paired(a, b):
         d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
         m, s = mean_sem(d)
-        return {"mean": m, "ci95": 1.96 * s, "n_tasks": int(d.size)}
+        return {"mean": m, "ci95": t95(d.size) * s, "n_tasks": int(d.size)}
 
     per = {n: r["accuracy_per_task"] for n, r in methods.items()
            if r.get("accuracy_per_task") is not None}
@@ -1112,7 +1121,8 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     included (their tasks reuse classes seen in meta-training: a measure of fit, not of
     generalisation) -- with the run's N, K, queries and rotations. Every method sees the
     same tasks (``task_rng(seed, ALPHABETS, alphabet index)``), so CML minus each
-    MAML-family method is paired over them. A diagnostic of a finished run: nothing is
+    meta-learning baseline (the MAML family, and WarpGrad's if the run has it; not
+    ``pixel_nn`` or the untrained networks) is paired over them. A diagnostic of a finished run: nothing is
     selected by it.
 
     ``out_dir`` is the folder of ``neuro-meta run omniglot`` (one seed) or of
@@ -1126,8 +1136,8 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     Writes ``per_alphabet.json`` and ``per_alphabet.png`` into ``out_dir`` and returns
     ``{"alphabets": [{"name", "split", "characters"}], "n_tasks", "ways", "shots",
     "seeds", "methods": {name: {alphabet: {"accuracy", "ci95"}}}, "gaps": {cml:
-    {baseline: {alphabet: {"mean", "ci95"}}}}}`` (accuracies as fractions; CI: 1.96
-    s.e.m. over tasks for one seed, Student's t over seeds for several).
+    {baseline: {alphabet: {"mean", "ci95"}}}}}`` (accuracies as fractions; 95 % CI,
+    Student's t: over tasks for one seed, over seeds for several).
     """
     O = "omniglot.per_alphabet"
     if not isinstance(out_dir, (str, os.PathLike)):
@@ -1136,18 +1146,39 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     n_tasks = P.integer(n_tasks, O, "n_tasks", low=2)
     if not isinstance(progress, bool):
         P.fail(O, "progress", "must be True or False", repr(progress))
-    if isinstance(executor, str) and executor != "serial":
+    if executor is not None and executor != "serial" and (
+            isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
         P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
-               "pool or a Dask client)", repr(executor))
-    seeds = _read_results(out, O).get("seeds")
-    if seeds is not None:
-        runs = []
-        for s in seeds:
-            runs.append(per_alphabet(out / f"seed_{s}", n_tasks, methods, progress,
-                                     executor))
-        agg = _aggregate_alphabets(runs, seeds)
+               "pool or a Dask client)", repr(executor) if isinstance(executor, str)
+               else type(executor).__name__)
+    res = _read_results(out, O)
+    seeds = res.get("seeds")
+    # every seed's folder, results.json and checkpoints checked before any scoring
+    if seeds is None:
+        runs = {out: selected_models(out, methods)}
     else:
-        agg = _score_alphabets(out, n_tasks, methods, progress, executor)
+        if not isinstance(seeds, list) or not seeds or not all(
+                type(k) is int and k >= 0 for k in seeds) or len(set(seeds)) != len(seeds):
+            raise ValidationError(f"{O}: {out / 'results.json'}: seeds: must be a non-empty "
+                                  f"list of distinct whole numbers >= 0 (got {seeds!r})")
+        runs = {}
+        for k in seeds:
+            cfg, models = runs[out / f"seed_{k}"] = selected_models(out / f"seed_{k}",
+                                                                    methods)
+            if cfg["meta"]["seed"] != k:
+                raise ValidationError(f"{O}: {out / f'seed_{k}' / 'results.json'}: "
+                                      f"config.meta.seed: must be {k}, the seed of its "
+                                      f"folder (got {cfg['meta']['seed']!r})")
+    scored = {d: _score_alphabets(cfg, models, n_tasks, progress, executor)
+              for d, (cfg, models) in runs.items()}
+    if seeds is None:
+        agg = scored[out]
+    else:           # written only when every seed is scored: never a mixture of runs
+        for d, r in scored.items():
+            write_json(d / "per_alphabet.json", r)
+            plot_alphabets(d / "per_alphabet.png", r)
+        agg = (_aggregate_alphabets(list(scored.values()), seeds) if len(seeds) > 1
+               else scored[out / f"seed_{seeds[0]}"])   # one seed: CI over its tasks
     write_json(out / "per_alphabet.json", agg)
     plot_alphabets(out / "per_alphabet.png", agg)
     return agg
@@ -1203,12 +1234,11 @@ def selected_models(out_dir, methods=None):
     return cfg, models
 
 
-def _score_alphabets(out, n_tasks, methods, progress, executor):
+def _score_alphabets(cfg, models, n_tasks, progress, executor):
     from tqdm.auto import tqdm
 
     from ..datasets import OMNIGLOT_SPLITS, omniglot
 
-    cfg, models = selected_models(out, methods)
     methods = list(models)
     fam = section(cfg, "family", required=("ways", "shots", "queries", "rotations"))
     seed = cfg["meta"]["seed"]
@@ -1244,7 +1274,7 @@ def _score_alphabets(out, n_tasks, methods, progress, executor):
             for i, a in enumerate(names):
                 diff = acc[c][i] - acc[b][i]
                 mean, sem = mean_sem(diff)
-                g[a] = {"mean": mean, "ci95": 1.96 * sem}
+                g[a] = {"mean": mean, "ci95": t95(diff.size) * sem}
             gaps[c][b] = g
     return {"alphabets": alphabets, "n_tasks": n_tasks, "ways": fam["ways"],
             "shots": fam["shots"], "seeds": [seed], "methods": out_methods, "gaps": gaps}
