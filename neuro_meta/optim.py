@@ -135,11 +135,18 @@ def global_norm(tree):
     the squares (scaled by the largest magnitude, so no square overflows): the same bits
     for any number of BLAS threads, which ``np.linalg.norm`` (BLAS ``nrm2``, split over
     threads for long vectors) does not give."""
+    m, r = _norm_parts(tree)
+    return m * r
+
+
+def _norm_parts(tree):
+    """``(m, r)``, the global L2 norm of ``tree`` being ``m * r``: ``m`` the largest
+    magnitude, ``r`` in [1, sqrt(size)] (``r`` = 1 when ``m`` is 0 or not finite)."""
     v = tree_vector(tree)
     m = float(np.max(np.abs(v))) if v.size else 0.0
     if m == 0.0 or not np.isfinite(m):
-        return m
-    return m * float(np.sqrt(np.sum(np.square(v / m))))
+        return m, 1.0
+    return m, float(np.sqrt(np.sum(np.square(v / m))))
 
 
 def clip_by_global_norm(max_norm):
@@ -153,8 +160,8 @@ def clip_by_global_norm(max_norm):
     @_quiet
     def update(grads, state):
         check_params(grads, "clip_by_global_norm.update", "grads")
-        norm = global_norm(grads)
-        scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
+        m, r = _norm_parts(grads)   # scale = max_norm / (m r), without forming m r,
+        scale = min(1.0, (max_norm / m) / r) if m > 0 else 1.0  # which may overflow
         return tree_map(lambda g: g * scale, grads), state
 
     return GradientTransformation(init, update, ("clip_by_global_norm", max_norm))

@@ -269,6 +269,12 @@ def test_global_norm_is_the_same_for_any_number_of_blas_threads(rng):
     assert optim.global_norm({"omega": [np.zeros(3)]}) == 0.0
     big = {"omega": [np.array([3e200, 4e200])]}     # no square overflows
     assert optim.global_norm(big) == pytest.approx(5e200, rel=1e-15)
+    # nor the norm itself, beyond the largest float: the clip scales, never zeroes
+    huge = {"omega": [np.array([1.5e308, -1.5e308, 0.0])]}
+    assert optim.global_norm(huge) == np.inf
+    u, _ = optim.clip_by_global_norm(2.0).update(huge, {})
+    np.testing.assert_allclose(u["omega"][0], [np.sqrt(2.0), -np.sqrt(2.0), 0.0],
+                               rtol=1e-15)
 
 
 def test_projection_floor():

@@ -185,6 +185,13 @@ def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
                         overrides=["meta.omega_decay=0.001"])
     with pytest.raises(nm.ValidationError, match="meta.omega_decay: the dual system has no"):
         sinusoid.build_cml(cfg)
+    for bad in ("abc", "-0.1"):     # a bad value is named as such, for any model
+        for model in ("sinusoid_dual", "sinusoid"):
+            cfg = sinusoid._cfg(load_model(model), True, None,
+                                overrides=[f"meta.omega_decay={bad}"])
+            with pytest.raises(nm.ValidationError, match="meta.omega_decay") as err:
+                sinusoid.build_cml(cfg)
+            assert "dual system" not in str(err.value)
 
 
 def test_cli_budget_option(tmp_path, capsys):

@@ -185,7 +185,8 @@ def build_cml(cfg, executor=None, warp=False):
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
                 optional=("lam_min", "omega_decay"))
-    omega_decay = m.get("omega_decay", 0.0)
+    omega_decay = checked(where, "meta.omega_decay", P.real, m.get("omega_decay", 0.0),
+                          "meta", "omega_decay", low=0.0)
     if omega_decay and is_dual(cfg) and not warp:
         raise ValidationError(f"{where}: meta.omega_decay: the dual system has no "
                               f"consolidated weights ω to penalise; remove it or set 0 "
