@@ -160,9 +160,16 @@ def clip_by_global_norm(max_norm):
     @_quiet
     def update(grads, state):
         check_params(grads, "clip_by_global_norm.update", "grads")
-        m, r = _norm_parts(grads)   # scale = max_norm / (m r), without forming m r,
-        scale = min(1.0, (max_norm / m) / r) if m > 0 else 1.0  # which may overflow
-        return tree_map(lambda g: g * scale, grads), state
+        m, r = _norm_parts(grads)
+        norm = m * r
+        if not m > 0 or norm <= max_norm:       # (NaN: left to apply_updates)
+            return tree_map(lambda g: g * 1.0, grads), state
+        if np.isfinite(norm):
+            scale = max_norm / norm
+            return tree_map(lambda g: g * scale, grads), state
+        # a norm beyond the largest float: scaled by parts, never zeroed
+        inner = max_norm / r
+        return tree_map(lambda g: (g / m) * inner, grads), state
 
     return GradientTransformation(init, update, ("clip_by_global_norm", max_norm))
 

@@ -277,7 +277,7 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--seeds", "2", "--seed", "1", "--resume"], "--seeds: not with --seed"),
     (["run", "omniglot", "--seeds", "0,0"], "seeds must be distinct"),
     (["run", "omniglot", "--set", "family.ways=500"], "ways: must be <="),
-    (["run", "omniglot", "--set", "final.test_tasks=0"], "final.test_tasks"),
+    (["run", "omniglot", "--set", "final.test_tasks=1"], "final.test_tasks: must be >= 2"),
     (["run", "omniglot", "--set", "compare.targets=[1.5]"], "compare.targets"),
     (["run", "omniglot", "--set", "compare.average=1.0"],
      "compare.average: compare.average: must be < 1.0 (got 1.0)"),

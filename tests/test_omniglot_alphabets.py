@@ -169,6 +169,25 @@ def test_every_seed_is_checked_before_any_is_scored(run_dir):
                  "--no-progress"]) == 2
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r["methods"].pop("untrained"), "methods: must be those of seed_0"),
+    (lambda r: r["config"]["final"].update(test_tasks=9),
+     "config: must be that of seed_0 apart from meta.seed"),
+])
+def test_the_seeds_of_a_folder_must_be_one_run(run_dir, edit, match):
+    """seed_1 reporting other methods or another configuration than seed_0: refused
+    before any scoring, no file written (was: both seeds' files written, then a bare
+    KeyError)."""
+    path = run_dir / "seed_1" / "results.json"
+    res = json.loads(path.read_text())
+    edit(res)
+    path.write_text(json.dumps(res))
+    with pytest.raises(nm.ValidationError, match=match):
+        og.per_alphabet(run_dir, n_tasks=2, methods=None if "methods" in match else "cml",
+                        progress=False)
+    assert _no_per_alphabet_files(run_dir)
+
+
 def test_a_one_seed_seeds_folder_reports_its_intervals_over_tasks(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     res["seeds"] = [1]

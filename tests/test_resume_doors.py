@@ -148,6 +148,27 @@ def test_optimizer_fingerprint_is_made_of_settings_not_of_last_bits(monkeypatch)
     assert optim.chain(bare, optim.adam(0.1)).settings is None
 
 
+def test_the_clip_keeps_the_bits_older_probe_checksums_were_made_with():
+    """Checkpoints written before optimisers stated their settings are accepted when
+    today's probe gives their bits: the clip must keep computing max_norm / norm as it
+    did then (the norm by global_norm), whatever else it learns (overflow)."""
+    from neuro_meta.metatrain import optimizer_probe
+
+    def then_clip(max_norm):            # the clip of those checkpoints, stating nothing
+        def update(grads, state):
+            norm = optim.global_norm(grads)
+            scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
+            return optim.tree_map(lambda g: g * scale, grads), state
+        return optim.GradientTransformation(lambda theta: {}, update)
+
+    thetas = [trainer().net.theta] + [{"omega": [np.zeros(n)]} for n in (3, 10, 100, 1000)]
+    for theta in thetas:        # (sizes at which other ways of dividing differ)
+        for clip, lr in ((1.0, 0.05), (10.0, 5e-3), (1e6, 1e-3)):
+            assert optimizer_probe(optim.chain(optim.clip_by_global_norm(clip),
+                                               optim.adam(lr)), theta) == \
+                optimizer_probe(optim.chain(then_clip(clip), optim.adam(lr)), theta)
+
+
 def test_a_checkpoint_with_an_older_probe_checksum_resumes_if_the_bits_agree(tmp_path):
     """A checkpoint written before optimisers stated their settings holds the probe
     checksum: it resumes if today's updates have the same bits; otherwise it is

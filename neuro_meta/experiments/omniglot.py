@@ -144,7 +144,7 @@ def final_cfg(cfg):
     where = cfg.get("_file", "<config>")
     f = section(cfg, "final", required=("test_tasks", "other_shots", "official_runs"))
     out = {"test_tasks": checked(where, "final.test_tasks", P.integer, f["test_tasks"],
-                                 "final", "test_tasks", low=1),
+                                 "final", "test_tasks", low=2),
            "other_shots": checked(where, "final.other_shots", P.integer, f["other_shots"],
                                   "final", "other_shots", low=1, allow_none=True)}
     if not isinstance(f["official_runs"], bool):
@@ -1162,26 +1162,45 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
             raise ValidationError(f"{O}: {out / 'results.json'}: seeds: must be a non-empty "
                                   f"list of distinct whole numbers >= 0 (got {seeds!r})")
         runs = {}
+        first = None
         for k in seeds:
             cfg, models = runs[out / f"seed_{k}"] = selected_models(out / f"seed_{k}",
                                                                     methods)
+            where = out / f"seed_{k}" / "results.json"
             if cfg["meta"]["seed"] != k:
-                raise ValidationError(f"{O}: {out / f'seed_{k}' / 'results.json'}: "
-                                      f"config.meta.seed: must be {k}, the seed of its "
-                                      f"folder (got {cfg['meta']['seed']!r})")
+                raise ValidationError(f"{O}: {where}: config.meta.seed: must be {k}, the "
+                                      f"seed of its folder (got {cfg['meta']['seed']!r})")
+            same = (list(models), _without_seed(cfg))
+            if first is None:
+                first = (k, same)
+            elif same[0] != first[1][0]:
+                raise ValidationError(
+                    f"{O}: {where}: methods: must be those of seed_{first[0]}, the seeds "
+                    f"of one --seeds run (got {', '.join(same[0])} against "
+                    f"{', '.join(first[1][0])})")
+            elif same[1] != first[1][1]:
+                raise ValidationError(
+                    f"{O}: {where}: config: must be that of seed_{first[0]} apart from "
+                    "meta.seed, the seeds of one --seeds run")
     scored = {d: _score_alphabets(cfg, models, n_tasks, progress, executor)
               for d, (cfg, models) in runs.items()}
     if seeds is None:
         agg = scored[out]
-    else:           # written only when every seed is scored: never a mixture of runs
-        for d, r in scored.items():
-            write_json(d / "per_alphabet.json", r)
-            plot_alphabets(d / "per_alphabet.png", r)
+    else:           # written only when every seed is scored and aggregated: never a
         agg = (_aggregate_alphabets(list(scored.values()), seeds) if len(seeds) > 1
                else scored[out / f"seed_{seeds[0]}"])   # one seed: CI over its tasks
+        for d, r in scored.items():                     # mixture of runs
+            write_json(d / "per_alphabet.json", r)
+            plot_alphabets(d / "per_alphabet.png", r)
     write_json(out / "per_alphabet.json", agg)
     plot_alphabets(out / "per_alphabet.png", agg)
     return agg
+
+
+def _without_seed(cfg):
+    """``cfg`` without ``meta.seed`` (what the seeds of one --seeds run share)."""
+    return {k: ({a: b for a, b in v.items() if a != "seed"} if k == "meta" else v)
+            for k, v in cfg.items()}
 
 
 def selected_models(out_dir, methods=None):
@@ -1189,8 +1208,10 @@ def selected_models(out_dir, methods=None):
     of a finished run (``out_dir``, one seed) selected, as functions giving the per-task
     error rate of a :class:`~neuro_meta.tasks.Task` batch after the method's learning on
     its shots. Read from the run's checkpoints, each checked against its
-    ``results.json`` (the same method, initial weights and task family, the same
-    meta-step count and selected step; otherwise
+    ``results.json`` (the whole fingerprint of the training the configuration builds --
+    for a baseline its method, initial weights, task family, optimiser, meta-batch,
+    averaging, penalty, cadence and evaluation tasks; for CML as for a resume -- and the
+    same meta-step count and selected step; otherwise
     :class:`~neuro_meta.checkpoint.CheckpointError`). ``methods``: a subset of the
     run's (a list or a comma-separated string; default: all of them)."""
     O = "omniglot.selected_models"
