@@ -704,8 +704,10 @@ class ESTrainer:
         """What decides the run (stored in checkpoints; a resume under another one is
         refused): the objective (its ``fingerprint()`` if it has one, else its type's
         name -- a default ``repr`` holds a memory address), checksum of θ₀, σ, pairs, the
-        optimiser's updates of a probe gradient, seed, fitness."""
+        optimiser (:func:`~neuro_meta.metatrain.optimizer_fingerprint`: a checksum of its
+        settings), seed, fitness."""
         from .checkpoint import checksum
+        from .metatrain import optimizer_fingerprint
 
         fpo = getattr(self.objective, "fingerprint", None)
         if callable(fpo):
@@ -715,13 +717,20 @@ class ESTrainer:
             obj = f"{t.__module__}.{t.__qualname__}"
 
         tree = {"theta": [self.theta0.copy()]}
-        probe = {"theta": [np.linspace(-1.0, 1.0, self.theta0.size) + 0.25]}
-        st = self.optimizer.init(tree)
-        u1, st = self.optimizer.update(probe, st)
         return {"objective": obj, "theta0": checksum(tree)[:16],
                 "sigma": self.sigma, "pairs": self.pairs,
-                "optimizer": checksum([u1])[:16], "seed": self.seed,
+                "optimizer": optimizer_fingerprint(self.optimizer, tree), "seed": self.seed,
                 "fitness": self.fitness}
+
+    def _optimizer_probe(self):
+        """The optimiser checksum of checkpoints written before optimisers stated their
+        settings: the bits of its update of one probe gradient."""
+        from .checkpoint import checksum
+
+        tree = {"theta": [self.theta0.copy()]}
+        probe = {"theta": [np.linspace(-1.0, 1.0, self.theta0.size) + 0.25]}
+        u1, _ = self.optimizer.update(probe, self.optimizer.init(tree))
+        return checksum([u1])[:16]
 
     def train(self, steps, progress=True, checkpoint=None, resume=False, checkpoint_every=10,
               evaluate=None, eval_every=None, budget_s=None, select=None, extra=None):
@@ -782,8 +791,12 @@ class ESTrainer:
                        "evaluate": evaluate is not None, **(extra or {})}
         if resume and checkpoint is not None and Path(checkpoint).exists():
             saved = ckpt.load(checkpoint)
-            if saved.get("fingerprint") != fp:
-                then = saved.get("fingerprint") or {}
+            then = saved.get("fingerprint")
+            if isinstance(then, dict) and then != fp and {**then, "optimizer": fp[
+                    "optimizer"]} == fp and then.get("optimizer") == self._optimizer_probe():
+                then = fp           # an older checkpoint: the same bits of the update
+            if then != fp:
+                then = then or {}
                 diff = [k for k in fp if then.get(k) != fp[k]] or ["format"]
                 if "extra" in diff and isinstance(then.get("extra"), dict):
                     sub = [f"extra.{k}" for k in {**then["extra"], **fp["extra"]}

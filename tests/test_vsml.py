@@ -259,6 +259,36 @@ def test_resume_gives_the_same_theta(tmp_path):
         other.train(5, progress=False, checkpoint=ck, resume=True)
 
 
+def test_an_older_checkpoint_with_the_probe_checksum_resumes_if_its_bits_agree(tmp_path):
+    """Checkpoints written before optimisers stated their settings hold the bits of one
+    probe update as the optimiser's checksum: accepted when today's update gives them,
+    refused (naming the optimiser) when not; another optimiser setting is refused."""
+    from neuro_meta import checkpoint as ckpt
+    from neuro_meta import optim
+
+    ck = tmp_path / "c.npz"
+
+    def trainer(lr=0.025):
+        return V.ESTrainer(Quadratic(3), np.ones(3), sigma=0.1, pairs=2, seed=0,
+                           optimizer=optim.adam(lr))
+    trainer().train(2, progress=False, checkpoint=ck)
+    saved = ckpt.load(ck)
+    assert saved["fingerprint"]["optimizer"].startswith("settings:")
+    with pytest.raises(CheckpointError, match="optimizer"):
+        trainer(0.05).train(3, progress=False, checkpoint=ck, resume=True)
+    saved["fingerprint"]["optimizer"] = trainer()._optimizer_probe()
+    ckpt.save(ck, saved)
+    a = trainer()
+    a.train(3, progress=False, checkpoint=ck, resume=True)
+    b = trainer()
+    b.train(3, progress=False)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    saved["fingerprint"]["optimizer"] = "0123456789abcdef"
+    ckpt.save(ck, saved)
+    with pytest.raises(CheckpointError, match="optimizer"):
+        trainer().train(4, progress=False, checkpoint=ck, resume=True)
+
+
 def test_resumed_wall_time_counts_the_work_the_checkpoint_kept(tmp_path):
     """``wall_s`` is the wall time of all the work behind the history, evaluations
     included: a first process whose evaluations take 0.5 s each, then a resume -- the
