@@ -14,7 +14,8 @@ the same tasks:
   reported numbers on ``final.test_tasks`` other test tasks (``task_rng(seed, TEST, 1)``)
   at the selected meta-parameters: N-way K-shot accuracy with a 95 % confidence interval
   (Student's t: 1.964 s.e.m. over 600 tasks), the same models on N-way
-  ``final.other_shots``-shot tasks, and the error on the 20 official 20-way one-shot runs of Lake et al. (2015) (evaluation
+  ``final.other_shots``-shot tasks, and the error on the 20 official 20-way one-shot
+  runs of Lake et al. (2015) (evaluation
   alphabets no background file contains; a meta-learned N-way output layer is widened to
   20 ways by giving every class the mean of its rows: tasks permute classes, so a
   meta-learned head has no class of its own).
@@ -401,7 +402,7 @@ def t95(n):
 
 
 def _acc(errors):
-    """(accuracy, 95 % CI half-width, Student's t) from per-task error rates."""
+    """(accuracy, half-width of its 95 % CI by Student's t) from per-task error rates."""
     m, s = mean_sem(errors)
     return 1.0 - m, t95(np.size(errors)) * s
 
@@ -628,7 +629,8 @@ def task_gaps(methods):
     over the test tasks* (every method is scored on the same tasks, in the same order):
     ``{cml: {baseline or "best": {"mean", "ci95", "n_tasks"} (+ "baseline" for
     "best")}}``, in accuracy (×100: percentage points), CI = Student's t (:func:`t95`)
-    × the standard error of the per-task differences. ("best" is chosen by accuracy on these same tasks -- the
+    × the standard error of the per-task differences. ("best" is chosen by accuracy on
+    these same tasks -- the
     strictest bar; its CI does not account for that choice. ``"best_validation"``, when
     every baseline has its ``meta_val_accuracy``: the baseline with the highest accuracy
     on the meta-validation tasks at its selected point, a choice that never looks at test
@@ -1122,7 +1124,8 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     generalisation) -- with the run's N, K, queries and rotations. Every method sees the
     same tasks (``task_rng(seed, ALPHABETS, alphabet index)``), so CML minus each
     meta-learning baseline (the MAML family, and WarpGrad's if the run has it; not
-    ``pixel_nn`` or the untrained networks) is paired over them. A diagnostic of a finished run: nothing is
+    ``pixel_nn`` or the untrained networks) is paired over them. A diagnostic of a
+    finished run: nothing is
     selected by it.
 
     ``out_dir`` is the folder of ``neuro-meta run omniglot`` (one seed) or of
