@@ -290,3 +290,30 @@ def test_command_line_prints_the_table(run_dir, capsys):
                  "cml,maml,pixel_nn", "--serial", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "cml minus (percentage points" in text and "per_alphabet.png" in text
+
+
+def test_a_budget_bound_run_is_read_back_without_training(tmp_path):
+    """A run stopped by its wall-time budget (not by its step cap): reading its
+    checkpoints resumes each finished training at its last meta-step, where the step
+    count -- checked before the clock -- ends it, so nothing is trained or written and
+    the models score the run's own test tasks as the run reported them."""
+    out = tmp_path / "budget"
+    argv = ["run", "omniglot", "--methods", "cml,maml", "--out", str(out), "--no-progress",
+            "--budget", "0.5"]
+    for o in TINY:
+        if not o.startswith(("compare.budget_s", "meta.steps", "baselines.steps")):
+            argv += ["--set", o]
+    argv += ["--set", "meta.steps=100000", "--set", "baselines.steps=100000"]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    for name in ("cml", "maml"):
+        assert res["methods"][name]["stop_reason"] == "budget", name
+        assert res["methods"][name]["meta_steps"] < 100000
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*_checkpoint.npz")}
+    assert len(files) == 2
+    cfg, models = og.selected_models(out, "cml,maml")
+    tasks = og.families(cfg)["test"].sample(task_rng(0, TEST, 1), 8)
+    for name, errors in models.items():
+        got = 1.0 - np.asarray(errors(tasks))
+        assert got.tolist() == res["methods"][name]["accuracy_per_task"], name
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
