@@ -182,6 +182,15 @@ class DualSystem(ModelKind):
         """Meta-parameters (copies), see the class docstring."""
         return {k: [a.copy() for a in v] for k, v in self._theta.items()}
 
+    @property
+    def penalised(self):
+        """The weights meta-learning stores, on which ``MetaTrainer(omega_decay=c)``'s
+        L2 penalty acts: the slow weights ``W``, the hidden units' biases and the
+        readout (their initial values where they are fast) -- the counterpart of a
+        complex synapse's ω and of the MAML family's initial weights and biases. Not
+        the gains, whose neutral value is 1, nor λ."""
+        return ("W", "bias", "readout")
+
     def with_theta(self, theta):
         """A copy with new meta-parameters (same structure as :attr:`theta`)."""
         O = "DualSystem.with_theta"

@@ -111,6 +111,15 @@ class ModelKind:
     def n_fast(self):
         return len(self.phi0)
 
+    @property
+    def penalised(self):
+        """The entries of :attr:`theta` that hold the weights meta-learning stores, on
+        which :class:`~neuro_meta.metatrain.MetaTrainer`'s L2 penalty ``omega_decay``
+        acts. Default: the complex synapses' consolidated weights ``omega`` and
+        ``omega_bias`` where θ has them (never λ); a kind whose weights are stored
+        elsewhere overrides this (``()``: nothing to penalise)."""
+        return tuple(k for k in ("omega", "omega_bias") if k in self.theta)
+
     def default_rule(self):
         """The rule CML and the exact reference use when no learner is given."""
         return self.rules[0]

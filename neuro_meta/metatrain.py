@@ -32,12 +32,13 @@ TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
 
 
-def omega_penalty_gradient(grad, theta, c):
-    """``grad`` plus the gradient ``c ω`` of the penalty ``(c/2) Σ ω²`` on the ``omega``
-    and ``omega_bias`` entries of ``theta`` (λ and any other entry unchanged); a new
-    dict, ``grad`` is not modified."""
+def omega_penalty_gradient(grad, theta, c, keys=("omega", "omega_bias")):
+    """``grad`` plus the gradient ``c w`` of the penalty ``(c/2) Σ w²`` on the entries
+    ``keys`` of ``theta`` (default: a complex synapse's ``omega`` and ``omega_bias``; a
+    model kind's :attr:`~neuro_meta.kind.ModelKind.penalised`), every other entry (λ
+    ...) unchanged; a new dict, ``grad`` is not modified."""
     out = dict(grad)
-    for k in ("omega", "omega_bias"):
+    for k in keys:
         if k in theta:
             out[k] = [g if g is None or w is None else g + c * w
                       for g, w in zip(grad[k], theta[k])]
@@ -434,10 +435,13 @@ class MetaTrainer:
         given, evaluations, selection and the kept meta-parameters use the average,
         while meta-training follows the raw θ (default None: no averaging).
     omega_decay : float
-        Strength ``c`` of an L2 penalty ``(c/2) Σ ω²`` on the consolidated weights (the
-        ``omega`` and ``omega_bias`` entries of θ, never λ), added to the meta-objective:
-        every meta-step adds ``c ω`` to their meta-gradient, before the optimiser
-        (default 0: none). Only for model kinds whose θ has ``omega``.
+        Strength ``c`` of an L2 penalty ``(c/2) Σ ω²`` on the weights meta-learning
+        stores, the entries ``net.penalised`` of θ (:attr:`ModelKind.penalised
+        <neuro_meta.kind.ModelKind.penalised>`): a complex synapse's consolidated weights
+        ``omega`` and ``omega_bias`` (never λ); a :class:`~neuro_meta.DualSystem`'s slow
+        weights ``W``, biases and readout (not its gains). It is added to the
+        meta-objective: every meta-step adds ``c w`` to their meta-gradient, before the
+        optimiser (default 0: none). A kind with no such entries refuses ``c > 0``.
     """
 
     def __init__(self, net, family, cml, optimizer=None, meta_batch=16, seed=0,
@@ -469,9 +473,16 @@ class MetaTrainer:
         self.lam_min = P.real(lam_min, "MetaTrainer", "lam_min", low=0.0)
         self.average = ParameterAverage(average, "MetaTrainer").decay
         self.omega_decay = P.real(omega_decay, "MetaTrainer", "omega_decay", low=0.0)
-        if self.omega_decay and "omega" not in net.theta:
+        keys = net.penalised
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys) or \
+                not set(keys) <= set(net.theta):
+            P.fail(f"MetaTrainer.net ({net.kind_name})", "penalised", "must be a tuple of "
+                   f"keys of its theta {sorted(net.theta)}", repr(keys))
+        self._penalised = tuple(keys)
+        if self.omega_decay and not self._penalised:
             P.fail("MetaTrainer", "omega_decay", f"must be 0 for a {net.kind_name}, whose "
-                   "meta-parameters have no omega", repr(omega_decay))
+                   "meta-parameters hold no weights to penalise (its penalised entries "
+                   "are empty)", repr(omega_decay))
         self._not_settled = self._skipped = 0
         if executor is not None or (self.chunks or 1) > 1:
             free, _ = cml.learners(net)
@@ -744,7 +755,7 @@ class MetaTrainer:
             task = self.family.sample(task_rng(self.seed, TRAIN, step), self.meta_batch)
             grad, losses = self.meta_gradient(task, step)
             if self.omega_decay:
-                grad = omega_penalty_gradient(grad, theta, self.omega_decay)
+                grad = omega_penalty_gradient(grad, theta, self.omega_decay, self._penalised)
             hist.train_val_loss.append(float(np.mean(losses)))
             updates, state = self.optimizer.update(grad, state)
             theta = optim.apply_updates(theta, updates, self.lam_min)

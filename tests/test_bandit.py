@@ -629,8 +629,8 @@ def test_config_errors_are_validation_errors_before_any_work(override, match, tm
 def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
     """``compare.average``, ``meta.omega_decay`` and ``baselines.weight_decay`` (off by
     default) reach both CML trainers and MAML's training, and change what a step-bound
-    run reports; the dual system, with no ω, trains without the ω penalty; bad values
-    are refused before any work."""
+    run reports (the dual system's penalty on its weights, biases and readout); bad
+    values are refused before any work."""
     seen = {}
     real_init, real_train = bandit.MetaTrainer.__init__, bandit.bl.train_baseline
 
@@ -650,7 +650,7 @@ def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
     methods = "cml_dual,cml_complex,maml"
     on = bandit.run(tmp_path / "on", quick=True, methods=methods, progress=False,
                     overrides=step_bound + extra)
-    assert seen == {"DualSystem": (0.5, 0.0), "RateNetwork": (0.5, 0.01),
+    assert seen == {"DualSystem": (0.5, 0.01), "RateNetwork": (0.5, 0.01),
                     "maml": (0.5, 0.01)}
     off = bandit.run(tmp_path / "off", quick=True, methods=methods, progress=False,
                      overrides=step_bound)

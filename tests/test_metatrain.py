@@ -276,14 +276,59 @@ def test_omega_decay_adds_c_omega_to_the_meta_gradient_of_omega_only():
             np.testing.assert_allclose(a - b, want, rtol=0, atol=1e-12)
 
 
+def test_omega_decay_penalises_a_dual_systems_weights_biases_and_readout_only():
+    """The dual system's stored weights are W, the biases and the readout (their initial
+    values where fast): one meta-step with plain SGD gives θ₁(c) − θ₁(0) = −lr·c·w on
+    those and exactly 0 on the gains (neutral at 1) and on the meta-learned λ."""
+    cfg = load_model("consolidation")
+    _, base = build(cfg)
+    lr, c = 0.05, 0.3
+    rng = np.random.default_rng(11)
+    net = nm.DualSystem([10, 6, 5], lam=0.5, learn_lam=True, seed=4)
+    cml = nm.CML(beta=0.05, learner=nm.Learner(rule="backprop", integrator="expeuler",
+                                                dt=0.05, tol=1e-9, max_duration=200))
+    theta0 = {k: [a + rng.normal(0, 0.2, a.shape) if not k.startswith("lam_") else a
+                  for a in v] for k, v in net.theta.items()}
+    net = net.with_theta(theta0)
+    assert net.penalised == ("W", "bias", "readout")
+
+    def one_step(decay):
+        tr = MetaTrainer(net, base.family, cml, nm.optim.sgd(lr), meta_batch=3,
+                         seed=2, eval_tasks=2, omega_decay=decay)
+        tr.train(1, eval_every=1, progress=False, select=False)
+        return tr.net.theta
+
+    with_c, without = one_step(c), one_step(0.0)
+    moved = set()
+    for k in theta0:
+        for a, b, w in zip(with_c[k], without[k], theta0[k]):
+            want = -lr * c * w if k in ("W", "bias", "readout") else np.zeros_like(w)
+            np.testing.assert_allclose(a - b, want, rtol=0, atol=1e-12, err_msg=k)
+            if np.any(want):
+                moved.add(k)
+    assert moved == {"W", "bias", "readout"}
+
+
 def test_omega_decay_doors_and_fingerprint():
     cfg = load_model("consolidation")
     _, base = build(cfg)
     with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.omega_decay: must be >= 0"):
         MetaTrainer(base.net, base.family, base.cml, omega_decay=-1.0)
-    dual = nm.DualSystem([2, 3, 1], seed=0)
-    with pytest.raises(nm.ValidationError, match="no omega"):
-        MetaTrainer(dual, base.family, base.cml, omega_decay=0.1)
+    from neuro_meta.examples.gained_linear import GainedLinear
+
+    class Unweighted(GainedLinear):         # a kind that declares nothing to penalise
+        penalised = property(lambda self: ())
+
+    with pytest.raises(nm.ValidationError, match="no weights to penalise"):
+        MetaTrainer(Unweighted(1, 1), base.family, base.cml, omega_decay=0.1)
+    MetaTrainer(Unweighted(1, 1), base.family, base.cml, omega_decay=0.0)   # 0: fine
+
+    class Misdeclared(GainedLinear):        # names an entry its theta does not have
+        penalised = property(lambda self: ("omega", "W"))
+
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.net \(Misdeclared\)"
+                       r"\.penalised: must be a tuple of keys of its theta"):
+        MetaTrainer(Misdeclared(1, 1), base.family, base.cml, omega_decay=0.1)
     plain = MetaTrainer(base.net, base.family, base.cml).fingerprint()
     assert "omega_decay" not in plain         # older checkpoints stay resumable
     assert MetaTrainer(base.net, base.family, base.cml,

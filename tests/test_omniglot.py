@@ -43,11 +43,11 @@ def test_lam_bias_init_sets_the_biases_lambda_per_connection():
     assert all(np.all(c.lam[:, -1] == 0.3) for c in one.connections)
 
 
-def test_omega_decay_reaches_cml_and_not_the_dual_system():
+def test_omega_decay_reaches_cml_and_the_dual_system():
     cfg = og._cfg(overrides=["meta.omega_decay=0.002"])
     fams = og.families(cfg)
     assert og.build_cml(cfg, fams)[1].omega_decay == 0.002
-    assert og.build_cml(cfg, fams, model="dual")[1].omega_decay == 0.0    # no omega
+    assert og.build_cml(cfg, fams, model="dual")[1].omega_decay == 0.002  # W, bias, readout
 
 
 def test_official_task_is_the_twenty_runs():

@@ -154,7 +154,7 @@ def test_bad_compare_section_is_refused(override, match):
 def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
     """``compare.average``, ``meta.omega_decay`` and ``baselines.weight_decay`` (off by
     default) reach CML's trainer and every baseline's training, and change what a
-    step-bound run reports; the dual system, with no ω, refuses the ω penalty."""
+    step-bound run reports; the dual system takes the penalty on its weights."""
     from neuro_meta import baselines as bl
 
     seen = {}
@@ -183,8 +183,8 @@ def test_average_and_penalties_reach_every_method(tmp_path, monkeypatch):
 
     cfg = sinusoid._cfg(load_model("sinusoid_dual"), True, None,
                         overrides=["meta.omega_decay=0.001"])
-    with pytest.raises(nm.ValidationError, match="meta.omega_decay: the dual system has no"):
-        sinusoid.build_cml(cfg)
+    dual = sinusoid.build_cml(cfg)[1]     # the dual system's weights, biases and readout
+    assert (type(dual.net).__name__, dual.omega_decay) == ("DualSystem", 0.001)
     for bad in ("abc", "-0.1"):     # a bad value is named as such, for any model
         for model in ("sinusoid_dual", "sinusoid"):
             cfg = sinusoid._cfg(load_model(model), True, None,

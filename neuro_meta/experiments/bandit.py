@@ -211,8 +211,8 @@ def build_learner(cfg):
 
 def build_trainer(cfg, kind, fam, executor=None):
     """The :class:`MetaTrainer` of ``cml_dual`` or ``cml_complex``. ``meta.omega_decay``
-    (optional, default 0) penalises the complex synapses' ω; the dual system has no ω and
-    trains without it."""
+    (optional, default 0) penalises the weights meta-learning stores: the complex
+    synapses' ω, the dual system's slow weights, biases and readout."""
     where = cfg.get("_file", "<config>")
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
@@ -230,7 +230,7 @@ def build_trainer(cfg, kind, fam, executor=None):
                    executor=executor, lam_min=m.get("lam_min", 0.0),
                    val_tasks=compare_cfg(cfg)["val_tasks"],
                    average=compare_cfg(cfg)["average"],
-                   omega_decay=0.0 if kind == "cml_dual" else omega_decay)
+                   omega_decay=omega_decay)
 
 
 def build_maml(cfg):

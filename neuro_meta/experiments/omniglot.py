@@ -264,7 +264,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
                       executor=executor, chunks=comp["workers"], lam_min=m.get("lam_min", 0.0),
                       val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task,
                       average=comp["average"],
-                      omega_decay=0.0 if model == "dual" else m.get("omega_decay", 0.0))
+                      omega_decay=m.get("omega_decay", 0.0))
     return learner, trainer
 
 

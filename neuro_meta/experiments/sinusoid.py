@@ -187,10 +187,6 @@ def build_cml(cfg, executor=None, warp=False):
                 optional=("lam_min", "omega_decay"))
     omega_decay = checked(where, "meta.omega_decay", P.real, m.get("omega_decay", 0.0),
                           "meta", "omega_decay", low=0.0)
-    if omega_decay and is_dual(cfg) and not warp:
-        raise ValidationError(f"{where}: meta.omega_decay: the dual system has no "
-                              f"consolidated weights ω to penalise; remove it or set 0 "
-                              f"(got {omega_decay!r})")
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in f.items()})
     net = (_warp_net if warp else _dual_net if is_dual(cfg) else _complex_net)(cfg, m["seed"])
