@@ -243,7 +243,7 @@ class FewShotClassification:
                    repr(ways))
         if shots + queries > counts.min():
             P.fail(O, "shots", f"shots + queries must be <= the images of the smallest "
-                   f"class ({int(counts.min())}, label {classes[counts.argmin()]!r})",
+                   f"class ({int(counts.min())}, label {classes[counts.argmin()].item()!r})",
                    f"shots={shots}, queries={queries}")
         order = np.argsort(inverse, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -164,7 +164,9 @@ def checked(where, key, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ValidationError as err:
-        raise ValidationError(f"{where}: {key}: {err}") from None
+        msg = str(err)     # (the key once, when the error already begins with it)
+        raise ValidationError(f"{where}: {msg}" if msg.startswith(f"{key}:")
+                              else f"{where}: {key}: {msg}") from None
 
 
 #: A number in exponent notation without a dot, which YAML 1.1 leaves a string.

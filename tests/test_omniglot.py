@@ -280,7 +280,7 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
     (["run", "omniglot", "--set", "final.test_tasks=1"], "final.test_tasks: must be >= 2"),
     (["run", "omniglot", "--set", "compare.targets=[1.5]"], "compare.targets"),
     (["run", "omniglot", "--set", "compare.average=1.0"],
-     "compare.average: compare.average: must be < 1.0 (got 1.0)"),
+     ": compare.average: must be < 1.0 (got 1.0)"),
     (["run", "omniglot", "--set", "network.hidden=8"], "network.hidden: must be a list"),
     (["run", "omniglot", "--set", "network.lam_bias_init=[0.5,0.5]"],
      "network.lam_bias_init: needs one value per connection (3)"),
@@ -296,6 +296,19 @@ def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and match in err, err
+
+
+@pytest.mark.parametrize("setting, key, extra", [
+    ("compare.budget_s=-1", "compare.budget_s", "must be > 0.0 (got -1.0)"),
+    ("compare.average=1.0", "compare.average", "must be < 1.0 (got 1.0)"),
+    ("family.queries=100", "FewShotClassification.shots", "label 0)")])
+def test_config_errors_name_the_key_once(tmp_path, capsys, setting, key, extra):
+    """A refused setting names its key once (not "key: key: ...") and shows values
+    as a user types them (no numpy reprs such as ``np.int64(0)``)."""
+    assert main(["run", "omniglot", "--quick", "--set", setting, "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count(key) == 1 and extra in err and "np." not in err, err
 
 
 def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
