@@ -238,7 +238,7 @@ def _run(args):
     exp = runners[experiment]
     model = args.model or ("dual" if sinusoid.is_dual(cfg) else "complex")
     stem = name if args.model is None else f"sinusoid_{model}"
-    out = _out_dir(args.out or f"results/{Path(stem).stem}")
+    out = _out_dir(f"results/{Path(stem).stem}" if args.out is None else args.out)
     overrides = list(args.overrides)
     only = {"sinusoid": ("model",), "omniglot": ("ways", "shots")}
     for opt in ("model", "ways", "shots", "methods", "budget"):
@@ -308,6 +308,9 @@ def _out_dir(path):
     """``--out``: a folder that exists or can be created (checked before any work)."""
     from .errors import ValidationError
 
+    if not str(path).strip():     # (Path("") is the current folder: never meant)
+        raise ValidationError("neuro-meta run.--out: must name a folder (got an empty "
+                              "path)")
     p = Path(path)
     try:
         if p.exists() and not p.is_dir():

@@ -311,6 +311,46 @@ def test_config_errors_name_the_key_once(tmp_path, capsys, setting, key, extra):
     assert err.count(key) == 1 and extra in err and "np." not in err, err
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("baselines.learning_rate=.nan", "baselines.learning_rate: must be finite"),
+    ("baselines.meta_batch=0", "baselines.meta_batch: must be >= 1 (got 0)"),
+    ("baselines.steps=0", "baselines.steps: must be >= 1 (got 0)"),
+    ("baselines.eval_every=1.5", "baselines.eval_every: must be an integer")])
+def test_baseline_training_settings_are_refused_before_cml_trains(tmp_path, capsys,
+                                                                  setting, message):
+    """The MAML family's meta-training settings are checked with every other setting,
+    named by file and key -- not after CML has spent its budget (no checkpoint)."""
+    out = tmp_path / "o"
+    assert main(["run", "omniglot", "--quick", "--methods", "cml,fomaml", "--set", setting,
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "omniglot.yaml: " + message in err, err
+    assert not (out / "cml_checkpoint.npz").exists() and not (out / "partial.json").exists()
+
+
+def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "omniglot", "--quick", "--methods", "untrained", "--out", "",
+                 "--no-progress"]) == 2
+    assert "--out: must name a folder" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(out_dir=None), "run omniglot.out_dir: must be a folder's path"),
+    (dict(out_dir=""), "run omniglot.out_dir"),
+    (dict(resume="no"), "run omniglot.resume: must be True or False"),
+    (dict(progress=1), "run omniglot.progress: must be True or False"),
+    (dict(quick="yes"), "run omniglot.quick: must be True or False"),
+    (dict(overrides="meta.seed=3"), "run omniglot.overrides: must be a list")])
+def test_run_checks_its_arguments(tmp_path, kw, match):
+    args = dict(out_dir=str(tmp_path / "o"), quick=True, methods="untrained",
+                progress=False)
+    with pytest.raises(nm.ValidationError, match=match):
+        og.run(**{**args, **kw})
+    assert not (tmp_path / "o").exists()
+
+
 def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
     """``--seeds 2``: each seed's numbers are those of a separate run with that seed
     (step-bound, so deterministic), and the aggregate is the mean with Student's t

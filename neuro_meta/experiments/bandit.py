@@ -66,7 +66,7 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
-from .sinusoid import config_fingerprint
+from .sinusoid import check_baseline_training, config_fingerprint
 
 #: Meta-learned methods (meta-trained, then deployed).
 META_METHODS = ("cml_dual", "cml_complex", "maml")
@@ -238,8 +238,7 @@ def build_maml(cfg):
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every", "maml"),
                 optional=("weight_decay",))
-    checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0),
-            "baselines", "weight_decay", low=0.0)
+    check_baseline_training(where, b)
     kw = _settings(where, "baselines.maml", b["maml"], ("loss",))
     return checked(where, "baselines.maml", bl.MAML, loss="masked_squared_error", **kw), b
 

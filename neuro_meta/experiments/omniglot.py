@@ -437,7 +437,17 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     :class:`~neuro_meta.workers.PieceExecutor`'s pool), ``"serial"`` computes the same
     pieces in this process (the same numbers, slower), or a given executor / Dask client
     gets them (the same numbers)."""
-    P.choice(curves, "run omniglot", "curves", ("time", "steps"))
+    O = "run omniglot"
+    P.choice(curves, O, "curves", ("time", "steps"))
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        P.fail(O, "out_dir", "must be a folder's path (str or os.PathLike)",
+               repr(out_dir) if isinstance(out_dir, str) else type(out_dir).__name__)
+    for attr, value in (("quick", quick), ("progress", progress), ("resume", resume)):
+        if not isinstance(value, bool):
+            P.fail(O, attr, "must be True or False", repr(value))
+    if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
+        P.fail(O, "overrides", "must be a list of 'KEY.PATH=VALUE' strings",
+               repr(overrides))
     cfg = _cfg(cfg, quick, seed, overrides, ways, shots)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     compare, final = compare_cfg(cfg), final_cfg(cfg)

@@ -214,14 +214,25 @@ def build_cml(cfg, executor=None, warp=False):
     return fam, trainer
 
 
+def check_baseline_training(where, b):
+    """The ``baselines`` section's meta-training settings, checked before any method
+    trains (named by file and key): ``steps``, ``meta_batch``, ``eval_every`` integers
+    >= 1, ``learning_rate`` > 0, ``weight_decay`` >= 0 (optional)."""
+    checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0), "baselines",
+            "weight_decay", low=0.0)
+    for k in ("steps", "meta_batch", "eval_every"):
+        checked(where, f"baselines.{k}", P.integer, b[k], "baselines", k, low=1)
+    checked(where, "baselines.learning_rate", P.real, b["learning_rate"], "baselines",
+            "learning_rate", low=0.0, low_open=True)
+
+
 def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
                 optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay")
                 + WARPGRAD)
-    checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0), "baselines",
-            "weight_decay", low=0.0)
+    check_baseline_training(where, b)
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
