@@ -351,6 +351,15 @@ def test_run_checks_its_arguments(tmp_path, kw, match):
     assert not (tmp_path / "o").exists()
 
 
+def test_t95_is_students_quantile_and_refuses_what_has_no_interval():
+    from scipy import stats
+    assert og.t95(20) == pytest.approx(stats.t.ppf(0.975, 19), rel=1e-12)
+    assert og.t95(np.int64(600)) == pytest.approx(1.9639, abs=1e-4)
+    for bad in (0, 1, -5, 2.5, "a", True):
+        with pytest.raises(nm.ValidationError, match="omniglot.t95.n"):
+            og.t95(bad)
+
+
 def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
     """``--seeds 2``: each seed's numbers are those of a separate run with that seed
     (step-bound, so deterministic), and the aggregate is the mean with Student's t

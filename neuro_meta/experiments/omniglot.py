@@ -35,8 +35,9 @@ and the others on worker processes (one BLAS thread each,
 ``results.json``: ``{"methods": {name: {"accuracy", "ci95", "accuracy_per_task",
 "other_shots_accuracy", "other_shots_ci95", "official_error", "official_ci95",
 "meta_val_accuracy", "selected_step", "selected_time_s", "meta_steps", "stop_reason",
-"budget_s", "wall_time_s", "time_to_target"}}, "gaps": {cml: {baseline: {"mean",
-"ci95", "n_tasks"}}} (CML minus the MAML family, paired over the test tasks:
+"budget_s", "wall_time_s", "time_to_target"} (+ "phases_not_settled" for CML methods)},
+"gaps": {cml: {baseline | "best" | "best_validation": {"mean", "ci95", "n_tasks"} (+
+"baseline" for the last two)}} (CML minus the MAML family, paired over the test tasks:
 :func:`task_gaps`), "config": {...}, "history": {name: {"step", "time_s",
 "meta_val_accuracy", "meta_test_accuracy"}}}``.
 
@@ -395,10 +396,12 @@ def widen_params(params, ways):
 def t95(n):
     """The 97.5 % quantile of Student's t with ``n - 1`` degrees of freedom: a 95 % CI
     half-width over ``n`` values is ``t95(n)`` times their standard error (1.964 for 600
-    tasks, 2.093 for the 20 official runs; 1.96 in the limit)."""
+    tasks, 2.093 for the 20 official runs; 1.96 in the limit). ``n``: an integer >= 2
+    (one value has no interval)."""
     from scipy import stats
 
-    return float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+    n = P.integer(n, "omniglot.t95", "n", low=2)
+    return float(stats.t.ppf(0.975, n - 1))
 
 
 def _acc(errors):
