@@ -214,6 +214,10 @@ class FewShotClassification:
         if labels.dtype.kind not in "iu" or labels.shape != (n,):
             P.fail(O, "labels", f"must be {n} integers, one per image (shape ({n},))",
                    f"shape {labels.shape} dtype {labels.dtype}")
+        if labels.dtype.kind == "u" and n and labels.max() > np.iinfo(np.int64).max:
+            P.fail(O, "labels", "must fit in int64 (the classes are returned as int64)",
+                   int(labels.max()))
+        labels = labels.astype(np.int64)
         pixels = imgs[0].size
         side = None
         if rotations:

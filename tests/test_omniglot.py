@@ -161,6 +161,29 @@ def test_resume_checks_the_per_task_accuracies_of_partial_json(tmp_path):
     assert again["methods"]["untrained"]["accuracy_per_task"] == per
 
 
+def test_resume_checks_summary_and_history_of_partial_json(tmp_path):
+    """A ``partial.json`` whose summary lacks its accuracy or whose learning curves are
+    broken stops the resume before any work, naming file, method and key (it used to
+    end in a KeyError inside the plot, after results.json had been written)."""
+    out = tmp_path / "run"
+    og.run(out, progress=False, methods="untrained", overrides=TINY)
+    (out / "results.json").unlink()
+    path = out / "partial.json"
+    good = json.loads(path.read_text())
+    edits = [(lambda m: m.update(summary={}), r"summary\.accuracy is missing"),
+             (lambda m: m["summary"].update(ci95="x"), r"summary\.ci95 is missing"),
+             (lambda m: m.update(history={}), r"history \(step"),
+             (lambda m: m["history"]["step"].append(1), r"history \(step")]
+    for edit, match in edits:
+        edited = json.loads(json.dumps(good))
+        edit(edited["methods"]["untrained"])
+        path.write_text(json.dumps(edited))
+        with pytest.raises(nm.ValidationError, match=r"partial\.json: methods\.untrained\."
+                           + match):
+            og.run(out, progress=False, methods="untrained", overrides=TINY, resume=True)
+        assert not (out / "results.json").exists()
+
+
 def test_baseline_killed_mid_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """``run omniglot --resume`` after a crash during MAML's meta-step 3: MAML continues
     from its checkpoint (step 2, its last evaluation) -- steps 3 and 4 only -- and its
@@ -349,6 +372,18 @@ def test_run_checks_its_arguments(tmp_path, kw, match):
     with pytest.raises(nm.ValidationError, match=match):
         og.run(**{**args, **kw})
     assert not (tmp_path / "o").exists()
+
+
+def test_widen_params_and_build_net_check_their_arguments():
+    p = {"w": [np.ones((2, 3))], "b": [np.zeros(2)]}
+    assert og.widen_params(p, 4)["w"][0].shape == (4, 3)
+    for kw, match in ((dict(params=p, ways=0), "widen_params.ways: must be >= 1"),
+                      (dict(params=p, ways=2.5), "widen_params.ways: must be an integer"),
+                      (dict(params={"w": p["w"]}, ways=3), "widen_params.params: must be")):
+        with pytest.raises(nm.ValidationError, match=match):
+            og.widen_params(**kw)
+    with pytest.raises(nm.ValidationError, match="build_net.model: must be one of"):
+        og.build_net(og._cfg(overrides=TINY), 0, model="foo")
 
 
 def test_t95_is_students_quantile_and_refuses_what_has_no_interval():

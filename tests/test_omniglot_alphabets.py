@@ -188,6 +188,20 @@ def test_the_seeds_of_a_folder_must_be_one_run(run_dir, edit, match):
     assert _no_per_alphabet_files(run_dir)
 
 
+def test_a_method_entry_that_is_not_a_summary_is_one_line(run_dir, capsys):
+    """results.json with a method's entry damaged by hand: one line, exit 2, nothing
+    written (was: AttributeError from the baseline's checkpoint lookup)."""
+    path = run_dir / "seed_0" / "results.json"
+    res = json.loads(path.read_text())
+    res["methods"]["untrained"] = "x"
+    path.write_text(json.dumps(res))
+    assert main(["alphabets", str(run_dir / "seed_0"), "--tasks", "2", "--serial",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "methods.untrained: must be a method's summary" in err, err
+    assert _no_per_alphabet_files(run_dir)
+
+
 def test_a_one_seed_seeds_folder_reports_its_intervals_over_tasks(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     res["seeds"] = [1]

@@ -404,3 +404,15 @@ def test_family_all_classes_and_images_when_ways_and_shots_are_full():
     task, classes, idx = fam.sample_with_classes(np.random.default_rng(0), 20)
     assert all(sorted(c) == [0, 1] for c in classes[..., 0].tolist())
     assert all(sorted(i) == list(range(6)) for i in idx.reshape(20, -1).tolist())
+
+
+def test_unsigned_labels_give_int64_classes_or_a_clear_error():
+    """uint64 labels: the classes come back as int64 (stacking uint64 with int64 made
+    them float64); labels beyond int64 are refused rather than wrapped."""
+    fam = FewShotClassification(np.zeros((40, 4)), np.repeat(np.arange(4, dtype=np.uint64), 10),
+                                ways=2, queries=2)
+    _, classes, _ = fam.sample_with_classes(np.random.default_rng(0), 3)
+    assert classes.dtype == np.int64 and set(classes.ravel()) <= {0, 1, 2, 3}
+    big = np.repeat(np.array([2 ** 63, 1], dtype=np.uint64), 10)
+    with pytest.raises(ValidationError, match="labels: must fit in int64"):
+        FewShotClassification(np.zeros((20, 4)), big, ways=2, queries=2)

@@ -89,6 +89,8 @@ ALL_METHODS = METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp
 #: The methods meta-trained by CML, and the network each one trains (``cml_dual``: the
 #: dual system of the ``dual`` section, :class:`~neuro_meta.dual.DualSystem`).
 CML_METHODS = {"cml": "complex", "cml_warp": "warp", "cml_dual": "dual"}
+#: The CML models of :func:`build_net` / :func:`build_cml`.
+MODELS = ("complex", "warp", "dual")
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 SECTIONS = ("family", "network", "dual", "learner", "cml", "meta", "baselines", "compare",
             "final", "quick", "methods")
@@ -172,6 +174,7 @@ def build_net(cfg, seed, ways=None, warp=False, model="complex"):
     ``cml_warp``; ``model="dual"``: the dual system of the ``dual`` section, same sizes,
     for ``cml_dual``)."""
     where = cfg.get("_file", "<config>")
+    P.choice(model, "omniglot.build_net", "model", MODELS)
     warp = warp or model == "warp"
     if model == "dual":
         return build_dual(cfg, seed, ways)
@@ -236,6 +239,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     the meta-validation and meta-test tasks from their own alphabets (``warp=True`` or
     ``model="warp"``: on the network with warp layers; ``model="dual"``: on the dual
     system, with the ``dual`` section's ``meta_batch`` and ``learning_rate`` if given)."""
+    P.choice(model, "omniglot.build_cml", "model", MODELS)
     where = cfg.get("_file", "<config>")
     l_cfg = section(cfg, "learner", required=("rule",),
                     optional=("integrator", "dt", "tol", "max_duration", "settle"))
@@ -387,6 +391,13 @@ def widen_theta(net, ways, wide=None):
 def widen_params(params, ways):
     """MLP parameters with the output layer widened to ``ways`` classes (mean row); other
     entries (a warped MLP's warp layers) are kept."""
+    O = "omniglot.widen_params"
+    ways = P.integer(ways, O, "ways", low=1)
+    if not isinstance(params, dict) or not all(
+            isinstance(params.get(k), (list, tuple)) and params[k] for k in ("w", "b")):
+        P.fail(O, "params", "must be an MLP's parameters {'w': [matrices], 'b': [vectors], "
+               "...}", type(params).__name__ if not isinstance(params, dict)
+               else sorted(map(str, params)))
     w, b = list(params["w"]), list(params["b"])
     w[-1] = np.repeat(w[-1].mean(axis=0, keepdims=True), ways, axis=0)
     b[-1] = np.full(ways, b[-1].mean())
@@ -614,8 +625,26 @@ def _check_per_task(done, n_tasks, path):
     """A resumed method's per-task accuracies (``summary.accuracy_per_task`` of
     ``partial.json``, absent in an older neuro_meta's): ``n_tasks`` numbers in [0, 1], or
     the resume stops here rather than at the end of the run, in :func:`task_gaps`."""
+    def numbers(v):
+        return isinstance(v, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
     for name, m in done.items():
-        per = m["summary"].get("accuracy_per_task")
+        s, h = m["summary"], m["history"]
+        bad = next((k for k in ("accuracy", "ci95", "meta_steps", "wall_time_s")
+                    if isinstance(s.get(k), bool) or not isinstance(s.get(k), (int, float))),
+                   None)
+        if bad is None and h is not None:
+            lists = [h.get(k) for k in ("step", "time_s", "meta_val_accuracy",
+                                        "meta_test_accuracy")]
+            if not all(numbers(v) for v in lists) or len({len(v) for v in lists}) != 1:
+                bad = "history (step, time_s, meta_val_accuracy, meta_test_accuracy: " \
+                      "lists of numbers of one length)"
+        if bad is not None:
+            where = bad if bad.startswith("history") else f"summary.{bad}"
+            raise ValidationError(f"{path}: methods.{name}.{where} is missing or not a "
+                                  "number; move it aside or restart without --resume")
+        per = s.get("accuracy_per_task")
         if per is None:
             continue
         ok = (isinstance(per, list) and len(per) == n_tasks and all(
@@ -1125,6 +1154,10 @@ def _read_results(out, owner):
             not isinstance(res.get("methods"), dict):
         raise ValidationError(f"{owner}: {path}: not the results of an omniglot run "
                               "(needs config.experiment = omniglot and methods)")
+    bad = next((k for k, v in res["methods"].items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise ValidationError(f"{owner}: {path}: methods.{bad}: must be a method's summary "
+                              f"(a mapping) (got {type(res['methods'][bad]).__name__})")
     return res
 
 
