@@ -351,6 +351,19 @@ def test_baseline_training_settings_are_refused_before_cml_trains(tmp_path, caps
     assert not (out / "cml_checkpoint.npz").exists() and not (out / "partial.json").exists()
 
 
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    """--resume in a folder with no partial results and no checkpoint (a mistyped
+    --out) starts afresh with a warning naming the folder; with partial results there
+    is no warning."""
+    out = tmp_path / "typo"
+    with pytest.warns(UserWarning, match=r"--resume: .*typo holds no partial results"):
+        og.run(out, progress=False, methods="untrained", overrides=TINY, resume=True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="--resume")
+        og.run(out, progress=False, methods="untrained", overrides=TINY, resume=True)
+
+
 def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "omniglot", "--quick", "--methods", "untrained", "--out", "",
@@ -395,6 +408,7 @@ def test_t95_is_students_quantile_and_refuses_what_has_no_interval():
             og.t95(bad)
 
 
+@pytest.mark.filterwarnings("ignore:--resume.*holds no partial results")
 def test_seeds_aggregate_against_separate_runs(tmp_path, capsys, monkeypatch):
     """``--seeds 2``: each seed's numbers are those of a separate run with that seed
     (step-bound, so deterministic), and the aggregate is the mean with Student's t

@@ -436,6 +436,7 @@ def test_cml_warp_resume_after_kill_is_bitwise_an_uninterrupted_run(tmp_path, mo
     assert h.selected["step"] == h_ref.selected["step"] and h.meta_steps == 5
 
 
+@pytest.mark.filterwarnings("ignore:--resume.*holds no partial results")
 def test_sinusoid_warp_methods_resume_after_kill_give_the_same_numbers(tmp_path,
                                                                        monkeypatch):
     """Issue acceptance 4 (resume) through ``sinusoid.run``, step-bound (no budget):

@@ -414,8 +414,15 @@ def config_fingerprint(cfg):
 
 def load_partial(path, fingerprint):
     """The methods already finished by an interrupted run (``partial.json``), checked:
-    its structure, and that the same effective configuration wrote it."""
+    its structure, and that the same effective configuration wrote it. A folder with
+    neither that file nor a checkpoint has nothing to resume: a ``UserWarning`` says
+    so (a mistyped ``--out`` would otherwise start afresh unnoticed)."""
     if not path.exists():
+        if not any(path.parent.glob("*_checkpoint.npz")):
+            import warnings
+
+            warnings.warn(f"--resume: {path.parent} holds no partial results nor "
+                          "checkpoints; starting afresh", UserWarning, stacklevel=3)
         return {}
     import json
 
