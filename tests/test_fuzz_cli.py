@@ -137,6 +137,7 @@ def folder(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.filterwarnings("ignore:--resume.*holds no partial results")   # (fresh folders)
 @settings(max_examples=450, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
