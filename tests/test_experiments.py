@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from neuro_meta.errors import ValidationError
 from neuro_meta.experiments import consolidation, gradcheck
 from neuro_meta.models import load_model
 
@@ -107,3 +108,15 @@ def test_model_files_extend_others_section_by_section(tmp_path, monkeypatch):
     (tmp_path / "loop2.yaml").write_text("extends: loop\n")
     with pytest.raises(ValidationError, match=r"extends: must name another model file"):
         load_model("loop")
+
+
+@pytest.mark.parametrize("lam_range", [float("nan"), "x", None, [[[]]], [1.0], [0.0, 1.0],
+                                       [2.0, 1.0], [0.5, float("inf")]])
+def test_gradcheck_refuses_a_bad_lam_range_before_any_work(lam_range):
+    """problem.lam_range (lambda ~ U(low, high) per synapse): two positive numbers, low <=
+    high -- a ValidationError naming the key (was a raw TypeError/ValueError from numpy,
+    found by the CLI fuzz's example database)."""
+    cfg = load_model("gradcheck")
+    cfg["problem"]["lam_range"] = lam_range
+    with pytest.raises(ValidationError, match="problem.lam_range"):
+        gradcheck.check_cfg(cfg)

@@ -53,6 +53,15 @@ def check_cfg(cfg):
             raise ValidationError(f"{where}: problem.{key}: must be <= {high} (the exact "
                                   f"reference is dense) (got {v})")
     checked(where, "problem.noise", P.real, p["noise"], "problem", "noise", low=0.0)
+    lr = p["lam_range"]             # lambda ~ U(lo, hi) per synapse
+    if not isinstance(lr, list) or len(lr) != 2:
+        raise ValidationError(f"{where}: problem.lam_range: must be a list [low, high] of "
+                              f"two positive numbers (got {lr!r:.60})")
+    lo, hi = (checked(where, "problem.lam_range", P.real, x, "problem", f"lam_range[{i}]",
+                      low=0.0, low_open=True) for i, x in enumerate(lr))
+    if lo > hi:
+        raise ValidationError(f"{where}: problem.lam_range: low must be <= high "
+                              f"(got {lr})")
 
     def positives(key, n=None):
         v = sw[key]
