@@ -91,7 +91,8 @@ SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_ta
             "cml.estimator", "compare.budget_s", "compare.targets", "compare.val_tasks",
             "compare.average", "compare.workers", "meta.omega_decay",
             "network.lam_bias_init", "baselines.weight_decay",
-            "baselines.steps", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
+            "baselines.steps", "baselines.meta_batch", "baselines.learning_rate",
+            "baselines.eval_every", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
             "nope.x", "meta", "", "quick", "methods", "family.n_in", "meta.optimizer"]
 SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.5, 1.0]",
                      "{inner_lr: 0.01}", "[cml]", "adam"]
@@ -114,7 +115,7 @@ def argvs(draw, tmp):
         elif o == "--set":
             argv += [o, draw(st.sampled_from(SET_KEYS)) + "=" + draw(st.sampled_from(SET_VALUES))]
         elif o == "--out":
-            out = draw(st.sampled_from([tmp / "o", tmp / "afile", tmp / "afile" / "sub"]))
+            out = draw(st.sampled_from([tmp / "o", tmp / "afile", tmp / "afile" / "sub", ""]))
             argv += [o, str(out)]
         elif o == "--models":
             argv += [o, draw(st.sampled_from([str(tmp), str(tmp / "nowhere"), ""]))]
