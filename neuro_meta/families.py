@@ -156,9 +156,10 @@ def _real_images(images, owner):
         if bad.any():
             P.fail(owner, "images", "must contain only finite values (no NaN or inf)",
                    f"{int(bad.sum())} non-finite value(s)")
-        if np.abs(arr).max() > P.DATA_LIMIT:
+        peak = float(np.abs(arr).max())     # a Python float: no float16 overflow below
+        if peak > P.DATA_LIMIT:
             P.fail(owner, "images", f"must be at most {P.DATA_LIMIT:g} in magnitude",
-                   f"max {float(np.abs(arr).max())!r}")
+                   f"max {peak!r}")
     return arr
 
 
@@ -308,8 +309,12 @@ class FewShotClassification:
         ``indices`` (n_tasks, ways, shots + queries) int64, the images drawn (rows of
         ``images``; the first ``shots`` per class are the training images)."""
         W, S, Q = self.ways, self.shots, self.queries
+        m = self._members.shape[1]
+        # per task: the images and targets returned, and the random keys drawn to pick
+        # the classes (one per class) and the images (one per class member)
         rng, n_tasks = check_sample("FewShotClassification.sample", rng, n_tasks,
-                                    W * (S + Q) * (self.n_pixels + W))
+                                    W * (S + Q) * (self.n_pixels + W)
+                                    + self.n_classes + W * m)
         n_rot = self._bank.shape[0]
         # classes: `ways` distinct ones in a uniformly random order
         keys = rng.random((n_tasks, self.n_classes))
@@ -321,7 +326,6 @@ class FewShotClassification:
         cls_idx, rot = np.divmod(pick, n_rot)
         # images: shots + queries distinct members per class, in a random order
         K = S + Q
-        m = self._members.shape[1]
         ikeys = rng.random((n_tasks, W, m))
         ikeys[np.arange(m) >= self._counts[cls_idx][..., None]] = 2.0
         sel = np.argpartition(ikeys, K - 1, axis=2)[..., :K] if K < m else \

@@ -416,3 +416,30 @@ def test_unsigned_labels_give_int64_classes_or_a_clear_error():
     big = np.repeat(np.array([2 ** 63, 1], dtype=np.uint64), 10)
     with pytest.raises(ValidationError, match="labels: must fit in int64"):
         FewShotClassification(np.zeros((20, 4)), big, ways=2, queries=2)
+
+
+def test_sample_memory_check_counts_the_random_keys(monkeypatch):
+    """The batch's memory check counts the keys drawn to pick classes (one per class)
+    and images (one per class member), not only the arrays returned: with many classes
+    of tiny images the keys dominate (they were not counted before)."""
+    from neuro_meta import _params
+
+    fam = FewShotClassification(np.zeros((20_000, 1)), np.repeat(np.arange(10_000), 2),
+                                ways=2, shots=1, queries=1, rotations=False)
+    monkeypatch.setattr(_params, "MAX_ARRAY_BYTES", 10 ** 6)
+    fam.sample(np.random.default_rng(0), 10)            # 10 x 10 004 keys: 0.8 MB
+    with pytest.raises(ValidationError, match=r"sample\.n_tasks: would need an array of "
+                       r"100 x 10016 values"):
+        fam.sample(np.random.default_rng(0), 100)       # 8 MB of keys, 1.2 kB returned
+
+
+def test_float16_images_are_checked_without_overflow_warnings():
+    """The data-limit check compared a float16 maximum with the limit (1e6 overflows
+    float16: a RuntimeWarning); it is a Python float now."""
+    import warnings
+
+    imgs = np.random.default_rng(0).random((40, 4, 4)).astype(np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fam = FewShotClassification(imgs, np.repeat(np.arange(4), 10), ways=2, queries=1)
+        fam.sample(np.random.default_rng(0), 2)
