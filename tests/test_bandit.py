@@ -811,3 +811,16 @@ def test_dual_system_loss_through_the_protocol(loss, rng):
     np.testing.assert_allclose(an, fd, rtol=1e-6)
     with pytest.raises(ValidationError, match="DualSystem.loss: must be one of"):
         nm.DualSystem([2, 4, 5], loss="hinge")
+
+
+def test_a_damaged_checkpoint_is_refused_before_meta_training(tmp_path, monkeypatch):
+    """--resume with a damaged MAML checkpoint: refused before the CML methods ahead of
+    MAML spend their meta-training (it used to be refused only at MAML's turn)."""
+    from neuro_meta import checkpoint as ckpt
+    from neuro_meta.metatrain import MetaTrainer
+
+    (tmp_path / "maml_checkpoint.npz").write_bytes(b"damaged")
+    monkeypatch.setattr(MetaTrainer, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ckpt.CheckpointError, match=r"maml_checkpoint\.npz: not a readable"):
+        bandit.run(tmp_path, quick=True, methods="cml_dual,maml", progress=False,
+                   resume=True)

@@ -553,3 +553,23 @@ def test_an_executor_under_a_wall_time_budget_is_refused_when_unfair(tmp_path):
         assert not (tmp_path / "results.json").exists()
         sinusoid.check_fair_executor("x", ex, None, ["cml", "maml"], ("cml",))
         sinusoid.check_fair_executor("x", ex, 5.0, ["cml"], ("cml",))
+
+
+def test_a_damaged_checkpoint_is_refused_before_any_work(tmp_path, monkeypatch):
+    """--resume with a damaged checkpoint (CML's, or a later method's): refused before
+    anything is scored or trained (CML's used to be refused after cml_untrained was
+    scored, MAML's after CML's whole budget)."""
+    from neuro_meta import checkpoint as ckpt
+
+    def no_work(*a, **k):
+        raise AssertionError("work done before the checkpoint was checked")
+
+    monkeypatch.setattr(og, "pixel_nn_errors", no_work)
+    monkeypatch.setattr(og, "cml_errors", no_work)
+    for name in ("cml", "maml"):
+        out = tmp_path / name
+        out.mkdir()
+        (out / f"{name}_checkpoint.npz").write_bytes(b"not a checkpoint")
+        with pytest.raises(ckpt.CheckpointError, match=rf"{name}_checkpoint\.npz: not a "
+                           "readable neuro_meta checkpoint"):
+            og.run(out, progress=False, methods="cml,maml", overrides=TINY, resume=True)

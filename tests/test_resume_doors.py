@@ -521,3 +521,17 @@ def test_cli_output_folder_in_proc(tmp_path, capsys):
     code, err = _cli(capsys, "run", "sinusoid", "--quick", "--methods", "untrained",
                      "--no-progress", "--out", "/proc/neuro_meta_out")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--out" in err
+
+
+def test_a_damaged_checkpoint_is_refused_before_any_method_runs(tmp_path, monkeypatch):
+    """--resume with a damaged checkpoint of a later method (reptile): refused before
+    CML, first in line, spends its meta-training (it used to be refused only when
+    reptile's turn came)."""
+    (tmp_path / "reptile_checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
+    trained = []
+    monkeypatch.setattr(MetaTrainer, "train", lambda *a, **k: trained.append(1))
+    with pytest.raises(ckpt.CheckpointError, match=r"reptile_checkpoint\.npz: not a "
+                       "readable neuro_meta checkpoint"):
+        sinusoid.run(tmp_path, cfg=tiny_cfg(), methods="cml,reptile", progress=False,
+                     resume=True)
+    assert trained == []

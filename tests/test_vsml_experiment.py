@@ -281,3 +281,15 @@ def _check_protocol(out, res):
     assert theta.shape == (2384,) and np.isfinite(theta).all()
     assert not list(out.glob(".*.tmp"))
     assert "re-settled on all seen examples" in E.summary_table(res)
+
+
+def test_resume_refuses_a_damaged_cml_checkpoint_before_es(tmp_path, capsys, monkeypatch):
+    """--resume with a damaged CML checkpoint: one line, status 2, before ES meta-trains
+    (it used to be refused only after ES's whole budget)."""
+    monkeypatch.setattr(V.ESTrainer, "train", lambda *a, **k: pytest.fail("ES trained"))
+    (tmp_path / "cml_checkpoint.npz").write_bytes(b"damaged")
+    assert main(["run", "vsml", "--quick", "--no-progress", "--resume",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cml_checkpoint.npz: not a readable neuro_meta checkpoint" in err
+    assert len(err.strip().splitlines()) == 1

@@ -66,7 +66,7 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
-from .sinusoid import check_baseline_training, config_fingerprint
+from .sinusoid import check_baseline_training, check_checkpoints, config_fingerprint
 
 #: Meta-learned methods (meta-trained, then deployed).
 META_METHODS = ("cml_dual", "cml_complex", "maml")
@@ -465,6 +465,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             raise ckpt.CheckpointError(f"{meta_path}: written by another configuration; "
                                        "move it aside or restart without --resume")
         saved = state["methods"]
+    if resume:
+        check_checkpoints(out, [m for m in methods if m in META_METHODS and m not in saved])
     meta = {}
     nets, params = {}, {}
     for name in [m for m in methods if m in META_METHODS]:

@@ -76,8 +76,8 @@ from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
 from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
-from .sinusoid import (build_baseline, config_fingerprint, load_partial, restore_trained,
-                       time_to_target)
+from .sinusoid import (build_baseline, check_checkpoints, config_fingerprint, load_partial,
+                       restore_trained, time_to_target)
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -506,6 +506,8 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
     fingerprint = config_fingerprint(cfg)
     done = load_partial(partial_path, fingerprint) if resume else {}
     _check_per_task(done, final["test_tasks"], partial_path)
+    if resume:
+        check_checkpoints(out, [m for m in methods if m not in done])
     if not resume:      # a fresh run: an older run's partial results must not be
         partial_path.unlink(missing_ok=True)    # resumed with this run's checkpoints
     results = {"methods": {}, "history": {}, "config": cfg}

@@ -304,6 +304,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     partial_path = out / "partial.json"
     fingerprint = config_fingerprint(cfg)
     done = load_partial(partial_path, fingerprint) if resume else {}
+    if resume:
+        check_checkpoints(out, [m for m in methods if m not in done])
     if not resume:      # a fresh run: an older run's partial results must not be
         partial_path.unlink(missing_ok=True)    # resumed with this run's checkpoints
     results = {"methods": {}, "history": {}, "config": cfg}
@@ -410,6 +412,20 @@ def config_fingerprint(cfg):
 
     clean = {k: v for k, v in cfg.items() if not str(k).startswith("_")}
     return hashlib.sha256(json.dumps(clean, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def check_checkpoints(out, names):
+    """Before a resumed run does any work: every checkpoint ``out/<name>_checkpoint.npz``
+    of ``names`` (the methods still to run) that exists must be readable
+    (:class:`~neuro_meta.checkpoint.CheckpointError` otherwise). Whether it belongs to
+    this run's configuration is checked when its method starts; a damaged file is
+    refused here, rather than after the methods before it have spent their budgets."""
+    from .. import checkpoint as ckpt
+
+    for name in names:
+        path = Path(out) / f"{name}_checkpoint.npz"
+        if path.exists():
+            ckpt.load(path)
 
 
 def load_partial(path, fingerprint):

@@ -67,7 +67,7 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
-from .sinusoid import config_fingerprint
+from .sinusoid import check_checkpoints, config_fingerprint
 
 SECTIONS = ("data", "model", "es", "baselines", "cml", "final", "quick")
 METHODS = ("vsml", "sgd", "adam", "cml")
@@ -428,6 +428,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     es_kw = {"steps": _int(cfg, "es", "steps"), "eval_every": _int(cfg, "es", "eval_every"),
              "budget_s": _real(cfg, "es", "budget_s", allow_none=True)}
     cml_parts = _build_cml(cfg, data, seed_) if "cml" in methods else None
+    if resume:      # a damaged checkpoint refused before any meta-training
+        check_checkpoints(out, methods)
 
     # -- VSML: ES meta-training, θ selected on validation-alphabet episodes
     if "vsml" in methods:
