@@ -202,6 +202,21 @@ def test_a_method_entry_that_is_not_a_summary_is_one_line(run_dir, capsys):
     assert _no_per_alphabet_files(run_dir)
 
 
+def test_a_bad_setting_in_results_json_names_that_file(run_dir, capsys):
+    """A setting damaged in results.json's config: the error names that results.json,
+    not the shipped YAML the run was made from (its recorded ``_file``)."""
+    path = run_dir / "seed_0" / "results.json"
+    res = json.loads(path.read_text())
+    res["config"]["meta"]["meta_batch"] = 0
+    path.write_text(json.dumps(res))
+    assert main(["alphabets", str(run_dir / "seed_0"), "--tasks", "2", "--serial",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{path} (its config): meta:" in err, err
+    assert "omniglot.yaml" not in err and "meta_batch: must be >= 1" in err, err
+    assert _no_per_alphabet_files(run_dir)
+
+
 def test_a_one_seed_seeds_folder_reports_its_intervals_over_tasks(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     res["seeds"] = [1]

@@ -1160,6 +1160,8 @@ def _read_results(out, owner):
     if bad is not None:
         raise ValidationError(f"{owner}: {path}: methods.{bad}: must be a method's summary "
                               f"(a mapping) (got {type(res['methods'][bad]).__name__})")
+    # errors in the run's configuration name this file, not the YAML the run was made from
+    res["config"] = dict(res["config"], _file=f"{path} (its config)")
     return res
 
 
@@ -1249,9 +1251,10 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
 
 
 def _without_seed(cfg):
-    """``cfg`` without ``meta.seed`` (what the seeds of one --seeds run share)."""
+    """``cfg`` without ``meta.seed`` and the ``_``-keys (where it was read from): what
+    the seeds of one --seeds run share."""
     return {k: ({a: b for a, b in v.items() if a != "seed"} if k == "meta" else v)
-            for k, v in cfg.items()}
+            for k, v in cfg.items() if not str(k).startswith("_")}
 
 
 def selected_models(out_dir, methods=None):
