@@ -8,6 +8,7 @@ import pytest
 import neuro_meta as nm
 from neuro_meta import baselines as bl
 from neuro_meta.cli import main
+from neuro_meta.errors import ValidationError
 from neuro_meta.datasets import omniglot_runs
 from neuro_meta.experiments import omniglot as og
 
@@ -573,3 +574,103 @@ def test_a_damaged_checkpoint_is_refused_before_any_work(tmp_path, monkeypatch):
         with pytest.raises(ckpt.CheckpointError, match=rf"{name}_checkpoint\.npz: not a "
                            "readable neuro_meta checkpoint"):
             og.run(out, progress=False, methods="cml,maml", overrides=TINY, resume=True)
+
+
+def _hand_results():
+    """A well-formed one-run results dict written by hand (two methods, no gaps)."""
+    h = {"step": [0, 5], "time_s": [0.0, 1.0], "meta_val_accuracy": [0.2, 0.5],
+         "meta_test_accuracy": [0.2, 0.4]}
+    m = {"accuracy": 0.5, "ci95": 0.05, "official_error": 0.6, "official_ci95": 0.1,
+         "accuracy_per_task": [0.4, 0.6], "meta_steps": 5, "wall_time_s": 1.0,
+         "selected_step": 5, "meta_val_accuracy": 0.5,
+         "time_to_target": {"0.5": None, "0.3": {"time_s": 1.0, "step": 5}}}
+    return {"config": {"family": {"ways": 5, "shots": 1}, "final": {"official_runs": True},
+                       "compare": {"budget_s": 10.0, "targets": [0.3, 0.5]}},
+            "methods": {"cml": dict(m), "maml": dict(m, accuracy=0.55)},
+            "history": {"cml": dict(h), "maml": dict(h)}}
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r.pop("methods"), r"results\.methods: must be the methods' summaries \(a "
+     r"mapping\) \(got NoneType\)"),
+    (lambda r: r["methods"].update(cml=[1]), r"results\.methods\.cml: must be a method's"),
+    (lambda r: r["methods"]["cml"].pop("accuracy"),
+     r"results\.methods\.cml: must have 'accuracy'"),
+    (lambda r: r["methods"]["maml"].pop("official_error"),
+     r"results\.methods\.maml: must have 'official_error'"),
+    (lambda r: r["methods"]["cml"].update(ci95="x"),
+     r"results\.methods\.cml\.ci95: must be a real number \(got 'x'\)"),
+    (lambda r: r["methods"]["cml"].update(accuracy=float("nan")),
+     r"results\.methods\.cml\.accuracy: must be finite"),
+    (lambda r: r["methods"]["cml"].update(accuracy=55.0),
+     r"results\.methods\.cml\.accuracy: must be <= 1\.0 \(got 55\.0\)"),
+    (lambda r: r["methods"]["cml"].update(meta_steps=2.5),
+     r"results\.methods\.cml\.meta_steps"),
+    (lambda r: r["methods"]["cml"]["time_to_target"].update({"0.3": {"step": 1}}),
+     r"results\.methods\.cml\.time_to_target\.0\.3\.time_s: must be a real number"),
+    (lambda r: r.update(gaps={"cml": {"maml": {"mean": 0.1, "ci95": 0.1}}}),
+     r"results\.gaps\.cml\.maml\.n_tasks"),
+])
+def test_summary_table_and_plot_refuse_malformed_results(tmp_path, edit, match):
+    """summary_table and plot on a hand-edited (or older) results dict: one
+    ValidationError naming the key and value, never a KeyError or TypeError from inside;
+    the intact dict is drawn and tabulated."""
+    good = _hand_results()
+    assert "cml" in og.summary_table(good)
+    og.plot(tmp_path, good)
+    assert (tmp_path / "omniglot.png").stat().st_size > 0
+    bad = _hand_results()
+    edit(bad)
+    with pytest.raises(ValidationError, match=r"omniglot\.summary_table\." + match):
+        og.summary_table(bad)
+    with pytest.raises(ValidationError, match=r"omniglot\.plot\." + match):
+        og.plot(tmp_path / "bad", bad)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r.pop("history"), r"results\.history: must be the methods' learning curves"),
+    (lambda r: r["history"]["cml"].update(step=[0]), r"results\.history\.cml: must hold "
+     r"step, time_s and both accuracy curves, one value per evaluation"),
+    (lambda r: r["history"].update(reptile=r["history"]["cml"]),
+     r"results\.history\.reptile: must be the curve of a method in methods"),
+    (lambda r: r["config"]["family"].pop("ways"), r"results\.config\.family\.ways"),
+])
+def test_plot_refuses_malformed_curves(tmp_path, edit, match):
+    bad = _hand_results()
+    edit(bad)
+    with pytest.raises(ValidationError, match=r"omniglot\.plot\." + match):
+        og.plot(tmp_path, bad)
+    with pytest.raises(ValidationError, match="omniglot.plot.curves: must be one of"):
+        og.plot(tmp_path, _hand_results(), curves="wall")
+
+
+def test_task_gaps_and_aggregate_seeds_refuse_malformed_summaries():
+    methods = _hand_results()["methods"]
+    methods["maml"]["accuracy_per_task"] = [0.4, "0.6"]
+    with pytest.raises(ValidationError, match=r"omniglot\.task_gaps\.methods\.maml\."
+                       r"accuracy_per_task\[1\]: must be a real number"):
+        og.task_gaps(methods)
+    runs = [_hand_results(), _hand_results()]
+    del runs[1]["methods"]["cml"]["ci95"]
+    with pytest.raises(ValidationError, match=r"omniglot\.aggregate_seeds\.per_seed\[1\]"
+                       r"\.methods\.cml: must have 'ci95'"):
+        og.aggregate_seeds([0, 1], runs)
+    agg = og.aggregate_seeds([0, 1], [_hand_results(), _hand_results()])
+    assert agg["methods"]["cml"]["accuracy"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("cfg, ways, match", [
+    ({}, None, r"cfg\.network: must be the network's settings"),
+    ({"network": {"hidden": "64"}}, None, r"cfg\.network\.hidden: must be a list"),
+    ({"network": {"hidden": [64, 0]}}, None, r"cfg\.network\.hidden\[1\]: must be >= 1"),
+    ({"network": {"hidden": [64]}}, None, r"cfg\.family: must be the tasks' settings"),
+    ({"network": {"hidden": [64]}, "family": {"ways": 1}}, None, r"cfg\.family\.ways"),
+    ({"network": {"hidden": [64]}}, 2.5, r"ways: must be an integer"),
+])
+def test_mlp_sizes_checks_its_configuration(cfg, ways, match):
+    with pytest.raises(ValidationError, match=r"omniglot\.mlp_sizes\." + match):
+        og.mlp_sizes(cfg, ways)
+    assert og.mlp_sizes({"network": {"hidden": [7, 3]}, "family": {"ways": 4}}) == \
+        [784, 7, 3, 4]
+    assert og.mlp_sizes({"network": {"hidden": [7]}}, ways=20) == [784, 7, 20]

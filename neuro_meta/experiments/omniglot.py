@@ -230,8 +230,19 @@ def build_dual(cfg, seed, ways=None):
 
 
 def mlp_sizes(cfg, ways=None):
-    return [784] + list(cfg["network"]["hidden"]) + [
-        cfg["family"]["ways"] if ways is None else ways]
+    """Layer sizes of the baselines' MLP for the configuration ``cfg``: 784 inputs, the
+    hidden layers of ``network.hidden``, ``ways`` outputs (default ``family.ways``)."""
+    O = "omniglot.mlp_sizes"
+    _mapping(cfg, O, "cfg", "a configuration")
+    hidden = _mapping(cfg.get("network"), O, "cfg.network", "the network's settings").get(
+        "hidden")
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)):
+        P.fail(O, "cfg.network.hidden", "must be a list of layer sizes", P.shown(hidden))
+    sizes = [P.integer(h, O, f"cfg.network.hidden[{i}]", low=1) for i, h in enumerate(hidden)]
+    if ways is None:
+        ways = _mapping(cfg.get("family"), O, "cfg.family", "the tasks' settings").get("ways")
+        return [784] + sizes + [P.integer(ways, O, "cfg.family.ways", low=2)]
+    return [784] + sizes + [P.integer(ways, O, "ways", low=2)]
 
 
 def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
@@ -685,6 +696,7 @@ def task_gaps(methods):
         m, s = mean_sem(d)
         return {"mean": m, "ci95": t95(d.size) * s, "n_tasks": int(d.size)}
 
+    check_summaries(methods, "omniglot.task_gaps", need=("accuracy",))
     per = {n: r["accuracy_per_task"] for n, r in methods.items()
            if r.get("accuracy_per_task") is not None}
     family = [b for b in MAML_FAMILY if b in per]
@@ -702,6 +714,107 @@ def task_gaps(methods):
     return gaps
 
 
+def _mapping(value, owner, attr, what):
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping):
+        P.fail(owner, attr, f"must be {what} (a mapping)", type(value).__name__)
+    return value
+
+
+def _numbers(value, owner, attr, low=None, high=None):
+    from collections.abc import Sequence
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        P.fail(owner, attr, "must be a list of numbers", P.shown(value))
+    return [P.real(v, owner, f"{attr}[{i}]", low=low, high=high)
+            for i, v in enumerate(value)]
+
+
+def check_summaries(methods, owner, attr="methods", need=("accuracy", "ci95")):
+    """Refuse (:class:`~neuro_meta.errors.ValidationError` naming ``owner.attr``, the
+    method, the key and the value) a ``{method: summary}`` mapping whose summaries lack
+    a number of ``need`` (each in [0, 1]) or hold a malformed optional one: per-task
+    accuracies, ``meta_val_accuracy``, ``meta_steps``, times, ``time_to_target``."""
+    _mapping(methods, owner, attr, "the methods' summaries")
+    if not methods:
+        P.fail(owner, attr, "must hold at least one method's summary", "{}")
+    for name, r in methods.items():
+        w = f"{attr}.{name}"
+        _mapping(r, owner, w, "a method's summary")
+        for key in need:
+            if key not in r:
+                P.fail(owner, w, f"must have {key!r} (a number in [0, 1])",
+                       f"keys {sorted(map(str, r))}")
+            P.real(r[key], owner, f"{w}.{key}", low=0.0, high=1.0)
+        if r.get("accuracy_per_task") is not None:
+            _numbers(r["accuracy_per_task"], owner, f"{w}.accuracy_per_task", 0.0, 1.0)
+        if r.get("meta_val_accuracy") is not None:
+            P.real(r["meta_val_accuracy"], owner, f"{w}.meta_val_accuracy", low=0.0, high=1.0)
+        if "meta_steps" in r:
+            P.integer(r["meta_steps"], owner, f"{w}.meta_steps", low=0)
+        for key in ("wall_time_s", "selected_time_s"):
+            if r.get(key) is not None:
+                P.real(r[key], owner, f"{w}.{key}", low=0.0)
+        if "time_to_target" in r:
+            ttt = _mapping(r["time_to_target"], owner, f"{w}.time_to_target",
+                           "the times to the targets")
+            for t, c in ttt.items():
+                if c is not None:
+                    _mapping(c, owner, f"{w}.time_to_target.{t}", "a time to target")
+                    P.real(c.get("time_s"), owner, f"{w}.time_to_target.{t}.time_s", low=0.0)
+    return methods
+
+
+def check_results(results, owner, attr="results", need_history=False):
+    """Refuse (:class:`~neuro_meta.errors.ValidationError` naming ``owner.attr``, the key
+    and the value) a dict that is not one run's results as :func:`run` returns them and
+    ``results.json`` holds: ``methods`` (:func:`check_summaries`; the other shot count's
+    and the official runs' numbers are needed when the configuration has them), optional
+    ``gaps`` and, with ``need_history``, ``history`` (per method its ``step``,
+    ``time_s`` and accuracy curves, one value per evaluation) and the family's ways and
+    shots. Returns ``results``."""
+    _mapping(results, owner, attr, "one omniglot run's results (as results.json holds them)")
+    cfg = _mapping(results.get("config", {}), owner, f"{attr}.config",
+                   "the run's configuration")
+    fin = _mapping(cfg.get("final", {}), owner, f"{attr}.config.final",
+                   "the final evaluation's settings")
+    need = ["accuracy", "ci95"]
+    if fin.get("other_shots"):
+        need += ["other_shots_accuracy", "other_shots_ci95"]
+    if fin.get("official_runs"):
+        need += ["official_error", "official_ci95"]
+    methods = check_summaries(results.get("methods"), owner, f"{attr}.methods", need)
+    gaps = _mapping(results.get("gaps") or {}, owner, f"{attr}.gaps", "the paired gaps")
+    for c, g in gaps.items():
+        _mapping(g, owner, f"{attr}.gaps.{c}", "a CML method's gaps")
+        for b, d in g.items():
+            w = f"{attr}.gaps.{c}.{b}"
+            _mapping(d, owner, w, "a gap")
+            for key in ("mean", "ci95"):
+                P.real(d.get(key), owner, f"{w}.{key}")
+            P.integer(d.get("n_tasks"), owner, f"{w}.n_tasks", low=1)
+    if need_history:
+        fam = _mapping(cfg.get("family"), owner, f"{attr}.config.family",
+                       "the tasks' settings")
+        for k in ("ways", "shots"):
+            P.integer(fam.get(k), owner, f"{attr}.config.family.{k}", low=1)
+        hist = _mapping(results.get("history"), owner, f"{attr}.history",
+                        "the methods' learning curves")
+        for name, h in hist.items():
+            w = f"{attr}.history.{name}"
+            if name not in methods:
+                P.fail(owner, w, "must be the curve of a method in methods",
+                       f"methods {sorted(map(str, methods))}")
+            _mapping(h, owner, w, "a learning curve")
+            lens = {k: len(_numbers(h.get(k), owner, f"{w}.{k}"))
+                    for k in ("step", "time_s", "meta_val_accuracy", "meta_test_accuracy")}
+            if len(set(lens.values())) != 1 or not lens["step"]:
+                P.fail(owner, w, "must hold step, time_s and both accuracy curves, one value "
+                       "per evaluation, at least one", lens)
+    return results
+
+
 # ---------------------------------------------------------------------- output
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k",
@@ -712,6 +825,7 @@ COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
 def summary_table(results):
     """The results table (accuracy ± 95 % CI, official runs' error, wall time, steps) and
     the time-to-target table, as text."""
+    check_results(results, "omniglot.summary_table")
     cfg = results.get("config", {})
     fam, comp, fin = cfg.get("family", {}), cfg.get("compare", {}), cfg.get("final", {})
     W, K = fam.get("ways"), fam.get("shots")
@@ -774,6 +888,8 @@ def plot(out, results, curves="time"):
 
     from .. import plotting
 
+    check_results(results, "omniglot.plot", need_history=True)
+    P.choice(curves, "omniglot.plot", "curves", ("time", "steps"))
     x_key = "time_s" if curves == "time" else "step"
     with plt.rc_context(plotting.STYLE):
         fig = Figure(figsize=(13, 5.2))
@@ -922,6 +1038,8 @@ def aggregate_seeds(seeds, per_seed):
     if len(per_seed) != len(seeds) or not per_seed:
         raise ValidationError(f"omniglot.aggregate_seeds: needs one result per seed "
                               f"(got {len(per_seed)} results for seeds {list(seeds)})")
+    for i, r in enumerate(per_seed):
+        check_results(r, "omniglot.aggregate_seeds", f"per_seed[{i}]")
     names = [n for n in per_seed[0]["methods"] if all(n in r["methods"] for r in per_seed)]
     methods = {}
     for name in names:
