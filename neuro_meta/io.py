@@ -62,3 +62,38 @@ def save_figure(fig, path, dpi=130):
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def reads_results(owner, what, arg=0, name="results"):
+    """Decorator of a public function that reads a results dict (its positional argument
+    ``arg``, called ``name``) -- a table or a plot of what ``run()`` returned or a
+    ``results.json`` holds: a value that is not a mapping, or one lacking a key or
+    holding a value of another type than the function reads, is one
+    :class:`~neuro_meta.errors.ValidationError` ``owner.name: must be what (...)``
+    naming the missing key or the failure, never a raw KeyError or TypeError from
+    inside (a hand-edited file, or one of an older neuro_meta)."""
+    import functools
+    from collections.abc import Mapping
+
+    from .errors import NeuroMetaError, ValidationError
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            value = args[arg] if len(args) > arg else kwargs.get(name)
+            if not isinstance(value, Mapping):
+                raise ValidationError(f"{owner}.{name}: must be {what} (a mapping, as the "
+                                      f"experiment returns it or its JSON file holds it) "
+                                      f"(got {type(value).__name__})")
+            try:
+                return fn(*args, **kwargs)
+            except NeuroMetaError:
+                raise
+            except (LookupError, TypeError, AttributeError, ValueError, StopIteration) as err:
+                why = (f"it lacks the key {err.args[0]!r}" if isinstance(err, KeyError)
+                       and err.args else f"{type(err).__name__}: {err}")
+                raise ValidationError(f"{owner}.{name}: must be {what} ({why}; pass what "
+                                      "the experiment returned or its JSON file holds)") \
+                    from None
+        return wrapper
+    return deco

@@ -92,7 +92,8 @@ def blas_threads(n=1):
 @contextmanager
 def local_cluster(workers):
     """A Dask ``LocalCluster`` of ``workers`` single-threaded worker processes on the
-    loopback interface (no dashboard), yielded as a ``Client``; closed at exit.
+    loopback interface (no dashboard; the scheduler's HTTP server on a free loopback
+    port), yielded as a ``Client``; closed at exit.
 
     Dask's nannies set ``MALLOC_TRIM_THRESHOLD_=65536`` (and one BLAS thread) for their
     workers by writing them into *this* process's environment, where they stay. That
@@ -111,8 +112,12 @@ def local_cluster(workers):
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
                               None}):
+            # no dashboard; the scheduler's HTTP server (health and metrics routes,
+            # started even without one) on a free loopback port: at the default
+            # 0.0.0.0:8787 two clusters at once warned "Port 8787 is already in use"
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                   host="127.0.0.1", dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     finally:
         _restore_environ(saved)
     try:

@@ -363,7 +363,9 @@ def test_deployment_identical_serial_processes_and_dask(tmp_path):
         pool = bandit.run_deployment(spec, tmp_path / "b", progress=False, executor=ex)
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                                  dashboard_address=None) as cl, distributed.Client(cl) as c:
+                                  dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cl, \
+            distributed.Client(cl) as c:
         dsk = bandit.run_deployment(spec, tmp_path / "c", progress=False, executor=c)
     assert set(ref) == set(pool) == set(dsk)
     for key in ref:

@@ -39,7 +39,8 @@ def test_dask_local_cluster_equals_serial():
     distributed = pytest.importorskip("dask.distributed")
     ref = final_checksum(trainer())
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             distributed.Client(cluster) as client:
         assert final_checksum(trainer(executor=client)) == ref
 
@@ -161,7 +162,8 @@ def test_dask_equals_serial_on_sinusoid():
 
     ref = run()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             distributed.Client(cluster) as client:
         assert run(client) == ref
 
@@ -238,7 +240,8 @@ def test_dask_worker_killed_mid_step_is_recomputed(tmp_path):
                             learner=base.cml.learner)
     cml.marker = str(tmp_path / "killed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             distributed.Client(cluster) as client:
         tr = MetaTrainer(base.net, base.family, cml, base.optimizer, meta_batch=12, seed=3,
                          eval_tasks=6, executor=client)

@@ -234,7 +234,8 @@ def test_same_theta_on_serial_processes_and_dask():
         np.testing.assert_array_equal(_train(ex, chunks=2), ref)
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             distributed.Client(cluster) as client:
         np.testing.assert_array_equal(_train(client, chunks=2), ref)
     assert not np.array_equal(ref, _small_objective().model.init_theta(5))

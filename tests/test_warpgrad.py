@@ -370,7 +370,8 @@ def test_metatrainer_serial_equals_chunked_and_dask():
     assert run() == ref and run(chunks=3) == ref
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             distributed.Client(cluster) as client:
         assert run(executor=client) == ref
 

@@ -59,7 +59,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import WheelBandit
 from ..initializers import Glorot
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, load_model, section
@@ -525,6 +525,7 @@ COLORS = {"cml_dual": "C1", "cml_complex": "C3", "maml": "C0", "uniform": "C7",
           "lingreedy": "C2", "linfullpost": "C4"}
 
 
+@reads_results("bandit.summary_table", "a bandit run's results")
 def summary_table(results):
     """Normalised cumulative regret (± 95 % CI) per method and δ, and the meta-training
     summary, as text."""
@@ -567,6 +568,7 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+@reads_results("bandit.plot", "a bandit run's results", arg=1)
 def plot(out, results):
     """``bandit.png``: mean cumulative regret against trials, one panel per δ, with the
     uniform policy's expected regret (dotted)."""
@@ -594,6 +596,7 @@ def plot(out, results):
         save_figure(fig, Path(out) / "bandit.png")
 
 
+@reads_results("bandit.plot_meta", "a bandit run's results", arg=1)
 def plot_meta(out, results, curves="time"):
     """``bandit_meta.png``: meta-test masked MSE against meta-training wall time (or
     steps) for the meta-learned methods (faint: meta-validation)."""

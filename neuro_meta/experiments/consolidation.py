@@ -19,7 +19,7 @@ import numpy as np
 from .. import optim
 from ..cml import CML
 from ..families import LinearTeacher
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
@@ -180,6 +180,7 @@ def _phi_panel(ax, net, trainer, mask):
     ax.set_title(f"φ(t) on a test task; nudged with β = {beta * 10:g} (×10 to show)")
 
 
+@reads_results("consolidation.summary_table", "a consolidation run's results")
 def summary_table(results):
     lines = [f"{'method':<12} {'meta-test MSE':>15} {'± s.e.m.':>10} {'wall time (s)':>14}"]
     for name, r in results["methods"].items():

@@ -16,7 +16,7 @@ import numpy as np
 from .. import optim
 from ..cml import CML
 from ..exact import exact_meta_gradient
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..learning import Learner
 from ..errors import ValidationError
 from ..models import load_model
@@ -181,6 +181,7 @@ def _out(d):
     return d
 
 
+@reads_results("gradcheck.summary_table", "a gradcheck run's results")
 def summary_table(results):
     """Text table of the β sweep."""
     lines = [f"{'beta':>10} {'standard':>12} {'symmetric':>12}"]

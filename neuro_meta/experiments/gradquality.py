@@ -34,7 +34,7 @@ from ..errors import ValidationError
 from ..estimators import cosine, estimate, relative_error
 from ..exact import exact_meta_gradient
 from ..initializers import Glorot, Uniform
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..kind import Packer
 from ..learning import Learner, NotSettledWarning
 from ..models import load_model
@@ -287,6 +287,7 @@ def run(out_dir, quick=False, progress=True, problems=PROBLEMS, seed=0):
 
 
 # ---------------------------------------------------------------------- outputs
+@reads_results("gradquality.plot", "a gradquality run's results", arg=1)
 def plot(path, results):
     """Relative error (top) and 1 − cosine (bottom) against compute, log-log, one column
     per problem."""
@@ -335,6 +336,7 @@ def plot(path, results):
         plt.close(fig)
 
 
+@reads_results("gradquality.summary_table", "a gradquality run's results")
 def summary_table(results):
     """Text table: per problem and estimator, the relative error and cosine at the
     largest compute and the smallest error of the sweep."""

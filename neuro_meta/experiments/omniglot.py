@@ -67,7 +67,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import FewShotClassification
 from ..initializers import Glorot
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import TEST, VALIDATION, MetaTrainer, mean_sem, task_rng
 from ..models import checked, configure, load_model, merge, section
@@ -822,6 +822,7 @@ COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "cml_dual": "tab:brown"}
 
 
+@reads_results("omniglot.summary_table", "one omniglot run's results")
 def summary_table(results):
     """The results table (accuracy ± 95 % CI, official runs' error, wall time, steps) and
     the time-to-target table, as text."""
@@ -879,6 +880,7 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+@reads_results("omniglot.plot", "one omniglot run's results", arg=1)
 def plot(out, results, curves="time"):
     """``omniglot.png``: meta-test accuracy against meta-training wall time (faint:
     meta-validation; stars: the selected points) and the final accuracies with their
@@ -1093,6 +1095,8 @@ def aggregate_seeds(seeds, per_seed):
             "config": per_seed[0].get("config")}
 
 
+@reads_results("omniglot.seeds_table", "the aggregate of an omniglot --seeds run",
+               arg=0, name="agg")
 def seeds_table(agg):
     """The across-seed table of :func:`aggregate_seeds` as text."""
     cfg = agg.get("config") or {}
@@ -1138,6 +1142,7 @@ def seeds_table(agg):
     return "\n".join(lines)
 
 
+@reads_results("omniglot.plot_seeds", "the aggregate of an omniglot --seeds run", arg=1, name="agg")
 def plot_seeds(path, agg):
     """``seeds.png``: meta-validation accuracy against meta-training wall time (mean and
     95 % CI band over seeds) and the final 1-shot accuracies (mean ± CI over seeds, one
@@ -1499,6 +1504,8 @@ def _aggregate_alphabets(runs, seeds):
             "methods": methods, "gaps": gaps}
 
 
+@reads_results("omniglot.alphabets_table", "the results of omniglot.per_alphabet",
+               arg=0, name="res")
 def alphabets_table(res):
     """The text table of :func:`per_alphabet`: accuracy per alphabet and method, then CML
     minus each baseline (percentage points, ± 95 % CI)."""
@@ -1545,6 +1552,7 @@ def _signed(r):
     return f"{100 * r['mean']:+.1f}" + ("" if half is None else f" ± {100 * half:.1f}")
 
 
+@reads_results("omniglot.plot_alphabets", "the results of omniglot.per_alphabet", arg=1, name="res")
 def plot_alphabets(path, res):
     """``per_alphabet.png``: accuracy per alphabet and method (± 95 % CI) and CML minus
     each baseline per alphabet (± 95 % CI); alphabets grouped by split."""

@@ -15,7 +15,7 @@ from scipy import stats
 
 from .. import _params as P
 from ..errors import ValidationError
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 
 
 #: The most seeds one call runs (each is a whole meta-training).
@@ -152,6 +152,7 @@ def time_to_target(runs):
     return out
 
 
+@reads_results("seeds.summary_table", "the aggregate of a --seeds run", arg=0, name="agg")
 def summary_table(agg):
     """The across-seed table as text (and the time-to-target table, if any)."""
     lines = [f"{len(agg['seeds'])} seeds: {', '.join(map(str, agg['seeds']))}",
@@ -183,6 +184,7 @@ def summary_table(agg):
     return "\n".join(lines)
 
 
+@reads_results("seeds.plot", "the aggregate of a --seeds run", arg=1, name="agg")
 def plot(path, agg):
     """Learning curves across seeds: mean and 95 % CI band of the meta-test MSE against
     the mean meta-training wall time of each evaluation point."""

@@ -39,7 +39,7 @@ from .. import optim
 from ..cml import CML
 from ..errors import ValidationError
 from ..families import Sinusoid
-from ..io import save_figure, write_json
+from ..io import reads_results, save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, did_you_mean, load_model, merge, overlay, section
@@ -678,6 +678,7 @@ def _label(name, results):
     return f"cml (dual system, fast {'/'.join(results['config']['network']['fast'])})"
 
 
+@reads_results("sinusoid.summary_table", "a sinusoid run's results")
 def summary_table(results):
     """The headline table -- every method's selected meta-test MSE under the same
     meta-training budget -- and the time-to-target table, as text."""

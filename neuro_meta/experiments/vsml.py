@@ -60,7 +60,7 @@ from ..cml import CML
 from ..datasets import omniglot
 from ..errors import ValidationError
 from ..checkpoint import checksum
-from ..io import atomic_write_bytes, save_figure, write_json
+from ..io import atomic_write_bytes, reads_results, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, load_model, section
@@ -585,6 +585,7 @@ LABELS = {"vsml": "VSML (ES)", "sgd": "online SGD", "adam": "online Adam",
           "cml": "complex synapse (CML, re-settled on all seen examples)"}
 
 
+@reads_results("vsml.summary_table", "a vsml run's results")
 def summary_table(results):
     """The results as a text table: mean online accuracy (95 % CI) per data set."""
     ms = results["methods"]
@@ -636,6 +637,7 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+@reads_results("vsml.plot", "a vsml run's results")
 def plot(results):
     """Figure: online accuracy vs examples seen, one panel per data set (and VSML's
     ES meta-loss if it ran). A matplotlib ``Figure`` (no pyplot state)."""
