@@ -311,10 +311,11 @@ class FewShotClassification:
         W, S, Q = self.ways, self.shots, self.queries
         m = self._members.shape[1]
         # per task: the images and targets returned, and the random keys drawn to pick
-        # the classes (one per class) and the images (one per class member)
+        # the classes (one per class) and the images (one per class member), counted
+        # twice (argpartition's index array is as large as the keys)
         rng, n_tasks = check_sample("FewShotClassification.sample", rng, n_tasks,
                                     W * (S + Q) * (self.n_pixels + W)
-                                    + self.n_classes + W * m)
+                                    + 2 * (self.n_classes + W * m))
         n_rot = self._bank.shape[0]
         # classes: `ways` distinct ones in a uniformly random order
         keys = rng.random((n_tasks, self.n_classes))

@@ -66,12 +66,15 @@ def save_figure(fig, path, dpi=130):
 
 def reads_results(owner, what, arg=0, name="results"):
     """Decorator of a public function that reads a results dict (its positional argument
-    ``arg``, called ``name``) -- a table or a plot of what ``run()`` returned or a
-    ``results.json`` holds: a value that is not a mapping, or one lacking a key or
-    holding a value of another type than the function reads, is one
-    :class:`~neuro_meta.errors.ValidationError` ``owner.name: must be what (...)``
-    naming the missing key or the failure, never a raw KeyError or TypeError from
-    inside (a hand-edited file, or one of an older neuro_meta)."""
+    ``arg``, called ``name``) -- a table or a plot of what an experiment returned or its
+    JSON file holds: a value that is not a mapping is one
+    :class:`~neuro_meta.errors.ValidationError` ``owner.name: must be what (...)``; so
+    is a missing key or a value of another type than the function reads (a hand-edited
+    file, or one of an older neuro_meta) -- a ``LookupError``, ``TypeError``,
+    ``AttributeError``, ``ValueError`` or ``StopIteration`` raised by the reading code
+    of :mod:`neuro_meta.experiments` itself, kept as the error's cause. Errors raised
+    elsewhere (matplotlib refusing a file name, numpy, the figure writer) pass through
+    unchanged."""
     import functools
     from collections.abc import Mapping
 
@@ -90,10 +93,26 @@ def reads_results(owner, what, arg=0, name="results"):
             except NeuroMetaError:
                 raise
             except (LookupError, TypeError, AttributeError, ValueError, StopIteration) as err:
+                if not _raised_in(err, _EXPERIMENTS):
+                    raise
                 why = (f"it lacks the key {err.args[0]!r}" if isinstance(err, KeyError)
                        and err.args else f"{type(err).__name__}: {err}")
                 raise ValidationError(f"{owner}.{name}: must be {what} ({why}; pass what "
                                       "the experiment returned or its JSON file holds)") \
-                    from None
+                    from err
         return wrapper
     return deco
+
+
+#: The folder of the experiments' code (:func:`reads_results`).
+_EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+def _raised_in(err, folder):
+    """Whether the innermost frame of ``err``'s traceback is code in ``folder``."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    return Path(tb.tb_frame.f_code.co_filename).resolve().parent == folder

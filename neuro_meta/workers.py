@@ -113,8 +113,8 @@ def local_cluster(workers):
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
                               None}):
             # no dashboard; the scheduler's HTTP server (health and metrics routes,
-            # started even without one) on a free loopback port: at the default
-            # 0.0.0.0:8787 two clusters at once warned "Port 8787 is already in use"
+            # started even without one) on a free loopback port: at the default port
+            # 8787 two clusters at once warned "Port 8787 is already in use"
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
                                    host="127.0.0.1", dashboard_address=None,
                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})

@@ -674,3 +674,23 @@ def test_mlp_sizes_checks_its_configuration(cfg, ways, match):
     assert og.mlp_sizes({"network": {"hidden": [7, 3]}, "family": {"ways": 4}}) == \
         [784, 7, 3, 4]
     assert og.mlp_sizes({"network": {"hidden": [7]}}, ways=20) == [784, 7, 20]
+
+
+def test_ci_half_widths_above_one_are_accepted():
+    """A 95 % CI half-width is Student's t x a standard error: with two test tasks
+    t95 = 12.7, so it can exceed 1 (a valid run's summary), while accuracies cannot."""
+    assert og.t95(2) > 12
+    og.check_summaries({"cml": {"accuracy": 0.7, "ci95": 1.27}}, "x")
+    with pytest.raises(ValidationError, match=r"x\.methods\.cml\.ci95: must be >= 0"):
+        og.check_summaries({"cml": {"accuracy": 0.7, "ci95": -0.1}}, "x")
+    with pytest.raises(ValidationError, match=r"x\.methods\.cml\.accuracy: must be <= 1"):
+        og.check_summaries({"cml": {"accuracy": 1.7, "ci95": 0.1}}, "x")
+
+
+def test_a_run_on_two_test_tasks_draws_and_tabulates(tmp_path):
+    """final.test_tasks=2 (t95 = 12.7: half-widths may exceed 1): the run ends with its
+    table and plot."""
+    res = og.run(tmp_path, progress=False, methods="untrained",
+                 overrides=TINY + ["final.test_tasks=2"])
+    assert "untrained" in og.summary_table(res)
+    assert (tmp_path / "omniglot.png").stat().st_size > 0

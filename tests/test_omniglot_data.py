@@ -426,11 +426,11 @@ def test_sample_memory_check_counts_the_random_keys(monkeypatch):
 
     fam = FewShotClassification(np.zeros((20_000, 1)), np.repeat(np.arange(10_000), 2),
                                 ways=2, shots=1, queries=1, rotations=False)
-    monkeypatch.setattr(_params, "MAX_ARRAY_BYTES", 10 ** 6)
-    fam.sample(np.random.default_rng(0), 10)            # 10 x 10 004 keys: 0.8 MB
+    monkeypatch.setattr(_params, "MAX_ARRAY_BYTES", 2 * 10 ** 6)
+    fam.sample(np.random.default_rng(0), 10)            # 10 x 2 x 10 004 keys: 1.6 MB
     with pytest.raises(ValidationError, match=r"sample\.n_tasks: would need an array of "
-                       r"100 x 10016 values"):
-        fam.sample(np.random.default_rng(0), 100)       # 8 MB of keys, 1.2 kB returned
+                       r"100 x 20020 values"):
+        fam.sample(np.random.default_rng(0), 100)       # 16 MB of keys, 1.2 kB returned
 
 
 def test_float16_images_are_checked_without_overflow_warnings():

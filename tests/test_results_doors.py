@@ -41,7 +41,15 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("owner, call", READERS, ids=[o for o, _ in READERS])
+# readers with other arguments besides the results: only the mapping check is theirs
+# to test here (a malformed dict could fail on the dummy arguments first)
+MORE = [
+    ("sinusoid.plot", lambda p, r: sinusoid.plot(p, r, None, None, {}, None)),
+    ("consolidation.plot", lambda p, r: consolidation.plot(p, None, None, None, None, r)),
+]
+
+
+@pytest.mark.parametrize("owner, call", READERS + MORE, ids=[o for o, _ in READERS + MORE])
 def test_not_a_mapping_is_one_validation_error(tmp_path, owner, call):
     with pytest.raises(ValidationError, match=rf"^{owner}\.\w+: must be .* \(a mapping, "
                        r"as the experiment returns it .*\(got list\)$"):
@@ -51,11 +59,29 @@ def test_not_a_mapping_is_one_validation_error(tmp_path, owner, call):
 @pytest.mark.parametrize("owner, call", READERS, ids=[o for o, _ in READERS])
 @pytest.mark.parametrize("value", MALFORMED, ids=range(len(MALFORMED)))
 def test_malformed_results_are_one_validation_error(tmp_path, owner, call, value):
-    """Each malformed dict is refused with a ValidationError that names the reader (or,
-    if the reader finds nothing it needs missing, it returns): any other exception
-    fails the test."""
-    try:
+    """Each malformed dict is refused with one ValidationError naming the reader and
+    its argument (omniglot's run results: down to the key)."""
+    with pytest.raises(ValidationError,
+                       match=rf"^{owner}\.(results|agg|res)[\w.\[\]]*: must ") as e:
         call(tmp_path, value)
-    except ValidationError as err:
-        assert str(err).startswith(owner + "."), err
-        assert "\n" not in str(err), err
+    assert "\n" not in str(e.value)
+
+
+def test_the_reading_codes_error_is_kept_as_the_cause():
+    with pytest.raises(ValidationError, match=r"^sinusoid\.summary_table\.results: must be "
+                       r"a sinusoid run's results \(it lacks the key 'meta_test_mse'") as e:
+        sinusoid.summary_table({"methods": {"cml": {}}})
+    assert isinstance(e.value.__cause__, KeyError)
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")     # an empty plot
+def test_errors_not_from_reading_the_results_pass_through(tmp_path):
+    """A file name matplotlib refuses, or a path that is not one, is not blamed on the
+    results: the original error comes out unchanged."""
+    agg = {"seeds": [0, 1], "methods": {}, "history": {}}
+    with pytest.raises(ValueError, match="Format 'pnx' is not supported") as e:
+        seeds.plot(tmp_path / "s.pnx", agg)
+    assert not isinstance(e.value, ValidationError)
+    with pytest.raises(TypeError) as e:
+        seeds.plot(123, agg)
+    assert not isinstance(e.value, ValidationError)

@@ -130,6 +130,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     return results
 
 
+@reads_results("consolidation.plot", "a consolidation run's results", arg=5)
 def plot(out, hist, net, trainer, fam, results):
     import matplotlib
 

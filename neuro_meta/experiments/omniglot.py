@@ -734,7 +734,8 @@ def _numbers(value, owner, attr, low=None, high=None):
 def check_summaries(methods, owner, attr="methods", need=("accuracy", "ci95")):
     """Refuse (:class:`~neuro_meta.errors.ValidationError` naming ``owner.attr``, the
     method, the key and the value) a ``{method: summary}`` mapping whose summaries lack
-    a number of ``need`` (each in [0, 1]) or hold a malformed optional one: per-task
+    a number of ``need`` (accuracies and error rates in [0, 1]; the ``*ci95`` half-widths
+    >= 0) or hold a malformed optional one: per-task
     accuracies, ``meta_val_accuracy``, ``meta_steps``, times, ``time_to_target``."""
     _mapping(methods, owner, attr, "the methods' summaries")
     if not methods:
@@ -743,10 +744,12 @@ def check_summaries(methods, owner, attr="methods", need=("accuracy", "ci95")):
         w = f"{attr}.{name}"
         _mapping(r, owner, w, "a method's summary")
         for key in need:
-            if key not in r:
-                P.fail(owner, w, f"must have {key!r} (a number in [0, 1])",
+            ci = key.endswith("ci95")       # a half-width: Student's t x a standard error,
+            if key not in r:                # above 1 for a few tasks (t95(2) = 12.7)
+                P.fail(owner, w, f"must have {key!r} (a number "
+                       + ("> 0, a 95 % CI half-width)" if ci else "in [0, 1])"),
                        f"keys {sorted(map(str, r))}")
-            P.real(r[key], owner, f"{w}.{key}", low=0.0, high=1.0)
+            P.real(r[key], owner, f"{w}.{key}", low=0.0, high=None if ci else 1.0)
         if r.get("accuracy_per_task") is not None:
             _numbers(r["accuracy_per_task"], owner, f"{w}.accuracy_per_task", 0.0, 1.0)
         if r.get("meta_val_accuracy") is not None:

@@ -573,6 +573,7 @@ COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
 
 
+@reads_results("sinusoid.plot", "a sinusoid run's results", arg=1)
 def plot(out, results, one, x_plot, fits, test_task, curves="time"):
     import matplotlib
 
