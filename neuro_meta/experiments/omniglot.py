@@ -747,7 +747,7 @@ def check_summaries(methods, owner, attr="methods", need=("accuracy", "ci95")):
             ci = key.endswith("ci95")       # a half-width: Student's t x a standard error,
             if key not in r:                # above 1 for a few tasks (t95(2) = 12.7)
                 P.fail(owner, w, f"must have {key!r} (a number "
-                       + ("> 0, a 95 % CI half-width)" if ci else "in [0, 1])"),
+                       + (">= 0, a 95 % CI half-width)" if ci else "in [0, 1])"),
                        f"keys {sorted(map(str, r))}")
             P.real(r[key], owner, f"{w}.{key}", low=0.0, high=None if ci else 1.0)
         if r.get("accuracy_per_task") is not None:
