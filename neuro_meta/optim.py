@@ -14,12 +14,19 @@ connection has no such parameter), as returned by :attr:`RateNetwork.theta`.
 (``lam``, ``lam_bias``; the dual system's ``lam_gain``, ``lam_readout``) at 0 after
 every update.
 
+A learning rate is a number or a :class:`Schedule` of the meta-step
+(:func:`constant`, :func:`cosine_decay`, :func:`piecewise_constant`), in the style of
+optax's schedules: update number ``k`` (0, 1, 2, ...) uses ``schedule(k)``. The schedule's
+settings are part of the optimiser's ``settings`` and so of a checkpoint's fingerprint.
+
 Hyper-parameters are checked where the maths breaks: learning rates finite and > 0,
 momentum and Adam's ``b1``, ``b2`` in ``[0, 1)`` (at 1 the bias correction divides by
 zero), ``eps`` finite and > 0. :func:`apply_updates` checks that the updates have the
 structure of the parameters and refuses a non-finite result
 (:class:`~neuro_meta.errors.SimulationError`, with a hint).
 """
+import bisect
+import math
 import numbers
 from typing import Any, Callable, NamedTuple
 
@@ -84,30 +91,116 @@ class GradientTransformation(NamedTuple):
     settings: Any = None
 
 
+class Schedule(NamedTuple):
+    """A learning rate as a function of the update number ``k`` (0 for the first update):
+    ``value(k)`` > 0; ``settings``: what it is, as plain values (for fingerprints)."""
+    value: Callable
+    settings: Any
+
+    def __call__(self, k):
+        return self.value(k)
+
+
+def constant(value):
+    """The same learning rate at every update (its settings: the number itself, so that
+    ``adam(constant(x))`` and ``adam(x)`` have the same fingerprint)."""
+    v = P.real(value, "constant", "value", low=0.0, low_open=True)
+    return Schedule(lambda k: v, v)
+
+
+def cosine_decay(init_value, decay_steps, alpha=0.0):
+    """Cosine decay (Loshchilov & Hutter 2017, as optax's ``cosine_decay_schedule``):
+    ``init_value * (alpha + (1 - alpha) * (1 + cos(pi * min(k, decay_steps) /
+    decay_steps)) / 2)``: from ``init_value`` at update 0 to ``alpha * init_value`` at
+    update ``decay_steps``, then constant. ``alpha`` in (0, 1] (a learning rate of 0
+    would end learning without saying so)."""
+    O = "cosine_decay"
+    v = P.real(init_value, O, "init_value", low=0.0, low_open=True)
+    n = P.integer(decay_steps, O, "decay_steps", low=1)
+    a = P.real(alpha, O, "alpha", low=0.0, high=1.0, low_open=True)
+
+    def value(k):
+        x = min(int(k), n) / n
+        return v * (a + (1.0 - a) * 0.5 * (1.0 + math.cos(math.pi * x)))
+    return Schedule(value, ("cosine_decay", v, n, a))
+
+
+def piecewise_constant(init_value, boundaries, scales):
+    """``init_value`` until update ``boundaries[0]``, then multiplied by ``scales[0]``,
+    from update ``boundaries[1]`` by ``scales[1]`` as well, ... (optax's
+    ``piecewise_constant_schedule``). ``boundaries``: increasing integers >= 1;
+    ``scales``: one factor > 0 per boundary."""
+    O = "piecewise_constant"
+    v = P.real(init_value, O, "init_value", low=0.0, low_open=True)
+    if not isinstance(boundaries, (list, tuple)) or not boundaries:
+        P.fail(O, "boundaries", "must be a non-empty list of update numbers",
+               P.shown(boundaries))
+    if not isinstance(scales, (list, tuple)) or len(scales) != len(boundaries):
+        P.fail(O, "scales", f"must be a list of {len(boundaries)} factor(s), one per "
+               "boundary", P.shown(scales))
+    b = [P.integer(x, O, f"boundaries[{i}]", low=1) for i, x in enumerate(boundaries)]
+    if any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+        P.fail(O, "boundaries", "must increase", b)
+    s = [P.real(x, O, f"scales[{i}]", low=0.0, low_open=True) for i, x in enumerate(scales)]
+    levels, acc = [], v
+    for f in s:
+        acc *= f
+        levels.append(acc)
+    if not all(0.0 < x < math.inf for x in levels):
+        P.fail(O, "scales", "must keep the learning rate finite and > 0", s)
+
+    def value(k):
+        i = bisect.bisect_right(b, int(k))
+        return v if i == 0 else levels[i - 1]
+    return Schedule(value, ("piecewise_constant", v, tuple(b), tuple(s)))
+
+
+def _schedule(learning_rate, owner):
+    """``learning_rate`` (a number > 0 or a :class:`Schedule`) as a Schedule."""
+    if isinstance(learning_rate, Schedule):
+        return learning_rate
+    if callable(learning_rate):
+        P.fail(owner, "learning_rate", "must be a number > 0 or a neuro_meta.optim.Schedule "
+               "(constant, cosine_decay, piecewise_constant)", type(learning_rate).__name__)
+    return Schedule(None, P.real(learning_rate, owner, "learning_rate", low=0.0,
+                                 low_open=True))
+
+
+def _rate(sched, k):
+    """The learning rate of update ``k`` (0-based) of a schedule from :func:`_schedule`."""
+    return sched.settings if sched.value is None else sched.value(k)
+
+
 def sgd(learning_rate, momentum=0.0):
-    """Stochastic gradient descent, ``updates = -lr * g`` (optionally heavy-ball momentum)."""
-    lr = P.real(learning_rate, "sgd", "learning_rate", low=0.0, low_open=True)
+    """Stochastic gradient descent, ``updates = -lr * g`` (optionally heavy-ball momentum);
+    ``learning_rate`` a number or a :class:`Schedule`."""
+    sched = _schedule(learning_rate, "sgd")
     mu = P.real(momentum, "sgd", "momentum", low=0.0, high=1.0, high_open=True)
+    scheduled = sched.value is not None
 
     def init(theta):
         check_params(theta, "sgd.init")
-        return {"velocity": tree_map(np.zeros_like, theta)} if mu else {}
+        state = {"velocity": tree_map(np.zeros_like, theta)} if mu else {}
+        return {**state, "count": 0} if scheduled else state
 
     @_quiet
     def update(grads, state):
         check_params(grads, "sgd.update", "grads")
+        new = {"count": state["count"] + 1} if scheduled else {}
+        lr = _rate(sched, state["count"] if scheduled else 0)
         if not mu:
-            return tree_map(lambda g: -lr * g, grads), state
+            return tree_map(lambda g: -lr * g, grads), {**state, **new}
         check_tree(grads, state["velocity"], "sgd.update", "grads")
         vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
-        return tree_map(lambda v: -lr * v, vel), {"velocity": vel}
+        return tree_map(lambda v: -lr * v, vel), {"velocity": vel, **new}
 
-    return GradientTransformation(init, update, ("sgd", lr, mu))
+    return GradientTransformation(init, update, ("sgd", sched.settings, mu))
 
 
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
-    """Adam (Kingma & Ba 2015) with bias correction."""
-    lr = P.real(learning_rate, "adam", "learning_rate", low=0.0, low_open=True)
+    """Adam (Kingma & Ba 2015) with bias correction; ``learning_rate`` a number or a
+    :class:`Schedule` of the update number."""
+    sched = _schedule(learning_rate, "adam")
     b1 = P.real(b1, "adam", "b1", low=0.0, high=1.0, high_open=True)
     b2 = P.real(b2, "adam", "b2", low=0.0, high=1.0, high_open=True)
     eps = P.real(eps, "adam", "eps", low=0.0, low_open=True)
@@ -124,10 +217,11 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
         m = tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
         v = tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
         c1, c2 = 1 - b1 ** count, 1 - b2 ** count
+        lr = _rate(sched, count - 1)
         upd = tree_map(lambda m_, v_: -lr * (m_ / c1) / (np.sqrt(v_ / c2) + eps), m, v)
         return upd, {"count": count, "m": m, "v": v}
 
-    return GradientTransformation(init, update, ("adam", lr, b1, b2, eps))
+    return GradientTransformation(init, update, ("adam", sched.settings, b1, b2, eps))
 
 
 def global_norm(tree):

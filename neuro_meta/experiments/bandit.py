@@ -66,7 +66,8 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
-from .sinusoid import check_baseline_training, check_checkpoints, config_fingerprint
+from .sinusoid import (check_baseline_training, check_checkpoints, config_fingerprint,
+                       learning_rate)
 
 #: Meta-learned methods (meta-trained, then deployed).
 META_METHODS = ("cml_dual", "cml_complex", "maml")
@@ -217,14 +218,15 @@ def build_trainer(cfg, kind, fam, executor=None):
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min", "omega_decay"))
+                optional=("lam_min", "omega_decay", "schedule"))
     omega_decay = checked(where, "meta.omega_decay", P.real, m.get("omega_decay", 0.0),
                           "meta", "omega_decay", low=0.0)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
     learner = build_learner(cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
-                      checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
+                      checked(where, "meta.learning_rate", optim.adam,
+                              learning_rate(where, "meta", m)))
     return checked(where, "meta", MetaTrainer, build_net(cfg, kind, seed), fam, cml, opt,
                    meta_batch=m["meta_batch"], seed=seed, eval_tasks=m["eval_tasks"],
                    executor=executor, lam_min=m.get("lam_min", 0.0),
@@ -237,7 +239,7 @@ def build_maml(cfg):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every", "maml"),
-                optional=("weight_decay",))
+                optional=("weight_decay", "schedule"))
     check_baseline_training(where, b)
     kw = _settings(where, "baselines.maml", b["maml"], ("loss",))
     return checked(where, "baselines.maml", bl.MAML, loss="masked_squared_error", **kw), b
@@ -482,7 +484,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             p0 = bl.init_mlp([2] + list(cfg["network"]["hidden"]) + [5], seed)
             p, h = bl.train_baseline(
                 maml, p0, fam, b["steps"], meta_batch=b["meta_batch"],
-                optimizer=optim.adam(b["learning_rate"]), seed=seed,
+                optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"),
+                                                   "baselines", b)), seed=seed,
                 eval_every=b["eval_every"], eval_tasks=cfg["meta"]["eval_tasks"],
                 val_tasks=compare["val_tasks"], val_task=val, progress=progress,
                 checkpoint=out / "maml_checkpoint.npz", resume=resume,

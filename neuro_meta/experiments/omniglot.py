@@ -76,8 +76,8 @@ from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
 from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
-from .sinusoid import (build_baseline, check_checkpoints, config_fingerprint, load_partial,
-                       restore_trained, time_to_target)
+from .sinusoid import (build_baseline, check_checkpoints, config_fingerprint,
+                       learning_rate, load_partial, restore_trained, time_to_target)
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -257,7 +257,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min", "omega_decay"))
+                optional=("lam_min", "omega_decay", "schedule"))
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
@@ -269,7 +269,8 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     learner = checked(where, "learner", Learner, **l_cfg)
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
-                      checked(where, "meta.learning_rate", optim.adam, m["learning_rate"]))
+                      checked(where, "meta.learning_rate", optim.adam,
+                              learning_rate(where, "meta", m)))
     comp = compare_cfg(cfg)
     eval_tasks = checked(where, "meta.eval_tasks", P.integer, m["eval_tasks"], "meta",
                          "eval_tasks", low=1)
@@ -598,7 +599,8 @@ def _baseline_training(cfg, name, fams, trainer):
     params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
         mlp_sizes(cfg), cfg["meta"]["seed"])
     args = (method, params0, fams["train"], b["steps"])
-    kw = dict(meta_batch=b["meta_batch"], optimizer=optim.adam(b["learning_rate"]),
+    lr = learning_rate(cfg.get("_file", "<config>"), "baselines", b)
+    kw = dict(meta_batch=b["meta_batch"], optimizer=optim.adam(lr),
               seed=cfg["meta"]["seed"], eval_every=b["eval_every"],
               test_task=trainer.test_task, val_task=trainer.val_task,
               chunks=compare["workers"], average=compare["average"],

@@ -184,7 +184,7 @@ def build_cml(cfg, executor=None, warp=False):
                     optional=("estimator", "tol", "nudged_duration"))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min", "omega_decay"))
+                optional=("lam_min", "omega_decay", "schedule"))
     omega_decay = checked(where, "meta.omega_decay", P.real, m.get("omega_decay", 0.0),
                           "meta", "omega_decay", low=0.0)
     fam = checked(where, "family", Sinusoid, **{k: tuple(v) if isinstance(v, list) else v
@@ -202,7 +202,7 @@ def build_cml(cfg, executor=None, warp=False):
     if warp and (cfg.get("cml_warp") or {}).get("learning_rate") is not None:
         lr_key, lr = "cml_warp.learning_rate", cfg["cml_warp"]["learning_rate"]
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
-                      checked(where, lr_key, optim.adam, lr))
+                      checked(where, lr_key, optim.adam, learning_rate(where, "meta", m, lr, lr_key)))
     comp = compare_cfg(cfg)
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
@@ -212,6 +212,66 @@ def build_cml(cfg, executor=None, warp=False):
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     return fam, trainer
+
+
+#: The kinds of a ``schedule`` setting and their keys besides ``kind``.
+SCHEDULES = {"constant": (), "cosine": ("steps", "end"),
+             "piecewise": ("boundaries", "scales")}
+
+
+def learning_rate(where, name, sec, value=None, value_key=None):
+    """The learning rate of section ``name``'s meta-optimiser (``sec``: the section):
+    ``value`` (default ``sec["learning_rate"]``), decayed by the meta-step as the
+    section's optional ``schedule`` says -- absent, null or ``{kind: constant}``: the
+    same at every step; ``{kind: cosine, steps: N, end: f}``: cosine decay to ``f`` times
+    the rate at step N, then constant (:func:`neuro_meta.optim.cosine_decay`);
+    ``{kind: piecewise, boundaries: [n1, ...], scales: [f1, ...]}``: multiplied by ``f1``
+    from step n1 on, ... (:func:`neuro_meta.optim.piecewise_constant`). Errors name the
+    file and key (``value_key``: the key of ``value``, default ``<name>.learning_rate``).
+    The schedule is part of the optimiser's settings and so of a
+    checkpoint's fingerprint."""
+    value = sec["learning_rate"] if value is None else value
+    spec = sec.get("schedule")
+    if spec is None:
+        return value
+    key = f"{name}.schedule"
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ValidationError(f"{where}: {key}: must be a mapping with a 'kind' ("
+                              f"{', '.join(SCHEDULES)}) (got {spec!r:.60})")
+    kind = spec["kind"]
+    if kind not in SCHEDULES:
+        raise ValidationError(f"{where}: {key}.kind: must be one of {', '.join(SCHEDULES)}"
+                              f"{did_you_mean(kind, SCHEDULES)} (got {kind!r:.40})")
+    keys = SCHEDULES[kind]
+    for k in spec:
+        if k != "kind" and k not in keys:
+            raise ValidationError(f"{where}: {key}.{k}: unknown key for kind {kind}"
+                                  f"{did_you_mean(k, keys)} (known: kind"
+                                  f"{''.join(', ' + x for x in keys)})")
+    missing = [k for k in keys if k not in spec]
+    if missing:
+        raise ValidationError(f"{where}: {key}: kind {kind} needs {', '.join(missing)}")
+    owner = f"{where}: {key}"
+    lr_owner, lr_attr = (value_key or f"{name}.learning_rate").rsplit(".", 1)
+    value = P.real(value, f"{where}: {lr_owner}", lr_attr, low=0.0, low_open=True)
+    if kind == "constant":
+        return value
+    if kind == "cosine":
+        return optim.cosine_decay(value, P.integer(spec["steps"], owner, "steps", low=1),
+                                  P.real(spec["end"], owner, "end", low=0.0, high=1.0,
+                                         low_open=True))
+    bounds, scales = spec["boundaries"], spec["scales"]
+    if not isinstance(bounds, list) or not bounds:
+        P.fail(owner, "boundaries", "must be a non-empty list of meta-steps", P.shown(bounds))
+    if not isinstance(scales, list) or len(scales) != len(bounds):
+        P.fail(owner, "scales", f"must be a list of {len(bounds)} factor(s), one per "
+               "boundary", P.shown(scales))
+    bounds = [P.integer(x, owner, f"boundaries[{i}]", low=1) for i, x in enumerate(bounds)]
+    if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
+        P.fail(owner, "boundaries", "must increase", bounds)
+    scales = [P.real(x, owner, f"scales[{i}]", low=0.0, low_open=True)
+              for i, x in enumerate(scales)]
+    return checked(where, key, optim.piecewise_constant, value, bounds, scales)
 
 
 def check_baseline_training(where, b):
@@ -224,13 +284,15 @@ def check_baseline_training(where, b):
         checked(where, f"baselines.{k}", P.integer, b[k], "baselines", k, low=1)
     checked(where, "baselines.learning_rate", P.real, b["learning_rate"], "baselines",
             "learning_rate", low=0.0, low_open=True)
+    learning_rate(where, "baselines", b)
 
 
 def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
-                optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay")
+                optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay",
+                          "schedule")
                 + WARPGRAD)
     check_baseline_training(where, b)
     kw = b.get(name) or {}
@@ -545,7 +607,8 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
     params0 = (wg.init_warped_mlp if warped else bl.init_mlp)(cfg["network"]["sizes"], seed)
     params, hist = bl.train_baseline(
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
-        optimizer=optim.adam(b["learning_rate"]), seed=seed,
+        optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"), "baselines", b)),
+        seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
         progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,
         weight_decay=b.get("weight_decay", 0.0), average=compare["average"],

@@ -67,7 +67,7 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
-from .sinusoid import check_checkpoints, config_fingerprint
+from .sinusoid import check_checkpoints, config_fingerprint, learning_rate
 
 SECTIONS = ("data", "model", "es", "baselines", "cml", "final", "quick")
 METHODS = ("vsml", "sgd", "adam", "cml")
@@ -399,7 +399,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ways, length = data["train"].ways, data["train"].length
     es = section(cfg, "es", required=("sigma", "pairs", "learning_rate",
                                       "episodes_per_member", "steps", "budget_s",
-                                      "eval_every", "val_episodes", "seed"))
+                                      "eval_every", "val_episodes", "seed"),
+                 optional=("schedule",))
     seed_ = _int(cfg, "es", "seed", low=0)
     section(cfg, "final", required=("test_episodes",))
     n_test = _int(cfg, "final", "test_episodes")
@@ -423,7 +424,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     trainer = checked(where, "es", V.ESTrainer, obj, model.init_theta(seed_),
                       sigma=es["sigma"], pairs=es["pairs"],
                       optimizer=checked(where, "es.learning_rate", optim.adam,
-                                        es["learning_rate"]),
+                                        learning_rate(where, "es", es)),
                       seed=seed_, executor=executor, chunks=chunks)
     es_kw = {"steps": _int(cfg, "es", "steps"), "eval_every": _int(cfg, "es", "eval_every"),
              "budget_s": _real(cfg, "es", "budget_s", allow_none=True)}
@@ -534,7 +535,8 @@ def _build_cml(cfg, data, seed):
     where = cfg.get("_file", "<config>")
     c = section(cfg, "cml", required=("lam_init", "tau_synapse", "dt", "tol", "max_duration",
                                       "beta", "learning_rate", "meta_batch", "budget_s",
-                                      "eval_every", "steps", "lam_min"))
+                                      "eval_every", "steps", "lam_min"),
+                optional=("schedule",))
     d, ways = data["train"].n_features, data["train"].ways
     net = checked(where, "cml", RateNetwork, [d, ways], activation="linear",
                   synapse=checked(where, "cml.lam_init", ComplexSynapse, omega=0.0,
@@ -548,7 +550,8 @@ def _build_cml(cfg, data, seed):
     val = StreamPrefixTasks(data["validation"]).sample(
         np.random.default_rng([seed, VAL_STREAM, 1]), 64)
     trainer = checked(where, "cml", MetaTrainer, net, fam, cml,
-                      checked(where, "cml.learning_rate", optim.adam, c["learning_rate"]),
+                      checked(where, "cml.learning_rate", optim.adam,
+                              learning_rate(where, "cml", c)),
                       meta_batch=c["meta_batch"], seed=seed, eval_tasks=16,
                       lam_min=c["lam_min"], val_task=val, test_task=val)
     kw = {"steps": _int(cfg, "cml", "steps"), "eval_every": _int(cfg, "cml", "eval_every"),
