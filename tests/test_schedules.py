@@ -225,3 +225,28 @@ def test_vsml_es_and_cml_get_their_schedules(monkeypatch, tmp_path):
         vsml.run(tmp_path, quick=True, methods="vsml", progress=False,
                  overrides=["es.schedule={kind: piecewise, boundaries: [3], scales: [0.5]}"])
     assert _adam_rate(seen["optimizer"])[0] == "piecewise_constant"
+
+
+def test_a_resumed_schedule_continues_where_it_stopped(tmp_path):
+    """The schedule's step count is the optimiser's state: 2 meta-steps, then a resume
+    to 4, across the boundary at step 3, give the bits of 4 uninterrupted steps (and
+    differ from the unscheduled run: the schedule acts)."""
+    ov = ["compare.budget_s=null", "meta.eval_tasks=2", "compare.val_tasks=2",
+          "meta.meta_batch=1", "compare.workers=1", "compare.average=null",
+          "meta.schedule={kind: piecewise, boundaries: [3], scales: [0.01]}"]
+
+    def trainer(extra=()):
+        cfg = og._cfg(quick=True, overrides=ov + list(extra))
+        return og.build_cml(cfg, og.families(cfg))[1]
+    whole = trainer()
+    whole.train(4, eval_every=2, progress=False, select=False)
+    part = trainer()
+    ck = tmp_path / "cml_checkpoint.npz"
+    part.train(2, eval_every=2, progress=False, checkpoint=ck, select=False)
+    again = trainer()
+    again.train(4, eval_every=2, progress=False, checkpoint=ck, resume=True, select=False)
+    flat = lambda t: optim.tree_vector(t.net.theta)     # noqa: E731
+    np.testing.assert_array_equal(flat(again), flat(whole))
+    plain = trainer(["meta.schedule=null"])
+    plain.train(4, eval_every=2, progress=False, select=False)
+    assert np.abs(flat(plain) - flat(whole)).max() > 0
