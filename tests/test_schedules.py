@@ -168,6 +168,10 @@ def test_bandit_meta_and_maml_get_their_schedules(monkeypatch, tmp_path):
 @pytest.mark.parametrize("spec, match", [
     ("cosine", r"meta.schedule: must be a mapping with a 'kind'"),
     ("{kind: cos, steps: 3, end: 0.1}", r"meta.schedule.kind: .*did you mean 'cosine'"),
+    ("{kind: [1], steps: 3, end: 0.1}", r"meta.schedule.kind: must be one of"),
+    ("{kind: cosine, steps: 3, end: .nan}", r"meta.schedule.end: must be"),
+    ("{kind: cosine, steps: 2.5, end: 0.1}", r"meta.schedule.steps: must be"),
+    ("{kind: piecewise, boundaries: [1, 2], scales: [0.5, .inf]}", r"meta.schedule.scales"),
     ("{kind: cosine, steps: 3}", r"meta.schedule: kind cosine needs end"),
     ("{kind: cosine, steps: 3, end: 0.1, step: 2}", r"meta.schedule.step: unknown key"),
     ("{kind: cosine, steps: 0, end: 0.1}", r"meta.schedule.steps: must be >= 1"),

@@ -239,7 +239,7 @@ def learning_rate(where, name, sec, value=None, value_key=None):
         raise ValidationError(f"{where}: {key}: must be a mapping with a 'kind' ("
                               f"{', '.join(SCHEDULES)}) (got {spec!r:.60})")
     kind = spec["kind"]
-    if kind not in SCHEDULES:
+    if not isinstance(kind, str) or kind not in SCHEDULES:
         raise ValidationError(f"{where}: {key}.kind: must be one of {', '.join(SCHEDULES)}"
                               f"{did_you_mean(kind, SCHEDULES)} (got {kind!r:.40})")
     keys = SCHEDULES[kind]
