@@ -93,7 +93,8 @@ class GradientTransformation(NamedTuple):
 
 class Schedule(NamedTuple):
     """A learning rate as a function of the update number ``k`` (0 for the first update):
-    ``value(k)`` > 0; ``settings``: what it is, as plain values (for fingerprints)."""
+    ``value(k)`` > 0; ``settings``: what it is, as plain values (for fingerprints; a
+    float means the constant rate of :func:`constant`)."""
     value: Callable
     settings: Any
 
@@ -157,8 +158,9 @@ def piecewise_constant(init_value, boundaries, scales):
 
 def _schedule(learning_rate, owner):
     """``learning_rate`` (a number > 0 or a :class:`Schedule`) as a Schedule."""
-    if isinstance(learning_rate, Schedule):
-        return learning_rate
+    if isinstance(learning_rate, Schedule):      # constant(x): the number x itself
+        return Schedule(None, learning_rate.settings) if isinstance(
+            learning_rate.settings, float) else learning_rate
     if callable(learning_rate):
         P.fail(owner, "learning_rate", "must be a number > 0 or a neuro_meta.optim.Schedule "
                "(constant, cosine_decay, piecewise_constant)", type(learning_rate).__name__)

@@ -49,6 +49,9 @@ def test_piecewise_constant_values():
 def test_constant_schedule_is_the_number(make):
     a, b = make(3e-3), make(optim.constant(3e-3))
     assert a.settings == b.settings
+    # the same state too: a checkpoint of one (same fingerprint) resumes in the other
+    state = a.init(THETA)
+    b.update(_grads(0), state)
     for ua, ub in zip(_updates(a, 5), _updates(b, 5)):
         for x, y in zip(optim.tree_vector(ua), optim.tree_vector(ub)):
             assert x == y

@@ -202,7 +202,8 @@ def build_cml(cfg, executor=None, warp=False):
     if warp and (cfg.get("cml_warp") or {}).get("learning_rate") is not None:
         lr_key, lr = "cml_warp.learning_rate", cfg["cml_warp"]["learning_rate"]
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
-                      checked(where, lr_key, optim.adam, learning_rate(where, "meta", m, lr, lr_key)))
+                      checked(where, lr_key, optim.adam,
+                              learning_rate(where, "meta", m, lr, lr_key)))
     comp = compare_cfg(cfg)
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
