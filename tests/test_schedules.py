@@ -122,6 +122,24 @@ def test_omniglot_meta_and_baselines_get_their_schedules():
     assert _adam_rate(og.build_cml(plain, og.families(plain))[1].optimizer) == 5e-3
 
 
+class Stop(Exception):
+    """Raised where a run would start training (the settings were read by then)."""
+
+
+def _stop_at(monkeypatch, owner, name):
+    """Replace ``owner.name`` by a function that records its keyword arguments (and
+    ``self.optimizer`` for a method) in the returned dict, then raises :class:`Stop`."""
+    seen = {}
+
+    def capture(*args, **kw):
+        seen.update(kw)
+        if args and hasattr(args[0], "optimizer"):
+            seen.setdefault("optimizer", args[0].optimizer)
+        raise Stop
+    monkeypatch.setattr(owner, name, capture)
+    return seen
+
+
 def dual_rate(cfg):
     return cfg["dual"].get("learning_rate", cfg["meta"]["learning_rate"])
 
@@ -132,15 +150,7 @@ def test_sinusoid_meta_gets_its_schedule(monkeypatch, tmp_path):
                                                      "steps: 9, end: 0.5}"])
     trainer = sinusoid.build_cml(cfg)[1]
     assert _adam_rate(trainer.optimizer)[0] == "cosine_decay"
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def capture(*args, **kw):
-        seen.update(kw)
-        raise Stop
-    monkeypatch.setattr(bl, "train_baseline", capture)
+    seen = _stop_at(monkeypatch, bl, "train_baseline")
     with pytest.raises(Stop):
         sinusoid.run(tmp_path, quick=True, methods="maml", progress=False,
                      overrides=["baselines.schedule={kind: cosine, steps: 9, end: 0.5}"])
@@ -152,15 +162,7 @@ def test_bandit_meta_and_maml_get_their_schedules(monkeypatch, tmp_path):
     cfg = bandit._cfg(None, True, None, [f"meta.schedule={COSINE}"])
     trainer = bandit.build_trainer(cfg, "cml_complex", bandit.family(cfg))
     assert _adam_rate(trainer.optimizer)[0] == "cosine_decay"
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def capture(*args, **kw):
-        seen.update(kw)
-        raise Stop
-    monkeypatch.setattr(bl, "train_baseline", capture)
+    seen = _stop_at(monkeypatch, bl, "train_baseline")
     with pytest.raises(Stop):
         bandit.run(tmp_path, quick=True, methods="maml", progress=False,
                    overrides=["baselines.schedule={kind: piecewise, boundaries: [4], "
@@ -219,15 +221,7 @@ def test_vsml_es_and_cml_get_their_schedules(monkeypatch, tmp_path):
     cfg = vsml._cfg(quick=True, overrides=[f"cml.schedule={COSINE}"])
     trainer = vsml._build_cml(cfg, vsml.data_sets(cfg), 0)[0]
     assert _adam_rate(trainer.optimizer)[0] == "cosine_decay"
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def capture(self, *args, **kw):
-        seen["optimizer"] = self.optimizer
-        raise Stop
-    monkeypatch.setattr(V.ESTrainer, "train", capture)
+    seen = _stop_at(monkeypatch, V.ESTrainer, "train")
     with pytest.raises(Stop):
         vsml.run(tmp_path, quick=True, methods="vsml", progress=False,
                  overrides=["es.schedule={kind: piecewise, boundaries: [3], scales: [0.5]}"])
