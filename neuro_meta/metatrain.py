@@ -427,9 +427,9 @@ class MetaTrainer:
         their last good values (and the checkpoint its last step). ``"skip"``: the tasks
         that diverge are left out of that meta-step's mean and counted
         (``History.skipped_tasks``); θ is never updated from a non-finite gradient.
-    lam_min : float
+    lam_min : float or list of float
         Floor of the consolidation strengths (λ is projected onto ``λ ≥ lam_min`` after
-        every update; default 0). A positive floor bounds the time phases need to settle.
+        every update; default 0), or one floor per connection. A positive floor bounds the time phases need to settle.
     average : float in [0, 1), optional
         Decay of an exponential moving average of θ (:class:`ParameterAverage`): if
         given, evaluations, selection and the kept meta-parameters use the average,
@@ -470,7 +470,7 @@ class MetaTrainer:
         self.chunks = P.integer(chunks, "MetaTrainer", "chunks", low=1, allow_none=True)
         self.on_divergence = P.choice(on_divergence, "MetaTrainer", "on_divergence",
                                       ("stop", "skip"))
-        self.lam_min = P.real(lam_min, "MetaTrainer", "lam_min", low=0.0)
+        self.lam_min = optim.lam_floor(lam_min, net.theta, "MetaTrainer")
         self.average = ParameterAverage(average, "MetaTrainer").decay
         self.omega_decay = P.real(omega_decay, "MetaTrainer", "omega_decay", low=0.0)
         keys = net.penalised
@@ -643,7 +643,8 @@ class MetaTrainer:
                "optimizer": optimizer_fingerprint(self.optimizer, theta),
                "meta_batch": self.meta_batch,
                "seed": self.seed, "eval_tasks": self.eval_tasks,
-               "val_tasks": self.val_tasks, "lam_min": self.lam_min,
+               "val_tasks": self.val_tasks, "lam_min": list(self.lam_min) if isinstance(
+                   self.lam_min, tuple) else self.lam_min,
                "on_divergence": self.on_divergence, "average": self.average}
         if self.omega_decay:        # (absent when 0: older checkpoints stay resumable)
             out["omega_decay"] = self.omega_decay

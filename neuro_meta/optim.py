@@ -270,6 +270,63 @@ def clip_by_global_norm(max_norm):
     return GradientTransformation(init, update, ("clip_by_global_norm", max_norm))
 
 
+def _tie_spec(keys, layer, owner):
+    if isinstance(keys, str) or not isinstance(keys, (list, tuple)) or not keys or \
+            not all(isinstance(k, str) for k in keys):
+        P.fail(owner, "keys", "must be a non-empty list of parameter names (e.g. "
+               "['w', 'b'])", repr(keys))
+    return tuple(keys), P.integer(layer, owner, "layer")
+
+
+def tied_rows(tree, keys, layer=-1):
+    """``tree`` with the entries ``tree[k][layer]`` (``k`` in ``keys``) replaced by their
+    mean over the first axis -- the post-synaptic units: every row of a weight matrix
+    becomes the mean row, a bias vector its mean value -- a new dict, ``tree`` unchanged.
+
+    For a read-out whose output labels are a random permutation in every task
+    (few-shot classification), the meta-parameters that matter are the ones symmetric
+    under permuting the output units; this is the orthogonal projection onto them. A
+    soft-max read-out with equal rows gives every class the same logit, so a tied
+    read-out starts every task neutral. The other entries are left alone (``None``
+    entries stay ``None``)."""
+    O = "tied_rows"
+    keys, layer = _tie_spec(keys, layer, O)
+    check_params(tree, O, "tree")
+    out = dict(tree)
+    for k in keys:
+        if k not in tree:
+            P.fail(O, "keys", f"must name entries of the tree {sorted(tree)}", repr(k))
+        leaves = list(tree[k])
+        if not -len(leaves) <= layer < len(leaves):
+            P.fail(O, "layer", f"must index the {len(leaves)} entries of {k!r}", repr(layer))
+        a = leaves[layer]
+        if a is not None:
+            a = np.asarray(a)
+            if a.ndim == 0:
+                P.fail(O, f"tree.{k}[{layer}]", "must have a first axis to tie "
+                       "(post-synaptic units)", "a scalar")
+            leaves[layer] = np.broadcast_to(a.mean(axis=0, keepdims=True), a.shape).copy()
+        out[k] = leaves
+    return out
+
+
+def tie_rows(keys, layer=-1):
+    """A transformation that replaces the updates of ``keys`` at connection ``layer``
+    (default the last: the read-out) by their mean over the post-synaptic units
+    (:func:`tied_rows`), so that parameters that start tied stay tied: put it first
+    in a :func:`chain`, and start from ``tied_rows(theta, keys, layer)``."""
+    keys, layer = _tie_spec(keys, layer, "tie_rows")
+
+    def init(theta):
+        tied_rows(theta, keys, layer)       # (checks that the keys and layer exist)
+        return {}
+
+    def update(grads, state):
+        return tied_rows(grads, keys, layer), state
+
+    return GradientTransformation(init, update, ("tie_rows", keys, layer))
+
+
 def chain(*transforms):
     """Apply transformations in sequence (e.g. ``chain(clip_by_global_norm(1), adam(1e-2))``)."""
 
@@ -317,16 +374,39 @@ def check_tree(tree, like, owner, attr):
     return tree
 
 
+def lam_floor(lam_min, theta, owner, attr="lam_min"):
+    """``lam_min`` checked against the parameters ``theta``: a number ≥ 0 (the same floor
+    for every connection), or a list of one number ≥ 0 per connection -- per entry of
+    each of ``theta``'s consolidation strengths (``lam``, ``lam_bias``, ...) -- returned
+    as a float or a tuple of floats."""
+    if isinstance(lam_min, (list, tuple)):
+        floors = tuple(P.real(v, owner, f"{attr}[{i}]", low=0.0)
+                       for i, v in enumerate(lam_min))
+        if not floors:
+            P.fail(owner, attr, "must be a number or a list of one number per connection",
+                   "[]")
+        if isinstance(theta, dict):
+            for key in NONNEGATIVE:
+                leaves = theta.get(key)
+                if isinstance(leaves, (list, tuple)) and len(leaves) != len(floors):
+                    P.fail(owner, attr, f"must have one floor per connection ({len(leaves)}, "
+                           f"the entries of {key!r}) or be one number", list(floors))
+        return floors
+    return P.real(lam_min, owner, attr, low=0.0)
+
+
 def apply_updates(theta, updates, lam_min=0.0):
-    """``theta + updates``, then λ projected onto ``λ ≥ lam_min`` (default 0).
+    """``theta + updates``, then λ projected onto ``λ ≥ lam_min`` (default 0; a list:
+    one floor per connection, :func:`lam_floor`).
 
     A floor above 0 bounds the slowest relaxation of a fast weight (τ_φ/λ), and so the
-    time a phase needs to settle. ``updates`` must have the structure of ``theta``; a
+    time a phase needs to settle; a floor per connection can keep some layers rigid
+    while others stay plastic. ``updates`` must have the structure of ``theta``; a
     non-finite result (an update that overflowed) is a
     :class:`~neuro_meta.errors.SimulationError`.
     """
     O = "apply_updates"
-    lam_min = P.real(lam_min, O, "lam_min", low=0.0)
+    lam_min = lam_floor(lam_min, theta, O)
     if not isinstance(theta, dict) or not all(isinstance(v, (list, tuple))
                                               for v in theta.values()):
         P.fail(O, "theta", "must be a dict of lists of arrays (like net.theta)",
@@ -344,5 +424,7 @@ def apply_updates(theta, updates, lam_min=0.0):
                     "optim.clip_by_global_norm(...), ...))")
     for key in NONNEGATIVE:
         if key in out:
-            out[key] = [None if a is None else np.maximum(a, lam_min) for a in out[key]]
+            floors = lam_min if isinstance(lam_min, tuple) else (lam_min,) * len(out[key])
+            out[key] = [None if a is None else np.maximum(a, f)
+                        for a, f in zip(out[key], floors)]
     return out

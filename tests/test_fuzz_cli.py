@@ -94,9 +94,10 @@ SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_ta
             "baselines.steps", "baselines.meta_batch", "baselines.learning_rate",
             "baselines.eval_every", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
             "nope.x", "meta", "", "quick", "methods", "family.n_in", "meta.optimizer",
-            "meta.schedule", "baselines.schedule", "es.schedule", "cml.schedule"]
+            "meta.schedule", "baselines.schedule", "es.schedule", "cml.schedule",
+            "meta.tie_readout", "baselines.tie_readout"]
 SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.5, 1.0]",
-                     "{inner_lr: 0.01}", "[cml]", "adam",
+                     "{inner_lr: 0.01}", "[cml]", "adam", "true", "false",
                      "{kind: cosine, steps: 3, end: 0.1}", "{kind: [1]}", "{kind: cosine}",
                      "{kind: piecewise, boundaries: [1, 2], scales: [0.5, .nan]}"]
 

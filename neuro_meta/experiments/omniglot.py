@@ -257,7 +257,13 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     c_cfg = section(cfg, "cml", required=("beta",), optional=("estimator",))
     m = section(cfg, "meta", required=("steps", "meta_batch", "learning_rate", "clip",
                                        "eval_every", "eval_tasks", "seed"),
-                optional=("lam_min", "omega_decay", "schedule"))
+                optional=("lam_min", "omega_decay", "schedule", "tie_readout"))
+    tie = tie_readout(where, "meta", m)
+    if tie and (warp or model != "complex"):
+        other = "cml_warp" if warp or model == "warp" else "cml_dual"
+        raise ValidationError(f"{where}: meta.tie_readout: applies to method cml only, not "
+                              f"{other} (its read-out is not a complex synapse's last connection); "
+                              "run it with tie_readout: false")
     for k in ("steps", "eval_every"):
         checked(where, f"meta.{k}", P.integer, m[k], "meta", k, low=1)
     seed = checked(where, "meta.seed", P.integer, m["seed"], "meta", "seed", low=0)
@@ -271,6 +277,9 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, "meta.learning_rate", optim.adam,
                               learning_rate(where, "meta", m)))
+    if tie:     # the read-out starts and stays symmetric under permuting the classes
+        net = net.with_theta(optim.tied_rows(net.theta, CML_READOUT))
+        opt = optim.chain(optim.tie_rows(CML_READOUT), opt)
     comp = compare_cfg(cfg)
     eval_tasks = checked(where, "meta.eval_tasks", P.integer, m["eval_tasks"], "meta",
                          "eval_tasks", low=1)
@@ -285,9 +294,30 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     return learner, trainer
 
 
+#: The entries of a complex-synapse network's and of an MLP's parameters that
+#: ``tie_readout`` ties across the read-out's rows (the classes).
+CML_READOUT = ("omega", "lam", "omega_bias", "lam_bias")
+MLP_READOUT = ("w", "b")
+
+
+def tie_readout(where, key, sec):
+    """``<key>.tie_readout`` of a section (absent: False), checked to be true or false."""
+    value = sec.get("tie_readout", False)
+    if not isinstance(value, bool):
+        raise ValidationError(f"{where}: {key}.tie_readout: must be true or false "
+                              f"(got {value!r:.60})")
+    return value
+
+
 def _baseline(cfg, name):
-    """(method, baselines section) with the cross-entropy loss of the learning process."""
+    """(method, baselines section) with the cross-entropy loss of the learning process
+    (``baselines.tie_readout`` is this experiment's, read by :func:`_baseline_training`,
+    and is not passed on)."""
     b = cfg.get("baselines")
+    if isinstance(b, dict) and "tie_readout" in b:
+        tie_readout(cfg.get("_file", "<config>"), "baselines", b)
+        cfg = dict(cfg, baselines={k: v for k, v in b.items() if k != "tie_readout"})
+        b = cfg["baselines"]
     if isinstance(b, dict) and isinstance(b.get(name, {}), dict):
         cfg = merge(cfg, {"baselines": {name: {"loss": "cross_entropy"}}})
     return build_baseline(cfg, name)
@@ -598,9 +628,16 @@ def _baseline_training(cfg, name, fams, trainer):
     method, b = _baseline(cfg, name)
     params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
         mlp_sizes(cfg), cfg["meta"]["seed"])
+    where = cfg.get("_file", "<config>")
+    lr = learning_rate(where, "baselines", b)
+    opt = optim.adam(lr)
+    if tie_readout(where, "baselines", cfg["baselines"]):
+        # the read-out starts and stays symmetric under permuting the classes (an
+        # initial read-out that gives every class the same logit)
+        params0 = optim.tied_rows(params0, MLP_READOUT)
+        opt = optim.chain(optim.tie_rows(MLP_READOUT), opt)
     args = (method, params0, fams["train"], b["steps"])
-    lr = learning_rate(cfg.get("_file", "<config>"), "baselines", b)
-    kw = dict(meta_batch=b["meta_batch"], optimizer=optim.adam(lr),
+    kw = dict(meta_batch=b["meta_batch"], optimizer=opt,
               seed=cfg["meta"]["seed"], eval_every=b["eval_every"],
               test_task=trainer.test_task, val_task=trainer.val_task,
               chunks=compare["workers"], average=compare["average"],
