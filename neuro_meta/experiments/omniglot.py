@@ -280,6 +280,8 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     if tie:     # the read-out starts and stays symmetric under permuting the classes
         net = net.with_theta(optim.tied_rows(net.theta, CML_READOUT))
         opt = optim.chain(optim.tie_rows(CML_READOUT), opt)
+    lam_min = checked(where, "meta.lam_min", optim.lam_floor, m.get("lam_min", 0.0),
+                      net.theta, "meta", "lam_min")
     comp = compare_cfg(cfg)
     eval_tasks = checked(where, "meta.eval_tasks", P.integer, m["eval_tasks"], "meta",
                          "eval_tasks", low=1)
@@ -287,7 +289,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     test_task = fams["test"].sample(task_rng(seed, TEST), eval_tasks)
     trainer = checked(where, "meta", MetaTrainer, net, fams["train"], cml, opt,
                       meta_batch=m["meta_batch"], seed=seed, eval_tasks=eval_tasks,
-                      executor=executor, chunks=comp["workers"], lam_min=m.get("lam_min", 0.0),
+                      executor=executor, chunks=comp["workers"], lam_min=lam_min,
                       val_tasks=comp["val_tasks"], val_task=val_task, test_task=test_task,
                       average=comp["average"],
                       omega_decay=m.get("omega_decay", 0.0))

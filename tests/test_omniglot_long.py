@@ -1,0 +1,50 @@
+"""The shipped convergence configuration ``models/omniglot_long.yaml``: it says what
+``omniglot.yaml`` says except the keys it exists for (a drift of the base file would
+otherwise leave it measuring something else), its CML carries the floors and the
+schedule, and it runs (``--quick``) with no other setting."""
+import json
+
+import numpy as np
+
+from neuro_meta.cli import main
+from neuro_meta.experiments import omniglot as og
+from neuro_meta.models import load_model
+
+#: The settings ``omniglot_long.yaml`` exists to change, and nothing else.
+CHANGED = {("compare", "budget_s"): 2000, ("compare", "eval_every_s"): 200,
+           ("compare", "workers"): 1,
+           ("meta", "schedule"): {"kind": "cosine", "steps": 14000, "end": 0.05},
+           ("meta", "lam_min"): [1.0, 1.0, 0.05]}
+
+
+def test_the_long_file_changes_only_its_own_settings():
+    base, long = load_model("omniglot"), load_model("omniglot_long")
+    assert long["experiment"] == "omniglot" and long["methods"] == ["cml", "maml"]
+    assert set(long) - {"methods", "_file"} == set(base) - {"_file"}
+    for sec, value in long.items():
+        if not isinstance(value, dict):
+            continue
+        for key in set(value) | set(base[sec]):
+            want = CHANGED.get((sec, key), base[sec].get(key))
+            assert value.get(key) == want, (sec, key, value.get(key), want)
+    assert base["compare"]["budget_s"] != 2000 and "schedule" not in base["meta"]
+
+
+def test_the_long_cml_is_floored_per_connection_and_decayed():
+    cfg = og._cfg(load_model("omniglot_long"))
+    _, trainer = og.build_cml(cfg, og.families(cfg))
+    assert trainer.lam_min == (1.0, 1.0, 0.05)
+    assert len(trainer.net.theta["lam"]) == 3
+    # the cosine reaches 5 % of the step at 14 000 meta-steps and stays there
+    sched = og.learning_rate(cfg["_file"], "meta", cfg["meta"])
+    np.testing.assert_allclose([sched(0), sched(7000), sched(14000), sched(20000)],
+                               [5e-3, 5e-3 * (0.05 + 0.95 * 0.5), 2.5e-4, 2.5e-4], rtol=1e-12)
+
+
+def test_the_long_comparison_runs_quick(tmp_path):
+    out = tmp_path / "long"
+    assert main(["run", "omniglot_long", "--quick", "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {"cml", "maml"} <= set(res["methods"]) and "fomaml" not in res["methods"]
+    assert res["config"]["meta"]["lam_min"] == [1.0, 1.0, 0.05]
+    assert res["config"]["compare"]["workers"] == 1
