@@ -105,7 +105,8 @@ SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.
 @st.composite
 def argvs(draw, tmp):
     exp = draw(st.sampled_from(["sinusoid", "consolidation", "sinusoid_dual", "vsml",
-                                "omniglot", "bandit", "nope", str(tmp / "missing.yaml"),
+                                "omniglot", "omniglot_long", "bandit", "nope",
+                                str(tmp / "missing.yaml"),
                                 str(tmp / "afile")]))
     argv = ["run", exp]
     opts = draw(st.lists(st.sampled_from(
@@ -205,7 +206,7 @@ def _dump(cfg, path, experiment):
 
 
 BASES = {name: load_model(name) for name in ("sinusoid", "sinusoid_dual", "consolidation",
-                                             "omniglot", "bandit", "vsml")}
+                                             "omniglot", "omniglot_long", "bandit", "vsml")}
 
 
 @settings(max_examples=350, deadline=None, derandomize=True,
