@@ -183,6 +183,42 @@ def test_seeds_serial_and_dask_give_identical_per_seed_numbers(tiny, tmp_path, c
     assert (tmp_path / "serial" / "seed_1" / "results.json").exists()
 
 
+def test_seeds_resume_refuses_a_damaged_later_seed_before_any_seed_runs(tiny, tmp_path,
+                                                                       capsys):
+    """``--seeds 2 --resume`` with seed 1's checkpoint truncated: one line, exit 2, and
+    seed 0 -- finished or not -- is not touched (its folder's files keep their bytes and
+    no results.json appears); the same with a partial.json that is not JSON. A seed
+    folder that does not exist is a seed not begun, not an error."""
+    out = tmp_path / "run"
+    code, _, err = _main(capsys, "run", str(tiny), "--seeds", "1", "--methods", "cml",
+                         "--no-progress", "--out", str(out))
+    assert code == 0, err
+    seed0 = out / "seed_0"
+    (seed0 / "results.json").unlink()
+    (out / "results.json").unlink()
+    before = {p.name: p.read_bytes() for p in seed0.iterdir() if p.is_file()}
+    assert "cml_checkpoint.npz" in before
+    damaged = out / "seed_1"
+    damaged.mkdir()
+    (damaged / "cml_checkpoint.npz").write_bytes(before["cml_checkpoint.npz"][:500])
+    for bad in ("checkpoint", "partial"):
+        code, stdout, err = _main(capsys, "run", str(tiny), "--seeds", "2", "--methods",
+                                  "cml", "--no-progress", "--out", str(out), "--resume")
+        assert code == 2 and stdout == ""
+        line = err.strip()
+        assert "\n" not in line and "seed_1" in line
+        assert ("cml_checkpoint.npz" in line) if bad == "checkpoint" else \
+            ("partial.json: not valid JSON" in line)
+        assert {p.name: p.read_bytes() for p in seed0.iterdir() if p.is_file()} == before
+        assert not (out / "results.json").exists()
+        (damaged / "cml_checkpoint.npz").unlink(missing_ok=True)
+        (damaged / "partial.json").write_text('{"methods": ')
+    (damaged / "partial.json").unlink()
+    damaged.rmdir()
+    from neuro_meta.experiments.seeds import check_resumable
+    check_resumable(out / "seed_7")          # not begun: nothing to check
+
+
 # ---------------------------------------------------------------------- the wheel
 def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     """``pip install`` of the wheel (not -e) into a new virtual environment (the test

@@ -68,7 +68,9 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     :func:`aggregate` and :func:`plot` (the meta-test MSE of regression experiments).
     ``resume=True`` (passed on to ``run``) continues every seed from its own folder with
     that experiment's resume: what had finished is not trained again, an interrupted
-    meta-training continues from its checkpoint, a seed not begun starts."""
+    meta-training continues from its checkpoint, a seed not begun starts; every seed's
+    checkpoints and partial results are read first (:func:`check_resumable`), so a
+    damaged file of a later seed stops the run before any seed trains."""
     from pathlib import Path
 
     seeds = [P.integer(s, "run_seeds", "seeds", low=0) for s in seeds]
@@ -81,6 +83,9 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
             P.fail("run_seeds", attr, "must be a function", repr(fn))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if kwargs.get("resume"):
+        for s in seeds:
+            check_resumable(out / f"seed_{s}")
     if not seed_jobs:
         per_seed = []
         for i, s in enumerate(seeds):
@@ -99,6 +104,34 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     write_json(out / "results.json", agg)
     (plot_fn or plot)(out / "seeds.png", agg)
     return agg
+
+
+def check_resumable(folder):
+    """Before a resumed ``--seeds`` run trains anything: the files a seed's resume reads
+    from ``folder`` -- every ``*checkpoint.npz`` and ``partial.json`` -- must be readable
+    (:class:`~neuro_meta.checkpoint.CheckpointError`, or
+    :class:`~neuro_meta.errors.ValidationError` for a partial-results file that is not
+    JSON), so that a damaged file of a later seed is refused before the earlier seeds
+    spend their budgets, not when its seed starts. A folder that does not exist is a seed
+    not begun. Whether the files belong to the run's configuration is checked when the
+    seed starts (the experiment's own resume)."""
+    import json
+    from pathlib import Path
+
+    from .. import checkpoint as ckpt
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*checkpoint.npz")):
+        ckpt.load(path)
+    partial = folder / "partial.json"
+    if partial.exists():
+        try:
+            json.loads(partial.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValidationError(f"{partial}: not valid JSON ({err}); move it aside or "
+                                  "restart without --resume") from None
 
 
 def _half(half):
