@@ -217,6 +217,8 @@ def test_seeds_resume_refuses_a_damaged_later_seed_before_any_seed_runs(tiny, tm
     damaged.rmdir()
     from neuro_meta.experiments.seeds import check_resumable
     check_resumable(out / "seed_7")          # not begun: nothing to check
+    with pytest.raises(ValidationError, match=r"check_resumable\.folder: must be a path"):
+        check_resumable(3)
 
 
 # ---------------------------------------------------------------------- the wheel

@@ -120,6 +120,11 @@ def check_resumable(folder):
 
     from .. import checkpoint as ckpt
 
+    import os
+
+    if not isinstance(folder, (str, os.PathLike)):
+        P.fail("check_resumable", "folder", "must be a path (str or os.PathLike)",
+               type(folder).__name__)
     folder = Path(folder)
     if not folder.is_dir():
         return
