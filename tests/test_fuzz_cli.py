@@ -120,7 +120,8 @@ def argvs(draw, tmp):
         elif o == "--set":
             argv += [o, draw(st.sampled_from(SET_KEYS)) + "=" + draw(st.sampled_from(SET_VALUES))]
         elif o == "--out":
-            out = draw(st.sampled_from([tmp / "o", tmp / "afile", tmp / "afile" / "sub", ""]))
+            out = draw(st.sampled_from([tmp / "o", tmp / "afile", tmp / "afile" / "sub", "",
+                                        tmp / "damaged"]))
             argv += [o, str(out)]
         elif o == "--models":
             argv += [o, draw(st.sampled_from([str(tmp), str(tmp / "nowhere"), ""]))]
@@ -142,6 +143,10 @@ def argvs(draw, tmp):
 def folder(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "afile").write_text("not a folder")
+    for seed, name, text in ((0, "partial.json", '{"methods": '),        # --seeds --resume:
+                             (1, "cml_checkpoint.npz", "not a zip")):   # refused up front
+        (tmp / "damaged" / f"seed_{seed}").mkdir(parents=True)
+        (tmp / "damaged" / f"seed_{seed}" / name).write_text(text)
     return tmp
 
 
