@@ -14,7 +14,8 @@ from neuro_meta.models import load_model
 CHANGED = {("compare", "budget_s"): 3000, ("compare", "eval_every_s"): 250,
            ("compare", "workers"): 1,
            ("meta", "schedule"): {"kind": "cosine", "steps": 18000, "end": 0.05},
-           ("meta", "lam_min"): [1.0, 1.0, 0.05]}
+           ("meta", "lam_min"): [1.0, 1.0, 0.05],
+           ("baselines", "steps"): 10_000_000}
 
 
 def test_the_long_file_changes_only_its_own_settings():
@@ -28,6 +29,15 @@ def test_the_long_file_changes_only_its_own_settings():
             want = CHANGED.get((sec, key), base[sec].get(key))
             assert value.get(key) == want, (sec, key, value.get(key), want)
     assert base["compare"]["budget_s"] != 3000 and "schedule" not in base["meta"]
+
+
+def test_the_long_step_caps_do_not_end_a_run_before_its_budget():
+    # MAML made up to 100 000 meta-steps (16 tasks each) in 3000 s on one core, and the
+    # old cap of 100 000 ended a run at 2847 s: the caps must lie far above any rate seen
+    long = load_model("omniglot_long")
+    budget = long["compare"]["budget_s"]
+    assert long["baselines"]["steps"] >= 1000 * budget      # 1000 meta-steps per s
+    assert long["meta"]["steps"] >= 30 * budget             # CML: ~6 per s
 
 
 def test_the_long_cml_is_floored_per_connection_and_decayed():
