@@ -1,4 +1,4 @@
-"""MAML-family baselines in numpy: MAML, first-order MAML, Reptile, iMAML and an
+"""MAML-family baselines in numpy: MAML, first-order MAML, ANIL, Reptile, iMAML and an
 untrained reference, on a plain multi-layer perceptron, vectorised over tasks.
 
 The network is the one the CML model uses for few-shot regression (e.g. sizes
@@ -21,6 +21,9 @@ meta-loss ``mean_τ L_out(φ_τ(θ))`` (exactly, or the method's approximation o
   ``g_N = ∇L_out(φ_N)``, ``g_j = g_{j+1} − α H_trn(φ_j) g_{j+1}``, meta-gradient
   ``g_0``; Hessian-vector products exact by Pearlmutter's R-operator
   (:func:`mlp_hvp`). ``first_order=True`` drops the Hessian terms (FOMAML: ``g_N``).
+* :class:`ANIL` -- MAML with the inner loop on the output layer only (the hidden layers
+  run once per set); exact meta-gradient by reverse mode through the head's steps and
+  backpropagation of the features' adjoints into the hidden layers.
 * :class:`Reptile` -- the same SGD inner loop (optionally, as Nichol et al. 2018, on the
   training shots *and* the validation points, full batch or in minibatches);
   meta-gradient direction ``(θ − φ_N) / (α N)``; adaptation on the shots only.
@@ -50,8 +53,8 @@ from .workers import map_pieces, n_workers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "Reptile",
-           "IMAML", "Untrained", "train_baseline"]
+__all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "ANIL",
+           "Reptile", "IMAML", "Untrained", "train_baseline"]
 
 
 # ------------------------------------------------------------------ the network
@@ -378,6 +381,152 @@ class MAML(_Baseline):
         for phi_j, cache in reversed(caches):
             g = _axpy(-self.inner_lr, _rop(phi_j, cache, g), g)
         return _task_mean(g), float(loss.mean())
+
+
+@dataclass(frozen=True)
+class ANIL(_Baseline):
+    """Almost no inner loop (Raghu, Raghu, Bengio & Vinyals 2020): MAML whose inner loop
+    adapts the output layer (the head ``A = W_{L-1}``, ``c = b_{L-1}``) only; the hidden
+    layers are meta-learned and frozen within a task.
+
+    With the features ``F = r_{L-1}(x_trn)`` of the training shots (computed once),
+    inner loop ``(A, c)_{j+1} = (A, c)_j − α ∇_{A,c} L_trn`` for ``j < N`` (α =
+    ``inner_lr``, N = ``inner_steps``) from the meta-learned head; meta-loss
+    ``mean_τ L_out`` of the adapted head on the features ``G = r_{L-1}(x_val)``.
+    Meta-gradient exact (second order) by reverse mode through the head's steps: with
+    the adjoint ``(V, v)`` of step j+1's head, ``z = F Aᵀ + c``, ``E = ∂ℓ/∂z / K``,
+    ``u = F Vᵀ + v`` and ``R = ∂²ℓ/∂z² u / K`` (the head's Hessian-vector product is
+    ``(Rᵀ F, Σ_k R_k)``), ``(V, v) ← (V, v) − α (Rᵀ F, Σ_k R_k)`` and the features'
+    adjoint gains ``−α (E V + R A)``; the adjoints of ``F`` and ``G`` are then
+    backpropagated into the hidden layers. ``first_order=True`` drops the terms through
+    the inner loop (the head's gradient ``(V, v)_N``, the hidden layers' through ``G``
+    only). One forward pass of the hidden layers per set, however many inner steps: a
+    meta-step costs a fraction of MAML's on the same network.
+    """
+
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    first_order: bool = False
+    loss: object = "squared_error"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.first_order, bool):
+            P.fail("ANIL", "first_order", "must be True or False", repr(self.first_order))
+
+    @property
+    def name(self):
+        return "anil_fo" if self.first_order else "anil"
+
+    def _features(self, params, x):
+        """Rates of every layer below the head, ``[x, r_1, ..., r_{L-1}]``."""
+        acts = [x]
+        for w, b in zip(params["w"][:-1], params["b"][:-1]):
+            acts.append(np.tanh(acts[-1] @ _T(w) + b[..., None, :]))
+        return acts
+
+    def _loss_and_error(self, z, y):
+        """Per-task loss and ``∂ℓ/∂z / K`` of logits ``z`` (tasks, K, C)."""
+        K = z.shape[-2]
+        if self.loss.name == "squared_error":
+            res = self.loss.error(z, y)
+            return 0.5 * (res * res).sum(axis=(-1, -2)) / K, res / K
+        return self.loss.per_sample(z, y).sum(axis=-1) / K, self.loss.error(z, y) / K
+
+    def _head_loop(self, params, F, y, steps, keep):
+        """The head after ``steps`` steps on the features ``F`` (tasks, K, H), and, if
+        ``keep``, ``(A_j, c_j, z_j, E_j)`` of every step."""
+        T = F.shape[0]
+        A = np.broadcast_to(params["w"][-1], (T,) + np.shape(params["w"][-1]))
+        c = np.broadcast_to(params["b"][-1], (T,) + np.shape(params["b"][-1]))
+        trace = []
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j in range(steps):
+                z = F @ _T(A) + c[:, None, :]
+                loss, E = self._loss_and_error(z, y)
+                _check_finite(loss, "ANIL", j, "try a smaller inner_lr")
+                if keep:
+                    trace.append((A, c, z, E))
+                A = A - self.inner_lr * (_T(E) @ F)
+                c = c - self.inner_lr * E.sum(axis=-2)
+        if not (np.isfinite(A).all() and np.isfinite(c).all()):
+            _check_finite(np.nan, "ANIL", steps, "try a smaller inner_lr")
+        return A, c, trace
+
+    def adapt(self, params, x, y, inner_steps=None):
+        """Fast parameters after the inner loop on ``(x, y)``, with a task axis: the
+        hidden layers as meta-learned (copied per task), the head adapted."""
+        O = "ANIL.adapt"
+        _check_params(params, "ANIL")
+        x, y = _batch_xy(x, y, O)
+        self.loss.check_targets(y, O, "y")
+        steps = self.inner_steps if inner_steps is None else P.integer(
+            inner_steps, O, "inner_steps", low=0)
+        F = self._features(params, x)[-1]
+        A, c, _ = self._head_loop(params, F, y, steps, keep=False)
+        T = x.shape[0]
+        return {"w": [np.repeat(np.asarray(w, dtype=float)[None], T, axis=0)
+                      for w in params["w"][:-1]] + [np.array(A)],
+                "b": [np.repeat(np.asarray(b, dtype=float)[None], T, axis=0)
+                      for b in params["b"][:-1]] + [np.array(c)]}
+
+    def evaluate(self, params, task, inner_steps=None):
+        """Per-task validation score after the head's inner loop on the training shots
+        (as :meth:`_Baseline.evaluate`; the hidden layers are run once per set)."""
+        O = "ANIL"
+        _check_params(params, O)
+        xt, yt, xv, yv = _task(task, O).as_batch()
+        self.loss.check_targets(yt, O, "task.y_train")
+        steps = self.inner_steps if inner_steps is None else P.integer(
+            inner_steps, "ANIL.evaluate", "inner_steps", low=0)
+        A, c, _ = self._head_loop(params, self._features(params, xt)[-1], yt, steps, False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self._features(params, xv)[-1] @ _T(A) + c[:, None, :]
+            score = self.loss.score(z, yv)
+        _check_finite(score, O, "(validation error after adaptation)",
+                      "try a smaller inner_lr")
+        return score
+
+    def meta_gradient(self, params, task):
+        """(meta-gradient in the structure of ``params``, mean validation loss L_out)."""
+        O = "ANIL"
+        _check_params(params, O)
+        xt, yt, xv, yv = _task(task, O).as_batch()
+        self.loss.check_targets(yt, O, "task.y_train")
+        self.loss.check_targets(yv, O, "task.y_val")
+        acts_t, acts_v = self._features(params, xt), self._features(params, xv)
+        F, G = acts_t[-1], acts_v[-1]
+        A, c, trace = self._head_loop(params, F, yt, self.inner_steps,
+                                      keep=not self.first_order)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, Ev = self._loss_and_error(G @ _T(A) + c[:, None, :], yv)
+        _check_finite(loss, O, "(validation loss after adaptation)", "try a smaller inner_lr")
+        V, v = _T(Ev) @ G, Ev.sum(axis=-2)          # adjoint of the adapted head
+        G_bar, F_bar = Ev @ A, None                 # adjoints of the features
+        a = self.inner_lr
+        for A_j, c_j, z_j, E_j in reversed(trace):
+            u = F @ _T(V) + v[:, None, :]
+            R = self.loss.curvature(z_j, yt, u) / F.shape[-2]
+            fb = -a * (E_j @ V + R @ A_j)
+            F_bar = fb if F_bar is None else F_bar + fb
+            V, v = V - a * (_T(R) @ F), v - a * R.sum(axis=-2)
+        T = xt.shape[0]
+        n = len(params["w"])
+        gw, gb = [None] * n, [None] * n
+        gw[-1], gb[-1] = V.mean(axis=0), v.mean(axis=0)
+        for l in range(n - 2, -1, -1):
+            gw[l], gb[l] = 0.0, 0.0
+        for acts, d in ((acts_t, F_bar), (acts_v, G_bar)):
+            if d is None:
+                continue
+            for l in range(n - 2, -1, -1):
+                dz = d * (1.0 - acts[l + 1] ** 2)
+                gw[l] = gw[l] + (dz.reshape(-1, dz.shape[-1]).T
+                                 @ acts[l].reshape(-1, acts[l].shape[-1])) / T
+                gb[l] = gb[l] + dz.sum(axis=(0, 1)) / T
+                if l:
+                    d = dz @ params["w"][l]
+        return {"w": gw, "b": gb}, float(loss.mean())
 
 
 @dataclass(frozen=True)

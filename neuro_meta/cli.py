@@ -107,7 +107,8 @@ def _run_parser(sub):
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--methods", default=None,
                    help="sinusoid, omniglot: comma-separated methods (default all: "
-                   "cml,maml,fomaml,reptile,imaml,untrained); bandit: of cml_dual,"
+                   "cml,maml,fomaml,reptile,imaml,untrained; opt-in: anil, warpgrad, "
+                   "...); bandit: of cml_dual,"
                    "cml_complex,maml,uniform,lingreedy,linfullpost (default all); vsml: "
                    "of vsml,sgd,adam,cml (default all)")
     r.add_argument("--budget", default=None, metavar="SECONDS|none",

@@ -93,6 +93,7 @@ SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_ta
             "network.lam_bias_init", "baselines.weight_decay",
             "baselines.steps", "baselines.meta_batch", "baselines.learning_rate",
             "baselines.eval_every", "baselines.maml", "baselines.maml.inner_lr", "meta.nope",
+            "baselines.anil", "baselines.anil.inner_steps", "baselines.anil.first_order",
             "nope.x", "meta", "", "quick", "methods", "family.n_in", "meta.optimizer",
             "meta.schedule", "baselines.schedule", "es.schedule", "cml.schedule",
             "meta.tie_readout", "baselines.tie_readout"]
@@ -131,7 +132,7 @@ def argvs(draw, tmp):
             argv += [o, draw(st.sampled_from(["dual", "readout", "complex", "x"]))]
         elif o == "--methods":
             argv += [o, draw(st.sampled_from(["cml", "bogus", "", ",", "cml,cml", "maml,x",
-                                              "reptile,untrained"]))]
+                                              "reptile,untrained", "anil", "anil,cml"]))]
         else:
             argv += [o, draw(st.sampled_from(JUNK + ["2", "none", "0.5"]))]
     if out is None:

@@ -81,10 +81,12 @@ from .sinusoid import (build_baseline, check_checkpoints, config_fingerprint,
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
-#: Every method ``--methods`` accepts: the WarpGrad family (a warped MLP,
+#: Every method ``--methods`` accepts: ``anil`` (MAML with a head-only inner loop,
+#: :class:`~neuro_meta.baselines.ANIL`, the like-for-like comparator of CML's rigid hidden
+#: layers), the WarpGrad family (a warped MLP,
 #: :mod:`neuro_meta.warpgrad`) and ``cml_warp`` (CML on the complex-synapse network with a
 #: warp layer after each hidden layer, :class:`~neuro_meta.warp.WarpNetwork`) are opt-in.
-ALL_METHODS = METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
+ALL_METHODS = METHODS + ("anil", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
                          "cml_dual")
 #: The methods meta-trained by CML, and the network each one trains (``cml_dual``: the
 #: dual system of the ``dual`` section, :class:`~neuro_meta.dual.DualSystem`).
@@ -863,7 +865,7 @@ def check_results(results, owner, attr="results", need_history=False):
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k",
           "warpgrad": "C5", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9",
-          "cml_dual": "tab:brown"}
+          "cml_dual": "tab:brown", "anil": "olive"}
 
 
 @reads_results("omniglot.summary_table", "one omniglot run's results")
@@ -1059,7 +1061,7 @@ def plot_consolidation(out, net, n_units=8):
 
 # ---------------------------------------------------------------------- across seeds
 #: The MAML family: the baselines a CML method's 1-shot accuracy is held against.
-MAML_FAMILY = ("maml", "fomaml", "reptile", "imaml")
+MAML_FAMILY = ("maml", "fomaml", "anil", "reptile", "imaml")
 #: The reported numbers aggregated across seeds (each ``results.json`` field, its CI).
 SEED_METRICS = (("accuracy", "ci95"), ("other_shots_accuracy", "other_shots_ci95"),
                 ("official_error", "official_ci95"))

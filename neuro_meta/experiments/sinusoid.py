@@ -5,7 +5,8 @@ the backprop learning process, settled phases); MAML, first-order MAML, Reptile 
 iMAML meta-train the initial weights of a 1-40-40-1 MLP with inner SGD; ``untrained`` is
 the MLP's inner SGD from its initial weights and ``cml_untrained`` the complex-synapse
 network's inner learning from its initial ω, λ. Opt-in methods (``--methods``, not in the
-default list): ``warpgrad``, ``warpgrad_fo`` and ``warpgrad_nowarp`` (WarpGrad, its
+default list): ``anil`` (MAML with a head-only inner loop, :class:`~neuro_meta.baselines.ANIL`),
+``warpgrad``, ``warpgrad_fo`` and ``warpgrad_nowarp`` (WarpGrad, its
 first-order variant and the same algorithm with the warp layers frozen at the identity,
 on the MLP with a linear warp layer after each hidden layer; :mod:`neuro_meta.warpgrad`)
 and ``cml_warp`` (CML meta-learning ω, λ and the warp layers of the complex-synapse
@@ -52,8 +53,9 @@ from ..initializers import Glorot
 
 #: The methods a run meta-trains when none are named.
 DEFAULT_METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
-#: Every method ``--methods`` accepts (the WarpGrad family and ``cml_warp`` are opt-in).
-METHODS = DEFAULT_METHODS + ("warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+#: Every method ``--methods`` accepts (ANIL, the WarpGrad family and ``cml_warp`` are
+#: opt-in).
+METHODS = DEFAULT_METHODS + ("anil", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
 #: The baselines that meta-train a warped MLP (:mod:`neuro_meta.warpgrad`).
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
@@ -292,18 +294,17 @@ def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
-                optional=("maml", "fomaml", "reptile", "imaml", "untrained", "weight_decay",
-                          "schedule")
-                + WARPGRAD)
+                optional=("maml", "fomaml", "anil", "reptile", "imaml", "untrained",
+                          "weight_decay", "schedule") + WARPGRAD)
     check_baseline_training(where, b)
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
                               f"method's settings (got {kw!r:.60})")
     kw = dict(kw)
-    cls = {"maml": bl.MAML, "fomaml": bl.MAML, "reptile": bl.Reptile, "imaml": bl.IMAML,
-           "untrained": bl.Untrained, "warpgrad": wg.WarpGrad, "warpgrad_fo": wg.WarpGrad,
-           "warpgrad_nowarp": wg.WarpGrad}[name]
+    cls = {"maml": bl.MAML, "fomaml": bl.MAML, "anil": bl.ANIL, "reptile": bl.Reptile,
+           "imaml": bl.IMAML, "untrained": bl.Untrained, "warpgrad": wg.WarpGrad,
+           "warpgrad_fo": wg.WarpGrad, "warpgrad_nowarp": wg.WarpGrad}[name]
     import inspect
 
     known = [k for k in inspect.signature(cls).parameters
@@ -633,7 +634,7 @@ def _cml_fit(trainer, one, x_plot):
 
 
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
-          "reptile": "C4", "imaml": "C3", "untrained": "C7", "warpgrad": "C5",
+          "reptile": "C4", "imaml": "C3", "untrained": "C7", "warpgrad": "C5", "anil": "olive",
           "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
 
 
