@@ -859,7 +859,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
             callable(getattr(method, "meta_gradient", None))
             and callable(getattr(method, "evaluate", None))
             and callable(getattr(method, "check_params", None))):
-        P.fail(O, "method", "must be MAML, Reptile, IMAML, Untrained, WarpGrad or an object "
+        P.fail(O, "method", "must be MAML, ANIL, Reptile, IMAML, Untrained, WarpGrad or an object "
                "with meta_gradient, evaluate and check_params", type(method).__name__)
     getattr(method, "check_params", _check_params)(params, O)
     if not hasattr(family, "sample"):

@@ -87,7 +87,22 @@ def classification():
     return _shaken([6, 5, 4, C], 5), task, "cross_entropy"
 
 
-@pytest.fixture(params=["regression", "classification"])
+@pytest.fixture
+def bandit():
+    """A [2, 5, 3] network, 3 tasks of a 3-armed reward model: each sample observes the
+    arm that was pulled (the masked squared error of neuro_meta.losses)."""
+    rng = np.random.default_rng(13)
+    loss = get_loss("masked_squared_error")
+
+    def targets(n):
+        return loss.targets(rng.integers(0, 3, (3, n)), rng.standard_normal((3, n)), 3)
+
+    task = nm.Task(rng.standard_normal((3, 6, 2)), targets(6), rng.standard_normal((3, 5, 2)),
+                   targets(5))
+    return _shaken([2, 5, 3], 4), task, "masked_squared_error"
+
+
+@pytest.fixture(params=["regression", "classification", "bandit"])
 def problem(request):
     return request.getfixturevalue(request.param)
 

@@ -5,7 +5,7 @@ import pytest
 
 import neuro_meta as nm
 from neuro_meta import optim
-from neuro_meta.baselines import (IMAML, MAML, Reptile, Untrained, init_mlp, mlp_grad,
+from neuro_meta.baselines import (ANIL, IMAML, MAML, Reptile, Untrained, init_mlp, mlp_grad,
                                   mlp_hvp, train_baseline)
 from neuro_meta.families import Sinusoid
 
@@ -252,7 +252,7 @@ def test_reptile_direction_by_hand(problem):
 
 
 # ---------------------------------------------------------------- batching, seeds
-METHODS = [MAML(0.1, 2), MAML(0.1, 2, first_order=True), Reptile(0.1, 3),
+METHODS = [MAML(0.1, 2), MAML(0.1, 2, first_order=True), ANIL(0.3, 2), Reptile(0.1, 3),
            Reptile(0.1, 3, inner_set="all", eval_steps=2, eval_lr=0.2),
            IMAML(lam=2.0, inner_lr=0.5, inner_steps=20, cg_steps=10), Untrained(0.1, 2)]
 

@@ -9,7 +9,7 @@ import pytest
 
 import neuro_meta as nm
 from neuro_meta import optim
-from neuro_meta.baselines import (IMAML, MAML, Reptile, chunked_meta_gradient, init_mlp,
+from neuro_meta.baselines import (ANIL, IMAML, MAML, Reptile, chunked_meta_gradient, init_mlp,
                                   train_baseline)
 from neuro_meta.families import Sinusoid
 from neuro_meta.workers import PieceExecutor, blas_threads, map_pieces, n_workers
@@ -64,7 +64,7 @@ def problem():
 
 METHODS = [MAML(0.1, 3), MAML(0.1, 3, first_order=True), IMAML(lam=1.0, inner_lr=0.05,
                                                                 inner_steps=4),
-           Reptile(0.05, 4, inner_set="all", inner_batch=3, seed=1)]
+           Reptile(0.05, 4, inner_set="all", inner_batch=3, seed=1), ANIL(0.3, 3)]
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
