@@ -368,7 +368,8 @@ class MAML(_Baseline):
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.first_order, bool):
-            P.fail("MAML", "first_order", "must be True or False", repr(self.first_order))
+            P.fail(type(self).__name__, "first_order", "must be True or False",
+                   repr(self.first_order))
 
     @property
     def name(self):
@@ -384,7 +385,7 @@ class MAML(_Baseline):
 
 
 @dataclass(frozen=True)
-class ANIL(_Baseline):
+class ANIL(MAML):
     """Almost no inner loop (Raghu, Raghu, Bengio & Vinyals 2020): MAML whose inner loop
     adapts the output layer (the head ``A = W_{L-1}``, ``c = b_{L-1}``) only; the hidden
     layers are meta-learned and frozen within a task.
@@ -401,18 +402,9 @@ class ANIL(_Baseline):
     backpropagated into the hidden layers. ``first_order=True`` drops the terms through
     the inner loop (the head's gradient ``(V, v)_N``, the hidden layers' through ``G``
     only). One forward pass of the hidden layers per set, however many inner steps: a
-    meta-step costs a fraction of MAML's on the same network.
+    meta-step costs a fraction of MAML's on the same network. Fields and their checks
+    are MAML's (``inner_lr``, ``inner_steps``, ``first_order``, ``loss``).
     """
-
-    inner_lr: float = 0.01
-    inner_steps: int = 1
-    first_order: bool = False
-    loss: object = "squared_error"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.first_order, bool):
-            P.fail("ANIL", "first_order", "must be True or False", repr(self.first_order))
 
     @property
     def name(self):

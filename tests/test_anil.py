@@ -10,20 +10,7 @@ from neuro_meta.baselines import (ANIL, MAML, init_mlp, mlp_grad, mlp_hvp, mlp_l
                                   mlp_predict, train_baseline)
 from neuro_meta.families import Sinusoid
 from neuro_meta.losses import get_loss
-
-
-def flat(tree):
-    return optim.tree_vector(tree)
-
-
-def unflat(v, like):
-    out, i = {}, 0
-    for k in sorted(like):
-        out[k] = []
-        for a in like[k]:
-            out[k].append(v[i:i + a.size].reshape(a.shape))
-            i += a.size
-    return out
+from test_baselines import central_fd, flat, rel, unflat
 
 
 def head_mask(params):
@@ -45,19 +32,6 @@ def head_only_loss(theta, like, task, lr, steps, loss):
         g = mlp_grad(phi, xt, yt, loss)[1]
         phi = optim.tree_map(lambda p, d, m: p - lr * m * d, phi, g, mask)
     return mlp_loss(phi, xv, yv, loss).mean()
-
-
-def central_fd(f, theta, h=1e-5):
-    g = np.zeros_like(theta)
-    for i in range(theta.size):
-        e = np.zeros_like(theta)
-        e[i] = h
-        g[i] = (f(theta + e) - f(theta - e)) / (2 * h)
-    return g
-
-
-def rel(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def _shaken(sizes, seed):
