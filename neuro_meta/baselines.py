@@ -86,6 +86,7 @@ def _check_params(params, owner):
         P.fail(owner, "params", 'must be a dict {"w": [W0, ...], "b": [b0, ...]} of equal-length '
                "lists (see init_mlp)", type(params).__name__ if not isinstance(params, dict)
                else f"keys {sorted(params)}")
+    _check_leaves(params, owner, ("w", "b"))
     for l, (w, b) in enumerate(zip(params["w"], params["b"])):
         if np.ndim(w) != 2 or np.shape(b) != np.shape(w)[:1]:
             P.fail(owner, f"params['w'][{l}]", "must be a matrix (n_post, n_pre) with a bias "
@@ -95,6 +96,44 @@ def _check_params(params, owner):
             P.fail(owner, f"params['w'][{l}]", f"must have {np.shape(params['w'][l - 1])[0]} "
                    "inputs (the previous layer's outputs)", f"shape {np.shape(w)}")
     return params
+
+
+def _check_leaves(params, owner, groups):
+    """Every leaf of ``params[k]`` (k in ``groups``) must be a real, finite numpy array (a
+    list, a complex or an object array, NaN or inf is refused naming the leaf)."""
+    for k in groups:
+        for i, a in enumerate(params[k]):
+            attr = f"params['{k}'][{i}]"
+            if not isinstance(a, np.ndarray):
+                P.fail(owner, attr, "must be a numpy array (np.asarray it; see init_mlp)",
+                       type(a).__name__)
+            if a.dtype.kind not in "iuf":
+                P.fail(owner, attr, "must be a real (integer or float) array",
+                       f"dtype {a.dtype}")
+            if not np.isfinite(a).all():
+                P.fail(owner, attr, "must be finite", f"{int(a.size - np.isfinite(a).sum())} "
+                       "non-finite entries")
+
+
+def _check_widths(params, x, y, owner, xattr="x", yattr="y"):
+    """Inputs and targets must fit the network: ``x`` (..., n_in of the first layer),
+    ``y`` (..., n_out of the last); params with or without a task axis."""
+    n_in, n_out = np.shape(params["w"][0])[-1], np.shape(params["w"][-1])[-2]
+    if x.shape[-1] != n_in:
+        P.fail(owner, xattr, f"must have {n_in} features per sample (the network's inputs)",
+               f"shape {x.shape}")
+    if y.shape[-1] != n_out:
+        P.fail(owner, yattr, f"must have {n_out} entries per sample (the network's outputs)",
+               f"shape {y.shape}")
+
+
+def _task_data(task, params, owner):
+    """``(x_train, y_train, x_val, y_val)`` of ``task`` (a Task) with a task axis, their
+    widths checked against the network ``params``."""
+    xt, yt, xv, yv = _task(task, owner).as_batch()
+    _check_widths(params, xt, yt, owner, "task.x_train", "task.y_train")
+    _check_widths(params, xv, yv, owner, "task.x_val", "task.y_val")
+    return xt, yt, xv, yv
 
 
 def _T(a):
@@ -194,6 +233,7 @@ def mlp_loss(params, x, y, loss="squared_error"):
     ``loss`` (``"cross_entropy"``, :mod:`neuro_meta.losses`)."""
     loss = get_loss(loss, "mlp_loss", "loss")
     x, y = _batch_xy(x, y, "mlp_loss")
+    _check_widths(params, x, y, "mlp_loss")
     loss.check_targets(y, "mlp_loss", "y")
     if loss.name == "squared_error":
         res = mlp_predict(params, x) - y
@@ -205,6 +245,7 @@ def mlp_grad(params, x, y, loss="squared_error"):
     """(per-task loss (tasks,), gradient w.r.t. params with a task axis), by backprop."""
     loss = get_loss(loss, "mlp_grad", "loss")
     x, y = _batch_xy(x, y, "mlp_grad")
+    _check_widths(params, x, y, "mlp_grad")
     loss.check_targets(y, "mlp_grad", "y")
     value, grad, _ = _backprop(params, x, y, loss)
     return value, grad
@@ -215,6 +256,7 @@ def mlp_hvp(params, x, y, v, loss="squared_error"):
     params structure, with or without a task axis. Returns a task axis."""
     loss = get_loss(loss, "mlp_hvp", "loss")
     x, y = _batch_xy(x, y, "mlp_hvp")
+    _check_widths(params, x, y, "mlp_hvp")
     loss.check_targets(y, "mlp_hvp", "y")
     _, _, cache = _backprop(params, x, y, loss)
     return _rop(params, cache, v)
@@ -303,6 +345,7 @@ class _Baseline:
         task axis. ``inner_steps`` overrides the method's number of steps."""
         _check_params(params, type(self).__name__)
         x, y = _batch_xy(x, y, f"{type(self).__name__}.adapt")
+        _check_widths(params, x, y, f"{type(self).__name__}.adapt")
         self.loss.check_targets(y, f"{type(self).__name__}.adapt", "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
@@ -313,7 +356,8 @@ class _Baseline:
         """Per-task validation score after the method's inner loop on the training shots,
         shape (tasks,): the loss's ``score`` -- the MSE (mean over validation points and
         outputs of ``(ŷ − y)²``) for squared error, the error rate for cross-entropy."""
-        xt, yt, xv, yv = _task(task, type(self).__name__).as_batch()
+        _check_params(params, type(self).__name__)
+        xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
         phi = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
             mse = self.loss.score(mlp_predict(phi, xv), yv)
@@ -327,7 +371,7 @@ class _Baseline:
         parameters. Returns (phi, caches, loss, grad, (xt, yt, xv, yv))."""
         owner = type(self).__name__
         _check_params(params, owner)
-        data = _task(task, owner).as_batch()
+        data = _task_data(task, params, owner)
         xt, yt, xv, yv = data
         self.loss.check_targets(yt, owner, "task.y_train")
         self.loss.check_targets(yv, owner, "task.y_val")
@@ -451,6 +495,7 @@ class ANIL(MAML):
         O = "ANIL.adapt"
         _check_params(params, "ANIL")
         x, y = _batch_xy(x, y, O)
+        _check_widths(params, x, y, O)
         self.loss.check_targets(y, O, "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, O, "inner_steps", low=0)
@@ -467,7 +512,7 @@ class ANIL(MAML):
         (as :meth:`_Baseline.evaluate`; the hidden layers are run once per set)."""
         O = "ANIL"
         _check_params(params, O)
-        xt, yt, xv, yv = _task(task, O).as_batch()
+        xt, yt, xv, yv = _task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, "ANIL.evaluate", "inner_steps", low=0)
@@ -483,7 +528,7 @@ class ANIL(MAML):
         """(meta-gradient in the structure of ``params``, mean validation loss L_out)."""
         O = "ANIL"
         _check_params(params, O)
-        xt, yt, xv, yv = _task(task, O).as_batch()
+        xt, yt, xv, yv = _task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         self.loss.check_targets(yv, O, "task.y_val")
         acts_t, acts_v = self._features(params, xt), self._features(params, xv)
@@ -616,6 +661,7 @@ class Reptile(_Baseline):
             return super().adapt(params, x, y)
         _check_params(params, "Reptile")
         x, y = _batch_xy(x, y, "Reptile.adapt")
+        _check_widths(params, x, y, "Reptile.adapt")
         self.loss.check_targets(y, "Reptile.adapt", "y")
         if inner_steps is not None:
             steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0)
@@ -631,7 +677,7 @@ class Reptile(_Baseline):
             phi, _, loss, _, _ = self._adapt_and_validate(params, task)
         else:
             _check_params(params, "Reptile")
-            xt, yt, xv, yv = _task(task, "Reptile").as_batch()
+            xt, yt, xv, yv = _task_data(task, params, "Reptile")
             self.loss.check_targets(yt, "Reptile", "task.y_train")
             self.loss.check_targets(yv, "Reptile", "task.y_val")
             x = np.concatenate([xt, xv], axis=1)

@@ -52,10 +52,9 @@ import numpy as np
 
 from . import _params as P
 from .activations import get_activation
-from .baselines import init_mlp
+from .baselines import _check_leaves, _check_widths, _task_data, init_mlp
 from .errors import SimulationError
 from .losses import get_loss
-from .tasks import Task
 from .warp import WarpedPass, warped_forward
 
 __all__ = ["WarpGrad", "init_warped_mlp"]
@@ -181,6 +180,7 @@ class WarpGrad:
                 P.fail(owner, f"params['warp_w'][{l}]", f"must be a square matrix ({n_l}, "
                        f"{n_l}) (the warp of hidden layer {l}) with a bias vector ({n_l},)",
                        f"shapes {np.shape(m)} and {np.shape(c)}")
+        _check_leaves(params, owner, TASK_GROUPS + WARP_GROUPS)
         return params
 
     def _acts(self, params):
@@ -207,6 +207,7 @@ class WarpGrad:
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{O}.trajectory", "inner_steps", low=0)
         x, y = self._xy(x, y, f"{O}.trajectory")
+        _check_widths(params, x, y, f"{O}.trajectory")
         return self._trajectory(params, x, y, steps)
 
     def _xy(self, x, y, owner):
@@ -246,7 +247,8 @@ class WarpGrad:
         """Per-task validation error after the inner loop on the training shots, shape
         (tasks,): the loss's ``score`` -- for squared error the MSE, mean over validation
         points and outputs of ``(ŷ − y)²``."""
-        xt, yt, xv, yv = _task(task, type(self).__name__).as_batch()
+        self.check_params(params, type(self).__name__)
+        xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
         adapted = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
             err = self.loss.score(self.predict(adapted, xv), yv)
@@ -315,7 +317,7 @@ class WarpGrad:
         gradient for the warps (zeros with ``learn_warp=False``)."""
         O = type(self).__name__
         self.check_params(params, O)
-        xt, yt, xv, yv = _task(task, O).as_batch()
+        xt, yt, xv, yv = _task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         self.loss.check_targets(yv, O, "task.y_val")
         points = self._trajectory(params, xt, yt, self.inner_steps)
@@ -336,12 +338,6 @@ class WarpGrad:
                                                "warp_b": params["warp_b"]}, xv), yv)
         _finite(val, self.name, "(validation loss after adaptation)")
         return grad, float(np.mean(val))
-
-
-def _task(task, owner, attr="task"):
-    if not isinstance(task, Task):
-        P.fail(owner, attr, "must be a Task", type(task).__name__)
-    return task
 
 
 def _finite(values, owner, where):

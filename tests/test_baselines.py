@@ -337,6 +337,54 @@ def test_invalid_arguments(make, match):
         make()
 
 
+def _bad_inputs():
+    """(name, params, call(method, params, x, y, task)) of inputs every MLP baseline must
+    refuse with one ValidationError naming what is wrong (before any arithmetic)."""
+    p = init_mlp([4, 3, 2], 0)
+    x, y = np.zeros((5, 4)), np.zeros((5, 2))
+    t = nm.Task(x, y, x, y)
+    t_wide = nm.Task(np.zeros((5, 3)), y, np.zeros((5, 3)), y)
+    nan = {"w": [p["w"][0] * np.nan, p["w"][1]], "b": p["b"]}
+    cplx = {"w": [p["w"][0] + 1j, p["w"][1]], "b": p["b"]}
+    lists = {"w": [w.tolist() for w in p["w"]], "b": [b.tolist() for b in p["b"]]}
+    return [
+        ("list leaves", lambda m: m.adapt(lists, x, y),
+         r"\.params\['w'\]\[0\]: must be a numpy array .*\(got list\)"),
+        ("complex", lambda m: m.meta_gradient(cplx, t),
+         r"\.params\['w'\]\[0\]: must be a real .*\(got dtype complex128\)"),
+        ("NaN", lambda m: m.evaluate(nan, t),
+         r"\.params\['w'\]\[0\]: must be finite \(got 12 non-finite entries\)"),
+        ("input width", lambda m: m.adapt(p, np.zeros((5, 3)), y),
+         r"\.adapt\.x: must have 4 features per sample .*\(got shape \(1, 5, 3\)\)"),
+        ("output width", lambda m: m.adapt(p, x, np.zeros((5, 3))),
+         r"\.adapt\.y: must have 2 entries per sample .*\(got shape \(1, 5, 3\)\)"),
+        ("task width", lambda m: m.meta_gradient(p, t_wide),
+         r"\.task\.x_train: must have 4 features per sample"),
+        ("task width, evaluate", lambda m: m.evaluate(p, t_wide),
+         r"\.task\.x_train: must have 4 features per sample"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_inputs())),
+                         ids=[c[0] for c in _bad_inputs()])
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_bad_parameters_and_data_are_one_validation_error(method, case):
+    """List, complex or non-finite weights and data of the wrong width are refused by name
+    (before: a raw TypeError/AttributeError/numpy ValueError, or NaN weights reported as
+    a diverging inner loop)."""
+    _, call, match = _bad_inputs()[case]
+    with pytest.raises(nm.ValidationError, match=type(method).__name__ + match):
+        call(method)
+
+
+def test_mlp_helpers_check_widths():
+    p = init_mlp([4, 3, 2], 0)
+    with pytest.raises(nm.ValidationError, match=r"mlp_grad\.x: must have 4 features"):
+        mlp_grad(p, np.zeros((5, 3)), np.zeros((5, 2)))
+    with pytest.raises(nm.ValidationError, match=r"mlp_loss\.y: must have 2 entries"):
+        nm.baselines.mlp_loss(p, np.zeros((5, 4)), np.zeros((5, 1)))
+
+
 def test_diverging_inner_loop_is_an_error(problem):
     params, task = problem
     with pytest.raises(nm.SimulationError, match=r"MAML: the inner loop diverged .*inner_lr"):

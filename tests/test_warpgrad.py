@@ -550,6 +550,20 @@ def test_bad_inputs_are_refused(problem):
         m.evaluate(bad, task)
     with pytest.raises(nm.ValidationError, match=r"WarpGrad\.task: must be a Task"):
         m.meta_gradient(params, "task")
+    nan_warp = {**params, "warp_b": [params["warp_b"][0] * np.nan, params["warp_b"][1]]}
+    with pytest.raises(nm.ValidationError, match=r"WarpGrad\.params\['warp_b'\]\[0\]: must be "
+                       r"finite"):
+        m.meta_gradient(nan_warp, task)
+    n_in = params["w"][0].shape[1]
+    xt, yt, xv, yv = task.as_batch()
+    wide = nm.Task(np.zeros(xt.shape[:-1] + (n_in + 1,)), yt,
+                   np.zeros(xv.shape[:-1] + (n_in + 1,)), yv)
+    with pytest.raises(nm.ValidationError, match=rf"WarpGrad\.task\.x_train: must have {n_in} "
+                       r"features per sample"):
+        m.evaluate(params, wide)
+    with pytest.raises(nm.ValidationError, match=rf"WarpGrad\.trajectory\.x: must have {n_in} "
+                       r"features per sample"):
+        m.adapt(params, wide.x_train, yt)
     with pytest.raises(nm.ValidationError, match=r"init_warped_mlp\.sizes: needs at least "
                        r"one hidden layer"):
         init_warped_mlp([1, 1])
