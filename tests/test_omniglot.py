@@ -113,6 +113,27 @@ def test_tiny_run_end_to_end_and_resume(tmp_path):
     assert "20-way official err" in table and "people 4.5 %" in table
 
 
+def test_a_step_cap_that_ends_a_budgeted_run_is_noted_in_the_table(tmp_path):
+    """Under a wall-time budget a method stopped by its meta-step cap had less
+    meta-training than the others: the table says so, naming the method and the key to
+    raise; a method the budget stopped, and a run without a budget, get no note."""
+    capped = [o for o in TINY if not o.startswith(("compare.budget_s", "baselines.steps"))]
+    res = og.run(tmp_path / "capped", progress=False, methods="cml,maml", overrides=capped
+                 + ["compare.budget_s=120", "compare.eval_every_s=60", "baselines.steps=2"])
+    m = res["methods"]
+    assert m["cml"]["stop_reason"] == "steps" and m["maml"]["stop_reason"] == "steps"
+    table = og.summary_table(res)
+    for name, steps in (("cml", 3), ("maml", 2)):
+        assert (f"note: {name} stopped at its step cap ({steps} meta-steps) before the "
+                "120-s budget ran out") in table
+    assert "meta.steps / baselines.steps" in table
+    m["maml"]["stop_reason"] = "budget"
+    assert "note: maml" not in og.summary_table(res) and "note: cml" in og.summary_table(res)
+    step_bound = og.run(tmp_path / "steps", progress=False, methods="maml", overrides=TINY)
+    assert step_bound["methods"]["maml"]["stop_reason"] == "steps"
+    assert "note:" not in og.summary_table(step_bound)
+
+
 def test_resume_after_cml_finished_plots_the_trained_network(tmp_path, monkeypatch):
     """A run that crashed after CML had finished resumes with CML's results from
     partial.json *and* its selected meta-parameters from the checkpoint: the

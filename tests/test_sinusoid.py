@@ -30,6 +30,10 @@ def test_quick_run_schema_and_cml_beats_untrained(tmp_path):
     assert (tmp_path / "sinusoid.png").stat().st_size > 10_000
     assert res["methods"]["cml"] == m["cml"]
     assert "No wall-time budget" in sinusoid.summary_table(res)
+    assert "note:" not in sinusoid.summary_table(res)      # no budget: a cap is the plan
+    res["methods"]["cml"]["budget_s"] = 60.0    # as if a 60-s budget had outlasted the cap
+    assert ("note: cml stopped at its step cap (10 meta-steps) before the 60-s budget ran "
+            "out") in sinusoid.summary_table(res)
 
 
 def test_quick_run_with_an_equal_budget_selects_on_validation(tmp_path):
