@@ -79,31 +79,48 @@ def init_mlp(sizes, seed=0):
     return {"w": w, "b": b}
 
 
-def _check_params(params, owner):
+def _check_params(params, owner, task_axis=False):
+    """``params`` must be an MLP's ``{"w": [...], "b": [...]}`` (see init_mlp): real,
+    finite numpy arrays, layers (n_post, n_pre) with bias vectors (n_post,) that chain;
+    with ``task_axis`` every leaf may carry one leading task axis, the same for all."""
     if not (isinstance(params, dict) and set(params) == {"w", "b"}
             and isinstance(params["w"], list) and isinstance(params["b"], list)
             and len(params["w"]) == len(params["b"]) >= 1):
         P.fail(owner, "params", 'must be a dict {"w": [W0, ...], "b": [b0, ...]} of equal-length '
                "lists (see init_mlp)", type(params).__name__ if not isinstance(params, dict)
-               else f"keys {sorted(params)}")
+               else f"keys {sorted(map(str, params))}")
     _check_leaves(params, owner, ("w", "b"))
+    ndims = (2, 3) if task_axis else (2,)
+    lead = None
     for l, (w, b) in enumerate(zip(params["w"], params["b"])):
-        if np.ndim(w) != 2 or np.shape(b) != np.shape(w)[:1]:
+        if w.ndim not in ndims or b.shape != w.shape[:-1] or (lead is not None and
+                                                              w.shape[:-2] != lead):
             P.fail(owner, f"params['w'][{l}]", "must be a matrix (n_post, n_pre) with a bias "
-                   "vector (n_post,) (no task axis in meta-parameters)",
-                   f"shapes {np.shape(w)} and {np.shape(b)}")
-        if l and np.shape(w)[1] != np.shape(params["w"][l - 1])[0]:
-            P.fail(owner, f"params['w'][{l}]", f"must have {np.shape(params['w'][l - 1])[0]} "
-                   "inputs (the previous layer's outputs)", f"shape {np.shape(w)}")
+                   "vector (n_post,)" + (" (or both with the same leading task axis)"
+                                          if task_axis else
+                                          " (no task axis in meta-parameters)"),
+                   f"shapes {w.shape} and {b.shape}")
+        lead = w.shape[:-2]
+        if l and w.shape[-1] != params["w"][l - 1].shape[-2]:
+            P.fail(owner, f"params['w'][{l}]", f"must have {params['w'][l - 1].shape[-2]} "
+                   "inputs (the previous layer's outputs)", f"shape {w.shape}")
     return params
 
 
-def _check_leaves(params, owner, groups):
+def _check_tasks(params, x, owner, xattr="x"):
+    """Params with a task axis of T > 1 need T tasks in ``x`` (batched)."""
+    T = params["w"][0].shape[:-2]
+    if T and T[0] != 1 and x.shape[0] != T[0]:
+        P.fail(owner, xattr, f"must have {T[0]} tasks (the params' task axis)",
+               f"shape {x.shape}")
+
+
+def _check_leaves(params, owner, groups, name="params"):
     """Every leaf of ``params[k]`` (k in ``groups``) must be a real, finite numpy array (a
     list, a complex or an object array, NaN or inf is refused naming the leaf)."""
     for k in groups:
         for i, a in enumerate(params[k]):
-            attr = f"params['{k}'][{i}]"
+            attr = f"{name}['{k}'][{i}]"
             if not isinstance(a, np.ndarray):
                 P.fail(owner, attr, "must be a numpy array (np.asarray it; see init_mlp)",
                        type(a).__name__)
@@ -219,33 +236,51 @@ def _batch_xy(x, y, owner):
     if x.shape[:-1] != y.shape[:-1]:
         P.fail(owner, "y", f"must have as many tasks and samples as x {x.shape[:-1]}",
                f"shape {y.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        P.fail(owner, "x", "must have at least one task and one sample", f"shape {x.shape}")
     return x, y
 
 
 def mlp_predict(params, x):
     """Network output ``ŷ`` for inputs ``x`` (..., samples, n_in); params with or without
     a task axis."""
-    return _forward(params, np.asarray(x, dtype=float))[-1]
+    _check_params(params, "mlp_predict", task_axis=True)
+    x = P.finite_array(x, "mlp_predict", "x", ndim=(2, 3))
+    n_in = params["w"][0].shape[-1]
+    if x.shape[-1] != n_in:
+        P.fail("mlp_predict", "x", f"must have {n_in} features per sample (the network's "
+               "inputs)", f"shape {x.shape}")
+    if x.ndim == 3:
+        _check_tasks(params, x, "mlp_predict")
+    return _predict(params, x)
+
+
+def _predict(params, x):
+    return _forward(params, x)[-1]
 
 
 def mlp_loss(params, x, y, loss="squared_error"):
     """Per-task loss, shape (tasks,): ``1/(2K) Σ_k ‖ŷ_k − y_k‖²``, or the mean of another
     ``loss`` (``"cross_entropy"``, :mod:`neuro_meta.losses`)."""
     loss = get_loss(loss, "mlp_loss", "loss")
+    _check_params(params, "mlp_loss", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_loss")
     _check_widths(params, x, y, "mlp_loss")
+    _check_tasks(params, x, "mlp_loss")
     loss.check_targets(y, "mlp_loss", "y")
     if loss.name == "squared_error":
-        res = mlp_predict(params, x) - y
+        res = _predict(params, x) - y
         return 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
-    return loss.mean(mlp_predict(params, x), y)
+    return loss.mean(_predict(params, x), y)
 
 
 def mlp_grad(params, x, y, loss="squared_error"):
     """(per-task loss (tasks,), gradient w.r.t. params with a task axis), by backprop."""
     loss = get_loss(loss, "mlp_grad", "loss")
+    _check_params(params, "mlp_grad", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_grad")
     _check_widths(params, x, y, "mlp_grad")
+    _check_tasks(params, x, "mlp_grad")
     loss.check_targets(y, "mlp_grad", "y")
     value, grad, _ = _backprop(params, x, y, loss)
     return value, grad
@@ -255,9 +290,24 @@ def mlp_hvp(params, x, y, v, loss="squared_error"):
     """Exact Hessian-vector product ``H v`` of the per-task loss (R-operator); ``v`` in the
     params structure, with or without a task axis. Returns a task axis."""
     loss = get_loss(loss, "mlp_hvp", "loss")
+    _check_params(params, "mlp_hvp", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_hvp")
     _check_widths(params, x, y, "mlp_hvp")
+    _check_tasks(params, x, "mlp_hvp")
     loss.check_targets(y, "mlp_hvp", "y")
+    n = len(params["w"])
+    if not (isinstance(v, dict) and set(v) == {"w", "b"} and isinstance(v["w"], list)
+            and isinstance(v["b"], list) and len(v["w"]) == len(v["b"]) == n):
+        P.fail("mlp_hvp", "v", f'must be a dict {{"w": [...], "b": [...]}} of {n} layers '
+               "like params", type(v).__name__ if not isinstance(v, dict)
+               else f"keys {sorted(map(str, v))}")
+    _check_leaves(v, "mlp_hvp", ("w", "b"), name="v")
+    for k in ("w", "b"):
+        for i, (a, p) in enumerate(zip(v[k], params[k])):
+            core = p.shape[-(2 if k == "w" else 1):]
+            if a.shape[-len(core):] != core or a.ndim > len(core) + 1:
+                P.fail("mlp_hvp", f"v['{k}'][{i}]", f"must have the shape of params['{k}'][{i}] "
+                       f"{core} (with or without a task axis)", f"shape {a.shape}")
     _, _, cache = _backprop(params, x, y, loss)
     return _rop(params, cache, v)
 
@@ -360,7 +410,7 @@ class _Baseline:
         xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
         phi = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
-            mse = self.loss.score(mlp_predict(phi, xv), yv)
+            mse = self.loss.score(_predict(phi, xv), yv)
         _check_finite(mse, type(self).__name__, "(validation error after adaptation)",
                       "try a smaller inner_lr")
         return mse

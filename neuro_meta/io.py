@@ -64,21 +64,32 @@ def save_figure(fig, path, dpi=130):
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def step_cap_notes(methods, budget_s=None, keys="meta.steps / baselines.steps"):
+def step_cap_notes(methods, budget_s=None):
     """Lines for a results table: every method of a wall-time-budgeted comparison that
     its meta-step cap stopped before the budget ran out (``stop_reason == "steps"``)
     -- that method had less meta-training than the others, so the comparison is not at
     equal budgets for it. ``methods``: name -> summary with ``stop_reason``,
-    ``meta_steps`` and (optionally) its own ``budget_s`` (else ``budget_s``)."""
+    ``meta_steps`` and (optionally) its own ``budget_s`` (else ``budget_s``). The key
+    to raise is ``meta.steps`` for the CML methods (``cml*``), ``baselines.steps`` for
+    the others."""
+    import math
+
     out = []
     for name, r in methods.items():
-        b = r.get("budget_s", budget_s) if isinstance(r, dict) else None
-        if not isinstance(b, (int, float)) or isinstance(b, bool) \
-                or r.get("stop_reason") != "steps" or not r.get("meta_steps"):
+        if not isinstance(r, dict) or r.get("stop_reason") != "steps" \
+                or not r.get("meta_steps"):
             continue
+        b = r.get("budget_s", budget_s)
+        try:
+            b = None if b is None or isinstance(b, bool) else float(b)
+        except (TypeError, ValueError, OverflowError):
+            b = None
+        if b is None or not math.isfinite(b):
+            continue
+        key = "meta.steps" if str(name).startswith("cml") else "baselines.steps"
         out.append(f"note: {name} stopped at its step cap ({r['meta_steps']} meta-steps) "
                    f"before the {b:g}-s budget ran out: it had less meta-training than "
-                   f"the others; raise its cap ({keys}) for an equal budget")
+                   f"the others; raise {key} for an equal budget")
     return out
 
 

@@ -147,11 +147,12 @@ class WarpGrad:
         return "warpgrad_fo" if self.first_order else "warpgrad"
 
     # ------------------------------------------------------------------ the network
-    def check_params(self, params, owner="WarpGrad"):
+    def check_params(self, params, owner="WarpGrad", task_axis=False):
         """``params`` must be a warped MLP's (see :func:`init_warped_mlp`): the keys
         ``w``, ``b``, ``warp_w``, ``warp_b``; L + 1 task layers (n_post, n_pre) with bias
-        vectors, each hidden layer followed by a square warp (n_l, n_l) with a bias; no
-        task axis."""
+        vectors, each hidden layer followed by a square warp (n_l, n_l) with a bias; real,
+        finite numpy arrays; no task axis (``task_axis=True``: the task layers may carry
+        one leading task axis, the same for all, as :meth:`adapt` returns them)."""
         keys = set(TASK_GROUPS + WARP_GROUPS)
         if not (isinstance(params, dict) and set(params) == keys
                 and all(isinstance(params[k], list) for k in keys)):
@@ -165,22 +166,28 @@ class WarpGrad:
             P.fail(owner, "params", "needs L + 1 >= 2 task layers ('w', 'b') and L warp "
                    "layers ('warp_w', 'warp_b')",
                    {k: len(params[k]) for k in sorted(keys)})
+        _check_leaves(params, owner, TASK_GROUPS + WARP_GROUPS)
+        ndims = (2, 3) if task_axis else (2,)
+        lead = None
         for l, (w, b) in enumerate(zip(params["w"], params["b"])):
-            if np.ndim(w) != 2 or np.shape(b) != np.shape(w)[:1]:
+            if w.ndim not in ndims or b.shape != w.shape[:-1] or (
+                    lead is not None and w.shape[:-2] != lead):
                 P.fail(owner, f"params['w'][{l}]", "must be a matrix (n_post, n_pre) with a "
-                       "bias vector (n_post,) (no task axis in meta-parameters)",
-                       f"shapes {np.shape(w)} and {np.shape(b)}")
-            if l and np.shape(w)[1] != np.shape(params["w"][l - 1])[0]:
+                       "bias vector (n_post,)" + (" (or both with the same leading task "
+                                                  "axis)" if task_axis else
+                                                  " (no task axis in meta-parameters)"),
+                       f"shapes {w.shape} and {b.shape}")
+            lead = w.shape[:-2]
+            if l and w.shape[-1] != params["w"][l - 1].shape[-2]:
                 P.fail(owner, f"params['w'][{l}]", f"must have "
-                       f"{np.shape(params['w'][l - 1])[0]} inputs (the previous layer's "
-                       "outputs, through its warp)", f"shape {np.shape(w)}")
+                       f"{params['w'][l - 1].shape[-2]} inputs (the previous layer's "
+                       "outputs, through its warp)", f"shape {w.shape}")
         for l, (m, c) in enumerate(zip(params["warp_w"], params["warp_b"])):
-            n_l = np.shape(params["w"][l])[0]
-            if np.shape(m) != (n_l, n_l) or np.shape(c) != (n_l,):
+            n_l = params["w"][l].shape[-2]
+            if m.shape != (n_l, n_l) or c.shape != (n_l,):
                 P.fail(owner, f"params['warp_w'][{l}]", f"must be a square matrix ({n_l}, "
                        f"{n_l}) (the warp of hidden layer {l}) with a bias vector ({n_l},)",
-                       f"shapes {np.shape(m)} and {np.shape(c)}")
-        _check_leaves(params, owner, TASK_GROUPS + WARP_GROUPS)
+                       f"shapes {m.shape} and {c.shape}")
         return params
 
     def _acts(self, params):
@@ -194,7 +201,16 @@ class WarpGrad:
     def predict(self, params, x):
         """Outputs for inputs ``x`` (..., samples, n_in); task parameters with or without
         a task axis (e.g. from :meth:`adapt`)."""
-        x = np.asarray(x, dtype=float)
+        O = f"{type(self).__name__}.predict"
+        self.check_params(params, O, task_axis=True)
+        x = P.finite_array(x, O, "x", ndim=(2, 3))
+        n_in = params["w"][0].shape[-1]
+        if x.shape[-1] != n_in:
+            P.fail(O, "x", f"must have {n_in} features per sample (the network's inputs)",
+                   f"shape {x.shape}")
+        return self._predict(params, x)
+
+    def _predict(self, params, x):
         return warped_forward(params["w"], params["b"], params["warp_w"], params["warp_b"],
                               x, self._acts(params))[3]
 
@@ -217,6 +233,9 @@ class WarpGrad:
         if x.shape[:-1] != y.shape[:-1]:
             P.fail(owner, "y", f"must have as many tasks and samples as x {x.shape[:-1]}",
                    f"shape {y.shape}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            P.fail(owner, "x", "must have at least one task and one sample",
+                   f"shape {x.shape}")
         self.loss.check_targets(y, owner, "y")
         return x, y
 
@@ -251,7 +270,7 @@ class WarpGrad:
         xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
         adapted = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
-            err = self.loss.score(self.predict(adapted, xv), yv)
+            err = self.loss.score(self._predict(adapted, xv), yv)
         _finite(err, self.name, "(validation error after adaptation)")
         return err
 
@@ -334,7 +353,7 @@ class WarpGrad:
             grad.update({k: [np.zeros_like(np.asarray(a, dtype=float)) for a in params[k]]
                          for k in WARP_GROUPS})
         with np.errstate(over="ignore", invalid="ignore"):
-            val = self.loss.mean(self.predict({**points[-1], "warp_w": params["warp_w"],
+            val = self.loss.mean(self._predict({**points[-1], "warp_w": params["warp_w"],
                                                "warp_b": params["warp_b"]}, xv), yv)
         _finite(val, self.name, "(validation loss after adaptation)")
         return grad, float(np.mean(val))

@@ -377,12 +377,58 @@ def test_bad_parameters_and_data_are_one_validation_error(method, case):
         call(method)
 
 
-def test_mlp_helpers_check_widths():
+@pytest.mark.parametrize("call, match", [
+    (lambda p, x, y: mlp_grad(p, np.zeros((5, 3)), y), r"mlp_grad\.x: must have 4 features"),
+    (lambda p, x, y: nm.baselines.mlp_loss(p, x, np.zeros((5, 1))),
+     r"mlp_loss\.y: must have 2 entries"),
+    (lambda p, x, y: nm.baselines.mlp_loss("p", x, y), r"mlp_loss\.params: must be a dict"),
+    (lambda p, x, y: nm.baselines.mlp_loss({"w": p["w"]}, x, y),
+     r"mlp_loss\.params: must be a dict .*\(got keys \['w'\]\)"),
+    (lambda p, x, y: nm.baselines.mlp_loss({"w": [], "b": []}, x, y),
+     r"mlp_loss\.params: must be a dict"),
+    (lambda p, x, y: nm.baselines.mlp_loss({"w": [np.zeros(4)], "b": [np.zeros(1)]}, x, y),
+     r"mlp_loss\.params\['w'\]\[0\]: must be a matrix"),
+    (lambda p, x, y: mlp_grad({"w": [p["w"][0], p["w"][1][:, :2]], "b": p["b"]}, x, y),
+     r"mlp_grad\.params\['w'\]\[1\]: must have 3 inputs"),
+    (lambda p, x, y: mlp_grad({"w": p["w"], "b": [p["b"][0][:2], p["b"][1]]}, x, y),
+     r"mlp_grad\.params\['w'\]\[0\]: must be a matrix .* same leading task axis"),
+    (lambda p, x, y: mlp_grad({"w": [p["w"][0] * np.nan, p["w"][1]], "b": p["b"]}, x, y),
+     r"mlp_grad\.params\['w'\]\[0\]: must be finite"),
+    (lambda p, x, y: mlp_grad({"w": [np.stack([w] * 3) for w in p["w"]],
+                               "b": [np.stack([b] * 3) for b in p["b"]]},
+                              np.zeros((2, 5, 4)), np.zeros((2, 5, 2))),
+     r"mlp_grad\.x: must have 3 tasks \(the params' task axis\)"),
+    (lambda p, x, y: nm.baselines.mlp_hvp(p, x, y, {"w": p["w"]}),
+     r"mlp_hvp\.v: must be a dict .* of 2 layers like params \(got keys \['w'\]\)"),
+    (lambda p, x, y: nm.baselines.mlp_hvp(p, x, y, {"w": [p["w"][0][:2], p["w"][1]],
+                                                    "b": [p["b"][0][:2], p["b"][1]]}),
+     r"mlp_hvp\.v\['w'\]\[0\]: must have the shape of params\['w'\]\[0\] \(3, 4\)"),
+    (lambda p, x, y: nm.baselines.mlp_predict(p, np.zeros((5, 3))),
+     r"mlp_predict\.x: must have 4 features"),
+    (lambda p, x, y: nm.baselines.mlp_predict("p", x), r"mlp_predict\.params: must be a dict"),
+    (lambda p, x, y: nm.baselines.mlp_loss(p, np.zeros((0, 4)), np.zeros((0, 2))),
+     r"mlp_loss\.x: must have at least one task and one sample"),
+    (lambda p, x, y: MAML(0.1, 1).adapt(p, np.zeros((0, 4)), np.zeros((0, 2))),
+     r"MAML\.adapt\.x: must have at least one task and one sample"),
+])
+def test_mlp_helpers_check_params_and_data(call, match):
+    """mlp_loss, mlp_grad, mlp_hvp and mlp_predict refuse malformed params (with or
+    without a task axis), data of the wrong width or task count, an ill-shaped ``v`` and
+    empty data by name (before: KeyError, IndexError, raw numpy errors, or NaN and a
+    misdiagnosed divergence for no samples)."""
     p = init_mlp([4, 3, 2], 0)
-    with pytest.raises(nm.ValidationError, match=r"mlp_grad\.x: must have 4 features"):
-        mlp_grad(p, np.zeros((5, 3)), np.zeros((5, 2)))
-    with pytest.raises(nm.ValidationError, match=r"mlp_loss\.y: must have 2 entries"):
-        nm.baselines.mlp_loss(p, np.zeros((5, 4)), np.zeros((5, 1)))
+    with pytest.raises(nm.ValidationError, match=match):
+        call(p, np.zeros((5, 4)), np.zeros((5, 2)))
+
+
+def test_mlp_helpers_accept_a_task_axis_and_predict_agrees():
+    p = init_mlp([4, 3, 2], 0)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4))
+    pt = {k: [np.stack([a, 2 * a]) for a in p[k]] for k in p}
+    out = nm.baselines.mlp_predict(pt, x)
+    assert out.shape == (2, 5, 2)
+    np.testing.assert_array_equal(out[1], nm.baselines.mlp_predict(
+        {k: [a[1] for a in pt[k]] for k in pt}, x[1]))
 
 
 def test_diverging_inner_loop_is_an_error(problem):

@@ -85,3 +85,33 @@ def test_errors_not_from_reading_the_results_pass_through(tmp_path):
     with pytest.raises(TypeError) as e:
         seeds.plot(123, agg)
     assert not isinstance(e.value, ValidationError)
+
+
+def test_step_cap_notes_name_the_method_and_its_key():
+    """A method its step cap stopped under a budget gets one line naming it and the key
+    to raise (meta.steps for CML methods, baselines.steps for the others); a budget-
+    stopped method, one without meta-training or without a budget, or a row whose
+    budget is not a finite number gets none."""
+    from neuro_meta.io import step_cap_notes
+
+    rows = {"cml": {"stop_reason": "steps", "meta_steps": 7, "budget_s": 30.0},
+            "cml_dual": {"stop_reason": "steps", "meta_steps": 5},          # the table's
+            "maml": {"stop_reason": "steps", "meta_steps": 9, "budget_s": 30},
+            "reptile": {"stop_reason": "budget", "meta_steps": 9, "budget_s": 30},
+            "untrained": {"stop_reason": "steps", "meta_steps": 0, "budget_s": 30},
+            "fomaml": {"stop_reason": "steps", "meta_steps": 9, "budget_s": None},
+            "imaml": {"stop_reason": "steps", "meta_steps": 9, "budget_s": 10 ** 400},
+            "anil": {"stop_reason": "steps", "meta_steps": 9, "budget_s": True},
+            "odd": [1, 2]}
+    lines = step_cap_notes(rows, budget_s=60.0)
+    assert lines == [
+        "note: cml stopped at its step cap (7 meta-steps) before the 30-s budget ran out: "
+        "it had less meta-training than the others; raise meta.steps for an equal budget",
+        "note: cml_dual stopped at its step cap (5 meta-steps) before the 60-s budget ran "
+        "out: it had less meta-training than the others; raise meta.steps for an equal "
+        "budget",
+        "note: maml stopped at its step cap (9 meta-steps) before the 30-s budget ran out: "
+        "it had less meta-training than the others; raise baselines.steps for an equal "
+        "budget"]
+    assert step_cap_notes({"maml": rows["maml"]}, None) == lines[2:]
+    assert step_cap_notes({"cml_dual": rows["cml_dual"]}, None) == []

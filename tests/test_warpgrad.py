@@ -564,6 +564,15 @@ def test_bad_inputs_are_refused(problem):
     with pytest.raises(nm.ValidationError, match=rf"WarpGrad\.trajectory\.x: must have {n_in} "
                        r"features per sample"):
         m.adapt(params, wide.x_train, yt)
+    ragged = {**params, "warp_w": [[[1.0, 2.0], [1.0]], params["warp_w"][1]]}
+    with pytest.raises(nm.ValidationError, match=r"WarpGrad\.params\['warp_w'\]\[0\]: must be "
+                       r"a numpy array"):
+        m.meta_gradient(ragged, task)
+    with pytest.raises(nm.ValidationError, match=rf"WarpGrad\.predict\.x: must have {n_in} "
+                       r"features per sample"):
+        m.predict(params, wide.x_train)
+    with pytest.raises(nm.ValidationError, match=r"WarpGrad\.predict\.params: must be a dict"):
+        m.predict(nm.baselines.init_mlp(SIZES), xt)
     with pytest.raises(nm.ValidationError, match=r"init_warped_mlp\.sizes: needs at least "
                        r"one hidden layer"):
         init_warped_mlp([1, 1])

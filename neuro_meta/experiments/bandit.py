@@ -568,7 +568,7 @@ def summary_table(results):
             lines.append(f"{name:<13}{m['meta_steps']:>11d}{m['selected_step']:>10d}"
                          f"{m['meta_val_mse']:>11.4g}{m['meta_test_mse']:>11.4g}"
                          f"{m['wall_time_s']:>10.1f}")
-        lines += step_cap_notes(results["meta"], b, keys="meta.steps")
+        lines += step_cap_notes(results["meta"], b)
     return "\n".join(lines)
 
 

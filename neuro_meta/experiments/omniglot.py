@@ -1175,6 +1175,9 @@ def seeds_table(agg):
                      + f"{m['meta_steps']:>12d}")
     lines.append(f"(per-run CI: the mean over seeds of one run's 95 % CI over its test "
                  f"tasks, {K}-shot column; meta-steps: mean over seeds)")
+    for s, r in (agg.get("per_seed") or {}).items():     # a cap that ended one seed early
+        if isinstance(r, dict) and isinstance(r.get("methods"), dict):
+            lines += [f"seed {s}: {line}" for line in step_cap_notes(r["methods"], budget)]
     for cml_name, g in agg.get("gaps", {}).items():
         if not g:
             continue
