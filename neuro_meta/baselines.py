@@ -89,7 +89,7 @@ def _check_params(params, owner, task_axis=False):
         P.fail(owner, "params", 'must be a dict {"w": [W0, ...], "b": [b0, ...]} of equal-length '
                "lists (see init_mlp)", type(params).__name__ if not isinstance(params, dict)
                else f"keys {sorted(map(str, params))}")
-    _check_leaves(params, owner, ("w", "b"))
+    check_leaves(params, owner, ("w", "b"))
     ndims = (2, 3) if task_axis else (2,)
     lead = None
     for l, (w, b) in enumerate(zip(params["w"], params["b"])):
@@ -115,7 +115,7 @@ def _check_tasks(params, x, owner, xattr="x"):
                f"shape {x.shape}")
 
 
-def _check_leaves(params, owner, groups, name="params"):
+def check_leaves(params, owner, groups, name="params"):
     """Every leaf of ``params[k]`` (k in ``groups``) must be a real, finite numpy array (a
     list, a complex or an object array, NaN or inf is refused naming the leaf)."""
     for k in groups:
@@ -132,7 +132,7 @@ def _check_leaves(params, owner, groups, name="params"):
                        "non-finite entries")
 
 
-def _check_widths(params, x, y, owner, xattr="x", yattr="y"):
+def check_widths(params, x, y, owner, xattr="x", yattr="y"):
     """Inputs and targets must fit the network: ``x`` (..., n_in of the first layer),
     ``y`` (..., n_out of the last); params with or without a task axis."""
     n_in, n_out = np.shape(params["w"][0])[-1], np.shape(params["w"][-1])[-2]
@@ -144,12 +144,12 @@ def _check_widths(params, x, y, owner, xattr="x", yattr="y"):
                f"shape {y.shape}")
 
 
-def _task_data(task, params, owner):
+def task_data(task, params, owner):
     """``(x_train, y_train, x_val, y_val)`` of ``task`` (a Task) with a task axis, their
     widths checked against the network ``params``."""
     xt, yt, xv, yv = _task(task, owner).as_batch()
-    _check_widths(params, xt, yt, owner, "task.x_train", "task.y_train")
-    _check_widths(params, xv, yv, owner, "task.x_val", "task.y_val")
+    check_widths(params, xt, yt, owner, "task.x_train", "task.y_train")
+    check_widths(params, xv, yv, owner, "task.x_val", "task.y_val")
     return xt, yt, xv, yv
 
 
@@ -265,7 +265,7 @@ def mlp_loss(params, x, y, loss="squared_error"):
     loss = get_loss(loss, "mlp_loss", "loss")
     _check_params(params, "mlp_loss", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_loss")
-    _check_widths(params, x, y, "mlp_loss")
+    check_widths(params, x, y, "mlp_loss")
     _check_tasks(params, x, "mlp_loss")
     loss.check_targets(y, "mlp_loss", "y")
     if loss.name == "squared_error":
@@ -279,7 +279,7 @@ def mlp_grad(params, x, y, loss="squared_error"):
     loss = get_loss(loss, "mlp_grad", "loss")
     _check_params(params, "mlp_grad", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_grad")
-    _check_widths(params, x, y, "mlp_grad")
+    check_widths(params, x, y, "mlp_grad")
     _check_tasks(params, x, "mlp_grad")
     loss.check_targets(y, "mlp_grad", "y")
     value, grad, _ = _backprop(params, x, y, loss)
@@ -292,7 +292,7 @@ def mlp_hvp(params, x, y, v, loss="squared_error"):
     loss = get_loss(loss, "mlp_hvp", "loss")
     _check_params(params, "mlp_hvp", task_axis=True)
     x, y = _batch_xy(x, y, "mlp_hvp")
-    _check_widths(params, x, y, "mlp_hvp")
+    check_widths(params, x, y, "mlp_hvp")
     _check_tasks(params, x, "mlp_hvp")
     loss.check_targets(y, "mlp_hvp", "y")
     n = len(params["w"])
@@ -301,7 +301,7 @@ def mlp_hvp(params, x, y, v, loss="squared_error"):
         P.fail("mlp_hvp", "v", f'must be a dict {{"w": [...], "b": [...]}} of {n} layers '
                "like params", type(v).__name__ if not isinstance(v, dict)
                else f"keys {sorted(map(str, v))}")
-    _check_leaves(v, "mlp_hvp", ("w", "b"), name="v")
+    check_leaves(v, "mlp_hvp", ("w", "b"), name="v")
     for k in ("w", "b"):
         for i, (a, p) in enumerate(zip(v[k], params[k])):
             core = p.shape[-(2 if k == "w" else 1):]
@@ -395,7 +395,7 @@ class _Baseline:
         task axis. ``inner_steps`` overrides the method's number of steps."""
         _check_params(params, type(self).__name__)
         x, y = _batch_xy(x, y, f"{type(self).__name__}.adapt")
-        _check_widths(params, x, y, f"{type(self).__name__}.adapt")
+        check_widths(params, x, y, f"{type(self).__name__}.adapt")
         self.loss.check_targets(y, f"{type(self).__name__}.adapt", "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
@@ -407,7 +407,7 @@ class _Baseline:
         shape (tasks,): the loss's ``score`` -- the MSE (mean over validation points and
         outputs of ``(ŷ − y)²``) for squared error, the error rate for cross-entropy."""
         _check_params(params, type(self).__name__)
-        xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
+        xt, yt, xv, yv = task_data(task, params, type(self).__name__)
         phi = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
             mse = self.loss.score(_predict(phi, xv), yv)
@@ -421,7 +421,7 @@ class _Baseline:
         parameters. Returns (phi, caches, loss, grad, (xt, yt, xv, yv))."""
         owner = type(self).__name__
         _check_params(params, owner)
-        data = _task_data(task, params, owner)
+        data = task_data(task, params, owner)
         xt, yt, xv, yv = data
         self.loss.check_targets(yt, owner, "task.y_train")
         self.loss.check_targets(yv, owner, "task.y_val")
@@ -545,7 +545,7 @@ class ANIL(MAML):
         O = "ANIL.adapt"
         _check_params(params, "ANIL")
         x, y = _batch_xy(x, y, O)
-        _check_widths(params, x, y, O)
+        check_widths(params, x, y, O)
         self.loss.check_targets(y, O, "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, O, "inner_steps", low=0)
@@ -562,7 +562,7 @@ class ANIL(MAML):
         (as :meth:`_Baseline.evaluate`; the hidden layers are run once per set)."""
         O = "ANIL"
         _check_params(params, O)
-        xt, yt, xv, yv = _task_data(task, params, O)
+        xt, yt, xv, yv = task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, "ANIL.evaluate", "inner_steps", low=0)
@@ -578,7 +578,7 @@ class ANIL(MAML):
         """(meta-gradient in the structure of ``params``, mean validation loss L_out)."""
         O = "ANIL"
         _check_params(params, O)
-        xt, yt, xv, yv = _task_data(task, params, O)
+        xt, yt, xv, yv = task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         self.loss.check_targets(yv, O, "task.y_val")
         acts_t, acts_v = self._features(params, xt), self._features(params, xv)
@@ -711,7 +711,7 @@ class Reptile(_Baseline):
             return super().adapt(params, x, y)
         _check_params(params, "Reptile")
         x, y = _batch_xy(x, y, "Reptile.adapt")
-        _check_widths(params, x, y, "Reptile.adapt")
+        check_widths(params, x, y, "Reptile.adapt")
         self.loss.check_targets(y, "Reptile.adapt", "y")
         if inner_steps is not None:
             steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0)
@@ -727,7 +727,7 @@ class Reptile(_Baseline):
             phi, _, loss, _, _ = self._adapt_and_validate(params, task)
         else:
             _check_params(params, "Reptile")
-            xt, yt, xv, yv = _task_data(task, params, "Reptile")
+            xt, yt, xv, yv = task_data(task, params, "Reptile")
             self.loss.check_targets(yt, "Reptile", "task.y_train")
             self.loss.check_targets(yv, "Reptile", "task.y_val")
             x = np.concatenate([xt, xv], axis=1)

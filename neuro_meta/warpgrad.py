@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _params as P
 from .activations import get_activation
-from .baselines import _check_leaves, _check_widths, _task_data, init_mlp
+from .baselines import check_leaves, check_widths, task_data, init_mlp
 from .errors import SimulationError
 from .losses import get_loss
 from .warp import WarpedPass, warped_forward
@@ -166,7 +166,7 @@ class WarpGrad:
             P.fail(owner, "params", "needs L + 1 >= 2 task layers ('w', 'b') and L warp "
                    "layers ('warp_w', 'warp_b')",
                    {k: len(params[k]) for k in sorted(keys)})
-        _check_leaves(params, owner, TASK_GROUPS + WARP_GROUPS)
+        check_leaves(params, owner, TASK_GROUPS + WARP_GROUPS)
         ndims = (2, 3) if task_axis else (2,)
         lead = None
         for l, (w, b) in enumerate(zip(params["w"], params["b"])):
@@ -223,7 +223,7 @@ class WarpGrad:
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{O}.trajectory", "inner_steps", low=0)
         x, y = self._xy(x, y, f"{O}.trajectory")
-        _check_widths(params, x, y, f"{O}.trajectory")
+        check_widths(params, x, y, f"{O}.trajectory")
         return self._trajectory(params, x, y, steps)
 
     def _xy(self, x, y, owner):
@@ -267,7 +267,7 @@ class WarpGrad:
         (tasks,): the loss's ``score`` -- for squared error the MSE, mean over validation
         points and outputs of ``(ŷ − y)²``."""
         self.check_params(params, type(self).__name__)
-        xt, yt, xv, yv = _task_data(task, params, type(self).__name__)
+        xt, yt, xv, yv = task_data(task, params, type(self).__name__)
         adapted = self.adapt(params, xt, yt, inner_steps)
         with np.errstate(over="ignore", invalid="ignore"):
             err = self.loss.score(self._predict(adapted, xv), yv)
@@ -336,7 +336,7 @@ class WarpGrad:
         gradient for the warps (zeros with ``learn_warp=False``)."""
         O = type(self).__name__
         self.check_params(params, O)
-        xt, yt, xv, yv = _task_data(task, params, O)
+        xt, yt, xv, yv = task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         self.loss.check_targets(yv, O, "task.y_val")
         points = self._trajectory(params, xt, yt, self.inner_steps)
