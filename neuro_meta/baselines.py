@@ -147,10 +147,10 @@ def check_widths(params, x, y, owner, xattr="x", yattr="y"):
 def task_data(task, params, owner):
     """``(x_train, y_train, x_val, y_val)`` of ``task`` (a Task) with a task axis, their
     widths checked against the network ``params``."""
-    xt, yt, xv, yv = _task(task, owner).as_batch()
-    check_widths(params, xt, yt, owner, "task.x_train", "task.y_train")
-    check_widths(params, xv, yv, owner, "task.x_val", "task.y_val")
-    return xt, yt, xv, yv
+    task = _task(task, owner)
+    check_widths(params, task.x_train, task.y_train, owner, "task.x_train", "task.y_train")
+    check_widths(params, task.x_val, task.y_val, owner, "task.x_val", "task.y_val")
+    return task.as_batch()
 
 
 def _T(a):
@@ -226,19 +226,22 @@ def _rop(params, cache, v):
     return {"w": hw, "b": hb}
 
 
-def _batch_xy(x, y, owner):
+def batch_xy(x, y, owner, params=None):
+    """``x``, ``y`` as finite arrays with a task axis (added to 2-d input); with ``params``
+    their widths are checked against the network first. Errors show the shapes the
+    caller passed."""
     x = P.finite_array(x, owner, "x", ndim=(2, 3))
     y = P.finite_array(y, owner, "y", ndim=(2, 3))
-    if x.ndim == 2:
-        x = x[None]
-    if y.ndim == 2:
-        y = y[None]
-    if x.shape[:-1] != y.shape[:-1]:
+    if params is not None:
+        check_widths(params, x, y, owner)
+    xb = x if x.ndim == 3 else x[None]
+    yb = y if y.ndim == 3 else y[None]
+    if xb.shape[:-1] != yb.shape[:-1]:
         P.fail(owner, "y", f"must have as many tasks and samples as x {x.shape[:-1]}",
                f"shape {y.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if xb.shape[0] == 0 or xb.shape[1] == 0:
         P.fail(owner, "x", "must have at least one task and one sample", f"shape {x.shape}")
-    return x, y
+    return xb, yb
 
 
 def mlp_predict(params, x):
@@ -264,8 +267,7 @@ def mlp_loss(params, x, y, loss="squared_error"):
     ``loss`` (``"cross_entropy"``, :mod:`neuro_meta.losses`)."""
     loss = get_loss(loss, "mlp_loss", "loss")
     _check_params(params, "mlp_loss", task_axis=True)
-    x, y = _batch_xy(x, y, "mlp_loss")
-    check_widths(params, x, y, "mlp_loss")
+    x, y = batch_xy(x, y, "mlp_loss", params)
     _check_tasks(params, x, "mlp_loss")
     loss.check_targets(y, "mlp_loss", "y")
     if loss.name == "squared_error":
@@ -278,8 +280,7 @@ def mlp_grad(params, x, y, loss="squared_error"):
     """(per-task loss (tasks,), gradient w.r.t. params with a task axis), by backprop."""
     loss = get_loss(loss, "mlp_grad", "loss")
     _check_params(params, "mlp_grad", task_axis=True)
-    x, y = _batch_xy(x, y, "mlp_grad")
-    check_widths(params, x, y, "mlp_grad")
+    x, y = batch_xy(x, y, "mlp_grad", params)
     _check_tasks(params, x, "mlp_grad")
     loss.check_targets(y, "mlp_grad", "y")
     value, grad, _ = _backprop(params, x, y, loss)
@@ -291,8 +292,7 @@ def mlp_hvp(params, x, y, v, loss="squared_error"):
     params structure, with or without a task axis. Returns a task axis."""
     loss = get_loss(loss, "mlp_hvp", "loss")
     _check_params(params, "mlp_hvp", task_axis=True)
-    x, y = _batch_xy(x, y, "mlp_hvp")
-    check_widths(params, x, y, "mlp_hvp")
+    x, y = batch_xy(x, y, "mlp_hvp", params)
     _check_tasks(params, x, "mlp_hvp")
     loss.check_targets(y, "mlp_hvp", "y")
     n = len(params["w"])
@@ -394,8 +394,7 @@ class _Baseline:
         """Fast parameters after the inner loop on ``(x, y)`` (the training shots), with a
         task axis. ``inner_steps`` overrides the method's number of steps."""
         _check_params(params, type(self).__name__)
-        x, y = _batch_xy(x, y, f"{type(self).__name__}.adapt")
-        check_widths(params, x, y, f"{type(self).__name__}.adapt")
+        x, y = batch_xy(x, y, f"{type(self).__name__}.adapt", params)
         self.loss.check_targets(y, f"{type(self).__name__}.adapt", "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
@@ -544,8 +543,7 @@ class ANIL(MAML):
         hidden layers as meta-learned (copied per task), the head adapted."""
         O = "ANIL.adapt"
         _check_params(params, "ANIL")
-        x, y = _batch_xy(x, y, O)
-        check_widths(params, x, y, O)
+        x, y = batch_xy(x, y, O, params)
         self.loss.check_targets(y, O, "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, O, "inner_steps", low=0)
@@ -710,8 +708,7 @@ class Reptile(_Baseline):
         if inner_steps is None and self.eval_steps is None and self.eval_lr is None:
             return super().adapt(params, x, y)
         _check_params(params, "Reptile")
-        x, y = _batch_xy(x, y, "Reptile.adapt")
-        check_widths(params, x, y, "Reptile.adapt")
+        x, y = batch_xy(x, y, "Reptile.adapt", params)
         self.loss.check_targets(y, "Reptile.adapt", "y")
         if inner_steps is not None:
             steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0)
@@ -855,8 +852,15 @@ def chunked_meta_gradient(method, params, task, chunks=1, executor=None):
     submitted to ``executor`` (a ``concurrent.futures`` executor or a Dask client), and
     recombined as the task-weighted mean of the pieces' means. The pieces and the order
     of the sum are fixed by ``chunks`` alone, so the result is the same on any executor."""
-    n = task.n_tasks
-    chunks = min(chunks, n)
+    O = "chunked_meta_gradient"
+    if not callable(getattr(method, "meta_gradient", None)):
+        P.fail(O, "method", "must have a meta_gradient(params, task) method (MAML, "
+               "Reptile, ...)", type(method).__name__)
+    n = _task(task, O).n_tasks
+    chunks = min(P.integer(chunks, O, "chunks", low=1), n)
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        P.fail(O, "executor", "must be None or have a submit(fn, *args) method (a "
+               "concurrent.futures executor or a Dask client)", type(executor).__name__)
     if chunks <= 1 and executor is None:
         return method.meta_gradient(params, task)
     bounds = np.linspace(0, n, chunks + 1).astype(int)

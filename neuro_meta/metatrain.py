@@ -289,11 +289,12 @@ class TrainingBudget:
         self.running = True
 
     def stop_reason(self, step):
-        """``"steps"`` or ``"budget"`` if the run stops after meta-step ``step``, else None."""
-        if step >= self.steps:
-            return "steps"
+        """``"steps"`` or ``"budget"`` if the run stops after meta-step ``step``, else None
+        (``"budget"`` when both are reached at once: the run had its whole budget)."""
         if self.budget_s is not None and self.now() >= self.budget_s:
             return "budget"
+        if step >= self.steps:
+            return "steps"
         return None
 
     def cadence(self):

@@ -52,7 +52,8 @@ def tree_vector(tree):
 
 
 def check_params(tree, owner, attr="theta"):
-    """``tree`` must be a dict of lists whose entries are real arrays or None."""
+    """``tree`` must be a dict of lists whose entries are real (integer or float, not
+    bool) arrays or None."""
     if not isinstance(tree, dict):
         P.fail(owner, attr, "must be a dict of lists of arrays (like net.theta)",
                type(tree).__name__)
@@ -62,8 +63,9 @@ def check_params(tree, owner, attr="theta"):
                    type(leaves).__name__)
         for i, a in enumerate(leaves):
             if a is not None and not (isinstance(a, (np.ndarray, numbers.Real))
-                                      and np.asarray(a).dtype.kind in "biuf"):
-                P.fail(owner, f"{attr}.{k}[{i}]", "must be a real array or None",
+                                      and np.asarray(a).dtype.kind in "iuf"):
+                P.fail(owner, f"{attr}.{k}[{i}]", "must be a real (integer or float) array "
+                       "or None",
                        type(a).__name__ + (f" of dtype {a.dtype}" if isinstance(
                            a, np.ndarray) else ""))
     return tree

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _params as P
 from .activations import get_activation
-from .baselines import check_leaves, check_widths, task_data, init_mlp
+from .baselines import batch_xy, check_leaves, task_data, init_mlp
 from .errors import SimulationError
 from .losses import get_loss
 from .warp import WarpedPass, warped_forward
@@ -222,22 +222,9 @@ class WarpGrad:
         self.check_params(params, O)
         steps = self.inner_steps if inner_steps is None else P.integer(
             inner_steps, f"{O}.trajectory", "inner_steps", low=0)
-        x, y = self._xy(x, y, f"{O}.trajectory")
-        check_widths(params, x, y, f"{O}.trajectory")
+        x, y = batch_xy(x, y, f"{O}.trajectory", params)
+        self.loss.check_targets(y, f"{O}.trajectory", "y")
         return self._trajectory(params, x, y, steps)
-
-    def _xy(self, x, y, owner):
-        x = P.finite_array(x, owner, "x", ndim=(2, 3))
-        y = P.finite_array(y, owner, "y", ndim=(2, 3))
-        x, y = (x[None] if x.ndim == 2 else x), (y[None] if y.ndim == 2 else y)
-        if x.shape[:-1] != y.shape[:-1]:
-            P.fail(owner, "y", f"must have as many tasks and samples as x {x.shape[:-1]}",
-                   f"shape {y.shape}")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            P.fail(owner, "x", "must have at least one task and one sample",
-                   f"shape {x.shape}")
-        self.loss.check_targets(y, owner, "y")
-        return x, y
 
     def _trajectory(self, params, x, y, steps):
         theta = _tasks(params, x.shape[0])

@@ -355,11 +355,11 @@ def _bad_inputs():
         ("NaN", lambda m: m.evaluate(nan, t),
          r"\.params\['w'\]\[0\]: must be finite \(got 12 non-finite entries\)"),
         ("input width", lambda m: m.adapt(p, np.zeros((5, 3)), y),
-         r"\.adapt\.x: must have 4 features per sample .*\(got shape \(1, 5, 3\)\)"),
+         r"\.adapt\.x: must have 4 features per sample .*\(got shape \(5, 3\)\)"),
         ("output width", lambda m: m.adapt(p, x, np.zeros((5, 3))),
-         r"\.adapt\.y: must have 2 entries per sample .*\(got shape \(1, 5, 3\)\)"),
+         r"\.adapt\.y: must have 2 entries per sample .*\(got shape \(5, 3\)\)"),
         ("task width", lambda m: m.meta_gradient(p, t_wide),
-         r"\.task\.x_train: must have 4 features per sample"),
+         r"\.task\.x_train: must have 4 features per sample .*\(got shape \(5, 3\)\)"),
         ("task width, evaluate", lambda m: m.evaluate(p, t_wide),
          r"\.task\.x_train: must have 4 features per sample"),
     ]
@@ -409,7 +409,11 @@ def test_bad_parameters_and_data_are_one_validation_error(method, case):
     (lambda p, x, y: nm.baselines.mlp_loss(p, np.zeros((0, 4)), np.zeros((0, 2))),
      r"mlp_loss\.x: must have at least one task and one sample"),
     (lambda p, x, y: MAML(0.1, 1).adapt(p, np.zeros((0, 4)), np.zeros((0, 2))),
-     r"MAML\.adapt\.x: must have at least one task and one sample"),
+     r"MAML\.adapt\.x: must have at least one task and one sample \(got shape \(0, 4\)\)"),
+    (lambda p, x, y: mlp_grad(p, np.zeros((2, 5, 3)), np.zeros((2, 5, 2))),
+     r"mlp_grad\.x: must have 4 features .*\(got shape \(2, 5, 3\)\)"),
+    (lambda p, x, y: mlp_grad(p, x, np.zeros((4, 2))),
+     r"mlp_grad\.y: must have as many tasks and samples as x \(5,\) \(got shape \(4, 2\)\)"),
 ])
 def test_mlp_helpers_check_params_and_data(call, match):
     """mlp_loss, mlp_grad, mlp_hvp and mlp_predict refuse malformed params (with or

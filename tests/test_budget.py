@@ -10,6 +10,7 @@ import pytest
 import neuro_meta as nm
 from neuro_meta import checkpoint as ckpt
 from neuro_meta import optim
+from neuro_meta.io import step_cap_notes
 from neuro_meta.baselines import MAML, init_mlp, train_baseline
 from neuro_meta.experiments.consolidation import build
 from neuro_meta.families import Sinusoid
@@ -93,6 +94,13 @@ def test_budget_stops_baseline_within_one_meta_step(ticking_maml):
     # the cap binds first
     _, h = maml_run(steps=4, budget_s=10.5, eval_every=2)
     assert h["stop_reason"] == "steps" and h["meta_steps"] == 4 and h["step"] == [0, 2, 4]
+    # both reached on the same meta-step: the run had its whole budget, so "budget"
+    # (no "stopped at its step cap before the budget ran out" note)
+    _, h = maml_run(steps=4, budget_s=4.0, eval_every=2)
+    assert h["stop_reason"] == "budget" and h["meta_steps"] == 4
+    assert not step_cap_notes({"maml": h}, 4.0)
+    _, h = maml_run(steps=4, budget_s=4.5, eval_every=2)
+    assert h["stop_reason"] == "steps" and step_cap_notes({"maml": h}, 4.5)
 
 
 def test_budget_stops_cml_within_one_meta_step(clock):

@@ -159,6 +159,13 @@ CASES = [
      r"adam\.update\.grads: must be a dict with the keys"),
     ("adam.init junk", lambda: nm.optim.adam(0.1).init([1, 2]), nm.ValidationError,
      r"adam\.init\.theta: must be a dict"),
+    ("adam.init bool leaf", lambda: nm.optim.adam(0.1).init(dict(NET.theta, lam=[
+        np.ones((1, 2), bool)])), nm.ValidationError,
+     r"adam\.init\.theta\.lam\[0\]: must be a real \(integer or float\) array or None "
+     r"\(got ndarray of dtype bool\)"),
+    ("sgd.update bool scalar", lambda: nm.optim.sgd(0.1).update(
+        dict(NET.theta, lam=[True]), None), nm.ValidationError,
+     r"sgd\.update\.grads\.lam\[0\]: must be a real .*\(got bool\)"),
     ("exact learner='bogus'", lambda: nm.exact_meta_gradient(NET, TASK, learner="bogus"),
      nm.ValidationError, r"exact_meta_gradient\.learner: must be a Learner \(got str\)"),
     ("exact tol text", lambda: nm.exact_meta_gradient(NET, TASK, tol="x"),

@@ -86,6 +86,23 @@ def test_chunked_meta_gradient_is_the_task_weighted_mean(problem, pool, method):
                        atol=1e-14 * np.abs(optim.tree_vector(g1)).max())
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(task="task"), r"chunked_meta_gradient\.task: must be a Task \(got str\)"),
+    (dict(chunks="2"), r"chunked_meta_gradient\.chunks: must be an integer"),
+    (dict(chunks=0), r"chunked_meta_gradient\.chunks: must be >= 1 \(got 0\)"),
+    (dict(method="maml"), r"chunked_meta_gradient\.method: must have a meta_gradient"),
+    (dict(executor=object()), r"chunked_meta_gradient\.executor: must be None or have a "
+                              r"submit"),
+])
+def test_chunked_meta_gradient_checks_its_arguments(problem, kw, match):
+    """Before: a raw AttributeError or TypeError from deep inside."""
+    params, task = problem
+    args = dict(method=METHODS[0], params=params, task=task, chunks=2, executor=None)
+    args.update(kw)
+    with pytest.raises(nm.ValidationError, match=match):
+        chunked_meta_gradient(**args)
+
+
 def test_train_baseline_same_numbers_on_any_executor(problem, pool):
     params, _ = problem
     fam = Sinusoid(shots=5, val=6)
