@@ -68,6 +68,29 @@ def _parser():
                    "the run's compare.workers processes; the same numbers)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    ad = sub.add_parser("adaptation", help="a finished omniglot run's selected methods "
+                        "scored under scaled test-time learning (CML's lambda, the MLP "
+                        "methods' inner step and step count; MLPs also with the read-out "
+                        "adapting alone), chosen on validation tasks; writes "
+                        "adaptation.json and adaptation.png into RUN_DIR")
+    ad.add_argument("run_dir", metavar="RUN_DIR", help="folder of neuro-meta run omniglot "
+                    "(one seed, or the folder of --seeds: every seed_<k> in turn)")
+    ad.add_argument("--tasks", type=int, default=500, metavar="N",
+                    help="validation tasks the setting is chosen on (default 500)")
+    ad.add_argument("--methods", default=None, help="a comma-separated subset of the run's "
+                    "cml, maml, fomaml, anil, untrained (default: all of them it has)")
+    ad.add_argument("--hidden", default="0.5,2", metavar="LIST", help="factors of CML's "
+                    "hidden-layer lambda (default 0.5,2; 1 is always scored)")
+    ad.add_argument("--readout", default="0.5,2", metavar="LIST", help="factors of CML's "
+                    "read-out lambda (default 0.5,2; 1 is always scored)")
+    ad.add_argument("--scales", default="0.5,0.7,1.4", metavar="LIST", help="factors of "
+                    "the MLP methods' inner learning rate (default 0.5,0.7,1.4; 1 always)")
+    ad.add_argument("--steps", default=None, metavar="LIST", help="inner step counts "
+                    "besides the trained one (default: twice the trained one)")
+    ad.add_argument("--serial", action="store_true", help="all in this process (default: "
+                    "the run's compare.workers processes; the same numbers)")
+    ad.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     mo = sub.add_parser("models", help="list the model/experiment files and where they "
                         "come from")
     mo.add_argument("--models", action="append", default=[], metavar="DIR",
@@ -209,6 +232,16 @@ def _dispatch(args):
                                     executor="serial" if args.serial else None)
         print(omniglot.alphabets_table(res))
         print(f"wrote {args.run_dir}/per_alphabet.json and {args.run_dir}/per_alphabet.png")
+        return 0
+    if args.command == "adaptation":
+        from .experiments import omniglot
+
+        res = omniglot.adaptation_screen(
+            args.run_dir, n_val=args.tasks, methods=args.methods, hidden=args.hidden,
+            readout=args.readout, scales=args.scales, steps=args.steps,
+            progress=not args.no_progress, executor="serial" if args.serial else None)
+        print(omniglot.adaptation_table(res))
+        print(f"wrote {args.run_dir}/adaptation.json and {args.run_dir}/adaptation.png")
         return 0
     raise AssertionError(args.command)
 

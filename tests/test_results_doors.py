@@ -28,6 +28,8 @@ READERS = [
     ("omniglot.plot_seeds", lambda p, r: omniglot.plot_seeds(p / "s.png", r)),
     ("omniglot.alphabets_table", lambda p, r: omniglot.alphabets_table(r)),
     ("omniglot.plot_alphabets", lambda p, r: omniglot.plot_alphabets(p / "a.png", r)),
+    ("omniglot.adaptation_table", lambda p, r: omniglot.adaptation_table(r)),
+    ("omniglot.plot_adaptation", lambda p, r: omniglot.plot_adaptation(p / "a.png", r)),
 ]
 
 MALFORMED = [
@@ -38,6 +40,9 @@ MALFORMED = [
     {"methods": {"cml": []}, "config": 3},
     {"config": {"family": "x"}, "seeds": "ab", "per_seed": [], "history": 1},
     {"results": [{}], "problems": {"a": 1}, "deploy": {}, "beta": []},
+    {"runs": {}, "ways": 5, "shots": 1, "n_val": 2, "n_test": 2, "seeds": []},
+    {"runs": {"0": {"cml": {"settings": [{"layers": "all"}], "trained": 0}}}, "ways": 5,
+     "shots": 1, "n_val": 2, "n_test": 2},
 ]
 
 

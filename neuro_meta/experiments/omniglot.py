@@ -49,6 +49,7 @@ Where the methods win and lose (``neuro-meta alphabets RUN_DIR``): :func:`per_al
 scores a finished run's selected meta-parameters (:func:`selected_models`, read back from
 its checkpoints) on tasks of one alphabet at a time, every method on the same tasks.
 """
+import dataclasses
 import os
 import time
 import warnings
@@ -1649,5 +1650,366 @@ def plot_alphabets(path, res):
             ax.set_ylabel(f"{c} minus baseline (points)")
             ax.set_title(f"{c} minus each method, paired over the same tasks")
             ax.legend(fontsize=8, ncol=min(len(per), 5))
+        fig.tight_layout()
+        save_figure(fig, Path(path))
+
+
+# ------------------------------------------------------------------ adaptation screen
+#: Step of the VALIDATION stream whose tasks :func:`adaptation_screen` selects on: other
+#: tasks of the validation alphabet than those of the run's model selection (step 0).
+SCREEN = 1
+#: Methods :func:`adaptation_screen` can screen: CML's complex synapses (λ scaled) and
+#: the MLP methods whose test-time learning is SGD steps (step and count scaled).
+SCREENED = ("cml", "maml", "fomaml", "anil", "untrained")
+
+
+def _grid(value, owner, attr, integer=False):
+    """A non-empty list of distinct positive reals (integers >= 1 if ``integer``), from a
+    list, a tuple or a comma-separated string."""
+    if isinstance(value, str):
+        try:
+            value = [float(v) if not integer else int(v) for v in value.split(",")
+                     if v.strip()]
+        except ValueError:
+            P.fail(owner, attr, "must be a comma-separated list of "
+                   + ("whole numbers >= 1" if integer else "positive numbers"), repr(value))
+    if not isinstance(value, (list, tuple)) or not value:
+        P.fail(owner, attr, "must be a non-empty list of " + ("whole numbers >= 1" if integer
+                                                              else "positive numbers"),
+               repr(value))
+    out = [P.integer(v, owner, f"{attr}[{i}]", low=1) if integer else
+           P.real(v, owner, f"{attr}[{i}]", low=0.0, low_open=True, high=1e6)
+           for i, v in enumerate(value)]
+    return list(dict.fromkeys(out))
+
+
+def _seed_dirs(out, res, owner):
+    """``[(seed or None, folder)]``: ``out`` itself for one seed's run, every
+    ``seed_<k>`` of a ``--seeds`` run (its seed list checked)."""
+    seeds = res.get("seeds")
+    if seeds is None:
+        return [(None, out)]
+    if not isinstance(seeds, list) or not seeds or not all(
+            type(k) is int and k >= 0 for k in seeds) or len(set(seeds)) != len(seeds):
+        raise ValidationError(f"{owner}: {out / 'results.json'}: seeds: must be a non-empty "
+                              f"list of distinct whole numbers >= 0 (got {seeds!r})")
+    return [(k, out / f"seed_{k}") for k in seeds]
+
+
+def _screen_models(out, methods, owner):
+    """``(config, results, {name: ("cml", net, learner) | ("mlp", method, params)})``:
+    the selected meta-parameters of a finished one-seed run's screenable methods, each
+    checkpoint checked against its ``results.json`` as :func:`selected_models` does."""
+    res = _read_results(out, owner)
+    if res.get("seeds") is not None:
+        raise ValidationError(f"{owner}: out_dir: must be one seed's folder, not that of a "
+                              f"--seeds run (its seed_<k>) (got {str(out)!r})")
+    cfg = _cfg(res["config"])
+    can = [m for m in res["methods"] if m in SCREENED]
+    if methods is None:
+        methods = can
+    else:
+        if isinstance(methods, str):
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
+        if not isinstance(methods, (list, tuple)) or not methods or not all(
+                isinstance(m, str) and m in can for m in methods):
+            raise ValidationError(f"{owner}: methods: must be a comma-separated list of the "
+                                  f"run's screenable methods ({', '.join(can) or 'none'}; "
+                                  f"screenable: {', '.join(SCREENED)}) (got {methods!r})")
+        methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ValidationError(f"{owner}: {out / 'results.json'}: has no method the screen "
+                              f"can scale ({', '.join(SCREENED)}) (got "
+                              f"{', '.join(res['methods'])})")
+    models, fams, trainer = {}, None, None
+    for name in methods:        # every checkpoint checked before any scoring
+        path, summary = out / f"{name}_checkpoint.npz", res["methods"][name]
+        if name == "cml":
+            models[name] = ("cml",) + _selected_cml(cfg, name, path, summary)
+        else:
+            if trainer is None:
+                fams = families(cfg)
+                trainer = build_cml(cfg, fams)[1]
+            models[name] = ("mlp",) + _selected_baseline(cfg, name, path, summary, fams,
+                                                         trainer)
+    return cfg, res, models
+
+
+def _scaled_lam(net, hidden, readout):
+    """``net`` with the λ of its hidden connections (weights and biases) times
+    ``hidden`` and of its read-out times ``readout``."""
+    th = dict(net.theta)
+    for key in ("lam", "lam_bias"):
+        if th.get(key) is not None:
+            n = len(th[key])
+            th[key] = [None if a is None else a * (readout if i == n - 1 else hidden)
+                       for i, a in enumerate(th[key])]
+    return net.with_theta(th)
+
+
+def _screen_one(cfg, res, models, n_val, grid, progress, executor):
+    from tqdm.auto import tqdm
+
+    from ..errors import SimulationError
+
+    fams = families(cfg)
+    seed = cfg["meta"]["seed"]
+    n_test = final_cfg(cfg)["test_tasks"]
+    tasks = {"val": fams["validation"].sample(task_rng(seed, VALIDATION, SCREEN), n_val),
+             "test": fams["test"].sample(task_rng(seed, TEST, 1), n_test)}
+    plans = {}
+    for name, (kind, a, b) in models.items():
+        if kind == "cml":
+            plans[name] = [dict(layers="all", hidden=h, readout=r)
+                           for h in [1.0] + grid["hidden"] for r in [1.0] + grid["readout"]]
+        else:
+            steps = [a.inner_steps] + (grid["steps"] or [2 * a.inner_steps])
+            layers = ("all",) if isinstance(a, bl.ANIL) else ("all", "readout")
+            plans[name] = [dict(layers=lay, scale=s, inner_steps=n)
+                           for lay in layers for s in [1.0] + grid["scales"] for n in steps]
+        seen, plan = set(), []
+        for p in plans[name]:                   # the trained setting first, no repeats
+            key = tuple(sorted(p.items()))
+            if key not in seen:
+                seen.add(key)
+                plan.append(p)
+        plans[name] = plan
+    out = {}
+    with ExitStack() as stack:
+        ex = _processes(stack, executor, compare_cfg(cfg)["workers"])
+        bar = tqdm(total=sum(map(len, plans.values())), desc=f"adaptation screen, seed "
+                   f"{seed}", disable=not progress)
+        for name, (kind, a, b) in models.items():
+            rows = []
+            for p in plans[name]:
+                row = dict(p)
+                if kind == "cml":
+                    net = _scaled_lam(a, p["hidden"], p["readout"])
+                    fn = (lambda net: lambda t: cml_errors(net, b, t, ex))(net)
+                else:
+                    cls = bl.ANIL if p["layers"] == "readout" else None
+                    lr = p["scale"] * a.inner_lr
+                    m = (cls(inner_lr=lr, inner_steps=p["inner_steps"], loss=a.loss) if cls
+                         else dataclasses.replace(a, inner_lr=lr,
+                                                  inner_steps=p["inner_steps"]))
+                    row["inner_lr"] = lr
+                    fn = (lambda m: lambda t: baseline_errors(m, b, t, ex))(m)
+                try:
+                    for which, t in tasks.items():
+                        acc, half = _acc(np.asarray(fn(t), dtype=float))
+                        row[f"{which}_accuracy"], row[f"{which}_ci95"] = acc, half
+                    row["diverged"] = False
+                except SimulationError:
+                    row.update(val_accuracy=None, val_ci95=None, test_accuracy=None,
+                               test_ci95=None, diverged=True)
+                rows.append(row)
+                bar.update(1)
+            def best(layers):   # the highest validation accuracy; ties: the earlier
+                idx = [i for i, r in enumerate(rows) if r["layers"] == layers
+                       and not r["diverged"]]
+                return max(idx, key=lambda i: (rows[i]["val_accuracy"], -i)) if idx else None
+
+            out[name] = {"settings": rows, "trained": 0, "chosen": best("all"),
+                         "reported_accuracy": res["methods"][name].get("accuracy")}
+            ro = [i for i, r in enumerate(rows) if r["layers"] == "readout"]
+            if ro:          # its first setting: the trained step and step count
+                out[name].update(readout_trained=ro[0], readout_chosen=best("readout"))
+        bar.close()
+    return {"seed": seed, "n_val": n_val, "n_test": n_test, "methods": out}
+
+
+def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
+                      readout=(0.5, 2.0), scales=(0.5, 0.7, 1.4), steps=None, progress=True,
+                      executor=None):
+    """How strongly should a finished run's meta-learned learning processes adapt to a
+    new task? The meta-parameters each method selected (read from ``out_dir``'s
+    checkpoints, checked against its ``results.json``) are scored, with no retraining,
+    under scaled test-time learning:
+
+    * ``cml``: every λ of the hidden connections (weights and biases) times *h* in
+      ``hidden`` and the read-out's times *r* in ``readout`` (each with 1 added), the
+      learning process settled to the new fixed point -- *h* < 1: more plastic hidden
+      layers;
+    * ``maml``, ``fomaml``, ``anil``, ``untrained``: the inner learning rate times each
+      of ``scales`` (and 1) with the trained number of SGD steps and each of ``steps``
+      (default: twice the trained number); and the same grid with **only the read-out
+      adapting** (the hidden layers' gradients dropped: :class:`~neuro_meta.baselines.ANIL`'s
+      inner loop on the method's meta-parameters), which measures how much of a method's
+      accuracy is its hidden layers' adaptation within a task.
+
+    Every setting is scored on ``n_val`` tasks of the validation alphabet from a stream
+    of their own (``task_rng(seed, VALIDATION, SCREEN)``, not the run's model-selection
+    tasks) and, for the record, on the run's reported test tasks (``task_rng(seed, TEST,
+    1)``, ``final.test_tasks`` of them: the trained setting reproduces the run's
+    reported accuracy). The setting **chosen** is the one with the highest validation
+    accuracy (ties: the trained one); a test accuracy never chooses. An inner loop that
+    diverges at a larger step is recorded as diverged, not chosen.
+
+    ``out_dir``: the folder of ``neuro-meta run omniglot`` (one seed), or of ``--seeds``
+    (every ``seed_<k>`` in turn). ``methods``: a subset of the run's screenable methods
+    (default: all of them). ``executor``: as for :func:`per_alphabet`. Writes
+    ``adaptation.json`` and ``adaptation.png`` into ``out_dir`` (and, for ``--seeds``,
+    each seed's into its folder); returns ``{"seeds", "n_val", "n_test", "ways",
+    "shots", "runs": {seed: {method: {"settings": [{"layers", "hidden", "readout" |
+    "scale", "inner_lr", "inner_steps", "val_accuracy", "val_ci95", "test_accuracy",
+    "test_ci95", "diverged"}], "trained", "chosen", ("readout_trained",
+    "readout_chosen",) "reported_accuracy"}}}}`` (indices into ``settings``; accuracies
+    as fractions, ± 95 % CI over tasks, Student's t).
+    """
+    O = "omniglot.adaptation_screen"
+    if not isinstance(out_dir, (str, os.PathLike)):
+        P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
+    out = Path(out_dir)
+    n_val = P.integer(n_val, O, "n_val", low=2, high=100000)
+    grid = {"hidden": _grid(hidden, O, "hidden"), "readout": _grid(readout, O, "readout"),
+            "scales": _grid(scales, O, "scales"),
+            "steps": None if steps is None else _grid(steps, O, "steps", integer=True)}
+    if grid["steps"] is not None and max(grid["steps"]) > 1000:
+        P.fail(O, "steps", "must be <= 1000 inner steps each", repr(max(grid["steps"])))
+    if not isinstance(progress, bool):
+        P.fail(O, "progress", "must be True or False", repr(progress))
+    if executor is not None and executor != "serial" and (
+            isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
+        P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
+               "pool or a Dask client)", repr(executor) if isinstance(executor, str)
+               else type(executor).__name__)
+    dirs = _seed_dirs(out, _read_results(out, O), O)
+    loaded = [(k, d) + _screen_models(d, methods, O) for k, d in dirs]   # all checked first
+    for k, d, cfg, _, _ in loaded:
+        if k is not None and cfg["meta"]["seed"] != k:
+            raise ValidationError(f"{O}: {d / 'results.json'}: config.meta.seed: must be "
+                                  f"{k}, the seed of its folder (got {cfg['meta']['seed']!r})")
+    fam = section(loaded[0][2], "family", required=("ways", "shots", "queries", "rotations"))
+    runs, per_seed = {}, []
+    for k, d, cfg, res, models in loaded:
+        one = _screen_one(cfg, res, models, n_val, grid, progress, executor)
+        runs[str(one["seed"])] = one["methods"]
+        if k is not None:
+            per_seed.append((d, {"seeds": [one["seed"]], "n_val": n_val,
+                                 "n_test": one["n_test"], "ways": fam["ways"],
+                                 "shots": fam["shots"],
+                                 "runs": {str(one["seed"]): one["methods"]}}))
+    for d, r1 in per_seed:      # written when every seed is scored: never a mixture
+        write_json(d / "adaptation.json", r1)
+        plot_adaptation(d / "adaptation.png", r1)
+    result = {"seeds": [int(s) for s in runs], "n_val": n_val,
+              "n_test": final_cfg(loaded[0][2])["test_tasks"], "ways": fam["ways"],
+              "shots": fam["shots"], "runs": runs}
+    write_json(out / "adaptation.json", result)
+    plot_adaptation(out / "adaptation.png", result)
+    return result
+
+
+def _setting_label(r):
+    if "hidden" in r:
+        return f"h={r['hidden']:g}, r={r['readout']:g}"
+    return (f"lr {r['inner_lr']:.3g} × {r['inner_steps']}"
+            + (" (read-out)" if r["layers"] == "readout" else ""))
+
+
+def _pct(r, key):
+    v = r.get(key)
+    return "diverged" if v is None else f"{100 * v:.1f}"
+
+
+@reads_results("omniglot.adaptation_table", "the results of omniglot.adaptation_screen",
+               arg=0, name="res")
+def adaptation_table(res):
+    """The text table of :func:`adaptation_screen`: per method and seed the trained and
+    the chosen (on validation) test-time learning, with their validation and test
+    accuracy, the test accuracy over the whole grid, and for the MLP methods the same
+    with the read-out adapting alone."""
+    if not res["runs"]:
+        raise ValueError("runs: no screened method")
+    lines = [f"{res['ways']}-way {res['shots']}-shot accuracy (%) under scaled test-time "
+             f"learning: chosen on {res['n_val']} validation tasks (a stream of their own), "
+             f"test on the run's {res['n_test']} reported test tasks (never used to choose)",
+             "cml: hidden λ x h, read-out λ x r; MLP methods: inner learning rate x "
+             "inner steps", ""]
+    head = (f"{'method':<10}{'seed':>5}  {'trained: val / test':>21}  {'chosen':>22}  "
+            f"{'chosen: val / test':>20}  {'test over grid':>15}")
+    lines.append(head)
+    ro = []
+    for seed, per in res["runs"].items():
+        for name, r in per.items():
+            rows = r["settings"]
+            t, c = rows[r["trained"]], rows[r["chosen"]] if r.get("chosen") is not None \
+                else None
+            tests = [x["test_accuracy"] for x in rows if x["layers"] == "all"
+                     and x["test_accuracy"] is not None]
+            span = f"{100 * min(tests):.1f}-{100 * max(tests):.1f}" if tests else "-"
+            lines.append(
+                f"{name:<10}{seed:>5}  {_pct(t, 'val_accuracy') + ' / ' + _pct(t, 'test_accuracy'):>21}"
+                f"  {('trained' if r.get('chosen') == r['trained'] else _setting_label(c)) if c else '-':>22}"
+                f"  {(_pct(c, 'val_accuracy') + ' / ' + _pct(c, 'test_accuracy')) if c else '-':>20}"
+                f"  {span:>15}")
+            if r.get("readout_trained") is not None:
+                rt = rows[r["readout_trained"]] if r.get("readout_trained") is not None \
+                    else None
+                rc = rows[r["readout_chosen"]] if r.get("readout_chosen") is not None \
+                    else None
+                loss = (f"{100 * (rt['test_accuracy'] - t['test_accuracy']):+.1f}"
+                        if rt and rt["test_accuracy"] is not None
+                        and t["test_accuracy"] is not None else "-")
+                ro.append(f"{name:<10}{seed:>5}  "
+                          f"{(_pct(rt, 'val_accuracy') + ' / ' + _pct(rt, 'test_accuracy')) if rt else '-':>21}"
+                          f"  {loss:>17}  {_setting_label(rc) if rc else '-':>22}"
+                          f"  {(_pct(rc, 'val_accuracy') + ' / ' + _pct(rc, 'test_accuracy')) if rc else '-':>20}")
+    if ro:
+        lines += ["", "the read-out adapting alone (hidden layers frozen within a task):",
+                  f"{'method':<10}{'seed':>5}  {'trained step: val / test':>21}  "
+                  f"{'test minus trained':>17}  {'chosen':>22}  {'chosen: val / test':>20}"]
+        lines += ro
+    return "\n".join(lines)
+
+
+@reads_results("omniglot.plot_adaptation", "the results of omniglot.adaptation_screen",
+               arg=1, name="res")
+def plot_adaptation(path, res):
+    """``adaptation.png``: validation (solid) and test (dashed) accuracy of every setting
+    of the screen, one panel per method, one colour per seed; the trained setting
+    boxed, the chosen one starred."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from .. import plotting
+
+    names = list(dict.fromkeys(n for per in res["runs"].values() for n in per))
+    if not names:
+        raise ValueError("runs: no screened method")
+    with plt.rc_context(plotting.STYLE):
+        fig = Figure(figsize=(12, 3.6 * len(names)))
+        axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+        for ax, name in zip(axes, names):
+            labels = None
+            for j, (seed, per) in enumerate(res["runs"].items()):
+                if name not in per:
+                    continue
+                r = per[name]
+                rows = r["settings"]
+                labels = labels or [_setting_label(x) for x in rows]
+                x = np.arange(len(rows))
+                groups = [np.array([i for i, s in enumerate(rows) if s["layers"] == lay])
+                          for lay in ("all", "readout")]
+                for key, ls in (("val_accuracy", "-"), ("test_accuracy", "--")):
+                    y = np.array([np.nan if s[key] is None else 100 * s[key] for s in rows])
+                    for g, grp in enumerate(g for g in groups if g.size):
+                        ax.plot(x[grp], y[grp], ls, marker=".", color=f"C{j}",
+                                label=None if g else f"seed {seed}, {key.split('_')[0]}")
+                if groups[1].size and j == 0:
+                    ax.axvline(groups[1][0] - 0.5, color="k", lw=0.8, ls=":")
+                    ax.text(groups[1][0] - 0.4, 0.02, "read-out only", fontsize=8,
+                            transform=ax.get_xaxis_transform())
+                for idx, mk in ((r.get("trained"), "s"), (r.get("chosen"), "*"),
+                                (r.get("readout_chosen"), "*")):
+                    if idx is not None and rows[idx]["val_accuracy"] is not None:
+                        ax.plot([idx], [100 * rows[idx]["val_accuracy"]], mk, ms=11,
+                                mfc="none" if mk == "s" else f"C{j}", mec=f"C{j}")
+            ax.set_xticks(np.arange(len(labels)), labels, rotation=60, ha="right",
+                          fontsize=7)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(f"{name}: test-time learning scaled (square: trained; star: "
+                         "chosen on validation)")
+            ax.legend(fontsize=7, ncol=4)
         fig.tight_layout()
         save_figure(fig, Path(path))

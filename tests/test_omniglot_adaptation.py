@@ -1,0 +1,224 @@
+"""``neuro-meta adaptation`` / :func:`omniglot.adaptation_screen`: a finished run's
+selected meta-parameters scored under scaled test-time learning. Checked against the
+run's own reported accuracy, a direct per-task settle of a hand-scaled network, a
+direct SGD loop on the read-out alone, and the doors."""
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+import neuro_meta as nm
+from neuro_meta.baselines import mlp_grad, mlp_predict
+from neuro_meta.cli import main
+from neuro_meta.experiments import omniglot as og
+from neuro_meta.learning import NotSettledWarning
+from neuro_meta.metatrain import VALIDATION, task_rng
+
+TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null",
+        "meta.steps=3", "meta.eval_every=3", "baselines.steps=4", "baselines.eval_every=2",
+        "compare.val_tasks=6", "meta.eval_tasks=6", "final.test_tasks=8",
+        "meta.meta_batch=4", "baselines.meta_batch=4", "compare.workers=1",
+        "final.other_shots=null", "final.official_runs=false"]
+SMALL = dict(n_val=4, hidden=(2.0,), readout=(0.5,), scales=(1.4,), steps=(2,),
+             progress=False, executor="serial")
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    """A tiny two-seed run (step-bound: deterministic) of CML, MAML, ANIL and Reptile
+    (which the screen cannot scale); each test copies it before writing into it."""
+    out = tmp_path_factory.mktemp("adaptation") / "run"
+    argv = ["run", "omniglot", "--seeds", "0,1", "--methods", "cml,maml,anil,reptile",
+            "--out", str(out), "--no-progress"]
+    for o in TINY:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(seeds_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(seeds_run, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def screened(seeds_run, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("screened") / "run"
+    shutil.copytree(seeds_run, dst)
+    return dst, og.adaptation_screen(dst, **SMALL)
+
+
+def test_the_trained_setting_reproduces_the_reported_accuracy(screened):
+    """Setting 0 of every method is its trained learning, scored on the run's own test
+    tasks: exactly the accuracy the run reported (so the screen reads the selected
+    meta-parameters, not the last ones, and scores the same tasks)."""
+    out, res = screened
+    assert res["seeds"] == [0, 1] and res["n_val"] == 4 and res["n_test"] == 8
+    for seed in ("0", "1"):
+        reported = json.loads((out / f"seed_{seed}" / "results.json").read_text())
+        per = res["runs"][seed]
+        assert set(per) == {"cml", "maml", "anil"}         # reptile: not screenable
+        for name, r in per.items():
+            t = r["settings"][r["trained"]]
+            assert t["test_accuracy"] == reported["methods"][name]["accuracy"], name
+            assert r["reported_accuracy"] == reported["methods"][name]["accuracy"]
+        assert (per["cml"]["settings"][0]["hidden"], per["cml"]["settings"][0]["readout"]) \
+            == (1.0, 1.0)
+        m0 = per["maml"]["settings"][0]
+        assert (m0["layers"], m0["scale"], m0["inner_steps"]) == ("all", 1.0, 5)
+        assert m0["inner_lr"] == pytest.approx(0.6)
+        # the grid: 1 and the given factors; the trained step count and the given one
+        assert len(per["cml"]["settings"]) == 2 * 2
+        assert len(per["maml"]["settings"]) == 2 * 2 * 2          # all / read-out alone
+        assert len(per["anil"]["settings"]) == 2 * 2              # is its read-out
+    # each seed's own files, and the combined ones
+    for p in (out, out / "seed_0", out / "seed_1"):
+        assert (p / "adaptation.json").is_file() and (p / "adaptation.png").is_file()
+    assert json.loads((out / "seed_1" / "adaptation.json").read_text())["runs"]["1"] == \
+        res["runs"]["1"]
+
+
+def test_the_choice_is_the_best_validation_accuracy(screened):
+    _, res = screened
+    for per in res["runs"].values():
+        for name, r in per.items():
+            rows = r["settings"]
+            for layers, key in (("all", "chosen"), ("readout", "readout_chosen")):
+                idx = [i for i, s in enumerate(rows) if s["layers"] == layers]
+                if not idx:
+                    assert key not in r
+                    continue
+                best = max(rows[i]["val_accuracy"] for i in idx)
+                first = next(i for i in idx if rows[i]["val_accuracy"] == best)
+                assert r[key] == first, (name, key)
+
+
+def _val_tasks(cfg, n):
+    return og.families(cfg)["validation"].sample(task_rng(cfg["meta"]["seed"], VALIDATION,
+                                                          og.SCREEN), n)
+
+
+def test_cml_scaled_lambda_against_a_direct_settle(screened):
+    """h = 2, r = 0.5: a network whose λ the test scales by hand, settled task by task,
+    gives the screen's validation accuracy."""
+    out, res = screened
+    cfg, models = og.selected_models(out / "seed_0", ["cml"])
+    learner, trainer = og.build_cml(cfg, og.families(cfg))
+    trainer.restore(out / "seed_0" / "cml_checkpoint.npz")
+    net = trainer.net
+    th = {k: (None if v is None else [None if a is None else np.array(a, copy=True)
+                                      for a in v]) for k, v in net.theta.items()}
+    for key in ("lam", "lam_bias"):
+        th[key][0] = th[key][0] * 2.0        # the one hidden connection
+        th[key][1] = th[key][1] * 0.5        # the read-out
+    net2 = net.with_theta(th)
+    task = _val_tasks(cfg, 4)
+    xt, yt, xv, yv = task.as_batch()
+    acc = []
+    for i in range(4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotSettledWarning)
+            r = learner.run(net2, xt[i:i + 1], yt[i:i + 1])
+        pred = net2.predict(xv[i:i + 1], [np.asarray(p) for p in r.phi_aug])
+        acc.append(np.mean(pred.argmax(-1) == yv[i:i + 1].argmax(-1)))
+    row = next(s for s in res["runs"]["0"]["cml"]["settings"]
+               if (s["hidden"], s["readout"]) == (2.0, 0.5))
+    assert row["val_accuracy"] == pytest.approx(np.mean(acc), abs=1e-12)
+
+
+def test_maml_read_out_alone_against_a_direct_sgd_loop(screened):
+    """The read-out-only setting at the trained step: SGD on the shots with the hidden
+    layers' gradients dropped, written out here with mlp_grad, task by task."""
+    out, res = screened
+    cfg, _ = og.selected_models(out / "seed_1", ["maml"])
+    fams = og.families(cfg)
+    trainer = og.build_cml(cfg, fams)[1]
+    summary = json.loads((out / "seed_1" / "results.json").read_text())["methods"]["maml"]
+    method, params = og._selected_baseline(cfg, "maml", out / "seed_1" /
+                                           "maml_checkpoint.npz", summary, fams, trainer)
+    task = _val_tasks(cfg, 4)
+    xt, yt, xv, yv = task.as_batch()
+    acc = []
+    for i in range(4):
+        p = {k: [np.array(a, copy=True) for a in v] for k, v in params.items()}
+        for _ in range(method.inner_steps):
+            _, g = mlp_grad(p, xt[i], yt[i], loss="cross_entropy")
+            p["w"][-1] = p["w"][-1] - method.inner_lr * g["w"][-1][0]
+            p["b"][-1] = p["b"][-1] - method.inner_lr * g["b"][-1][0]
+        acc.append(np.mean(mlp_predict(p, xv[i]).argmax(-1) == yv[i].argmax(-1)))
+    r = res["runs"]["1"]["maml"]
+    row = r["settings"][r["readout_trained"]]
+    assert (row["layers"], row["scale"], row["inner_steps"]) == ("readout", 1.0, 5)
+    assert row["val_accuracy"] == pytest.approx(np.mean(acc), abs=1e-12)
+
+
+def test_a_diverging_setting_is_recorded_and_never_chosen(run_dir, monkeypatch):
+    """A setting whose inner loop diverges (here: made to, at the large step; a
+    cross-entropy inner loop of this tiny network stays finite) is recorded as diverged,
+    not chosen, and the table says so."""
+    errors = og.baseline_errors
+
+    def diverging(method, params, task, executor=None):
+        if method.inner_lr > 1.0:
+            raise nm.SimulationError(f"{type(method).__name__}: the inner loop diverged")
+        return errors(method, params, task, executor)
+
+    monkeypatch.setattr(og, "baseline_errors", diverging)
+    res = og.adaptation_screen(run_dir / "seed_0", n_val=2, methods="maml", scales=(4.0,),
+                               steps=(1,), progress=False, executor="serial")
+    r = res["runs"]["0"]["maml"]
+    bad = [s for s in r["settings"] if s["scale"] == 4.0]
+    assert len(bad) == 4 and all(s["diverged"] and s["val_accuracy"] is None for s in bad)
+    assert not r["settings"][r["chosen"]]["diverged"]
+    assert not r["settings"][r["readout_chosen"]]["diverged"]
+    og.plot_adaptation(run_dir / "a.png", res)
+    assert "diverged" not in og.adaptation_table(res)    # neither chosen nor trained
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_val": 1}, r"adaptation_screen\.n_val: must be >= 2"),
+    ({"hidden": ()}, r"adaptation_screen\.hidden: must be a non-empty list"),
+    ({"hidden": (0.0,)}, r"adaptation_screen\.hidden\[0\]: must be > 0"),
+    ({"readout": "1,x"}, r"adaptation_screen\.readout: must be a comma-separated list"),
+    ({"scales": (float("nan"),)}, r"adaptation_screen\.scales\[0\]"),
+    ({"steps": (0,)}, r"adaptation_screen\.steps\[0\]: must be >= 1"),
+    ({"steps": "2.5"}, r"adaptation_screen\.steps: must be a comma-separated list of whole"),
+    ({"steps": (5000,)}, r"adaptation_screen\.steps: must be <= 1000"),
+    ({"methods": "cml,reptile"}, r"methods: must be a comma-separated list of the run's "
+                                 r"screenable methods \(cml, maml, anil;"),
+    ({"executor": "threads"}, r"executor: must be None, 'serial', or an executor"),
+    ({"progress": 1}, r"progress: must be True or False"),
+])
+def test_bad_arguments_are_refused_before_any_work(run_dir, kw, match):
+    with pytest.raises(nm.ValidationError, match=match):
+        og.adaptation_screen(run_dir / "seed_0", **dict(dict(progress=False), **kw))
+    assert not (run_dir / "seed_0" / "adaptation.json").exists()
+
+
+def test_a_run_without_screenable_methods_is_named(tmp_path):
+    out = tmp_path / "r"
+    argv = ["run", "omniglot", "--methods", "reptile", "--out", str(out), "--no-progress"]
+    for o in TINY:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    with pytest.raises(nm.ValidationError, match="has no method the screen can scale"):
+        og.adaptation_screen(out, progress=False)
+
+
+def test_command_line(run_dir, capsys):
+    assert main(["adaptation", str(run_dir / "seed_0"), "--tasks", "2", "--methods",
+                 "maml", "--scales", "0.5", "--steps", "1", "--serial",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "the read-out adapting alone" in text and "adaptation.png" in text
+    assert (run_dir / "seed_0" / "adaptation.png").is_file()
+    for argv, match in ((["--hidden", "0,1"], "hidden[0]: must be > 0"),
+                        (["--tasks", "1"], "n_val: must be >= 2"),
+                        (["--methods", "pixel_nn"], "screenable methods")):
+        assert main(["adaptation", str(run_dir / "seed_0"), "--no-progress"] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and match in err, err
