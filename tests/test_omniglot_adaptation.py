@@ -102,19 +102,20 @@ def _val_tasks(cfg, n):
                                                           og.SCREEN), n)
 
 
-def test_cml_scaled_lambda_against_a_direct_settle(screened):
-    """h = 2, r = 0.5: a network whose λ the test scales by hand, settled task by task,
-    gives the screen's validation accuracy."""
+@pytest.mark.parametrize("h, r", [(2.0, 0.5), (1.0, 0.5), (2.0, 1.0)])
+def test_cml_scaled_lambda_against_a_direct_settle(screened, h, r):
+    """A network whose λ the test scales by hand (the hidden connection's by h, the
+    read-out's by r), settled task by task, gives the screen's validation accuracy."""
     out, res = screened
-    cfg, models = og.selected_models(out / "seed_0", ["cml"])
+    cfg, _ = og.selected_models(out / "seed_0", ["cml"])
     learner, trainer = og.build_cml(cfg, og.families(cfg))
     trainer.restore(out / "seed_0" / "cml_checkpoint.npz")
     net = trainer.net
     th = {k: (None if v is None else [None if a is None else np.array(a, copy=True)
                                       for a in v]) for k, v in net.theta.items()}
     for key in ("lam", "lam_bias"):
-        th[key][0] = th[key][0] * 2.0        # the one hidden connection
-        th[key][1] = th[key][1] * 0.5        # the read-out
+        th[key][0] = th[key][0] * h          # the one hidden connection
+        th[key][1] = th[key][1] * r          # the read-out
     net2 = net.with_theta(th)
     task = _val_tasks(cfg, 4)
     xt, yt, xv, yv = task.as_batch()
@@ -122,11 +123,11 @@ def test_cml_scaled_lambda_against_a_direct_settle(screened):
     for i in range(4):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotSettledWarning)
-            r = learner.run(net2, xt[i:i + 1], yt[i:i + 1])
-        pred = net2.predict(xv[i:i + 1], [np.asarray(p) for p in r.phi_aug])
+            run = learner.run(net2, xt[i:i + 1], yt[i:i + 1])
+        pred = net2.predict(xv[i:i + 1], [np.asarray(p) for p in run.phi_aug])
         acc.append(np.mean(pred.argmax(-1) == yv[i:i + 1].argmax(-1)))
     row = next(s for s in res["runs"]["0"]["cml"]["settings"]
-               if (s["hidden"], s["readout"]) == (2.0, 0.5))
+               if (s["hidden"], s["readout"]) == (h, r))
     assert row["val_accuracy"] == pytest.approx(np.mean(acc), abs=1e-12)
 
 
@@ -179,7 +180,79 @@ def test_a_diverging_setting_is_recorded_and_never_chosen(run_dir, monkeypatch):
     assert "diverged" not in og.adaptation_table(res)    # neither chosen nor trained
 
 
+def test_validation_chooses_when_test_disagrees(run_dir, monkeypatch):
+    """Errors made to rank the settings one way on the validation tasks (4) and the
+    other way on the test tasks (8): the choice follows validation; a divergence on the
+    test tasks only neither removes a setting nor decides."""
+    def fake(method, params, task, executor=None):
+        n = task.as_batch()[0].shape[0]
+        big = method.inner_lr > 0.7
+        if n == 8 and big and method.inner_steps == 5 and method.name == "maml":
+            raise nm.SimulationError("MAML: the inner loop diverged (test task)")
+        good = big if n == 4 else not big
+        return np.full(n, 0.2 if good else 0.6)
+
+    monkeypatch.setattr(og, "baseline_errors", fake)
+    res = og.adaptation_screen(run_dir / "seed_0", n_val=4, methods="maml",
+                               scales=(1.4,), steps=(1,), progress=False,
+                               executor="serial")
+    r = res["runs"]["0"]["maml"]
+    c = r["settings"][r["chosen"]]
+    assert (c["scale"], c["inner_steps"], c["layers"]) == (1.4, 5, "all")
+    assert c["test_diverged"] and c["test_accuracy"] is None and not c["diverged"]
+    assert c["val_accuracy"] == pytest.approx(0.8)
+    rc = r["settings"][r["readout_chosen"]]
+    assert (rc["scale"], rc["layers"]) == (1.4, "readout") and rc["test_accuracy"] == \
+        pytest.approx(0.4)
+    assert "diverged" in og.adaptation_table(res)
+
+
+def test_when_every_setting_diverges_nothing_is_chosen(run_dir, monkeypatch):
+    def diverge(method, params, task, executor=None):
+        raise nm.SimulationError("diverged")
+
+    monkeypatch.setattr(og, "baseline_errors", diverge)
+    res = og.adaptation_screen(run_dir / "seed_0", n_val=2, methods="maml", scales=(2.0,),
+                               steps=(1,), progress=False, executor="serial")
+    r = res["runs"]["0"]["maml"]
+    assert r["chosen"] is None and r["readout_chosen"] is None
+    assert all(s["diverged"] for s in r["settings"])
+    text = og.adaptation_table(res)
+    assert "diverged / diverged" in text
+    og.plot_adaptation(run_dir / "all_diverged.png", res)
+    assert (run_dir / "all_diverged.png").is_file()
+
+
+def test_a_failing_seed_leaves_no_seeds_files(run_dir, monkeypatch):
+    """Every seed's files are written after all seeds are scored: a failure in the
+    second seed's scoring leaves none (never a mixture of old and new)."""
+    calls = []
+    one = og._screen_one
+
+    def second_fails(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise nm.SimulationError("the second seed failed")
+        return one(*args, **kw)
+
+    monkeypatch.setattr(og, "_screen_one", second_fails)
+    with pytest.raises(nm.SimulationError, match="second seed"):
+        og.adaptation_screen(run_dir, n_val=2, methods="maml", scales=(0.5,), steps=(1,),
+                             progress=False, executor="serial")
+    assert not any(run_dir.rglob("adaptation.*"))
+
+
+def test_grids_from_strings_and_arrays(run_dir):
+    res = og.adaptation_screen(run_dir / "seed_0", n_val=2, methods="maml",
+                               scales=np.array([0.5]), steps=" 1 , 1", progress=False,
+                               executor="serial")
+    got = {(s["scale"], s["inner_steps"]) for s in res["runs"]["0"]["maml"]["settings"]}
+    assert got == {(1.0, 5), (1.0, 1), (0.5, 5), (0.5, 1)}
+
+
 @pytest.mark.parametrize("kw, match", [
+    ({"executor": np.zeros(2)}, r"executor: must be None, 'serial', or an executor"),
+    ({"steps": ","}, r"adaptation_screen\.steps: must be a non-empty list .*\(got ','\)"),
     ({"n_val": 1}, r"adaptation_screen\.n_val: must be >= 2"),
     ({"hidden": ()}, r"adaptation_screen\.hidden: must be a non-empty list"),
     ({"hidden": (0.0,)}, r"adaptation_screen\.hidden\[0\]: must be > 0"),

@@ -1373,8 +1373,8 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     n_tasks = P.integer(n_tasks, O, "n_tasks", low=2)
     if not isinstance(progress, bool):
         P.fail(O, "progress", "must be True or False", repr(progress))
-    if executor is not None and executor != "serial" and (
-            isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
+    if executor is not None and not (isinstance(executor, str) and executor == "serial") \
+            and (isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
         P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
                "pool or a Dask client)", repr(executor) if isinstance(executor, str)
                else type(executor).__name__)
@@ -1666,17 +1666,20 @@ SCREENED = ("cml", "maml", "fomaml", "anil", "untrained")
 def _grid(value, owner, attr, integer=False):
     """A non-empty list of distinct positive reals (integers >= 1 if ``integer``), from a
     list, a tuple or a comma-separated string."""
+    given = value
     if isinstance(value, str):
         try:
             value = [float(v) if not integer else int(v) for v in value.split(",")
                      if v.strip()]
         except ValueError:
             P.fail(owner, attr, "must be a comma-separated list of "
-                   + ("whole numbers >= 1" if integer else "positive numbers"), repr(value))
+                   + ("whole numbers >= 1" if integer else "positive numbers"), repr(given))
+    elif isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
     if not isinstance(value, (list, tuple)) or not value:
         P.fail(owner, attr, "must be a non-empty list of " + ("whole numbers >= 1" if integer
                                                               else "positive numbers"),
-               repr(value))
+               repr(given))
     out = [P.integer(v, owner, f"{attr}[{i}]", low=1) if integer else
            P.real(v, owner, f"{attr}[{i}]", low=0.0, low_open=True, high=1e6)
            for i, v in enumerate(value)]
@@ -1794,14 +1797,14 @@ def _screen_one(cfg, res, models, n_val, grid, progress, executor):
                                                   inner_steps=p["inner_steps"]))
                     row["inner_lr"] = lr
                     fn = (lambda m: lambda t: baseline_errors(m, b, t, ex))(m)
-                try:
-                    for which, t in tasks.items():
+                for which, t in tasks.items():      # each on its own: a divergence on
+                    try:                                # a test task never decides a choice
                         acc, half = _acc(np.asarray(fn(t), dtype=float))
                         row[f"{which}_accuracy"], row[f"{which}_ci95"] = acc, half
-                    row["diverged"] = False
-                except SimulationError:
-                    row.update(val_accuracy=None, val_ci95=None, test_accuracy=None,
-                               test_ci95=None, diverged=True)
+                    except SimulationError:
+                        row[f"{which}_accuracy"] = row[f"{which}_ci95"] = None
+                row["diverged"] = row["val_accuracy"] is None
+                row["test_diverged"] = row["test_accuracy"] is None
                 rows.append(row)
                 bar.update(1)
             def best(layers):   # the highest validation accuracy; ties: the earlier
@@ -1834,8 +1837,9 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
       of ``scales`` (and 1) with the trained number of SGD steps and each of ``steps``
       (default: twice the trained number); and the same grid with **only the read-out
       adapting** (the hidden layers' gradients dropped: :class:`~neuro_meta.baselines.ANIL`'s
-      inner loop on the method's meta-parameters), which measures how much of a method's
-      accuracy is its hidden layers' adaptation within a task.
+      inner loop on the method's meta-parameters; not for ``anil``, whose inner loop is
+      that already), which measures how much of a method's accuracy is its hidden
+      layers' adaptation within a task.
 
     Every setting is scored on ``n_val`` tasks of the validation alphabet from a stream
     of their own (``task_rng(seed, VALIDATION, SCREEN)``, not the run's model-selection
@@ -1843,7 +1847,9 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
     1)``, ``final.test_tasks`` of them: the trained setting reproduces the run's
     reported accuracy). The setting **chosen** is the one with the highest validation
     accuracy (ties: the trained one); a test accuracy never chooses. An inner loop that
-    diverges at a larger step is recorded as diverged, not chosen.
+    diverges on a validation task is recorded as diverged and not chosen; one that
+    diverges only on a test task is recorded (``test_diverged``, test accuracy None)
+    and may still be chosen.
 
     ``out_dir``: the folder of ``neuro-meta run omniglot`` (one seed), or of ``--seeds``
     (every ``seed_<k>`` in turn). ``methods``: a subset of the run's screenable methods
@@ -1852,7 +1858,7 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
     each seed's into its folder); returns ``{"seeds", "n_val", "n_test", "ways",
     "shots", "runs": {seed: {method: {"settings": [{"layers", "hidden", "readout" |
     "scale", "inner_lr", "inner_steps", "val_accuracy", "val_ci95", "test_accuracy",
-    "test_ci95", "diverged"}], "trained", "chosen", ("readout_trained",
+    "test_ci95", "diverged" (on a validation task), "test_diverged"}], "trained", "chosen", ("readout_trained",
     "readout_chosen",) "reported_accuracy"}}}}`` (indices into ``settings``; accuracies
     as fractions, ± 95 % CI over tasks, Student's t).
     """
@@ -1868,8 +1874,8 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
         P.fail(O, "steps", "must be <= 1000 inner steps each", repr(max(grid["steps"])))
     if not isinstance(progress, bool):
         P.fail(O, "progress", "must be True or False", repr(progress))
-    if executor is not None and executor != "serial" and (
-            isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
+    if executor is not None and not (isinstance(executor, str) and executor == "serial") \
+            and (isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
         P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
                "pool or a Dask client)", repr(executor) if isinstance(executor, str)
                else type(executor).__name__)
@@ -1957,7 +1963,7 @@ def adaptation_table(res):
                           f"  {(_pct(rc, 'val_accuracy') + ' / ' + _pct(rc, 'test_accuracy')) if rc else '-':>20}")
     if ro:
         lines += ["", "the read-out adapting alone (hidden layers frozen within a task):",
-                  f"{'method':<10}{'seed':>5}  {'trained step: val / test':>21}  "
+                  f"{'method':<10}{'seed':>5}  {'trained: val / test':>21}  "
                   f"{'test minus trained':>17}  {'chosen':>22}  {'chosen: val / test':>20}"]
         lines += ro
     return "\n".join(lines)
