@@ -129,7 +129,9 @@ def real(value, owner, attr, *, low=None, high=None, low_open=False, high_open=F
     if value is None and allow_none:
         return None
     dimensionless(value, owner, attr)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)):
+        fail(owner, attr, "must be a real number, not a bool", repr(value))
+    if not isinstance(value, numbers.Real):
         if isinstance(value, numbers.Complex):
             fail(owner, attr, "must be a real number (complex values are not accepted)",
                  repr(value))

@@ -172,6 +172,20 @@ def test_lam_message_is_exact():
         nm.ComplexSynapse(lam=-0.5)
 
 
+def test_a_bool_is_refused_as_a_bool_a_complex_number_as_complex():
+    """``True`` is a number to Python (bool < int < ... < Complex); a real-valued door
+    names it as the bool it is rather than as a complex value, and keeps the complex
+    wording for complex values."""
+    for value in (True, np.bool_(False)):
+        with pytest.raises(nm.ValidationError) as err:
+            nm.CML(beta=value)
+        assert str(err.value) == f"CML.beta: must be a real number, not a bool (got {value!r})"
+    with pytest.raises(nm.ValidationError) as err:
+        nm.CML(beta=1j)
+    assert str(err.value) == ("CML.beta: must be a real number (complex values are not "
+                              "accepted) (got 1j)")
+
+
 def test_errors_can_be_caught_by_builtin_or_package_class():
     assert issubclass(nm.ValidationError, nm.NeuroMetaError)
     assert issubclass(nm.ValidationError, ValueError)
