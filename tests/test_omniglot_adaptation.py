@@ -16,33 +16,18 @@ from neuro_meta.experiments import omniglot as og
 from neuro_meta.learning import NotSettledWarning
 from neuro_meta.metatrain import VALIDATION, task_rng
 
-TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null",
-        "meta.steps=3", "meta.eval_every=3", "baselines.steps=4", "baselines.eval_every=2",
-        "compare.val_tasks=6", "meta.eval_tasks=6", "final.test_tasks=8",
-        "meta.meta_batch=4", "baselines.meta_batch=4", "compare.workers=1",
-        "final.other_shots=null", "final.official_runs=false"]
+# the tiny run's settings, how it is made and its copy per test, as the alphabets tests'
+from test_omniglot_alphabets import TINY, run_dir, tiny_seeds_run  # noqa: F401
+
 SMALL = dict(n_val=4, hidden=(2.0,), readout=(0.5,), scales=(1.4,), steps=(2,),
              progress=False, executor="serial")
 
 
 @pytest.fixture(scope="module")
 def seeds_run(tmp_path_factory):
-    """A tiny two-seed run (step-bound: deterministic) of CML, MAML, ANIL and Reptile
-    (which the screen cannot scale); each test copies it before writing into it."""
-    out = tmp_path_factory.mktemp("adaptation") / "run"
-    argv = ["run", "omniglot", "--seeds", "0,1", "--methods", "cml,maml,anil,reptile",
-            "--out", str(out), "--no-progress"]
-    for o in TINY:
-        argv += ["--set", o]
-    assert main(argv) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(seeds_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(seeds_run, dst)
-    return dst
+    """CML, MAML, ANIL and Reptile (which the screen cannot scale); each test copies it
+    (``run_dir``) before writing into it."""
+    return tiny_seeds_run(tmp_path_factory, "adaptation", "cml,maml,anil,reptile")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +80,55 @@ def test_the_choice_is_the_best_validation_accuracy(screened):
                 best = max(rows[i]["val_accuracy"] for i in idx)
                 first = next(i for i in idx if rows[i]["val_accuracy"] == best)
                 assert r[key] == first, (name, key)
+
+
+def test_across_seeds_is_the_paired_mean_and_interval(screened):
+    """For a --seeds folder, chosen minus trained and read-out alone minus trained on
+    test, paired by seed: mean and Student's-t interval recomputed with scipy from the
+    per-seed rows; printed by the table; absent for one seed."""
+    from scipy import stats
+
+    out, res = screened
+    across = res["across_seeds"]
+    assert set(across) == {"cml", "maml", "anil"}
+    for name, keys in (("cml", ("chosen",)), ("maml", ("chosen", "readout_trained")),
+                       ("anil", ("chosen",))):
+        for key, field in (("chosen", "chosen_minus_trained"),
+                           ("readout_trained", "readout_minus_trained")):
+            if key not in keys:
+                assert across[name][field] is None, (name, field)
+                continue
+            d = np.array([r["settings"][r[key]]["test_accuracy"]
+                          - r["settings"][r["trained"]]["test_accuracy"]
+                          for r in (res["runs"][s][name] for s in ("0", "1"))])
+            ci = stats.t.ppf(0.975, 1) * stats.sem(d)
+            got = across[name][field]
+            assert got["n"] == 2 and got["mean"] == pytest.approx(d.mean(), abs=1e-15)
+            assert got["ci95"] == pytest.approx(ci, rel=1e-12, abs=1e-15), (name, field)
+    text = og.adaptation_table(res)
+    m = across["maml"]["readout_minus_trained"]
+    assert f"{100 * m['mean']:+.2f} ± {100 * m['ci95']:.2f} (2 seeds)" in text
+    one = json.loads((out / "seed_0" / "adaptation.json").read_text())
+    assert "across_seeds" not in one and "paired by seed" not in og.adaptation_table(one)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r["methods"].pop("anil"), "methods: must be those of seed_0"),
+    (lambda r: r["config"]["final"].update(test_tasks=9),
+     "config: must be that of seed_0 apart from meta.seed"),
+])
+def test_the_seeds_of_a_folder_must_be_one_run(run_dir, edit, match):
+    """seed_1 reporting other (screenable) methods or another configuration than
+    seed_0: refused before any scoring, no file written (the interval over seeds pairs
+    them, so they must be one run's)."""
+    path = run_dir / "seed_1" / "results.json"
+    res = json.loads(path.read_text())
+    edit(res)
+    path.write_text(json.dumps(res))
+    with pytest.raises(nm.ValidationError, match=match):
+        og.adaptation_screen(run_dir, n_val=2, scales=(0.5,), steps=(1,), progress=False,
+                             executor="serial")
+    assert not any(run_dir.rglob("adaptation.*"))
 
 
 def _val_tasks(cfg, n):

@@ -24,17 +24,22 @@ TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=n
 METHODS = "cml,maml,fomaml,untrained"
 
 
-@pytest.fixture(scope="module")
-def seeds_run(tmp_path_factory):
-    """A tiny two-seed run (step-bound: deterministic) of CML, MAML, first-order MAML
-    and the untrained MLP; each test copies it before writing into it."""
-    out = tmp_path_factory.mktemp("alphabets") / "run"
-    argv = ["run", "omniglot", "--seeds", "0,1", "--methods", METHODS, "--out", str(out),
+def tiny_seeds_run(tmp_path_factory, name, methods):
+    """A tiny two-seed run (step-bound: deterministic) of ``methods`` in a new folder."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    argv = ["run", "omniglot", "--seeds", "0,1", "--methods", methods, "--out", str(out),
             "--no-progress"]
     for o in TINY:
         argv += ["--set", o]
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    """CML, MAML, first-order MAML and the untrained MLP; each test copies it before
+    writing into it."""
+    return tiny_seeds_run(tmp_path_factory, "alphabets", METHODS)
 
 
 @pytest.fixture

@@ -1339,6 +1339,46 @@ def _read_results(out, owner):
     return res
 
 
+def _check_progress_executor(progress, executor, owner):
+    """Refuse a ``progress`` that is not a bool and an ``executor`` that is neither
+    None, ``"serial"`` nor an object with a ``submit`` method (compared safely: a numpy
+    array is named, not compared)."""
+    if not isinstance(progress, bool):
+        P.fail(owner, "progress", "must be True or False", repr(progress))
+    if executor is not None and not (isinstance(executor, str) and executor == "serial") \
+            and (isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
+        P.fail(owner, "executor", "must be None, 'serial', or an executor (e.g. a process "
+               "pool or a Dask client)", repr(executor) if isinstance(executor, str)
+               else type(executor).__name__)
+
+
+def _check_seed_runs(owner, runs):
+    """The seeds of one ``--seeds`` run, ``[(seed or None, folder, config, method
+    names)]``: each folder's configuration has its folder's seed, and every seed has the
+    first's methods and, apart from ``meta.seed``, its configuration (a one-seed run,
+    seed None, is not checked)."""
+    first = None
+    for k, d, cfg, names in runs:
+        if k is None:
+            continue
+        where = d / "results.json"
+        if cfg["meta"]["seed"] != k:
+            raise ValidationError(f"{owner}: {where}: config.meta.seed: must be {k}, the "
+                                  f"seed of its folder (got {cfg['meta']['seed']!r})")
+        same = (list(names), _without_seed(cfg))
+        if first is None:
+            first = (k, same)
+        elif same[0] != first[1][0]:
+            raise ValidationError(
+                f"{owner}: {where}: methods: must be those of seed_{first[0]}, the seeds "
+                f"of one --seeds run (got {', '.join(same[0])} against "
+                f"{', '.join(first[1][0])})")
+        elif same[1] != first[1][1]:
+            raise ValidationError(
+                f"{owner}: {where}: config: must be that of seed_{first[0]} apart from "
+                "meta.seed, the seeds of one --seeds run")
+
+
 def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=None):
     """Where a finished run's methods win and lose: the meta-parameters each method
     selected (read from ``out_dir``'s checkpoints, checked against its
@@ -1371,44 +1411,13 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
         P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
     out = Path(out_dir)
     n_tasks = P.integer(n_tasks, O, "n_tasks", low=2)
-    if not isinstance(progress, bool):
-        P.fail(O, "progress", "must be True or False", repr(progress))
-    if executor is not None and not (isinstance(executor, str) and executor == "serial") \
-            and (isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
-        P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
-               "pool or a Dask client)", repr(executor) if isinstance(executor, str)
-               else type(executor).__name__)
+    _check_progress_executor(progress, executor, O)
     res = _read_results(out, O)
     seeds = res.get("seeds")
+    dirs = _seed_dirs(out, res, O)
     # every seed's folder, results.json and checkpoints checked before any scoring
-    if seeds is None:
-        runs = {out: selected_models(out, methods)}
-    else:
-        if not isinstance(seeds, list) or not seeds or not all(
-                type(k) is int and k >= 0 for k in seeds) or len(set(seeds)) != len(seeds):
-            raise ValidationError(f"{O}: {out / 'results.json'}: seeds: must be a non-empty "
-                                  f"list of distinct whole numbers >= 0 (got {seeds!r})")
-        runs = {}
-        first = None
-        for k in seeds:
-            cfg, models = runs[out / f"seed_{k}"] = selected_models(out / f"seed_{k}",
-                                                                    methods)
-            where = out / f"seed_{k}" / "results.json"
-            if cfg["meta"]["seed"] != k:
-                raise ValidationError(f"{O}: {where}: config.meta.seed: must be {k}, the "
-                                      f"seed of its folder (got {cfg['meta']['seed']!r})")
-            same = (list(models), _without_seed(cfg))
-            if first is None:
-                first = (k, same)
-            elif same[0] != first[1][0]:
-                raise ValidationError(
-                    f"{O}: {where}: methods: must be those of seed_{first[0]}, the seeds "
-                    f"of one --seeds run (got {', '.join(same[0])} against "
-                    f"{', '.join(first[1][0])})")
-            elif same[1] != first[1][1]:
-                raise ValidationError(
-                    f"{O}: {where}: config: must be that of seed_{first[0]} apart from "
-                    "meta.seed, the seeds of one --seeds run")
+    runs = {d: selected_models(d, methods) for _, d in dirs}
+    _check_seed_runs(O, [(k, d, runs[d][0], list(runs[d][1])) for k, d in dirs])
     scored = {d: _score_alphabets(cfg, models, n_tasks, progress, executor)
               for d, (cfg, models) in runs.items()}
     if seeds is None:
@@ -1431,6 +1440,52 @@ def _without_seed(cfg):
             for k, v in cfg.items() if not str(k).startswith("_")}
 
 
+def _one_seed_results(out, owner):
+    """``(results, config)`` of the one-seed run in folder ``out`` (a ``--seeds`` run's
+    folder is refused, naming ``owner``)."""
+    res = _read_results(out, owner)
+    if res.get("seeds") is not None:
+        raise ValidationError(f"{owner}: out_dir: must be one seed's folder, not that of a "
+                              f"--seeds run (its seed_<k>) (got {str(out)!r})")
+    return res, _cfg(res["config"])
+
+
+def _method_subset(methods, have, owner, what):
+    """The methods asked for -- ``None`` (all of ``have``), a comma-separated string or a
+    list of names in ``have`` -- as a list without repeats; otherwise a
+    :class:`~neuro_meta.errors.ValidationError` naming ``owner`` and ``what`` may be
+    asked for."""
+    if methods is None:
+        return list(have)
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, (list, tuple)) or not methods or not all(
+            isinstance(m, str) and m in have for m in methods):
+        raise ValidationError(f"{owner}: methods: must be a comma-separated list of "
+                              f"{what} (got {methods!r})")
+    return list(dict.fromkeys(methods))
+
+
+def _load_selected(cfg, out, res, methods):
+    """``{name: ("pixel_nn",) | ("cml", net, learner) | ("mlp", method, params)}``: the
+    selected meta-parameters of ``methods`` of the run in ``out``, every checkpoint
+    checked against ``results.json`` before any is used."""
+    models, fams, trainer = {}, None, None
+    for name in methods:
+        path, summary = out / f"{name}_checkpoint.npz", res["methods"][name]
+        if name == "pixel_nn":
+            models[name] = ("pixel_nn",)
+        elif name in CML_METHODS or name == "cml_untrained":
+            models[name] = ("cml",) + _selected_cml(cfg, name, path, summary)
+        else:
+            if trainer is None:
+                fams = families(cfg)
+                trainer = build_cml(cfg, fams)[1]
+            models[name] = ("mlp",) + _selected_baseline(cfg, name, path, summary, fams,
+                                                         trainer)
+    return models
+
+
 def selected_models(out_dir, methods=None):
     """``(config, {name: errors(task, executor=None)})``: the meta-parameters each method
     of a finished run (``out_dir``, one seed) selected, as functions giving the per-task
@@ -1446,40 +1501,19 @@ def selected_models(out_dir, methods=None):
     if not isinstance(out_dir, (str, os.PathLike)):
         P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
     out = Path(out_dir)
-    res = _read_results(out, O)
-    if res.get("seeds") is not None:
-        raise ValidationError(f"{O}: out_dir: must be one seed's folder, not that of a "
-                              f"--seeds run (its seed_<k>) (got {str(out)!r})")
-    cfg = _cfg(res["config"])
+    res, cfg = _one_seed_results(out, O)
     have = list(res["methods"])
-    if methods is None:
-        methods = have
-    else:
-        if isinstance(methods, str):
-            methods = [m.strip() for m in methods.split(",") if m.strip()]
-        if not isinstance(methods, (list, tuple)) or not methods or not all(
-                isinstance(m, str) and m in have for m in methods):
-            raise ValidationError(f"{O}: methods: must be a comma-separated list of the "
-                                  f"run's methods ({', '.join(have)}) (got {methods!r})")
-        methods = list(dict.fromkeys(methods))
+    methods = _method_subset(methods, have, O, f"the run's methods ({', '.join(have)})")
     models = {}
-    fams = trainer = None
-    for name in methods:        # every checkpoint checked before any scoring
-        summary = res["methods"][name]
-        if name == "pixel_nn":
+    for name, (kind, *model) in _load_selected(cfg, out, res, methods).items():
+        if kind == "pixel_nn":
             models[name] = lambda t, executor=None: pixel_nn_errors(t)
-        elif name in CML_METHODS or name == "cml_untrained":
-            net, learner = _selected_cml(cfg, name, out / f"{name}_checkpoint.npz", summary)
+        elif kind == "cml":
             models[name] = (lambda net, learner: lambda t, executor=None: cml_errors(
-                net, learner, t, executor))(net, learner)
+                net, learner, t, executor))(*model)
         else:
-            if trainer is None:
-                fams = families(cfg)
-                trainer = build_cml(cfg, fams)[1]
-            method, params = _selected_baseline(cfg, name, out / f"{name}_checkpoint.npz",
-                                                summary, fams, trainer)
             models[name] = (lambda method, params: lambda t, executor=None: baseline_errors(
-                method, params, t, executor))(method, params)
+                method, params, t, executor))(*model)
     return cfg, models
 
 
@@ -1703,38 +1737,15 @@ def _screen_models(out, methods, owner):
     """``(config, results, {name: ("cml", net, learner) | ("mlp", method, params)})``:
     the selected meta-parameters of a finished one-seed run's screenable methods, each
     checkpoint checked against its ``results.json`` as :func:`selected_models` does."""
-    res = _read_results(out, owner)
-    if res.get("seeds") is not None:
-        raise ValidationError(f"{owner}: out_dir: must be one seed's folder, not that of a "
-                              f"--seeds run (its seed_<k>) (got {str(out)!r})")
-    cfg = _cfg(res["config"])
+    res, cfg = _one_seed_results(out, owner)
     can = [m for m in res["methods"] if m in SCREENED]
-    if methods is None:
-        methods = can
-    else:
-        if isinstance(methods, str):
-            methods = [m.strip() for m in methods.split(",") if m.strip()]
-        if not isinstance(methods, (list, tuple)) or not methods or not all(
-                isinstance(m, str) and m in can for m in methods):
-            raise ValidationError(f"{owner}: methods: must be a comma-separated list of the "
-                                  f"run's screenable methods ({', '.join(can) or 'none'}; "
-                                  f"screenable: {', '.join(SCREENED)}) (got {methods!r})")
-        methods = list(dict.fromkeys(methods))
+    methods = _method_subset(methods, can, owner, "the run's screenable methods "
+                             f"({', '.join(can) or 'none'}; screenable: {', '.join(SCREENED)})")
     if not methods:
         raise ValidationError(f"{owner}: {out / 'results.json'}: has no method the screen "
                               f"can scale ({', '.join(SCREENED)}) (got "
                               f"{', '.join(res['methods'])})")
-    models, fams, trainer = {}, None, None
-    for name in methods:        # every checkpoint checked before any scoring
-        path, summary = out / f"{name}_checkpoint.npz", res["methods"][name]
-        if name == "cml":
-            models[name] = ("cml",) + _selected_cml(cfg, name, path, summary)
-        else:
-            if trainer is None:
-                fams = families(cfg)
-                trainer = build_cml(cfg, fams)[1]
-            models[name] = ("mlp",) + _selected_baseline(cfg, name, path, summary, fams,
-                                                         trainer)
+    models = _load_selected(cfg, out, res, methods)
     return cfg, res, models
 
 
@@ -1860,7 +1871,13 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
     "scale", "inner_lr", "inner_steps", "val_accuracy", "val_ci95", "test_accuracy",
     "test_ci95", "diverged" (on a validation task), "test_diverged"}], "trained", "chosen", ("readout_trained",
     "readout_chosen",) "reported_accuracy"}}}}`` (indices into ``settings``; accuracies
-    as fractions, ± 95 % CI over tasks, Student's t).
+    as fractions, ± 95 % CI over tasks, Student's t), and for two or more seeds
+    ``"across_seeds": {method: {"chosen_minus_trained", "readout_minus_trained": {"mean",
+    "ci95", "n"} | None}}``: test accuracy of the chosen setting, and of the read-out
+    adapting alone at the trained step, minus the trained setting's, paired by seed
+    (mean ± 95 % CI over seeds, Student's t). A ``--seeds`` folder's seeds must be one
+    run: each folder's configuration has its seed, and all have the same methods and,
+    apart from ``meta.seed``, the same configuration (checked before any scoring).
     """
     O = "omniglot.adaptation_screen"
     if not isinstance(out_dir, (str, os.PathLike)):
@@ -1872,19 +1889,10 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
             "steps": None if steps is None else _grid(steps, O, "steps", integer=True)}
     if grid["steps"] is not None and max(grid["steps"]) > 1000:
         P.fail(O, "steps", "must be <= 1000 inner steps each", repr(max(grid["steps"])))
-    if not isinstance(progress, bool):
-        P.fail(O, "progress", "must be True or False", repr(progress))
-    if executor is not None and not (isinstance(executor, str) and executor == "serial") \
-            and (isinstance(executor, str) or not callable(getattr(executor, "submit", None))):
-        P.fail(O, "executor", "must be None, 'serial', or an executor (e.g. a process "
-               "pool or a Dask client)", repr(executor) if isinstance(executor, str)
-               else type(executor).__name__)
+    _check_progress_executor(progress, executor, O)
     dirs = _seed_dirs(out, _read_results(out, O), O)
     loaded = [(k, d) + _screen_models(d, methods, O) for k, d in dirs]   # all checked first
-    for k, d, cfg, _, _ in loaded:
-        if k is not None and cfg["meta"]["seed"] != k:
-            raise ValidationError(f"{O}: {d / 'results.json'}: config.meta.seed: must be "
-                                  f"{k}, the seed of its folder (got {cfg['meta']['seed']!r})")
+    _check_seed_runs(O, [(k, d, cfg, list(models)) for k, d, cfg, _, models in loaded])
     fam = section(loaded[0][2], "family", required=("ways", "shots", "queries", "rotations"))
     runs, per_seed = {}, []
     for k, d, cfg, res, models in loaded:
@@ -1901,9 +1909,41 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
     result = {"seeds": [int(s) for s in runs], "n_val": n_val,
               "n_test": final_cfg(loaded[0][2])["test_tasks"], "ways": fam["ways"],
               "shots": fam["shots"], "runs": runs}
+    if len(runs) > 1:
+        result["across_seeds"] = _screen_across_seeds(runs)
     write_json(out / "adaptation.json", result)
     plot_adaptation(out / "adaptation.png", result)
     return result
+
+
+def _screen_across_seeds(runs):
+    """``{method: {"chosen_minus_trained", "readout_minus_trained"}}``: per method, the
+    test accuracy of the setting chosen on validation minus the trained setting's, and
+    of the read-out adapting alone (trained step) minus the trained setting's, paired
+    by seed -- ``{"mean", "ci95", "n"}`` over the seeds where both are scored (95 % CI,
+    Student's t), or None for fewer than two such seeds."""
+    def mean_ci(v):
+        if len(v) < 2:
+            return None
+        v = np.asarray(v, dtype=float)
+        return {"mean": float(v.mean()),
+                "ci95": t95(v.size) * float(v.std(ddof=1)) / np.sqrt(v.size), "n": v.size}
+
+    out = {}
+    for name in dict.fromkeys(n for per in runs.values() for n in per):
+        diffs = {"chosen": [], "readout_trained": []}
+        for per in runs.values():
+            r = per.get(name)
+            if r is None or r["settings"][r["trained"]]["test_accuracy"] is None:
+                continue
+            t = r["settings"][r["trained"]]["test_accuracy"]
+            for key, d in diffs.items():
+                i = r.get(key)
+                if i is not None and r["settings"][i]["test_accuracy"] is not None:
+                    d.append(r["settings"][i]["test_accuracy"] - t)
+        out[name] = {"chosen_minus_trained": mean_ci(diffs["chosen"]),
+                     "readout_minus_trained": mean_ci(diffs["readout_trained"])}
+    return out
 
 
 def _setting_label(r):
@@ -1966,6 +2006,16 @@ def adaptation_table(res):
                   f"{'method':<10}{'seed':>5}  {'trained: val / test':>21}  "
                   f"{'test minus trained':>17}  {'chosen':>22}  {'chosen: val / test':>20}"]
         lines += ro
+    across = res.get("across_seeds")
+    if across:
+        def diff(d):
+            return "-" if d is None else (f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} "
+                                          f"({d['n']} seeds)")
+        lines += ["", "test accuracy minus the trained setting's, points, paired by seed "
+                  "(mean ± 95 % CI over seeds, Student's t):",
+                  f"{'method':<10}  {'chosen on validation':>28}  {'read-out alone':>28}"]
+        lines += [f"{name:<10}  {diff(d['chosen_minus_trained']):>28}  "
+                  f"{diff(d['readout_minus_trained']):>28}" for name, d in across.items()]
     return "\n".join(lines)
 
 
