@@ -112,6 +112,46 @@ def test_across_seeds_is_the_paired_mean_and_interval(screened):
     assert "across_seeds" not in one and "paired by seed" not in og.adaptation_table(one)
 
 
+def _row(test, layers="all"):
+    return {"layers": layers, "scale": 1.0, "inner_lr": 0.6, "inner_steps": 5,
+            "val_accuracy": 0.8, "val_ci95": 0.01, "test_accuracy": test,
+            "test_ci95": None if test is None else 0.01, "diverged": False,
+            "test_diverged": test is None}
+
+
+def test_across_seeds_pairs_by_seed_and_skips_what_is_missing():
+    """Three seeds by hand: a seed whose trained setting has no test accuracy drops out
+    of both differences, a seed with nothing chosen out of that one; fewer than two
+    pairs give None; the interval is Student's t with n - 1 degrees of freedom."""
+    from scipy import stats
+
+    def run(trained, chosen, readout, chosen_idx=1):
+        return {"maml": {"settings": [_row(trained), _row(chosen), _row(readout, "readout")],
+                         "trained": 0, "chosen": chosen_idx, "readout_trained": 2,
+                         "readout_chosen": 2, "reported_accuracy": trained}}
+    runs = {"0": run(0.70, 0.72, 0.69), "1": run(0.75, 0.74, 0.73),
+            "2": run(None, 0.80, 0.79), "3": run(0.71, 0.0, 0.70, chosen_idx=None)}
+    got = og._screen_across_seeds(runs)["maml"]
+    d = np.array([0.02, -0.01])
+    assert got["chosen_minus_trained"]["n"] == 2
+    assert got["chosen_minus_trained"]["mean"] == pytest.approx(d.mean())
+    assert got["chosen_minus_trained"]["ci95"] == pytest.approx(
+        stats.t.ppf(0.975, 1) * stats.sem(d))
+    r = np.array([-0.01, -0.02, -0.01])
+    assert got["readout_minus_trained"]["n"] == 3
+    assert got["readout_minus_trained"]["ci95"] == pytest.approx(
+        stats.t.ppf(0.975, 2) * stats.sem(r))
+    assert all(type(v) in (float, int) for v in got["readout_minus_trained"].values())
+    one = og._screen_across_seeds({"0": runs["0"], "3": runs["3"]})["maml"]
+    assert one["chosen_minus_trained"] is None and one["readout_minus_trained"]["n"] == 2
+    res = {"runs": runs, "ways": 5, "shots": 1, "n_val": 2, "n_test": 2,
+           "seeds": [0, 1, 2, 3], "across_seeds": og._screen_across_seeds(runs)}
+    assert "+0.50 ± " in og.adaptation_table(res)          # chosen: mean of +2 and -1
+    bad = dict(res, across_seeds={"maml": {"chosen_minus_trained": {"mean": "x"}}})
+    with pytest.raises(nm.ValidationError, match=r"^omniglot\.adaptation_table\.res"):
+        og.adaptation_table(bad)
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda r: r["methods"].pop("anil"), "methods: must be those of seed_0"),
     (lambda r: r["config"]["final"].update(test_tasks=9),

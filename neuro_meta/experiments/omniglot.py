@@ -1876,8 +1876,9 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
     "ci95", "n"} | None}}``: test accuracy of the chosen setting, and of the read-out
     adapting alone at the trained step, minus the trained setting's, paired by seed
     (mean ± 95 % CI over seeds, Student's t). A ``--seeds`` folder's seeds must be one
-    run: each folder's configuration has its seed, and all have the same methods and,
-    apart from ``meta.seed``, the same configuration (checked before any scoring).
+    run: each folder's configuration has its seed, and all have the same screenable
+    methods (or those asked for) and, apart from ``meta.seed``, the same configuration
+    (checked before any scoring).
     """
     O = "omniglot.adaptation_screen"
     if not isinstance(out_dir, (str, os.PathLike)):
@@ -1927,7 +1928,8 @@ def _screen_across_seeds(runs):
             return None
         v = np.asarray(v, dtype=float)
         return {"mean": float(v.mean()),
-                "ci95": t95(v.size) * float(v.std(ddof=1)) / np.sqrt(v.size), "n": v.size}
+                "ci95": float(t95(v.size) * v.std(ddof=1) / np.sqrt(v.size)),
+                "n": int(v.size)}
 
     out = {}
     for name in dict.fromkeys(n for per in runs.values() for n in per):
@@ -1964,7 +1966,9 @@ def adaptation_table(res):
     """The text table of :func:`adaptation_screen`: per method and seed the trained and
     the chosen (on validation) test-time learning, with their validation and test
     accuracy, the test accuracy over the whole grid, and for the MLP methods the same
-    with the read-out adapting alone."""
+    with the read-out adapting alone; for two or more seeds, the chosen setting's and
+    the read-out alone's test accuracy minus the trained setting's, paired by seed
+    (mean ± 95 % CI over seeds)."""
     if not res["runs"]:
         raise ValueError("runs: no screened method")
     lines = [f"{res['ways']}-way {res['shots']}-shot accuracy (%) under scaled test-time "
