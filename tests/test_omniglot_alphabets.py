@@ -308,6 +308,21 @@ def test_bad_arguments_are_refused_before_any_work(run_dir, kw, match):
     assert not (run_dir / "seed_0" / "per_alphabet.json").exists()
 
 
+def test_a_method_the_run_lacks_is_named_by_the_function_called_and_the_seed(run_dir):
+    """per_alphabet and adaptation_screen on a --seeds folder name themselves (not the
+    helper that reads the checkpoints) and the seed folder whose run lacks the method;
+    a one-seed folder's message has no seed."""
+    with pytest.raises(nm.ValidationError, match=r"^omniglot\.per_alphabet: methods: must "
+                       r"be a comma-separated list of the run's methods in seed_0 \(pixel_nn, "):
+        og.per_alphabet(run_dir, methods="cml,imaml", progress=False)
+    with pytest.raises(nm.ValidationError, match=r"^omniglot\.adaptation_screen: methods: "
+                       r"must be .* of the run's screenable methods in seed_0 \(cml, "):
+        og.adaptation_screen(run_dir, methods="pixel_nn", progress=False)
+    with pytest.raises(nm.ValidationError, match=r"^omniglot\.selected_models: methods: "
+                       r"must be a comma-separated list of the run's methods \(pixel_nn, "):
+        og.selected_models(run_dir / "seed_1", methods="imaml")
+
+
 def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
     with pytest.raises(nm.ValidationError, match="not that of a --seeds run"):
         og.selected_models(run_dir)

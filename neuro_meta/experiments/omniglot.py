@@ -1416,7 +1416,7 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     seeds = res.get("seeds")
     dirs = _seed_dirs(out, res, O)
     # every seed's folder, results.json and checkpoints checked before any scoring
-    runs = {d: selected_models(d, methods) for _, d in dirs}
+    runs = {d: _selected_models(d, methods, O, _folder(k)) for k, d in dirs}
     _check_seed_runs(O, [(k, d, runs[d][0], list(runs[d][1])) for k, d in dirs])
     scored = {d: _score_alphabets(cfg, models, n_tasks, progress, executor)
               for d, (cfg, models) in runs.items()}
@@ -1500,10 +1500,16 @@ def selected_models(out_dir, methods=None):
     O = "omniglot.selected_models"
     if not isinstance(out_dir, (str, os.PathLike)):
         P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
-    out = Path(out_dir)
-    res, cfg = _one_seed_results(out, O)
+    return _selected_models(Path(out_dir), methods, O)
+
+
+def _selected_models(out, methods, owner, folder=""):
+    """:func:`selected_models` for ``owner`` (``folder``: which seed's folder, for its
+    messages)."""
+    res, cfg = _one_seed_results(out, owner)
     have = list(res["methods"])
-    methods = _method_subset(methods, have, O, f"the run's methods ({', '.join(have)})")
+    methods = _method_subset(methods, have, owner,
+                             f"the run's methods{folder} ({', '.join(have)})")
     models = {}
     for name, (kind, *model) in _load_selected(cfg, out, res, methods).items():
         if kind == "pixel_nn":
@@ -1720,6 +1726,12 @@ def _grid(value, owner, attr, integer=False):
     return list(dict.fromkeys(out))
 
 
+def _folder(seed):
+    """`` in seed_<k>`` for a ``--seeds`` run's seed, ``""`` for a one-seed run: where a
+    message about a run's methods points."""
+    return "" if seed is None else f" in seed_{seed}"
+
+
 def _seed_dirs(out, res, owner):
     """``[(seed or None, folder)]``: ``out`` itself for one seed's run, every
     ``seed_<k>`` of a ``--seeds`` run (its seed list checked)."""
@@ -1733,13 +1745,13 @@ def _seed_dirs(out, res, owner):
     return [(k, out / f"seed_{k}") for k in seeds]
 
 
-def _screen_models(out, methods, owner):
+def _screen_models(out, methods, owner, folder=""):
     """``(config, results, {name: ("cml", net, learner) | ("mlp", method, params)})``:
     the selected meta-parameters of a finished one-seed run's screenable methods, each
     checkpoint checked against its ``results.json`` as :func:`selected_models` does."""
     res, cfg = _one_seed_results(out, owner)
     can = [m for m in res["methods"] if m in SCREENED]
-    methods = _method_subset(methods, can, owner, "the run's screenable methods "
+    methods = _method_subset(methods, can, owner, f"the run's screenable methods{folder} "
                              f"({', '.join(can) or 'none'}; screenable: {', '.join(SCREENED)})")
     if not methods:
         raise ValidationError(f"{owner}: {out / 'results.json'}: has no method the screen "
@@ -1892,7 +1904,8 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
         P.fail(O, "steps", "must be <= 1000 inner steps each", repr(max(grid["steps"])))
     _check_progress_executor(progress, executor, O)
     dirs = _seed_dirs(out, _read_results(out, O), O)
-    loaded = [(k, d) + _screen_models(d, methods, O) for k, d in dirs]   # all checked first
+    loaded = [(k, d) + _screen_models(d, methods, O, _folder(k))        # all checked first
+              for k, d in dirs]
     _check_seed_runs(O, [(k, d, cfg, list(models)) for k, d, cfg, _, models in loaded])
     fam = section(loaded[0][2], "family", required=("ways", "shots", "queries", "rotations"))
     runs, per_seed = {}, []
