@@ -36,9 +36,22 @@ def test_quick_run_schema_and_cml_beats_untrained(tmp_path):
             "out") in sinusoid.summary_table(res)
 
 
-def test_quick_run_with_an_equal_budget_selects_on_validation(tmp_path):
+class TickingClock:
+    """A fake clock that advances 10 ms each time it is read: a budget-bound run makes
+    the same meta-steps and evaluations however busy the machine is (with the real
+    clock, a starved machine fitted fewer than three evaluations into the budget)."""
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        self.t += 0.01
+        return self.t
+
+
+def test_quick_run_with_an_equal_budget_selects_on_validation(tmp_path, monkeypatch):
     """Every trained method stops at the same wall-time budget; the reported number is
     the meta-test MSE where the meta-validation MSE is lowest."""
+    monkeypatch.setattr(nm.metatrain.TrainingBudget, "clock", staticmethod(TickingClock()))
     budget = 1.5
     res = sinusoid.run(tmp_path, quick=True, methods="cml,maml,untrained", progress=False,
                        overrides=[f"compare.budget_s={budget}", "compare.eval_every_s=0.4"])
