@@ -944,7 +944,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     from . import checkpoint as ckpt
     from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, ParameterAverage,
                             TrainingBudget, check_fingerprint, mean_sem,
-                            optimizer_fingerprint, optimizer_probe, task_rng)
+                            optimizer_fingerprint, optimizer_probe, schedule_steps,
+                            task_rng)
 
     O = "train_baseline"
     if not isinstance(method, _Baseline) and not (
@@ -1023,6 +1024,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         budget.resume()
 
     state = optimizer.init(params)
+    budget.check_schedule(state, O)
     step = 0
     if resume and checkpoint is not None and checkpoint.exists():
         saved = ckpt.load(checkpoint)
@@ -1069,6 +1071,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         avg.update(params)
         bar.update(1)
         stop = budget.stop_reason(step)
+        state = budget.horizon(state, step)[0]
         evaluated = stop or budget.eval_due(step, hist["time_s"][-1])
         if evaluated:
             bar.set_postfix(meta_test_mse=f"{record(step):.4g}")
@@ -1084,5 +1087,6 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     hist["meta_steps"] = step
     hist["stop_reason"] = stop
     hist["budget_s"] = budget.budget_s
+    hist["schedule_steps"] = schedule_steps(state)
     hist["wall_time_s"] = wall_before + time.perf_counter() - t0
     return budget.selected_params(avg.value(params), select), hist

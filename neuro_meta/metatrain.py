@@ -93,6 +93,9 @@ class History:
     skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
     wall_time_s: float = 0.0    # of the whole run, evaluations included; a resumed run
     #                             adds the time of the work its checkpoint kept
+    schedule_steps: Optional[int] = None    # the horizon (meta-steps) of a learning-rate
+    #                             schedule over the budget (cosine_decay(v, "budget")), as
+    #                             measured (None: no such schedule, or not measured)
 
 
 #: The per-evaluation fields of a history, in the order an evaluation point lists them.
@@ -109,6 +112,14 @@ def mean_sem(mse):
 
 #: Prefix of an optimiser fingerprint made from the optimiser's settings.
 SETTINGS_PREFIX = "settings:"
+
+
+def schedule_steps(state):
+    """The measured horizon (meta-steps) of the learning-rate schedule over the budget
+    in optimiser state ``state``, or None (none, or not measured: a run that ended
+    before :attr:`TrainingBudget.HORIZON_AT` of its budget)."""
+    found = [n for n in optim.horizons(state) if n is not None]
+    return found[0] if found else None
 
 
 def optimizer_fingerprint(optimizer, theta):
@@ -254,12 +265,18 @@ class TrainingBudget:
       seconds of clock or more after the previous evaluation, and at the end;
     * **select**: the parameters offered with the lowest meta-validation MSE (the
       earliest of equal ones; non-finite scores are never selected). Meta-test scores
-      play no part.
+      play no part;
+    * **schedule over the budget** (:meth:`horizon`): an optimiser whose learning rate
+      decays over the budget (``optim.cosine_decay(v, "budget")``) is told, once the
+      clock passes :attr:`HORIZON_AT` of ``budget_s``, how many meta-steps the budget
+      holds at the rate measured since the end of the run's first meta-step.
 
     ``clock`` is the time source (seconds); tests replace it by a fake clock.
     """
 
     clock = staticmethod(time.perf_counter)
+    #: the share of the budget after which a schedule over the budget gets its horizon
+    HORIZON_AT = 0.05
 
     def __init__(self, owner, steps, eval_every, budget_s=None, eval_every_s=None,
                  elapsed_s=0.0):
@@ -273,6 +290,7 @@ class TrainingBudget:
         self.mark = self.clock()
         self.running = True
         self.best = None            # (meta-validation MSE, evaluation index, parameters)
+        self._rate_from = None      # (step, clock) at the end of this run's first meta-step
 
     def now(self):
         """The clock: meta-training time so far (s)."""
@@ -296,6 +314,35 @@ class TrainingBudget:
         if step >= self.steps:
             return "steps"
         return None
+
+    def check_schedule(self, state, owner):
+        """Refuse an optimiser state with a schedule over the budget in a run without
+        one (its learning rate would never decay)."""
+        if self.budget_s is None and None in optim.horizons(state):
+            P.fail(owner, "budget_s", "must be given (s) when the optimiser's learning rate "
+                   "decays over the budget (cosine_decay(v, 'budget'); in a model file "
+                   "schedule: {kind: cosine, steps: budget}): a run without a wall-time "
+                   "budget has no length to decay over -- give the steps instead", "None")
+
+    def horizon(self, state, step):
+        """``state`` (the optimiser's, after meta-step ``step``) with the horizon of its
+        schedules over the budget set, if not yet set and the clock has passed
+        :attr:`HORIZON_AT` of ``budget_s``: ``step`` plus the meta-steps the rest of the
+        budget holds at the rate measured since the end of this run's first meta-step
+        (which carries start-up costs). Returns ``(state, horizon or None)``."""
+        if self.budget_s is None or None not in optim.horizons(state):
+            return state, None
+        now = self.now()
+        if self._rate_from is None:
+            self._rate_from = (step, now)
+            return state, None
+        s0, t0 = self._rate_from
+        if now < self.HORIZON_AT * self.budget_s or step <= s0 or now <= t0:
+            return state, None
+        n = step + max(1, int(round((self.budget_s - now) * (step - s0) / (now - t0))))
+        logger.info("learning-rate schedule over the budget: %d meta-steps (%d meta-steps "
+                    "in %.3g s of clock)", n, step - s0, now - t0)
+        return optim.set_horizon(state, n), n
 
     def cadence(self):
         """When this run evaluates, for a checkpoint's fingerprint (a resume under another
@@ -726,6 +773,7 @@ class MetaTrainer:
         self._not_settled = self._skipped = 0
         theta = self.net.theta
         state = self.optimizer.init(theta)
+        budget.check_schedule(state, O)
         step = 0
         average = ParameterAverage(self.average, O)
         if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -765,6 +813,7 @@ class MetaTrainer:
             self.net = self.net.with_theta(theta)
             bar.update(1)
             stop = budget.stop_reason(step)
+            state = budget.horizon(state, step)[0]
             if stop or budget.eval_due(step, hist.time_s[-1]):
                 m = record(step)
                 bar.set_postfix(meta_test_mse=f"{m:.4g}")
@@ -782,6 +831,7 @@ class MetaTrainer:
             self.net = self.net.with_theta(kept)
         hist.not_settled = self._not_settled
         hist.skipped_tasks = self._skipped
+        hist.schedule_steps = schedule_steps(state)
         hist.wall_time_s = self._wall_before + time.perf_counter() - t0
         if hist.not_settled:
             logger.info("%d phase(s) reached max_duration before settling (their "

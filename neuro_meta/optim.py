@@ -18,6 +18,9 @@ A learning rate is a number or a :class:`Schedule` of the meta-step
 (:func:`constant`, :func:`cosine_decay`, :func:`piecewise_constant`), in the style of
 optax's schedules: update number ``k`` (0, 1, 2, ...) uses ``schedule(k)``. The schedule's
 settings are part of the optimiser's ``settings`` and so of a checkpoint's fingerprint.
+``cosine_decay(v, "budget")`` lasts as many meta-steps as a wall-time budget holds: the
+trainer measures that number early in the run and writes it into the optimiser's state
+(:func:`set_horizon`, :func:`horizons`), where checkpoints keep it.
 
 Hyper-parameters are checked where the maths breaks: learning rates finite and > 0,
 momentum and Adam's ``b1``, ``b2`` in ``[0, 1)`` (at 1 the bias correction divides by
@@ -96,9 +99,13 @@ class GradientTransformation(NamedTuple):
 class Schedule(NamedTuple):
     """A learning rate as a function of the update number ``k`` (0 for the first update):
     ``value(k)`` > 0; ``settings``: what it is, as plain values (for fingerprints; a
-    float means the constant rate of :func:`constant`)."""
+    float means the constant rate of :func:`constant`). ``over_budget``: a schedule
+    whose length is the number of meta-steps a wall-time budget holds
+    (``cosine_decay(v, "budget")``): ``value(k, horizon)``, with ``horizon`` None until
+    the trainer has measured it (:func:`set_horizon`)."""
     value: Callable
     settings: Any
+    over_budget: bool = False
 
     def __call__(self, k):
         return self.value(k)
@@ -116,16 +123,33 @@ def cosine_decay(init_value, decay_steps, alpha=0.0):
     ``init_value * (alpha + (1 - alpha) * (1 + cos(pi * min(k, decay_steps) /
     decay_steps)) / 2)``: from ``init_value`` at update 0 to ``alpha * init_value`` at
     update ``decay_steps``, then constant. ``alpha`` in (0, 1] (a learning rate of 0
-    would end learning without saying so)."""
+    would end learning without saying so).
+
+    ``decay_steps="budget"``: the decay lasts as many updates as the run's wall-time
+    budget holds, so that a run decays fully on a slow machine as on a fast one. The
+    trainer (:meth:`~neuro_meta.MetaTrainer.train`,
+    :func:`~neuro_meta.baselines.train_baseline`, both with ``budget_s``) measures its
+    meta-step rate over the first part of the budget and sets that number once in the
+    optimiser's state (:func:`set_horizon`, recorded in the checkpoint and the run's
+    history); until then the rate is ``init_value`` (the cosine's first 5 % lie within
+    0.7 % of it). The run is deterministic given that number: a schedule with
+    ``decay_steps`` set to it repeats the run step for step."""
     O = "cosine_decay"
     v = P.real(init_value, O, "init_value", low=0.0, low_open=True)
-    n = P.integer(decay_steps, O, "decay_steps", low=1)
+    over_budget = isinstance(decay_steps, str) and decay_steps == "budget"
+    if isinstance(decay_steps, str) and not over_budget:
+        P.fail(O, "decay_steps", 'must be an integer >= 1 or "budget"', repr(decay_steps))
+    n = "budget" if over_budget else P.integer(decay_steps, O, "decay_steps", low=1)
     a = P.real(alpha, O, "alpha", low=0.0, high=1.0, low_open=True)
 
-    def value(k):
+    def value(k, n):
         x = min(int(k), n) / n
         return v * (a + (1.0 - a) * 0.5 * (1.0 + math.cos(math.pi * x)))
-    return Schedule(value, ("cosine_decay", v, n, a))
+
+    if over_budget:
+        return Schedule(lambda k, h=None: v if h is None else value(k, h),
+                        ("cosine_decay", v, n, a), True)
+    return Schedule(lambda k: value(k, n), ("cosine_decay", v, n, a))
 
 
 def piecewise_constant(init_value, boundaries, scales):
@@ -170,9 +194,51 @@ def _schedule(learning_rate, owner):
                                  low_open=True))
 
 
-def _rate(sched, k):
-    """The learning rate of update ``k`` (0-based) of a schedule from :func:`_schedule`."""
-    return sched.settings if sched.value is None else sched.value(k)
+def _rate(sched, k, state):
+    """The learning rate of update ``k`` (0-based) of a schedule from :func:`_schedule`
+    (``state``: the optimiser's, whose ``"horizon"`` a schedule over the budget reads)."""
+    if sched.value is None:
+        return sched.settings
+    return sched.value(k, state["horizon"]) if sched.over_budget else sched.value(k)
+
+
+def _horizon_state(sched, state):
+    """``state`` with the ``"horizon"`` entry of a schedule over the budget (None: not
+    measured yet), for :func:`set_horizon` to fill."""
+    return {**state, "horizon": None} if sched.over_budget else state
+
+
+def _walk(state, fn):
+    """``state`` (an optimiser's: dicts, tuples of a chain's parts) with ``fn`` applied
+    to every dict that has a ``"horizon"`` entry."""
+    if isinstance(state, tuple):
+        return tuple(_walk(s, fn) for s in state)
+    if isinstance(state, list):
+        return [_walk(s, fn) for s in state]
+    if isinstance(state, dict) and "horizon" in state:
+        return fn(state)
+    return state
+
+
+def horizons(state):
+    """The horizons (meta-steps) of the schedules over the budget in optimiser state
+    ``state`` (:func:`cosine_decay` with ``"budget"``): a list with one entry per such
+    schedule, None where it is not measured yet; empty if it has none."""
+    found = []
+    _walk(state, lambda d: found.append(d["horizon"]) or d)
+    return found
+
+
+def set_horizon(state, steps):
+    """``state`` with every not-yet-measured schedule over the budget set to last
+    ``steps`` meta-steps (an integer >= 1; one already measured keeps its own)."""
+    n = P.integer(steps, "set_horizon", "steps", low=1)
+    return _walk(state, lambda d: d if d["horizon"] is not None else {**d, "horizon": n})
+
+
+def _keep_horizon(state, new):
+    """``new`` with ``state``'s ``"horizon"`` entry, if it has one."""
+    return {**new, "horizon": state["horizon"]} if "horizon" in state else new
 
 
 def sgd(learning_rate, momentum=0.0):
@@ -185,18 +251,19 @@ def sgd(learning_rate, momentum=0.0):
     def init(theta):
         check_params(theta, "sgd.init")
         state = {"velocity": tree_map(np.zeros_like, theta)} if mu else {}
-        return {**state, "count": 0} if scheduled else state
+        return _horizon_state(sched, {**state, "count": 0}) if scheduled else state
 
     @_quiet
     def update(grads, state):
         check_params(grads, "sgd.update", "grads")
         new = {"count": state["count"] + 1} if scheduled else {}
-        lr = _rate(sched, state["count"] if scheduled else 0)
+        lr = _rate(sched, state["count"] if scheduled else 0, state)
         if not mu:
             return tree_map(lambda g: -lr * g, grads), {**state, **new}
         check_tree(grads, state["velocity"], "sgd.update", "grads")
         vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
-        return tree_map(lambda v: -lr * v, vel), {"velocity": vel, **new}
+        return tree_map(lambda v: -lr * v, vel), _keep_horizon(state, {"velocity": vel,
+                                                                     **new})
 
     return GradientTransformation(init, update, ("sgd", sched.settings, mu))
 
@@ -211,8 +278,8 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
 
     def init(theta):
         check_params(theta, "adam.init")
-        return {"count": 0, "m": tree_map(np.zeros_like, theta),
-                "v": tree_map(np.zeros_like, theta)}
+        return _horizon_state(sched, {"count": 0, "m": tree_map(np.zeros_like, theta),
+                                      "v": tree_map(np.zeros_like, theta)})
 
     @_quiet
     def update(grads, state):
@@ -221,9 +288,9 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
         m = tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
         v = tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
         c1, c2 = 1 - b1 ** count, 1 - b2 ** count
-        lr = _rate(sched, count - 1)
+        lr = _rate(sched, count - 1, state)
         upd = tree_map(lambda m_, v_: -lr * (m_ / c1) / (np.sqrt(v_ / c2) + eps), m, v)
-        return upd, {"count": count, "m": m, "v": v}
+        return upd, _keep_horizon(state, {"count": count, "m": m, "v": v})
 
     return GradientTransformation(init, update, ("adam", sched.settings, b1, b2, eps))
 

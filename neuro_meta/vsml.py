@@ -783,6 +783,10 @@ class ESTrainer:
             P.fail(O, "extra", "must be None or a dict of settings", P.shown(extra))
         tree = {"theta": [self.theta0.copy()]}
         state = self.optimizer.init(tree)
+        if None in optim.horizons(state):
+            P.fail(O, "optimizer", "must not decay its learning rate over the budget "
+                   "(cosine_decay(v, 'budget') is for MetaTrainer and train_baseline): "
+                   "give the schedule's steps", "a schedule over the budget")
         hist, step, elapsed = ESHistory(), 0, 0.0
         t_call, self.resumed_wall_s = time.perf_counter(), 0.0
         best = {"score": None, "step": 0, "theta": self.theta0.copy()}

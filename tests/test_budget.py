@@ -520,3 +520,79 @@ def test_invalid_trainer_and_evaluate_arguments():
     with pytest.raises(nm.ValidationError, match=r"MetaTrainer\.evaluate\.tasks: must be "
                        r"one of 'test', 'validation' \(got 'val'\)"):
         trainer().evaluate(tasks="val")
+
+
+# ------------------------------------------- a learning-rate schedule over the budget
+def _recording(opt, seen):
+    """``opt`` that records the horizons of its state at every update."""
+    def update(grads, state):
+        seen.append(optim.horizons(state)[0])
+        return opt.update(grads, state)
+    return optim.GradientTransformation(opt.init, update, opt.settings)
+
+
+@pytest.mark.parametrize("step_s, budget_s, steps", [(1.0, 20.0, 20), (2.0, 20.0, 10),
+                                                     (0.5, 20.0, 40)])
+def test_schedule_over_the_budget_lasts_the_budget_on_any_machine(monkeypatch, clock,
+                                                                  step_s, budget_s, steps):
+    """MAML on a machine 1x, 2x slower, 2x faster: the horizon is measured once the clock
+    passes 5 % of the budget (1 s) at the rate since the end of the first meta-step --
+    here after the second -- and equals the meta-steps the budget then holds:
+    2 + (budget - 2 step_s) / step_s."""
+    meta_gradient = MAML.meta_gradient
+
+    def tick(self, params, task):
+        clock.t += step_s
+        return meta_gradient(self, params, task)
+    monkeypatch.setattr(MAML, "meta_gradient", tick)
+    seen = []
+    opt = _recording(optim.adam(optim.cosine_decay(1e-3, "budget", 0.05)), seen)
+    _, h = maml_run(budget_s=budget_s, eval_every_s=5.0, optimizer=opt)
+    at = 2
+    want = at + round((budget_s - at * step_s) / step_s)
+    assert h["meta_steps"] == steps == want and h["schedule_steps"] == want
+    assert seen[:at] == [None] * at and set(seen[at:]) == {want}
+
+
+def test_schedule_over_the_budget_in_the_cml_trainer_and_its_checkpoint(clock, tmp_path):
+    """CML's trainer measures the same horizon (1 fake s per meta-step, 4-s budget: set
+    after meta-step 2 to 4); the checkpoint keeps it and a resume with a larger budget
+    continues on it (no second measurement)."""
+    _, tr = build(load_model("consolidation"))
+    seen = []
+    opt = _recording(optim.chain(optim.clip_by_global_norm(1.0),
+                                 optim.adam(optim.cosine_decay(0.05, "budget", 0.05))), seen)
+    new = lambda: ticking(MetaTrainer(tr.net, tr.family, tr.cml, opt, meta_batch=1,  # noqa
+                                      seed=3, eval_tasks=2), clock)
+    ck = tmp_path / "cml.npz"
+    h = new().train(1000, budget_s=4.0, eval_every_s=3.0, progress=False, checkpoint=ck)
+    assert (h.meta_steps, h.schedule_steps) == (4, 4) and seen == [None, None, 4, 4]
+    assert optim.horizons(ckpt.load(ck)["opt_state"]) == [4]
+    h2 = new().train(1000, budget_s=5.0, eval_every_s=3.0, progress=False, checkpoint=ck,
+                     resume=True)
+    assert (h2.meta_steps, h2.schedule_steps) == (5, 4) and seen[4:] == [4]
+
+
+def test_schedule_over_the_budget_needs_a_budget(ticking_maml):
+    opt = optim.adam(optim.cosine_decay(1e-3, "budget", 0.05))
+    with pytest.raises(nm.ValidationError, match=r"train_baseline.budget_s: must be given "
+                                                 r"\(s\) when the optimiser's learning rate "
+                                                 r"decays over the budget"):
+        maml_run(steps=3, optimizer=opt)
+    _, tr = build(load_model("consolidation"))
+    cml = MetaTrainer(tr.net, tr.family, tr.cml, opt, meta_batch=2, seed=3, eval_tasks=2)
+    with pytest.raises(nm.ValidationError, match=r"MetaTrainer.train.budget_s: must be"):
+        cml.train(3, progress=False)
+    # a budget that ends before it is measured leaves the start rate, and says so: None
+    _, h = maml_run(budget_s=1.0, optimizer=opt)
+    assert h["meta_steps"] == 1 and h["schedule_steps"] is None
+
+
+def test_es_trainer_refuses_a_schedule_over_the_budget():
+    from neuro_meta import vsml as V
+
+    es = V.ESTrainer(lambda thetas, seeds: np.sum(thetas ** 2, axis=1), np.ones(3),
+                     sigma=0.1, pairs=1,
+                     optimizer=optim.adam(optim.cosine_decay(1e-3, "budget", 0.05)))
+    with pytest.raises(nm.ValidationError, match=r"ESTrainer.train.optimizer: must not decay"):
+        es.train(2, progress=False)

@@ -13,7 +13,7 @@ from neuro_meta.models import load_model
 #: The settings ``omniglot_long.yaml`` exists to change, and nothing else.
 CHANGED = {("compare", "budget_s"): 3000, ("compare", "eval_every_s"): 250,
            ("compare", "workers"): 1,
-           ("meta", "schedule"): {"kind": "cosine", "steps": 18000, "end": 0.05},
+           ("meta", "schedule"): {"kind": "cosine", "steps": "budget", "end": 0.05},
            ("meta", "lam_min"): [1.0, 1.0, 0.05],
            ("baselines", "steps"): 10_000_000}
 
@@ -45,9 +45,12 @@ def test_the_long_cml_is_floored_per_connection_and_decayed():
     _, trainer = og.build_cml(cfg, og.families(cfg))
     assert trainer.lam_min == (1.0, 1.0, 0.05)
     assert len(trainer.net.theta["lam"]) == 3
-    # the cosine reaches 5 % of the step at 18 000 meta-steps and stays there
+    # the cosine lasts the meta-steps the budget holds (measured by the trainer), from
+    # 5e-3 to 5 % of it
     sched = og.learning_rate(cfg["_file"], "meta", cfg["meta"])
-    np.testing.assert_allclose([sched(0), sched(9000), sched(18000), sched(25000)],
+    assert sched.over_budget and sched.settings == ("cosine_decay", 5e-3, "budget", 0.05)
+    np.testing.assert_allclose([sched.value(0, 9000), sched.value(4500, 9000),
+                                sched.value(9000, 9000), sched.value(12000, 9000)],
                                [5e-3, 5e-3 * (0.05 + 0.95 * 0.5), 2.5e-4, 2.5e-4], rtol=1e-12)
 
 
@@ -58,3 +61,8 @@ def test_the_long_comparison_runs_quick(tmp_path):
     assert {"cml", "maml"} <= set(res["methods"]) and "fomaml" not in res["methods"]
     assert res["config"]["meta"]["lam_min"] == [1.0, 1.0, 0.05]
     assert res["config"]["compare"]["workers"] == 1
+    # CML's schedule over the budget got its horizon: at least the meta-steps made by
+    # then, and the steps' count is in the results
+    cml = res["methods"]["cml"]
+    assert cml["schedule_steps"] is None or cml["schedule_steps"] >= 2
+    assert res["methods"]["maml"]["schedule_steps"] is None     # (no schedule)

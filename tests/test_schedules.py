@@ -251,3 +251,61 @@ def test_a_resumed_schedule_continues_where_it_stopped(tmp_path):
     plain = trainer(["meta.schedule=null"])
     plain.train(4, eval_every=2, progress=False, select=False)
     assert np.abs(flat(plain) - flat(whole)).max() > 0
+
+
+# ----------------------------------------------------- a schedule over the budget
+@pytest.mark.parametrize("make", [optim.adam, optim.sgd, lambda lr: optim.sgd(lr, 0.9)])
+def test_schedule_over_the_budget_is_the_start_rate_then_the_cosine_of_its_horizon(make):
+    """Before the trainer sets the horizon the rate is the start value; after it, update
+    k has the rate of ``cosine_decay(v, n)`` at k (closed form), inside a chain too."""
+    v, a, n, at = 0.1, 0.1, 6, 3
+    opt = optim.chain(optim.clip_by_global_norm(1e9), make(optim.cosine_decay(v, "budget", a)))
+    unit = optim.chain(optim.clip_by_global_norm(1e9), make(1.0))
+    state, ustate = opt.init(THETA), unit.init(THETA)
+    assert optim.horizons(state) == [None] and optim.horizons(ustate) == []
+    for k in range(9):
+        if k == at:
+            state = optim.set_horizon(state, n)
+            assert optim.horizons(optim.set_horizon(state, 99)) == [n]    # set once
+        g, state = opt.update(_grads(k), state)
+        u, ustate = unit.update(_grads(k), ustate)
+        x = min(k, n) / n
+        rate = v if k < at else v * (a + (1 - a) * 0.5 * (1 + math.cos(math.pi * x)))
+        np.testing.assert_allclose(optim.tree_vector(g), rate * optim.tree_vector(u),
+                                   rtol=1e-13, atol=0)
+    assert optim.horizons(state) == [n]
+
+
+def test_schedule_over_the_budget_settings_and_refusals():
+    s = optim.cosine_decay(5e-3, "budget", 0.05)
+    assert s.over_budget and s.settings == ("cosine_decay", 5e-3, "budget", 0.05)
+    assert s(0) == s(10 ** 6) == 5e-3           # (no horizon yet: the start value)
+    fp = lambda lr: optimizer_fingerprint(optim.adam(lr), THETA)      # noqa: E731
+    assert fp(s) != fp(optim.cosine_decay(5e-3, 7000, 0.05))
+    with pytest.raises(ValidationError, match=r'cosine_decay.decay_steps: must be an '
+                                              r'integer >= 1 or "budget" \(got \'Budget\'\)'):
+        optim.cosine_decay(1.0, "Budget", 0.1)
+    with pytest.raises(ValidationError, match=r"set_horizon.steps: must be >= 1"):
+        optim.set_horizon(optim.adam(s).init(THETA), 0)
+
+
+def test_model_file_schedule_over_the_budget(tmp_path):
+    """``steps: budget`` in a model file; ES (VSML), which does not measure a budget's
+    meta-steps, refuses it naming the file and key."""
+    cfg = og._cfg(overrides=["meta.schedule={kind: cosine, steps: budget, end: 0.05}",
+                             "baselines.schedule={kind: cosine, steps: budget, end: 0.5}"])
+    fams = og.families(cfg)
+    trainer = og.build_cml(cfg, fams)[1]
+    assert _adam_rate(trainer.optimizer) == ("cosine_decay", 5e-3, "budget", 0.05)
+    kw = og._baseline_training(cfg, "maml", fams, trainer)[2]
+    assert _adam_rate(kw["optimizer"]) == ("cosine_decay", 1e-3, "budget", 0.5)
+    bad = og._cfg(overrides=["meta.schedule={kind: cosine, steps: all, end: 0.05}"])
+    with pytest.raises(ValidationError, match=r"omniglot\.yaml: meta.schedule.steps: must "
+                                              r"be an integer >= 1 or budget \(got 'all'\)"):
+        og.build_cml(bad, og.families(bad))
+    from neuro_meta.experiments import vsml
+
+    with pytest.raises(ValidationError, match=r"vsml\.yaml: es.schedule.steps: must be a "
+                                              r"number of meta-steps here"):
+        vsml.run(tmp_path, quick=True, methods="vsml", progress=False,
+                 overrides=["es.schedule={kind: cosine, steps: budget, end: 0.5}"])

@@ -39,7 +39,7 @@ over the ``n`` streams.
 "per_seed", "updates", "not_settled"}}}, "curves": {method: {δ: mean cumulative regret
 at "trials"}}, "trials": [...], "meta": {method: {"meta_val_mse", "meta_test_mse",
 "meta_test_sem", "selected_step", "meta_steps", "stop_reason", "budget_s",
-"wall_time_s", "history"}}, "uniform_regret": {δ: per-trial}, "executor": {"kind",
+"wall_time_s", "schedule_steps", "history"}}, "uniform_regret": {δ: per-trial}, "executor": {"kind",
 "workers", "deployment", "meta_training"}, "config": {...}}`` (``updates``: the network
 agents' re-learnings over the streams, ``not_settled``: those whose learning process did
 not settle, None for agents that do not settle).
@@ -415,6 +415,7 @@ def _meta_summary(h, wall):
             "meta_test_sem": sel["meta_test_sem"], "selected_step": sel["step"],
             "meta_steps": int(h.get("meta_steps") or 0), "stop_reason": h.get("stop_reason"),
             "budget_s": h.get("budget_s"), "wall_time_s": wall,
+            "schedule_steps": h.get("schedule_steps"),
             "history": {k: list(h[k]) for k in ("step", "time_s", "meta_val_mse",
                                                 "meta_test_mse")}}
 

@@ -35,7 +35,8 @@ and the others on worker processes (one BLAS thread each,
 ``results.json``: ``{"methods": {name: {"accuracy", "ci95", "accuracy_per_task",
 "other_shots_accuracy", "other_shots_ci95", "official_error", "official_ci95",
 "meta_val_accuracy", "selected_step", "selected_time_s", "meta_steps", "stop_reason",
-"budget_s", "wall_time_s", "time_to_target"} (+ "phases_not_settled" for CML methods)},
+"budget_s", "wall_time_s", "time_to_target", "schedule_steps"} (+ "phases_not_settled"
+for CML methods)},
 "gaps": {cml: {baseline | "best" | "best_validation": {"mean", "ci95", "n_tasks"} (+
 "baseline" for the last two)}} (CML minus the MAML family, paired over the test tasks:
 :func:`task_gaps`), "config": {...}, "history": {name: {"step", "time_s",
@@ -669,7 +670,8 @@ def _training_summary(h, targets):
             "meta_steps": int(h.get("meta_steps") or 0),
             "stop_reason": h.get("stop_reason"), "budget_s": h.get("budget_s"),
             "wall_time_s": float(h.get("wall_time_s") or 0.0),
-            "time_to_target": {f"{1.0 - float(k):g}": v for k, v in ttt.items()}}
+            "time_to_target": {f"{1.0 - float(k):g}": v for k, v in ttt.items()},
+            "schedule_steps": h.get("schedule_steps")}
 
 
 def _curves(h):

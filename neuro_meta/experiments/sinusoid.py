@@ -26,7 +26,7 @@ steps (deterministic).
 
 ``results.json``: ``{"methods": {name: {"meta_test_mse", "sem", "meta_val_mse",
 "selected_step", "selected_time_s", "meta_steps", "stop_reason", "budget_s",
-"wall_time_s", "time_to_target"}}, "config": {...}, "history": {name: {"step",
+"wall_time_s", "time_to_target", "schedule_steps"}}, "config": {...}, "history": {name: {"step",
 "time_s", "meta_val_mse", "meta_test_mse"}}}``.
 """
 import time
@@ -222,12 +222,15 @@ SCHEDULES = {"constant": (), "cosine": ("steps", "end"),
              "piecewise": ("boundaries", "scales")}
 
 
-def learning_rate(where, name, sec, value=None, value_key=None):
+def learning_rate(where, name, sec, value=None, value_key=None, over_budget=True):
     """The learning rate of section ``name``'s meta-optimiser (``sec``: the section):
     ``value`` (default ``sec["learning_rate"]``), decayed by the meta-step as the
     section's optional ``schedule`` says -- absent, null or ``{kind: constant}``: the
     same at every step; ``{kind: cosine, steps: N, end: f}``: cosine decay to ``f`` times
     the rate at step N, then constant (:func:`neuro_meta.optim.cosine_decay`);
+    ``steps: budget``: over as many meta-steps as the run's wall-time budget holds,
+    measured by the trainer in the budget's first 5 % (``over_budget=False``: refused,
+    for a trainer that does not measure it);
     ``{kind: piecewise, boundaries: [n1, ...], scales: [f1, ...]}``: multiplied by ``f1``
     from step n1 on, ... (:func:`neuro_meta.optim.piecewise_constant`). Errors name the
     file and key (``value_key``: the key of ``value``, default ``<name>.learning_rate``).
@@ -260,9 +263,17 @@ def learning_rate(where, name, sec, value=None, value_key=None):
     if kind == "constant":
         return value
     if kind == "cosine":
-        return optim.cosine_decay(value, P.integer(spec["steps"], owner, "steps", low=1),
-                                  P.real(spec["end"], owner, "end", low=0.0, high=1.0,
-                                         low_open=True))
+        steps = spec["steps"]
+        if isinstance(steps, str) and steps == "budget":
+            if not over_budget:
+                P.fail(owner, "steps", f"must be a number of meta-steps here ({name} does "
+                       "not measure a wall-time budget to decay over)", repr(steps))
+        elif isinstance(steps, str):
+            P.fail(owner, "steps", "must be an integer >= 1 or budget", repr(steps))
+        else:
+            steps = P.integer(steps, owner, "steps", low=1)
+        return optim.cosine_decay(value, steps, P.real(spec["end"], owner, "end", low=0.0,
+                                                      high=1.0, low_open=True))
     bounds, scales = spec["boundaries"], spec["scales"]
     if not isinstance(bounds, list) or not bounds:
         P.fail(owner, "boundaries", "must be a non-empty list of meta-steps", P.shown(bounds))
@@ -563,7 +574,8 @@ def _summary(h, wall_time_s, targets):
             "meta_val_mse": sel["meta_val_mse"], "selected_step": sel["step"],
             "selected_time_s": sel["time_s"], "meta_steps": h["meta_steps"],
             "stop_reason": h["stop_reason"], "budget_s": h["budget_s"],
-            "wall_time_s": wall_time_s, "time_to_target": time_to_target(h, targets)}
+            "wall_time_s": wall_time_s, "time_to_target": time_to_target(h, targets),
+            "schedule_steps": h.get("schedule_steps")}
 
 
 def _curves(h):

@@ -424,7 +424,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     trainer = checked(where, "es", V.ESTrainer, obj, model.init_theta(seed_),
                       sigma=es["sigma"], pairs=es["pairs"],
                       optimizer=checked(where, "es.learning_rate", optim.adam,
-                                        learning_rate(where, "es", es)),
+                                        learning_rate(where, "es", es, over_budget=False)),
                       seed=seed_, executor=executor, chunks=chunks)
     es_kw = {"steps": _int(cfg, "es", "steps"), "eval_every": _int(cfg, "es", "eval_every"),
              "budget_s": _real(cfg, "es", "budget_s", allow_none=True)}
