@@ -93,6 +93,40 @@ def step_cap_notes(methods, budget_s=None):
     return out
 
 
+#: How far (a share of the horizon) the meta-steps a run made may lie from the horizon
+#: its schedule over the budget measured before :func:`schedule_notes` says so.
+SCHEDULE_SLACK = 0.1
+
+
+def schedule_notes(methods):
+    """Lines for a results table: every method whose learning rate decayed over its
+    wall-time budget (``schedule_steps``, the horizon measured in the budget's first
+    5 %) and that made more than :data:`SCHEDULE_SLACK` more or fewer meta-steps than
+    that horizon in its budget -- its meta-step rate changed later in the run, so its
+    decay did not end with its budget. A method its step cap stopped is left to
+    :func:`step_cap_notes`."""
+    out = []
+    for name, r in methods.items():
+        if not isinstance(r, dict) or r.get("stop_reason") != "budget":
+            continue
+        n, m = r.get("schedule_steps"), r.get("meta_steps")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                   for x in (n, m)) or abs(m - n) <= SCHEDULE_SLACK * n:
+            continue
+        how = ("its step was still above the cosine's end when the budget ran out"
+               if m < n else f"it made its last {m - n} meta-steps at the cosine's end")
+        out.append(f"note: {name}'s learning-rate cosine was fitted to {n} meta-steps "
+                   f"(its rate in the first 5 % of the budget) but it made {m}: {how} "
+                   "(its meta-step rate changed during the run, e.g. another process "
+                   "started or stopped)")
+    return out
+
+
+def budget_notes(methods, budget_s=None):
+    """:func:`step_cap_notes` and :func:`schedule_notes` of a results table."""
+    return step_cap_notes(methods, budget_s) + schedule_notes(methods)
+
+
 def reads_results(owner, what, arg=0, name="results"):
     """Decorator of a public function that reads a results dict (its positional argument
     ``arg``, called ``name``) -- a table or a plot of what an experiment returned or its

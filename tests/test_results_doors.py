@@ -120,3 +120,29 @@ def test_step_cap_notes_name_the_method_and_its_key():
         "budget"]
     assert step_cap_notes({"maml": rows["maml"]}, None) == lines[2:]
     assert step_cap_notes({"cml_dual": rows["cml_dual"]}, None) == []
+
+
+def test_schedule_notes_flag_a_decay_that_did_not_end_with_the_budget():
+    """A method whose schedule over the budget was fitted to n meta-steps and that made
+    more than 10 % more or fewer gets one line (which way it missed); within 10 %, no
+    horizon, a cap-stopped run or a malformed row gets none."""
+    from neuro_meta.io import budget_notes, schedule_notes
+
+    rows = {"cml": {"stop_reason": "budget", "meta_steps": 8000, "schedule_steps": 12000},
+            "cml_dual": {"stop_reason": "budget", "meta_steps": 15000,
+                         "schedule_steps": 12000},
+            "maml": {"stop_reason": "budget", "meta_steps": 10900, "schedule_steps": 10000},
+            "fomaml": {"stop_reason": "budget", "meta_steps": 9000, "schedule_steps": None},
+            "reptile": {"stop_reason": "steps", "meta_steps": 10, "schedule_steps": 900,
+                        "budget_s": 30.0},
+            "imaml": {"stop_reason": "budget", "meta_steps": 10, "schedule_steps": True},
+            "odd": [1, 2]}
+    lines = schedule_notes(rows)
+    assert len(lines) == 2
+    assert lines[0].startswith("note: cml's learning-rate cosine was fitted to 12000 "
+                               "meta-steps (its rate in the first 5 % of the budget) but "
+                               "it made 8000: its step was still above the cosine's end")
+    assert "cml_dual's" in lines[1] and "its last 3000 meta-steps at the cosine's end" \
+        in lines[1]
+    assert budget_notes(rows, 60.0)[0].startswith("note: reptile stopped at its step cap")
+    assert budget_notes(rows, 60.0)[1:] == lines

@@ -59,7 +59,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import WheelBandit
 from ..initializers import Glorot
-from ..io import reads_results, save_figure, step_cap_notes, write_json
+from ..io import budget_notes, reads_results, save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, load_model, section
@@ -569,7 +569,7 @@ def summary_table(results):
             lines.append(f"{name:<13}{m['meta_steps']:>11d}{m['selected_step']:>10d}"
                          f"{m['meta_val_mse']:>11.4g}{m['meta_test_mse']:>11.4g}"
                          f"{m['wall_time_s']:>10.1f}")
-        lines += step_cap_notes(results["meta"], b)
+        lines += budget_notes(results["meta"], b)
     return "\n".join(lines)
 
 

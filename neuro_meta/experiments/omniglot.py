@@ -69,7 +69,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import FewShotClassification
 from ..initializers import Glorot
-from ..io import reads_results, save_figure, step_cap_notes, write_json
+from ..io import budget_notes, reads_results, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import TEST, VALIDATION, MetaTrainer, mean_sem, task_rng
 from ..models import checked, configure, load_model, merge, section
@@ -901,7 +901,7 @@ def summary_table(results):
             cells.append(f"{100 * r['official_error']:.1f} ± {100 * r['official_ci95']:.1f} %")
         lines.append(f"{name:<16}" + "".join(f"{c:>22}" for c in cells)
                      + f"{r.get('meta_steps', 0):>11d}{r.get('wall_time_s', 0.0):>15.1f}")
-    lines += step_cap_notes(results["methods"], budget)
+    lines += budget_notes(results["methods"], budget)
     if fin.get("official_runs"):
         lines.append("Published 20-way one-shot errors on the same runs (Lake et al. 2015, "
                      "105x105 images): people 4.5 %, Bayesian program learning 3.3 %, "
@@ -1180,7 +1180,7 @@ def seeds_table(agg):
                  f"tasks, {K}-shot column; meta-steps: mean over seeds)")
     for s, r in (agg.get("per_seed") or {}).items():     # a cap that ended one seed early
         if isinstance(r, dict) and isinstance(r.get("methods"), dict):
-            lines += [f"seed {s}: {line}" for line in step_cap_notes(r["methods"], budget)]
+            lines += [f"seed {s}: {line}" for line in budget_notes(r["methods"], budget)]
     for cml_name, g in agg.get("gaps", {}).items():
         if not g:
             continue

@@ -40,7 +40,7 @@ from .. import optim
 from ..cml import CML
 from ..errors import ValidationError
 from ..families import Sinusoid
-from ..io import reads_results, save_figure, step_cap_notes, write_json
+from ..io import budget_notes, reads_results, save_figure, write_json
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, did_you_mean, load_model, merge, overlay, section
@@ -783,7 +783,7 @@ def summary_table(results):
             at, stop = "(no meta-learning)", "—"
         lines.append(f"{name:<14} {r['meta_test_mse']:>14.4f} {r['sem']:>10.4f} {at:>20} "
                      f"{r['meta_steps']:>11d} {stop:>11} {r['wall_time_s']:>14.1f}")
-    lines += step_cap_notes(results["methods"], budget)
+    lines += budget_notes(results["methods"], budget)
     targets = comp.get("targets") or []
     if targets and any("time_to_target" in r for r in results["methods"].values()):
         lines += ["", "Time to target meta-test MSE: meta-training wall time (s) of the first "
