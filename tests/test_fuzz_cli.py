@@ -100,6 +100,8 @@ SET_KEYS = ["meta.steps", "meta.meta_batch", "meta.learning_rate", "meta.eval_ta
 SET_VALUES = JUNK + ["1", "3", "0.01", "1e-3", "solve", "rk4", "[1, 4, 1]", "[0.5, 1.0]",
                      "{inner_lr: 0.01}", "[cml]", "adam", "true", "false",
                      "{kind: cosine, steps: 3, end: 0.1}", "{kind: [1]}", "{kind: cosine}",
+                     "{kind: cosine, steps: budget, end: 0.1}",
+                     "{kind: cosine, steps: Budget, end: 0.1}",
                      "{kind: piecewise, boundaries: [1, 2], scales: [0.5, .nan]}"]
 
 

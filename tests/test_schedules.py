@@ -309,3 +309,25 @@ def test_model_file_schedule_over_the_budget(tmp_path):
                                               r"number of meta-steps here"):
         vsml.run(tmp_path, quick=True, methods="vsml", progress=False,
                  overrides=["es.schedule={kind: cosine, steps: budget, end: 0.5}"])
+
+
+@pytest.mark.parametrize("exp, key", [("omniglot", "meta"), ("omniglot", "baselines"),
+                                      ("sinusoid", "meta"), ("sinusoid", "baselines"),
+                                      ("bandit", "meta"), ("bandit", "baselines")])
+def test_schedule_over_the_budget_in_a_run_without_one_is_refused_up_front(
+        monkeypatch, tmp_path, exp, key):
+    """``steps: budget`` with ``compare.budget_s: null``: one error naming the file and
+    key before anything is evaluated or trained (no trainer is ever called)."""
+    from neuro_meta.metatrain import MetaTrainer
+
+    seen = _stop_at(monkeypatch, MetaTrainer, "evaluate")
+    _stop_at(monkeypatch, bl, "train_baseline")
+    method = {"meta": {"bandit": "cml_complex"}.get(exp, "cml"), "baselines": "maml"}[key]
+    with pytest.raises(ValidationError, match=rf"{exp}\.yaml: {key}.schedule.steps: can be "
+                                              r"budget only in a run with a wall-time budget "
+                                              r"\(compare.budget_s is null\)"):
+        {"omniglot": og, "sinusoid": sinusoid, "bandit": bandit}[exp].run(
+            tmp_path, quick=True, methods=method, progress=False,
+            overrides=["compare.budget_s=null",
+                       f"{key}.schedule={{kind: cosine, steps: budget, end: 0.1}}"])
+    assert not seen

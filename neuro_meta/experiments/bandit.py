@@ -66,8 +66,8 @@ from ..models import checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
-from .sinusoid import (check_baseline_training, check_checkpoints, config_fingerprint,
-                       learning_rate)
+from .sinusoid import (budget_setting, check_baseline_training, check_checkpoints,
+                       config_fingerprint, learning_rate)
 
 #: Meta-learned methods (meta-trained, then deployed).
 META_METHODS = ("cml_dual", "cml_complex", "maml")
@@ -226,7 +226,8 @@ def build_trainer(cfg, kind, fam, executor=None):
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, "meta.learning_rate", optim.adam,
-                              learning_rate(where, "meta", m)))
+                              learning_rate(where, "meta", m,
+                                            budget=budget_setting(cfg, compare_cfg))))
     return checked(where, "meta", MetaTrainer, build_net(cfg, kind, seed), fam, cml, opt,
                    meta_batch=m["meta_batch"], seed=seed, eval_tasks=m["eval_tasks"],
                    executor=executor, lam_min=m.get("lam_min", 0.0),
@@ -485,8 +486,9 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             p0 = bl.init_mlp([2] + list(cfg["network"]["hidden"]) + [5], seed)
             p, h = bl.train_baseline(
                 maml, p0, fam, b["steps"], meta_batch=b["meta_batch"],
-                optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"),
-                                                   "baselines", b)), seed=seed,
+                optimizer=optim.adam(learning_rate(
+                    cfg.get("_file", "<config>"), "baselines", b,
+                    budget=budget_setting(cfg, compare_cfg))), seed=seed,
                 eval_every=b["eval_every"], eval_tasks=cfg["meta"]["eval_tasks"],
                 val_tasks=compare["val_tasks"], val_task=val, progress=progress,
                 checkpoint=out / "maml_checkpoint.npz", resume=resume,

@@ -78,8 +78,9 @@ from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
 from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
-from .sinusoid import (build_baseline, check_checkpoints, config_fingerprint,
-                       learning_rate, load_partial, restore_trained, time_to_target)
+from .sinusoid import (budget_setting, build_baseline, check_checkpoints,
+                       config_fingerprint, learning_rate, load_partial, restore_trained,
+                       time_to_target)
 
 #: The default methods.
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
@@ -280,7 +281,8 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     cml = checked(where, "cml", CML, learner=learner, **c_cfg)
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, "meta.learning_rate", optim.adam,
-                              learning_rate(where, "meta", m)))
+                              learning_rate(where, "meta", m,
+                                            budget=budget_setting(cfg, compare_cfg))))
     if tie:     # the read-out starts and stays symmetric under permuting the classes
         net = net.with_theta(optim.tied_rows(net.theta, CML_READOUT))
         opt = optim.chain(optim.tie_rows(CML_READOUT), opt)
@@ -635,7 +637,7 @@ def _baseline_training(cfg, name, fams, trainer):
     params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
         mlp_sizes(cfg), cfg["meta"]["seed"])
     where = cfg.get("_file", "<config>")
-    lr = learning_rate(where, "baselines", b)
+    lr = learning_rate(where, "baselines", b, budget=budget_setting(cfg, compare_cfg))
     opt = optim.adam(lr)
     if tie_readout(where, "baselines", cfg["baselines"]):
         # the read-out starts and stays symmetric under permuting the classes (an

@@ -205,7 +205,8 @@ def build_cml(cfg, executor=None, warp=False):
         lr_key, lr = "cml_warp.learning_rate", cfg["cml_warp"]["learning_rate"]
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, lr_key, optim.adam,
-                              learning_rate(where, "meta", m, lr, lr_key)))
+                              learning_rate(where, "meta", m, lr, lr_key,
+                                            budget_setting(cfg, compare_cfg))))
     comp = compare_cfg(cfg)
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
@@ -222,15 +223,22 @@ SCHEDULES = {"constant": (), "cosine": ("steps", "end"),
              "piecewise": ("boundaries", "scales")}
 
 
-def learning_rate(where, name, sec, value=None, value_key=None, over_budget=True):
+def budget_setting(cfg, compare_cfg):
+    """``("compare.budget_s", seconds or None)`` of ``cfg`` (``compare_cfg``: the
+    experiment's reader of its ``compare`` section), for :func:`learning_rate`."""
+    return "compare.budget_s", compare_cfg(cfg)["budget_s"]
+
+
+def learning_rate(where, name, sec, value=None, value_key=None, budget=True):
     """The learning rate of section ``name``'s meta-optimiser (``sec``: the section):
     ``value`` (default ``sec["learning_rate"]``), decayed by the meta-step as the
     section's optional ``schedule`` says -- absent, null or ``{kind: constant}``: the
     same at every step; ``{kind: cosine, steps: N, end: f}``: cosine decay to ``f`` times
     the rate at step N, then constant (:func:`neuro_meta.optim.cosine_decay`);
     ``steps: budget``: over as many meta-steps as the run's wall-time budget holds,
-    measured by the trainer in the budget's first 5 % (``over_budget=False``: refused,
-    for a trainer that does not measure it);
+    measured by the trainer in the budget's first 5 % (``budget``: ``(key, seconds)`` of
+    the run's budget, refused if None; None: refused, for a trainer that does not measure
+    it; True: left to the trainer);
     ``{kind: piecewise, boundaries: [n1, ...], scales: [f1, ...]}``: multiplied by ``f1``
     from step n1 on, ... (:func:`neuro_meta.optim.piecewise_constant`). Errors name the
     file and key (``value_key``: the key of ``value``, default ``<name>.learning_rate``).
@@ -265,9 +273,13 @@ def learning_rate(where, name, sec, value=None, value_key=None, over_budget=True
     if kind == "cosine":
         steps = spec["steps"]
         if isinstance(steps, str) and steps == "budget":
-            if not over_budget:
+            if budget is None:
                 P.fail(owner, "steps", f"must be a number of meta-steps here ({name} does "
                        "not measure a wall-time budget to decay over)", repr(steps))
+            if isinstance(budget, tuple) and budget[1] is None:
+                P.fail(owner, "steps", f"can be budget only in a run with a wall-time "
+                       f"budget ({budget[0]} is null): give a number of meta-steps",
+                       repr(steps))
         elif isinstance(steps, str):
             P.fail(owner, "steps", "must be an integer >= 1 or budget", repr(steps))
         else:
@@ -621,7 +633,8 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
     params0 = (wg.init_warped_mlp if warped else bl.init_mlp)(cfg["network"]["sizes"], seed)
     params, hist = bl.train_baseline(
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
-        optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"), "baselines", b)),
+        optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"), "baselines", b,
+                                           budget=budget_setting(cfg, compare_cfg))),
         seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
         progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,

@@ -424,7 +424,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     trainer = checked(where, "es", V.ESTrainer, obj, model.init_theta(seed_),
                       sigma=es["sigma"], pairs=es["pairs"],
                       optimizer=checked(where, "es.learning_rate", optim.adam,
-                                        learning_rate(where, "es", es, over_budget=False)),
+                                        learning_rate(where, "es", es, budget=None)),
                       seed=seed_, executor=executor, chunks=chunks)
     es_kw = {"steps": _int(cfg, "es", "steps"), "eval_every": _int(cfg, "es", "eval_every"),
              "budget_s": _real(cfg, "es", "budget_s", allow_none=True)}
@@ -551,7 +551,9 @@ def _build_cml(cfg, data, seed):
         np.random.default_rng([seed, VAL_STREAM, 1]), 64)
     trainer = checked(where, "cml", MetaTrainer, net, fam, cml,
                       checked(where, "cml.learning_rate", optim.adam,
-                              learning_rate(where, "cml", c)),
+                              learning_rate(where, "cml", c, budget=(
+                                  "cml.budget_s", _real(cfg, "cml", "budget_s",
+                                                        allow_none=True)))),
                       meta_batch=c["meta_batch"], seed=seed, eval_tasks=16,
                       lam_min=c["lam_min"], val_task=val, test_task=val)
     kw = {"steps": _int(cfg, "cml", "steps"), "eval_every": _int(cfg, "cml", "eval_every"),
