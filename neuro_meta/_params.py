@@ -184,6 +184,23 @@ def rng_from_seed(value, owner, attr="seed"):
     return np.random.default_rng(None if value is None else int(value))
 
 
+def name_list(value, known, default, where, what=None):
+    """The names ``value`` gives -- None (``default``), a comma-separated string or a
+    list/tuple of strings, each one of ``known`` -- as a list without repeats (first
+    kept); otherwise one ValidationError ``where: must be a comma-separated list of
+    what (got ...)`` (``what``: default ``known`` listed)."""
+    if value is None:
+        value = default
+    if isinstance(value, str):
+        value = [m.strip() for m in value.split(",") if m.strip()]
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(m, str) and m in known for m in value):
+        got = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else shown(value)
+        raise ValidationError(f"{where}: must be a comma-separated list of "
+                              f"{what or ', '.join(known)} (got {got[:80] or 'nothing'})")
+    return list(dict.fromkeys(value))
+
+
 def choice(value, owner, attr, options):
     """Check that ``value`` is one of ``options`` (strings)."""
     if not isinstance(value, str) or value not in options:

@@ -251,3 +251,24 @@ def test_divergence_detected_with_other_integrators(integrator):
                          synapse=nm.ComplexSynapse(omega=0.0, lam=0.5))
     with pytest.raises(RuntimeError, match=r"step \d+.*Hint"):
         nm.Learner(integrator=integrator, dt=0.1, duration=100.0).run(net, x, y)
+
+
+def test_name_list_parses_and_refuses_in_one_place():
+    """The methods lists of every run (and of the omniglot screens) are read by one
+    function: None gives the default, a comma-separated string or a list is kept in
+    order without repeats, anything else is one ValidationError naming where and what."""
+    from neuro_meta import _params as P
+
+    known = ("cml", "maml", "reptile")
+    assert P.name_list(None, known, ("maml",), "run x.methods") == ["maml"]
+    assert P.name_list(" reptile, cml,reptile ,", known, (), "w") == ["reptile", "cml"]
+    assert P.name_list(("cml", "cml"), known, (), "w") == ["cml"]
+    for bad, got in (("", "nothing"), ([], "nothing"), (",", "nothing"), ("cml,mamal",
+                     "cml,mamal"), (5, "5"), ([1, "cml"], "1,cml"), ({"cml": 1}, "{'cml': 1}")):
+        with pytest.raises(nm.ValidationError, match=r"^run x\.methods: must be a comma-"
+                           r"separated list of cml, maml, reptile \(got " + re.escape(got)
+                           + r"\)$"):
+            P.name_list(bad, known, (), "run x.methods")
+    with pytest.raises(nm.ValidationError, match=r"^s: methods: must be a comma-separated list "
+                                              r"of the run's methods \(got x\)$"):
+        P.name_list("x", known, (), "s: methods", "the run's methods")

@@ -157,17 +157,7 @@ def compare_cfg(cfg):
 
 
 def parse_methods(methods, default=METHODS):
-    if methods is None:
-        methods = default
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if not isinstance(methods, (list, tuple)) or not methods or not all(
-            isinstance(m, str) and m in METHODS for m in methods):
-        shown = ",".join(map(str, methods)) if isinstance(methods, (list, tuple)) \
-            else repr(methods)
-        raise ValidationError(f"run bandit.methods: must be a comma-separated list of "
-                              f"{', '.join(METHODS)} (got {shown or 'nothing'})")
-    return list(dict.fromkeys(methods))
+    return P.name_list(methods, METHODS, default, "run bandit.methods")
 
 
 def build_net(cfg, kind, seed):

@@ -332,16 +332,7 @@ def _baseline(cfg, name):
 
 
 def parse_methods(methods, default=METHODS):
-    if methods is None:
-        methods = default
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods) \
-            or not methods or any(m not in ALL_METHODS for m in methods):
-        shown = ",".join(methods) if isinstance(methods, (list, tuple)) else repr(methods)
-        raise ValidationError(f"run omniglot.methods: must be a comma-separated list of "
-                              f"{', '.join(ALL_METHODS)} (got {shown or 'nothing'})")
-    return list(dict.fromkeys(methods))
+    return P.name_list(methods, ALL_METHODS, default, "run omniglot.methods")
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -1459,15 +1450,9 @@ def _method_subset(methods, have, owner, what):
     list of names in ``have`` -- as a list without repeats; otherwise a
     :class:`~neuro_meta.errors.ValidationError` naming ``owner`` and ``what`` may be
     asked for."""
-    if methods is None:
+    if methods is None:         # (all of them, also none: the caller says what that means)
         return list(have)
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if not isinstance(methods, (list, tuple)) or not methods or not all(
-            isinstance(m, str) and m in have for m in methods):
-        raise ValidationError(f"{owner}: methods: must be a comma-separated list of "
-                              f"{what} (got {methods!r})")
-    return list(dict.fromkeys(methods))
+    return P.name_list(methods, have, have, f"{owner}: methods", what)
 
 
 def _load_selected(cfg, out, res, methods):

@@ -344,18 +344,7 @@ def build_baseline(cfg, name):
 
 
 def parse_methods(methods, default=METHODS):
-    if methods is None:
-        methods = default
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods):
-        raise ValidationError(f"run sinusoid.methods: must be a comma-separated list of "
-                              f"{', '.join(METHODS)} (got {methods!r:.60})")
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise ValidationError(f"run sinusoid.methods: must be a comma-separated list of "
-                              f"{', '.join(METHODS)} (got {','.join(methods) or 'nothing'})")
-    return list(dict.fromkeys(methods))
+    return P.name_list(methods, METHODS, default, "run sinusoid.methods")
 
 
 def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,

@@ -519,15 +519,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
 
 
 def _methods(methods):
-    if methods is None:
-        return list(METHODS)
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    if not isinstance(methods, (list, tuple)) or not methods or \
-            any(m not in METHODS for m in methods):
-        raise ValidationError(f"run vsml.methods: must be a comma-separated list of "
-                              f"{', '.join(METHODS)} (got {methods!r})")
-    return list(dict.fromkeys(methods))
+    return P.name_list(methods, METHODS, METHODS, "run vsml.methods")
 
 
 def _build_cml(cfg, data, seed):
