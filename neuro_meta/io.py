@@ -102,8 +102,8 @@ def schedule_notes(methods):
     """Lines for a results table: every method whose learning rate decayed over its
     wall-time budget (``schedule_steps``, the horizon measured in the budget's first
     5 %) and that made more than :data:`SCHEDULE_SLACK` more or fewer meta-steps than
-    that horizon in its budget -- its meta-step rate changed later in the run, so its
-    decay did not end with its budget. A method its step cap stopped is left to
+    that horizon in its budget -- its meta-step rate changed later in the run, or a
+    resume gave it another budget, so its decay did not end with its budget. A method its step cap stopped is left to
     :func:`step_cap_notes`."""
     out = []
     for name, r in methods.items():
@@ -117,8 +117,8 @@ def schedule_notes(methods):
                if m < n else f"it made its last {m - n} meta-steps at the cosine's end")
         out.append(f"note: {name}'s learning-rate cosine was fitted to {n} meta-steps "
                    f"(its rate in the first 5 % of the budget) but it made {m}: {how} "
-                   "(its meta-step rate changed during the run, e.g. another process "
-                   "started or stopped)")
+                   "(its meta-step rate changed during the run -- e.g. another process "
+                   "started or stopped -- or a --resume changed its budget)")
     return out
 
 

@@ -329,8 +329,10 @@ class TrainingBudget:
         schedules over the budget set, if not yet set and the clock has passed
         :attr:`HORIZON_AT` of ``budget_s``: ``step`` plus the meta-steps the rest of the
         budget holds at the rate measured since the end of this run's first meta-step
-        (which carries start-up costs). Returns ``(state, horizon or None)``."""
-        if self.budget_s is None or None not in optim.horizons(state):
+        (which carries start-up costs), at most the step cap ``steps``; not on the run's
+        last meta-step. Returns ``(state, horizon or None)``."""
+        if self.budget_s is None or None not in optim.horizons(state) \
+                or self.stop_reason(step):      # (the run ends here: nothing to decay)
             return state, None
         now = self.now()
         if self._rate_from is None:
@@ -339,7 +341,8 @@ class TrainingBudget:
         s0, t0 = self._rate_from
         if now < self.HORIZON_AT * self.budget_s or step <= s0 or now <= t0:
             return state, None
-        n = step + max(1, int(round((self.budget_s - now) * (step - s0) / (now - t0))))
+        n = min(self.steps, step + max(1, int(round((self.budget_s - now) * (step - s0)
+                                                    / (now - t0)))))
         logger.info("learning-rate schedule over the budget: %d meta-steps (%d meta-steps "
                     "in %.3g s of clock)", n, step - s0, now - t0)
         return optim.set_horizon(state, n), n

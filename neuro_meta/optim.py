@@ -132,14 +132,16 @@ def cosine_decay(init_value, decay_steps, alpha=0.0):
     meta-step rate over the first part of the budget and sets that number once in the
     optimiser's state (:func:`set_horizon`, recorded in the checkpoint and the run's
     history); until then the rate is ``init_value`` (the cosine's first 5 % lie within
-    0.7 % of it). The run is deterministic given that number: a schedule with
-    ``decay_steps`` set to it repeats the run step for step."""
+    0.7 % of it). Such a run depends on the measured rate, like any run a wall-time
+    budget stops, so it is not repeatable to the bit; the measured number is recorded
+    (:func:`horizons`; the trainers' ``schedule_steps``)."""
     O = "cosine_decay"
     v = P.real(init_value, O, "init_value", low=0.0, low_open=True)
     over_budget = isinstance(decay_steps, str) and decay_steps == "budget"
-    if isinstance(decay_steps, str) and not over_budget:
-        P.fail(O, "decay_steps", 'must be an integer >= 1 or "budget"', repr(decay_steps))
-    n = "budget" if over_budget else P.integer(decay_steps, O, "decay_steps", low=1)
+    if not over_budget and (isinstance(decay_steps, (str, bool)) or not isinstance(
+            decay_steps, numbers.Integral) or decay_steps < 1):
+        P.fail(O, "decay_steps", 'must be an integer >= 1 or "budget"', P.shown(decay_steps))
+    n = "budget" if over_budget else int(decay_steps)
     a = P.real(alpha, O, "alpha", low=0.0, high=1.0, low_open=True)
 
     def value(k, n):

@@ -573,6 +573,29 @@ def test_schedule_over_the_budget_in_the_cml_trainer_and_its_checkpoint(clock, t
     assert (h2.meta_steps, h2.schedule_steps) == (5, 4) and seen[4:] == [4]
 
 
+def test_schedule_over_the_budget_is_measured_after_a_resume_and_kept_under_the_cap(
+        ticking_maml, tmp_path):
+    """A checkpoint written before the horizon was measured (a 1-s budget: the run ends
+    at meta-step 1, where nothing is measured) resumes with a 40-s budget and measures it
+    from its own first meta-step (2, at 2 s; at 3 s: 3 + 37); a step cap below what the
+    budget holds bounds the horizon; a run whose clock passes 5 % only on its last
+    meta-step measures nothing."""
+    opt = optim.adam(optim.cosine_decay(1e-3, "budget", 0.05))
+    ck = tmp_path / "maml.npz"
+    _, h = maml_run(budget_s=1.0, eval_every_s=10.0, optimizer=opt, checkpoint=ck)
+    assert h["meta_steps"] == 1 and h["schedule_steps"] is None
+    assert optim.horizons(ckpt.load(ck)["opt_state"]) == [None]
+    _, h = maml_run(budget_s=40.0, eval_every_s=10.0, optimizer=opt, checkpoint=ck,
+                    resume=True)
+    assert (h["meta_steps"], h["schedule_steps"]) == (40, 40)
+    ticking_maml.t = 0.0
+    _, h = maml_run(steps=10, budget_s=40.0, eval_every_s=10.0, optimizer=opt)
+    assert (h["meta_steps"], h["stop_reason"], h["schedule_steps"]) == (10, "steps", 10)
+    ticking_maml.t = 0.0
+    _, h = maml_run(budget_s=2.0, optimizer=opt)
+    assert h["meta_steps"] == 2 and h["schedule_steps"] is None
+
+
 def test_schedule_over_the_budget_needs_a_budget(ticking_maml):
     opt = optim.adam(optim.cosine_decay(1e-3, "budget", 0.05))
     with pytest.raises(nm.ValidationError, match=r"train_baseline.budget_s: must be given "

@@ -64,5 +64,5 @@ def test_the_long_comparison_runs_quick(tmp_path):
     # CML's schedule over the budget got its horizon: at least the meta-steps made by
     # then, and the steps' count is in the results
     cml = res["methods"]["cml"]
-    assert cml["schedule_steps"] is None or cml["schedule_steps"] >= 2
+    assert isinstance(cml["schedule_steps"], int) and cml["schedule_steps"] >= 3
     assert res["methods"]["maml"]["schedule_steps"] is None     # (no schedule)

@@ -81,6 +81,9 @@ def test_schedule_is_in_the_fingerprint():
 @pytest.mark.parametrize("call, match", [
     (lambda: optim.cosine_decay(0.0, 10), "cosine_decay.init_value"),
     (lambda: optim.cosine_decay(1.0, 0), "cosine_decay.decay_steps"),
+    (lambda: optim.cosine_decay(1.0, 2.5, 0.1), r'decay_steps: must be an integer >= 1 or '
+                                                r'"budget" \(got 2.5\)'),
+    (lambda: optim.cosine_decay(1.0, True, 0.1), "cosine_decay.decay_steps"),
     (lambda: optim.cosine_decay(1.0, 10, alpha=0.0), "cosine_decay.alpha"),
     (lambda: optim.cosine_decay(1.0, 10, alpha=1.5), "cosine_decay.alpha"),
     (lambda: optim.piecewise_constant(1.0, [], []), "piecewise_constant.boundaries"),
@@ -322,7 +325,10 @@ def test_schedule_over_the_budget_in_a_run_without_one_is_refused_up_front(
 
     seen = _stop_at(monkeypatch, MetaTrainer, "evaluate")
     _stop_at(monkeypatch, bl, "train_baseline")
-    method = {"meta": {"bandit": "cml_complex"}.get(exp, "cml"), "baselines": "maml"}[key]
+    # (with CML first in the list, a baseline refused only when its turn came would meet
+    # the Stop of CML's first evaluation instead)
+    cml = {"bandit": "cml_complex"}.get(exp, "cml")
+    method = {"meta": cml, "baselines": f"{cml},maml"}[key]
     with pytest.raises(ValidationError, match=rf"{exp}\.yaml: {key}.schedule.steps: can be "
                                               r"budget only in a run with a wall-time budget "
                                               r"\(compare.budget_s is null\)"):
@@ -331,3 +337,19 @@ def test_schedule_over_the_budget_in_a_run_without_one_is_refused_up_front(
             overrides=["compare.budget_s=null",
                        f"{key}.schedule={{kind: cosine, steps: budget, end: 0.1}}"])
     assert not seen
+
+
+def test_optimiser_settings_and_state_keys_of_step_counted_schedules_are_unchanged():
+    """Checkpoints written before the schedule over the budget existed resume: a
+    constant or step-counted rate has the settings and state entries it always had."""
+    assert optim.adam(1e-3).settings == ("adam", 1e-3, 0.9, 0.999, 1e-8)
+    assert optim.adam(optim.cosine_decay(1e-3, 70, 0.05)).settings == (
+        "adam", ("cosine_decay", 1e-3, 70, 0.05), 0.9, 0.999, 1e-8)
+    assert set(optim.adam(1e-3).init(THETA)) == {"count", "m", "v"}
+    assert set(optim.adam(optim.cosine_decay(1e-3, 70, 0.05)).init(THETA)) == {
+        "count", "m", "v"}
+    assert optim.sgd(1e-3).init(THETA) == {}
+    assert set(optim.sgd(optim.cosine_decay(1e-3, 70, 0.05), 0.9).init(THETA)) == {
+        "velocity", "count"}
+    assert set(optim.adam(optim.cosine_decay(1e-3, "budget", 0.05)).init(THETA)) == {
+        "count", "m", "v", "horizon"}

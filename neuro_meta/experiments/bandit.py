@@ -217,7 +217,7 @@ def build_trainer(cfg, kind, fam, executor=None):
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, "meta.learning_rate", optim.adam,
                               learning_rate(where, "meta", m,
-                                            budget=budget_setting(cfg, compare_cfg))))
+                                            budget=budget_setting(cfg))))
     return checked(where, "meta", MetaTrainer, build_net(cfg, kind, seed), fam, cml, opt,
                    meta_batch=m["meta_batch"], seed=seed, eval_tasks=m["eval_tasks"],
                    executor=executor, lam_min=m.get("lam_min", 0.0),
@@ -231,7 +231,7 @@ def build_maml(cfg):
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every", "maml"),
                 optional=("weight_decay", "schedule"))
-    check_baseline_training(where, b)
+    check_baseline_training(where, b, budget_setting(cfg))
     kw = _settings(where, "baselines.maml", b["maml"], ("loss",))
     return checked(where, "baselines.maml", bl.MAML, loss="masked_squared_error", **kw), b
 
@@ -478,7 +478,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 maml, p0, fam, b["steps"], meta_batch=b["meta_batch"],
                 optimizer=optim.adam(learning_rate(
                     cfg.get("_file", "<config>"), "baselines", b,
-                    budget=budget_setting(cfg, compare_cfg))), seed=seed,
+                    budget=budget_setting(cfg))), seed=seed,
                 eval_every=b["eval_every"], eval_tasks=cfg["meta"]["eval_tasks"],
                 val_tasks=compare["val_tasks"], val_task=val, progress=progress,
                 checkpoint=out / "maml_checkpoint.npz", resume=resume,

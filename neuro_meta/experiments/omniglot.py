@@ -282,7 +282,7 @@ def build_cml(cfg, fams, executor=None, warp=False, model="complex"):
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, "meta.learning_rate", optim.adam,
                               learning_rate(where, "meta", m,
-                                            budget=budget_setting(cfg, compare_cfg))))
+                                            budget=budget_setting(cfg))))
     if tie:     # the read-out starts and stays symmetric under permuting the classes
         net = net.with_theta(optim.tied_rows(net.theta, CML_READOUT))
         opt = optim.chain(optim.tie_rows(CML_READOUT), opt)
@@ -628,7 +628,7 @@ def _baseline_training(cfg, name, fams, trainer):
     params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
         mlp_sizes(cfg), cfg["meta"]["seed"])
     where = cfg.get("_file", "<config>")
-    lr = learning_rate(where, "baselines", b, budget=budget_setting(cfg, compare_cfg))
+    lr = learning_rate(where, "baselines", b, budget=budget_setting(cfg))
     opt = optim.adam(lr)
     if tie_readout(where, "baselines", cfg["baselines"]):
         # the read-out starts and stays symmetric under permuting the classes (an

@@ -206,7 +206,7 @@ def build_cml(cfg, executor=None, warp=False):
     opt = optim.chain(checked(where, "meta.clip", optim.clip_by_global_norm, m["clip"]),
                       checked(where, lr_key, optim.adam,
                               learning_rate(where, "meta", m, lr, lr_key,
-                                            budget_setting(cfg, compare_cfg))))
+                                            budget_setting(cfg))))
     comp = compare_cfg(cfg)
     trainer = checked(where, "meta", MetaTrainer, net, fam, cml, opt,
                       meta_batch=m["meta_batch"], seed=m["seed"], eval_tasks=m["eval_tasks"],
@@ -223,10 +223,11 @@ SCHEDULES = {"constant": (), "cosine": ("steps", "end"),
              "piecewise": ("boundaries", "scales")}
 
 
-def budget_setting(cfg, compare_cfg):
-    """``("compare.budget_s", seconds or None)`` of ``cfg`` (``compare_cfg``: the
-    experiment's reader of its ``compare`` section), for :func:`learning_rate`."""
-    return "compare.budget_s", compare_cfg(cfg)["budget_s"]
+def budget_setting(cfg):
+    """``("compare.budget_s", seconds or None)`` of ``cfg``, for :func:`learning_rate`
+    (the value as given: the ``compare`` section's reader checks it)."""
+    comp = cfg.get("compare")
+    return "compare.budget_s", comp.get("budget_s") if isinstance(comp, dict) else None
 
 
 def learning_rate(where, name, sec, value=None, value_key=None, budget=True):
@@ -300,17 +301,18 @@ def learning_rate(where, name, sec, value=None, value_key=None, budget=True):
     return checked(where, key, optim.piecewise_constant, value, bounds, scales)
 
 
-def check_baseline_training(where, b):
+def check_baseline_training(where, b, budget=True):
     """The ``baselines`` section's meta-training settings, checked before any method
     trains (named by file and key): ``steps``, ``meta_batch``, ``eval_every`` integers
-    >= 1, ``learning_rate`` > 0, ``weight_decay`` >= 0 (optional)."""
+    >= 1, ``learning_rate`` > 0, ``weight_decay`` >= 0 (optional), its ``schedule``
+    (``budget``: the run's, as for :func:`learning_rate`)."""
     checked(where, "baselines.weight_decay", P.real, b.get("weight_decay", 0.0), "baselines",
             "weight_decay", low=0.0)
     for k in ("steps", "meta_batch", "eval_every"):
         checked(where, f"baselines.{k}", P.integer, b[k], "baselines", k, low=1)
     checked(where, "baselines.learning_rate", P.real, b["learning_rate"], "baselines",
             "learning_rate", low=0.0, low_open=True)
-    learning_rate(where, "baselines", b)
+    learning_rate(where, "baselines", b, budget=budget)
 
 
 def build_baseline(cfg, name):
@@ -319,7 +321,7 @@ def build_baseline(cfg, name):
                                             "eval_every"),
                 optional=("maml", "fomaml", "anil", "reptile", "imaml", "untrained",
                           "weight_decay", "schedule") + WARPGRAD)
-    check_baseline_training(where, b)
+    check_baseline_training(where, b, budget_setting(cfg))
     kw = b.get(name) or {}
     if not isinstance(kw, dict):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
@@ -623,7 +625,7 @@ def _run_baseline(name, cfg, compare, fam, seed, trainer, progress, one, x_plot,
     params, hist = bl.train_baseline(
         method, params0, fam, b["steps"], meta_batch=b["meta_batch"],
         optimizer=optim.adam(learning_rate(cfg.get("_file", "<config>"), "baselines", b,
-                                           budget=budget_setting(cfg, compare_cfg))),
+                                           budget=budget_setting(cfg))),
         seed=seed,
         eval_every=b["eval_every"], test_task=trainer.test_task, val_task=trainer.val_task,
         progress=progress, checkpoint=out / f"{name}_checkpoint.npz", resume=resume,

@@ -572,6 +572,7 @@ def _run_cml(parts, test, out, resume, progress):
         # fraction of the re-settled prefixes (steps 1..L-1) that did not settle
         not_settled[n] = float(uns[:, 1:].mean()) if uns.shape[1] > 1 else 0.0
     return {"meta_steps": int(h.meta_steps), "stop_reason": h.stop_reason,
+            "schedule_steps": h.schedule_steps,
             "resumed_wall_s": trainer.resumed_wall_s,
             "meta_training_not_settled_warnings": int(n_warn),
             "not_settled": not_settled, "correct": correct}
