@@ -169,9 +169,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from .errors import NeuroMetaError
 
+    _CREATED.clear()
     try:
         return _dispatch(args)
     except NeuroMetaError as err:
+        _remove_empty_created()
         if args.debug:
             raise
         print(f"neuro-meta: error: {err}", file=sys.stderr)
@@ -338,8 +340,23 @@ def _run(args):
     return 0
 
 
+#: The folders :func:`_out_dir` created in this call of :func:`main` (deepest first):
+#: a refused run removes those it left empty, so a mistyped setting leaves no folder.
+_CREATED = []
+
+
+def _remove_empty_created():
+    for p in _CREATED:
+        try:
+            p.rmdir()           # (only an empty folder: anything written stays)
+        except OSError:
+            break
+    _CREATED.clear()
+
+
 def _out_dir(path):
-    """``--out``: a folder that exists or can be created (checked before any work)."""
+    """``--out``: a folder that exists or can be created (checked before any work;
+    a folder created here and still empty when the run is refused is removed)."""
     from .errors import ValidationError
 
     if not str(path).strip():     # (Path("") is the current folder: never meant)
@@ -350,7 +367,9 @@ def _out_dir(path):
         if p.exists() and not p.is_dir():
             raise ValidationError(f"neuro-meta run.--out: must be a folder, not a file "
                                   f"(got {path!r})")
+        new = [q for q in (p.absolute(), *p.absolute().parents) if not q.exists()]
         p.mkdir(parents=True, exist_ok=True)
+        _CREATED.extend(q for q in new if q not in _CREATED)
         probe = p / ".neuro_meta_write_test"
         probe.write_bytes(b"")
         probe.unlink()

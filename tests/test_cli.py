@@ -134,6 +134,22 @@ def test_bad_overrides_are_one_line_and_status_2(case, tiny, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("neuro-meta: error: "), err
 
 
+def test_a_refused_run_leaves_no_folder_it_created(tiny, tmp_path, capsys):
+    """--out a/b, both new, and a setting refused: neither folder is left behind; an
+    --out that existed before stays (and a run that succeeds keeps its new folder)."""
+    bad = ("--set", "meta.steps=0")
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                         "--no-progress", "--out", str(tmp_path / "a" / "b"), *bad)
+    assert code == 2 and "meta.steps" in err and not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    code, _, _ = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                       "--no-progress", "--out", str(tmp_path / "kept"), *bad)
+    assert code == 2 and (tmp_path / "kept").is_dir()
+    code, _, _ = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                       "--no-progress", "--out", str(tmp_path / "ok"))
+    assert code == 0 and (tmp_path / "ok" / "results.json").exists()
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_are_one_line_and_status_2(case, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
