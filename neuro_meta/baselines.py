@@ -878,7 +878,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
                    eval_tasks=64, budget_s=None, eval_every_s=None, val_task=None,
                    val_tasks=None, select=True, executor=None, chunks=None,
                    checkpoint=None, resume=False, checkpoint_every=None, average=None,
-                   weight_decay=0.0):
+                   weight_decay=0.0, checkpoint_every_s="default"):
     """Meta-train the initial parameters θ of ``params`` with a baseline ``method``.
 
     Meta-step ``s`` (1, 2, …) draws ``meta_batch`` tasks from
@@ -918,7 +918,11 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     ``checkpoint``: path of a checkpoint file (:mod:`neuro_meta.checkpoint`, written
     atomically, the clock paused) holding the parameters, the optimiser state, the
     history, the training clock and the best evaluation so far; written at every
-    evaluation, every ``checkpoint_every`` meta-steps if given, and at the end. With
+    evaluation, at the end, every ``checkpoint_every`` meta-steps if given, and after the
+    first meta-step that ends ``checkpoint_every_s`` seconds of wall time after the
+    previous write (default: :data:`neuro_meta.checkpoint.CHECKPOINT_EVERY_S`, 30 s;
+    ``None``: not by time; ``0``: after every meta-step;
+    :class:`~neuro_meta.metatrain.CheckpointCadence`). With
     ``resume=True`` an existing checkpoint is loaded and training continues from its
     meta-step -- without a budget, the returned parameters and history (``time_s``
     aside) equal those of an uninterrupted run. A checkpoint holds a fingerprint of
@@ -942,8 +946,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
 
     # (lazy: metatrain may import us)
     from . import checkpoint as ckpt
-    from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, ParameterAverage,
-                            TrainingBudget, check_fingerprint, mean_sem,
+    from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, CheckpointCadence,
+                            ParameterAverage, TrainingBudget, check_fingerprint, mean_sem,
                             optimizer_fingerprint, optimizer_probe, schedule_steps,
                             task_rng)
 
@@ -984,8 +988,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     avg = ParameterAverage(average, O)
     if not isinstance(resume, bool):
         P.fail(O, "resume", "must be True or False", repr(resume))
-    checkpoint_every = P.integer(checkpoint_every, O, "checkpoint_every", low=1,
-                                 allow_none=True)
+    cadence = CheckpointCadence(O, checkpoint_every, checkpoint_every_s)
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             P.fail(O, "checkpoint", "must be a path (str or os.PathLike) or None",
@@ -1075,9 +1078,9 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         evaluated = stop or budget.eval_due(step, hist["time_s"][-1])
         if evaluated:
             bar.set_postfix(meta_test_mse=f"{record(step):.4g}")
-        if checkpoint is not None and (evaluated or (
-                checkpoint_every is not None and step % checkpoint_every == 0)):
+        if checkpoint is not None and cadence.due(step, evaluated):
             save(step)
+            cadence.written()
     bar.close()
     if hist["step"][-1] != step:        # resumed at a step without an evaluation
         record(step)

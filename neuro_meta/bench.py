@@ -24,7 +24,9 @@ and through ``fused.run_phase`` alone, float64 and float32; one-connection model
 least ``fused.config.ROWS_MIN_SYNAPSES`` weights run on the rows kernel), the per-phase cost on
 a small network, and meta-trainings fused vs the numpy loop: two sinusoid CML ones (a
 stable setting, dt 5 ms, results equal to rounding, and the experiment's own model file)
-and the dual system's (``models/sinusoid_dual.yaml``, the compiled gain kernel).
+and the dual system's (``models/sinusoid_dual.yaml``, the compiled gain kernel); and what
+writing a checkpoint after every meta-step costs the Omniglot CML meta-training of
+``models/omniglot_long.yaml`` against the default cadence (:func:`checkpoint_cadence`).
 
 No timing is asserted anywhere (numbers depend on the machine and its load).
 """
@@ -465,7 +467,9 @@ def _meta_training(quick):
     the model file) and the dual system."""
     res = {"sinusoid_cml": sinusoid_cml(1, 5, 5.0) if quick else sinusoid_cml(3, 25, 20.0),
            "sinusoid_model": sinusoid_model(1 if quick else 3),
-           "dual_model": dual_model(1 if quick else 3)}
+           "dual_model": dual_model(1 if quick else 3),
+           "checkpoint_cadence": checkpoint_cadence(10 if quick else 40,
+                                                    1 if quick else 2)}
     res["settle"] = settle_cases(1 if quick else 3)
     for key, r in res["settle"].items():
         print(f"{'settle: ' + key:<24}{'solve vs integrate':<22}{r['speedup']:>10.1f}x  "
@@ -481,6 +485,50 @@ def _meta_training(quick):
               f"({r['meta_steps']} meta-steps: fused {r['fused_s']:.2f} s, numpy "
               f"{r['numpy_s']:.2f} s; max|dtheta| {r['max_abs_theta_diff']:.1e})")
     return res
+
+
+def checkpoint_cadence(meta_steps=40, rounds=2):
+    """Wall time of ``meta_steps`` meta-steps of ``omniglot_long``'s CML (one process,
+    its model file otherwise, the cosine counted in steps: 18 000, a few evaluation
+    tasks) writing its checkpoint after every meta-step (``checkpoint_every_s=0``, the
+    cadence before 2026-12) against the default cadence
+    (:data:`neuro_meta.checkpoint.CHECKPOINT_EVERY_S`), ``rounds`` pairs run
+    alternately in this process, the best of each kept. Returns the two times, the
+    ratio and the cost of a write per meta-step (ms)."""
+    import tempfile
+    from pathlib import Path
+
+    from .checkpoint import CHECKPOINT_EVERY_S
+    from .experiments import omniglot
+    from .models import load_model
+
+    cfg = omniglot.effective_config(load_model("omniglot_long"), overrides=(
+        "compare.workers=1", "compare.val_tasks=4", "meta.eval_tasks=4",
+        "meta.schedule={kind: cosine, steps: 18000, end: 0.05}"))
+    fams = omniglot.families(cfg)
+    best = {"every_step": np.inf, "default": np.inf}
+    size = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for key, every_s in (("every_step", 0.0), ("default", "default")):
+                tr = omniglot.build_cml(cfg, fams)[1]
+                path = Path(tmp) / f"{key}_{r}.npz"
+                t0 = time.perf_counter()
+                tr.train(meta_steps, eval_every=10 * meta_steps, progress=False,
+                         checkpoint=path, checkpoint_every_s=every_s)
+                best[key] = min(best[key], time.perf_counter() - t0)
+                size = path.stat().st_size
+    out = {"meta_steps": meta_steps, "rounds": rounds,
+           "every_step_s": best["every_step"], "default_s": best["default"],
+           "default_every_s": CHECKPOINT_EVERY_S, "checkpoint_bytes": size,
+           "ratio": best["every_step"] / best["default"],
+           "write_ms_per_step": 1e3 * (best["every_step"] - best["default"]) / meta_steps}
+    print(f"{'omniglot_long CML':<24}{'checkpoint cadence':<22}{out['ratio']:>10.3f}x  "
+          f"({meta_steps} meta-steps: a write after each {out['every_step_s']:.2f} s, "
+          f"every {CHECKPOINT_EVERY_S:g} s {out['default_s']:.2f} s; "
+          f"{out['write_ms_per_step']:.1f} ms per meta-step; checkpoint "
+          f"{size / 1e6:.1f} MB)", flush=True)
+    return out
 
 
 def _rate_run_phase(net, x, y, steps, dtype=np.float64):

@@ -16,6 +16,12 @@ import numpy as np
 from .errors import NeuroMetaError
 from .io import atomic_write_bytes
 
+#: default wall time (s) between two checkpoint writes of a meta-training run
+#: (:class:`neuro_meta.metatrain.CheckpointCadence`, read when a run starts): a crash loses
+#: at most about this much meta-training. ``neuro-meta run --checkpoint-every SECONDS``
+#: sets it for one command; 0 writes after every meta-step.
+CHECKPOINT_EVERY_S = 30.0
+
 FORMAT_VERSION = 1
 
 

@@ -19,6 +19,7 @@ the traceback).
 """
 import argparse
 import contextlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -153,6 +154,12 @@ def _run_parser(sub):
                    "partial.json in OUT (with --seeds: every seed from OUT/seed_<k>/; "
                    "finished methods are not trained again); a step-bound run ends with "
                    "the numbers of an uninterrupted one")
+    r.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help="write each method's checkpoint after the first meta-step that "
+                   "ends this much wall time after the previous write, besides at every "
+                   "evaluation and the end (default 30; 0: after every meta-step). A "
+                   "crash loses at most about this much meta-training; no number of the "
+                   "run depends on it")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
                    help="where tasks are simulated: in-process (default), a local process "
                    "pool, or Dask (a local cluster, or --scheduler ADDRESS)")
@@ -307,6 +314,26 @@ def _run(args):
             raise ValidationError("neuro-meta run.--seeds: not for the vsml experiment "
                                   f"(run --seed N per seed) (got --seeds {args.seeds})")
     kw.update(quick=args.quick, cfg=cfg, overrides=overrides)
+    every_s = args.checkpoint_every
+    if every_s is not None and not (math.isfinite(every_s) and every_s >= 0):
+        raise ValidationError("neuro-meta run.--checkpoint-every: must be a finite number "
+                              f"of seconds >= 0 (got {every_s!r})")
+    from . import checkpoint
+
+    before = checkpoint.CHECKPOINT_EVERY_S
+    if every_s is not None:         # read by every trainer of this process (and of
+        checkpoint.CHECKPOINT_EVERY_S = every_s     # forked workers) when it starts
+    try:
+        return _run_with(args, exp, experiment, out, kw)
+    finally:
+        checkpoint.CHECKPOINT_EVERY_S = before
+
+
+def _run_with(args, exp, experiment, out, kw):
+    """:func:`_run` once the arguments are checked."""
+    from .errors import ValidationError
+    from .experiments import seeds as seeds_mod, sinusoid
+
     with _executor(args) as executor:
         if args.seeds is not None:
             if args.seed is not None:

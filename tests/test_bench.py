@@ -17,10 +17,19 @@ def test_bench_quick_writes_results(tmp_path):
     assert "large_gsyn_steps_per_s" in res
     for case in ("stiff", "sinusoid"):
         assert res["settle"][case]["solve_s"] > 0
+    assert res["checkpoint_cadence"]["ratio"] > 0
     ttt = res["sinusoid_time_to_target"]["methods"]
     assert {"cml", "maml", "fomaml", "reptile", "imaml"} <= set(ttt)
     assert all(set(m["time_to_target"]) == {"0.5", "0.2", "0.1", "0.065"}
                for name, m in ttt.items() if "untrained" not in name)
+
+
+def test_checkpoint_cadence_times_both_cadences_on_the_shipped_model():
+    r = bench.checkpoint_cadence(meta_steps=2, rounds=1)
+    assert r["meta_steps"] == 2 and r["checkpoint_bytes"] > 1e6    # omniglot_long's CML
+    for key in ("every_step_s", "default_s", "ratio"):
+        assert np.isfinite(r[key]) and r[key] > 0
+    assert r["ratio"] == pytest.approx(r["every_step_s"] / r["default_s"])
 
 
 def test_settle_cases_reach_the_same_states():

@@ -369,7 +369,7 @@ def test_cml_killed_and_resumed_with_an_average_equals_an_uninterrupted_run(tmp_
 
     tr.meta_gradient = dying
     with pytest.raises(Killed):
-        tr.train(5, eval_every=5, progress=False, checkpoint=path)
+        tr.train(5, eval_every=5, progress=False, checkpoint=path, checkpoint_every=1)
     assert ckpt.load(path)["step"] == 2 and ckpt.load(path)["average"]["t"] == 2
     resumed = trainer(average=0.6)
     h1 = resumed.train(5, eval_every=5, progress=False, checkpoint=path, resume=True,

@@ -115,7 +115,7 @@ def argvs(draw, tmp):
     opts = draw(st.lists(st.sampled_from(
         ["--seed", "--seeds", "--set", "--budget", "--methods", "--model", "--curves",
          "--workers", "--executor", "--out", "--quick", "--resume", "--models",
-         "--scheduler-timeout", "--ways", "--shots"]), max_size=5))
+         "--scheduler-timeout", "--ways", "--shots", "--checkpoint-every"]), max_size=5))
     out = None
     for o in opts:
         if o in ("--quick", "--resume"):

@@ -125,8 +125,8 @@ def test_kill_and_resume_gives_identical_results(tmp_path, experiment):
     kill_points = [round(f * steps) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
     out = tmp_path / "killed"
     killed = []
-    for k in kill_points:
-        p = _run_cli(out, "--resume", experiment=experiment)
+    for k in kill_points:       # (a checkpoint after every meta-step: killed anywhere)
+        p = _run_cli(out, "--resume", "--checkpoint-every", "0", experiment=experiment)
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
             try:
@@ -142,6 +142,36 @@ def test_kill_and_resume_gives_identical_results(tmp_path, experiment):
             killed.append(ckpt.load(out / ckpt_name)["step"])
     assert len(killed) == len(kill_points) and max(killed) < steps, killed
     p = _run_cli(out, "--resume", experiment=experiment)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert _final_theta(out / ckpt_name) == ref
+
+
+def test_kill_between_timed_checkpoints_and_resume_gives_identical_results(tmp_path):
+    """With the default cadence (checkpoints at evaluations and every 30 s of wall time)
+    a run killed between two checkpoints resumes from the last one, redoes the meta-steps
+    after it and ends bit-identical to an uninterrupted run."""
+    ckpt_name, steps = EXPERIMENTS["sinusoid"][1:]
+    ref_dir = tmp_path / "ref"
+    p = _run_cli(ref_dir, experiment="sinusoid")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    ref = _final_theta(ref_dir / ckpt_name)
+    out = tmp_path / "killed"
+    p = _run_cli(out, experiment="sinusoid")
+    deadline = time.time() + 120
+    seen = 0
+    while time.time() < deadline and p.poll() is None and seen == 0:
+        try:
+            seen = ckpt.load(out / ckpt_name)["step"]
+        except (ckpt.CheckpointError, FileNotFoundError):
+            pass
+        time.sleep(0.02)
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    at = ckpt.load(out / ckpt_name)["step"]
+    assert 0 < at < steps
+    p = _run_cli(out, "--resume", experiment="sinusoid")
     assert p.wait(timeout=300) == 0, p.stderr.read()
     assert _final_theta(out / ckpt_name) == ref
 
