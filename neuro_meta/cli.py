@@ -92,6 +92,18 @@ def _parser():
                     "the run's compare.workers processes; the same numbers)")
     ad.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    co = sub.add_parser("combine", help="one omniglot results table from runs made side by "
+                        "side with a subset of the methods each (same configuration "
+                        "otherwise): CML minus the MAML family paired over their test "
+                        "tasks; writes results.json, omniglot.png and the checkpoints "
+                        "into --out")
+    co.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                    help="folders of finished neuro-meta run omniglot runs (two or more; "
+                    "one seed each, or all --seeds runs of the same seeds)")
+    co.add_argument("--out", required=True, help="output folder (not one of the runs')")
+    co.add_argument("--curves", choices=("time", "steps"), default="time",
+                    help="x-axis of the learning curves (default time)")
+
     mo = sub.add_parser("models", help="list the model/experiment files and where they "
                         "come from")
     mo.add_argument("--models", action="append", default=[], metavar="DIR",
@@ -241,6 +253,19 @@ def _dispatch(args):
                                     executor="serial" if args.serial else None)
         print(omniglot.alphabets_table(res))
         print(f"wrote {args.run_dir}/per_alphabet.json and {args.run_dir}/per_alphabet.png")
+        return 0
+    if args.command == "combine":
+        from .experiments import omniglot
+
+        res = omniglot.combine(args.run_dirs, _out_dir(args.out), curves=args.curves)
+        if res.get("seeds") is not None:
+            print(omniglot.seeds_table(res))
+            print(f"wrote {args.out}/results.json, {args.out}/seeds.png and "
+                  f"{args.out}/seed_*/ (each with the runs' checkpoints)")
+        else:
+            print(omniglot.summary_table(res))
+            print(f"wrote {args.out}/results.json, {args.out}/omniglot.png and the runs' "
+                  "checkpoints")
         return 0
     if args.command == "adaptation":
         from .experiments import omniglot

@@ -1306,14 +1306,14 @@ def _selected_cml(cfg, name, path, summary):
     return trainer.net, learner
 
 
-def _read_results(out, owner):
+def _read_results(out, owner, attr="out_dir"):
     import json
 
     path = out / "results.json"
     if not path.is_file():
         seeds = sorted(p.name for p in out.glob("seed_*") if (p / "results.json").is_file())
         hint = (f"; its {', '.join(seeds)} are runs of their own" if seeds else "")
-        raise ValidationError(f"{owner}: out_dir: must be the folder of a finished "
+        raise ValidationError(f"{owner}: {attr}: must be the folder of a finished "
                               f"`neuro-meta run omniglot` (with results.json){hint} "
                               f"(got {str(out)!r})")
     try:
@@ -1428,6 +1428,164 @@ def per_alphabet(out_dir, n_tasks=400, methods=None, progress=True, executor=Non
     return agg
 
 
+def combine(run_dirs, out_dir, curves="time"):
+    """One results table from runs made side by side, each with a subset of the methods
+    (``neuro-meta run omniglot_long --methods cml`` and ``... --methods maml``, one
+    process each): the methods' summaries and learning curves put together, and CML
+    minus the MAML family **paired over the test tasks** (:func:`task_gaps`), which no
+    single run of the pair can give.
+
+    ``run_dirs``: two or more folders of finished one-seed runs whose configurations are
+    the same but for ``methods`` (same seed, tasks, budgets, evaluations; refused
+    otherwise, naming the first setting that differs), each adding a method; a method
+    in more than one run must have the same per-task accuracies in each (``pixel_nn``,
+    which every run scores, checks that the runs' test tasks are the same). Writes, into
+    ``out_dir`` (a folder of its own, none of the runs'): ``results.json`` (with
+    ``combined_from``: the runs' folders), ``omniglot.png``, and a copy of each method's
+    checkpoint, so that ``neuro-meta alphabets`` / ``adaptation`` score the methods of
+    the combined folder side by side. Returns the results. Nothing is trained or
+    scored again.
+
+    Folders of ``--seeds`` runs (``run omniglot --seeds 0,1,2 --methods cml`` and
+    ``... --methods maml``) are combined seed by seed (the same seeds in every run) into
+    ``out_dir/seed_<k>``, then aggregated as a ``--seeds`` run is
+    (:func:`aggregate_seeds`: mean ± 95 % CI over seeds, the gaps paired by seed) into
+    ``out_dir/results.json`` and ``seeds.png``; returns the aggregate."""
+    O = "omniglot.combine"
+    P.choice(curves, O, "curves", ("time", "steps"))
+    if isinstance(run_dirs, (str, bytes, os.PathLike)) or not hasattr(run_dirs, "__iter__"):
+        P.fail(O, "run_dirs", "must be a list of two or more run folders",
+               type(run_dirs).__name__)
+    run_dirs = list(run_dirs)
+    for i, d in enumerate(run_dirs):
+        if not isinstance(d, (str, os.PathLike)):
+            P.fail(O, f"run_dirs[{i}]", "must be a path (str or os.PathLike)",
+                   type(d).__name__)
+    if len(run_dirs) < 2:
+        P.fail(O, "run_dirs", "must hold two or more run folders", str(len(run_dirs)))
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        P.fail(O, "out_dir", "must be a folder's path (str or os.PathLike)",
+               repr(out_dir) if isinstance(out_dir, str) else type(out_dir).__name__)
+    dirs = [Path(d) for d in run_dirs]
+    out = Path(out_dir)
+    real = [d.resolve() for d in dirs]
+    for i, d in enumerate(real):
+        if d in real[:i]:
+            P.fail(O, f"run_dirs[{i}]", "must be another run than the ones before it",
+                   repr(str(run_dirs[i])))
+    if out.resolve() in real:
+        P.fail(O, "out_dir", "must be a folder of its own, not one of the runs'",
+               repr(str(out_dir)))
+    tops = [_read_results(d, O, f"run_dirs[{i}]") for i, d in enumerate(dirs)]
+    seeds = [_seed_dirs(d, r, O) for d, r in zip(dirs, tops)]
+    kinds = ["--seeds run" if r.get("seeds") is not None else "one-seed run" for r in tops]
+    for i in range(1, len(dirs)):
+        if kinds[i] != kinds[0] or [k for k, _ in seeds[i]] != [k for k, _ in seeds[0]]:
+            raise ValidationError(
+                f"{O}: run_dirs[{i}]: must be a {kinds[0]} with the seeds of {dirs[0]} "
+                f"({tops[0].get('seeds') or 'one seed'}) (got {str(dirs[i])!r}: a "
+                f"{kinds[i]}, seeds {tops[i].get('seeds') or 'one'})")
+    if tops[0].get("seeds") is None:
+        runs = [(d, *_one_seed_results(d, O, f"run_dirs[{i}]")) for i, d in enumerate(dirs)]
+        return _write_combined(O, _combined(O, runs), out, curves)
+    # every seed's runs read and checked before anything is written
+    per = []
+    for n, (k, _) in enumerate(seeds[0]):
+        runs = [(s[n][1], *_one_seed_results(s[n][1], O, f"run_dirs[{i}] (seed {k})"))
+                for i, s in enumerate(seeds)]
+        per.append((k, _combined(O, runs)))
+    done = [_write_combined(O, c, out / f"seed_{k}", curves) for k, c in per]
+    agg = aggregate_seeds([k for k, _ in per], done)
+    agg["combined_from"] = [str(d) for d in dirs]
+    write_json(out / "results.json", agg)
+    plot_seeds(out / "seeds.png", agg)
+    return agg
+
+
+def _combined(O, runs):
+    """``(results, checkpoints)`` of the one-seed runs ``[(folder, results, config)]``
+    put together (:func:`combine`), checked, nothing written."""
+    base_dir, base_res, base_cfg = runs[0]
+    ref = _without_methods(base_cfg)
+    for d, res, cfg in runs[1:]:
+        diff = _first_difference(ref, _without_methods(cfg))
+        if diff is not None:
+            key, a, b = diff
+            raise ValidationError(
+                f"{O}: {d}: must be a run of the same configuration as {base_dir} but "
+                f"for its methods (a paired comparison needs the same seed, tasks and "
+                f"budgets): {key} is {b!r} there, {a!r} in {base_dir}")
+    methods, history, source, ckpts = {}, {}, {}, []
+    for i, (d, res, cfg) in enumerate(runs):
+        before = len(methods)
+        check_summaries(res["methods"], O, f"{d}/results.json: methods")
+        for name, summary in res["methods"].items():
+            if name in methods:
+                if summary.get("accuracy_per_task") != methods[name].get(
+                        "accuracy_per_task") or summary.get("accuracy_per_task") is None:
+                    raise ValidationError(
+                        f"{O}: {d}: methods.{name}: is also in {source[name]} with other "
+                        f"per-task accuracies (two trainings of one method, or other test "
+                        f"tasks): combine runs of different methods")
+                continue
+            methods[name], source[name] = summary, d
+            if res.get("history", {}).get(name) is not None:
+                history[name] = res["history"][name]
+            path = d / f"{name}_checkpoint.npz"
+            if path.is_file():
+                ckpts.append(path)
+        if len(methods) == before:
+            raise ValidationError(
+                f"{O}: run_dirs[{i}]: must add a method to those of the runs before it "
+                f"({', '.join(methods)}) (got {str(d)!r}, methods "
+                f"{', '.join(res['methods'])})")
+    cfg = {k: v for k, v in base_cfg.items() if not str(k).startswith("_")}
+    cfg["methods"] = [n for n in methods if n not in ("pixel_nn", "cml_untrained")]
+    results = {"methods": methods, "history": history, "config": cfg,
+               "combined_from": [str(d) for d, _, _ in runs]}
+    results["gaps"] = task_gaps(methods)
+    return results, ckpts
+
+
+def _write_combined(O, combined, out, curves):
+    """Write a :func:`_combined` run into folder ``out``: its checkpoints (copied whole,
+    then renamed into place), ``results.json`` and ``omniglot.png``; returns the
+    results."""
+    import shutil
+
+    results, ckpts = combined
+    out.mkdir(parents=True, exist_ok=True)
+    for path in ckpts:
+        tmp = out / f".{path.name}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, out / path.name)
+    write_json(out / "results.json", results)
+    plot(out, results, curves)
+    return results
+
+
+def _without_methods(cfg):
+    """``cfg`` without ``methods`` and the ``_``-keys: what runs of one comparison
+    share."""
+    return {k: v for k, v in cfg.items() if k != "methods" and not str(k).startswith("_")}
+
+
+def _first_difference(a, b, where=""):
+    """``(key path, value in a, value in b)`` of the first setting that differs between
+    two configurations (mappings compared key by key), or None."""
+    from collections.abc import Mapping
+
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in a or k not in b:
+                return (f"{where}{k}", a.get(k, "(absent)"), b.get(k, "(absent)"))
+            d = _first_difference(a[k], b[k], f"{where}{k}.")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (where.rstrip("."), a, b)
+
+
 def _without_seed(cfg):
     """``cfg`` without ``meta.seed`` and the ``_``-keys (where it was read from): what
     the seeds of one --seeds run share."""
@@ -1435,12 +1593,12 @@ def _without_seed(cfg):
             for k, v in cfg.items() if not str(k).startswith("_")}
 
 
-def _one_seed_results(out, owner):
+def _one_seed_results(out, owner, attr="out_dir"):
     """``(results, config)`` of the one-seed run in folder ``out`` (a ``--seeds`` run's
-    folder is refused, naming ``owner``)."""
-    res = _read_results(out, owner)
+    folder is refused, naming ``owner`` and ``attr``)."""
+    res = _read_results(out, owner, attr)
     if res.get("seeds") is not None:
-        raise ValidationError(f"{owner}: out_dir: must be one seed's folder, not that of a "
+        raise ValidationError(f"{owner}: {attr}: must be one seed's folder, not that of a "
                               f"--seeds run (its seed_<k>) (got {str(out)!r})")
     return res, _cfg(res["config"])
 

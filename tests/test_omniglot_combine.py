@@ -1,0 +1,150 @@
+"""`neuro-meta combine`: runs made side by side with one method each, put together into
+one table with CML minus the MAML family paired over the test tasks -- against the same
+methods run in one invocation (a step-bound run is deterministic, so the two must agree
+to the last digit) and against the paired differences computed here with scipy."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from neuro_meta.cli import main
+from neuro_meta.errors import ValidationError
+from neuro_meta.experiments import omniglot as og
+from neuro_meta.experiments import seeds
+
+TINY = ["network.hidden=[8]", "network.lam_init=[2.0, 0.1]", "compare.budget_s=null",
+        "meta.steps=3", "meta.eval_every=3", "baselines.steps=4", "baselines.eval_every=2",
+        "compare.val_tasks=6", "meta.eval_tasks=6", "final.test_tasks=8",
+        "meta.meta_batch=4", "baselines.meta_batch=4", "final.other_shots=null",
+        "final.official_runs=false"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("combine")
+    for methods in ("cml", "maml", "cml,maml"):
+        og.run(root / methods.replace(",", "_"), progress=False, methods=methods,
+               overrides=TINY)
+    return root
+
+
+def test_combined_runs_equal_one_run_of_both_methods(runs, tmp_path):
+    res = og.combine([runs / "cml", runs / "maml"], tmp_path / "both")
+    joint = json.loads((runs / "cml_maml" / "results.json").read_text())
+    assert set(res["methods"]) == set(joint["methods"])
+    for name, r in joint["methods"].items():
+        assert res["methods"][name]["accuracy_per_task"] == r["accuracy_per_task"], name
+        assert res["methods"][name]["accuracy"] == r["accuracy"], name
+    assert res["gaps"] == joint["gaps"]
+    # the paired difference, computed here: mean and Student's t interval of the per-task
+    # differences of the two runs' own results.json
+    a = np.array(json.loads((runs / "cml" / "results.json").read_text())
+                 ["methods"]["cml"]["accuracy_per_task"])
+    b = np.array(json.loads((runs / "maml" / "results.json").read_text())
+                 ["methods"]["maml"]["accuracy_per_task"])
+    d = a - b
+    g = res["gaps"]["cml"]["maml"]
+    assert g["mean"] == pytest.approx(d.mean(), abs=1e-15)
+    assert g["ci95"] == pytest.approx(stats.t.ppf(0.975, d.size - 1) * stats.sem(d),
+                                      rel=1e-12)
+    written = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert written["combined_from"] == [str(runs / "cml"), str(runs / "maml")]
+    assert written["config"]["methods"] == ["cml", "maml"]
+    assert (tmp_path / "both" / "omniglot.png").stat().st_size > 0
+    # the checkpoints came along: the selected models load from the combined folder
+    cfg, models = og.selected_models(tmp_path / "both", "cml,maml")
+    assert set(models) == {"cml", "maml"}
+
+
+def test_cli_prints_the_paired_table(runs, tmp_path, capsys):
+    assert main(["combine", str(runs / "maml"), str(runs / "cml"),
+                 "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "cml minus the MAML family" in out and "paired over the 8 test tasks" in out
+    assert (tmp_path / "c" / "cml_checkpoint.npz").is_file()
+    assert not list((tmp_path / "c").glob(".*tmp"))
+
+
+def _copy(src, dst, edit):
+    shutil.copytree(src, dst)
+    res = json.loads((dst / "results.json").read_text())
+    edit(res)
+    (dst / "results.json").write_text(json.dumps(res))
+    return dst
+
+
+def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
+    def seed(res):
+        res["config"]["meta"]["seed"] = 1
+
+    other = _copy(runs / "maml", tmp_path / "seed1", seed)
+    with pytest.raises(ValidationError, match=r"omniglot\.combine: .*seed1: must be a run of "
+                       r"the same configuration as .*cml but for its methods .*meta\.seed "
+                       r"is 1 there, 0 in"):
+        og.combine([runs / "cml", other], tmp_path / "o")
+
+    def tasks(res):
+        res["methods"]["pixel_nn"]["accuracy_per_task"][0] = 1.0 - \
+            res["methods"]["pixel_nn"]["accuracy_per_task"][0]
+
+    moved = _copy(runs / "maml", tmp_path / "tasks", tasks)
+    with pytest.raises(ValidationError, match=r"methods\.pixel_nn: is also in .*cml with "
+                       r"other per-task accuracies"):
+        og.combine([runs / "cml", moved], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must add a method"):
+        og.combine([runs / "cml_maml", runs / "cml"], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be another run"):
+        og.combine([runs / "cml", runs / "cml"], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"out_dir: must be a folder of its own"):
+        og.combine([runs / "cml", runs / "maml"], runs / "maml")
+    with pytest.raises(ValidationError, match=r"run_dirs: must hold two or more"):
+        og.combine([runs / "cml"], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"run_dirs: must be a list"):
+        og.combine(str(runs / "cml"), tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be the folder of a "
+                       r"finished"):
+        og.combine([runs / "cml", tmp_path / "nothing"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    code = main(["combine", str(runs / "cml"), str(other), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "meta.seed is 1 there" in err[0], err
+    assert not (tmp_path / "c").exists()
+
+
+def _seeds_run(out, methods, which=(0, 1)):
+    return seeds.run_seeds(og.run, out, list(which), progress=False, methods=methods,
+                           overrides=TINY, aggregate_fn=og.aggregate_seeds,
+                           plot_fn=og.plot_seeds, seed_jobs=False)
+
+
+def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path, capsys):
+    """Two --seeds runs of one method each, combined: every seed as the one run of both
+    methods gave it, and the aggregate (gaps paired by seed) that run's aggregate."""
+    for methods in ("cml", "maml", "cml,maml"):
+        _seeds_run(tmp_path / methods.replace(",", "_"), methods)
+    agg = og.combine([tmp_path / "cml", tmp_path / "maml"], tmp_path / "both")
+    joint = json.loads((tmp_path / "cml_maml" / "results.json").read_text())
+    assert agg["seeds"] == [0, 1] and agg["gaps"] == joint["gaps"]
+    for name, m in joint["methods"].items():     # (wall times differ from run to run)
+        assert {k: v for k, v in agg["methods"][name].items() if "time" not in k} == \
+            {k: v for k, v in m.items() if "time" not in k}, name
+    for k in (0, 1):
+        got = json.loads((tmp_path / "both" / f"seed_{k}" / "results.json").read_text())
+        want = json.loads((tmp_path / "cml_maml" / f"seed_{k}" / "results.json").read_text())
+        assert got["gaps"] == want["gaps"]
+        assert (tmp_path / "both" / f"seed_{k}" / "maml_checkpoint.npz").is_file()
+    assert (tmp_path / "both" / "seeds.png").stat().st_size > 0
+    assert main(["combine", str(tmp_path / "cml"), str(tmp_path / "maml"),
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert "paired by seed" in capsys.readouterr().out
+    # one seed against --seeds, and other seeds: refused before anything is written
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
+                       r"the seeds of .*\[0, 1\].*a one-seed run"):
+        og.combine([tmp_path / "cml", runs / "maml"], tmp_path / "o")
+    _seeds_run(tmp_path / "maml_02", "maml", (0, 2))
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
+                       r"the seeds of .*seeds \[0, 2\]"):
+        og.combine([tmp_path / "cml", tmp_path / "maml_02"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
