@@ -118,12 +118,14 @@ def constant(value):
     return Schedule(lambda k: v, v)
 
 
-def cosine_decay(init_value, decay_steps, alpha=0.0):
+def cosine_decay(init_value, decay_steps, alpha=0.05):
     """Cosine decay (Loshchilov & Hutter 2017, as optax's ``cosine_decay_schedule``):
     ``init_value * (alpha + (1 - alpha) * (1 + cos(pi * min(k, decay_steps) /
     decay_steps)) / 2)``: from ``init_value`` at update 0 to ``alpha * init_value`` at
     update ``decay_steps``, then constant. ``alpha`` in (0, 1] (a learning rate of 0
-    would end learning without saying so).
+    would end learning without saying so; optax's default 0 is refused), default 0.05,
+    the end of the shipped model files' cosines (``schedule: {kind: cosine, ..., end:
+    0.05}``; until 2026-12 the default was 0, which the check refused).
 
     ``decay_steps="budget"``: the decay lasts as many updates as the run's wall-time
     budget holds, so that a run decays fully on a slow machine as on a fast one. The

@@ -40,6 +40,14 @@ def test_cosine_decay_closed_form():
     assert s(4) == pytest.approx(1.25)          # half way: the mean of start and end
 
 
+def test_cosine_decay_default_ends_at_five_percent():
+    """The default end (alpha) is usable -- it was 0, which the check refuses -- and is
+    the shipped model files' end: 0.05 of the initial value."""
+    s = optim.cosine_decay(2.0, 10)
+    assert s(0) == 2.0 and s(10) == pytest.approx(0.1, rel=1e-15)
+    assert s(5) == pytest.approx(2.0 * (0.05 + 0.95 * 0.5), rel=1e-15)
+
+
 def test_piecewise_constant_values():
     s = optim.piecewise_constant(1.0, [3, 6], [0.5, 0.1])
     assert [s(k) for k in range(8)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.05, 0.05]
