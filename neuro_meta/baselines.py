@@ -1057,6 +1057,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         record(0)
         if checkpoint is not None:
             save(0)
+    cadence.start()
     bar = tqdm(desc=method.name, disable=not progress, initial=step,
                total=budget.steps if budget.budget_s is None else None)
     stop = budget.stop_reason(step)

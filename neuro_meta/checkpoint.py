@@ -22,6 +22,20 @@ from .io import atomic_write_bytes
 #: sets it for one command; 0 writes after every meta-step.
 CHECKPOINT_EVERY_S = 30.0
 
+
+def with_cadence(every_s, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with :data:`CHECKPOINT_EVERY_S` set to ``every_s`` in this
+    process for the call (restored after): how ``neuro-meta run --checkpoint-every``
+    reaches runs that execute elsewhere -- a ``--seeds`` run's seed jobs on a process
+    pool or Dask workers -- as ``functools.partial(with_cadence, every_s, run)``."""
+    global CHECKPOINT_EVERY_S
+    before = CHECKPOINT_EVERY_S
+    CHECKPOINT_EVERY_S = every_s
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        CHECKPOINT_EVERY_S = before
+
 FORMAT_VERSION = 1
 
 

@@ -169,9 +169,10 @@ def _run_parser(sub):
     r.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help="write each method's checkpoint after the first meta-step that "
                    "ends this much wall time after the previous write, besides at every "
-                   "evaluation and the end (default 30; 0: after every meta-step). A "
-                   "crash loses at most about this much meta-training; no number of the "
-                   "run depends on it")
+                   "evaluation and the end (default 30; 0: after every meta-step; vsml's "
+                   "evolution strategies keep theirs: every 10 ES steps). A crash loses "
+                   "at most about this much meta-training; nothing the run trains or "
+                   "selects depends on it, only the wall time it takes")
     r.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial",
                    help="where tasks are simulated: in-process (default), a local process "
                    "pool, or Dask (a local cluster, or --scheduler ADDRESS)")
@@ -343,22 +344,13 @@ def _run(args):
     if every_s is not None and not (math.isfinite(every_s) and every_s >= 0):
         raise ValidationError("neuro-meta run.--checkpoint-every: must be a finite number "
                               f"of seconds >= 0 (got {every_s!r})")
-    from . import checkpoint
+    run = exp.run
+    if every_s is not None:         # set where each run executes: here, or on the
+        import functools            # workers of a --seeds run's seed jobs
 
-    before = checkpoint.CHECKPOINT_EVERY_S
-    if every_s is not None:         # read by every trainer of this process (and of
-        checkpoint.CHECKPOINT_EVERY_S = every_s     # forked workers) when it starts
-    try:
-        return _run_with(args, exp, experiment, out, kw)
-    finally:
-        checkpoint.CHECKPOINT_EVERY_S = before
+        from .checkpoint import with_cadence
 
-
-def _run_with(args, exp, experiment, out, kw):
-    """:func:`_run` once the arguments are checked."""
-    from .errors import ValidationError
-    from .experiments import seeds as seeds_mod, sinusoid
-
+        run = functools.partial(with_cadence, every_s, exp.run)
     with _executor(args) as executor:
         if args.seeds is not None:
             if args.seed is not None:
@@ -367,19 +359,19 @@ def _run_with(args, exp, experiment, out, kw):
             kw["resume"] = args.resume      # each seed from its own OUT/seed_<k>/
             if experiment == "omniglot":    # seeds in turn, each on the same processes
                 res = seeds_mod.run_seeds(
-                    exp.run, out, seeds_mod.parse_seeds(args.seeds), executor=executor,
+                    run, out, seeds_mod.parse_seeds(args.seeds), executor=executor,
                     progress=not args.no_progress, aggregate_fn=exp.aggregate_seeds,
                     plot_fn=exp.plot_seeds, seed_jobs=False, **kw)
                 print(exp.seeds_table(res))
             else:
-                res = seeds_mod.run_seeds(exp.run, out, seeds_mod.parse_seeds(args.seeds),
+                res = seeds_mod.run_seeds(run, out, seeds_mod.parse_seeds(args.seeds),
                                           executor=executor, progress=not args.no_progress,
                                           **kw)
                 print(seeds_mod.summary_table(res))
             print(f"wrote {out}/results.json, {out}/seeds.png and {out}/seed_*/")
             return 0
-        res = exp.run(out, seed=args.seed, progress=not args.no_progress,
-                      resume=args.resume, executor=executor, **kw)
+        res = run(out, seed=args.seed, progress=not args.no_progress,
+                  resume=args.resume, executor=executor, **kw)
     print(exp.summary_table(res))
     extra = " and fast_patterns.png" if experiment == "sinusoid" and sinusoid.is_dual(
         res["config"]) else ""

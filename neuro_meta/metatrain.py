@@ -401,15 +401,18 @@ class CheckpointCadence:
     and after the first meta-step that ends ``every_s`` seconds of wall time or more
     after the previous write (``None``: not by time).
 
-    Where the checkpoints fall changes no number of the run: a checkpoint holds the whole
-    state, so a resume from any of them continues the same run. A write of a large
-    model's checkpoint costs about as much as a fast meta-step (measured: 35 ms for
-    ``omniglot_long``'s CML against 150-270 ms per meta-step), so writing one after every
-    meta-step makes a long run wait noticeably longer (``neuro-meta bench``).
+    Where the checkpoints fall changes nothing a run trains, evaluates or selects (a
+    checkpoint holds the whole state, so a resume from any of them continues the same
+    run, and the budget's clock is paused while one is written); only the wall time the
+    user waits (``wall_time_s``) includes the writes. A write of ``omniglot_long``'s CML
+    checkpoint (6 MB) takes about 30 ms, 8 % of its meta-step on the 2-core machine
+    (``neuro-meta bench``, "checkpoint cadence"), so writing one after every meta-step
+    made a 3000-s run wait some 330 s longer.
 
     ``every_s="default"``: :data:`neuro_meta.checkpoint.CHECKPOINT_EVERY_S` as it is now
     (30 s; ``neuro-meta run --checkpoint-every SECONDS`` sets it for a run); ``0``: after
-    every meta-step.
+    every meta-step. The time counts from :meth:`start` (after the run's set-up and
+    first evaluation) and from each write.
 
     ``clock`` is the time source (seconds); tests replace it by a fake clock (apart from
     :attr:`TrainingBudget.clock`, so that the budget's clock is not read more often).
@@ -422,9 +425,16 @@ class CheckpointCadence:
 
         self.every = P.integer(every, owner, "checkpoint_every", low=1, allow_none=True)
         if isinstance(every_s, str) and every_s == "default":
-            every_s = checkpoint.CHECKPOINT_EVERY_S
-        self.every_s = P.real(every_s, owner, "checkpoint_every_s", low=0.0,
-                              allow_none=True)
+            self.every_s = P.real(checkpoint.CHECKPOINT_EVERY_S, "neuro_meta.checkpoint",
+                                  "CHECKPOINT_EVERY_S", low=0.0)
+        else:
+            self.every_s = P.real(every_s, owner, "checkpoint_every_s", low=0.0,
+                                  allow_none=True)
+        self.last = self.clock()
+
+    def start(self):
+        """The run's meta-steps begin: the time cadence counts from now (not from the
+        set-up, a resume's checks or the first evaluation)."""
         self.last = self.clock()
 
     def due(self, step, evaluated=False):
@@ -850,6 +860,9 @@ class MetaTrainer:
         budget.resume()
         if not hist.step:
             record(0)
+            if checkpoint is not None:      # (as a baseline's: every evaluation)
+                self._save(checkpoint, step, theta, state, hist, budget, average)
+        cadence.start()
         bar = tqdm(desc="meta-training", disable=not progress, initial=step,
                    total=budget.steps if budget.budget_s is None else None)
         stop = budget.stop_reason(step)

@@ -76,8 +76,8 @@ def maml(clock, tmp_path, steps=10, eval_every=100, **kw):
                           checkpoint=tmp_path / "b.npz", **kw)
 
 
-# the baseline also writes after its evaluation at step 0
-START = {cml: [], maml: [0]}
+# both write after their evaluation at step 0
+START = {cml: [0], maml: [0]}
 
 
 @pytest.mark.parametrize("run", [cml, maml])
@@ -105,13 +105,59 @@ def test_the_default_is_read_when_the_run_starts(monkeypatch, clock, writes, tmp
 
 
 @pytest.mark.parametrize("run", [cml, maml])
-def test_no_number_depends_on_the_cadence(clock, tmp_path, run):
-    a = run(clock, tmp_path / "a", checkpoint_every_s=0)
-    b = run(clock, tmp_path / "b", checkpoint_every_s=None)
-    ha = vars(a) if run is cml else a[1]
-    hb = vars(b) if run is cml else b[1]
-    assert ha["train_val_loss"] == hb["train_val_loss"]
-    assert ha["meta_val_mse"] == hb["meta_val_mse"]
+def test_the_time_counts_from_the_first_evaluation(monkeypatch, clock, writes, tmp_path,
+                                                   run):
+    """Set-up and the step-0 evaluation (here 100 s) do not count towards the first
+    timed write: still steps 3, 6, 9."""
+    if run is cml:
+        real_eval = MetaTrainer.evaluate
+
+        def evaluate(self, *a, **k):
+            clock.t += 50.0
+            return real_eval(self, *a, **k)
+
+        monkeypatch.setattr(MetaTrainer, "evaluate", evaluate)
+    else:
+        real_eval = TickingMAML.evaluate
+
+        def evaluate(self, *a, **k):
+            clock.t += 50.0
+            return real_eval(self, *a, **k)
+
+        monkeypatch.setattr(TickingMAML, "evaluate", evaluate)
+    run(clock, tmp_path)
+    assert writes == START[run] + [3, 6, 9, 10]
+
+
+@pytest.mark.parametrize("run", [cml, maml])
+def test_nothing_trained_or_selected_depends_on_the_cadence(monkeypatch, clock, tmp_path,
+                                                            run):
+    """Under a wall-time budget, with a write costing (fake) time: a write after every
+    meta-step and none but the evaluations' give the same meta-steps, clock readings,
+    scores and parameters -- the budget's clock is paused while one is written -- and
+    only the wall time differs."""
+    from neuro_meta import metatrain
+
+    monkeypatch.setattr(metatrain.TrainingBudget, "clock", staticmethod(clock))
+    real = ckpt.save
+
+    def costly(path, payload):
+        clock.t += 5.0
+        return real(path, payload)
+
+    monkeypatch.setattr(ckpt, "save", costly)
+    out = {}
+    for every_s in (0, None):
+        clock.t = 0.0
+        r = run(clock, tmp_path / str(every_s), steps=1000, budget_s=100.0,
+                eval_every_s=40.0, checkpoint_every_s=every_s)
+        h = vars(r) if run is cml else r[1]
+        theta = h["theta"][-1] if run is cml else r[0]
+        out[every_s] = (h, ckpt.checksum(theta))
+    (a, ta), (b, tb) = out[0], out[None]
+    for key in ("step", "time_s", "meta_val_mse", "meta_test_mse", "train_val_loss"):
+        assert a[key] == b[key], key
+    assert a["meta_steps"] == b["meta_steps"] == 9 and ta == tb   # 9 x 12 s >= 100 s
 
 
 @pytest.mark.parametrize("value, message", [
@@ -150,3 +196,36 @@ def test_cli_sets_the_cadence_for_its_run_only(monkeypatch, tmp_path):
     assert seen and all(s == 7.5 for s in seen)
     assert ckpt.CHECKPOINT_EVERY_S == 30.0          # restored after the command
     assert np.isfinite(ckpt.CHECKPOINT_EVERY_S)
+
+
+def _seen_cadence():
+    return CheckpointCadence("t").every_s
+
+
+def test_with_cadence_sets_it_for_one_call_and_travels_to_workers():
+    """What `--checkpoint-every` sends with a --seeds run's seed jobs: a picklable call
+    that sets the cadence where it runs (a spawned process here, as on Dask or macOS),
+    restored afterwards, also after an error."""
+    import functools
+    import multiprocessing
+    import pickle
+
+    call = functools.partial(ckpt.with_cadence, 7.5, _seen_cadence)
+    assert call() == 7.5 and ckpt.CHECKPOINT_EVERY_S == 30.0
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(pickle.loads(pickle.dumps(call))) == 7.5
+        assert pool.apply(_seen_cadence) == 30.0
+
+    def boom():
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        ckpt.with_cadence(1.0, boom)
+    assert ckpt.CHECKPOINT_EVERY_S == 30.0
+
+
+def test_a_bad_module_default_names_itself(monkeypatch):
+    monkeypatch.setattr(ckpt, "CHECKPOINT_EVERY_S", -1.0)
+    with pytest.raises(ValidationError, match=r"neuro_meta\.checkpoint\.CHECKPOINT_EVERY_S: "
+                       r"must be >= 0\.0 \(got -1\.0\)"):
+        CheckpointCadence("MetaTrainer.train")

@@ -147,34 +147,41 @@ def test_kill_and_resume_gives_identical_results(tmp_path, experiment):
 
 
 def test_kill_between_timed_checkpoints_and_resume_gives_identical_results(tmp_path):
-    """With the default cadence (checkpoints at evaluations and every 30 s of wall time)
-    a run killed between two checkpoints resumes from the last one, redoes the meta-steps
-    after it and ends bit-identical to an uninterrupted run."""
-    ckpt_name, steps = EXPERIMENTS["sinusoid"][1:]
-    ref_dir = tmp_path / "ref"
-    p = _run_cli(ref_dir, experiment="sinusoid")
+    """With checkpoints by time (here every 1 s of wall time, besides the evaluations
+    every 10 meta-steps) a run killed after a timed checkpoint -- at a meta-step that is
+    not an evaluation's -- resumes from it and ends bit-identical to an uninterrupted
+    run."""
+    args = ("--methods", "cml", "--budget", "none", "--set", "meta.steps=40")
+
+    def start(out, *extra):
+        return subprocess.Popen(
+            [sys.executable, "-m", "neuro_meta.cli", "run", "sinusoid", "--quick",
+             "--no-progress", "--out", str(out), *args, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    name = "cml_checkpoint.npz"
+    p = start(tmp_path / "ref")
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    ref = _final_theta(ref_dir / ckpt_name)
+    ref = _final_theta(tmp_path / "ref" / name)
+    assert ref[0] == 40
     out = tmp_path / "killed"
-    p = _run_cli(out, experiment="sinusoid")
-    deadline = time.time() + 120
-    seen = 0
-    while time.time() < deadline and p.poll() is None and seen == 0:
+    p = start(out, "--checkpoint-every", "1")
+    deadline, at = time.time() + 120, 0
+    while time.time() < deadline and p.poll() is None:
         try:
-            seen = ckpt.load(out / ckpt_name)["step"]
+            at = ckpt.load(out / name)["step"]
         except (ckpt.CheckpointError, FileNotFoundError):
             pass
-        time.sleep(0.02)
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGKILL)
+        if at % 10:                 # a timed checkpoint, not an evaluation's
+            os.kill(p.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
     p.wait()
-    assert p.returncode == -signal.SIGKILL
-    at = ckpt.load(out / ckpt_name)["step"]
-    assert 0 < at < steps
-    p = _run_cli(out, "--resume", experiment="sinusoid")
+    assert p.returncode == -signal.SIGKILL, (at, p.returncode)
+    assert 0 < ckpt.load(out / name)["step"] < 40
+    p = start(out, "--resume")
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    assert _final_theta(out / ckpt_name) == ref
-
+    assert _final_theta(out / name) == ref
 
 def test_dask_equals_serial_on_sinusoid():
     """Issue acceptance: serial and Dask LocalCluster (2 workers on loopback) give

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from neuro_meta import checkpoint as ckpt
 from neuro_meta.cli import main
 from neuro_meta.errors import ValidationError
 from neuro_meta.experiments import omniglot as og
@@ -80,9 +81,9 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
         res["config"]["meta"]["seed"] = 1
 
     other = _copy(runs / "maml", tmp_path / "seed1", seed)
-    with pytest.raises(ValidationError, match=r"omniglot\.combine: .*seed1: must be a run of "
-                       r"the same configuration as .*cml but for its methods .*meta\.seed "
-                       r"is 1 there, 0 in"):
+    with pytest.raises(ValidationError, match=r"omniglot\.combine: run_dirs\[1\]: must be a "
+                       r"run of the same configuration as .*cml but for its methods .*"
+                       r"meta\.seed is 1 in .*seed1, 0 in"):
         og.combine([runs / "cml", other], tmp_path / "o")
 
     def tasks(res):
@@ -90,8 +91,8 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
             res["methods"]["pixel_nn"]["accuracy_per_task"][0]
 
     moved = _copy(runs / "maml", tmp_path / "tasks", tasks)
-    with pytest.raises(ValidationError, match=r"methods\.pixel_nn: is also in .*cml with "
-                       r"other per-task accuracies"):
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must have the test tasks of "
+                       r".*cml: pixel_nn \(no meta-learning\) scores test task 0"):
         og.combine([runs / "cml", moved], tmp_path / "o")
     with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must add a method"):
         og.combine([runs / "cml_maml", runs / "cml"], tmp_path / "o")
@@ -109,7 +110,7 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     code = main(["combine", str(runs / "cml"), str(other), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "meta.seed is 1 there" in err[0], err
+    assert code == 2 and len(err) == 1 and "meta.seed is 1 in" in err[0], err
     assert not (tmp_path / "c").exists()
 
 
@@ -148,3 +149,50 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
                        r"the seeds of .*seeds \[0, 2\]"):
         og.combine([tmp_path / "cml", tmp_path / "maml_02"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_output_is_written_whole_or_not_at_all(runs, tmp_path, monkeypatch):
+    """A failure while writing leaves no output folder and no temporary one; an earlier
+    combination is replaced whole; a folder holding other files is refused."""
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(og, "plot", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        og.combine([runs / "cml", runs / "maml"], tmp_path / "o")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    og.combine([runs / "cml", runs / "maml"], tmp_path / "o")
+    (tmp_path / "o" / "stale.txt").write_text("from before")
+    og.combine([runs / "maml", runs / "cml"], tmp_path / "o")     # replaces the earlier one
+    assert not (tmp_path / "o" / "stale.txt").exists()
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["combined_from"][0] \
+        == str(runs / "maml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValidationError, match=r"out_dir: must be a new or empty folder"):
+        og.combine([runs / "cml", runs / "maml"], tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_runs_without_task_check_or_with_a_foreign_checkpoint_are_refused(runs, tmp_path):
+    def old(res):
+        del res["methods"]["pixel_nn"]["accuracy_per_task"]
+
+    older = _copy(runs / "maml", tmp_path / "older", old)
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: methods\.pixel_nn\."
+                       r"accuracy_per_task: must be in .*to check that the runs' test tasks"):
+        og.combine([runs / "cml", older], tmp_path / "o")
+    # a maml checkpoint of another training (2 meta-steps) beside this run's results
+    og.run(tmp_path / "short", progress=False, methods="maml",
+           overrides=TINY + ["baselines.steps=2"])
+    foreign = _copy(runs / "maml", tmp_path / "foreign", lambda res: None)
+    shutil.copyfile(tmp_path / "short" / "maml_checkpoint.npz",
+                    foreign / "maml_checkpoint.npz")
+    with pytest.raises(ckpt.CheckpointError):
+        og.combine([runs / "cml", foreign], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    (foreign / "maml_checkpoint.npz").unlink()          # missing: combined, with a warning
+    with pytest.warns(UserWarning, match=r"maml_checkpoint\.npz: missing"):
+        og.combine([runs / "cml", foreign], tmp_path / "o")

@@ -87,7 +87,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
         executor=None, overrides=()):
     """Meta-train, write ``results.json`` and plots to ``out_dir``; returns the results.
 
-    A checkpoint ``out_dir/checkpoint.npz`` is written after every meta-step; with
+    A checkpoint ``out_dir/checkpoint.npz`` is written at every evaluation, at the end
+    and every :data:`neuro_meta.checkpoint.CHECKPOINT_EVERY_S` seconds; with
     ``resume=True`` a run continues from it (same final numbers as an uninterrupted
     run). ``executor``: see :class:`~neuro_meta.metatrain.MetaTrainer`.
     """

@@ -1477,88 +1477,161 @@ def combine(run_dirs, out_dir, curves="time"):
         P.fail(O, "out_dir", "must be a folder of its own, not one of the runs'",
                repr(str(out_dir)))
     tops = [_read_results(d, O, f"run_dirs[{i}]") for i, d in enumerate(dirs)]
-    seeds = [_seed_dirs(d, r, O) for d, r in zip(dirs, tops)]
+    seeds = [dict(_seed_dirs(d, r, O)) for d, r in zip(dirs, tops)]
     kinds = ["--seeds run" if r.get("seeds") is not None else "one-seed run" for r in tops]
     for i in range(1, len(dirs)):
-        if kinds[i] != kinds[0] or [k for k, _ in seeds[i]] != [k for k, _ in seeds[0]]:
+        if kinds[i] != kinds[0] or set(seeds[i]) != set(seeds[0]):
             raise ValidationError(
                 f"{O}: run_dirs[{i}]: must be a {kinds[0]} with the seeds of {dirs[0]} "
                 f"({tops[0].get('seeds') or 'one seed'}) (got {str(dirs[i])!r}: a "
                 f"{kinds[i]}, seeds {tops[i].get('seeds') or 'one'})")
-    if tops[0].get("seeds") is None:
-        runs = [(d, *_one_seed_results(d, O, f"run_dirs[{i}]")) for i, d in enumerate(dirs)]
-        return _write_combined(O, _combined(O, runs), out, curves)
-    # every seed's runs read and checked before anything is written
+    # every run (every seed's) read and checked, its checkpoints too, before anything
+    # is written; then everything is written into a new folder beside out_dir, which
+    # replaces it whole
     per = []
-    for n, (k, _) in enumerate(seeds[0]):
-        runs = [(s[n][1], *_one_seed_results(s[n][1], O, f"run_dirs[{i}] (seed {k})"))
+    for k in seeds[0]:
+        where = "" if k is None else f" (seed {k})"
+        runs = [(i, s[k], *_one_seed_results(s[k], O, f"run_dirs[{i}]{where}"))
                 for i, s in enumerate(seeds)]
-        per.append((k, _combined(O, runs)))
-    done = [_write_combined(O, c, out / f"seed_{k}", curves) for k, c in per]
-    agg = aggregate_seeds([k for k, _ in per], done)
-    agg["combined_from"] = [str(d) for d in dirs]
-    write_json(out / "results.json", agg)
-    plot_seeds(out / "seeds.png", agg)
-    return agg
+        per.append((k, _combined(O, runs, where)))
+    tmp = _fresh_output(O, out)
+    try:
+        if per[0][0] is None:
+            result = _write_combined(per[0][1], tmp, curves)
+        else:
+            done = [_write_combined(c, tmp / f"seed_{k}", curves) for k, c in per]
+            result = aggregate_seeds([k for k, _ in per], done)
+            result["combined_from"] = [str(d) for d in dirs]
+            write_json(tmp / "results.json", result)
+            plot_seeds(tmp / "seeds.png", result)
+        _replace_output(tmp, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
 
 
-def _combined(O, runs):
-    """``(results, checkpoints)`` of the one-seed runs ``[(folder, results, config)]``
-    put together (:func:`combine`), checked, nothing written."""
-    base_dir, base_res, base_cfg = runs[0]
+def _fresh_output(O, out):
+    """A new, empty folder beside ``out`` for :func:`combine` to write into (``out``
+    must be missing, empty or an earlier combination: refused otherwise)."""
+    import tempfile
+
+    if out.exists():
+        if not out.is_dir():
+            raise ValidationError(f"{O}: out_dir: must be a folder, not a file "
+                                  f"(got {str(out)!r})")
+        if any(out.iterdir()) and not _is_combination(out):
+            raise ValidationError(
+                f"{O}: out_dir: must be a new or empty folder, or one an earlier combine "
+                f"wrote (it would be replaced) (got {str(out)!r}, which holds other files)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.combine-", dir=out.parent))
+
+
+def _is_combination(folder):
+    import json
+
+    try:
+        return "combined_from" in json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _replace_output(tmp, out):
+    """Move the finished folder ``tmp`` to ``out`` (an empty or earlier ``out`` is
+    removed first; a crash in between leaves the old folder renamed aside, never a mix)."""
+    import shutil
+
+    old = None
+    if out.exists():
+        old = out.parent / f"{tmp.name}.old"
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _combined(O, runs, where=""):
+    """``(results, checkpoints)`` of the one-seed runs ``[(index, folder, results,
+    config)]`` put together (:func:`combine`), checked -- the checkpoints against their
+    results as :func:`selected_models` does -- nothing written."""
+    import warnings
+
+    _, base_dir, base_res, base_cfg = runs[0]
     ref = _without_methods(base_cfg)
-    for d, res, cfg in runs[1:]:
+    for i, d, res, cfg in runs[1:]:
         diff = _first_difference(ref, _without_methods(cfg))
         if diff is not None:
             key, a, b = diff
             raise ValidationError(
-                f"{O}: {d}: must be a run of the same configuration as {base_dir} but "
-                f"for its methods (a paired comparison needs the same seed, tasks and "
-                f"budgets): {key} is {b!r} there, {a!r} in {base_dir}")
+                f"{O}: run_dirs[{i}]{where}: must be a run of the same configuration as "
+                f"{base_dir} but for its methods (a paired comparison needs the same seed, "
+                f"tasks and budgets): {key} is {b!r} in {d}, {a!r} in {base_dir}")
     methods, history, source, ckpts = {}, {}, {}, []
-    for i, (d, res, cfg) in enumerate(runs):
+    for i, d, res, cfg in runs:
+        attr = f"run_dirs[{i}]{where}"
+        check_summaries(res["methods"], O, f"{attr}.methods")
+        pix = (res["methods"].get("pixel_nn") or {}).get("accuracy_per_task")
+        if pix is None:
+            raise ValidationError(
+                f"{O}: {attr}: methods.pixel_nn.accuracy_per_task: must be in {d}/"
+                f"results.json, to check that the runs' test tasks are the same (a run of "
+                f"an older neuro_meta: run it again) (got none)")
         before = len(methods)
-        check_summaries(res["methods"], O, f"{d}/results.json: methods")
         for name, summary in res["methods"].items():
-            if name in methods:
-                if summary.get("accuracy_per_task") != methods[name].get(
-                        "accuracy_per_task") or summary.get("accuracy_per_task") is None:
-                    raise ValidationError(
-                        f"{O}: {d}: methods.{name}: is also in {source[name]} with other "
-                        f"per-task accuracies (two trainings of one method, or other test "
-                        f"tasks): combine runs of different methods")
+            if name not in methods:
+                methods[name], source[name] = summary, d
+                if res.get("history", {}).get(name) is not None:
+                    history[name] = res["history"][name]
                 continue
-            methods[name], source[name] = summary, d
-            if res.get("history", {}).get(name) is not None:
-                history[name] = res["history"][name]
-            path = d / f"{name}_checkpoint.npz"
-            if path.is_file():
-                ckpts.append(path)
+            a, b = methods[name].get("accuracy_per_task"), summary.get("accuracy_per_task")
+            if a == b and a is not None:
+                continue
+            if name == "pixel_nn":
+                n = next((t for t, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+                raise ValidationError(
+                    f"{O}: {attr}: must have the test tasks of {source[name]}: pixel_nn "
+                    f"(no meta-learning) scores test task {n} {b[n] if n < len(b) else None}"
+                    f" in {d}, {a[n] if n < len(a) else None} there (other data, or "
+                    f"another neuro_meta version drew them)")
+            raise ValidationError(
+                f"{O}: {attr}: methods.{name}: must be in one run only, or identical: it is "
+                f"also in {source[name]}, with other per-task accuracies (two trainings of "
+                f"one method: combine runs of different methods)")
         if len(methods) == before:
             raise ValidationError(
-                f"{O}: run_dirs[{i}]: must add a method to those of the runs before it "
+                f"{O}: {attr}: must add a method to those of the runs before it "
                 f"({', '.join(methods)}) (got {str(d)!r}, methods "
                 f"{', '.join(res['methods'])})")
+    for name, d in source.items():
+        path = d / f"{name}_checkpoint.npz"
+        if path.is_file():
+            i, _, res, cfg = next(r for r in runs if r[1] == d)
+            _load_selected(cfg, d, res, [name])     # (CheckpointError if not that run's)
+            ckpts.append(path)
+        elif name not in ("pixel_nn", "cml_untrained"):
+            warnings.warn(f"{O}: {path}: missing; neuro-meta alphabets / adaptation cannot "
+                          f"score {name} from the combined folder", stacklevel=3)
     cfg = {k: v for k, v in base_cfg.items() if not str(k).startswith("_")}
     cfg["methods"] = [n for n in methods if n not in ("pixel_nn", "cml_untrained")]
     results = {"methods": methods, "history": history, "config": cfg,
-               "combined_from": [str(d) for d, _, _ in runs]}
+               "combined_from": [str(d) for _, d, _, _ in runs]}
     results["gaps"] = task_gaps(methods)
+    check_results(results, O, "results")
     return results, ckpts
 
 
-def _write_combined(O, combined, out, curves):
-    """Write a :func:`_combined` run into folder ``out``: its checkpoints (copied whole,
-    then renamed into place), ``results.json`` and ``omniglot.png``; returns the
-    results."""
+def _write_combined(combined, out, curves):
+    """Write a :func:`_combined` run into the new folder ``out``: its checkpoints,
+    ``results.json`` and ``omniglot.png``; returns the results."""
     import shutil
 
     results, ckpts = combined
     out.mkdir(parents=True, exist_ok=True)
     for path in ckpts:
-        tmp = out / f".{path.name}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, out / path.name)
+        shutil.copyfile(path, out / path.name)
     write_json(out / "results.json", results)
     plot(out, results, curves)
     return results
