@@ -64,6 +64,8 @@ def test_cli_prints_the_paired_table(runs, tmp_path, capsys):
                  "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "cml minus the MAML family" in out and "paired over the 8 test tasks" in out
+    assert f"Put together by neuro-meta combine from runs made side by side: {runs / 'maml'}, " \
+        f"{runs / 'cml'}" in out
     assert (tmp_path / "c" / "cml_checkpoint.npz").is_file()
     assert not list((tmp_path / "c").glob(".*tmp"))
 
@@ -139,7 +141,8 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
     assert (tmp_path / "both" / "seeds.png").stat().st_size > 0
     assert main(["combine", str(tmp_path / "cml"), str(tmp_path / "maml"),
                  "--out", str(tmp_path / "cli")]) == 0
-    assert "paired by seed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "paired by seed" in out and "Put together by neuro-meta combine" in out
     # one seed against --seeds, and other seeds: refused before anything is written
     with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
                        r"the seeds of .*\[0, 1\].*a one-seed run"):

@@ -881,6 +881,7 @@ def summary_table(results):
     lines = [f"Omniglot {W}-way {K}-shot. {head}; selected on {comp.get('val_tasks')} "
              f"meta-validation tasks (validation alphabet); accuracy on "
              f"{fin.get('test_tasks')} test-alphabet tasks, ± 95 % CI"]
+    lines += _combined_note(results)
     cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
         (["20-way official err"] if fin.get("official_runs") else [])
     lines.append(f"{'method':<16}" + "".join(f"{c:>22}" for c in cols)
@@ -921,6 +922,15 @@ def summary_table(results):
                      "best_validation": f"best on validation ({d.get('baseline')})"}.get(b, b)
             lines.append(f"  {label:<30}{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
     return "\n".join(lines)
+
+
+def _combined_note(results):
+    """The line a table of :func:`combine`'s output starts with: where its methods ran."""
+    runs = results.get("combined_from")
+    if not runs:
+        return []
+    return ["Put together by neuro-meta combine from runs made side by side: "
+            + ", ".join(map(str, runs))]
 
 
 @reads_results("omniglot.plot", "one omniglot run's results", arg=1)
@@ -1159,6 +1169,7 @@ def seeds_table(agg):
              + (f", {budget:g} s of meta-training per method and seed" if budget else "")
              + f": mean over seeds ± 95 % CI (Student's t over the seeds); per run "
              f"{fin.get('test_tasks')} test tasks"]
+    lines += _combined_note(agg)
     cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
         (["20-way official err"] if fin.get("official_runs") else [])
     keys = ["accuracy"] + (["other_shots_accuracy"] if other else []) + \
