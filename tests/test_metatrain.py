@@ -240,7 +240,8 @@ def test_divergence_stop_keeps_theta_and_names_the_step(tmp_path):
     with pytest.raises(nm.SimulationError, match=r"meta-step 1: .*diverged.*not updated"):
         tr.train(3, progress=False, checkpoint=tmp_path / "c.npz")
     assert ckpt.checksum(tr.net.theta) == before
-    assert not (tmp_path / "c.npz").exists()
+    saved = ckpt.load(tmp_path / "c.npz")       # written after the step-0 evaluation only:
+    assert saved["step"] == 0 and ckpt.checksum(saved["theta"]) == before   # never step 1
 
 
 def test_divergence_skip_counts_and_is_deterministic():
