@@ -102,6 +102,8 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
         og.combine([runs / "cml", runs / "cml"], tmp_path / "o")
     with pytest.raises(ValidationError, match=r"out_dir: must be a folder of its own"):
         og.combine([runs / "cml", runs / "maml"], runs / "maml")
+    with pytest.raises(ValidationError, match=r"out_dir: must not hold the runs"):
+        og.combine([runs / "cml", runs / "maml"], runs)
     with pytest.raises(ValidationError, match=r"run_dirs: must hold two or more"):
         og.combine([runs / "cml"], tmp_path / "o")
     with pytest.raises(ValidationError, match=r"run_dirs: must be a list"):

@@ -1487,6 +1487,9 @@ def combine(run_dirs, out_dir, curves="time"):
     if out.resolve() in real:
         P.fail(O, "out_dir", "must be a folder of its own, not one of the runs'",
                repr(str(out_dir)))
+    if any(out.resolve() in d.parents for d in real):
+        P.fail(O, "out_dir", "must not hold the runs (it would be replaced)",
+               repr(str(out_dir)))
     tops = [_read_results(d, O, f"run_dirs[{i}]") for i, d in enumerate(dirs)]
     seeds = [dict(_seed_dirs(d, r, O)) for d, r in zip(dirs, tops)]
     kinds = ["--seeds run" if r.get("seeds") is not None else "one-seed run" for r in tops]
