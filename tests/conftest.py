@@ -68,3 +68,19 @@ def _environment_restored():
     if dict(os.environ) != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+class FakeClock:
+    """A time source the test advances by hand (``clock.t += seconds``)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def fake_clock():
+    """A fresh :class:`FakeClock` at 0 s; a test patches it in where it needs it."""
+    return FakeClock()

@@ -22,19 +22,10 @@ STEP_S = 1.0        # fake seconds per meta-step
 EVAL_S = 100.0      # fake seconds per evaluation: must never reach time_s
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
 @pytest.fixture
-def clock(monkeypatch):
-    c = FakeClock()
-    monkeypatch.setattr(TrainingBudget, "clock", staticmethod(c))
-    return c
+def clock(monkeypatch, fake_clock):
+    monkeypatch.setattr(TrainingBudget, "clock", staticmethod(fake_clock))
+    return fake_clock
 
 
 def trainer(**kw):

@@ -17,19 +17,10 @@ from neuro_meta.models import load_model
 STEP_S = 12.0       # fake wall seconds per meta-step
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
 @pytest.fixture
-def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(CheckpointCadence, "clock", staticmethod(c))
-    return c
+def clock(monkeypatch, fake_clock):
+    monkeypatch.setattr(CheckpointCadence, "clock", staticmethod(fake_clock))
+    return fake_clock
 
 
 @pytest.fixture

@@ -267,6 +267,14 @@ def alphabet_dirs(tmp_path_factory):
     (tmp / "other" / "results.json").write_text(json.dumps({"config": {
         "experiment": "sinusoid"}, "methods": {}}))
     (tmp / "empty").mkdir()
+    for keep, drop in (("cml", "maml"), ("maml", "cml")):     # for combine: one method each
+        shutil.copytree(tmp / "run", tmp / f"{keep}_only")
+        res = json.loads((tmp / "run" / "results.json").read_text())
+        for k in ([drop, "cml_untrained"] if drop == "cml" else [drop]):
+            res["methods"].pop(k)
+            res["history"].pop(k, None)
+        res["gaps"] = {}
+        (tmp / f"{keep}_only" / "results.json").write_text(json.dumps(res))
     return tmp
 
 
@@ -294,10 +302,42 @@ def test_generated_alphabets_arguments(monkeypatch, alphabet_dirs, capsys, data)
     outcome(argv + ["--no-progress"], capsys)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_combine_arguments(monkeypatch, alphabet_dirs, capsys, data):
+    """``neuro-meta combine``: every generated command line reaches the writing
+    (stubbed) or is refused in one line with status 2, and leaves no folder of its own
+    behind."""
+    monkeypatch.setattr(omniglot, "_write_combined", _reached)
+    names = ["cml_only", "maml_only", "run", "badjson", "other", "empty", "nowhere", ""]
+    dirs = data.draw(st.one_of(st.permutations(["cml_only", "maml_only"]),
+                               st.lists(st.sampled_from(names), max_size=3)))
+    argv = ["combine"] + [str(alphabet_dirs / d) if d else "" for d in dirs]
+    opts = data.draw(st.lists(st.sampled_from(["--out", "--curves", "--bogus"]),
+                              max_size=3))
+    if data.draw(st.booleans()):
+        opts = ["--out"] + [o for o in opts if o != "--out"]
+    for o in opts:
+        if o == "--out":
+            argv += [o, data.draw(st.sampled_from(
+                [str(alphabet_dirs / "fresh_out"), str(alphabet_dirs / "fresh_out"),
+                 str(alphabet_dirs / "cml_only"),
+                 str(alphabet_dirs / "run"), str(alphabet_dirs), ""]))]
+        elif o == "--curves":
+            argv += [o, data.draw(st.sampled_from(["time", "steps", "x", ""]))]
+        else:
+            argv.append(o)
+    CASES["argv"] += 1
+    RAN.add("combine")
+    outcome(argv, capsys)
+    assert not [p for p in alphabet_dirs.iterdir() if ".combine-" in p.name]
+
+
 def test_case_count():
     """The fuzz above ran its cases (when run as a whole): >= 800, and both outcomes
     occur (the generators reach the work as well as the refusals)."""
-    if RAN != {"arguments", "files", "gradcheck", "alphabets"}:    # (xdist: elsewhere)
+    if RAN != {"arguments", "files", "gradcheck", "alphabets", "combine"}:  # (xdist: elsewhere)
         pytest.skip("run with all the fuzz tests above in this process")
     assert CASES["argv"] + CASES["files"] >= 800
     print(CASES)
