@@ -225,13 +225,13 @@ def _dispatch(args):
     if args.command == "bench":
         from . import bench
 
-        bench.main(quick=args.quick, out=_out_dir(args.out))
+        bench.main(quick=args.quick, out=_out_dir(args.out, "bench"))
         return 0
     if args.command == "gradcheck":
         from .experiments import gradcheck
 
         t0 = time.perf_counter()
-        res = gradcheck.run(_out_dir(args.out), progress=not args.no_progress)
+        res = gradcheck.run(_out_dir(args.out, "gradcheck"), progress=not args.no_progress)
         print(gradcheck.summary_table(res))
         print(f"wrote {args.out}/results.json and {args.out}/gradcheck.png "
               f"({time.perf_counter() - t0:.1f} s)")
@@ -239,7 +239,7 @@ def _dispatch(args):
     if args.command == "gradquality":
         from .experiments import gradquality
 
-        res = gradquality.run(_out_dir(args.out), quick=args.quick,
+        res = gradquality.run(_out_dir(args.out, "gradquality"), quick=args.quick,
                               progress=not args.no_progress)
         print(gradquality.summary_table(res))
         print(f"wrote {args.out}/results.json and {args.out}/gradquality.png")
@@ -258,7 +258,7 @@ def _dispatch(args):
     if args.command == "combine":
         from .experiments import omniglot
 
-        res = omniglot.combine(args.run_dirs, _out_dir(args.out), curves=args.curves)
+        res = omniglot.combine(args.run_dirs, _out_dir(args.out, "combine"), curves=args.curves)
         if res.get("seeds") is not None:
             print(omniglot.seeds_table(res))
             print(f"wrote {args.out}/results.json, {args.out}/seeds.png and "
@@ -398,19 +398,19 @@ def _remove_empty_created():
     _CREATED.clear()
 
 
-def _out_dir(path):
-    """``--out``: a folder that exists or can be created (checked before any work;
-    a folder created here and still empty when the run is refused is removed)."""
+def _out_dir(path, command="run"):
+    """``--out`` of ``neuro-meta COMMAND``: a folder that exists or can be created
+    (checked before any work; a folder created here and still empty when the command is
+    refused is removed). Errors name ``neuro-meta COMMAND.--out``."""
     from .errors import ValidationError
 
+    where = f"neuro-meta {command}.--out"
     if not str(path).strip():     # (Path("") is the current folder: never meant)
-        raise ValidationError("neuro-meta run.--out: must name a folder (got an empty "
-                              "path)")
+        raise ValidationError(f"{where}: must name a folder (got an empty path)")
     p = Path(path)
     try:
         if p.exists() and not p.is_dir():
-            raise ValidationError(f"neuro-meta run.--out: must be a folder, not a file "
-                                  f"(got {path!r})")
+            raise ValidationError(f"{where}: must be a folder, not a file (got {path!r})")
         new = [q for q in (p.absolute(), *p.absolute().parents) if not q.exists()]
         p.mkdir(parents=True, exist_ok=True)
         _CREATED.extend(q for q in new if q not in _CREATED)
@@ -418,7 +418,7 @@ def _out_dir(path):
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValidationError(f"neuro-meta run.--out: cannot write the output folder "
+        raise ValidationError(f"{where}: cannot write the output folder "
                               f"({err.strerror or err}) (got {path!r})") from None
     return str(p)
 

@@ -150,6 +150,24 @@ def test_a_refused_run_leaves_no_folder_it_created(tiny, tmp_path, capsys):
     assert code == 0 and (tmp_path / "ok" / "results.json").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ("run", "sinusoid", "--quick"), ("bench", "--quick"), ("gradcheck",),
+    ("gradquality", "--quick"), ("combine", "r1", "r2")])
+def test_out_errors_name_the_command_they_belong_to(command, tmp_path, capsys):
+    """--out that is a file, or empty: one line naming ``neuro-meta <command>.--out``
+    (not another command's), status 2, nothing run."""
+    afile = tmp_path / "a_file"
+    afile.write_text("")
+    for out, rule in ((str(afile), "must be a folder, not a file"),
+                      ("", "must name a folder")):
+        code, _, err = _main(capsys, *command, "--no-progress", "--out", out) \
+            if command[0] in ("run", "gradcheck", "gradquality") else \
+            _main(capsys, *command, "--out", out)
+        assert code == 2, err
+        assert err.count("\n") == 1, err
+        assert f"neuro-meta {command[0]}.--out: {rule}" in err, err
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_are_one_line_and_status_2(case, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
