@@ -201,3 +201,27 @@ def test_runs_without_task_check_or_with_a_foreign_checkpoint_are_refused(runs, 
     (foreign / "maml_checkpoint.npz").unlink()          # missing: combined, with a warning
     with pytest.warns(UserWarning, match=r"maml_checkpoint\.npz: missing"):
         og.combine([runs / "cml", foreign], tmp_path / "o")
+
+
+def test_results_that_are_not_their_configurations_test_tasks_are_refused(runs, tmp_path):
+    """Both runs' results.json agree with each other but not with the data: pixel nearest
+    neighbour, scored again on the tasks the configuration draws, catches it (the first
+    run is the one checked; the others are checked equal to it)."""
+    def flipped(res):
+        acc = res["methods"]["pixel_nn"]["accuracy_per_task"]
+        acc[3] = 1.0 - acc[3]
+
+    a = _copy(runs / "cml", tmp_path / "a", flipped)
+    b = _copy(runs / "maml", tmp_path / "b", flipped)
+    want = json.loads((runs / "cml" / "results.json").read_text())["methods"]["pixel_nn"]
+    with pytest.raises(ValidationError, match=(
+            r"omniglot\.combine: run_dirs\[0\]: must hold the test tasks its configuration "
+            r"draws: pixel_nn \(no meta-learning\), scored again on them, gets test task 3 "
+            + str(want["accuracy_per_task"][3]).replace(".", r"\."))):
+        og.combine([a, b], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    # one task fewer in both: refused too
+    short = _copy(runs / "cml", tmp_path / "short_a",
+                  lambda r: r["methods"]["pixel_nn"]["accuracy_per_task"].pop())
+    with pytest.raises(ValidationError, match=r"8 tasks now, 7 there"):
+        og.combine([short, runs / "maml"], tmp_path / "o")

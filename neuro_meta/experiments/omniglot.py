@@ -1454,8 +1454,11 @@ def combine(run_dirs, out_dir, curves="time"):
     ``out_dir`` (a folder of its own, none of the runs'): ``results.json`` (with
     ``combined_from``: the runs' folders), ``omniglot.png``, and a copy of each method's
     checkpoint, so that ``neuro-meta alphabets`` / ``adaptation`` score the methods of
-    the combined folder side by side. Returns the results. Nothing is trained or
-    scored again.
+    the combined folder side by side. Returns the results. Nothing is trained again
+    and no meta-learner scored again; pixel nearest neighbour (about a second) is scored
+    again on the test tasks the first run's configuration draws, and must give the
+    per-task accuracies its ``results.json`` holds (checking the runs against the data,
+    not only against each other).
 
     Folders of ``--seeds`` runs (``run omniglot --seeds 0,1,2 --methods cml`` and
     ``... --methods maml``) are combined seed by seed (the same seeds in every run) into
@@ -1593,6 +1596,8 @@ def _combined(O, runs, where=""):
                 f"{O}: {attr}: methods.pixel_nn.accuracy_per_task: must be in {d}/"
                 f"results.json, to check that the runs' test tasks are the same (a run of "
                 f"an older neuro_meta: run it again) (got none)")
+        if i == runs[0][0]:
+            _check_test_tasks(O, attr, d, cfg, pix)
         before = len(methods)
         for name, summary in res["methods"].items():
             if name not in methods:
@@ -1635,6 +1640,27 @@ def _combined(O, runs, where=""):
     results["gaps"] = task_gaps(methods)
     check_results(results, O, "results")
     return results, ckpts
+
+
+def _check_test_tasks(O, attr, folder, cfg, pix):
+    """Score pixel nearest neighbour (no meta-learning, about a second) again on the test
+    tasks ``cfg`` draws from the shipped data, and refuse a run whose ``results.json``
+    says otherwise (``pix``: its pixel_nn per-task accuracies): its test tasks are not
+    the ones its configuration gives this neuro_meta (other data, another version, or a
+    results file edited by hand)."""
+    final = final_cfg(cfg)
+    tasks = families(cfg)["test"].sample(task_rng(cfg["meta"]["seed"], TEST, 1),
+                                         final["test_tasks"])
+    now = (1.0 - np.asarray(pixel_nn_errors(tasks), dtype=float)).tolist()
+    if now != list(pix):
+        n = next((t for t, (x, y) in enumerate(zip(now, pix)) if x != y),
+                 min(len(now), len(pix)))
+        raise ValidationError(
+            f"{O}: {attr}: must hold the test tasks its configuration draws: pixel_nn (no "
+            f"meta-learning), scored again on them, gets test task {n} "
+            f"{now[n] if n < len(now) else None}, {folder}/results.json says "
+            f"{pix[n] if n < len(pix) else None} ({len(now)} tasks now, {len(pix)} there; "
+            f"other data, another neuro_meta version, or an edited results file)")
 
 
 def _write_combined(combined, out, curves):
