@@ -324,8 +324,24 @@ def test_a_method_the_run_lacks_is_named_by_the_function_called_and_the_seed(run
 
 
 def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
-    with pytest.raises(nm.ValidationError, match="not that of a --seeds run"):
+    with pytest.raises(nm.ValidationError, match=r"^omniglot\.selected_models\.seed: must "
+                       r"be one of the seeds of the --seeds run .*run \(0, 1\) \(got None\)"):
         og.selected_models(run_dir)
+    with pytest.raises(nm.ValidationError, match=r"seed: must be one of .*\(got 2\)"):
+        og.selected_models(run_dir, seed=2)
+    for bad in (-1, 1.0, True, "1"):
+        with pytest.raises(nm.ValidationError, match=r"seed: must be None or a whole"):
+            og.selected_models(run_dir, seed=bad)
+    # seed=k of the --seeds folder is its seed_<k>: the same models, the same numbers
+    res = json.loads((run_dir / "seed_1" / "results.json").read_text())
+    cfg, models = og.selected_models(run_dir, "maml", seed=1)
+    tasks = og.families(cfg)["test"].sample(task_rng(1, TEST, 1), 8)
+    assert (1.0 - np.asarray(models["maml"](tasks))).tolist() == \
+        res["methods"]["maml"]["accuracy_per_task"]
+    # a one-seed folder takes its own seed, or none
+    assert list(og.selected_models(run_dir / "seed_1", "maml", seed=1)[1]) == ["maml"]
+    with pytest.raises(nm.ValidationError, match=r"seed: must be the run's seed \(1, "):
+        og.selected_models(run_dir / "seed_1", "maml", seed=0)
     (run_dir / "results.json").unlink()
     with pytest.raises(nm.ValidationError, match="its seed_0, seed_1 are runs of their own"):
         og.per_alphabet(run_dir, progress=False)

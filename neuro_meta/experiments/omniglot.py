@@ -1746,9 +1746,11 @@ def _load_selected(cfg, out, res, methods):
     return models
 
 
-def selected_models(out_dir, methods=None):
+def selected_models(out_dir, methods=None, seed=None):
     """``(config, {name: errors(task, executor=None)})``: the meta-parameters each method
-    of a finished run (``out_dir``, one seed) selected, as functions giving the per-task
+    of a finished run (``out_dir``; of a ``--seeds`` run, the seed ``seed`` -- its
+    ``seed_<seed>`` folder; ``seed`` may be given for a one-seed run too, and must then
+    be its seed) selected, as functions giving the per-task
     error rate of a :class:`~neuro_meta.tasks.Task` batch after the method's learning on
     its shots. Read from the run's checkpoints, each checked against its
     ``results.json`` (the whole fingerprint of the training the configuration builds --
@@ -1760,7 +1762,22 @@ def selected_models(out_dir, methods=None):
     O = "omniglot.selected_models"
     if not isinstance(out_dir, (str, os.PathLike)):
         P.fail(O, "out_dir", "must be a path (str or os.PathLike)", type(out_dir).__name__)
-    return _selected_models(Path(out_dir), methods, O)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(
+            seed, (int, np.integer)) or seed < 0):
+        P.fail(O, "seed", "must be None or a whole number >= 0", repr(seed))
+    out = Path(out_dir)
+    top = _read_results(out, O)
+    folders = dict(_seed_dirs(out, top, O))
+    if None in folders:                         # one seed's run
+        if seed is not None and seed != top["config"].get("meta", {}).get("seed"):
+            P.fail(O, "seed", f"must be the run's seed "
+                   f"({top['config'].get('meta', {}).get('seed')!r}, {out}) or None",
+                   repr(seed))
+        return _selected_models(out, methods, O)
+    if seed is None or int(seed) not in folders:
+        P.fail(O, "seed", f"must be one of the seeds of the --seeds run {out} "
+               f"({', '.join(map(str, folders))})", repr(seed))
+    return _selected_models(folders[int(seed)], methods, O, f" in seed_{int(seed)}")
 
 
 def _selected_models(out, methods, owner, folder=""):
