@@ -99,7 +99,8 @@ def _parser():
                         "into --out")
     co.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
                     help="folders of finished neuro-meta run omniglot runs (two or more; "
-                    "one seed each, or all --seeds runs of the same seeds)")
+                    "one seed each -- runs of several seeds are combined seed by seed, "
+                    "then across the seeds -- or all --seeds runs of the same seeds)")
     co.add_argument("--out", required=True, help="output folder (not one of the runs')")
     co.add_argument("--curves", choices=("time", "steps"), default="time",
                     help="x-axis of the learning curves (default time)")
@@ -258,7 +259,8 @@ def _dispatch(args):
     if args.command == "combine":
         from .experiments import omniglot
 
-        res = omniglot.combine(args.run_dirs, _out_dir(args.out, "combine"), curves=args.curves)
+        res = omniglot.combine(args.run_dirs, _out_dir(args.out, "combine"),
+                               curves=args.curves)
         if res.get("seeds") is not None:
             print(omniglot.seeds_table(res))
             print(f"wrote {args.out}/results.json, {args.out}/seeds.png and "

@@ -83,10 +83,15 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
         res["config"]["meta"]["seed"] = 1
 
     other = _copy(runs / "maml", tmp_path / "seed1", seed)
+
+    def val_tasks(res):
+        res["config"]["compare"]["val_tasks"] = 7
+
+    differs = _copy(runs / "maml", tmp_path / "val7", val_tasks)
     with pytest.raises(ValidationError, match=r"omniglot\.combine: run_dirs\[1\]: must be a "
                        r"run of the same configuration as .*cml but for its methods .*"
-                       r"meta\.seed is 1 in .*seed1, 0 in"):
-        og.combine([runs / "cml", other], tmp_path / "o")
+                       r"compare\.val_tasks is 7 in .*val7, 6 in"):
+        og.combine([runs / "cml", differs], tmp_path / "o")
 
     def tasks(res):
         res["methods"]["pixel_nn"]["accuracy_per_task"][0] = 1.0 - \
@@ -112,9 +117,12 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
                        r"finished"):
         og.combine([runs / "cml", tmp_path / "nothing"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+    # a run of another seed is another seed of the comparison (combined seed by seed):
+    # a seed-0 run relabelled seed 1 does not hold seed 1's test tasks
     code = main(["combine", str(runs / "cml"), str(other), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "meta.seed is 1 in" in err[0], err
+    assert code == 2 and len(err) == 1 and "run_dirs[1] (seed 1): must hold the test " \
+        "tasks its configuration draws" in err[0], err
     assert not (tmp_path / "c").exists()
 
 
@@ -145,6 +153,31 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
                  "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "paired by seed" in out and "Put together by neuro-meta combine" in out
+    # one-seed runs of several seeds (each --seeds run's seed folders are runs of their
+    # own): combined seed by seed, then aggregated -- the joint run's aggregate again,
+    # in any order of the folders; an earlier combination counts as one seed's run
+    ones = [tmp_path / "maml" / "seed_1", tmp_path / "cml" / "seed_0",
+            tmp_path / "cml" / "seed_1", tmp_path / "maml" / "seed_0"]
+    for folders in (ones, [tmp_path / "both" / "seed_0", *ones[:1], *ones[2:3]]):
+        again = og.combine(folders, tmp_path / "ones")
+        assert again["seeds"] == [0, 1] and again["gaps"] == joint["gaps"]
+        for name, m in joint["methods"].items():
+            assert {k: v for k, v in again["methods"][name].items() if "time" not in k} \
+                == {k: v for k, v in m.items() if "time" not in k}, name
+        assert list(again["methods"]) == list(joint["methods"])
+    assert og.per_alphabet(tmp_path / "ones", n_tasks=4, methods="cml,maml",
+                           progress=False)["seeds"] == [0, 1]
+    def targets(res):           # (a setting no training or checkpoint depends on)
+        res["config"]["compare"]["targets"] = [0.1]
+
+    bad = [_copy(d, tmp_path / f"{d.parent.name}_b1", targets) for d in (ones[2], ones[0])]
+    with pytest.raises(ValidationError, match=r"run_dirs\[2\]: must be a run of the "
+                       r"configuration of run_dirs\[0\] apart from meta\.seed and methods "
+                       r".*compare\.targets is \[0\.1\] for seed 1, \[.*\] for seed 0"):
+        og.combine([ones[1], ones[3], *bad], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"seed 1 \(run_dirs\[2\]\): must have the "
+                       r"methods of seed 0 \(run_dirs\[0, 1\]\)"):
+        og.combine([ones[1], ones[3], ones[0]], tmp_path / "o")
     # one seed against --seeds, and other seeds: refused before anything is written
     with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
                        r"the seeds of .*\[0, 1\].*a one-seed run"):

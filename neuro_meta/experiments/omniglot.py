@@ -1464,7 +1464,11 @@ def combine(run_dirs, out_dir, curves="time"):
     ``... --methods maml``) are combined seed by seed (the same seeds in every run) into
     ``out_dir/seed_<k>``, then aggregated as a ``--seeds`` run is
     (:func:`aggregate_seeds`: mean ± 95 % CI over seeds, the gaps paired by seed) into
-    ``out_dir/results.json`` and ``seeds.png``; returns the aggregate."""
+    ``out_dir/results.json`` and ``seeds.png``; returns the aggregate. So are one-seed
+    runs of several seeds (``meta.seed``; e.g. ``long_cml_0 long_maml_0 long_cml_1
+    long_maml_1``, in any order, or earlier combinations ``long_0 long_1``): grouped by
+    seed, each seed's runs combined as above, and every seed must have the same methods
+    and, apart from ``meta.seed`` and ``methods``, the same configuration."""
     O = "omniglot.combine"
     P.choice(curves, O, "curves", ("time", "steps"))
     if isinstance(run_dirs, (str, bytes, os.PathLike)) or not hasattr(run_dirs, "__iter__"):
@@ -1506,11 +1510,20 @@ def combine(run_dirs, out_dir, curves="time"):
     # is written; then everything is written into a new folder beside out_dir, which
     # replaces it whole
     per = []
-    for k in seeds[0]:
-        where = "" if k is None else f" (seed {k})"
-        runs = [(i, s[k], *_one_seed_results(s[k], O, f"run_dirs[{i}]{where}"))
-                for i, s in enumerate(seeds)]
-        per.append((k, _combined(O, runs, where)))
+    run_seeds = [_run_seed(r) for r in tops]
+    if None in seeds[0] and len(set(run_seeds)) > 1:
+        # one-seed runs of several seeds: combined seed by seed, then across the seeds
+        for k in sorted(set(run_seeds)):
+            runs = [(i, dirs[i], *_one_seed_results(dirs[i], O, f"run_dirs[{i}]"))
+                    for i in range(len(dirs)) if run_seeds[i] == k]
+            per.append((k, _combined(O, runs, f" (seed {k})")))
+        per = _same_across_seeds(O, per, run_seeds)
+    else:
+        for k in seeds[0]:
+            where = "" if k is None else f" (seed {k})"
+            runs = [(i, s[k], *_one_seed_results(s[k], O, f"run_dirs[{i}]{where}"))
+                    for i, s in enumerate(seeds)]
+            per.append((k, _combined(O, runs, where)))
     tmp = _fresh_output(O, out)
     try:
         if per[0][0] is None:
@@ -1528,6 +1541,48 @@ def combine(run_dirs, out_dir, curves="time"):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def _run_seed(res):
+    """A one-seed run's ``meta.seed`` (None for a ``--seeds`` run's folder)."""
+    if res.get("seeds") is not None:
+        return None
+    return (res["config"].get("meta") or {}).get("seed")
+
+
+def _same_across_seeds(O, per, run_seeds):
+    """One-seed runs of several seeds, combined seed by seed (``per``: ``[(seed,
+    (results, checkpoints))]``): every seed must have the same methods and, apart from
+    ``meta.seed`` and ``methods``, the same configuration -- the seeds of one
+    comparison, as those of a ``--seeds`` run. Returns ``per`` with every seed's methods
+    in the first seed's order."""
+    k0, (res0, _) = per[0]
+    first = {i for i, k in enumerate(run_seeds) if k == k0}
+    ref = _without_seed(_without_methods(res0["config"]))
+    order = list(res0["methods"])
+    out = []
+    for k, (res, ckpts) in per:
+        where = [i for i, s in enumerate(run_seeds) if s == k]
+        diff = _first_difference(ref, _without_seed(_without_methods(res["config"])))
+        if diff is not None:
+            key, a, b = diff
+            raise ValidationError(
+                f"{O}: run_dirs[{where[0]}]: must be a run of the configuration of "
+                f"run_dirs[{min(first)}] apart from meta.seed and methods (runs of "
+                f"several seeds are the seeds of one comparison): {key} is {b!r} for seed "
+                f"{k}, {a!r} for seed {k0}")
+        if set(res["methods"]) != set(order):
+            raise ValidationError(
+                f"{O}: seed {k} (run_dirs{where}): must have the methods of seed {k0} "
+                f"(run_dirs{sorted(first)}), every seed the same (got "
+                f"{', '.join(res['methods'])} against {', '.join(order)})")
+        methods = {n: res["methods"][n] for n in order}
+        res = dict(res, methods=methods, gaps=task_gaps(methods),
+                   history={n: res["history"][n] for n in order if n in res["history"]},
+                   config=dict(res["config"], methods=[
+                       n for n in order if n in res["config"]["methods"]]))
+        out.append((k, (res, ckpts)))
+    return out
 
 
 def _fresh_output(O, out):
