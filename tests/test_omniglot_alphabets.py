@@ -329,9 +329,10 @@ def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
         og.selected_models(run_dir)
     with pytest.raises(nm.ValidationError, match=r"seed: must be one of .*\(got 2\)"):
         og.selected_models(run_dir, seed=2)
-    for bad in (-1, 1.0, True, "1"):
+    for bad in (-1, 1.0, True, "1", np.True_, np.float64(1.0)):
         with pytest.raises(nm.ValidationError, match=r"seed: must be None or a whole"):
             og.selected_models(run_dir, seed=bad)
+    assert list(og.selected_models(run_dir, "maml", seed=np.int64(1))[1]) == ["maml"]
     # seed=k of the --seeds folder is its seed_<k>: the same models, the same numbers
     res = json.loads((run_dir / "seed_1" / "results.json").read_text())
     cfg, models = og.selected_models(run_dir, "maml", seed=1)
@@ -342,6 +343,12 @@ def test_a_seeds_folder_is_named_for_what_it_is(run_dir):
     assert list(og.selected_models(run_dir / "seed_1", "maml", seed=1)[1]) == ["maml"]
     with pytest.raises(nm.ValidationError, match=r"seed: must be the run's seed \(1, "):
         og.selected_models(run_dir / "seed_1", "maml", seed=0)
+    # a seed folder whose results say another seed (moved by hand) is refused
+    res["config"]["meta"]["seed"] = 0
+    (run_dir / "seed_1" / "results.json").write_text(json.dumps(res))
+    with pytest.raises(nm.ValidationError, match=r"seed_1/results\.json: config\.meta\.seed: "
+                       r"must be 1, the seed of its folder \(got 0\)"):
+        og.selected_models(run_dir, "pixel_nn", seed=1)
     (run_dir / "results.json").unlink()
     with pytest.raises(nm.ValidationError, match="its seed_0, seed_1 are runs of their own"):
         og.per_alphabet(run_dir, progress=False)

@@ -117,9 +117,17 @@ def test_refusals_name_what_is_wrong(runs, tmp_path, capsys):
                        r"finished"):
         og.combine([runs / "cml", tmp_path / "nothing"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
-    # a run of another seed is another seed of the comparison (combined seed by seed):
-    # a seed-0 run relabelled seed 1 does not hold seed 1's test tasks
+    # a run of another seed is another seed of the comparison (combined seed by seed),
+    # which must have the methods of seed 0; a seed-0 run relabelled seed 1 does not hold
+    # seed 1's test tasks
     code = main(["combine", str(runs / "cml"), str(other), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "run_dirs[1] (seed 1): methods: must be those " \
+        "of seed 0 (run_dirs[0]), every seed the same -- runs of another meta.seed are " \
+        "combined as another seed" in err[0], err
+    relabelled = _copy(runs / "cml_maml", tmp_path / "both_seed1", seed)
+    code = main(["combine", str(runs / "cml_maml"), str(relabelled), "--out",
+                 str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "run_dirs[1] (seed 1): must hold the test " \
         "tasks its configuration draws" in err[0], err
@@ -171,12 +179,15 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
         res["config"]["compare"]["targets"] = [0.1]
 
     bad = [_copy(d, tmp_path / f"{d.parent.name}_b1", targets) for d in (ones[2], ones[0])]
-    with pytest.raises(ValidationError, match=r"run_dirs\[2\]: must be a run of the "
-                       r"configuration of run_dirs\[0\] apart from meta\.seed and methods "
-                       r".*compare\.targets is \[0\.1\] for seed 1, \[.*\] for seed 0"):
+    with pytest.raises(ValidationError, match=r"run_dirs\[2\] \(seed 1\): must be a run of "
+                       r"the configuration of run_dirs\[0\] \(seed 0\) apart from meta\.seed "
+                       r"and methods .*compare\.targets is \[0\.1\] for seed 1, \[.*\] for "
+                       r"seed 0"):
         og.combine([ones[1], ones[3], *bad], tmp_path / "o")
-    with pytest.raises(ValidationError, match=r"seed 1 \(run_dirs\[2\]\): must have the "
-                       r"methods of seed 0 \(run_dirs\[0, 1\]\)"):
+    with pytest.raises(ValidationError, match=r"run_dirs\[2\] \(seed 1\): methods: must be "
+                       r"those of seed 0 \(run_dirs\[0, 1\]\), every seed the same -- runs "
+                       r"of another meta\.seed are combined as another seed \(got pixel_nn, "
+                       r"maml in run_dirs\[2\] against pixel_nn, cml_untrained, cml, maml\)"):
         og.combine([ones[1], ones[3], ones[0]], tmp_path / "o")
     # one seed against --seeds, and other seeds: refused before anything is written
     with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
@@ -254,7 +265,31 @@ def test_results_that_are_not_their_configurations_test_tasks_are_refused(runs, 
         og.combine([a, b], tmp_path / "o")
     assert not (tmp_path / "o").exists()
     # one task fewer in both: refused too
-    short = _copy(runs / "cml", tmp_path / "short_a",
-                  lambda r: r["methods"]["pixel_nn"]["accuracy_per_task"].pop())
+    def shorter(res):
+        res["methods"]["pixel_nn"]["accuracy_per_task"].pop()
+
+    short = [_copy(runs / m, tmp_path / f"short_{m}", shorter) for m in ("cml", "maml")]
     with pytest.raises(ValidationError, match=r"8 tasks now, 7 there"):
-        og.combine([short, runs / "maml"], tmp_path / "o")
+        og.combine(short, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", [None, "1", True, 1.0, -1])
+def test_a_run_without_a_whole_seed_is_refused_in_one_line(runs, tmp_path, capsys, seed):
+    """A hand-made meta.seed that is missing, not a whole number or negative: one line
+    naming the run, before anything is read further or written (with runs of another
+    seed beside it, and alone)."""
+    def edit(res):
+        if seed is None:
+            del res["config"]["meta"]["seed"]
+        else:
+            res["config"]["meta"]["seed"] = seed
+
+    odd = _copy(runs / "maml", tmp_path / "odd", edit)
+    for first in (runs / "cml", runs / "cml_maml"):
+        code = main(["combine", str(first), str(odd), "--out", str(tmp_path / "c")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert f"omniglot.combine: run_dirs[1]: config.meta.seed: must be a whole number " \
+            f">= 0 (got {seed!r})" in err[0], err
+        assert not (tmp_path / "c").exists()

@@ -1447,18 +1447,19 @@ def combine(run_dirs, out_dir, curves="time"):
     single run of the pair can give.
 
     ``run_dirs``: two or more folders of finished one-seed runs whose configurations are
-    the same but for ``methods`` (same seed, tasks, budgets, evaluations; refused
-    otherwise, naming the first setting that differs), each adding a method; a method
-    in more than one run must have the same per-task accuracies in each (``pixel_nn``,
-    which every run scores, checks that the runs' test tasks are the same). Writes, into
+    the same but for ``methods`` (same tasks, budgets, evaluations; refused otherwise,
+    naming the first setting that differs; another ``meta.seed`` is another seed of the
+    comparison, below), each adding a method; a method in more than one run must have
+    the same per-task accuracies in each (``pixel_nn``, which every run scores, checks
+    that the runs' test tasks are the same). Writes, into
     ``out_dir`` (a folder of its own, none of the runs'): ``results.json`` (with
     ``combined_from``: the runs' folders), ``omniglot.png``, and a copy of each method's
     checkpoint, so that ``neuro-meta alphabets`` / ``adaptation`` score the methods of
     the combined folder side by side. Returns the results. Nothing is trained again
     and no meta-learner scored again; pixel nearest neighbour (about a second) is scored
-    again on the test tasks the first run's configuration draws, and must give the
-    per-task accuracies its ``results.json`` holds (checking the runs against the data,
-    not only against each other).
+    again on the test tasks the configuration of (each seed's) first run draws, and must
+    give the per-task accuracies its ``results.json`` holds (checking the runs against
+    the data, not only against each other).
 
     Folders of ``--seeds`` runs (``run omniglot --seeds 0,1,2 --methods cml`` and
     ``... --methods maml``) are combined seed by seed (the same seeds in every run) into
@@ -1510,14 +1511,16 @@ def combine(run_dirs, out_dir, curves="time"):
     # is written; then everything is written into a new folder beside out_dir, which
     # replaces it whole
     per = []
-    run_seeds = [_run_seed(r) for r in tops]
+    run_seeds = [_run_seed(r, O, f"run_dirs[{i}]") for i, r in enumerate(tops)]
     if None in seeds[0] and len(set(run_seeds)) > 1:
         # one-seed runs of several seeds: combined seed by seed, then across the seeds
+        # (the seeds checked against each other first, before any checkpoint is read)
+        _check_across_seeds(O, tops, run_seeds)
         for k in sorted(set(run_seeds)):
             runs = [(i, dirs[i], *_one_seed_results(dirs[i], O, f"run_dirs[{i}]"))
                     for i in range(len(dirs)) if run_seeds[i] == k]
             per.append((k, _combined(O, runs, f" (seed {k})")))
-        per = _same_across_seeds(O, per, run_seeds)
+        per = _in_first_seed_order(per)
     else:
         for k in seeds[0]:
             where = "" if k is None else f" (seed {k})"
@@ -1543,39 +1546,60 @@ def combine(run_dirs, out_dir, curves="time"):
     return result
 
 
-def _run_seed(res):
-    """A one-seed run's ``meta.seed`` (None for a ``--seeds`` run's folder)."""
+def _run_seed(res, O, attr):
+    """A one-seed run's ``meta.seed`` (a whole number >= 0, refused otherwise, naming
+    ``O`` and ``attr``); None for a ``--seeds`` run's folder."""
     if res.get("seeds") is not None:
         return None
-    return (res["config"].get("meta") or {}).get("seed")
+    k = (res["config"].get("meta") or {}).get("seed")
+    if type(k) is not int or k < 0:
+        raise ValidationError(f"{O}: {attr}: config.meta.seed: must be a whole number >= 0 "
+                              f"(got {k!r})")
+    return k
 
 
-def _same_across_seeds(O, per, run_seeds):
-    """One-seed runs of several seeds, combined seed by seed (``per``: ``[(seed,
-    (results, checkpoints))]``): every seed must have the same methods and, apart from
-    ``meta.seed`` and ``methods``, the same configuration -- the seeds of one
-    comparison, as those of a ``--seeds`` run. Returns ``per`` with every seed's methods
-    in the first seed's order."""
-    k0, (res0, _) = per[0]
-    first = {i for i, k in enumerate(run_seeds) if k == k0}
-    ref = _without_seed(_without_methods(res0["config"]))
-    order = list(res0["methods"])
-    out = []
-    for k, (res, ckpts) in per:
-        where = [i for i, s in enumerate(run_seeds) if s == k]
-        diff = _first_difference(ref, _without_seed(_without_methods(res["config"])))
+def _check_across_seeds(O, tops, run_seeds):
+    """One-seed runs of several seeds (``tops``: their results, ``run_seeds``: their
+    seeds): every seed must have the same methods and, apart from ``meta.seed`` and
+    ``methods``, the same configuration as the first seed -- the seeds of one
+    comparison, as those of a ``--seeds`` run (each seed's runs are checked against
+    each other by :func:`_combined`)."""
+    groups = {}
+    for i, k in enumerate(run_seeds):
+        groups.setdefault(k, []).append(i)
+    (k0, first), *others = sorted(groups.items())
+    ref = _without_seed(_without_methods(tops[first[0]]["config"]))
+
+    def names(idx):
+        return list(dict.fromkeys(n for i in idx for n in tops[i]["methods"]))
+
+    want = names(first)
+    for k, idx in others:
+        diff = _first_difference(ref, _without_seed(_without_methods(
+            tops[idx[0]]["config"])))
         if diff is not None:
             key, a, b = diff
             raise ValidationError(
-                f"{O}: run_dirs[{where[0]}]: must be a run of the configuration of "
-                f"run_dirs[{min(first)}] apart from meta.seed and methods (runs of "
-                f"several seeds are the seeds of one comparison): {key} is {b!r} for seed "
-                f"{k}, {a!r} for seed {k0}")
-        if set(res["methods"]) != set(order):
+                f"{O}: run_dirs[{idx[0]}] (seed {k}): must be a run of the configuration of "
+                f"run_dirs[{first[0]}] (seed {k0}) apart from meta.seed and methods (runs "
+                f"of several seeds are the seeds of one comparison): {key} is {b!r} for "
+                f"seed {k}, {a!r} for seed {k0}")
+        got = names(idx)
+        if set(got) != set(want):
             raise ValidationError(
-                f"{O}: seed {k} (run_dirs{where}): must have the methods of seed {k0} "
-                f"(run_dirs{sorted(first)}), every seed the same (got "
-                f"{', '.join(res['methods'])} against {', '.join(order)})")
+                f"{O}: run_dirs[{idx[0]}] (seed {k}): methods: must be those of seed {k0} "
+                f"(run_dirs{first}), every seed the same -- runs of another meta.seed are "
+                f"combined as another seed (got {', '.join(got)} in run_dirs{idx} against "
+                f"{', '.join(want)})")
+
+
+def _in_first_seed_order(per):
+    """``per`` (``[(seed, (results, checkpoints))]``, every seed with the same methods)
+    with every seed's methods, learning curves and gaps in the first seed's order (the
+    seeds of a ``--seeds`` folder list their methods alike)."""
+    order = list(per[0][1][0]["methods"])
+    out = []
+    for k, (res, ckpts) in per:
         methods = {n: res["methods"][n] for n in order}
         res = dict(res, methods=methods, gaps=task_gaps(methods),
                    history={n: res["history"][n] for n in order if n in res["history"]},
@@ -1824,15 +1848,17 @@ def selected_models(out_dir, methods=None, seed=None):
     top = _read_results(out, O)
     folders = dict(_seed_dirs(out, top, O))
     if None in folders:                         # one seed's run
-        if seed is not None and seed != top["config"].get("meta", {}).get("seed"):
-            P.fail(O, "seed", f"must be the run's seed "
-                   f"({top['config'].get('meta', {}).get('seed')!r}, {out}) or None",
-                   repr(seed))
+        own = (top["config"].get("meta") or {}).get("seed")
+        if seed is not None and seed != own:
+            P.fail(O, "seed", f"must be the run's seed ({own!r}, {out}) or None", repr(seed))
         return _selected_models(out, methods, O)
     if seed is None or int(seed) not in folders:
         P.fail(O, "seed", f"must be one of the seeds of the --seeds run {out} "
                f"({', '.join(map(str, folders))})", repr(seed))
-    return _selected_models(folders[int(seed)], methods, O, f" in seed_{int(seed)}")
+    folder = folders[int(seed)]
+    cfg, models = _selected_models(folder, methods, O, f" in seed_{int(seed)}")
+    _check_seed_runs(O, [(int(seed), folder, cfg, [])])    # (its config has its seed)
+    return cfg, models
 
 
 def _selected_models(out, methods, owner, folder=""):
