@@ -100,11 +100,11 @@ SCHEDULE_SLACK = 0.1
 
 def schedule_notes(methods):
     """Lines for a results table: every method whose learning rate decayed over its
-    wall-time budget (``schedule_steps``, the horizon measured in the budget's first
-    5 %) and that made more than :data:`SCHEDULE_SLACK` more or fewer meta-steps than
-    that horizon in its budget -- its meta-step rate changed later in the run, or a
-    resume gave it another budget, so its decay did not end with its budget. A method its step cap stopped is left to
-    :func:`step_cap_notes`."""
+    wall-time budget (``schedule_steps``, the horizon last fitted: first at 5 % of the
+    budget, then every 5 %) and that made more than :data:`SCHEDULE_SLACK` more or
+    fewer meta-steps than that horizon in its budget -- its meta-step rate changed after
+    the last fit, or a resume gave it another budget, so its decay did not end with its
+    budget. A method its step cap stopped is left to :func:`step_cap_notes`."""
     out = []
     for name, r in methods.items():
         if not isinstance(r, dict) or r.get("stop_reason") != "budget":
@@ -116,7 +116,7 @@ def schedule_notes(methods):
         how = ("its step was still above the cosine's end when the budget ran out"
                if m < n else f"it made its last {m - n} meta-steps at the cosine's end")
         out.append(f"note: {name}'s learning-rate cosine was fitted to {n} meta-steps "
-                   f"(its rate in the first 5 % of the budget) but it made {m}: {how} "
+                   f"(its rate, last measured) but it made {m}: {how} "
                    "(its meta-step rate changed during the run -- e.g. another process "
                    "started or stopped -- or a --resume changed its budget)")
     return out

@@ -269,7 +269,12 @@ class TrainingBudget:
     * **schedule over the budget** (:meth:`horizon`): an optimiser whose learning rate
       decays over the budget (``optim.cosine_decay(v, "budget")``) is told, once the
       clock passes :attr:`HORIZON_AT` of ``budget_s``, how many meta-steps the budget
-      holds at the rate measured since the end of the run's first meta-step.
+      holds at the rate measured since the end of the run's first meta-step, and again
+      after every further :attr:`REFIT_EVERY` of ``budget_s``, at the rate of that last
+      stretch (the rest of the decay re-fitted without a jump,
+      :func:`~neuro_meta.optim.refit_horizon`), so that the decay ends with the budget
+      when the meta-step rate changes during the run (another process started or
+      stopped beside it).
 
     ``clock`` is the time source (seconds); tests replace it by a fake clock.
     """
@@ -277,6 +282,8 @@ class TrainingBudget:
     clock = staticmethod(time.perf_counter)
     #: the share of the budget after which a schedule over the budget gets its horizon
     HORIZON_AT = 0.05
+    #: the share of the budget after which the horizon is measured again (each time)
+    REFIT_EVERY = 0.05
 
     def __init__(self, owner, steps, eval_every, budget_s=None, eval_every_s=None,
                  elapsed_s=0.0):
@@ -290,7 +297,9 @@ class TrainingBudget:
         self.mark = self.clock()
         self.running = True
         self.best = None            # (meta-validation MSE, evaluation index, parameters)
-        self._rate_from = None      # (step, clock) at the end of this run's first meta-step
+        self._rate_from = None      # (step, clock) where the rate's measurement starts:
+        #                             the end of this run's first meta-step, then each fit
+        self._next_fit = None       # the clock at which the horizon is (re-)fitted next
 
     def now(self):
         """The clock: meta-training time so far (s)."""
@@ -326,26 +335,38 @@ class TrainingBudget:
 
     def horizon(self, state, step):
         """``state`` (the optimiser's, after meta-step ``step``) with the horizon of its
-        schedules over the budget set, if not yet set and the clock has passed
-        :attr:`HORIZON_AT` of ``budget_s``: ``step`` plus the meta-steps the rest of the
-        budget holds at the rate measured since the end of this run's first meta-step
-        (which carries start-up costs), at most the step cap ``steps``; not on the run's
-        last meta-step. Returns ``(state, horizon or None)``."""
-        if self.budget_s is None or None not in optim.horizons(state) \
+        schedules over the budget set, once the clock has passed :attr:`HORIZON_AT` of
+        ``budget_s``: ``step`` plus the meta-steps the rest of the budget holds at the
+        rate measured since the end of this run's first meta-step (which carries
+        start-up costs), at most the step cap ``steps``; then re-fitted the same way
+        after every further :attr:`REFIT_EVERY` of ``budget_s``, at the rate measured
+        since the previous fit (:func:`~neuro_meta.optim.refit_horizon`: no jump in the
+        learning rate). A resumed run whose horizon is set re-fits it first one
+        :attr:`REFIT_EVERY` after its first meta-step. Nothing on the run's last
+        meta-step. Returns ``(state, horizon or None)`` (None: not (re-)fitted here)."""
+        found = optim.horizons(state)
+        if self.budget_s is None or not found \
                 or self.stop_reason(step):      # (the run ends here: nothing to decay)
             return state, None
         now = self.now()
+        unset = None in found
         if self._rate_from is None:
             self._rate_from = (step, now)
+            self._next_fit = (self.HORIZON_AT * self.budget_s if unset
+                              else now + self.REFIT_EVERY * self.budget_s)
             return state, None
         s0, t0 = self._rate_from
-        if now < self.HORIZON_AT * self.budget_s or step <= s0 or now <= t0:
+        if now < self._next_fit or step <= s0 or now <= t0:
             return state, None
         n = min(self.steps, step + max(1, int(round((self.budget_s - now) * (step - s0)
                                                     / (now - t0)))))
         logger.info("learning-rate schedule over the budget: %d meta-steps (%d meta-steps "
                     "in %.3g s of clock)", n, step - s0, now - t0)
-        return optim.set_horizon(state, n), n
+        self._rate_from = (step, now)
+        self._next_fit = now + self.REFIT_EVERY * self.budget_s
+        if unset:
+            return optim.set_horizon(state, n), n
+        return optim.refit_horizon(state, step, n), n
 
     def cadence(self):
         """When this run evaluates, for a checkpoint's fingerprint (a resume under another

@@ -131,10 +131,10 @@ def cosine_decay(init_value, decay_steps, alpha=0.05):
     budget holds, so that a run decays fully on a slow machine as on a fast one. The
     trainer (:meth:`~neuro_meta.MetaTrainer.train`,
     :func:`~neuro_meta.baselines.train_baseline`, both with ``budget_s``) measures its
-    meta-step rate over the first part of the budget and sets that number once in the
+    meta-step rate over the first part of the budget and sets that number in the
     optimiser's state (:func:`set_horizon`, recorded in the checkpoint and the run's
-    history); until then the rate is ``init_value`` (the cosine's first 5 % lie within
-    0.7 % of it). Such a run depends on the measured rate, like any run a wall-time
+    history), then re-fits it as the run goes (:func:`refit_horizon`); until then the
+    rate is ``init_value`` (the cosine's first 5 % lie within 0.7 % of it). Such a run depends on the measured rate, like any run a wall-time
     budget stops, so it is not repeatable to the bit; the measured number is recorded
     (:func:`horizons`; the trainers' ``schedule_steps``)."""
     O = "cosine_decay"
@@ -146,14 +146,30 @@ def cosine_decay(init_value, decay_steps, alpha=0.05):
     n = "budget" if over_budget else int(decay_steps)
     a = P.real(alpha, O, "alpha", low=0.0, high=1.0, low_open=True)
 
-    def value(k, n):
-        x = min(int(k), n) / n
+    def value(k, n, anchor=None):
+        x = budget_progress(k, n, anchor)
         return v * (a + (1.0 - a) * 0.5 * (1.0 + math.cos(math.pi * x)))
 
     if over_budget:
-        return Schedule(lambda k, h=None: v if h is None else value(k, h),
+        return Schedule(lambda k, h=None, anchor=None: v if h is None else value(k, h, anchor),
                         ("cosine_decay", v, n, a), True)
     return Schedule(lambda k: value(k, n), ("cosine_decay", v, n, a))
+
+
+def budget_progress(k, n, anchor=None):
+    """How far (0 to 1) update ``k`` lies along a schedule of horizon ``n`` updates:
+    ``min(k, n) / n``; with ``anchor = (k0, x0)`` (a horizon re-fitted at update ``k0``,
+    :func:`refit_horizon`) ``x0`` at ``k0``, then linearly to 1 at ``n``, so that a new
+    horizon moves the rest of the schedule without a jump in the learning rate."""
+    k = int(k)
+    if anchor is None:
+        return min(k, n) / n
+    k0, x0 = int(anchor[0]), float(anchor[1])
+    if k >= n:
+        return 1.0
+    if k <= k0:                 # (updates before the re-fit: already made)
+        return x0
+    return x0 + (1.0 - x0) * (k - k0) / (n - k0)
 
 
 def piecewise_constant(init_value, boundaries, scales):
@@ -203,7 +219,9 @@ def _rate(sched, k, state):
     (``state``: the optimiser's, whose ``"horizon"`` a schedule over the budget reads)."""
     if sched.value is None:
         return sched.settings
-    return sched.value(k, state["horizon"]) if sched.over_budget else sched.value(k)
+    if sched.over_budget:
+        return sched.value(k, state["horizon"], state.get("anchor"))
+    return sched.value(k)
 
 
 def _horizon_state(sched, state):
@@ -240,9 +258,33 @@ def set_horizon(state, steps):
     return _walk(state, lambda d: d if d["horizon"] is not None else {**d, "horizon": n})
 
 
+def refit_horizon(state, k, steps):
+    """``state`` with every measured schedule over the budget re-fitted to end after
+    ``steps`` updates (an integer > ``k``) from update ``k`` on: update ``k`` keeps the
+    place along the schedule the old horizon gave it (:func:`budget_progress`), and the
+    rest of the schedule is stretched or squeezed to end at the new horizon -- for a run
+    whose meta-step rate changed after the horizon was first measured (another process
+    started or stopped beside it). A schedule not measured yet is left as it is."""
+    k = P.integer(k, "refit_horizon", "k", low=0)
+    n = P.integer(steps, "refit_horizon", "steps", low=k + 1)
+
+    def refit(d):
+        if d["horizon"] is None:
+            return d
+        x = budget_progress(k, d["horizon"], d.get("anchor"))
+        return {**d, "horizon": n, "anchor": (k, x)}
+    return _walk(state, refit)
+
+
 def _keep_horizon(state, new):
-    """``new`` with ``state``'s ``"horizon"`` entry, if it has one."""
-    return {**new, "horizon": state["horizon"]} if "horizon" in state else new
+    """``new`` with ``state``'s ``"horizon"`` (and ``"anchor"``) entries, if it has
+    them."""
+    if "horizon" not in state:
+        return new
+    kept = {**new, "horizon": state["horizon"]}
+    if "anchor" in state:
+        kept["anchor"] = state["anchor"]
+    return kept
 
 
 def sgd(learning_rate, momentum=0.0):

@@ -545,6 +545,72 @@ def test_schedule_over_the_budget_lasts_the_budget_on_any_machine(monkeypatch, c
     assert seen[:at] == [None] * at and set(seen[at:]) == {want}
 
 
+@pytest.mark.parametrize("refit", [True, False])
+def test_schedule_over_the_budget_follows_a_rate_that_changes(monkeypatch, clock, refit):
+    """The machine gets 4x faster a quarter into the budget (another process ended):
+    1 s per meta-step for the first 10 s, then 0.25 s, 130 meta-steps in 40 s. Measured
+    once (the old rule, ``REFIT_EVERY`` beyond the budget), the horizon is 40 and 90
+    meta-steps run at the cosine's end; re-fitted every 5 % of the budget, the decay
+    ends with the budget (the last update at >= 95 % of the cosine, the last horizon
+    within 10 % of the steps made) and the learning rate never rises, whatever the
+    re-fits -- the rates are recomputed here from the recorded horizons and anchors
+    with the closed-form cosine."""
+    meta_gradient = MAML.meta_gradient
+
+    def tick(self, params, task):
+        clock.t += 1.0 if clock.t < 10.0 - 1e-9 else 0.25
+        return meta_gradient(self, params, task)
+    monkeypatch.setattr(MAML, "meta_gradient", tick)
+    if not refit:
+        monkeypatch.setattr(TrainingBudget, "REFIT_EVERY", 10.0)
+    seen = []
+    inner = optim.adam(optim.cosine_decay(1e-3, "budget", 0.05))
+
+    def update(grads, state):
+        seen.append((state["count"], state["horizon"], state.get("anchor")))
+        return inner.update(grads, state)
+    opt = optim.GradientTransformation(inner.init, update, inner.settings)
+    _, h = maml_run(budget_s=40.0, eval_every_s=10.0, optimizer=opt)
+    assert h["meta_steps"] == 130
+
+    def rate(k, n, anchor):       # the cosine of cosine_decay, written out
+        if n is None:
+            return 1e-3
+        if anchor is None:
+            x = min(k, n) / n
+        else:
+            k0, x0 = anchor
+            x = 1.0 if k >= n else x0 + (1 - x0) * (k - k0) / (n - k0)
+        return 1e-3 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * x)))
+    lrs = np.array([rate(*s) for s in seen])
+    assert np.all(np.diff(lrs) <= 1e-18)                    # never rises
+    at_end = int(np.sum(np.isclose(lrs, 5e-5, rtol=1e-12, atol=0)))
+    if refit:
+        assert abs(h["schedule_steps"] - 130) <= 13 and at_end <= 7
+        assert lrs[-1] <= 1e-3 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 0.95)))
+    else:
+        assert h["schedule_steps"] == 40 and at_end == 90
+
+
+def test_refit_horizon_keeps_the_rate_and_refuses_a_horizon_behind():
+    """refit_horizon at update k: the same rate at k under the old and the new horizon,
+    the new cosine ending at the new horizon; a horizon not after k is refused; a
+    schedule not measured yet is left unmeasured."""
+    sched = optim.cosine_decay(1.0, "budget", 0.1)
+    opt = optim.adam(sched)
+    state = optim.set_horizon(opt.init({"w": [np.zeros((2, 3))], "b": [np.zeros(3)]}), 100)
+    for k, n in ((30, 200), (30, 50), (99, 400)):
+        new = optim.refit_horizon(state, k, n)
+        assert optim.horizons(new) == [n]
+        assert sched.value(k, 100) == pytest.approx(sched.value(k, n, new["anchor"]),
+                                                     rel=1e-15)
+        assert sched.value(n, n, new["anchor"]) == pytest.approx(0.1, rel=1e-15)
+        assert sched.value(n + 7, n, new["anchor"]) == pytest.approx(0.1, rel=1e-15)
+    with pytest.raises(nm.ValidationError, match=r"refit_horizon\.steps: must be >= 31"):
+        optim.refit_horizon(state, 30, 30)
+    assert optim.horizons(optim.refit_horizon(opt.init({"w": [np.zeros((2, 3))], "b": [np.zeros(3)]}), 3, 9)) == [None]
+
+
 def test_schedule_over_the_budget_in_the_cml_trainer_and_its_checkpoint(clock, tmp_path):
     """CML's trainer measures the same horizon (1 fake s per meta-step, 4-s budget: set
     after meta-step 2 to 4); the checkpoint keeps it and a resume with a larger budget

@@ -140,7 +140,7 @@ def test_schedule_notes_flag_a_decay_that_did_not_end_with_the_budget():
     lines = schedule_notes(rows)
     assert len(lines) == 2
     assert lines[0].startswith("note: cml's learning-rate cosine was fitted to 12000 "
-                               "meta-steps (its rate in the first 5 % of the budget) but "
+                               "meta-steps (its rate, last measured) but "
                                "it made 8000: its step was still above the cosine's end")
     assert "cml_dual's" in lines[1] and "its last 3000 meta-steps at the cosine's end" \
         in lines[1]

@@ -237,7 +237,8 @@ def learning_rate(where, name, sec, value=None, value_key=None, budget=True):
     same at every step; ``{kind: cosine, steps: N, end: f}``: cosine decay to ``f`` times
     the rate at step N, then constant (:func:`neuro_meta.optim.cosine_decay`);
     ``steps: budget``: over as many meta-steps as the run's wall-time budget holds,
-    measured by the trainer in the budget's first 5 % (``budget``: ``(key, seconds)`` of
+    measured by the trainer in the budget's first 5 % and re-fitted every 5 % after
+    (``budget``: ``(key, seconds)`` of
     the run's budget, refused if None; None: refused, for a trainer that does not measure
     it; True: left to the trainer);
     ``{kind: piecewise, boundaries: [n1, ...], scales: [f1, ...]}``: multiplied by ``f1``
