@@ -134,8 +134,9 @@ def cosine_decay(init_value, decay_steps, alpha=0.05):
     meta-step rate over the first part of the budget and sets that number in the
     optimiser's state (:func:`set_horizon`, recorded in the checkpoint and the run's
     history), then re-fits it as the run goes (:func:`refit_horizon`); until then the
-    rate is ``init_value`` (the cosine's first 5 % lie within 0.7 % of it). Such a run depends on the measured rate, like any run a wall-time
-    budget stops, so it is not repeatable to the bit; the measured number is recorded
+    rate is ``init_value`` (the cosine's first 5 % lie within 0.7 % of it). Such a run
+    depends on the measured rate, like any run a wall-time budget stops, so it is not
+    repeatable to the bit; the measured number is recorded
     (:func:`horizons`; the trainers' ``schedule_steps``)."""
     O = "cosine_decay"
     v = P.real(init_value, O, "init_value", low=0.0, low_open=True)
@@ -151,8 +152,8 @@ def cosine_decay(init_value, decay_steps, alpha=0.05):
         return v * (a + (1.0 - a) * 0.5 * (1.0 + math.cos(math.pi * x)))
 
     if over_budget:
-        return Schedule(lambda k, h=None, anchor=None: v if h is None else value(k, h, anchor),
-                        ("cosine_decay", v, n, a), True)
+        return Schedule(lambda k, h=None, anchor=None: v if h is None
+                        else value(k, h, anchor), ("cosine_decay", v, n, a), True)
     return Schedule(lambda k: value(k, n), ("cosine_decay", v, n, a))
 
 

@@ -275,6 +275,12 @@ def alphabet_dirs(tmp_path_factory):
             res["history"].pop(k, None)
         res["gaps"] = {}
         (tmp / f"{keep}_only" / "results.json").write_text(json.dumps(res))
+    for src, dst, seed in (("cml_only", "cml_s1", 1), ("maml_only", "maml_s1", 1),
+                           ("maml_only", "oddseed", "x")):     # combine across seeds
+        shutil.copytree(tmp / src, tmp / dst)
+        res = json.loads((tmp / dst / "results.json").read_text())
+        res["config"]["meta"]["seed"] = seed
+        (tmp / dst / "results.json").write_text(json.dumps(res))
     return tmp
 
 
@@ -310,9 +316,12 @@ def test_generated_combine_arguments(monkeypatch, alphabet_dirs, capsys, data):
     (stubbed) or is refused in one line with status 2, and leaves no folder of its own
     behind."""
     monkeypatch.setattr(omniglot, "_write_combined", _reached)
-    names = ["cml_only", "maml_only", "run", "badjson", "other", "empty", "nowhere", ""]
+    names = ["cml_only", "maml_only", "run", "badjson", "other", "empty", "nowhere", "",
+             "cml_s1", "maml_s1", "oddseed"]
     dirs = data.draw(st.one_of(st.permutations(["cml_only", "maml_only"]),
-                               st.lists(st.sampled_from(names), max_size=3)))
+                               st.permutations(["cml_only", "maml_only", "cml_s1",
+                                                "maml_s1"]),
+                               st.lists(st.sampled_from(names), max_size=4)))
     argv = ["combine"] + [str(alphabet_dirs / d) if d else "" for d in dirs]
     opts = data.draw(st.lists(st.sampled_from(["--out", "--curves", "--bogus"]),
                               max_size=3))
