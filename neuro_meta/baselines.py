@@ -947,7 +947,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     # (lazy: metatrain may import us)
     from . import checkpoint as ckpt
     from .metatrain import (EVALUATION_FIELDS, TEST, TRAIN, VALIDATION, CheckpointCadence,
-                            ParameterAverage, TrainingBudget, check_fingerprint, mean_sem,
+                            ParameterAverage, TrainingBudget, check_fingerprint,
+                            eval_piece_tasks, mean_sem,
                             optimizer_fingerprint, optimizer_probe, schedule_steps,
                             task_rng)
 
@@ -1009,7 +1010,8 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     def record(step):
         shown = avg.value(params)
         point = budget.evaluation(step, len(hist["step"]), lambda which: mean_sem(
-            method.evaluate(shown, tasks[which], eval_inner_steps)), shown)
+            np.concatenate([method.evaluate(shown, t, eval_inner_steps) for t in
+                            tasks[which].pieces(eval_piece_tasks(shown))])), shown)
         for k in EVALUATION_FIELDS:
             hist[k].append(point[k])
         return point["meta_test_mse"]

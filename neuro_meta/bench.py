@@ -26,7 +26,9 @@ a small network, and meta-trainings fused vs the numpy loop: two sinusoid CML on
 stable setting, dt 5 ms, results equal to rounding, and the experiment's own model file)
 and the dual system's (``models/sinusoid_dual.yaml``, the compiled gain kernel); and what
 writing a checkpoint after every meta-step costs the Omniglot CML meta-training of
-``models/omniglot_long.yaml`` against the default cadence (:func:`checkpoint_cadence`).
+``models/omniglot_long.yaml`` against the default cadence (:func:`checkpoint_cadence`);
+and scoring many Omniglot tasks in one batch against the pieces every evaluation uses
+(:func:`evaluation_pieces`).
 
 No timing is asserted anywhere (numbers depend on the machine and its load).
 """
@@ -469,7 +471,8 @@ def _meta_training(quick):
            "sinusoid_model": sinusoid_model(1 if quick else 3),
            "dual_model": dual_model(1 if quick else 3),
            "checkpoint_cadence": checkpoint_cadence(10 if quick else 40,
-                                                    1 if quick else 2)}
+                                                    1 if quick else 2),
+           "evaluation_pieces": evaluation_pieces(20 if quick else 100, 1 if quick else 2)}
     res["settle"] = settle_cases(1 if quick else 3)
     for key, r in res["settle"].items():
         print(f"{'settle: ' + key:<24}{'solve vs integrate':<22}{r['speedup']:>10.1f}x  "
@@ -528,6 +531,54 @@ def checkpoint_cadence(meta_steps=40, rounds=2):
           f"every {CHECKPOINT_EVERY_S:g} s {out['default_s']:.2f} s; "
           f"{out['write_ms_per_step']:.1f} ms per meta-step; checkpoint "
           f"{size / 1e6:.1f} MB)", flush=True)
+    return out
+
+
+def evaluation_pieces(tasks=100, rounds=2):
+    """Wall time of scoring ``tasks`` Omniglot test tasks (``models/omniglot.yaml``, seed
+    0, initial meta-parameters, one process) by CML's learning process and by MAML's
+    inner loop, all the tasks in one batch against the pieces of
+    :data:`neuro_meta.metatrain.EVAL_PIECE_NUMBERS` numbers every evaluation uses,
+    ``rounds`` pairs run alternately in this process, the best of each kept. Returns per
+    method the two times, the ratio (one batch / pieces), the tasks per piece and whether
+    the per-task errors are identical."""
+    from . import baselines as bl
+    from . import metatrain as mt
+    from .experiments import omniglot
+    from .models import load_model
+
+    cfg = omniglot.effective_config(load_model("omniglot"), seed=0)
+    fams = omniglot.families(cfg)
+    task = fams["test"].sample(mt.task_rng(0, mt.TEST), tasks)
+    learner, trainer = omniglot.build_cml(cfg, fams)
+    maml = omniglot._baseline(cfg, "maml")[0]
+    params = bl.init_mlp(omniglot.mlp_sizes(cfg), 0)
+    cases = {"cml": (lambda: omniglot.cml_errors(trainer.net, learner, task),
+                     trainer.net.theta),
+             "maml": (lambda: omniglot.baseline_errors(maml, params, task), params)}
+    out = {}
+    for name, (errors, theta) in cases.items():
+        best, got = {"one_batch": np.inf, "pieces": np.inf}, {}
+        for _ in range(rounds):
+            for key, numbers in (("one_batch", 1 << 62), ("pieces", mt.EVAL_PIECE_NUMBERS)):
+                saved = mt.EVAL_PIECE_NUMBERS
+                mt.EVAL_PIECE_NUMBERS = numbers
+                try:
+                    t0 = time.perf_counter()
+                    got[key] = errors()
+                    best[key] = min(best[key], time.perf_counter() - t0)
+                finally:
+                    mt.EVAL_PIECE_NUMBERS = saved
+        r = out[name] = {"tasks": tasks, "rounds": rounds,
+                         "tasks_per_piece": mt.eval_piece_tasks(theta),
+                         "one_batch_s": best["one_batch"], "pieces_s": best["pieces"],
+                         "ratio": best["one_batch"] / best["pieces"],
+                         "same_errors": bool(np.array_equal(got["one_batch"],
+                                                            got["pieces"]))}
+        print(f"{'omniglot ' + name:<24}{'evaluation in pieces':<22}{r['ratio']:>10.2f}x  "
+              f"({tasks} test tasks: one batch {r['one_batch_s']:.2f} s, pieces of "
+              f"{r['tasks_per_piece']} {r['pieces_s']:.2f} s; same errors: "
+              f"{r['same_errors']})", flush=True)
     return out
 
 

@@ -31,6 +31,30 @@ from .workers import map_pieces, n_workers
 TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
 
+#: An evaluation of many tasks solves them in pieces of at most this many numbers (tasks
+#: x the network's meta-parameters, float64: 4 MiB), so that the per-task arrays of a
+#: piece stay in the cache and are not allocated afresh from the system at every
+#: operation. A 784-64-64-5 Omniglot network (110 000 meta-parameters) then solves 4
+#: tasks at a time: 100 test tasks at its trained meta-parameters took 4.5-5.7 s, against
+#: 9-14 s (half of it system time) in one piece of 100; a small sinusoid network
+#: (about 3 500) still solves 100 tasks at once. A task's result does not depend on the
+#: tasks it is solved with, so the numbers are the same.
+EVAL_PIECE_NUMBERS = 1 << 19
+
+
+def _numbers(tree):
+    if isinstance(tree, dict):
+        return sum(_numbers(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(_numbers(v) for v in tree)
+    return 0 if tree is None else int(np.size(tree))
+
+
+def eval_piece_tasks(theta):
+    """Tasks per piece of an evaluation (:data:`EVAL_PIECE_NUMBERS`) for a network or
+    baseline with meta-parameters ``theta`` (dicts, lists and tuples of arrays)."""
+    return max(1, EVAL_PIECE_NUMBERS // max(_numbers(theta), 1))
+
 
 def omega_penalty_gradient(grad, theta, c, keys=("omega", "omega_bias")):
     """``grad`` plus the gradient ``c w`` of the penalty ``(c/2) Σ w²`` on the entries
@@ -54,8 +78,12 @@ def evaluate(net, learner, task):
     """Meta-test error: per task, the validation score of the network's loss after the
     inner learning process (``net.loss.score``): for squared error the MSE, mean over
     validation points and output units of (ŷ − y)²; for cross-entropy the error rate
-    (fraction of validation points misclassified). Returns (tasks,).
+    (fraction of validation points misclassified). Returns (tasks,). Many tasks are
+    solved in pieces (:data:`EVAL_PIECE_NUMBERS`).
     """
+    pieces = task.pieces(eval_piece_tasks(net.theta))
+    if len(pieces) > 1:         # in pieces (EVAL_PIECE_NUMBERS): the same numbers
+        return np.concatenate([evaluate(net, learner, t) for t in pieces])
     xt, yt, xv, yv = task.as_batch()
     res = learner.run(net, xt, yt)
     out = net.predict(xv, [np.asarray(p) for p in res.phi_aug])

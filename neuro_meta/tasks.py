@@ -59,6 +59,14 @@ class Task:
             return self.x_train, self.y_train, self.x_val, self.y_val
         return tuple(a[None] for a in (self.x_train, self.y_train, self.x_val, self.y_val))
 
+    def pieces(self, size):
+        """The task batch as consecutive pieces of at most ``size`` tasks (each a batched
+        :class:`Task`, in order); a task without a task axis is one piece."""
+        size = P.integer(size, "Task.pieces", "size", low=1)
+        arrays = self.as_batch()
+        n = arrays[0].shape[0]
+        return [Task(*(a[i:i + size] for a in arrays)) for i in range(0, n, size)]
+
     def __repr__(self):
         return (f"Task(tasks={self.n_tasks if self.batched else None}, "
                 f"shots={self.x_train.shape[-2]}, val={self.x_val.shape[-2]}, "

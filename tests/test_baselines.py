@@ -292,6 +292,28 @@ def test_same_seed_same_numbers():
     assert not np.allclose(flat(runs[0][0]), flat(runs[2][0]))
 
 
+def test_evaluations_in_pieces_record_the_same_numbers(monkeypatch):
+    """train_baseline scores its validation and test tasks in pieces of
+    metatrain.EVAL_PIECE_NUMBERS numbers: the same history as in one batch."""
+    from neuro_meta import metatrain as mt
+    fam, params = Sinusoid(), init_mlp([1, 10, 10, 1], 0)
+    n = flat(params).size
+    runs, calls = [], []
+    evaluate = MAML.evaluate
+    monkeypatch.setattr(MAML, "evaluate", lambda self, p, task, *a: (
+        calls.append(task.n_tasks), evaluate(self, p, task, *a))[1])
+    for numbers in (10 ** 9, 4 * n):
+        monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", numbers)
+        calls.clear()
+        runs.append(train_baseline(MAML(), params, fam, steps=3, meta_batch=4, seed=1,
+                                   eval_every=2, eval_tasks=10, val_tasks=9,
+                                   progress=False)[1])
+        runs[-1]["calls"] = sorted(set(calls))
+    assert runs[0]["calls"] == [9, 10] and runs[1]["calls"] == [1, 2, 4]
+    for key in ("meta_test_mse", "meta_test_sem", "meta_val_mse", "meta_val_sem"):
+        assert runs[0][key] == runs[1][key] and len(runs[0][key]) == 3
+
+
 # ---------------------------------------------------------------- meta-learning works
 def _sinusoid_run(steps, sizes):
     fam = Sinusoid(shots=10, val=10)

@@ -18,6 +18,7 @@ def test_bench_quick_writes_results(tmp_path):
     for case in ("stiff", "sinusoid"):
         assert res["settle"][case]["solve_s"] > 0
     assert res["checkpoint_cadence"]["ratio"] > 0
+    assert all(m["same_errors"] for m in res["evaluation_pieces"].values())
     ttt = res["sinusoid_time_to_target"]["methods"]
     assert {"cml", "maml", "fomaml", "reptile", "imaml"} <= set(ttt)
     assert all(set(m["time_to_target"]) == {"0.5", "0.2", "0.1", "0.065"}
@@ -30,6 +31,17 @@ def test_checkpoint_cadence_times_both_cadences_on_the_shipped_model():
     for key in ("every_step_s", "default_s", "ratio"):
         assert np.isfinite(r[key]) and r[key] > 0
     assert r["ratio"] == pytest.approx(r["every_step_s"] / r["default_s"])
+
+
+def test_evaluation_pieces_times_both_ways_on_the_same_errors():
+    r = bench.evaluation_pieces(tasks=10, rounds=1)
+    assert set(r) == {"cml", "maml"}
+    for m in r.values():
+        assert m["tasks"] == 10 and m["same_errors"] is True
+        assert 1 <= m["tasks_per_piece"] < 10     # 784-64-64-5: pieces of a few tasks
+        for key in ("one_batch_s", "pieces_s", "ratio"):
+            assert np.isfinite(m[key]) and m[key] > 0
+        assert m["ratio"] == pytest.approx(m["one_batch_s"] / m["pieces_s"])
 
 
 def test_settle_cases_reach_the_same_states():

@@ -59,6 +59,55 @@ def test_batched_settling_independent_of_batch_composition():
         assert np.array_equal(alone[0][0], batched[0][b])
 
 
+@pytest.mark.parametrize("learner", [
+    nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9),
+    nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9, settle="solve"),
+], ids=["integrated", "solved"])
+def test_evaluation_in_pieces_equals_one_batch(monkeypatch, learner):
+    """Many tasks are evaluated in pieces of EVAL_PIECE_NUMBERS numbers: per task the
+    same error, bitwise, as all the tasks in one batch, and as each task alone."""
+    from neuro_meta import metatrain as mt
+    rng = np.random.default_rng(1)
+    net = nm.RateNetwork([4, 6, 3], activation="tanh", tau_neuron=0, seed=2,
+                         synapse=nm.ComplexSynapse(omega=nm.init.Normal(0.4),
+                                                   lam=nm.init.Uniform(0.05, 2.0)))
+    n = sum(a.size for v in net.theta.values() for a in v if a is not None)
+    task = nm.Task(rng.normal(size=(11, 5, 4)), rng.normal(size=(11, 5, 3)),
+                   rng.normal(size=(11, 7, 4)), rng.normal(size=(11, 7, 3)))
+    monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 10 ** 9)
+    assert mt.eval_piece_tasks(net.theta) >= 11
+    whole = mt.evaluate(net, learner, task)
+    calls = []
+    run = nm.Learner.run
+    monkeypatch.setattr(nm.Learner, "run", lambda self, net_, x, y, **kw: (
+        calls.append(x.shape[0]), run(self, net_, x, y, **kw))[1])
+    monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 3 * n + n // 2)
+    assert mt.eval_piece_tasks(net.theta) == 3
+    pieces = mt.evaluate(net, learner, task)
+    assert calls == [3, 3, 3, 2]
+    assert np.array_equal(pieces, whole) and whole.shape == (11,)
+    monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 1)      # fewer than one network
+    assert mt.eval_piece_tasks(net.theta) == 1
+    assert np.array_equal(mt.evaluate(net, learner, task), whole)
+
+
+def test_task_pieces():
+    rng = np.random.default_rng(0)
+    task = nm.Task(*(rng.normal(size=(5, 2, 3)) for _ in range(4)))
+    pieces = task.pieces(2)
+    assert [p.n_tasks for p in pieces] == [2, 2, 1]
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        assert np.array_equal(np.concatenate([getattr(p, name) for p in pieces]),
+                              getattr(task, name))
+    assert [p.n_tasks for p in task.pieces(9)] == [5]
+    one = nm.Task(*(rng.normal(size=(2, 3)) for _ in range(4)))
+    (alone,) = one.pieces(4)
+    assert alone.batched and np.array_equal(alone.x_train[0], one.x_train)
+    for bad in (0, -1, 1.5, True, "2", None):
+        with pytest.raises(nm.ValidationError, match=r"Task\.pieces\.size: must be"):
+            task.pieces(bad)
+
+
 def test_executor_needs_explicit_dt():
     cml = nm.CML(beta=0.01)     # default learner: automatic dt
     net = nm.RateNetwork([2, 1], activation="linear", tau_neuron=0)

@@ -71,7 +71,8 @@ from ..families import FewShotClassification
 from ..initializers import Glorot
 from ..io import budget_notes, reads_results, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
-from ..metatrain import TEST, VALIDATION, MetaTrainer, mean_sem, task_rng
+from ..metatrain import (TEST, VALIDATION, MetaTrainer, eval_piece_tasks, mean_sem,
+                         task_rng)
 from ..models import checked, configure, load_model, merge, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
@@ -99,8 +100,6 @@ MODELS = ("complex", "warp", "dual")
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 SECTIONS = ("family", "network", "dual", "learner", "cml", "meta", "baselines", "compare",
             "final", "quick", "methods")
-#: Tasks per batch when evaluating many tasks (bounds memory: one φ per task).
-EVAL_CHUNK = 100
 
 
 # ---------------------------------------------------------------------- configuration
@@ -336,12 +335,10 @@ def parse_methods(methods, default=METHODS):
 
 
 # ---------------------------------------------------------------------- evaluation
-def _chunked(task, fn):
-    """``fn(task piece)`` over pieces of at most :data:`EVAL_CHUNK` tasks, concatenated."""
-    arrays = task.as_batch()
-    n = arrays[0].shape[0]
-    return np.concatenate([fn(Task(*(a[i:i + EVAL_CHUNK] for a in arrays)))
-                           for i in range(0, n, EVAL_CHUNK)])
+def _chunked(task, fn, theta):
+    """``fn(task piece)`` over pieces of the tasks (as many as
+    :func:`~neuro_meta.metatrain.eval_piece_tasks` gives for ``theta``), concatenated."""
+    return np.concatenate([fn(t) for t in task.pieces(eval_piece_tasks(theta))])
 
 
 def _cml_task_errors(net, learner, t):
@@ -353,11 +350,11 @@ def _cml_task_errors(net, learner, t):
 
 
 def _cml_part_errors(net, learner, task):
-    return _chunked(task, lambda t: _cml_task_errors(net, learner, t))
+    return _chunked(task, lambda t: _cml_task_errors(net, learner, t), net.theta)
 
 
 def _baseline_part_errors(method, params, task):
-    return _chunked(task, lambda t: method.evaluate(params, t))
+    return _chunked(task, lambda t: method.evaluate(params, t), params)
 
 
 def _in_parts(fn, args, task, executor):
