@@ -27,8 +27,8 @@ stable setting, dt 5 ms, results equal to rounding, and the experiment's own mod
 and the dual system's (``models/sinusoid_dual.yaml``, the compiled gain kernel); and what
 writing a checkpoint after every meta-step costs the Omniglot CML meta-training of
 ``models/omniglot_long.yaml`` against the default cadence (:func:`checkpoint_cadence`);
-and scoring many Omniglot tasks in one batch against the pieces every evaluation uses
-(:func:`evaluation_pieces`).
+and scoring many Omniglot tasks in one batch against the pieces evaluations solve them
+in (:func:`evaluation_pieces`).
 
 No timing is asserted anywhere (numbers depend on the machine and its load).
 """
@@ -538,7 +538,8 @@ def evaluation_pieces(tasks=100, rounds=2):
     """Wall time of scoring ``tasks`` Omniglot test tasks (``models/omniglot.yaml``, seed
     0, initial meta-parameters, one process) by CML's learning process and by MAML's
     inner loop, all the tasks in one batch against the pieces of
-    :data:`neuro_meta.metatrain.EVAL_PIECE_NUMBERS` numbers every evaluation uses,
+    :data:`neuro_meta.metatrain.EVAL_PIECE_NUMBERS` numbers that Omniglot's scoring,
+    ``MetaTrainer``'s and the baselines' evaluations solve them in (after a warm-up),
     ``rounds`` pairs run alternately in this process, the best of each kept. Returns per
     method the two times, the ratio (one batch / pieces), the tasks per piece and whether
     the per-task errors are identical."""
@@ -558,6 +559,7 @@ def evaluation_pieces(tasks=100, rounds=2):
              "maml": (lambda: omniglot.baseline_errors(maml, params, task), params)}
     out = {}
     for name, (errors, theta) in cases.items():
+        errors()                                        # warm-up
         best, got = {"one_batch": np.inf, "pieces": np.inf}, {}
         for _ in range(rounds):
             for key, numbers in (("one_batch", 1 << 62), ("pieces", mt.EVAL_PIECE_NUMBERS)):

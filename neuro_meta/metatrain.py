@@ -31,14 +31,19 @@ from .workers import map_pieces, n_workers
 TRAIN, VALIDATION, TEST = 1, 2, 3
 logger = logging.getLogger(__name__)
 
-#: An evaluation of many tasks solves them in pieces of at most this many numbers (tasks
+#: An evaluation of many tasks whose phases the solver settles (``Learner(settle=
+#: "solve")``, a given ``dt``) solves them in pieces of at most this many numbers (tasks
 #: x the network's meta-parameters, float64: 4 MiB), so that the per-task arrays of a
 #: piece stay in the cache and are not allocated afresh from the system at every
 #: operation. A 784-64-64-5 Omniglot network (110 000 meta-parameters) then solves 4
 #: tasks at a time: 100 test tasks at its trained meta-parameters took 4.5-5.7 s, against
 #: 9-14 s (half of it system time) in one piece of 100; a small sinusoid network
-#: (about 3 500) still solves 100 tasks at once. A task's result does not depend on the
-#: tasks it is solved with, so the numbers are the same.
+#: (about 3 500) still solves 100 tasks at once. The baselines' inner loops
+#: (:func:`~neuro_meta.baselines.train_baseline`'s evaluations) are split the same way.
+#: The solver decides every step per task, so a task's result does not depend on the
+#: tasks it is solved with: the numbers are the same. Other phases are not split (an
+#: automatic ``dt`` is chosen from the whole batch's curvature, and the compiled
+#: engine picks its kernel by the batch's size).
 EVAL_PIECE_NUMBERS = 1 << 19
 
 
@@ -50,10 +55,22 @@ def _numbers(tree):
     return 0 if tree is None else int(np.size(tree))
 
 
-def eval_piece_tasks(theta):
+def eval_piece_tasks(theta, learner=None):
     """Tasks per piece of an evaluation (:data:`EVAL_PIECE_NUMBERS`) for a network or
-    baseline with meta-parameters ``theta`` (dicts, lists and tuples of arrays)."""
+    baseline with meta-parameters ``theta`` (dicts, lists and tuples of arrays); with a
+    ``learner`` (a :class:`~neuro_meta.Learner`) whose pieces could change the numbers
+    -- phases not settled by the solver, or an automatic ``dt`` -- None: the whole
+    batch at once."""
+    if learner is not None and (learner.settle != "solve" or learner.dt is None):
+        return None
     return max(1, EVAL_PIECE_NUMBERS // max(_numbers(theta), 1))
+
+
+def _error_after_learning(net, learner, task):
+    xt, yt, xv, yv = task.as_batch()
+    res = learner.run(net, xt, yt)
+    out = net.predict(xv, [np.asarray(p) for p in res.phi_aug])
+    return net.loss.score(out, yv)
 
 
 def omega_penalty_gradient(grad, theta, c, keys=("omega", "omega_bias")):
@@ -78,16 +95,13 @@ def evaluate(net, learner, task):
     """Meta-test error: per task, the validation score of the network's loss after the
     inner learning process (``net.loss.score``): for squared error the MSE, mean over
     validation points and output units of (ŷ − y)²; for cross-entropy the error rate
-    (fraction of validation points misclassified). Returns (tasks,). Many tasks are
-    solved in pieces (:data:`EVAL_PIECE_NUMBERS`).
+    (fraction of validation points misclassified). Returns (tasks,). Many tasks settled
+    by the solver are solved in pieces (:data:`EVAL_PIECE_NUMBERS`; the same numbers).
     """
-    pieces = task.pieces(eval_piece_tasks(net.theta))
-    if len(pieces) > 1:         # in pieces (EVAL_PIECE_NUMBERS): the same numbers
-        return np.concatenate([evaluate(net, learner, t) for t in pieces])
-    xt, yt, xv, yv = task.as_batch()
-    res = learner.run(net, xt, yt)
-    out = net.predict(xv, [np.asarray(p) for p in res.phi_aug])
-    return net.loss.score(out, yv)
+    size = eval_piece_tasks(check_kind(net, "metatrain.evaluate").theta, learner)
+    if size is None or task.n_tasks <= size:
+        return _error_after_learning(net, learner, task)
+    return np.concatenate([_error_after_learning(net, learner, t) for t in task.pieces(size)])
 
 
 @dataclass
@@ -117,7 +131,8 @@ class History:
     meta_steps: int = 0         # meta-steps done
     stop_reason: str = ""       # "steps" (the cap) or "budget" (the wall-time budget)
     budget_s: Optional[float] = None
-    not_settled: int = 0        # phases that reached max_duration before settling
+    not_settled: int = 0        # batches with a phase that reached max_duration before
+    #                             settling: a piece of a meta-batch, or an evaluation
     skipped_tasks: int = 0      # tasks left out because they diverged (on_divergence="skip")
     wall_time_s: float = 0.0    # of the whole run, evaluations included; a resumed run
     #                             adds the time of the work its checkpoint kept
@@ -668,11 +683,13 @@ class MetaTrainer:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NotSettledWarning)
             mse = evaluate(net or self.net, free, task)
+        unsettled = False
         for w in caught:
             if issubclass(w.category, NotSettledWarning):
-                self._not_settled += 1
+                unsettled = True        # once per evaluation, in pieces or not
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        self._not_settled += unsettled
         return mean_sem(mse)
 
     def meta_gradient(self, task, step=None):

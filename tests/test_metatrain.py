@@ -59,23 +59,30 @@ def test_batched_settling_independent_of_batch_composition():
         assert np.array_equal(alone[0][0], batched[0][b])
 
 
-@pytest.mark.parametrize("learner", [
-    nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9),
-    nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9, settle="solve"),
-], ids=["integrated", "solved"])
-def test_evaluation_in_pieces_equals_one_batch(monkeypatch, learner):
-    """Many tasks are evaluated in pieces of EVAL_PIECE_NUMBERS numbers: per task the
-    same error, bitwise, as all the tasks in one batch, and as each task alone."""
-    from neuro_meta import metatrain as mt
+def _pieces_problem(n_tasks=11):
     rng = np.random.default_rng(1)
     net = nm.RateNetwork([4, 6, 3], activation="tanh", tau_neuron=0, seed=2,
                          synapse=nm.ComplexSynapse(omega=nm.init.Normal(0.4),
                                                    lam=nm.init.Uniform(0.05, 2.0)))
-    n = sum(a.size for v in net.theta.values() for a in v if a is not None)
-    task = nm.Task(rng.normal(size=(11, 5, 4)), rng.normal(size=(11, 5, 3)),
-                   rng.normal(size=(11, 7, 4)), rng.normal(size=(11, 7, 3)))
+    task = nm.Task(rng.normal(size=(n_tasks, 5, 4)), rng.normal(size=(n_tasks, 5, 3)),
+                   rng.normal(size=(n_tasks, 7, 4)), rng.normal(size=(n_tasks, 7, 3)))
+    return net, task, sum(a.size for v in net.theta.values() for a in v if a is not None)
+
+
+@pytest.mark.parametrize("learner, split", [
+    (nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9, settle="solve"),
+     True),
+    (nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-9), False),
+    (nm.Learner(rule="backprop", integrator="expeuler", tol=1e-9, settle="solve"), False),
+], ids=["solved", "integrated", "automatic-dt"])
+def test_evaluation_in_pieces_equals_one_batch(monkeypatch, learner, split):
+    """Many tasks settled by the solver (a given dt) are evaluated in pieces of
+    EVAL_PIECE_NUMBERS numbers: per task the same error, bitwise, as all the tasks in
+    one batch; integrated phases and an automatic dt (chosen from the whole batch)
+    are never split."""
+    from neuro_meta import metatrain as mt
+    net, task, n = _pieces_problem()
     monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 10 ** 9)
-    assert mt.eval_piece_tasks(net.theta) >= 11
     whole = mt.evaluate(net, learner, task)
     calls = []
     run = nm.Learner.run
@@ -83,12 +90,64 @@ def test_evaluation_in_pieces_equals_one_batch(monkeypatch, learner):
         calls.append(x.shape[0]), run(self, net_, x, y, **kw))[1])
     monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 3 * n + n // 2)
     assert mt.eval_piece_tasks(net.theta) == 3
+    assert mt.eval_piece_tasks(net.theta, learner) == (3 if split else None)
     pieces = mt.evaluate(net, learner, task)
-    assert calls == [3, 3, 3, 2]
+    assert calls == ([3, 3, 3, 2] if split else [11])
     assert np.array_equal(pieces, whole) and whole.shape == (11,)
     monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", 1)      # fewer than one network
     assert mt.eval_piece_tasks(net.theta) == 1
     assert np.array_equal(mt.evaluate(net, learner, task), whole)
+    with pytest.raises(nm.ValidationError, match="metatrain.evaluate.net: must be a model"):
+        mt.evaluate(net.theta, learner, task)
+
+
+def test_unsettled_evaluation_in_pieces_counts_once(monkeypatch):
+    """MetaTrainer counts an evaluation whose phases did not all settle once, however
+    many pieces it was solved in."""
+    from neuro_meta import metatrain as mt
+    net, task, n = _pieces_problem(6)
+    learner = nm.Learner(rule="backprop", integrator="expeuler", dt=0.05, tol=1e-30,
+                         settle="solve", max_duration=0.1)
+    cml = nm.CML(beta=0.1, learner=learner)
+    from neuro_meta.families import Sinusoid
+    fam = Sinusoid()
+    counts = []
+    for numbers in (10 ** 9, 2 * n):
+        monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", numbers)
+        tr = MetaTrainer(net, fam, cml, meta_batch=2, eval_tasks=6, test_task=task,
+                         val_task=task)
+        tr.evaluate(tasks="test")
+        tr.evaluate(tasks="validation")
+        counts.append(tr._not_settled)
+    assert counts == [2, 2]
+
+
+def test_omniglot_scoring_runs_in_pieces(monkeypatch):
+    """Omniglot's scoring of CML (784-64-64-5, settled by the solver) and of MAML runs
+    10 tasks in pieces of a few (4 and 9), the same errors as in one batch."""
+    from neuro_meta import baselines as bl
+    from neuro_meta import metatrain as mt
+    from neuro_meta.experiments import omniglot
+    cfg = omniglot.effective_config(load_model("omniglot"), seed=0)
+    fams = omniglot.families(cfg)
+    task = fams["test"].sample(np.random.default_rng(0), 10)
+    learner, tr = omniglot.build_cml(cfg, fams)
+    maml, params = omniglot._baseline(cfg, "maml")[0], bl.init_mlp(omniglot.mlp_sizes(cfg), 0)
+    calls = []
+    run, evaluate = nm.Learner.run, bl.MAML.evaluate
+    monkeypatch.setattr(nm.Learner, "run", lambda self, net_, x, y, **kw: (
+        calls.append(("cml", x.shape[0])), run(self, net_, x, y, **kw))[1])
+    monkeypatch.setattr(bl.MAML, "evaluate", lambda self, p, t, *a: (
+        calls.append(("maml", t.n_tasks)), evaluate(self, p, t, *a))[1])
+    got = {}
+    for numbers in (mt.EVAL_PIECE_NUMBERS, 10 ** 9):
+        monkeypatch.setattr(mt, "EVAL_PIECE_NUMBERS", numbers)
+        got[numbers] = (omniglot.cml_errors(tr.net, learner, task),
+                        omniglot.baseline_errors(maml, params, task))
+    assert calls == [("cml", 4), ("cml", 4), ("cml", 2), ("maml", 9), ("maml", 1),
+                     ("cml", 10), ("maml", 10)]
+    (a, b), (c, d) = got.values()
+    assert np.array_equal(a, c) and np.array_equal(b, d) and a.shape == b.shape == (10,)
 
 
 def test_task_pieces():

@@ -73,6 +73,7 @@ from ..io import budget_notes, reads_results, save_figure, write_json
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import (TEST, VALIDATION, MetaTrainer, eval_piece_tasks, mean_sem,
                          task_rng)
+from ..metatrain import evaluate as evaluate_after_learning
 from ..models import checked, configure, load_model, merge, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
@@ -335,26 +336,24 @@ def parse_methods(methods, default=METHODS):
 
 
 # ---------------------------------------------------------------------- evaluation
-def _chunked(task, fn, theta):
-    """``fn(task piece)`` over pieces of the tasks (as many as
-    :func:`~neuro_meta.metatrain.eval_piece_tasks` gives for ``theta``), concatenated."""
-    return np.concatenate([fn(t) for t in task.pieces(eval_piece_tasks(theta))])
-
-
-def _cml_task_errors(net, learner, t):
-    xt, yt, xv, yv = t.as_batch()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotSettledWarning)
-        res = learner.run(net, xt, yt)
-    return net.loss.score(net.predict(xv, [np.asarray(p) for p in res.phi_aug]), yv)
+#: Tasks per batch when scoring many tasks by CML's learning process (bounds memory: one
+#: φ per task); :func:`~neuro_meta.metatrain.evaluate` solves each batch in smaller
+#: pieces where that gives the same numbers (:data:`~neuro_meta.metatrain.EVAL_PIECE_NUMBERS`).
+EVAL_CHUNK = 100
 
 
 def _cml_part_errors(net, learner, task):
-    return _chunked(task, lambda t: _cml_task_errors(net, learner, t), net.theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotSettledWarning)
+        return np.concatenate([evaluate_after_learning(net, learner, t)
+                               for t in task.pieces(EVAL_CHUNK)])
 
 
 def _baseline_part_errors(method, params, task):
-    return _chunked(task, lambda t: method.evaluate(params, t), params)
+    """In pieces of :func:`~neuro_meta.metatrain.eval_piece_tasks` tasks (an inner loop
+    of SGD steps is per task: the same numbers)."""
+    return np.concatenate([method.evaluate(params, t)
+                           for t in task.pieces(eval_piece_tasks(params))])
 
 
 def _in_parts(fn, args, task, executor):
