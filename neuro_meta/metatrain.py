@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 #: x the network's meta-parameters, float64: 4 MiB), so that the per-task arrays of a
 #: piece stay in the cache and are not allocated afresh from the system at every
 #: operation. A 784-64-64-5 Omniglot network (110 000 meta-parameters) then solves 4
-#: tasks at a time: 100 test tasks at its trained meta-parameters took 4.5-5.7 s, against
-#: 9-14 s (half of it system time) in one piece of 100; a small sinusoid network
+#: tasks at a time: 100 test tasks at its trained meta-parameters took 3.6-6.4 s, against
+#: 9.1-14 s (half of it system time) in one piece of 100; a small sinusoid network
 #: (about 3 500) still solves 100 tasks at once. The baselines' inner loops
 #: (:func:`~neuro_meta.baselines.train_baseline`'s evaluations) are split the same way.
 #: The solver decides every step per task, so a task's result does not depend on the
