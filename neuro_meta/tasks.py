@@ -61,8 +61,11 @@ class Task:
 
     def pieces(self, size):
         """The task batch as consecutive pieces of at most ``size`` tasks (each a batched
-        :class:`Task`, in order); a task without a task axis is one piece."""
+        :class:`Task`, in order); a batch of at most ``size`` tasks is one piece, itself;
+        a task without a task axis is one piece (with a task axis)."""
         size = P.integer(size, "Task.pieces", "size", low=1)
+        if self.batched and self.n_tasks <= size:
+            return [self]
         arrays = self.as_batch()
         n = arrays[0].shape[0]
         return [Task(*(a[i:i + size] for a in arrays)) for i in range(0, n, size)]

@@ -189,15 +189,28 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
                        r"of another meta\.seed are combined as another seed \(got pixel_nn, "
                        r"maml in run_dirs\[2\] against pixel_nn, cml_untrained, cml, maml\)"):
         og.combine([ones[1], ones[3], ones[0]], tmp_path / "o")
-    # one seed against --seeds, and other seeds: refused before anything is written
-    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
-                       r"the seeds of .*\[0, 1\].*a one-seed run"):
+    # a --seeds folder beside runs of other seeds: its seed folders are one-seed runs,
+    # combined across the seeds (a seed added to a comparison) -- and every seed must
+    # then have the same methods; refused before anything is written
+    with pytest.raises(ValidationError, match=r"run_dirs\[0\]/seed_1 \(seed 1\): methods: "
+                       r"must be those of seed 0 \(\[run_dirs\[0\]/seed_0, run_dirs\[1\]\]\)"):
         og.combine([tmp_path / "cml", runs / "maml"], tmp_path / "o")
     _seeds_run(tmp_path / "maml_02", "maml", (0, 2))
-    with pytest.raises(ValidationError, match=r"run_dirs\[1\]: must be a --seeds run with "
-                       r"the seeds of .*seeds \[0, 2\]"):
+    with pytest.raises(ValidationError, match=r"run_dirs\[0\]/seed_1 \(seed 1\): methods: "
+                       r"must be those of seed 0 \(\[run_dirs\[0\]/seed_0, "
+                       r"run_dirs\[1\]/seed_0\]\)"):
         og.combine([tmp_path / "cml", tmp_path / "maml_02"], tmp_path / "o")
+    with pytest.raises(ValidationError, match=r"run_dirs\[1\]/seed_0: must be another run"):
+        og.combine([tmp_path / "both" / "seed_0", tmp_path / "both"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+    _seeds_run(tmp_path / "both_2", "cml,maml", (2,))
+    more = og.combine([tmp_path / "both_2", tmp_path / "both"], tmp_path / "three")
+    assert more["seeds"] == [0, 1, 2]
+    for k, src in ((0, tmp_path / "both"), (1, tmp_path / "both"), (2, tmp_path / "both_2")):
+        got = json.loads((tmp_path / "three" / f"seed_{k}" / "results.json").read_text())
+        want = json.loads((src / f"seed_{k}" / "results.json").read_text())
+        assert got["gaps"] == want["gaps"], k
+    assert more["combined_from"] == [str(tmp_path / "both_2"), str(tmp_path / "both")]
 
 
 def test_output_is_written_whole_or_not_at_all(runs, tmp_path, monkeypatch):

@@ -1465,7 +1465,11 @@ def combine(run_dirs, out_dir, curves="time"):
     runs of several seeds (``meta.seed``; e.g. ``long_cml_0 long_maml_0 long_cml_1
     long_maml_1``, in any order, or earlier combinations ``long_0 long_1``): grouped by
     seed, each seed's runs combined as above, and every seed must have the same methods
-    and, apart from ``meta.seed`` and ``methods``, the same configuration."""
+    and, apart from ``meta.seed`` and ``methods``, the same configuration. A ``--seeds``
+    folder beside runs of other seeds (one-seed runs, or ``--seeds`` folders of other
+    seeds) counts as its ``seed_<k>`` folders, each a one-seed run (named
+    ``run_dirs[i]/seed_<k>`` in messages): ``combine([long_seeds, long_4], out)`` adds
+    seed 4 to a combination of seeds 0-3."""
     O = "omniglot.combine"
     P.choice(curves, O, "curves", ("time", "steps"))
     if isinstance(run_dirs, (str, bytes, os.PathLike)) or not hasattr(run_dirs, "__iter__"):
@@ -1494,33 +1498,45 @@ def combine(run_dirs, out_dir, curves="time"):
     if any(out.resolve() in d.parents for d in real):
         P.fail(O, "out_dir", "must not hold the runs (it would be replaced)",
                repr(str(out_dir)))
-    tops = [_read_results(d, O, f"run_dirs[{i}]") for i, d in enumerate(dirs)]
-    seeds = [dict(_seed_dirs(d, r, O)) for d, r in zip(dirs, tops)]
-    kinds = ["--seeds run" if r.get("seeds") is not None else "one-seed run" for r in tops]
+    labels = [f"run_dirs[{i}]" for i in range(len(dirs))]
+    given = list(dirs)
+    tops, seeds, kinds = _read_runs(O, dirs, labels)
+    if "--seeds run" in kinds and any(
+            kinds[i] != kinds[0] or set(seeds[i]) != set(seeds[0]) for i in range(len(dirs))):
+        # a --seeds folder beside runs of other seeds (one-seed runs, or --seeds runs of
+        # other seeds): its seed_<k> folders are one-seed runs of their own, combined
+        # across the seeds below (a seed added to a --seeds comparison)
+        dirs, labels = _seed_folders(dirs, labels, seeds)
+        real = [d.resolve() for d in dirs]
+        for i, d in enumerate(real):
+            if d in real[:i]:
+                P.fail(O, labels[i], "must be another run than the ones before it",
+                       repr(str(dirs[i])))
+        tops, seeds, kinds = _read_runs(O, dirs, labels)
     for i in range(1, len(dirs)):
         if kinds[i] != kinds[0] or set(seeds[i]) != set(seeds[0]):
             raise ValidationError(
-                f"{O}: run_dirs[{i}]: must be a {kinds[0]} with the seeds of {dirs[0]} "
+                f"{O}: {labels[i]}: must be a {kinds[0]} with the seeds of {dirs[0]} "
                 f"({tops[0].get('seeds') or 'one seed'}) (got {str(dirs[i])!r}: a "
                 f"{kinds[i]}, seeds {tops[i].get('seeds') or 'one'})")
     # every run (every seed's) read and checked, its checkpoints too, before anything
     # is written; then everything is written into a new folder beside out_dir, which
     # replaces it whole
     per = []
-    run_seeds = [_run_seed(r, O, f"run_dirs[{i}]") for i, r in enumerate(tops)]
+    run_seeds = [_run_seed(r, O, labels[i]) for i, r in enumerate(tops)]
     if None in seeds[0] and len(set(run_seeds)) > 1:
         # one-seed runs of several seeds: combined seed by seed, then across the seeds
         # (the seeds checked against each other first, before any checkpoint is read)
-        _check_across_seeds(O, tops, run_seeds)
+        _check_across_seeds(O, tops, run_seeds, labels)
         for k in sorted(set(run_seeds)):
-            runs = [(i, dirs[i], *_one_seed_results(dirs[i], O, f"run_dirs[{i}]"))
+            runs = [(labels[i], dirs[i], *_one_seed_results(dirs[i], O, labels[i]))
                     for i in range(len(dirs)) if run_seeds[i] == k]
             per.append((k, _combined(O, runs, f" (seed {k})")))
         per = _in_first_seed_order(per)
     else:
         for k in seeds[0]:
             where = "" if k is None else f" (seed {k})"
-            runs = [(i, s[k], *_one_seed_results(s[k], O, f"run_dirs[{i}]{where}"))
+            runs = [(labels[i], s[k], *_one_seed_results(s[k], O, f"{labels[i]}{where}"))
                     for i, s in enumerate(seeds)]
             per.append((k, _combined(O, runs, where)))
     tmp = _fresh_output(O, out)
@@ -1530,7 +1546,7 @@ def combine(run_dirs, out_dir, curves="time"):
         else:
             done = [_write_combined(c, tmp / f"seed_{k}", curves) for k, c in per]
             result = aggregate_seeds([k for k, _ in per], done)
-            result["combined_from"] = [str(d) for d in dirs]
+            result["combined_from"] = [str(d) for d in given]
             write_json(tmp / "results.json", result)
             plot_seeds(tmp / "seeds.png", result)
         _replace_output(tmp, out)
@@ -1540,6 +1556,31 @@ def combine(run_dirs, out_dir, curves="time"):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def _read_runs(O, dirs, labels):
+    """``(results, {seed: folder} per run, kinds)`` of the runs ``dirs`` (``labels``:
+    how messages name them)."""
+    tops = [_read_results(d, O, labels[i]) for i, d in enumerate(dirs)]
+    seeds = [dict(_seed_dirs(d, r, O)) for d, r in zip(dirs, tops)]
+    kinds = ["--seeds run" if r.get("seeds") is not None else "one-seed run" for r in tops]
+    return tops, seeds, kinds
+
+
+def _seed_folders(dirs, labels, seeds):
+    """``(folders, labels)``: every ``--seeds`` run of ``dirs`` replaced by its
+    ``seed_<k>`` folders (one-seed runs; labelled ``run_dirs[i]/seed_<k>``), the
+    one-seed runs kept."""
+    out, names = [], []
+    for d, name, s in zip(dirs, labels, seeds):
+        if None in s:
+            out.append(d)
+            names.append(name)
+            continue
+        for k, folder in s.items():
+            out.append(folder)
+            names.append(f"{name}/seed_{k}")
+    return out, names
 
 
 def _run_seed(res, O, attr):
@@ -1554,7 +1595,7 @@ def _run_seed(res, O, attr):
     return k
 
 
-def _check_across_seeds(O, tops, run_seeds):
+def _check_across_seeds(O, tops, run_seeds, labels):
     """One-seed runs of several seeds (``tops``: their results, ``run_seeds``: their
     seeds): every seed must have the same methods and, apart from ``meta.seed`` and
     ``methods``, the same configuration as the first seed -- the seeds of one
@@ -1566,6 +1607,11 @@ def _check_across_seeds(O, tops, run_seeds):
     (k0, first), *others = sorted(groups.items())
     ref = _without_seed(_without_methods(tops[first[0]]["config"]))
 
+    def group(idx):             # run_dirs[0, 1], or the folders' own labels
+        if all(labels[j] == f"run_dirs[{j}]" for j in idx):
+            return f"run_dirs{idx}"
+        return "[" + ", ".join(labels[j] for j in idx) + "]"
+
     def names(idx):
         return list(dict.fromkeys(n for i in idx for n in tops[i]["methods"]))
 
@@ -1576,16 +1622,16 @@ def _check_across_seeds(O, tops, run_seeds):
         if diff is not None:
             key, a, b = diff
             raise ValidationError(
-                f"{O}: run_dirs[{idx[0]}] (seed {k}): must be a run of the configuration of "
-                f"run_dirs[{first[0]}] (seed {k0}) apart from meta.seed and methods (runs "
+                f"{O}: {labels[idx[0]]} (seed {k}): must be a run of the configuration of "
+                f"{labels[first[0]]} (seed {k0}) apart from meta.seed and methods (runs "
                 f"of several seeds are the seeds of one comparison): {key} is {b!r} for "
                 f"seed {k}, {a!r} for seed {k0}")
         got = names(idx)
         if set(got) != set(want):
             raise ValidationError(
-                f"{O}: run_dirs[{idx[0]}] (seed {k}): methods: must be those of seed {k0} "
-                f"(run_dirs{first}), every seed the same -- runs of another meta.seed are "
-                f"combined as another seed (got {', '.join(got)} in run_dirs{idx} against "
+                f"{O}: {labels[idx[0]]} (seed {k}): methods: must be those of seed {k0} "
+                f"({group(first)}), every seed the same -- runs of another meta.seed are "
+                f"combined as another seed (got {', '.join(got)} in {group(idx)} against "
                 f"{', '.join(want)})")
 
 
@@ -1646,7 +1692,7 @@ def _replace_output(tmp, out):
 
 
 def _combined(O, runs, where=""):
-    """``(results, checkpoints)`` of the one-seed runs ``[(index, folder, results,
+    """``(results, checkpoints)`` of the one-seed runs ``[(label, folder, results,
     config)]`` put together (:func:`combine`), checked -- the checkpoints against their
     results as :func:`selected_models` does -- nothing written."""
     import warnings
@@ -1658,12 +1704,12 @@ def _combined(O, runs, where=""):
         if diff is not None:
             key, a, b = diff
             raise ValidationError(
-                f"{O}: run_dirs[{i}]{where}: must be a run of the same configuration as "
+                f"{O}: {i}{where}: must be a run of the same configuration as "
                 f"{base_dir} but for its methods (a paired comparison needs the same seed, "
                 f"tasks and budgets): {key} is {b!r} in {d}, {a!r} in {base_dir}")
     methods, history, source, ckpts = {}, {}, {}, []
     for i, d, res, cfg in runs:
-        attr = f"run_dirs[{i}]{where}"
+        attr = f"{i}{where}"
         check_summaries(res["methods"], O, f"{attr}.methods")
         pix = (res["methods"].get("pixel_nn") or {}).get("accuracy_per_task")
         if pix is None:
