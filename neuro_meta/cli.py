@@ -100,7 +100,8 @@ def _parser():
     co.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
                     help="folders of finished neuro-meta run omniglot runs (two or more; "
                     "one seed each -- runs of several seeds are combined seed by seed, "
-                    "then across the seeds -- or all --seeds runs of the same seeds)")
+                    "then across the seeds -- or --seeds runs of the same seeds; a --seeds "
+                    "folder beside runs of other seeds counts as its seed_<k> folders)")
     co.add_argument("--out", required=True, help="output folder (not one of the runs')")
     co.add_argument("--curves", choices=("time", "steps"), default="time",
                     help="x-axis of the learning curves (default time)")

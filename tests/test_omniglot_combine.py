@@ -211,6 +211,16 @@ def test_seeds_runs_combine_seed_by_seed_and_aggregate_as_one_run(runs, tmp_path
         want = json.loads((src / f"seed_{k}" / "results.json").read_text())
         assert got["gaps"] == want["gaps"], k
     assert more["combined_from"] == [str(tmp_path / "both_2"), str(tmp_path / "both")]
+    # the documented case: a --seeds comparison and one-seed runs of a new seed
+    again = og.combine([tmp_path / "both", tmp_path / "both_2" / "seed_2"], tmp_path / "3b")
+    assert again["seeds"] == [0, 1, 2] and again["gaps"] == more["gaps"]
+    # never written into (or inside) a folder it reads, a seed folder included
+    for bad_out in (tmp_path / "both" / "seed_0", tmp_path / "both" / "seed_1" / "x"):
+        with pytest.raises(ValidationError, match=r"out_dir: must be a folder of its own, "
+                           r"outside the runs' folders \(one is .*both/seed_"):
+            og.combine([tmp_path / "both_2", tmp_path / "both"], bad_out)
+    assert (tmp_path / "both" / "seed_0" / "results.json").is_file()
+    assert not (tmp_path / "both" / "seed_1" / "x").exists()
 
 
 def test_output_is_written_whole_or_not_at_all(runs, tmp_path, monkeypatch):

@@ -1513,6 +1513,13 @@ def combine(run_dirs, out_dir, curves="time"):
                 P.fail(O, labels[i], "must be another run than the ones before it",
                        repr(str(dirs[i])))
         tops, seeds, kinds = _read_runs(O, dirs, labels)
+    # out_dir is none of the folders read (a --seeds folder's seed_<k> folders too) and
+    # inside none of them: replacing it must not touch a run
+    o = out.resolve()
+    for folder in {f.resolve() for s in seeds for f in s.values()} | set(real):
+        if o == folder or folder in o.parents:
+            P.fail(O, "out_dir", f"must be a folder of its own, outside the runs' folders "
+                   f"(one is {folder})", repr(str(out_dir)))
     for i in range(1, len(dirs)):
         if kinds[i] != kinds[0] or set(seeds[i]) != set(seeds[0]):
             raise ValidationError(
