@@ -1487,18 +1487,14 @@ def combine(run_dirs, out_dir, curves="time"):
                repr(out_dir) if isinstance(out_dir, str) else type(out_dir).__name__)
     dirs = [Path(d) for d in run_dirs]
     out = Path(out_dir)
-    real = [d.resolve() for d in dirs]
-    for i, d in enumerate(real):
-        if d in real[:i]:
-            P.fail(O, f"run_dirs[{i}]", "must be another run than the ones before it",
-                   repr(str(run_dirs[i])))
+    labels = [f"run_dirs[{i}]" for i in range(len(dirs))]
+    real = _distinct(O, dirs, labels)
     if out.resolve() in real:
         P.fail(O, "out_dir", "must be a folder of its own, not one of the runs'",
                repr(str(out_dir)))
     if any(out.resolve() in d.parents for d in real):
         P.fail(O, "out_dir", "must not hold the runs (it would be replaced)",
                repr(str(out_dir)))
-    labels = [f"run_dirs[{i}]" for i in range(len(dirs))]
     given = list(dirs)
     tops, seeds, kinds = _read_runs(O, dirs, labels)
     if "--seeds run" in kinds and any(
@@ -1507,11 +1503,7 @@ def combine(run_dirs, out_dir, curves="time"):
         # other seeds): its seed_<k> folders are one-seed runs of their own, combined
         # across the seeds below (a seed added to a --seeds comparison)
         dirs, labels = _seed_folders(dirs, labels, seeds)
-        real = [d.resolve() for d in dirs]
-        for i, d in enumerate(real):
-            if d in real[:i]:
-                P.fail(O, labels[i], "must be another run than the ones before it",
-                       repr(str(dirs[i])))
+        real = _distinct(O, dirs, labels)
         tops, seeds, kinds = _read_runs(O, dirs, labels)
     # out_dir is none of the folders read (a --seeds folder's seed_<k> folders too) and
     # inside none of them: replacing it must not touch a run
@@ -1563,6 +1555,17 @@ def combine(run_dirs, out_dir, curves="time"):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def _distinct(O, dirs, labels):
+    """The run folders ``dirs`` resolved, each another folder than those before it
+    (refused otherwise, naming it by its label)."""
+    real = [d.resolve() for d in dirs]
+    for i, d in enumerate(real):
+        if d in real[:i]:
+            P.fail(O, labels[i], "must be another run than the ones before it",
+                   repr(str(dirs[i])))
+    return real
 
 
 def _read_runs(O, dirs, labels):
