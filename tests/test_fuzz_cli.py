@@ -281,6 +281,12 @@ def alphabet_dirs(tmp_path_factory):
         res = json.loads((tmp / dst / "results.json").read_text())
         res["config"]["meta"]["seed"] = seed
         (tmp / dst / "results.json").write_text(json.dumps(res))
+    # a --seeds folder (seeds 0 and 1, put together by combine) and a run of seed 2: the
+    # folder beside it counts as its seed folders (a seed added to a comparison)
+    for k in (1, 2):
+        omniglot.run(tmp / f"run_s{k}", progress=False, seed=k, methods="cml,maml",
+                     overrides=tiny)
+    omniglot.combine([tmp / "run", tmp / "run_s1"], tmp / "seeds01")
     return tmp
 
 
@@ -317,10 +323,11 @@ def test_generated_combine_arguments(monkeypatch, alphabet_dirs, capsys, data):
     behind."""
     monkeypatch.setattr(omniglot, "_write_combined", _reached)
     names = ["cml_only", "maml_only", "run", "badjson", "other", "empty", "nowhere", "",
-             "cml_s1", "maml_s1", "oddseed"]
+             "cml_s1", "maml_s1", "oddseed", "seeds01", "seeds01/seed_1", "run_s2"]
     dirs = data.draw(st.one_of(st.permutations(["cml_only", "maml_only"]),
                                st.permutations(["cml_only", "maml_only", "cml_s1",
                                                 "maml_s1"]),
+                               st.permutations(["seeds01", "run_s2"]),
                                st.lists(st.sampled_from(names), max_size=4)))
     argv = ["combine"] + [str(alphabet_dirs / d) if d else "" for d in dirs]
     opts = data.draw(st.lists(st.sampled_from(["--out", "--curves", "--bogus"]),
@@ -331,7 +338,7 @@ def test_generated_combine_arguments(monkeypatch, alphabet_dirs, capsys, data):
         if o == "--out":
             argv += [o, data.draw(st.sampled_from(
                 [str(alphabet_dirs / "fresh_out"), str(alphabet_dirs / "fresh_out"),
-                 str(alphabet_dirs / "cml_only"),
+                 str(alphabet_dirs / "cml_only"), str(alphabet_dirs / "seeds01" / "seed_0"),
                  str(alphabet_dirs / "run"), str(alphabet_dirs), ""]))]
         elif o == "--curves":
             argv += [o, data.draw(st.sampled_from(["time", "steps", "x", ""]))]
