@@ -552,7 +552,7 @@ def evaluation_pieces(tasks=100, rounds=2):
     fams = omniglot.families(cfg)
     task = fams["test"].sample(mt.task_rng(0, mt.TEST), tasks)
     learner, trainer = omniglot.build_cml(cfg, fams)
-    maml = bl.MAML(**cfg["baselines"]["maml"], loss="cross_entropy")
+    maml, _ = omniglot.baseline_method(cfg, "maml")
     params = bl.init_mlp(omniglot.mlp_sizes(cfg), 0)
     cases = {"cml": (lambda: omniglot.cml_errors(trainer.net, learner, task),
                      trainer.net.theta),

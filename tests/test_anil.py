@@ -213,7 +213,7 @@ def test_anil_on_omniglot_is_in_the_maml_family_of_the_gaps(tmp_path):
     assert set(res["gaps"]["cml"]) >= {"maml", "anil", "best"}
     d = np.subtract(m["cml"]["accuracy_per_task"], m["anil"]["accuracy_per_task"])
     assert res["gaps"]["cml"]["anil"]["mean"] == pytest.approx(d.mean(), abs=1e-15)
-    method, _ = og._baseline(og._cfg(), "anil")
+    method, _ = og.baseline_method(og._cfg(), "anil")
     assert isinstance(method, ANIL) and method.loss.name == "cross_entropy"
     assert (method.inner_lr, method.inner_steps) == tuple(
         og._cfg()["baselines"]["anil"][k] for k in ("inner_lr", "inner_steps"))

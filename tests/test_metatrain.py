@@ -132,7 +132,7 @@ def test_omniglot_scoring_runs_in_pieces(monkeypatch):
     fams = omniglot.families(cfg)
     task = fams["test"].sample(np.random.default_rng(0), 10)
     learner, tr = omniglot.build_cml(cfg, fams)
-    maml, params = omniglot._baseline(cfg, "maml")[0], bl.init_mlp(omniglot.mlp_sizes(cfg), 0)
+    maml, params = omniglot.baseline_method(cfg, "maml")[0], bl.init_mlp(omniglot.mlp_sizes(cfg), 0)
     calls = []
     run, evaluate = nm.Learner.run, bl.MAML.evaluate
     monkeypatch.setattr(nm.Learner, "run", lambda self, net_, x, y, **kw: (

@@ -723,3 +723,17 @@ def test_a_run_on_two_test_tasks_draws_and_tabulates(tmp_path):
                  overrides=TINY + ["final.test_tasks=2"])
     assert "untrained" in og.summary_table(res)
     assert (tmp_path / "omniglot.png").stat().st_size > 0
+
+
+def test_baseline_method_builds_what_the_file_says_and_checks_it():
+    """``baseline_method`` (used by the bench too): the file's settings and the
+    cross-entropy inner loss; a bad setting is one error naming the file and key."""
+    cfg = og._cfg()
+    maml, section = og.baseline_method(cfg, "maml")
+    want = cfg["baselines"]["maml"]
+    assert isinstance(maml, bl.MAML) and isinstance(maml.loss, nm.losses.SoftmaxCrossEntropy)
+    assert (maml.inner_lr, maml.inner_steps) == (want["inner_lr"], want["inner_steps"])
+    assert section["meta_batch"] == cfg["baselines"]["meta_batch"]
+    with pytest.raises(ValidationError,
+                       match=r"omniglot\.yaml: baselines\.maml: MAML\.inner_lr: must be > 0"):
+        og.baseline_method(og._cfg(overrides=["baselines.maml.inner_lr=-1"]), "maml")

@@ -167,7 +167,7 @@ def test_bad_tie_settings_name_file_and_key(overrides, match):
     fams = og.families(cfg)
     with pytest.raises(ValidationError, match=match):
         trainer = og.build_cml(cfg, fams)[1]
-        og._baseline(cfg, "maml")
+        og.baseline_method(cfg, "maml")
         og._baseline_training(cfg, "maml", fams, trainer)
 
 

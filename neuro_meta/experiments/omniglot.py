@@ -317,10 +317,14 @@ def tie_readout(where, key, sec):
     return value
 
 
-def _baseline(cfg, name):
-    """(method, baselines section) with the cross-entropy loss of the learning process
+def baseline_method(cfg, name):
+    """``(method, baselines section)``: the baseline ``name`` (``"maml"``, ``"fomaml"``,
+    ``"anil"``, ``"reptile"``, ``"imaml"``, ``"untrained"``, the WarpGrad ones) of the
+    configuration ``cfg`` (e.g. :func:`effective_config` of ``load_model("omniglot")``)
+    as a run builds it: the ``baselines`` section checked (a bad setting is one
+    ``ValidationError`` naming it), the soft-max cross-entropy as its inner loss.
     (``baselines.tie_readout`` is this experiment's, read by :func:`_baseline_training`,
-    and is not passed on)."""
+    and is not passed on.)"""
     b = cfg.get("baselines")
     if isinstance(b, dict) and "tie_readout" in b:
         tie_readout(cfg.get("_file", "<config>"), "baselines", b)
@@ -531,7 +535,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
         for name in methods if name in CML_METHODS}
     for name in methods:            # every method's settings checked before any work
         if name not in CML_METHODS:
-            _baseline(cfg, name)
+            baseline_method(cfg, name)
     seed = cfg["meta"]["seed"]
     out.mkdir(parents=True, exist_ok=True)
     tasks = {"main": fams["test"].sample(task_rng(seed, TEST, 1), final["test_tasks"])}
@@ -620,7 +624,7 @@ def _baseline_training(cfg, name, fams, trainer):
     the progress bar, the executor, the checkpoint and ``resume``; the one place a run
     and a reading of its checkpoints (:func:`selected_models`) take them from."""
     compare = compare_cfg(cfg)
-    method, b = _baseline(cfg, name)
+    method, b = baseline_method(cfg, name)
     params0 = (wg.init_warped_mlp if name in WARPGRAD else bl.init_mlp)(
         mlp_sizes(cfg), cfg["meta"]["seed"])
     where = cfg.get("_file", "<config>")
