@@ -6,16 +6,19 @@
                             [--budget SECONDS|none]
     neuro-meta run omniglot [--ways N] [--shots K] [--methods LIST] [--budget SECONDS|none]
                             [--seeds N|LIST]
-    neuro-meta run bandit [--methods LIST] [--budget SECONDS|none]
+    neuro-meta run bandit [--methods LIST] [--budget SECONDS|none] [--curves ...]
     neuro-meta run vsml [--methods LIST] [--budget SECONDS|none]
     neuro-meta gradcheck [--out DIR]
     neuro-meta gradquality [--quick] [--out DIR]
     neuro-meta bench [--quick] [--out DIR]
+    neuro-meta alphabets RUN_DIR [--tasks N] [--methods LIST]
+    neuro-meta adaptation RUN_DIR [--tasks N] [--methods LIST]
+    neuro-meta combine RUN_DIR RUN_DIR ... --out DIR
     neuro-meta models
     neuro-meta describe NAME
 
-Errors of the package are printed as one line and exit with status 2 (``--debug`` shows
-the traceback).
+Errors of the package are printed as one line and exit with status 2 (``--debug``,
+before or after the command, shows the traceback).
 """
 import argparse
 import contextlib
@@ -116,6 +119,9 @@ def _parser():
     d.add_argument("name", help="a model file's name (see neuro-meta models) or path")
     d.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="a folder of model files searched before the shipped ones")
+    for command in sub.choices.values():    # --debug after the command too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks of errors")
     return p
 
 
@@ -123,9 +129,9 @@ def _run_parser(sub):
     """The options of ``neuro-meta run``."""
     r = sub.add_parser("run", help="meta-train on an experiment, print a results table, "
                        "write results.json and plots")
-    r.add_argument("experiment", help="a shipped experiment (sinusoid, omniglot, "
-                   "consolidation, sinusoid_dual; see neuro-meta models) or your own YAML file (which may "
-                   "'extends:' a shipped one)")
+    r.add_argument("experiment", help="a shipped experiment (sinusoid, sinusoid_dual, "
+                   "omniglot, omniglot_long, consolidation, bandit, vsml; see neuro-meta "
+                   "models) or your own YAML file (which may 'extends:' a shipped one)")
     r.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY.PATH=VALUE", help="override one value of the file, e.g. "
                    "--set meta.steps=100 --set learner.dt=0.005 (repeatable)")
@@ -134,9 +140,9 @@ def _run_parser(sub):
                    "list (0,4,7); with --executor each seed is one job (omniglot: seeds in "
                    "turn, each on the same processes; CML minus the MAML family paired "
                    "by seed)")
-    r.add_argument("--curves", choices=("time", "steps"), default="time",
-                   help="x-axis of the learning curves: meta-training wall time "
-                   "(default) or meta-steps")
+    r.add_argument("--curves", choices=("time", "steps"), default=None,
+                   help="sinusoid, omniglot, bandit: x-axis of the learning curves: "
+                   "meta-training wall time (default) or meta-steps")
     r.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="a folder of model files searched before the shipped ones")
     r.add_argument("--quick", action="store_true", help="a short run (seconds)")
@@ -151,10 +157,9 @@ def _run_parser(sub):
                    "of vsml,sgd,adam,cml (default all)")
     r.add_argument("--budget", default=None, metavar="SECONDS|none",
                    help="sinusoid, omniglot, bandit: wall-time budget of meta-training per "
-                   "method, "
-                   "the same "
-                   "for every method (sets compare.budget_s); 'none': run meta.steps / "
-                   "baselines.steps instead")
+                   "method, the same for every method (sets compare.budget_s); 'none': run "
+                   "meta.steps / baselines.steps instead; vsml: evolution strategies' "
+                   "wall time (sets es.budget_s)")
     r.add_argument("--model", choices=("complex", "dual", "readout"), default=None,
                    help="sinusoid: the CML model -- complex synapses (default), the dual "
                    "system (slow weights, fast gains/biases/readout) or its readout-only "
@@ -309,13 +314,14 @@ def _run(args):
                               f"inherits it) (got {experiment!r})")
     exp = runners[experiment]
     model = args.model or ("dual" if sinusoid.is_dual(cfg) else "complex")
-    stem = name if args.model is None else f"sinusoid_{model}"
+    stem = name if args.model in (None, "complex") else f"sinusoid_{model}"
     out = _out_dir(f"results/{Path(stem).stem}" if args.out is None else args.out)
     overrides = list(args.overrides)
     only = {"sinusoid": ("model",), "omniglot": ("ways", "shots")}
-    for opt in ("model", "ways", "shots", "methods", "budget"):
+    for opt in ("model", "ways", "shots", "methods", "budget", "curves"):
         allowed = [e for e, opts in only.items() if opt in opts] if opt in (
-            "model", "ways", "shots") else ["sinusoid", "omniglot", "bandit", "vsml"]
+            "model", "ways", "shots") else ["sinusoid", "omniglot", "bandit"] + (
+            [] if opt == "curves" else ["vsml"])
         if getattr(args, opt) is not None and experiment not in allowed:
             raise ValidationError(f"neuro-meta run.--{opt}: only for the "
                                   f"{' and '.join(allowed)} experiment"
@@ -323,7 +329,7 @@ def _run(args):
                                   f"(got {getattr(args, opt)!r} with {experiment})")
     kw = {}
     if experiment in ("sinusoid", "omniglot", "bandit"):
-        kw = {"methods": args.methods, "curves": args.curves}
+        kw = {"methods": args.methods, "curves": args.curves or "time"}
         if args.budget is not None:
             overrides.append(f"compare.budget_s={_budget(args.budget)}")
     if experiment == "sinusoid":

@@ -87,6 +87,8 @@ def test_cli_bad_model_file_gives_clear_error_without_traceback(tmp_path):
     assert r.returncode == 2 and "not valid YAML" in r.stderr
     r = _cli("--debug", "run", "consolidation", "--quick", env=env)
     assert r.returncode != 0 and "Traceback" in r.stderr
+    r = _cli("run", "consolidation", "--quick", "--debug", env=env)     # after the command
+    assert r.returncode != 0 and "Traceback" in r.stderr and "not valid YAML" in r.stderr
 
 
 def test_cli_models_lists_files():

@@ -318,6 +318,10 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["run", "omniglot", "--model", "dual"], "--model: only with the shipped sinusoid"),
     (["run", "sinusoid", "--ways", "3"], "--ways: only for the omniglot"),
+    (["run", "consolidation", "--curves", "steps"],
+     "--curves: only for the sinusoid and omniglot and bandit experiments (got 'steps' "
+     "with consolidation)"),
+    (["run", "vsml", "--curves", "time"], "--curves: only for the sinusoid and omniglot"),
     (["run", "omniglot", "--ways", "1"], "ways: must be >= 2"),
     (["run", "omniglot", "--methods", "cml,bogus"], "methods: must be a comma-separated"),
     (["run", "omniglot", "--seeds", "2", "--seed", "1"], "--seeds: not with --seed"),

@@ -1,5 +1,6 @@
 """`neuro-meta run sinusoid`: CML and baselines on the same tasks."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +350,26 @@ def test_dual_default_run_matches_maml(tmp_path):
         "compare.budget_s=null", "meta.steps=400", "baselines.steps=2000"])
     m = {k: v["meta_test_mse"] for k, v in res["methods"].items()}
     assert m["cml"] <= 1.2 * m["maml"]
+
+
+@pytest.mark.parametrize("model, folder", [(None, "sinusoid"), ("complex", "sinusoid"),
+                                           ("dual", "sinusoid_dual"),
+                                           ("readout", "sinusoid_readout")])
+def test_cli_default_out_folder_per_model(tmp_path, monkeypatch, model, folder):
+    """Without --out a run writes to results/<experiment>; --model complex is the
+    default model, so the same folder; the dual models each their own."""
+    from neuro_meta import cli
+
+    seen = {}
+
+    def fake_run(out, **kw):
+        seen["out"] = out
+        raise SystemExit(0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sinusoid, "run", fake_run)
+    argv = ["run", "sinusoid", "--quick", "--no-progress"] + (
+        ["--model", model] if model else [])
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert Path(seen["out"]) == Path("results") / folder
