@@ -13,7 +13,7 @@ from neuro_meta.bench import main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes with numba)")
     parser.add_argument("--out", default="results/bench", help="output folder")
     args = parser.parse_args()
     main(quick=args.quick, out=args.out)

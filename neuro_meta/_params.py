@@ -80,12 +80,18 @@ def dimensionless(value, owner, attr):
 
 
 def shown(value):
-    """``repr(value)`` of a user's value for a message, at most 80 characters (Brian2's
-    repr of a huge quantity warns: silenced; an object whose repr fails is named by its
-    type)."""
+    """``repr(value)`` of a user's value for a message: one line, at most 80 characters
+    (Brian2's repr of a huge quantity warns: silenced; an array with units is named by
+    its shape and units; an object whose repr fails is named by its type)."""
     try:
+        if is_quantity(value) and np.size(value) > 1:       # an array with units
+            try:
+                unit = str(value.get_best_unit())
+            except Exception:
+                unit = str(value.dim)
+            return f"a Brian2 quantity of shape {np.shape(value)} in {unit}"
         with np.errstate(all="ignore"):
-            text = repr(value)
+            text = " ".join(repr(value).split())            # one line
     except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= 80 else text[:77] + "..."

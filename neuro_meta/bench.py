@@ -345,7 +345,7 @@ def _print_time_to_target(ttt):
         targets = targets or list(m["time_to_target"])
         cells = ["not reached" if m["time_to_target"][t] is None
                  else f"{m['time_to_target'][t]['time_s']:.1f} s" for t in targets]
-        print(f"{'sinusoid: ' + name:<24}{'time to MSE ' + '/'.join(targets):<22}"
+        print(f"{'sinusoid: ' + name:<24}{'time to MSE ' + '/'.join(targets):<22} "
               f"{' | '.join(cells)}  (final {m['meta_test_mse']:.4f} after "
               f"{m['meta_steps']} meta-steps, budget {ttt['budget_s']:g} s)")
 
@@ -369,6 +369,9 @@ def main(quick=False, out="results/bench"):
         rows.append((model, engine, rate, note))
         print(f"{model:<24}{engine:<22}{rate / 1e6:>12.0f}  {note}", flush=True)
 
+    if not fused.AVAILABLE:
+        print("numba is not installed: the 'fused' rows run the numpy fallback, far slower "
+              "than the compiled kernel (pip install '.[fast]')", flush=True)
     print(f"{'model':<24}{'engine':<22}{'M syn-steps/s':>12}  note")
     print("-" * 78)
     res.update(_throughput(quick, row))
@@ -399,7 +402,7 @@ def _throughput(quick, row):
                                                else (2000, 1200, 400, 300))
     rep = 2 if quick else 3
     r_f, w_f, phi_f = engine_rate(net, x, y, steps_f, rep)
-    row(label, "fused (numba)", r_f)
+    row(label, "fused (numba)" if fused.AVAILABLE else "fused (numpy: no numba)", r_f)
     r_np, _, _ = engine_rate(net, x, y, steps_np, 1 if quick else 2, engine="numpy")
     row(label, "numpy loop", r_np)
     base = {"fused": r_f, "numpy": r_np}

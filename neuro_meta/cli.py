@@ -25,6 +25,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -56,7 +57,8 @@ def _parser():
 
     b = sub.add_parser("bench", help="engine benchmarks: throughput against Brian2, "
                        "per-phase overhead, scaling; writes results.json")
-    b.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    b.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes "
+                   "with numba)")
     b.add_argument("--out", default="results/bench", help="output folder")
 
     a = sub.add_parser("alphabets", help="a finished omniglot run's selected methods "
@@ -108,6 +110,8 @@ def _parser():
     co.add_argument("--out", required=True, help="output folder (not one of the runs')")
     co.add_argument("--curves", choices=("time", "steps"), default="time",
                     help="x-axis of the learning curves (default time)")
+    co.add_argument("--no-progress", action="store_true", help="accepted as by every "
+                    "command (combine trains nothing and shows no progress bar)")
 
     mo = sub.add_parser("models", help="list the model/experiment files and where they "
                         "come from")
@@ -198,7 +202,10 @@ def main(argv=None):
 
     _CREATED.clear()
     try:
-        return _dispatch(args)
+        with warnings.catch_warnings():
+            if not args.debug:      # a warning as one line, not with its source line
+                warnings.showwarning = _warning_line
+            return _dispatch(args)
     except NeuroMetaError as err:
         _remove_empty_created()
         if args.debug:
@@ -215,6 +222,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("neuro-meta: interrupted", file=sys.stderr)
         return 130
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """A warning of a command as one line, ``neuro-meta: warning: ...`` (its category's
+    name if it is not a plain UserWarning), on standard error."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    print(f"neuro-meta: warning{kind}: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _dispatch(args):
@@ -308,6 +322,10 @@ def _run(args):
     experiment = cfg.get("experiment")
     runners = {"sinusoid": sinusoid, "omniglot": omniglot, "consolidation": consolidation,
                "bandit": bandit, "vsml": vsml}
+    if experiment in ("gradcheck", "gradquality"):
+        raise ValidationError(f"neuro-meta run.experiment: {name} is not run by neuro-meta "
+                              f"run: it has a command of its own, neuro-meta {experiment} "
+                              f"(got {name!r})")
     if not isinstance(experiment, str) or experiment not in runners:
         raise ValidationError(f"{cfg['_file']}: experiment: must be one of "
                               f"{', '.join(runners)} (a file that extends a shipped one "
@@ -331,7 +349,16 @@ def _run(args):
     if experiment in ("sinusoid", "omniglot", "bandit"):
         kw = {"methods": args.methods, "curves": args.curves or "time"}
         if args.budget is not None:
-            overrides.append(f"compare.budget_s={_budget(args.budget)}")
+            budget = _budget(args.budget)
+            if budget == "null" and args.quick and not any(
+                    o.split("=", 1)[0].strip() in ("meta.steps", "baselines.steps")
+                    for o in args.overrides):
+                raise ValidationError(
+                    "neuro-meta run.--budget: 'none' with --quick runs the file's step "
+                    "counts (its caps, up to 100000 meta-steps: no quick run); give them, "
+                    "e.g. --set meta.steps=20 --set baselines.steps=200, or keep --quick's "
+                    "budget (got --budget none --quick)")
+            overrides.append(f"compare.budget_s={budget}")
     if experiment == "sinusoid":
         kw["model"] = model if args.model else "complex"
     if experiment == "omniglot":

@@ -46,8 +46,11 @@ def warn_not_settled(learner, settled, t_end, stacklevel=2):
     """Warn (:class:`NotSettledWarning`) if a phase with a tolerance left tasks unsettled."""
     if learner.tol is None or settled.all():
         return
+    bound = "duration" if learner.duration is not None and (
+        learner.max_duration is None or learner.duration <= learner.max_duration) \
+        else "max_duration"         # the attribute that ended the phase (the user's)
     warnings.warn(f"Learner.run: {int((~settled).sum())} of {settled.size} task(s) did not "
-                  f"settle to tol={learner.tol:g} within {t_end:g} s; increase max_duration "
+                  f"settle to tol={learner.tol:g} within {t_end:g} s; increase {bound} "
                   "or tol -- or reduce dt: beyond its stable step an explicit integrator "
                   "oscillates around the fixed point instead of settling"
                   + ("" if getattr(learner, "substeps", 1) == "auto" else

@@ -73,6 +73,13 @@ class RateNetwork(ModelKind):
         ``"cross_entropy"`` (soft-max cross-entropy of the output layer's rates taken as
         logits, for classification with one-hot targets -- use a ``"linear"`` output
         activation); see :mod:`neuro_meta.losses`.
+
+    Notes
+    -----
+    ``synapses`` keeps the synapse descriptions the network was built from (their
+    initial values or initialisers); the meta-parameters the network holds now -- after
+    :meth:`with_theta`, e.g. meta-learned -- are :attr:`theta`, and the repr of such a
+    network shows them (shapes, and each λ's value or range), not the descriptions.
     """
 
     def __init__(self, sizes, activation="tanh", synapse=None, bias=True,
@@ -184,7 +191,7 @@ class RateNetwork(ModelKind):
         """A copy of the network with new meta-parameters (same structure as ``theta``)."""
         check_theta(self, theta)
         new = object.__new__(RateNetwork)
-        new.__dict__.update(self.__dict__)
+        new.__dict__.update(self.__dict__, _theta_given=True)   # (its repr shows theta)
         conns = []
         for i, c in enumerate(self.connections):
             if not c.plastic:
@@ -230,8 +237,10 @@ class RateNetwork(ModelKind):
         return self.forward(x, phi)[-1][1]
 
     def __repr__(self):
-        # unique by identity: synapses hold arrays and are not hashable
-        syn = ", ".join(repr(s) for s in {id(s): s for s in self.synapses}.values())
+        if self.__dict__.get("_theta_given"):      # the meta-parameters it holds now
+            syn = "[" + ", ".join(_held(c) for c in self.connections) + "]"
+        else:   # unique by identity: synapses hold arrays and are not hashable
+            syn = ", ".join(repr(s) for s in {id(s): s for s in self.synapses}.values())
         return (f"RateNetwork(sizes={list(self.sizes)}, activation="
                 f"{[a.name for a in self.activations]}, synapse={syn}, bias={self.bias}, "
                 f"tau_neuron={self.tau_neuron}, tau_synapse={self.tau_synapse}"
@@ -469,6 +478,17 @@ def check_theta(net, theta):
             needed = c.plastic and (c.has_bias or not k.endswith("_bias"))
             if needed and theta[k][i] is None:
                 fail(O, f"{k}[{i}]", "must be an array (the connection is plastic)", "None")
+
+
+def _held(conn):
+    """A connection's synapse as it is now: ω's shape, λ's value (or range)."""
+    if not conn.plastic:
+        return "StaticSynapse()"
+    omega, _ = split_aug(conn.omega, conn)
+    lam = np.asarray(conn.lam)
+    lo, hi = float(lam.min()), float(lam.max())
+    lam_text = f"{lo:.6g}" if lo == hi else f"array{omega.shape} in [{lo:.3g}, {hi:.3g}]"
+    return f"ComplexSynapse(omega=array{omega.shape}, lam={lam_text})"
 
 
 def split_aug(arr, conn):

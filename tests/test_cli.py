@@ -168,6 +168,26 @@ def test_out_errors_name_the_command_they_belong_to(command, tmp_path, capsys):
         assert f"neuro-meta {command[0]}.--out: {rule}" in err, err
 
 
+def test_warnings_of_a_command_are_one_line(tiny, tmp_path, capsys):
+    """A warning a run gives (here: --resume in a folder with nothing to resume) is one
+    line ``neuro-meta: warning: ...`` without its source line; --debug keeps Python's."""
+    (tmp_path / "empty").mkdir()
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                         "--no-progress", "--resume", "--out", str(tmp_path / "empty"))
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert code == 0 and len(lines) == 1, err
+    assert lines[0].startswith("neuro-meta: warning: --resume: ") and "starting afresh" in \
+        lines[0] and "cli.py" not in err, err
+
+
+def test_gradcheck_given_to_run_points_to_its_command(tmp_path, capsys):
+    code, _, err = _main(capsys, "run", "gradcheck", "--no-progress", "--out",
+                         str(tmp_path / "o"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "gradcheck is not run by neuro-meta run: it has a command of its own, " \
+        "neuro-meta gradcheck" in err, err
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_files_are_one_line_and_status_2(case, tmp_path, capsys):
     path = tmp_path / "bad.yaml"

@@ -233,7 +233,8 @@ CASES = [
     ("Learner.tol in mV", lambda: nm.Learner(tol=1 * brian2.mV), nm.ValidationError,
      r"Learner\.tol: is dimensionless"),
     ("data in mV", lambda: _run(x=X * brian2.mV), nm.ValidationError,
-     r"Learner\.run\.x: is dimensionless"),
+     r"Learner\.run\.x: is dimensionless: .*\(got a Brian2 quantity of shape \(\d+, \d+\) "
+     r"in mV\)$"),
     ("tau_synapse in mV", lambda: _net(tau_synapse=10 * brian2.mV), nm.ValidationError,
      r"RateNetwork\.tau_synapse: must have units of time \(got 10\. \* mvolt\)"),
     ("dt an array of times", lambda: nm.Learner(dt=[1, 2] * brian2.ms), nm.ValidationError,

@@ -508,9 +508,12 @@ def test_settling_stops_early_and_warns_when_not_settled(linear_task):
     K = x.shape[0]
     grad = (res.phi[0] @ x.T - y.T) @ x / K + 0.5 * (res.phi[0] - omega)
     assert np.abs(grad).max() < 1e-6
-    with pytest.warns(nm.NotSettledWarning, match="did not settle"):
+    with pytest.warns(nm.NotSettledWarning, match="did not settle.*increase max_duration"):
         res = nm.Learner(tol=1e-10, dt=0.1, max_duration=1.0).run(net, x, y)
     assert res.settled is False and np.isclose(res.t_end, 1.0)
+    # the hint names the bound the user gave: here duration, not max_duration
+    with pytest.warns(nm.NotSettledWarning, match=r"within 1 s; increase duration or tol"):
+        nm.Learner(tol=1e-10, dt=0.1, duration=1.0, settle="integrate").run(net, x, y)
 
 
 # ============================================================== 10. activations
@@ -550,6 +553,13 @@ def test_reprs_name_the_model(linear_task):
     assert "ComplexSynapse(omega=array(3, 3), lam=0.5)" in text
     one = nm.RateNetwork([5, 2], synapse=nm.ComplexSynapse(omega=omega, lam=0.5))
     assert repr(one).count("ComplexSynapse") == 1
+    # a network with other meta-parameters (with_theta) shows those, not its descriptions
+    th = one.theta
+    th["lam"][0][:], th["lam_bias"][0][:] = 3.0, 3.0
+    assert "ComplexSynapse(omega=array(2, 5), lam=3)" in repr(one.with_theta(th))
+    th["lam"][0][1, 2] = 0.25
+    assert "lam=array(2, 5) in [0.25, 3])" in repr(one.with_theta(th))
+    assert "lam=0.5" in repr(one)                       # the original is unchanged
     learner = nm.Learner(rule="delta", duration=0.1, dt=0.01)
     assert "rule='delta'" in repr(learner)
     res = learner.run(nm.RateNetwork([5, 2], synapse=nm.ComplexSynapse(omega=omega)), x, y)

@@ -220,6 +220,10 @@ def test_cli_budget_option(tmp_path, capsys):
                          "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "--budget" in err, err
+    code = cli.main(["run", "sinusoid", "--quick", "--budget", "none", "--no-progress",
+                     "--out", str(tmp_path / "q")])     # would run the files' step caps
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--set meta.steps=" in err, err
     code = cli.main(["run", "consolidation", "--budget", "5", "--out", str(tmp_path / "c")])
     assert code == 2 and "only for the sinusoid" in capsys.readouterr().err
     code = cli.main(["run", "sinusoid", "--quick", "--budget", "0.5", "--methods", "maml",
