@@ -54,6 +54,30 @@ def write_json(path, obj):
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def software():
+    """What produced a result: the versions of neuro_meta, Python and the numerical
+    packages (``numba``: None when it is not installed, i.e. the numpy engines ran)."""
+    import platform
+    from importlib import metadata
+
+    def version(dist):      # from the installed distributions' metadata
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"neuro_meta": version("neuro_meta"), "python": platform.python_version(),
+            **{d: version(d) for d in ("numpy", "scipy", "brian2", "numba")}}
+
+
+def write_results(path, results):
+    """Write an experiment's ``results.json`` (:func:`write_json`), with ``software``
+    (:func:`software`) added to ``results`` first, so that the returned results and the
+    file agree."""
+    results["software"] = software()
+    return write_json(path, results)
+
+
 def save_figure(fig, path, dpi=130):
     """Save a matplotlib figure atomically (format from the file ending)."""
     import io

@@ -190,6 +190,8 @@ class Learner:
         return (f"Learner(rule={self.rule!r}, presentation={self.presentation!r}, "
                 f"integrator={self.integrator!r}, dt={self.dt}, duration={self.duration}, "
                 f"tol={self.tol}, engine={self.engine!r}"
+                + (f", presentation_time={self.presentation_time}"
+                   if self.presentation_time is not None else "")
                 + (f", substeps={self.substeps!r}" if self.substeps != 1 else "")
                 + (f", settle={self.settle!r}" if self.settle != "integrate" else "") + ")")
 

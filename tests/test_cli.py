@@ -306,3 +306,20 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert run.returncode == 0, run.stderr
     methods = json.loads((work / "out" / "results.json").read_text())["methods"]
     assert {"cml", "maml", "fomaml", "reptile", "imaml", "untrained"} <= set(methods)
+
+
+def test_results_record_the_software_that_made_them(tiny, tmp_path, capsys):
+    """results.json's ``software``: the installed versions (from the package metadata,
+    independently of neuro_meta's own reading), numba null when it is not installed."""
+    from importlib import metadata
+
+    import neuro_meta
+    from neuro_meta.engines import fused
+
+    code, _, _ = _main(capsys, "run", str(tiny), "--quick", "--methods", "cml",
+                       "--no-progress", "--out", str(tmp_path / "o"))
+    sw = json.loads((tmp_path / "o" / "results.json").read_text())["software"]
+    assert code == 0 and sw["neuro_meta"] == neuro_meta.__version__
+    assert sw["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert (sw["numpy"], sw["brian2"]) == (np.__version__, metadata.version("brian2"))
+    assert (sw["numba"] is not None) == fused.AVAILABLE

@@ -122,3 +122,37 @@ def test_gradcheck_refuses_a_bad_lam_range_before_any_work(lam_range):
     cfg["problem"]["lam_range"] = lam_range
     with pytest.raises(ValidationError, match="problem.lam_range"):
         gradcheck.check_cfg(cfg)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_with_nothing_to_resume_warns_consolidation_and_bandit(tmp_path, monkeypatch):
+    """--resume in a folder with nothing to resume (a mistyped --out) warns, naming the
+    folder, before any work (consolidation: no checkpoint; bandit: no meta-parameters nor
+    checkpoints); with the file there, no warning."""
+    import warnings
+
+    from neuro_meta.experiments import bandit
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(consolidation.MetaTrainer, "evaluate", stop)
+    with pytest.warns(UserWarning, match=r"--resume: .*typo holds no checkpoint; starting"):
+        with pytest.raises(_Stop):
+            consolidation.run(tmp_path / "typo", quick=True, progress=False, resume=True)
+    monkeypatch.setattr(bandit, "check_checkpoints", stop)
+    with pytest.warns(UserWarning, match=r"--resume: .*typo2 holds no meta-parameters nor "
+                      r"checkpoints; starting afresh"):
+        with pytest.raises(_Stop):
+            bandit.run(tmp_path / "typo2", quick=True, progress=False, resume=True)
+    (tmp_path / "typo" / "checkpoint.npz").write_bytes(b"")
+    (tmp_path / "typo2" / "maml_checkpoint.npz").write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="--resume")
+        with pytest.raises(_Stop):
+            consolidation.run(tmp_path / "typo", quick=True, progress=False, resume=True)
+        with pytest.raises(_Stop):
+            bandit.run(tmp_path / "typo2", quick=True, progress=False, resume=True)

@@ -561,6 +561,9 @@ def test_reprs_name_the_model(linear_task):
     assert "lam=array(2, 5) in [0.25, 3])" in repr(one.with_theta(th))
     assert "lam=0.5" in repr(one)                       # the original is unchanged
     learner = nm.Learner(rule="delta", duration=0.1, dt=0.01)
-    assert "rule='delta'" in repr(learner)
+    assert "rule='delta'" in repr(learner) and "presentation_time" not in repr(learner)
+    assert "presentation_time=0.02" in repr(nm.Learner(rule="delta", presentation="online",
+                                                       duration=0.1, dt=0.01,
+                                                       presentation_time=0.02))
     res = learner.run(nm.RateNetwork([5, 2], synapse=nm.ComplexSynapse(omega=omega)), x, y)
     assert "steps=10" in repr(res)

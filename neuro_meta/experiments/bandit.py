@@ -59,7 +59,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import WheelBandit
 from ..initializers import Glorot
-from ..io import budget_notes, reads_results, save_figure, write_json
+from ..io import budget_notes, reads_results, save_figure, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, load_model, section
@@ -453,6 +453,11 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     fingerprint = config_fingerprint(cfg)
     meta_path = out / "meta_params.npz"
     saved = {}
+    if resume and not meta_path.exists() and not any(out.glob("*checkpoint.npz")):
+        import warnings     # (a mistyped --out)
+
+        warnings.warn(f"--resume: {out} holds no meta-parameters nor checkpoints; starting "
+                      "afresh", UserWarning, stacklevel=2)
     if resume and meta_path.exists():
         state = ckpt.load(meta_path)
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
@@ -509,7 +514,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                "executor": {**info, "deployment": info["kind"],
                             "meta_training": executor_info(meta_executor)["kind"]},
                "config": cfg}
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out, results)
     if meta:
         plot_meta(out, results, curves)

@@ -19,7 +19,7 @@ import numpy as np
 from .. import optim
 from ..cml import CML
 from ..families import LinearTeacher
-from ..io import reads_results, save_figure, write_json
+from ..io import reads_results, save_figure, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
@@ -96,6 +96,11 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     fam, trainer = build(cfg, executor=executor)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if resume and not (out / "checkpoint.npz").exists():    # (a mistyped --out)
+        import warnings
+
+        warnings.warn(f"--resume: {out} holds no checkpoint; starting afresh", UserWarning,
+                      stacklevel=2)
     t0 = time.perf_counter()
     untrained_net = trainer.net
     m0, s0 = trainer.evaluate(untrained_net)
@@ -126,7 +131,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
                             "w_shared": w_shared},
         "config": cfg,
     }
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out, hist, net, trainer, fam, results)
     return results
 

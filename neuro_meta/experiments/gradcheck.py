@@ -16,7 +16,7 @@ import numpy as np
 from .. import optim
 from ..cml import CML
 from ..exact import exact_meta_gradient
-from ..io import reads_results, save_figure, write_json
+from ..io import reads_results, save_figure, write_results
 from ..learning import Learner
 from ..errors import ValidationError
 from ..models import load_model
@@ -128,7 +128,7 @@ def run(out_dir, cfg=None, progress=True):
         "config": cfg,
     }
     out_dir = _out(out_dir)
-    write_json(out_dir / "results.json", results)
+    write_results(out_dir / "results.json", results)
     _plot(out_dir, betas, err_beta, tols, err_tol)
     return results
 

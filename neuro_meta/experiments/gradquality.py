@@ -34,7 +34,7 @@ from ..errors import ValidationError
 from ..estimators import cosine, estimate, relative_error
 from ..exact import exact_meta_gradient
 from ..initializers import Glorot, Uniform
-from ..io import reads_results, save_figure, write_json
+from ..io import reads_results, save_figure, write_results
 from ..kind import Packer
 from ..learning import Learner, NotSettledWarning
 from ..models import load_model
@@ -281,7 +281,7 @@ def run(out_dir, quick=False, progress=True, problems=PROBLEMS, seed=0):
         results["problems"][name] = res
     bar.close()
     results["wall_time_s"] = time.perf_counter() - t0
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out / "gradquality.png", results)
     return results
 

@@ -69,7 +69,7 @@ from ..dual import DualSystem
 from ..errors import ValidationError
 from ..families import FewShotClassification
 from ..initializers import Glorot
-from ..io import budget_notes, reads_results, save_figure, write_json
+from ..io import budget_notes, reads_results, save_figure, write_json, write_results
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import (TEST, VALIDATION, MetaTrainer, eval_piece_tasks, mean_sem,
                          task_rng)
@@ -603,7 +603,7 @@ def _run(out, cfg, methods, compare, final, progress, resume, executor, curves):
         done[name] = {"summary": summary, "history": results["history"][name]}
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
     results["gaps"] = task_gaps(results["methods"])
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out, results, curves)
     if "cml" in methods and trained:
         plot_tasks(out, trainer, learner, tasks["main"])
@@ -1550,7 +1550,7 @@ def combine(run_dirs, out_dir, curves="time"):
             done = [_write_combined(c, tmp / f"seed_{k}", curves) for k, c in per]
             result = aggregate_seeds([k for k, _ in per], done)
             result["combined_from"] = [str(d) for d in given]
-            write_json(tmp / "results.json", result)
+            write_results(tmp / "results.json", result)
             plot_seeds(tmp / "seeds.png", result)
         _replace_output(tmp, out)
     except BaseException:
@@ -1807,7 +1807,7 @@ def _write_combined(combined, out, curves):
     out.mkdir(parents=True, exist_ok=True)
     for path in ckpts:
         shutil.copyfile(path, out / path.name)
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out, results, curves)
     return results
 

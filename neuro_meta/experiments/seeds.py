@@ -15,7 +15,7 @@ from scipy import stats
 
 from .. import _params as P
 from ..errors import ValidationError
-from ..io import reads_results, save_figure, write_json
+from ..io import reads_results, save_figure, write_results
 
 
 #: The most seeds one call runs (each is a whole meta-training).
@@ -101,7 +101,7 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
                                    **kwargs) for s in seeds]
         per_seed = [f.result() for f in futures]
     agg = (aggregate_fn or aggregate)(seeds, per_seed)
-    write_json(out / "results.json", agg)
+    write_results(out / "results.json", agg)
     (plot_fn or plot)(out / "seeds.png", agg)
     return agg
 

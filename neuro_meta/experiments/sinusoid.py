@@ -40,7 +40,7 @@ from .. import optim
 from ..cml import CML
 from ..errors import ValidationError
 from ..families import Sinusoid
-from ..io import budget_notes, reads_results, save_figure, write_json
+from ..io import budget_notes, reads_results, save_figure, write_json, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, did_you_mean, load_model, merge, overlay, section
@@ -440,7 +440,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
             #                                     checkpoint has parameters, not the fit)
             done[name]["fit"] = [float(v) if np.isfinite(v) else None for v in fits[name]]
         write_json(partial_path, {"fingerprint": fingerprint, "methods": done})
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(out, results, one, x_plot, fits, test_task, curves)
     if is_dual(cfg) and "cml" in methods and trained:
         plot_fast_patterns(out, trainer, fam, seed)

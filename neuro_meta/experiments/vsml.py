@@ -60,7 +60,7 @@ from ..cml import CML
 from ..datasets import omniglot
 from ..errors import ValidationError
 from ..checkpoint import checksum
-from ..io import atomic_write_bytes, reads_results, save_figure, write_json
+from ..io import atomic_write_bytes, reads_results, save_figure, write_results
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import MetaTrainer
 from ..models import checked, configure, load_model, section
@@ -512,7 +512,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
                 results["methods"][name][n]["minus_sgd_train_tuned_ci95"] = float(
                     1.96 * diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     results["wall_time_s"] = kept + time.perf_counter() - t_start
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     fig = plot(results)
     save_figure(fig, out / "vsml.png")
     return results
