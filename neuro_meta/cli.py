@@ -346,8 +346,7 @@ def _run(args):
                                   f"{'s' if len(allowed) > 1 else ''} "
                                   f"(got {getattr(args, opt)!r} with {experiment})")
     if args.seed is not None and args.seed < 0:
-        raise ValidationError(f"neuro-meta run.--seed: must be a whole number >= 0 (got "
-                              f"{args.seed})")
+        raise ValidationError(f"neuro-meta run.--seed: must be >= 0 (got {args.seed})")
     kw = {}
     if experiment in ("sinusoid", "omniglot", "bandit"):
         kw = {"methods": args.methods, "curves": args.curves or "time"}

@@ -322,8 +322,7 @@ def test_every_method_identical_on_its_worker_processes(tmp_path):
      "--curves: only for the sinusoid and omniglot and bandit experiments (got 'steps' "
      "with consolidation)"),
     (["run", "vsml", "--curves", "time"], "--curves: only for the sinusoid and omniglot"),
-    (["run", "omniglot", "--seed", "-1"], "neuro-meta run.--seed: must be a whole number "
-                                          ">= 0 (got -1)"),
+    (["run", "omniglot", "--seed", "-1"], "neuro-meta run.--seed: must be >= 0 (got -1)"),
     (["run", "omniglot", "--ways", "1"], "ways: must be >= 2"),
     (["run", "omniglot", "--methods", "cml,bogus"], "methods: must be a comma-separated"),
     (["run", "omniglot", "--seeds", "2", "--seed", "1"], "--seeds: not with --seed"),

@@ -454,10 +454,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     meta_path = out / "meta_params.npz"
     saved = {}
     if resume and not meta_path.exists() and not any(out.glob("*checkpoint.npz")):
-        import warnings     # (a mistyped --out)
-
         warnings.warn(f"--resume: {out} holds no meta-parameters nor checkpoints; starting "
-                      "afresh", UserWarning, stacklevel=2)
+                      "afresh", UserWarning, stacklevel=2)      # (a mistyped --out)
     if resume and meta_path.exists():
         state = ckpt.load(meta_path)
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
