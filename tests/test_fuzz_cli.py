@@ -330,8 +330,8 @@ def test_generated_combine_arguments(monkeypatch, alphabet_dirs, capsys, data):
                                st.permutations(["seeds01", "run_s2"]),
                                st.lists(st.sampled_from(names), max_size=4)))
     argv = ["combine"] + [str(alphabet_dirs / d) if d else "" for d in dirs]
-    opts = data.draw(st.lists(st.sampled_from(["--out", "--curves", "--bogus"]),
-                              max_size=3))
+    opts = data.draw(st.lists(st.sampled_from(["--out", "--curves", "--no-progress",
+                                               "--bogus"]), max_size=3))
     if data.draw(st.booleans()):
         opts = ["--out"] + [o for o in opts if o != "--out"]
     for o in opts:
