@@ -23,8 +23,10 @@ before or after the command, shows the traceback).
 import argparse
 import contextlib
 import math
+import re
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -208,13 +210,15 @@ def main(argv=None):
             return _dispatch(args)
     except NeuroMetaError as err:
         _remove_empty_created()
-        if args.debug:
-            raise
+        if args.debug:          # the traceback, and the same exit status as without
+            traceback.print_exc()
+            return 2
         print(f"neuro-meta: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:      # a path the OS refuses (the package's own errors above)
         if args.debug:
-            raise
+            traceback.print_exc()
+            return 2
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"neuro-meta: error: {where}{err.strerror or err} (--debug shows the "
               "traceback)", file=sys.stderr)
@@ -266,7 +270,13 @@ def _dispatch(args):
         print(f"wrote {args.out}/results.json and {args.out}/gradquality.png")
         return 0
     if args.command == "run":
-        return _run(args)
+        from .errors import ValidationError
+
+        try:
+            return _run(args)
+        except ValidationError as err:      # (the same error, its traceback kept)
+            err.args = (_blame_set(str(err), args.overrides),)
+            raise
     if args.command == "alphabets":
         from .experiments import omniglot
 
@@ -301,6 +311,22 @@ def _dispatch(args):
         print(f"wrote {args.run_dir}/adaptation.json and {args.run_dir}/adaptation.png")
         return 0
     raise AssertionError(args.command)
+
+
+def _blame_set(message, overrides):
+    """``message`` with the ``--set`` items it is about named at its end: an error about a
+    section a ``--set`` changed names the shipped file the other values came from, not the
+    command line the offending one came from."""
+    if "--set" in message:
+        return message
+    def about(item, whole):     # the item's key (or its section) heads a part of it
+        key = item.split("=", 1)[0].strip()
+        name = key if whole else key.split(".", 1)[0]
+        return bool(name) and re.search(rf"(^|: ){re.escape(name)}[.:]", message)
+
+    items = list(overrides or ())
+    blamed = [i for i in items if about(i, True)] or [i for i in items if about(i, False)]
+    return f"{message} (with --set {', --set '.join(blamed)})" if blamed else message
 
 
 def _run(args):

@@ -180,6 +180,28 @@ def test_warnings_of_a_command_are_one_line(tiny, tmp_path, capsys):
         lines[0] and "cli.py" not in err, err
 
 
+@pytest.mark.parametrize("item, rule", [
+    ("meta.learning_rate=-1", "must be > 0"),
+    ("meta.betta=1", "unknown key"),
+    ("network.activation=[tanh]", "activation"),   # a rule between keys
+])
+def test_an_error_from_a_set_value_names_the_set(tiny, tmp_path, capsys, item, rule):
+    """An error about a section a --set changed names the file the other values came
+    from; it also names the --set item, the line the user typed."""
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
+                         "meta.steps=2", "--set", item, "--out", str(tmp_path / "o"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert rule in err and str(tiny) in err, err
+    assert err.rstrip().endswith(f"(with --set {item})"), err
+
+
+def test_an_error_not_from_a_set_value_does_not_name_it(tiny, tmp_path, capsys):
+    tiny.write_text(tiny.read_text().replace("learning_rate: 6.0e-3", "learning_rate: -6.0e-3", 1))
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
+                         "learner.dt=0.01", "--out", str(tmp_path / "o"))
+    assert code == 2 and "must be > 0" in err and "--set" not in err, err
+
+
 def test_gradcheck_given_to_run_points_to_its_command(tmp_path, capsys):
     code, _, err = _main(capsys, "run", "gradcheck", "--no-progress", "--out",
                          str(tmp_path / "o"))

@@ -86,9 +86,9 @@ def test_cli_bad_model_file_gives_clear_error_without_traceback(tmp_path):
     r = _cli("run", "consolidation", "--quick", env=env)
     assert r.returncode == 2 and "not valid YAML" in r.stderr
     r = _cli("--debug", "run", "consolidation", "--quick", env=env)
-    assert r.returncode != 0 and "Traceback" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr    # the status as without
     r = _cli("run", "consolidation", "--quick", "--debug", env=env)     # after the command
-    assert r.returncode != 0 and "Traceback" in r.stderr and "not valid YAML" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr and "not valid YAML" in r.stderr
 
 
 def test_cli_models_lists_files():
