@@ -942,7 +942,7 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
     meta-gradient, before the optimiser (default 0: none) -- the counterpart of
     :class:`~neuro_meta.metatrain.MetaTrainer`'s ``omega_decay``.
     """
-    from tqdm.auto import tqdm
+    from ._progress import bar as tqdm
 
     # (lazy: metatrain may import us)
     from . import checkpoint as ckpt

@@ -760,7 +760,7 @@ class ESTrainer:
         history, evaluations included -- for a resumed run, this process's plus what the
         checkpoint kept (``self.resumed_wall_s``; 0 without a resume).
         """
-        from tqdm.auto import tqdm
+        from ._progress import bar as tqdm
 
         from . import checkpoint as ckpt
 

@@ -295,7 +295,7 @@ def run_deployment(spec, out, progress=True, resume=False, executor=None, finger
     on beyond the configuration (its meta-parameters' checksum): a saved method whose tag
     differs is run again. Returns ``{(i, s): {method: job result}}`` (see
     :func:`deploy_job`)."""
-    from tqdm.auto import tqdm
+    from .._progress import bar as tqdm
 
     methods = list(spec["methods"])
     tags = {m: str((tags or {}).get(m, "")) for m in methods}

@@ -253,7 +253,7 @@ def run(out_dir, quick=False, progress=True, problems=PROBLEMS, seed=0):
     if out.exists() and not out.is_dir():
         raise ValidationError(f"{O}.out_dir: must be a folder, not a file (got {str(out)!r})")
     out.mkdir(parents=True, exist_ok=True)
-    from tqdm.auto import tqdm
+    from .._progress import bar as tqdm
 
     s = SETTINGS["quick" if quick else "full"]
     plan = sweep_plan(s)
