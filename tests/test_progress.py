@@ -39,3 +39,15 @@ def test_a_log_file_gets_a_few_lines_not_thousands(tmp_path):
                             if k != "TQDM_MININTERVAL"})
     updates = log.read_text().count("/40 [")
     assert 2 <= updates <= 3, log.read_text()
+
+
+def test_a_jupyter_kernel_without_widgets_gets_the_text_bar_without_a_warning(monkeypatch):
+    import warnings
+
+    monkeypatch.setitem(sys.modules, "ipykernel", type(sys)("ipykernel"))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)       # not importable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with _progress.bar(total=3, file=io.StringIO()) as b:
+            assert type(b).__module__ == "tqdm.std"
+            assert b.mininterval == 0.1     # Jupyter's stream is no terminal: still tqdm's
