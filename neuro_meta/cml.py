@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _params as P
 from .engines.phase import BETA_MAX
+from .errors import user_stacklevel
 from .kind import check_kind, pull_partials
 from .learning import Learner
 from .tasks import Task
@@ -159,7 +160,7 @@ class CML:
                 "nudged phase, and that change enters the meta-gradient divided by beta "
                 "(on Omniglot, meta-learning fell below the untrained network). Settle the "
                 "phases (tol) or use estimator='symmetric', whose two nudged phases share "
-                "the drift", UnsettledEstimateWarning, stacklevel=2)
+                "the drift", UnsettledEstimateWarning, stacklevel=user_stacklevel())
 
     def __repr__(self):
         return (f"CML(beta={self.beta:g}, estimator={self.estimator!r}, "

@@ -7,7 +7,31 @@ Every exception raised on purpose by the package derives from :class:`NeuroMetaE
         nm.ComplexSynapse(omega=0.0, lam=-0.5)
     except ValueError as err:          # or nm.ValidationError, or nm.NeuroMetaError
         print(err)                     # ComplexSynapse.lam: must be >= 0 (got -0.5)
+
+Warnings point at the user's line: :func:`user_stacklevel` is the ``stacklevel`` of the
+first frame outside the package, whichever public entry point the warning came through.
 """
+import os
+import sys
+
+#: The package's directory: frames of files inside it are the library's, not the user's.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def in_package(filename):
+    """Whether ``filename`` (a frame's or a warning's) is a file of the package."""
+    return os.path.abspath(filename).startswith(PACKAGE_DIR)
+
+
+def user_stacklevel():
+    """The ``stacklevel`` for ``warnings.warn`` called by the caller of this function
+    that names the first frame outside the package (the user's line, whichever public
+    entry point and internal calls led there); the outermost frame if every frame is
+    the package's (e.g. ``python -m neuro_meta...``)."""
+    frame, level = sys._getframe(1), 1      # level 1: the function calling warn
+    while frame.f_back is not None and in_package(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class NeuroMetaError(Exception):
@@ -24,8 +48,17 @@ class ValidationError(NeuroMetaError, ValueError):
 class SimulationError(NeuroMetaError, RuntimeError):
     """A simulation failed while running, e.g. the state diverged.
 
-    The message names the step and time at which it happened and gives a hint.
+    The message names the step and time at which it happened and gives a hint. A
+    diverged simulation also carries them as attributes (None otherwise): ``step``,
+    ``t`` (s), ``variable`` (e.g. ``"phi[0]"``) and ``value``, the full-precision max
+    ``|variable|`` that the message shows to 4 significant digits.
     """
+
+    step = t = variable = value = None
+
+    def __init__(self, message, *, step=None, t=None, variable=None, value=None):
+        super().__init__(message)
+        self.step, self.t, self.variable, self.value = step, t, variable, value
 
 
 class UnsupportedError(ValidationError):

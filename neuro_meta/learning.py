@@ -20,7 +20,7 @@ from . import _params as P
 from . import engines
 from .engines import phase
 from .engines.phase import MAX_PHASE_STEPS, MAX_SCIPY_EVALUATIONS, MAX_SUBSTEPS, PhaseSpec
-from .errors import UnsupportedError
+from .errors import UnsupportedError, user_stacklevel
 from .kind import check_kind
 from .results import LearningResult, readonly
 
@@ -42,20 +42,36 @@ class NotSettledWarning(UserWarning):
     """A phase with a tolerance reached its maximal duration before settling."""
 
 
-def warn_not_settled(learner, settled, t_end, stacklevel=2):
-    """Warn (:class:`NotSettledWarning`) if a phase with a tolerance left tasks unsettled."""
+def warn_not_settled(learner, net, settled, t_end, solver_steps=None):
+    """Warn (:class:`NotSettledWarning`), at the user's line, if a phase with a tolerance
+    left tasks unsettled.
+
+    ``t_end``: the time the phase was integrated (s). ``solver_steps`` (per task), when
+    the phase solver ran first: its pseudo-time means nothing to a user (implicit steps
+    of up to ``1e8 tau``), so the message gives the solver's steps and the integration
+    that followed them for the phase's bound (every task the solver does not settle is
+    integrated from where it stopped)."""
     if learner.tol is None or settled.all():
         return
-    bound = "duration" if learner.duration is not None and (
-        learner.max_duration is None or learner.duration <= learner.max_duration) \
-        else "max_duration"         # the attribute that ended the phase (the user's)
+    bound, t_max = learner._phase_length(net)   # the attribute that ended the phase
+    if solver_steps is None:
+        where = f" within {t_end:g} s"
+    else:
+        n = int(np.max(np.asarray(solver_steps)[~settled]))
+        default = " (default 1000 tau)" if (bound == "max_duration"
+                                            and learner.max_duration is None) else ""
+        where = (f": not in {n} step(s) of the phase solver, nor in the {bound} = "
+                 f"{t_max:g} s{default} integrated after them")
     warnings.warn(f"Learner.run: {int((~settled).sum())} of {settled.size} task(s) did not "
-                  f"settle to tol={learner.tol:g} within {t_end:g} s; increase {bound} "
+                  f"settle to tol={learner.tol:g}{where}; increase {bound} "
                   "or tol -- or reduce dt: beyond its stable step an explicit integrator "
                   "oscillates around the fixed point instead of settling"
                   + ("" if getattr(learner, "substeps", 1) == "auto" else
-                     " (substeps='auto' picks each task's step from its stiffness)"),
-                  NotSettledWarning, stacklevel=stacklevel + 1)
+                     " (substeps='auto' picks each task's step from its stiffness)")
+                  + ("" if solver_steps is None else
+                     "; a task that never settles may have no minimum (lam = 0 and a "
+                     "loss without one)"),
+                  NotSettledWarning, stacklevel=user_stacklevel())
 
 
 class Learner:
@@ -104,7 +120,8 @@ class Learner:
         may not exceed ``duration`` (a phase takes whole steps).
     presentation_time : float, optional
         Online presentation: time each sample is shown (default ``τ_φ/100``); must be a
-        multiple of ``dt``.
+        multiple of ``dt``. Only used with ``presentation="online"``: refused with
+        ``"batch"``.
     engine : {"auto", "numpy", "fused", "brian2"}
         Who integrates the phases (see :mod:`neuro_meta.engines`): ``"auto"`` (default)
         the compiled kernels (``"fused"``, numba) where they support the phase, else the
@@ -150,6 +167,10 @@ class Learner:
         self.max_duration = P.to_seconds(max_duration, O, "max_duration", allow_none=True)
         self.presentation_time = P.to_seconds(presentation_time, O, "presentation_time",
                                               allow_none=True)
+        if self.presentation_time is not None and self.presentation != "online":
+            P.fail(O, "presentation_time", "is only used with presentation='online' (with "
+                   f"presentation={self.presentation!r} every shot is shown at once): "
+                   "leave it None or present the shots online", repr(self.presentation_time))
         self.scipy_method = P.choice(scipy_method, O, "scipy_method",
                                      ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA"))
         self.scipy_rtol = P.real(scipy_rtol, O, "scipy_rtol", low=0.0, low_open=True)
@@ -346,7 +367,9 @@ class Learner:
         run_phase, accelerators = engines.plan(self.engine, net, spec, inp, rec_names)
         phi, v, rec, settled, t_end, steps = run_phase(
             net, inp, phi0, spec, rec_names, record_every, loss_fn, accelerators)
-        warn_not_settled(self, settled, t_end, stacklevel=2)
+        warn_not_settled(self, net, settled, t_end,
+                         None if getattr(rec, "solver", None) is None
+                         else rec.solver["steps"])
         return self._result(net, phi, v, rec, settled, t_end, steps, record, batched)
 
     def phase_spec(self, net, inp, beta=0.0):

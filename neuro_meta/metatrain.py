@@ -22,7 +22,7 @@ import numpy as np
 from . import _params as P
 from . import optim
 from .cml import CML
-from .errors import SimulationError
+from .errors import SimulationError, in_package, user_stacklevel
 from .kind import check_kind
 from .learning import NotSettledWarning
 from .tasks import Task
@@ -514,6 +514,15 @@ class CheckpointCadence:
         self.last = self.clock()
 
 
+def _reemit(w):
+    """Warn again a warning caught while estimating: where it was raised if that is the
+    user's code, else at the user's line (not at the library line that raised it)."""
+    if in_package(w.filename):
+        warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
+    else:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _chunk_estimate(cml, net, task, skip_diverged=False):
     """CML estimate of one chunk of a meta-batch, per task (runs on a worker).
 
@@ -536,7 +545,7 @@ def _chunk_estimate(cml, net, task, skip_diverged=False):
         if issubclass(w.category, NotSettledWarning):
             n_warn += 1
         else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            _reemit(w)
     if out is not None:
         return out + (n_warn,)
     if task.n_tasks == 1:
@@ -688,7 +697,7 @@ class MetaTrainer:
             if issubclass(w.category, NotSettledWarning):
                 unsettled = True        # once per evaluation, in pieces or not
             else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                _reemit(w)
         self._not_settled += unsettled
         return mean_sem(mse)
 
@@ -707,7 +716,8 @@ class MetaTrainer:
             raise SimulationError(
                 f"MetaTrainer: meta-step {step}: {err} -- the meta-parameters were not "
                 "updated (the last checkpoint holds the previous step); use "
-                "on_divergence='skip' to leave such tasks out") from None
+                "on_divergence='skip' to leave such tasks out", step=err.step, t=err.t,
+                variable=err.variable, value=err.value) from None
         self._not_settled += sum(r[3] for r in results)
         self._skipped += sum(r[2] for r in results)
         kept = [r for r in results if r[0] is not None]

@@ -66,7 +66,7 @@ def find_model(name, extra=()):
         cand = d / f"{name}.yaml"
         if cand.is_file():
             return cand
-    raise ValidationError(f"load_model.name: no model file {name!r} (got {name!r}); "
+    raise ValidationError(f"load_model.name: no model file of that name (got {name!r}); "
                           f"available: {', '.join(n for n, _, _ in available_models(extra)) or 'none'}")
 
 
@@ -120,8 +120,12 @@ def section(cfg, key, required=(), optional=()):
     known = list(required) + list(optional)
     unknown = [k for k in sec if k not in known]
     if unknown:     # first: a misspelt key is also a missing one
+        elsewhere = [k for k, v in cfg.items() if k != key and isinstance(v, dict)
+                     and unknown[0] in v]      # a key of another section, put here
+        hint = (f" (it is a key of {elsewhere[0]}: {elsewhere[0]}.{unknown[0]})"
+                if elsewhere else did_you_mean(unknown[0], known))
         raise ValidationError(f"{where}: {key}.{unknown[0]}: unknown key"
-                              f"{did_you_mean(unknown[0], known)} (known: {', '.join(known)})")
+                              f"{hint} (known: {', '.join(known)})")
     missing = [k for k in required if k not in sec]
     if missing:
         raise ValidationError(f"{where}: {key}: missing key(s) {', '.join(missing)}")

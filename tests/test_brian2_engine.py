@@ -168,8 +168,8 @@ def test_settling_tolerance_stops_at_the_same_step(rng, presentation, tol):
     goes on (the numpy engine's rule), then the phase stops."""
     net = _net(rng, bias=True, tau_synapse=0.3)
     x, y = _data(rng, 2, 5, 5, 2)
-    a, b = _both(net, x, y, presentation=presentation, duration=None, tol=tol,
-                 presentation_time=0.003)
+    online = {"presentation_time": 0.003} if presentation == "online" else {}
+    a, b = _both(net, x, y, presentation=presentation, duration=None, tol=tol, **online)
     assert np.all(a.settled) and np.array_equal(a.settled, b.settled)
     assert a.steps == b.steps < 300 * 1000
     _assert_same(a, b)
@@ -241,13 +241,19 @@ DIVERGED = re.compile(r"Learner\.run: the simulation of the RateNetwork diverged
 
 
 def _divergence(engine, net, x, y, **kw):
-    """(step, t, array, max |array|, hint) of the SimulationError of a diverging run."""
+    """(step, t, array, max |array|, hint) of the SimulationError of a diverging run; the
+    value in full precision (the error's ``value``: the message shows 4 digits)."""
     with pytest.raises(SimulationError) as info:
         _learner(engine, **kw).run(net, x, y, record=("phi", "v"))
-    match = DIVERGED.fullmatch(str(info.value))
-    assert match, str(info.value)
+    err = info.value
+    match = DIVERGED.fullmatch(str(err))
+    assert match, str(err)
     step, t, name, value, hint = match.groups()
-    return int(step), t, name, float(value), hint
+    # the message's numbers are the attributes', the value rounded to 4 digits
+    assert (err.step, err.variable) == (int(step), name)
+    assert float(t) == pytest.approx(err.t, rel=1e-5)
+    assert value == f"{err.value:.4g}" and sum(c.isdigit() for c in value.split("e")[0]) <= 4
+    return int(step), t, name, err.value, hint
 
 
 @pytest.mark.parametrize("case", list(DIVERGING))

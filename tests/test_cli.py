@@ -195,6 +195,12 @@ def test_an_error_from_a_set_value_names_the_set(tiny, tmp_path, capsys, item, r
     assert err.rstrip().endswith(f"(with --set {item})"), err
 
 
+def test_a_key_put_in_the_wrong_section_is_pointed_to_its_own(tiny, tmp_path, capsys):
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
+                         "meta.dt=0.01", "--out", str(tmp_path / "o"))
+    assert code == 2 and "meta.dt: unknown key (it is a key of learner: learner.dt)" in err
+
+
 def test_an_error_not_from_a_set_value_does_not_name_it(tiny, tmp_path, capsys):
     tiny.write_text(tiny.read_text().replace("learning_rate: 6.0e-3", "learning_rate: -6.0e-3", 1))
     code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",

@@ -316,3 +316,71 @@ def _no_warning(category):
     with warnings.catch_warnings():
         warnings.simplefilter("error", category)
         yield
+
+
+# ------------------------------------------- warnings point at the user's line (issue)
+def _unsettled_problem():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    net = nm.RateNetwork([3, 2], activation="linear", bias=False, tau_neuron=0,
+                         synapse=nm.ComplexSynapse(omega=0.0, lam=0.5))
+    return net, nm.Task(x, y, x, y)
+
+
+def _caught(fn, category=UserWarning):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fn()
+    return [w for w in rec if issubclass(w.category, category)]
+
+
+@pytest.mark.parametrize("door", ["Learner.run", "CML.meta_gradient", "CML.estimate",
+                                  "exact_meta_gradient", "CML default (solver)"])
+def test_not_settled_warning_points_at_the_callers_line(door):
+    """Through any public door -- however deep in the package the phase runs -- a
+    NotSettledWarning names this file, the user's line, not the library's."""
+    net, task = _unsettled_problem()
+    short = nm.Learner(tol=1e-14, dt=0.1, max_duration=1.0)
+    call = {
+        "Learner.run": lambda: short.run(net, task.x_train, task.y_train),
+        "CML.meta_gradient": lambda: nm.CML(beta=1e-3, learner=short).meta_gradient(
+            net, task),
+        "CML.estimate": lambda: nm.CML(beta=1e-3, learner=short).estimate(net, task),
+        "exact_meta_gradient": lambda: nm.exact_meta_gradient(net, task, learner=short),
+        "CML default (solver)": lambda: nm.CML(beta=1e-3, tol=1e-30).meta_gradient(
+            net, task),
+    }[door]
+    caught = _caught(call, nm.NotSettledWarning)
+    assert caught, "the phase really does not settle"
+    assert all(w.filename == __file__ for w in caught), [w.filename for w in caught]
+
+
+def test_unsettled_estimate_warning_points_at_the_callers_line():
+    short = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5)
+    from neuro_meta.cml import UnsettledEstimateWarning
+
+    caught = _caught(lambda: nm.CML(beta=1e-3, estimator="standard", learner=short),
+                     UnsettledEstimateWarning)
+    assert len(caught) == 1 and caught[0].filename == __file__
+
+
+def test_meta_trainer_rewarns_a_library_warning_at_the_callers_line(monkeypatch):
+    """MetaTrainer catches the warnings of its estimates (to count NotSettledWarning)
+    and warns the others again: at the user's line, not at the library line that raised
+    them (here a warning raised by code of the package's cml.py)."""
+    from neuro_meta import cml as cml_module
+    from neuro_meta.families import LinearTeacher
+    from neuro_meta.metatrain import MetaTrainer
+
+    src = ("def estimate(self, *args, **kw):\n"
+           "    warnings.warn('raised inside the package', UserWarning)\n"
+           "    return ORIGINAL(self, *args, **kw)\n")
+    ns = {"warnings": warnings, "ORIGINAL": nm.CML.estimate}
+    exec(compile(src, cml_module.__file__, "exec"), ns)
+    monkeypatch.setattr(nm.CML, "estimate", ns["estimate"])
+    net, task = _unsettled_problem()
+    tr = MetaTrainer(net, LinearTeacher(n_in=3, n_out=2), nm.CML(beta=1e-3, tol=1e-8),
+                     meta_batch=2, eval_tasks=2, test_task=task, val_task=task)
+    caught = [w for w in _caught(lambda: tr.meta_gradient(task, step=1))
+              if "raised inside the package" in str(w.message)]
+    assert len(caught) == 1 and caught[0].filename == __file__, caught[0].filename

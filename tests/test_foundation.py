@@ -377,7 +377,8 @@ def test_batched_tasks_equal_single_runs(rng, presentation, integrator):
     net = _tanh_net(spec, list(sizes), 0.05, 0.5)
     X, Y = rng.normal(size=(B, K, 3)), rng.uniform(-0.8, 0.8, size=(B, K, 2))
     learner = nm.Learner(rule="backprop", presentation=presentation, integrator=integrator,
-                         dt=0.005, presentation_time=0.02, duration=0.4)
+                         dt=0.005, duration=0.4, presentation_time=(
+                             0.02 if presentation == "online" else None))
     rec = ["phi", "bias", "v", "loss"]
     together = learner.run(net, X, Y, record=rec, record_every=5)
     worst = 0.0

@@ -180,7 +180,9 @@ def test_learner_run(n_in, n_out, hidden, act, bias, tau_neuron, data, rule, pre
     x, y = data.draw(data_for(n_in, n_out))
     net = _net(sizes, act, bias, tau_neuron)
     learner = nm.Learner(rule=rule, presentation=presentation, integrator=integrator,
-                         dt=dt, duration=0.5, presentation_time=0.05 if dt != 0.5 else 0.5)
+                         dt=dt, duration=0.5,
+                         presentation_time=(0.05 if dt != 0.5 else 0.5)
+                         if presentation == "online" else None)
     res, err = attempt(lambda: learner.run(net, x, y, record=record,
                                            record_every=record_every, beta=beta,
                                            x_val=x, y_val=y))

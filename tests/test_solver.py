@@ -282,3 +282,31 @@ def test_preconditioning_does_not_move_the_fixed_point(monkeypatch):
     assert with_p.engine == without.engine == "solver"
     same_fixed_point(net, xt, yt, with_p.phi_aug, without.phi_aug, 1e-9, factor=1000)
     assert with_p.solver["hvps"].sum() < without.solver["hvps"].sum()
+
+
+# -- the not-settled message of a solved phase (issue: "within 1.9e10 s") --------------
+@pytest.mark.parametrize("max_duration", [10.0, None])
+def test_unsettled_solved_phase_reports_the_users_bound_not_pseudo_time(max_duration):
+    """λ = 0 and a loss without a minimum (sigmoid output, target 2): the phase solver's
+    steps grow to ~1e8 tau of pseudo-time without settling. The warning gives no time
+    beyond the bound the user set (max_duration, or its default 1000 tau), names that
+    attribute, and counts the solver's steps."""
+    import re
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 5)), np.full((2, 1), 2.0)
+    net = nm.RateNetwork([5, 1], activation="sigmoid", bias=False, tau_neuron=0,
+                         synapse=nm.ComplexSynapse(omega=0.0, lam=0.0))
+    learner = nm.Learner(tol=1e-20, settle="solve", integrator="expeuler", dt=0.1,
+                         max_duration=max_duration)
+    with pytest.warns(NotSettledWarning) as rec:
+        res = learner.run(net, x, y)
+    assert res.settled is False and res.solver is not None
+    msg = str(rec[0].message)
+    bound = max_duration if max_duration is not None else 1000 * net.tau_fast
+    times = [float(t) for t in re.findall(r"([-+0-9.eE]+) s\b", msg)]
+    assert times and max(times) <= bound * (1 + 1e-9), msg
+    assert f"max_duration = {bound:g} s" in msg and "increase max_duration" in msg, msg
+    assert f"{res.solver['steps']} step(s) of the phase solver" in msg, msg
+    assert ("default 1000 tau" in msg) == (max_duration is None), msg
+    assert rec[0].filename == __file__

@@ -96,6 +96,12 @@ CASES = [
     ("dt does not divide presentation time", lambda: _run(learner=nm.Learner(
         presentation="online", dt=0.01, presentation_time=0.015, duration=1.0)),
      "Learner.presentation_time", "0.015"),
+    ("presentation_time with batch presentation", lambda: nm.Learner(
+        presentation="batch", presentation_time=0.05, duration=1.0),
+     "Learner.presentation_time", "0.05"),
+    ("presentation_time with batch presentation (Brian2 export)", lambda: _net(
+        tau_neuron=0.01).to_brian2(presentation="batch", presentation_time=0.05),
+     "RateNetwork.to_brian2.presentation_time", "0.05"),
     ("delta rule on multi-layer plastic net", lambda: nm.Learner(rule="delta").run(
         nm.RateNetwork([5, 3, 2]), X, Y), "Learner.rule", "[5, 3, 2]"),
     ("no plastic connection", lambda: _run(net=_net(synapse=nm.StaticSynapse(0.1))),
@@ -272,3 +278,45 @@ def test_name_list_parses_and_refuses_in_one_place():
     with pytest.raises(nm.ValidationError, match=r"^s: methods: must be a comma-separated list "
                                               r"of the run's methods \(got x\)$"):
         P.name_list("x", known, (), "s: methods", "the run's methods")
+
+
+# ------------------------------------------------------------------ review follow-ups
+def test_presentation_time_only_with_online_presentation():
+    """presentation_time is only used online: with batch it is refused, naming the
+    attribute, the rule and the value; online (and batch without it) are accepted and
+    the repr shows it only where it is used."""
+    with pytest.raises(nm.ValidationError, match=r"^Learner\.presentation_time: is only "
+                       r"used with presentation='online'.*\(got 0\.05\)$"):
+        nm.Learner(presentation="batch", presentation_time=0.05, tol=1e-6)
+    online = nm.Learner(presentation="online", presentation_time=0.05, duration=1.0)
+    assert "presentation_time=0.05" in repr(online)
+    batch = nm.Learner(presentation="batch", duration=1.0)
+    assert batch.presentation_time is None and "presentation_time" not in repr(batch)
+
+
+def test_unknown_model_name_is_said_once():
+    from neuro_meta.models import available_models, find_model
+
+    with pytest.raises(nm.ValidationError) as err:
+        find_model("nosuch")
+    msg = str(err.value)
+    assert msg.startswith("load_model.name: ") and msg.count("nosuch") == 1, msg
+    assert "(got 'nosuch')" in msg
+    assert all(n in msg.split("available: ", 1)[1] for n, _, _ in available_models())
+
+
+def test_divergence_message_shows_4_significant_digits_and_keeps_the_value():
+    """The message rounds max |x| to 4 significant digits (no 17-digit floats); the
+    error carries the step, time, variable and the value in full precision."""
+    rng = np.random.default_rng(1)
+    x, y = 1e3 * rng.normal(size=(10, 5)), rng.normal(size=(10, 2))
+    with pytest.raises(nm.SimulationError) as err:
+        nm.Learner(integrator="euler", dt=0.1, duration=100.0).run(_net(), x, y)
+    e, msg = err.value, str(err.value)
+    got = re.search(r"at step (\d+) \(t = (\S+) s\): max \|(\w+\[\d+\])\| = (\S+)\. Hint",
+                    msg)
+    assert got, msg
+    step, t, var, value = got.groups()
+    assert sum(c.isdigit() for c in value.split("e")[0]) <= 4, msg
+    assert (int(step), var) == (e.step, e.variable) and float(t) == pytest.approx(e.t)
+    assert e.value >= 1e10 and float(value) == pytest.approx(e.value, rel=1e-3)

@@ -696,7 +696,8 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
         Nudging: validation samples shown with weight ``beta / V`` (the nudged phase).
     presentation : {"online", "batch"}
     presentation_time, dt : float or Brian2 quantity, optional
-        Defaults as in :class:`~neuro_meta.learning.Learner`.
+        Defaults as in :class:`~neuro_meta.learning.Learner` (``presentation_time`` only
+        with ``presentation="online"``).
     phi_init : list of arrays, optional
         Augmented initial fast weights (default: the network's phi0).
 
@@ -712,6 +713,10 @@ def network_to_brian2(net, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
     dt = P.to_seconds(dt, O, "dt", allow_none=True)
     presentation_time = P.to_seconds(presentation_time, O, "presentation_time",
                                      allow_none=True)
+    if presentation_time is not None and presentation != "online":
+        P.fail(O, "presentation_time", "is only used with presentation='online' (with "
+               f"presentation={presentation!r} every sample is shown at once): leave it "
+               "None or present the samples online", repr(presentation_time))
     check_supported(net, presentation=presentation)
     if x is None and y is None:
         inp = phase.PhaseInput(np.zeros((1, 1, net.sizes[0])),

@@ -149,7 +149,9 @@ def task_norm(arrs):
 
 def check_finite(phi, v, n, spec, kind):
     """Raise :class:`SimulationError` if a fast variable or neuron state of ``kind`` is
-    beyond :data:`DIVERGENCE_BOUND` (or NaN) after step ``n``."""
+    beyond :data:`DIVERGENCE_BOUND` (or NaN) after step ``n`` (the value shown to 4
+    significant digits, in full as the error's ``value``; ``step``, ``t``, ``variable``
+    too)."""
     dt, beta = spec.dt, spec.beta
     for name, arrs in (("phi", phi), ("v", v)):
         for l, a in enumerate(arrs):
@@ -157,14 +159,15 @@ def check_finite(phi, v, n, spec, kind):
             if not m < DIVERGENCE_BOUND:
                 raise SimulationError(
                     f"Learner.run: the simulation of the {kind.kind_name} diverged at step {n} "
-                    f"(t = {n * dt:.6g} s): max |{name}[{l}]| = {float(m)!r}. Hint: reduce "
+                    f"(t = {n * dt:.6g} s): max |{name}[{l}]| = {float(m):.4g}. Hint: reduce "
                     f"dt (now {dt:g} s), the learning speed (increase "
                     f"{kind.kind_name}.{kind.tau_fast_name}), the input scale"
                     + (f" or |beta| (now {beta:g}; a negative beta can make the nudged "
                        "objective non-convex where lam is small)" if beta < 0 else
                        f" or beta (now {beta:g})" if beta else "")
                     + f"; with integrator={spec.integrator!r} a step must stay well "
-                    "below the fastest time constant of the system.")
+                    "below the fastest time constant of the system.",
+                    step=n, t=n * dt, variable=f"{name}[{l}]", value=float(m))
 
 
 # ---------------------------------------------------------------------- building a phase
