@@ -314,18 +314,23 @@ def _dispatch(args):
 
 
 def _blame_set(message, overrides):
-    """``message`` with the ``--set`` items it is about named at its end: an error about a
-    section a ``--set`` changed names the shipped file the other values came from, not the
-    command line the offending one came from."""
+    """``message`` saying which ``--set`` it is about: an error about a value names the
+    model file the other values came from, not the command line the offending one came
+    from. A key the message names: `` (the value given by --set)``, the key and value
+    not repeated; else a ``--set`` of the section it names: `` (with --set KEY=VALUE)``
+    (e.g. a rule between two keys of that section)."""
     if "--set" in message:
         return message
+
     def about(item, whole):     # the item's key (or its section) heads a part of it
         key = item.split("=", 1)[0].strip()
         name = key if whole else key.split(".", 1)[0]
         return bool(name) and re.search(rf"(^|: ){re.escape(name)}[.:]", message)
 
     items = list(overrides or ())
-    blamed = [i for i in items if about(i, True)] or [i for i in items if about(i, False)]
+    if any(about(i, True) for i in items):
+        return f"{message} (the value given by --set)"
+    blamed = [i for i in items if about(i, False)]
     return f"{message} (with --set {', --set '.join(blamed)})" if blamed else message
 
 

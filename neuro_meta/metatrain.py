@@ -899,7 +899,7 @@ class MetaTrainer:
         With ``average`` (the trainer's decay), what is evaluated, selected and kept is
         the moving average of θ (:class:`ParameterAverage`), kept in the checkpoint too.
         """
-        from tqdm.auto import tqdm
+        from ._progress import bar as tqdm
 
         O = "MetaTrainer.train"
         cadence = CheckpointCadence(O, checkpoint_every, checkpoint_every_s)

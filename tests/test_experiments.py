@@ -35,6 +35,46 @@ def test_gradcheck_writes_results_with_theory_slopes(tmp_path):
     assert res["beta"][0] == 0.1
 
 
+def _title_then_header(table, header_start):
+    """A printed table starts with its title (wrapped to at most 100 columns), then the
+    column heads; the title, unwrapped."""
+    lines = table.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith(header_start))
+    assert head >= 1, lines[0]
+    assert all(len(ln) <= 100 for ln in lines[:head]), lines[:head]
+    return " ".join(lines[:head])
+
+
+def test_consolidation_table_has_a_title_with_what_and_units():
+    cfg = load_model("consolidation")
+    row = {"meta_test_mse": 1.0, "sem": 0.1, "wall_time_s": 2.0, "meta_steps": 3}
+    res = {"methods": {"cml": row, "untrained": dict(row, meta_steps=0)}, "lambda_auc": 0.9,
+           "omega_shared_rmse": 0.1, "lambda_mean": {"shared": 2.0, "specific": 0.2},
+           "config": cfg}
+    title = _title_then_header(consolidation.summary_table(res), "method")
+    assert title.startswith("Consolidation")
+    assert "meta-test MSE (squared output units) ± s.e.m." in title
+    assert f"over {cfg['meta']['eval_tasks']} held-out test tasks" in title
+    assert "wall time in s" in title
+    # a results dict without its configuration (an older file) still gets its title
+    res.pop("config")
+    assert _title_then_header(consolidation.summary_table(res), "method").startswith(
+        "Consolidation")
+
+
+def test_gradcheck_table_has_a_title_with_what_and_units():
+    cfg = load_model("gradcheck")
+    res = {"beta": [0.1, 0.01], "error_vs_beta": {"standard": [0.1, 0.01],
+                                                  "symmetric": [0.01, 0.0001]},
+           "fitted_slope": {"standard": 1.0, "symmetric": 2.0}, "config": cfg}
+    title = _title_then_header(gradcheck.summary_table(res), "beta")
+    assert title.startswith("CML meta-gradient error against the nudging strength β")
+    assert "relative error" in title and title.count("(dimensionless)") == 2
+    assert f"tolerance δ = {cfg['sweeps']['tight_tol']:g}" in title
+    res.pop("config")
+    assert "relative error" in _title_then_header(gradcheck.summary_table(res), "beta")
+
+
 def test_consolidation_quick_beats_untrained(tmp_path):
     res = consolidation.run(tmp_path, quick=True, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -44,6 +84,8 @@ def test_consolidation_quick_beats_untrained(tmp_path):
     assert (tmp_path / "consolidation.png").stat().st_size > 10_000
     assert set(m["cml"]) == {"meta_test_mse", "sem", "wall_time_s", "meta_steps"}
     assert res["lambda_auc"] == saved["lambda_auc"]
+    assert _title_then_header(consolidation.summary_table(saved), "method").startswith(
+        "Consolidation")
 
 
 def test_consolidation_is_deterministic(tmp_path):

@@ -624,6 +624,21 @@ def _hand_results():
             "history": {"cml": dict(h), "maml": dict(h)}}
 
 
+def test_time_to_target_heads_are_percentages_like_the_accuracies():
+    """The table prints accuracies as percentages, and so the time-to-target targets (the
+    model file and results.json keep fractions)."""
+    res = _hand_results()
+    lines = og.summary_table(res).splitlines()
+    cml = next(line for line in lines if line.startswith("cml "))
+    assert "50.0 ± 5.0 %" in cml                          # the accuracies: percentages
+    i = next(k for k, line in enumerate(lines) if line.startswith("Time to target"))
+    assert lines[i + 1].split() == ["method", "≥", "30", "%", "≥", "50", "%"], lines[i + 1]
+    assert lines[i + 2].split() == ["cml", "1.0", "s", "not", "reached"]
+    assert res["config"]["compare"]["targets"] == [0.3, 0.5]     # the fractions untouched
+    assert set(res["methods"]["cml"]["time_to_target"]) == {"0.5", "0.3"}
+    assert og.target_label(0.065) == "≥ 6.5 %" and og.target_label(1) == "≥ 100 %"
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda r: r.pop("methods"), r"results\.methods: must be the methods' summaries \(a "
      r"mapping\) \(got NoneType\)"),

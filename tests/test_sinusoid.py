@@ -114,6 +114,42 @@ def test_summary_tables_say_budget_selection_and_targets():
     assert lines[i + 3].split() == ["cml", "12.3", "s", "not", "reached"]
 
 
+@pytest.mark.parametrize("curves", ["time", "steps"])
+def test_plot_labels_every_axis_with_its_unit(tmp_path, monkeypatch, curves):
+    """sinusoid.png: every axis is labelled, with its unit where it has one (wall time in
+    s, MSE in squared output units, the sinusoid's x and y dimensionless); meta-steps are
+    a count."""
+    from types import SimpleNamespace
+
+    figs = []
+    monkeypatch.setattr(sinusoid, "save_figure", lambda fig, path: figs.append(fig))
+    res = fake_results()
+    res["history"] = {"cml": {"step": [0, 60, 120], "time_s": [0.0, 20.0, 44.0],
+                              "meta_test_mse": [2.5, 0.5, 0.2],
+                              "meta_val_mse": [2.4, 0.6, 0.2]},
+                      "cml_untrained": {"step": [0], "time_s": [0.0],
+                                        "meta_test_mse": [2.5]}}
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-5, 5, (1, 5, 1))
+    xv = rng.uniform(-5, 5, (1, 10, 1))
+    x_plot = np.linspace(-5, 5, 50)[None, :, None]
+    task = SimpleNamespace(x_val=xv, y_val=np.sin(xv))
+    sinusoid.plot(tmp_path, res, (x, np.sin(x)), x_plot,
+                  {"cml": np.sin(x_plot[0, :, 0]), "cml_untrained": 0 * x_plot[0, :, 0]},
+                  task, curves=curves)
+    (fig,) = figs
+    labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
+    assert len(labels) == 2 and all(a and b for a, b in labels), labels
+    (x_curve, y_curve), (x_fit, y_fit) = labels
+    if curves == "time":
+        assert "wall time" in x_curve and x_curve.endswith("(s)"), x_curve
+    else:
+        assert "meta-step" in x_curve, x_curve
+    assert "MSE" in y_curve and "(squared output units)" in y_curve, y_curve
+    assert "input x" in x_fit and "(dimensionless)" in x_fit, x_fit
+    assert "output y" in y_fit and "(dimensionless)" in y_fit, y_fit
+
+
 def test_seeds_aggregate_time_to_target_over_the_seeds_that_reached_it():
     from neuro_meta.experiments import seeds
 

@@ -293,3 +293,75 @@ def test_resume_refuses_a_damaged_cml_checkpoint_before_es(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert "cml_checkpoint.npz: not a readable neuro_meta checkpoint" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _hand_results(length=24):
+    """A well-formed vsml results dict written by hand: the four methods, ES's history."""
+    rng = np.random.default_rng(0)
+
+    def data_set(acc, minus=None, tuned=False):
+        d = {"accuracy": acc, "ci95": 0.0123, "late_accuracy": acc + 0.05, "late_ci95": 0.0234,
+             "episodes": 400, "curve": np.clip(acc + 0.1 * rng.normal(size=length), 0, 1).tolist()}
+        if minus is not None:
+            d.update(minus_sgd=minus, minus_sgd_ci95=0.0101)
+        if tuned:
+            d.update(train_tuned_accuracy=acc - 0.01, train_tuned_ci95=0.0111)
+        return d
+
+    def method(acc, minus=None, tuned=False, **extra):
+        return dict(extra, **{n: data_set(acc, minus, tuned) for n in E.DATASETS})
+
+    return {"ways": 3, "length": length, "chance": 1 / 3,
+            "methods": {
+                "vsml": method(0.539, -0.031, es_steps=3000, es_time_s=7200.0,
+                               population=128, selected_step=2950),
+                "sgd": method(0.509, tuned=True, learning_rate=0.3, tuned_on="validation",
+                              learning_rate_train_tuned=0.1),
+                "adam": method(0.501, -0.008, tuned=True, learning_rate=0.1,
+                               tuned_on="validation", learning_rate_train_tuned=0.1),
+                "cml": method(0.548, +0.039, not_settled={n: 0.0 for n in E.DATASETS})},
+            "history": {"vsml": {"step": list(range(40)),
+                                 "loss": (1.0986 + 1e-3 * rng.normal(size=40)).tolist(),
+                                 "eval_step": [0, 10, 20, 30],
+                                 "eval": [{"val_loss": v} for v in (1.099, 1.098, 1.097,
+                                                                    1.096)]}}}
+
+
+def test_summary_table_fits_100_columns_and_explains_its_abbreviations():
+    table = E.summary_table(_hand_results())
+    lines = table.splitlines()
+    too_wide = [line for line in lines if len(line) > 100]
+    assert not too_wide, too_wide
+    head = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    for name in E.DATASETS:
+        assert name in lines[head - 1]
+    rows = lines[head + 1:head + 5]
+    assert [r.split("  ")[0] for r in rows] == [E.SHORT[m] for m in E.METHODS]
+    assert all(r.count("±") == 4 for r in rows), rows
+    note = " ".join(lines[head + 5:head + 8])       # the line(s) under the table
+    for abbreviation in ("all steps:", "2nd half:", "ES:", "CML synapse:"):
+        assert abbreviation in note, note
+    assert "re-settled on all seen examples" in note
+    i = next(i for i, line in enumerate(lines) if line.startswith("Minus online SGD"))
+    assert lines[i + 2].split()[:3] == ["VSML", "(ES)", "-0.031"]
+    assert "online SGD" not in " ".join(lines[i + 1:i + 5])   # no difference to itself
+
+
+def test_plot_legend_is_complete_and_clear_of_the_curves():
+    """vsml.png: one legend naming every method, chance and ES's curves, and no legend
+    drawn over a panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    res = _hand_results()
+    fig = E.plot(res)
+    FigureCanvasAgg(fig).draw()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends
+    texts = {t.get_text() for lg in legends for t in lg.get_texts()}
+    assert {E.LABELS[m] for m in res["methods"]} <= texts, texts
+    assert any("chance" in t for t in texts) and any("ES" in t for t in texts)
+    renderer = fig.canvas.get_renderer()
+    for lg in legends:
+        box = lg.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (lg, ax.get_title())

@@ -11,6 +11,7 @@ and shrinks on task-specific ones. Reported in ``results.json``:
 * meta-test MSE of the meta-trained network and of ``untrained`` (the same inner learning
   from the initial ω, λ).
 """
+import textwrap
 import time
 from pathlib import Path
 
@@ -189,7 +190,18 @@ def _phi_panel(ax, net, trainer, mask):
 
 @reads_results("consolidation.summary_table", "a consolidation run's results")
 def summary_table(results):
-    lines = [f"{'method':<12} {'meta-test MSE':>15} {'± s.e.m.':>10} {'wall time (s)':>14}"]
+    """The results as text: a title (what is measured, in which units), meta-test MSE ±
+    s.e.m. and wall time per method, then where λ and ω ended up."""
+    cfg = results.get("config") or {}
+    fam, meta = cfg.get("family") or {}, cfg.get("meta") or {}
+    shape = (f" ({fam['n_in']} inputs, {fam['n_out']} outputs, {fam['shots']} shots)"
+             if all(k in fam for k in ("n_in", "n_out", "shots")) else "")
+    lines = textwrap.wrap(
+        f"Consolidation, linear-teacher tasks{shape}: meta-test MSE (squared output "
+        f"units) ± s.e.m. over {meta.get('eval_tasks', '?')} held-out test tasks (cml: "
+        "the last meta-parameters, no selection; untrained: the initial ω, λ); wall time "
+        "in s", 100) + [
+             f"{'method':<12} {'meta-test MSE':>15} {'± s.e.m.':>10} {'wall time (s)':>14}"]
     for name, r in results["methods"].items():
         lines.append(f"{name:<12} {r['meta_test_mse']:>15.4f} {r['sem']:>10.4f} "
                      f"{r['wall_time_s']:>14.1f}")

@@ -904,8 +904,7 @@ def summary_table(results):
     if targets and any("time_to_target" in r for r in results["methods"].values()):
         lines += ["", "Time to target meta-test accuracy (learning-curve test tasks): "
                   "meta-training wall time (s) of the first evaluation at or above it"]
-        lines.append(f"{'method':<16}" + "".join(f"{'≥ ' + format(t, 'g'):>14}"
-                                                 for t in targets))
+        lines.append(f"{'method':<16}" + "".join(f"{target_label(t):>14}" for t in targets))
         for name, r in results["methods"].items():
             if "time_to_target" not in r:
                 continue
@@ -922,6 +921,12 @@ def summary_table(results):
                      "best_validation": f"best on validation ({d.get('baseline')})"}.get(b, b)
             lines.append(f"  {label:<30}{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
     return "\n".join(lines)
+
+
+def target_label(t):
+    """A time-to-target column's head: the target accuracy (a fraction in the model file
+    and in ``results.json``) as a percentage, as the accuracies of the tables are."""
+    return f"≥ {100 * float(t):.4g} %"
 
 
 def _combined_note(results):
@@ -1938,7 +1943,7 @@ def _selected_models(out, methods, owner, folder=""):
 
 
 def _score_alphabets(cfg, models, n_tasks, progress, executor):
-    from tqdm.auto import tqdm
+    from .._progress import bar as tqdm
 
     from ..datasets import OMNIGLOT_SPLITS, omniglot
 
@@ -2188,7 +2193,7 @@ def _scaled_lam(net, hidden, readout):
 
 
 def _screen_one(cfg, res, models, n_val, grid, progress, executor):
-    from tqdm.auto import tqdm
+    from .._progress import bar as tqdm
 
     from ..errors import SimulationError
 

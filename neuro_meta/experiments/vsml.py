@@ -583,30 +583,61 @@ LABELS = {"vsml": "VSML (ES)", "sgd": "online SGD", "adam": "online Adam",
           "cml": "complex synapse (CML, re-settled on all seen examples)"}
 
 
+#: The table's method column (:func:`summary_table` explains the abbreviations under it).
+SHORT = {"vsml": "VSML (ES)", "sgd": "online SGD", "adam": "online Adam",
+         "cml": "CML synapse"}
+#: Width of the printed table and of its notes.
+WIDTH = 100
+
+
+def _wrapped(text, indent="  "):
+    """``text`` as lines of at most :data:`WIDTH` columns (continuations indented)."""
+    import textwrap
+
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
 @reads_results("vsml.summary_table", "a vsml run's results")
 def summary_table(results):
-    """The results as a text table: mean online accuracy (95 % CI) per data set."""
+    """The results as a text table of at most :data:`WIDTH` columns: mean online accuracy
+    (95 % CI) per data set, over all steps and the second half of the streams; the
+    differences to online SGD paired over the episodes; the notes, wrapped."""
     ms = results["methods"]
-    w = max([24] + [len(LABELS.get(m, m)) + 2 for m in ms])
-    lines = [f"online {results['ways']}-way classification, streams of {results['length']} "
-             f"examples, labels i.i.d. (chance {results['chance']:.3f}); mean online "
-             "accuracy ± 95% CI over episodes, all steps | second half",
-             f"{'method':<{w}}" + "".join(f"{n:>34}" for n in DATASETS)]
+    L = results["length"]
+    w = max([12] + [len(SHORT.get(m, m)) + 2 for m in ms])
+    acc = "{:.3f} ± {:.3f}".format
+    lines = [*_wrapped(f"Online {results['ways']}-way classification, streams of {L} "
+                       f"examples, labels i.i.d. (chance {results['chance']:.3f})"),
+             "Mean online accuracy (fraction correct) ± 95% CI over episodes"]
+    lines += [(f"{'':<{w}}" + "".join(f"  {n:^30}" for n in DATASETS)).rstrip(),
+              f"{'method':<{w}}" + f"  {'all steps':>14}{'2nd half':>16}" * len(DATASETS)]
     for name, r in ms.items():
-        cells = "".join(f"{r[n]['accuracy']:>12.3f} ± {r[n]['ci95']:.3f} | "
-                        f"{r[n]['late_accuracy']:.3f} ± {r[n]['late_ci95']:.3f}"
-                        for n in DATASETS)
-        lines.append(f"{LABELS.get(name, name):<{w}}{cells}")
-    if "sgd" in ms:
-        lines.append("paired against online SGD on the same episodes (accuracy difference "
-                     "± 95% CI): " + "; ".join(
-                         f"{LABELS.get(m, m)} {n} {r[n]['minus_sgd']:+.3f} ± "
-                         f"{r[n]['minus_sgd_ci95']:.3f}"
-                         for m, r in ms.items() if m != "sgd"
-                         for n in DATASETS if "minus_sgd" in r[n]))
+        lines.append(f"{SHORT.get(name, name):<{w}}" + "".join(
+            f"  {acc(r[n]['accuracy'], r[n]['ci95']):>14}"
+            f"{acc(r[n]['late_accuracy'], r[n]['late_ci95']):>16}" for n in DATASETS))
+    lines += _wrapped("; ".join(
+        [f"all steps: mean over the {L} predictions of a stream",
+         f"2nd half: over steps {L // 2}..{L - 1}"]
+        + (["ES: evolution strategies"] if "vsml" in ms else [])
+        + (["CML synapse: complex synapses meta-trained by CML, re-settled on all seen "
+            "examples before every prediction (not a streaming learner)"] if "cml" in ms
+           else [])))
+    paired = [m for m, r in ms.items() if m != "sgd"
+              and any("minus_sgd" in r[n] for n in DATASETS)]
+    if "sgd" in ms and paired:
+        lines += ["", *_wrapped("Minus online SGD, paired on the same episodes (mean online "
+                                "accuracy over all steps, ± 95% CI)"),
+                  f"{'method':<{w}}" + "".join(f"  {n:>14}" for n in DATASETS)]
+        for m in paired:
+            r = ms[m]
+            cells = ["—" if "minus_sgd" not in r[n] else
+                     f"{r[n]['minus_sgd']:+.3f} ± {r[n]['minus_sgd_ci95']:.3f}"
+                     for n in DATASETS]
+            lines.append(f"{SHORT.get(m, m):<{w}}" + "".join(f"  {c:>14}" for c in cells))
+    notes = []
     v = ms.get("vsml")
     if v:
-        lines.append(f"VSML: {v['es_steps']} ES steps ({v['es_time_s']:.0f} s, population "
+        notes.append(f"VSML: {v['es_steps']} ES steps ({v['es_time_s']:.0f} s, population "
                      f"{v['population']}), theta of step {v['selected_step']} selected on "
                      "validation-alphabet episodes")
     for m in ("sgd", "adam"):
@@ -621,49 +652,54 @@ def summary_table(results):
             if "learning_rate_train_tuned" in r:
                 line += (f"; tuned on meta-training episodes instead: "
                          f"{r['learning_rate_train_tuned']:g} -> " + ", ".join(
-                             f"{n} {r[n]['train_tuned_accuracy']:.3f} ± "
-                             f"{r[n]['train_tuned_ci95']:.3f}" for n in DATASETS
-                             if "train_tuned_accuracy" in r[n]))
-            lines.append(line)
+                             f"{n} {acc(r[n]['train_tuned_accuracy'], r[n]['train_tuned_ci95'])}"
+                             for n in DATASETS if "train_tuned_accuracy" in r[n]))
+            notes.append(line)
     c = ms.get("cml")
     if c and "not_settled" in c:
-        lines.append("complex synapse: re-settled on all examples seen so far before every "
-                     "prediction (not a streaming learner); prefixes not settled within "
-                     "max_duration: " + ", ".join(
-                         f"{n} {c['not_settled'][n]:.1%}" for n in DATASETS
-                         if n in c["not_settled"]))
+        notes.append("CML synapse: prefixes not settled within max_duration: " + ", ".join(
+            f"{n} {c['not_settled'][n]:.1%}" for n in DATASETS if n in c["not_settled"]))
+    if notes:
+        lines.append("")
+    for note in notes:
+        lines += _wrapped(note)
     return "\n".join(lines)
 
 
 @reads_results("vsml.plot", "a vsml run's results")
 def plot(results):
     """Figure: online accuracy vs examples seen, one panel per data set (and VSML's
-    ES meta-loss if it ran). A matplotlib ``Figure`` (no pyplot state)."""
+    ES meta-loss if it ran), one legend under the panels, clear of the curves. A
+    matplotlib ``Figure`` (no pyplot state)."""
     from matplotlib.figure import Figure
 
     hist = results.get("history", {}).get("vsml")
     n = len(DATASETS) + (hist is not None)
-    fig = Figure(figsize=(4.6 * n, 3.6))
+    fig = Figure(figsize=(4.6 * n, 4.4), layout="constrained")
     axes = fig.subplots(1, n)
     for ax, name in zip(axes, DATASETS):
         for m, r in results["methods"].items():
             c = np.asarray(r[name]["curve"])
             ax.plot(np.arange(len(c)), c, label=LABELS.get(m, m))
-        ax.axhline(results["chance"], color="0.5", ls=":", label="chance")
+        ax.axhline(results["chance"], color="0.5", ls=":", label="chance (1/N)")
         ax.set_xlabel("examples seen")
-        ax.set_ylabel("online accuracy")
+        ax.set_ylabel("online accuracy (fraction correct)")
         ax.set_title(name)
         ax.set_ylim(0, 1)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
     if hist is not None:
         ax = axes[-1]
-        ax.plot(hist["step"], hist["loss"], lw=0.8, label="population (train)")
+        ax.plot(hist["step"], hist["loss"], lw=0.8, color="C0", alpha=0.45,
+                label="ES: population (train)")
         ax.plot(hist["eval_step"], [e["val_loss"] for e in hist["eval"]], "o-", ms=3,
-                label="validation alphabet")
-        ax.axhline(np.log(results["ways"]), color="0.5", ls=":", label="ln N (chance)")
+                color="C0", label="ES: validation alphabet")
+        ax.axhline(np.log(results["ways"]), color="0.5", ls="--", lw=1,
+                   label="ES: ln N (chance cross-entropy)")
         ax.set_xlabel("ES step")
         ax.set_ylabel("mean online cross-entropy (nats)")
         ax.set_title("VSML meta-training")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)),
+               fontsize=8, frameon=False)
     return fig
