@@ -61,8 +61,10 @@ def test_the_long_comparison_runs_quick(tmp_path):
     assert {"cml", "maml"} <= set(res["methods"]) and "fomaml" not in res["methods"]
     assert res["config"]["meta"]["lam_min"] == [1.0, 1.0, 0.05]
     assert res["config"]["compare"]["workers"] == 1
-    # CML's schedule over the budget got its horizon: at least the meta-steps made by
-    # then, and the steps' count is in the results
+    # CML's schedule over the budget got its horizon, measured after the first 5 % of
+    # the 4-s quick budget (at least one meta-step: a machine busy with other work makes
+    # fewer steps in 4 s, so no larger count is asserted), and it is in the results
     cml = res["methods"]["cml"]
-    assert isinstance(cml["schedule_steps"], int) and cml["schedule_steps"] >= 3
+    assert isinstance(cml["schedule_steps"], int) and cml["schedule_steps"] >= 1
+    assert cml["meta_steps"] >= 1
     assert res["methods"]["maml"]["schedule_steps"] is None     # (no schedule)
