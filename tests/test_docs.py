@@ -33,3 +33,16 @@ def test_docs_build_without_warnings(tmp_path):
         assert f'id="{name}"' in api, f"{name} missing from the API reference"
     for fig in ("gradcheck.png", "consolidation.png"):
         assert (out / "_images" / fig).is_file(), fig
+
+
+def test_dual_page_example_runs_as_written(monkeypatch):
+    """docs/dual.md's first example, copied as it stands into a script, runs without an
+    error or a warning (a reader's first contact with the dual system)."""
+    import re
+    import warnings
+
+    text = (ROOT / "docs" / "dual.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(code, "docs/dual.md", "exec"), {"__name__": "dual_example"})
