@@ -316,21 +316,20 @@ def _dispatch(args):
 def _blame_set(message, overrides):
     """``message`` saying which ``--set`` it is about: an error about a value names the
     model file the other values came from, not the command line the offending one came
-    from. A key the message names: `` (the value given by --set)``, the key and value
-    not repeated; else a ``--set`` of the section it names: `` (with --set KEY=VALUE)``
-    (e.g. a rule between two keys of that section)."""
+    from. What the error is about is the key path right after the file's name: a
+    ``--set`` of that very key: `` (the value given by --set)`` (key and value not
+    repeated); a bare section (a rule between its keys) that a ``--set`` changed:
+    `` (with --set KEY=VALUE)``; anything else is left as it is."""
     if "--set" in message:
         return message
-
-    def about(item, whole):     # the item's key (or its section) heads a part of it
-        key = item.split("=", 1)[0].strip()
-        name = key if whole else key.split(".", 1)[0]
-        return bool(name) and re.search(rf"(^|: ){re.escape(name)}[.:]", message)
-
-    items = list(overrides or ())
-    if any(about(i, True) for i in items):
+    head = re.match(r"(?:.*?\.ya?ml: )?([A-Za-z_][\w.]*):", message)
+    if head is None:
+        return message
+    head = head.group(1)
+    keys = [(i, i.split("=", 1)[0].strip()) for i in overrides or ()]
+    if any(k == head for _, k in keys):
         return f"{message} (the value given by --set)"
-    blamed = [i for i in items if about(i, False)]
+    blamed = [i for i, k in keys if "." not in head and k.split(".", 1)[0] == head]
     return f"{message} (with --set {', --set '.join(blamed)})" if blamed else message
 
 

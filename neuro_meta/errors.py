@@ -19,19 +19,31 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def in_package(filename):
-    """Whether ``filename`` (a frame's or a warning's) is a file of the package."""
-    return os.path.abspath(filename).startswith(PACKAGE_DIR)
+    """Whether ``filename`` (a frame's or a warning's) is a file of the package (never
+    ``<string>``, ``<stdin>`` and the like: code given to the interpreter is the user's)."""
+    return not filename.startswith("<") and \
+        os.path.abspath(filename).startswith(PACKAGE_DIR)
+
+
+def _stdlib_dir():
+    import sysconfig
+
+    return os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 
 
 def user_stacklevel():
     """The ``stacklevel`` for ``warnings.warn`` called by the caller of this function
     that names the first frame outside the package (the user's line, whichever public
-    entry point and internal calls led there); the outermost frame if every frame is
-    the package's (e.g. ``python -m neuro_meta...``)."""
+    entry point and internal calls led there). Where that frame is the standard
+    library's -- a worker of a process or thread pool, ``runpy`` -- there is no user's
+    line: 1, the line of the package that warns."""
     frame, level = sys._getframe(1), 1      # level 1: the function calling warn
     while frame.f_back is not None and in_package(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
-    return level
+    name = frame.f_code.co_filename
+    foreign = name.startswith("<frozen") or (
+        not name.startswith("<") and os.path.abspath(name).startswith(_stdlib_dir()))
+    return 1 if foreign and not in_package(name) else level
 
 
 class NeuroMetaError(Exception):

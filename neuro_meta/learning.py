@@ -66,7 +66,8 @@ def warn_not_settled(learner, net, settled, t_end, solver_steps=None):
                   f"settle to tol={learner.tol:g}{where}; increase {bound} "
                   "or tol -- or reduce dt: beyond its stable step an explicit integrator "
                   "oscillates around the fixed point instead of settling"
-                  + ("" if getattr(learner, "substeps", 1) == "auto" else
+                  + ("" if getattr(learner, "substeps", 1) == "auto"
+                     or getattr(learner, "presentation", "batch") != "batch" else
                      " (substeps='auto' picks each task's step from its stiffness)")
                   + ("" if solver_steps is None else
                      "; a task that never settles may have no minimum (lam = 0 and a "

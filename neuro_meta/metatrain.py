@@ -517,8 +517,9 @@ class CheckpointCadence:
 def _reemit(w):
     """Warn again a warning caught while estimating: where it was raised if that is the
     user's code, else at the user's line (not at the library line that raised it)."""
-    if in_package(w.filename):
-        warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
+    level = user_stacklevel()           # 1: no user's line (a pool's worker)
+    if in_package(w.filename) and level > 1:
+        warnings.warn(w.message, w.category, stacklevel=level)
     else:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 

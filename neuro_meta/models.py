@@ -120,10 +120,16 @@ def section(cfg, key, required=(), optional=()):
     known = list(required) + list(optional)
     unknown = [k for k in sec if k not in known]
     if unknown:     # first: a misspelt key is also a missing one
-        elsewhere = [k for k, v in cfg.items() if k != key and isinstance(v, dict)
-                     and unknown[0] in v]      # a key of another section, put here
-        hint = (f" (it is a key of {elsewhere[0]}: {elsewhere[0]}.{unknown[0]})"
-                if elsewhere else did_you_mean(unknown[0], known))
+        word = unknown[0]
+        elsewhere = [k for k, v in cfg.items() if k not in (key, "quick")
+                     and not k.startswith("_") and isinstance(v, dict) and word in v]
+        if word in cfg and isinstance(cfg[word], dict):     # a section, indented here
+            hint = f" (a top-level section, not a key of {key})"
+        elif elsewhere:                                     # a key of another section
+            hint = f" (a key of the {', '.join(elsewhere)} section" + \
+                f"{'s' if len(elsewhere) > 1 else ''})"
+        else:
+            hint = did_you_mean(word, known)
         raise ValidationError(f"{where}: {key}.{unknown[0]}: unknown key"
                               f"{hint} (known: {', '.join(known)})")
     missing = [k for k in required if k not in sec]

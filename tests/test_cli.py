@@ -203,14 +203,33 @@ def test_an_error_from_a_set_value_names_the_set(tiny, tmp_path, capsys, item, r
 def test_a_key_put_in_the_wrong_section_is_pointed_to_its_own(tiny, tmp_path, capsys):
     code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
                          "meta.dt=0.01", "--out", str(tmp_path / "o"))
-    assert code == 2 and "meta.dt: unknown key (it is a key of learner: learner.dt)" in err
+    assert code == 2 and "meta.dt: unknown key (a key of the learner section)" in err, err
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
+                         "meta.learner=1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "meta.learner: unknown key (a top-level section, not a key of " \
+        "meta)" in err, err
 
 
-def test_an_error_not_from_a_set_value_does_not_name_it(tiny, tmp_path, capsys):
-    tiny.write_text(tiny.read_text().replace("learning_rate: 6.0e-3", "learning_rate: -6.0e-3", 1))
+@pytest.mark.parametrize("item", ["learner.dt=0.01", "meta.steps=2", "meta.dt=0.01"])
+def test_an_error_not_from_a_set_value_does_not_name_it(tiny, tmp_path, capsys, item):
+    """The file's own bad value, with a --set of another section, of another key of the
+    same section, or of a key whose name the message's hint mentions: no --set named."""
+    tiny.write_text(tiny.read_text().replace("learning_rate: 6.0e-3",
+                                             "learning_rate: -6.0e-3", 1))
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
+                         item, "--out", str(tmp_path / "o"))
+    if item == "meta.dt=0.01":          # its own error comes first: named once, as its own
+        assert code == 2 and "(the value given by --set)" in err, err
+        return
+    assert code == 2 and "must be > 0" in err and "--set" not in err, err
+
+
+def test_a_files_wrong_key_is_not_blamed_on_a_set_its_hint_names(tiny, tmp_path, capsys):
+    tiny.write_text(tiny.read_text().replace("eval_every: 2, eval_tasks: 6, seed: 0}",
+                                             "eval_every: 2, eval_tasks: 6, seed: 0, dt: 1}"))
     code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--set",
                          "learner.dt=0.01", "--out", str(tmp_path / "o"))
-    assert code == 2 and "must be > 0" in err and "--set" not in err, err
+    assert code == 2 and "meta.dt: unknown key" in err and "--set" not in err, err
 
 
 def test_gradcheck_given_to_run_points_to_its_command(tmp_path, capsys):

@@ -355,6 +355,52 @@ def test_not_settled_warning_points_at_the_callers_line(door):
     assert all(w.filename == __file__ for w in caught), [w.filename for w in caught]
 
 
+def test_not_settled_warning_in_a_worker_thread_names_the_package_line():
+    """In a pool's worker (here a thread) no frame is the user's: the warning names the
+    package's line that warns, not the standard library's thread code."""
+    import threading
+
+    from neuro_meta.errors import in_package
+
+    net, task = _unsettled_problem()
+    short = nm.Learner(tol=1e-14, dt=0.1, max_duration=1.0)
+    caught = []
+
+    def work():
+        caught.extend(_caught(lambda: short.run(net, task.x_train, task.y_train),
+                              nm.NotSettledWarning))
+
+    t = threading.Thread(target=work)       # user code in the thread: the user's line
+    t.start()
+    t.join()
+    assert caught and all(w.filename == __file__ for w in caught)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        t = threading.Thread(target=short.run, args=(net, task.x_train, task.y_train))
+        t.start()
+        t.join()
+    names = [w.filename for w in rec if issubclass(w.category, nm.NotSettledWarning)]
+    assert names and all(in_package(n) for n in names), names
+
+
+def test_code_given_to_the_interpreter_is_the_users(monkeypatch):
+    """``python -c``/``exec`` code ('<string>') counts as the user's, even run from
+    inside the package's folder (a relative name must not resolve into it)."""
+    import os
+
+    from neuro_meta.errors import PACKAGE_DIR
+
+    monkeypatch.chdir(PACKAGE_DIR)
+    net, task = _unsettled_problem()
+    short = nm.Learner(tol=1e-14, dt=0.1, max_duration=1.0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        exec(compile("short.run(net, task.x_train, task.y_train)", "<string>", "exec"),
+             {"short": short, "net": net, "task": task})
+    names = [w.filename for w in rec if issubclass(w.category, nm.NotSettledWarning)]
+    assert names == ["<string>"], (names, os.getcwd())
+
+
 def test_unsettled_estimate_warning_points_at_the_callers_line():
     short = nm.Learner(rule="delta", integrator="euler", dt=0.01, duration=0.5)
     from neuro_meta.cml import UnsettledEstimateWarning

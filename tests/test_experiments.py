@@ -69,7 +69,8 @@ def test_gradcheck_table_has_a_title_with_what_and_units():
            "fitted_slope": {"standard": 1.0, "symmetric": 2.0}, "config": cfg}
     title = _title_then_header(gradcheck.summary_table(res), "beta")
     assert title.startswith("CML meta-gradient error against the nudging strength β")
-    assert "relative error" in title and title.count("(dimensionless)") == 2
+    assert "relative error ‖g_cml\u2009−\u2009g_exact‖/‖g_exact‖" in title   # unbroken
+    assert "(both dimensionless)" in title
     assert f"tolerance δ = {cfg['sweeps']['tight_tol']:g}" in title
     res.pop("config")
     assert "relative error" in _title_then_header(gradcheck.summary_table(res), "beta")

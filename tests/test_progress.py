@@ -19,6 +19,9 @@ def test_a_bar_in_a_log_file_updates_every_log_interval(monkeypatch):
         assert b.mininterval == _progress.LOG_INTERVAL
     with _progress.bar(total=3, file=io.StringIO(), mininterval=0.5) as b:
         assert b.mininterval == 0.5                 # the caller's own
+    monkeypatch.setenv("TQDM_MININTERVAL", "7")     # the user's (read by the package:
+    with _progress.bar(total=3, file=io.StringIO()) as b:   # tqdm < 4.66 does not)
+        assert b.mininterval == 7.0
 
 
 def test_a_bar_on_a_terminal_is_tqdms(monkeypatch):
@@ -31,7 +34,8 @@ def test_a_log_file_gets_a_few_lines_not_thousands(tmp_path):
     """A bar of 2 s of work written to a file (a real redirected standard error): tqdm's
     own bar writes ~20 updates, this one the first and the last."""
     code = ("import time; from neuro_meta import _progress\n"
-            "for _ in _progress.bar(range(40)): time.sleep(0.05)\n")
+            "b = _progress.bar(range(40))\n"
+            "for i in b: time.sleep(0.05); b.set_postfix(step=i)   # (as ES, every step)\n")
     log = tmp_path / "log"
     with open(log, "w") as f:
         subprocess.run([sys.executable, "-c", code], stderr=f, check=True,

@@ -187,9 +187,9 @@ def summary_table(results):
     """Text table of the β sweep, under a title saying what it holds and in which units."""
     tol = ((results.get("config") or {}).get("sweeps") or {}).get("tight_tol")
     lines = textwrap.wrap(
-        "CML meta-gradient error against the nudging strength β (dimensionless): "
-        "relative error ‖g_cml − g_exact‖ / ‖g_exact‖ over all meta-parameters "
-        "(dimensionless) of the standard and the symmetric estimator, phases settled"
+        "CML meta-gradient error against the nudging strength β (both dimensionless): "
+        "the relative error ‖g_cml\u2009−\u2009g_exact‖/‖g_exact‖ over all "
+        "meta-parameters of the standard and the symmetric estimator, phases settled"
         + (f" to tolerance δ = {tol:g}" if isinstance(tol, (int, float)) else "")
         + "; exact reference by implicit differentiation", 100) + [
              f"{'beta':>10} {'standard':>12} {'symmetric':>12}"]
