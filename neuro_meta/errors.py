@@ -11,8 +11,8 @@ Every exception raised on purpose by the package derives from :class:`NeuroMetaE
 Warnings point at the user's line: :func:`user_stacklevel` is the ``stacklevel`` of the
 first frame outside the package, whichever public entry point the warning came through.
 """
+import inspect
 import os
-import sys
 
 #: The package's directory: frames of files inside it are the library's, not the user's.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -37,7 +37,7 @@ def user_stacklevel():
     entry point and internal calls led there). Where that frame is the standard
     library's -- a worker of a process or thread pool, ``runpy`` -- there is no user's
     line: 1, the line of the package that warns."""
-    frame, level = sys._getframe(1), 1      # level 1: the function calling warn
+    frame, level = inspect.currentframe().f_back, 1   # level 1: the function calling warn
     while frame.f_back is not None and in_package(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     name = frame.f_code.co_filename

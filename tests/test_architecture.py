@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neuro_meta"
 #: Layers, lowest first: a module may import its own layer's and lower layers' modules.
 LAYERS = [
     # foundations
-    {"errors", "_params", "io", "results", "activations", "initializers", "optim", "workers",
+    {"errors", "_params", "_progress", "io", "results", "activations", "initializers", "optim", "workers",
      "checkpoint", "losses", "datasets", "data", "data.*"},
     # the model-kind protocol and the data it is fed
     {"kind", "tasks", "synapses"},

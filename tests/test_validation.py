@@ -320,3 +320,24 @@ def test_divergence_message_shows_4_significant_digits_and_keeps_the_value():
     assert sum(c.isdigit() for c in value.split("e")[0]) <= 4, msg
     assert (int(step), var) == (e.step, e.variable) and float(t) == pytest.approx(e.t)
     assert e.value >= 1e10 and float(value) == pytest.approx(e.value, rel=1e-3)
+
+
+def test_a_solver_divergence_has_no_simulated_time():
+    """The phase solver's steps are no time of the simulation: its divergence message
+    names its steps, not "t = steps x dt s", and ``t`` is None (the check itself, fed a
+    state beyond the bound as the solver would)."""
+    from neuro_meta.engines.phase import DIVERGENCE_BOUND, check_finite
+
+    net = _net()
+    spec = type("Spec", (), {"dt": 0.1, "beta": 0.0, "integrator": "expeuler"})()
+    phi = [np.full((1, 2, 5), 2 * DIVERGENCE_BOUND)]
+    v = [np.zeros((1, 2))]
+    with pytest.raises(nm.SimulationError) as err:
+        check_finite(phi, v, 37, spec, net, solver=True)
+    msg = str(err.value)
+    assert "in the phase solver (settle='solve'), after 37 step(s)" in msg, msg
+    assert "t =" not in msg and "dt (now" not in msg and "settle='integrate'" in msg, msg
+    assert err.value.t is None and err.value.step == 37
+    with pytest.raises(nm.SimulationError) as err:      # integrated: time and dt as before
+        check_finite(phi, v, 37, spec, net)
+    assert "at step 37 (t = 3.7 s)" in str(err.value) and err.value.t == pytest.approx(3.7)

@@ -147,27 +147,34 @@ def task_norm(arrs):
     return np.sqrt(sum((a * a).reshape(a.shape[0], -1).sum(axis=1) for a in arrs))
 
 
-def check_finite(phi, v, n, spec, kind):
+def check_finite(phi, v, n, spec, kind, solver=False):
     """Raise :class:`SimulationError` if a fast variable or neuron state of ``kind`` is
     beyond :data:`DIVERGENCE_BOUND` (or NaN) after step ``n`` (the value shown to 4
     significant digits, in full as the error's ``value``; ``step``, ``t``, ``variable``
-    too)."""
+    too). ``solver``: ``n`` counts the phase solver's steps, which have no time of the
+    simulation (``t`` None; the hint names the solver's tolerance, not ``dt``)."""
     dt, beta = spec.dt, spec.beta
     for name, arrs in (("phi", phi), ("v", v)):
         for l, a in enumerate(arrs):
             m = np.abs(a).max() if a.size else 0.0
             if not m < DIVERGENCE_BOUND:
+                where = (f"in the phase solver (settle='solve'), after {n} step(s)" if solver
+                         else f"at step {n} (t = {n * dt:.6g} s)")
+                step = ("" if solver else f"dt (now {dt:g} s), ")
                 raise SimulationError(
-                    f"Learner.run: the simulation of the {kind.kind_name} diverged at step {n} "
-                    f"(t = {n * dt:.6g} s): max |{name}[{l}]| = {float(m):.4g}. Hint: reduce "
-                    f"dt (now {dt:g} s), the learning speed (increase "
-                    f"{kind.kind_name}.{kind.tau_fast_name}), the input scale"
+                    f"Learner.run: the simulation of the {kind.kind_name} diverged {where}: "
+                    f"max |{name}[{l}]| = {float(m):.4g}. Hint: reduce {step}the learning "
+                    f"speed (increase {kind.kind_name}.{kind.tau_fast_name}), the input scale"
                     + (f" or |beta| (now {beta:g}; a negative beta can make the nudged "
                        "objective non-convex where lam is small)" if beta < 0 else
                        f" or beta (now {beta:g})" if beta else "")
-                    + f"; with integrator={spec.integrator!r} a step must stay well "
-                    "below the fastest time constant of the system.",
-                    step=n, t=n * dt, variable=f"{name}[{l}]", value=float(m))
+                    + (" -- or settle by integration (settle='integrate'): a solver's fixed "
+                       "point this far out means the objective may have no minimum "
+                       "(lam = 0 and a loss without one)." if solver else
+                       f"; with integrator={spec.integrator!r} a step must stay well "
+                       "below the fastest time constant of the system."),
+                    step=n, t=None if solver else n * dt, variable=f"{name}[{l}]",
+                    value=float(m))
 
 
 # ---------------------------------------------------------------------- building a phase

@@ -233,7 +233,7 @@ def solve_phase(ph, phi):
     handed |= ~settled
     phi = full(z)
     v = dyn.steady_v(phi, X)
-    check_finite(phi, v, int(steps.max()) if B else 0, spec, kind)
+    check_finite(phi, v, int(steps.max()) if B else 0, spec, kind, solver=True)
     rec = Recorder((), 1, spec.dt)
     rec.ran(NAME)
     rec.solver = {"steps": steps, "hvps": hvps}
