@@ -35,14 +35,30 @@ def test_docs_build_without_warnings(tmp_path):
         assert (out / "_images" / fig).is_file(), fig
 
 
-def test_dual_page_example_runs_as_written(monkeypatch):
-    """docs/dual.md's first example, copied as it stands into a script, runs without an
-    error or a warning (a reader's first contact with the dual system)."""
-    import re
-    import warnings
 
-    text = (ROOT / "docs" / "dual.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        exec(compile(code, "docs/dual.md", "exec"), {"__name__": "dual_example"})
+#: Pages whose python examples run as written, one after the other in one interpreter
+#: (the other pages' examples are fragments that use names the prose defines, a remote
+#: Dask scheduler, or hours of meta-training); slow: more than ~10 s.
+RUNNABLE = ["README.md", "docs/index.md", "docs/architecture.md", "docs/dual.md",
+            "docs/brian2.md",
+            pytest.param("docs/baselines.md", marks=pytest.mark.slow),
+            pytest.param("docs/consolidation.md", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("page", RUNNABLE)
+def test_a_pages_examples_run_as_written(page, tmp_path):
+    """The page's python examples, copied as they stand into one script, run in a fresh
+    interpreter (in an empty folder: nothing of the repository's is at hand) without an
+    error and without a phase left unsettled."""
+    import re
+
+    text = (ROOT / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, page
+    prelude = ("import warnings, neuro_meta as _nm\n"
+               "warnings.simplefilter('error', _nm.NotSettledWarning)\n")
+    script = tmp_path / "example.py"
+    script.write_text(prelude + "\n".join(blocks))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, f"{page}:\n{proc.stderr[-3000:]}"
