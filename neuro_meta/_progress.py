@@ -37,7 +37,7 @@ def _env_interval():
 
 def _interactive(stream):
     """A terminal, or a Jupyter kernel's output (no terminal, but read as it is drawn)."""
-    if "ipykernel" in sys.modules:
+    if _in_jupyter():
         return True
     isatty = getattr(stream, "isatty", None)
     try:
@@ -69,7 +69,7 @@ def _quiet(cls):
 def _tqdm():
     """tqdm's class for where the bar runs: ``tqdm.auto``'s, except in a Jupyter kernel
     without ipywidgets, where ``tqdm.auto`` warns that it falls back to the text bar."""
-    if "ipykernel" in sys.modules:
+    if _in_jupyter():
         try:
             import ipywidgets  # noqa: F401
         except ImportError:
@@ -77,3 +77,14 @@ def _tqdm():
             return tqdm
     from tqdm.auto import tqdm
     return tqdm
+
+
+def _in_jupyter():
+    """Whether this runs in a Jupyter kernel (as ``tqdm.autonotebook`` tells: an IPython
+    shell run by an ``IPKernelApp``; a module that merely imported ipykernel is not)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:               # an IPython without a shell or a config
+        return False

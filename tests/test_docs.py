@@ -40,7 +40,7 @@ def test_docs_build_without_warnings(tmp_path):
 #: (the other pages' examples are fragments that use names the prose defines, a remote
 #: Dask scheduler, or hours of meta-training); slow: more than ~10 s.
 RUNNABLE = ["README.md", "docs/index.md", "docs/architecture.md", "docs/dual.md",
-            "docs/brian2.md",
+            "docs/brian2.md", "docs/gradquality.md", "docs/warpgrad.md",
             pytest.param("docs/baselines.md", marks=pytest.mark.slow),
             pytest.param("docs/consolidation.md", marks=pytest.mark.slow)]
 
