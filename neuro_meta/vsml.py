@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _params as P
 from . import optim
-from .errors import SimulationError
+from .errors import SimulationError, user_stacklevel
 from .workers import map_pieces, n_workers
 
 #: Population members per in-process batch (bounds memory; results do not depend on it).
@@ -877,7 +877,7 @@ class ESTrainer:
             import warnings
 
             warnings.warn(f"{O}: no evaluation gave a finite {select!r}; the final theta "
-                          f"(step {step}) is kept", RuntimeWarning, stacklevel=2)
+                          f"(step {step}) is kept", RuntimeWarning, stacklevel=user_stacklevel())
             best.update(step=step, theta=self.theta.copy())
         self.best_theta, self.best_step = np.array(best["theta"]), int(best["step"])
         self.wall_s = self.resumed_wall_s + time.perf_counter() - t_call

@@ -236,3 +236,18 @@ def test_the_checks_find_what_breaks_them(broken):
     assert any("imports _drive" in p for p in private)
     assert any("reads ._task_max of npe" in p for p in private)
     assert checks == ["neuro_meta.learning:5 tests isinstance(..., RateNetwork)"]
+
+
+def test_every_warning_names_the_users_line():
+    """No ``warnings.warn`` of the package has a fixed ``stacklevel``: a fixed level
+    names the user's line from one entry point only (and a line of the package from the
+    others); ``errors.user_stacklevel()`` finds it from every one."""
+    fixed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn":
+                for kw in node.keywords:
+                    if kw.arg == "stacklevel" and isinstance(kw.value, ast.Constant):
+                        fixed.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert fixed == []

@@ -56,7 +56,7 @@ from .. import checkpoint as ckpt
 from .. import optim
 from ..cml import CML
 from ..dual import DualSystem
-from ..errors import ValidationError
+from ..errors import ValidationError, user_stacklevel
 from ..families import WheelBandit
 from ..initializers import Glorot
 from ..io import budget_notes, reads_results, save_figure, write_results
@@ -439,7 +439,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
         warnings.warn(f"{cfg.get('_file', '<config>')}: deploy.window ({dep['window']}) "
                       f"differs from family.shots ({fam.shots}): the networks re-learn on "
                       "histories of another size than the support sets they were "
-                      "meta-trained on", UserWarning, stacklevel=2)
+                      "meta-trained on", UserWarning, stacklevel=user_stacklevel())
     learner = build_learner(cfg)
     # Compute-fair: under a wall-time budget all methods meta-train in this process (MAML
     # has no executor); the executor then serves the deployment only.
@@ -455,7 +455,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     saved = {}
     if resume and not meta_path.exists() and not any(out.glob("*checkpoint.npz")):
         warnings.warn(f"--resume: {out} holds no meta-parameters nor checkpoints; starting "
-                      "afresh", UserWarning, stacklevel=2)      # (a mistyped --out)
+                      "afresh", UserWarning, stacklevel=user_stacklevel())      # (a mistyped --out)
     if resume and meta_path.exists():
         state = ckpt.load(meta_path)
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:

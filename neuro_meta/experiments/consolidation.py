@@ -24,7 +24,7 @@ from ..io import reads_results, save_figure, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
-from ..errors import ValidationError
+from ..errors import ValidationError, user_stacklevel
 from ..models import checked, configure, load_model, merge, section  # noqa: F401 (merge)
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
@@ -101,7 +101,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
         import warnings
 
         warnings.warn(f"--resume: {out} holds no checkpoint; starting afresh", UserWarning,
-                      stacklevel=2)
+                      stacklevel=user_stacklevel())
     t0 = time.perf_counter()
     untrained_net = trainer.net
     m0, s0 = trainer.evaluate(untrained_net)

@@ -66,7 +66,7 @@ from .. import warpgrad as wg
 from ..cml import CML
 from ..datasets import omniglot_runs
 from ..dual import DualSystem
-from ..errors import ValidationError
+from ..errors import ValidationError, user_stacklevel
 from ..families import FewShotClassification
 from ..initializers import Glorot
 from ..io import budget_notes, reads_results, save_figure, write_json, write_results
@@ -1772,7 +1772,7 @@ def _combined(O, runs, where=""):
             ckpts.append(path)
         elif name not in ("pixel_nn", "cml_untrained"):
             warnings.warn(f"{O}: {path}: missing; neuro-meta alphabets / adaptation cannot "
-                          f"score {name} from the combined folder", stacklevel=3)
+                          f"score {name} from the combined folder", stacklevel=user_stacklevel())
     cfg = {k: v for k, v in base_cfg.items() if not str(k).startswith("_")}
     cfg["methods"] = [n for n in methods if n not in ("pixel_nn", "cml_untrained")]
     results = {"methods": methods, "history": history, "config": cfg,

@@ -38,7 +38,7 @@ from .. import _params as P
 from .. import baselines as bl
 from .. import optim
 from ..cml import CML
-from ..errors import ValidationError
+from ..errors import ValidationError, user_stacklevel
 from ..families import Sinusoid
 from ..io import budget_notes, reads_results, save_figure, write_json, write_results
 from ..learning import Learner
@@ -420,7 +420,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
                 import warnings
                 warnings.warn(f"{partial_path}: {name} finished without a stored fit "
                               "(partial.json from an older version), so its curve is left "
-                              "out of sinusoid.png; its results stand", stacklevel=2)
+                              "out of sinusoid.png; its results stand",
+                              stacklevel=user_stacklevel())
             continue
         if name == "cml":
             summary, h = _run_cml(trainer, cfg, compare, out, progress, resume, one, x_plot,
@@ -479,7 +480,7 @@ def restore_trained(trainer, checkpoint, what, summary):
     if why is None:
         return True
     warnings.warn(f"{checkpoint}: {why}, so the trained network is unknown to this resumed "
-                  f"run; {what} not redrawn from it", stacklevel=2)
+                  f"run; {what} not redrawn from it", stacklevel=user_stacklevel())
     return False
 
 
@@ -517,7 +518,7 @@ def load_partial(path, fingerprint):
             import warnings
 
             warnings.warn(f"--resume: {path.parent} holds no partial results nor "
-                          "checkpoints; starting afresh", UserWarning, stacklevel=3)
+                          "checkpoints; starting afresh", UserWarning, stacklevel=user_stacklevel())
         return {}
     import json
 

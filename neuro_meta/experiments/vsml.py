@@ -58,7 +58,7 @@ from .. import optim
 from .. import vsml as V
 from ..cml import CML
 from ..datasets import omniglot
-from ..errors import ValidationError
+from ..errors import ValidationError, user_stacklevel
 from ..checkpoint import checksum
 from ..io import atomic_write_bytes, reads_results, save_figure, write_results
 from ..learning import Learner, NotSettledWarning
@@ -359,7 +359,7 @@ def cml_correct(net, learner, x, y):
     if unsettled.any():
         warnings.warn(f"cml_correct: {int(unsettled.sum())} of {unsettled[:, 1:].size} "
                       "prefixes did not settle within max_duration (scored from the state "
-                      "at max_duration)", NotSettledWarning, stacklevel=2)
+                      "at max_duration)", NotSettledWarning, stacklevel=user_stacklevel())
     return out
 
 
