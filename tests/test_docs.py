@@ -62,3 +62,11 @@ def test_a_pages_examples_run_as_written(page, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, f"{page}:\n{proc.stderr[-3000:]}"
+    # an output block right after an example shows what the example prints: every line
+    # of it is a printed line ("..." stands for any text)
+    printed = proc.stdout.splitlines()
+    for shown in re.findall(r"```python\n.*?```\s*\n```text\n(.*?)```", text, re.S):
+        for line in shown.strip("\n").splitlines():
+            pattern = ".*".join(re.escape(part) for part in line.split("..."))
+            assert any(re.fullmatch(pattern, out) for out in printed), \
+                f"{page}: the shown output line {line!r} is not printed by the example"
