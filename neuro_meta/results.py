@@ -69,6 +69,9 @@ class LearningResult:
 
     def __repr__(self):
         shapes = [p.shape for p in self.phi]
-        return (f"LearningResult(phi shapes={shapes}, t_end={self.t_end:.4g} s, "
+        # a solved phase's t_end is the solver's pseudo-time, not a simulated time
+        when = (f"t_end={self.t_end:.4g} s" if self.solver is None else
+                f"t_end={self.t_end:.4g} s of the solver's pseudo-time")
+        return (f"LearningResult(phi shapes={shapes}, {when}, "
                 f"steps={self.steps}, settled={self.settled}, engine={self.engine!r}, "
                 f"recorded={sorted(self.record)})")

@@ -310,3 +310,14 @@ def test_unsettled_solved_phase_reports_the_users_bound_not_pseudo_time(max_dura
     assert f"{res.solver['steps']} step(s) of the phase solver" in msg, msg
     assert ("default 1000 tau" in msg) == (max_duration is None), msg
     assert rec[0].filename == __file__
+
+
+def test_a_solved_results_repr_says_its_time_is_pseudo_time():
+    """A solved phase's ``t_end`` is the solver's pseudo-time (can be 1e10 s): the repr
+    says so, an integrated phase's repr does not."""
+    net = sinusoid_net()
+    xt, yt, _, _ = tasks().as_batch()
+    integ, solve = learners(1e-6)
+    a, b = integ.run(net, xt, yt), solve.run(net, xt, yt)
+    assert "pseudo-time" in repr(b) and f"t_end={b.t_end:.4g} s" in repr(b)
+    assert "pseudo-time" not in repr(a) and f"t_end={a.t_end:.4g} s," in repr(a)
