@@ -27,6 +27,14 @@ momentum and Adam's ``b1``, ``b2`` in ``[0, 1)`` (at 1 the bias correction divid
 zero), ``eps`` finite and > 0. :func:`apply_updates` checks that the updates have the
 structure of the parameters and refuses a non-finite result
 (:class:`~neuro_meta.errors.SimulationError`, with a hint).
+
+What comes in is checked too (a :class:`~neuro_meta.errors.ValidationError`): trees
+(θ, gradients, updates) are dicts of lists of real arrays or None -- complex values,
+booleans, text and Brian2 quantities with units are refused, never cast; an ``update``
+takes only its own transformation's state (from its ``init`` or a previous ``update``);
+trees combined leaf-wise must have the same structure; a schedule's update number is an
+integer >= 0. (Plain SGD keeps no state, so it cannot compare the gradients with the
+parameters: :func:`apply_updates` does.)
 """
 import bisect
 import math
@@ -42,21 +50,25 @@ NONNEGATIVE = ("lam", "lam_bias", "lam_gain", "lam_readout")
 
 
 def tree_map(fn, *trees):
-    """Apply ``fn`` leaf-wise to dicts of lists of arrays (``None`` leaves stay None)."""
+    """Apply ``fn`` leaf-wise to dicts of lists of arrays (``None`` leaves stay None).
+    The trees must have the structure of the first: the same keys, list lengths and
+    ``None`` entries (a ValidationError otherwise, never a list cut short)."""
+    O = "tree_map"
+    if not callable(fn):
+        P.fail(O, "fn", "must be a function of one leaf per tree", type(fn).__name__)
+    if not trees:
+        P.fail(O, "trees", "must give at least one tree (a dict of lists of arrays)",
+               "none")
     first = trees[0]
+    _check_lists(first, O, "trees[0]")
+    for j, tree in enumerate(trees[1:], 1):
+        _check_same_structure(tree, first, O, f"trees[{j}]")
     return {k: [None if leaves[0] is None else fn(*leaves)
                 for leaves in zip(*(t[k] for t in trees))] for k in first}
 
 
-def tree_vector(tree):
-    """All leaves flattened into one vector (fixed key order)."""
-    parts = [np.ravel(a) for k in sorted(tree) for a in tree[k] if a is not None]
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def check_params(tree, owner, attr="theta"):
-    """``tree`` must be a dict of lists whose entries are real (integer or float, not
-    bool) arrays or None."""
+def _check_lists(tree, owner, attr):
+    """``tree`` must be a dict of lists (or tuples): O(number of keys)."""
     if not isinstance(tree, dict):
         P.fail(owner, attr, "must be a dict of lists of arrays (like net.theta)",
                type(tree).__name__)
@@ -64,9 +76,59 @@ def check_params(tree, owner, attr="theta"):
         if not isinstance(leaves, (list, tuple)):
             P.fail(owner, f"{attr}.{k}", "must be a list of arrays (None where absent)",
                    type(leaves).__name__)
+    return tree
+
+
+def _check_same_structure(tree, like, owner, attr):
+    """``tree`` must have the keys, list lengths and ``None`` entries of ``like`` (a dict
+    of lists already checked); its leaves are not looked at."""
+    if not isinstance(tree, dict) or set(tree) != set(like):
+        P.fail(owner, attr, f"must be a dict with the keys {sorted(map(str, like))} of "
+               "the first tree", sorted(map(str, tree)) if isinstance(tree, dict)
+               else type(tree).__name__)
+    for k, ref in like.items():
+        leaves = tree[k]
+        if not isinstance(leaves, (list, tuple)) or len(leaves) != len(ref):
+            P.fail(owner, f"{attr}.{k}", f"must be a list of {len(ref)} entries like the "
+                   "first tree's", type(leaves).__name__ if not isinstance(
+                       leaves, (list, tuple)) else f"{len(leaves)} entries")
+        for i, (a, r) in enumerate(zip(leaves, ref)):
+            if (a is None) != (r is None):
+                P.fail(owner, f"{attr}.{k}[{i}]", "must be None where the first tree's "
+                       "entry is None, a leaf elsewhere", type(a).__name__)
+    return tree
+
+
+def _vector(tree):
+    """All leaves of a checked tree flattened into one vector (fixed key order)."""
+    parts = [np.ravel(a) for k in sorted(tree) for a in tree[k] if a is not None]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def tree_vector(tree):
+    """All leaves flattened into one vector (fixed key order); ``tree`` a dict of lists
+    of real arrays or None (:func:`check_params`)."""
+    return _vector(check_params(tree, "tree_vector", "tree"))
+
+
+def _no_units(a, owner, attr):
+    """Refuse a leaf that is a Brian2 quantity with units (cheap: two ``hasattr``)."""
+    if P.is_quantity(a):
+        P.dimensionless(a, owner, attr)
+
+
+def check_params(tree, owner, attr="theta"):
+    """``tree`` must be a dict of lists whose entries are real (integer or float, not
+    bool or complex) arrays or None, without units (a Brian2 quantity with units is
+    refused)."""
+    _check_lists(tree, owner, attr)
+    for k, leaves in tree.items():
         for i, a in enumerate(leaves):
-            if a is not None and not (isinstance(a, (np.ndarray, numbers.Real))
-                                      and np.asarray(a).dtype.kind in "iuf"):
+            if a is None:
+                continue
+            _no_units(a, owner, f"{attr}.{k}[{i}]")
+            if not (isinstance(a, (np.ndarray, numbers.Real))
+                    and np.asarray(a).dtype.kind in "iuf"):
                 P.fail(owner, f"{attr}.{k}[{i}]", "must be a real (integer or float) array "
                        "or None",
                        type(a).__name__ + (f" of dtype {a.dtype}" if isinstance(
@@ -115,7 +177,33 @@ def constant(value):
     """The same learning rate at every update (its settings: the number itself, so that
     ``adam(constant(x))`` and ``adam(x)`` have the same fingerprint)."""
     v = P.real(value, "constant", "value", low=0.0, low_open=True)
-    return Schedule(lambda k: v, v)
+
+    def rate(k):
+        _update_number(k, "constant")
+        return v
+    return Schedule(rate, v)
+
+
+def _update_number(k, owner, attr="k"):
+    """``k``, an update number: an integer >= 0 (not a bool, NaN, inf or text)."""
+    return P.integer(k, owner, attr, low=0)
+
+
+def _horizon(n, owner, attr="horizon"):
+    """``n``, the horizon of a schedule: an integer >= 1."""
+    return P.integer(n, owner, attr, low=1)
+
+
+def _anchor(anchor, owner, attr="anchor"):
+    """``anchor``: None or ``(k0, x0)`` (:func:`refit_horizon`), an update number and a
+    place along the schedule (a finite number, in [0, 1] when made by refit_horizon)."""
+    if anchor is None:
+        return None
+    if not isinstance(anchor, (list, tuple)) or len(anchor) != 2:
+        P.fail(owner, attr, "must be None or a pair (update number, place along the "
+               "schedule) from refit_horizon", P.shown(anchor))
+    return (_update_number(anchor[0], owner, f"{attr}[0]"),
+            P.real(anchor[1], owner, f"{attr}[1]"))
 
 
 def cosine_decay(init_value, decay_steps, alpha=0.05):
@@ -148,20 +236,31 @@ def cosine_decay(init_value, decay_steps, alpha=0.05):
     a = P.real(alpha, O, "alpha", low=0.0, high=1.0, low_open=True)
 
     def value(k, n, anchor=None):
-        x = budget_progress(k, n, anchor)
+        x = _progress(k, n, anchor)
         return v * (a + (1.0 - a) * 0.5 * (1.0 + math.cos(math.pi * x)))
 
     if over_budget:
-        return Schedule(lambda k, h=None, anchor=None: v if h is None
-                        else value(k, h, anchor), ("cosine_decay", v, n, a), True)
-    return Schedule(lambda k: value(k, n), ("cosine_decay", v, n, a))
+        def rate(k, h=None, anchor=None):
+            k = _update_number(k, O)
+            if h is None:
+                return v
+            return value(k, _horizon(h, O), _anchor(anchor, O))
+        return Schedule(rate, ("cosine_decay", v, n, a), True)
+    return Schedule(lambda k: value(_update_number(k, O), n), ("cosine_decay", v, n, a))
 
 
 def budget_progress(k, n, anchor=None):
     """How far (0 to 1) update ``k`` lies along a schedule of horizon ``n`` updates:
     ``min(k, n) / n``; with ``anchor = (k0, x0)`` (a horizon re-fitted at update ``k0``,
     :func:`refit_horizon`) ``x0`` at ``k0``, then linearly to 1 at ``n``, so that a new
-    horizon moves the rest of the schedule without a jump in the learning rate."""
+    horizon moves the rest of the schedule without a jump in the learning rate. ``k`` an
+    integer >= 0, ``n`` an integer >= 1."""
+    O = "budget_progress"
+    return _progress(_update_number(k, O), _horizon(n, O, "n"), _anchor(anchor, O))
+
+
+def _progress(k, n, anchor=None):
+    """:func:`budget_progress` of checked arguments."""
     k = int(k)
     if anchor is None:
         return min(k, n) / n
@@ -198,7 +297,7 @@ def piecewise_constant(init_value, boundaries, scales):
         P.fail(O, "scales", "must keep the learning rate finite and > 0", s)
 
     def value(k):
-        i = bisect.bisect_right(b, int(k))
+        i = bisect.bisect_right(b, _update_number(k, O))
         return v if i == 0 else levels[i - 1]
     return Schedule(value, ("piecewise_constant", v, tuple(b), tuple(s)))
 
@@ -288,6 +387,32 @@ def _keep_horizon(state, new):
     return kept
 
 
+def _own_state(state, owner, keys=(), sched=None):
+    """``state`` must be the state its transformation's ``init`` made (or an ``update``
+    returned): a dict with exactly the keys ``keys``, plus a schedule's ``"count"`` (an
+    update number), and for a schedule over the budget its ``"horizon"`` (None or an
+    integer >= 1) and, once re-fitted, ``"anchor"``. O(number of keys)."""
+    need, optional = set(keys), set()
+    if sched is not None and sched.value is not None:
+        need.add("count")
+        if sched.over_budget:
+            need.add("horizon")
+            optional.add("anchor")
+    if not isinstance(state, dict) or not need <= set(state) <= need | optional:
+        what = f"a dict with the keys {sorted(need)}" if need else "an empty dict"
+        P.fail(owner, "state", "must be this transformation's own state, from its "
+               f"init(theta) or update: {what}",
+               f"a dict with the keys {sorted(map(str, state))}" if isinstance(state, dict)
+               else type(state).__name__)
+    if "count" in need:
+        _update_number(state["count"], owner, "state.count")
+    if "horizon" in need:
+        P.integer(state["horizon"], owner, "state.horizon", low=1, allow_none=True)
+    if "anchor" in state:
+        _anchor(state["anchor"], owner, "state.anchor")
+    return state
+
+
 def sgd(learning_rate, momentum=0.0):
     """Stochastic gradient descent, ``updates = -lr * g`` (optionally heavy-ball momentum);
     ``learning_rate`` a number or a :class:`Schedule`."""
@@ -302,12 +427,16 @@ def sgd(learning_rate, momentum=0.0):
 
     @_quiet
     def update(grads, state):
-        check_params(grads, "sgd.update", "grads")
+        O = "sgd.update"
+        check_params(grads, O, "grads")
+        _own_state(state, O, ("velocity",) if mu else (), sched)
+        if mu:
+            check_params(state["velocity"], O, "state.velocity")
+            check_tree(grads, state["velocity"], O, "grads")
         new = {"count": state["count"] + 1} if scheduled else {}
         lr = _rate(sched, state["count"] if scheduled else 0, state)
         if not mu:
             return tree_map(lambda g: -lr * g, grads), {**state, **new}
-        check_tree(grads, state["velocity"], "sgd.update", "grads")
         vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
         return tree_map(lambda v: -lr * v, vel), _keep_horizon(state, {"velocity": vel,
                                                                      **new})
@@ -330,10 +459,19 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
 
     @_quiet
     def update(grads, state):
-        check_tree(grads, state["m"], "adam.update", "grads")
+        O = "adam.update"
+        _own_state(state, O, ("count", "m", "v"), sched)
+        check_params(state["m"], O, "state.m")
+        check_tree(state["v"], state["m"], O, "state.v")
+        check_tree(grads, state["m"], O, "grads")
         count = state["count"] + 1
         m = tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
         v = tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
+        if not all(np.isfinite(a).all() for k in v for a in v[k] if a is not None):
+            raise SimulationError(      # (it would make every later update zero, silently)
+                f"{O}: the second moment of the gradients overflowed (gradients beyond "
+                "~1e154). Hint: clip the gradients (clip_by_global_norm) or rescale the "
+                "problem")
         c1, c2 = 1 - b1 ** count, 1 - b2 ** count
         lr = _rate(sched, count - 1, state)
         upd = tree_map(lambda m_, v_: -lr * (m_ / c1) / (np.sqrt(v_ / c2) + eps), m, v)
@@ -346,15 +484,24 @@ def global_norm(tree):
     """The L2 norm of every entry of ``tree`` together, by numpy's pairwise summation of
     the squares (scaled by the largest magnitude, so no square overflows): the same bits
     for any number of BLAS threads, which ``np.linalg.norm`` (BLAS ``nrm2``, split over
-    threads for long vectors) does not give."""
+    threads for long vectors) does not give. ``tree``: a dict of lists of real arrays
+    or None (:func:`check_params`), its entries finite. A norm beyond the largest float
+    is inf -- its true value rounded -- (:func:`clip_by_global_norm` still scales such a
+    tree correctly, from the norm's parts)."""
+    O = "global_norm"
+    check_params(tree, O, "tree")
     m, r = _norm_parts(tree)
-    return m * r
+    if not np.isfinite(m):
+        P.fail(O, "tree", "must hold finite numbers", f"largest magnitude {m!r}")
+    with np.errstate(over="ignore"):
+        return m * r
 
 
 def _norm_parts(tree):
-    """``(m, r)``, the global L2 norm of ``tree`` being ``m * r``: ``m`` the largest
-    magnitude, ``r`` in [1, sqrt(size)] (``r`` = 1 when ``m`` is 0 or not finite)."""
-    v = tree_vector(tree)
+    """``(m, r)``, the global L2 norm of ``tree`` (checked) being ``m * r``: ``m`` the
+    largest magnitude, ``r`` in [1, sqrt(size)] (``r`` = 1 when ``m`` is 0 or not
+    finite)."""
+    v = _vector(tree)
     m = float(np.max(np.abs(v))) if v.size else 0.0
     if m == 0.0 or not np.isfinite(m):
         return m, 1.0
@@ -372,6 +519,7 @@ def clip_by_global_norm(max_norm):
     @_quiet
     def update(grads, state):
         check_params(grads, "clip_by_global_norm.update", "grads")
+        _own_state(state, "clip_by_global_norm.update")
         m, r = _norm_parts(grads)
         norm = m * r
         if not m > 0 or norm <= max_norm:       # (NaN: left to apply_updates)
@@ -438,18 +586,29 @@ def tie_rows(keys, layer=-1):
         return {}
 
     def update(grads, state):
-        return tied_rows(grads, keys, layer), state
+        tied = tied_rows(grads, keys, layer)
+        return tied, _own_state(state, "tie_rows.update")
 
     return GradientTransformation(init, update, ("tie_rows", keys, layer))
 
 
 def chain(*transforms):
-    """Apply transformations in sequence (e.g. ``chain(clip_by_global_norm(1), adam(1e-2))``)."""
+    """Apply transformations in sequence (e.g. ``chain(clip_by_global_norm(1), adam(1e-2))``);
+    each a :class:`GradientTransformation`. Its state: a tuple of theirs."""
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            P.fail("chain", f"transforms[{i}]", "must be a GradientTransformation such as "
+                   "adam(0.01) or clip_by_global_norm(1.0)", P.shown(t))
 
     def init(theta):
         return tuple(t.init(theta) for t in transforms)
 
     def update(grads, state):
+        if not isinstance(state, (tuple, list)) or len(state) != len(transforms):
+            P.fail("chain.update", "state", "must be this transformation's own state, "
+                   f"from its init(theta) or update: a tuple of {len(transforms)} states, "
+                   "one per transformation", f"{len(state)} entries" if isinstance(
+                       state, (tuple, list)) else type(state).__name__)
         new_state = []
         for t, s in zip(transforms, state):
             grads, s = t.update(grads, s)
@@ -463,7 +622,9 @@ def chain(*transforms):
 
 def check_tree(tree, like, owner, attr):
     """``tree`` must have the structure of ``like`` (a dict of lists of arrays or None):
-    the same keys, list lengths, None entries and array shapes; its arrays real."""
+    the same keys, list lengths, None entries and array shapes; its arrays real (integer
+    or float: not bool or complex) and without units (a Brian2 quantity with units is
+    refused)."""
     if not isinstance(tree, dict) or set(tree) != set(like):
         P.fail(owner, attr, f"must be a dict with the keys {sorted(like)} of the parameters",
                sorted(map(str, tree)) if isinstance(tree, dict) else type(tree).__name__)
@@ -479,12 +640,13 @@ def check_tree(tree, like, owner, attr):
                        "entry is None, an array elsewhere", type(a).__name__)
             if a is None:
                 continue
+            _no_units(a, owner, f"{attr}.{k}[{i}]")
             kind = np.asarray(a).dtype.kind if isinstance(a, (np.ndarray, numbers.Real)) \
                 else ""
-            if kind not in ("b", "i", "u", "f") or np.shape(a) != np.shape(r):
+            if kind not in ("i", "u", "f") or np.shape(a) != np.shape(r):
                 P.fail(owner, f"{attr}.{k}[{i}]", "must be a real array of shape "
                        f"{np.shape(r)} like the parameters'",
-                       f"shape {np.shape(a)}" if kind in ("b", "i", "u", "f")
+                       f"shape {np.shape(a)}" if kind in ("i", "u", "f")
                        else type(a).__name__ + (f" of dtype {a.dtype}" if isinstance(
                            a, np.ndarray) else ""))
     return tree
@@ -527,6 +689,7 @@ def apply_updates(theta, updates, lam_min=0.0):
                                               for v in theta.values()):
         P.fail(O, "theta", "must be a dict of lists of arrays (like net.theta)",
                type(theta).__name__)
+    check_params(theta, O, "theta")
     check_tree(updates, theta, O, "updates")
     with np.errstate(over="ignore", invalid="ignore"):
         out = tree_map(lambda t, u: t + u, theta, updates)
