@@ -50,8 +50,8 @@ class LinearTeacher:
         for k in ("n_in", "n_out", "shots", "val"):
             P.integer(getattr(self, k), O, k, low=1)
         P.real(self.shared_fraction, O, "shared_fraction", low=0.0, high=1.0)
-        for k in ("shared_std", "specific_std", "noise_std"):
-            P.real(getattr(self, k), O, k, low=0.0)
+        for k in ("shared_std", "specific_std", "noise_std"):     # data far from overflow
+            P.real(getattr(self, k), O, k, low=0.0, high=1e6)
         P.integer(self.structure_seed, O, "structure_seed", low=0)
         P.check_bytes(self.n_in * self.n_out, O, "n_in", f"of shape ({self.n_out}, "
                       f"{self.n_in}) (the teacher)", repr(self.n_in))
@@ -111,10 +111,8 @@ class Sinusoid:
             v = getattr(self, k)
             if not (isinstance(v, (tuple, list)) and len(v) == 2):
                 P.fail(O, k, "must be a pair (low, high)", P.shown(v))
-            lo = P.real(v[0], O, f"{k}[0]")
-            hi = P.real(v[1], O, f"{k}[1]", low=lo)
-            if not np.isfinite(hi - lo):
-                P.fail(O, k, "must span a finite range (high - low overflows)", repr(v))
+            lo = P.real(v[0], O, f"{k}[0]", low=-1e6, high=1e6)    # data far from overflow
+            P.real(v[1], O, f"{k}[1]", low=lo, high=1e6)
 
     def params(self, rng, n_tasks):
         """(amplitudes, phases), each (n_tasks,)."""
@@ -433,14 +431,40 @@ class WheelBandit:
             P.fail(owner, "x", "must have a last axis of 2 (the context)", f"shape {x.shape}")
         return x
 
+    def _x_delta(self, x, delta, owner):
+        """``x`` and ``delta`` checked (``_x``, ``_delta``), and that ``delta``
+        broadcasts to ``x.shape[:-1]`` (one radius, or one per context)."""
+        x = self._x(x, owner)
+        d = self._delta(delta, owner)
+        try:
+            fits = np.broadcast_shapes(d.shape, x.shape[:-1]) == x.shape[:-1]
+        except ValueError:
+            fits = False
+        if not fits:
+            P.fail(owner, "delta", f"must broadcast to x.shape[:-1] = {x.shape[:-1]} (one "
+                   "radius, or one per context)", f"shape {d.shape}")
+        return x, d
+
+    def _means(self, x, delta):
+        """:meth:`mean_rewards` of checked ``x`` and ``delta`` (``_x_delta``)."""
+        outside = np.linalg.norm(x, axis=-1) >= delta
+        mu = np.broadcast_to(np.asarray(self.mu, float), x.shape[:-1] + (5,)).copy()
+        big = (np.arange(5) == self.large_arm(x)[..., None]) & outside[..., None]
+        mu[big] = self.mu_large
+        return mu
+
     def contexts(self, rng, n):
         """``n`` contexts uniform in the unit disc (radius ``√U``, angle ``U(0, 2π)``),
-        shape (n, 2) -- or ``n`` a shape tuple ``s``, then ``s + (2,)``."""
-        P.generator(rng, "WheelBandit.contexts", "rng")
-        shape = tuple(n) if isinstance(n, (tuple, list)) else (
-            P.integer(n, "WheelBandit.contexts", "n", low=0),)
-        P.check_bytes(2 * int(np.prod(shape)), "WheelBandit.contexts", "n",
-                      f"of shape {shape + (2,)}", repr(n))
+        shape (n, 2) -- or ``n`` a shape tuple ``s`` (of integers >= 0), then
+        ``s + (2,)``."""
+        O = "WheelBandit.contexts"
+        P.generator(rng, O, "rng")
+        shape = tuple(P.integer(s, O, f"n[{i}]", low=0) for i, s in enumerate(n)) \
+            if isinstance(n, (tuple, list)) else (P.integer(n, O, "n", low=0),)
+        size = 2
+        for s in shape:         # (Python integers: np.prod would overflow silently)
+            size *= s
+        P.check_bytes(size, O, "n", f"of shape {shape + (2,)}", repr(n))
         r = np.sqrt(rng.random(shape))
         a = 2 * np.pi * rng.random(shape)
         return np.stack([r * np.cos(a), r * np.sin(a)], axis=-1)
@@ -454,34 +478,27 @@ class WheelBandit:
 
     def mean_rewards(self, x, delta):
         """Mean reward of every arm, shape ``x.shape[:-1] + (5,)``; ``delta`` broadcasts
-        against ``x.shape[:-1]``."""
-        x = self._x(x, "WheelBandit.mean_rewards")
-        delta = self._delta(delta, "WheelBandit.mean_rewards")
-        outside = np.linalg.norm(x, axis=-1) >= delta
-        mu = np.broadcast_to(np.asarray(self.mu, float), x.shape[:-1] + (5,)).copy()
-        big = (np.arange(5) == self.large_arm(x)[..., None]) & outside[..., None]
-        mu[big] = self.mu_large
-        return mu
+        against ``x.shape[:-1]`` (to it: one radius, or one per context)."""
+        return self._means(*self._x_delta(x, delta, "WheelBandit.mean_rewards"))
 
     def rewards(self, rng, x, delta):
         """Rewards of every arm (means + ``sigma`` · N(0, 1)), shape ``x.shape[:-1] +
         (5,)``: the full reward table, of which an agent sees the pulled arm's entry."""
         P.generator(rng, "WheelBandit.rewards", "rng")
-        mu = self.mean_rewards(x, delta)
+        mu = self._means(*self._x_delta(x, delta, "WheelBandit.rewards"))
         return mu + self.sigma * rng.standard_normal(mu.shape)
 
     def optimal_arm(self, x, delta):
         """The arm with the largest mean reward, ``argmax_a μ_a(x)`` (with the default
         means: arm 0 inside the wheel, the quadrant's arm outside), shape
         ``x.shape[:-1]``; a tie goes to the lowest arm."""
-        x = self._x(x, "WheelBandit.optimal_arm")
-        self._delta(delta, "WheelBandit.optimal_arm")
-        return np.argmax(self.mean_rewards(x, delta), axis=-1)
+        return np.argmax(self._means(*self._x_delta(x, delta, "WheelBandit.optimal_arm")),
+                         axis=-1)
 
     def regret(self, x, delta, arms):
         """Expected regret of pulling ``arms`` at contexts ``x``:
         ``max_a μ_a(x) − μ_arm(x)`` (shape ``x.shape[:-1]``)."""
-        mu = self.mean_rewards(x, delta)
+        mu = self._means(*self._x_delta(x, delta, "WheelBandit.regret"))
         arms = np.asarray(arms)
         if arms.dtype.kind not in "iu" or arms.shape != mu.shape[:-1] or (
                 arms.size and (arms.min() < 0 or arms.max() > 4)):
