@@ -228,6 +228,8 @@ def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
         raw = np.asarray(value)
         kind = raw.dtype.kind
         arr = None if kind in "cUSV" else np.array(raw, dtype=np.float64)
+    except MemoryError:     # not a conversion problem: say what it is
+        raise
     except Exception:   # ragged lists, objects that are not numbers, huge integers
         fail(owner, attr, "must be convertible to an array of real numbers",
              f"{type(value).__name__}")
@@ -236,6 +238,8 @@ def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
              "imaginary part would be dropped)" if kind == "c" else
              "must be convertible to an array of real numbers", f"{type(value).__name__}"
              + (f" of dtype {raw.dtype}" if kind == "c" else ""))
+    if kind == "b" and raw.ndim == 0:      # True is not the number 1 (an array of
+        fail(owner, attr, "must be a number, not a boolean", repr(value))   # bools is data)
     if ndim is not None:
         ndims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in ndims:

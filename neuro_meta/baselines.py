@@ -51,6 +51,10 @@ from .losses import SQUARED_ERROR, get_loss
 from .tasks import Task
 from .workers import map_pieces, n_workers
 
+#: Most steps of an inner loop (``inner_steps``, ``eval_steps``, iMAML's ``cg_steps``):
+#: more is refused up front (a typo like 10**9 would run for days).
+MAX_INNER_STEPS = 10 ** 6
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["init_mlp", "mlp_predict", "mlp_loss", "mlp_grad", "mlp_hvp", "MAML", "ANIL",
@@ -67,6 +71,9 @@ def init_mlp(sizes, seed=0):
     if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
         P.fail("init_mlp", "sizes", "must be a list of at least two layer sizes", repr(sizes))
     sizes = [P.integer(n, "init_mlp", f"sizes[{i}]", low=1) for i, n in enumerate(sizes)]
+    n_params = sum(n_post * (n_pre + 1) for n_pre, n_post in zip(sizes[:-1], sizes[1:]))
+    P.check_bytes(n_params, "init_mlp", "sizes", f"of {n_params} weights and biases",
+                  repr(sizes))
     if isinstance(seed, np.random.Generator):
         rng = seed
     else:
@@ -124,6 +131,8 @@ def check_leaves(params, owner, groups, name="params"):
             if not isinstance(a, np.ndarray):
                 P.fail(owner, attr, "must be a numpy array (np.asarray it; see init_mlp)",
                        type(a).__name__)
+            if P.is_quantity(a):            # an ndarray subclass: 10*mV is not 0.01
+                P.dimensionless(a, owner, attr)
             if a.dtype.kind not in "iuf":
                 P.fail(owner, attr, "must be a real (integer or float) array",
                        f"dtype {a.dtype}")
@@ -230,8 +239,8 @@ def batch_xy(x, y, owner, params=None):
     """``x``, ``y`` as finite arrays with a task axis (added to 2-d input); with ``params``
     their widths are checked against the network first. Errors show the shapes the
     caller passed."""
-    x = P.finite_array(x, owner, "x", ndim=(2, 3))
-    y = P.finite_array(y, owner, "y", ndim=(2, 3))
+    x = P.finite_array(x, owner, "x", ndim=(2, 3), max_abs=P.DATA_LIMIT)
+    y = P.finite_array(y, owner, "y", ndim=(2, 3), max_abs=P.DATA_LIMIT)
     if params is not None:
         check_widths(params, x, y, owner)
     xb = x if x.ndim == 3 else x[None]
@@ -270,10 +279,22 @@ def mlp_loss(params, x, y, loss="squared_error"):
     x, y = batch_xy(x, y, "mlp_loss", params)
     _check_tasks(params, x, "mlp_loss")
     loss.check_targets(y, "mlp_loss", "y")
-    if loss.name == "squared_error":
-        res = _predict(params, x) - y
-        return 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
-    return loss.mean(_predict(params, x), y)
+    with np.errstate(over="ignore", invalid="ignore"):     # overflow: the error below
+        if loss.name == "squared_error":
+            res = _predict(params, x) - y
+            value = 0.5 * (res * res).sum(axis=(-1, -2)) / x.shape[-2]
+        else:
+            value = loss.mean(_predict(params, x), y)
+    _finite_loss(value, "mlp_loss")
+    return value
+
+
+def _finite_loss(value, owner):
+    """A SimulationError instead of an overflowed (inf) loss."""
+    if not np.all(np.isfinite(value)):
+        raise SimulationError(f"{owner}: the loss overflowed (not finite) for "
+                              f"{int(np.size(value) - np.isfinite(value).sum())} task(s). "
+                              "Hint: the parameters or data are too large; rescale them")
 
 
 def mlp_grad(params, x, y, loss="squared_error"):
@@ -283,7 +304,12 @@ def mlp_grad(params, x, y, loss="squared_error"):
     x, y = batch_xy(x, y, "mlp_grad", params)
     _check_tasks(params, x, "mlp_grad")
     loss.check_targets(y, "mlp_grad", "y")
-    value, grad, _ = _backprop(params, x, y, loss)
+    with np.errstate(over="ignore", invalid="ignore"):     # overflow: the error below
+        value, grad, _ = _backprop(params, x, y, loss)
+    _finite_loss(value, "mlp_grad")
+    if not _all_finite(grad):
+        raise SimulationError("mlp_grad: the gradient overflowed (not finite). Hint: the "
+                              "parameters or data are too large; rescale them")
     return value, grad
 
 
@@ -367,7 +393,7 @@ class _Baseline:
     def __post_init__(self):
         O = type(self).__name__
         P.real(self.inner_lr, O, "inner_lr", low=0.0, low_open=True)
-        P.integer(self.inner_steps, O, "inner_steps", low=1)
+        P.integer(self.inner_steps, O, "inner_steps", low=1, high=MAX_INNER_STEPS)
         object.__setattr__(self, "loss", get_loss(self.loss, O, "loss"))
 
     @property
@@ -397,7 +423,8 @@ class _Baseline:
         x, y = batch_xy(x, y, f"{type(self).__name__}.adapt", params)
         self.loss.check_targets(y, f"{type(self).__name__}.adapt", "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
-            inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0)
+            inner_steps, f"{type(self).__name__}.adapt", "inner_steps", low=0,
+            high=MAX_INNER_STEPS)
         phi = self._inner(params, x, y, steps, keep=False)[0]
         return optim.tree_map(lambda a: a if a.flags.writeable else a.copy(), phi)
 
@@ -546,7 +573,8 @@ class ANIL(MAML):
         x, y = batch_xy(x, y, O, params)
         self.loss.check_targets(y, O, "y")
         steps = self.inner_steps if inner_steps is None else P.integer(
-            inner_steps, O, "inner_steps", low=0)
+            inner_steps, O, "inner_steps", low=0,
+            high=MAX_INNER_STEPS)
         F = self._features(params, x)[-1]
         A, c, _ = self._head_loop(params, F, y, steps, keep=False)
         T = x.shape[0]
@@ -563,7 +591,8 @@ class ANIL(MAML):
         xt, yt, xv, yv = task_data(task, params, O)
         self.loss.check_targets(yt, O, "task.y_train")
         steps = self.inner_steps if inner_steps is None else P.integer(
-            inner_steps, "ANIL.evaluate", "inner_steps", low=0)
+            inner_steps, "ANIL.evaluate", "inner_steps", low=0,
+            high=MAX_INNER_STEPS)
         A, c, _ = self._head_loop(params, self._features(params, xt)[-1], yt, steps, False)
         with np.errstate(over="ignore", invalid="ignore"):
             z = self._features(params, xv)[-1] @ _T(A) + c[:, None, :]
@@ -663,7 +692,8 @@ class Reptile(_Baseline):
         if self.inner_batch is not None and self.inner_set != "all":
             P.fail("Reptile", "inner_batch", 'must be None unless inner_set is "all" (the '
                    "shots are learned full batch)", repr(self.inner_batch))
-        P.integer(self.eval_steps, "Reptile", "eval_steps", low=0, allow_none=True)
+        P.integer(self.eval_steps, "Reptile", "eval_steps", low=0, high=MAX_INNER_STEPS,
+                  allow_none=True)
         P.real(self.eval_lr, "Reptile", "eval_lr", low=0.0, low_open=True, allow_none=True)
         P.integer(self.seed, "Reptile", "seed", low=0)
 
@@ -711,7 +741,8 @@ class Reptile(_Baseline):
         x, y = batch_xy(x, y, "Reptile.adapt", params)
         self.loss.check_targets(y, "Reptile.adapt", "y")
         if inner_steps is not None:
-            steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0)
+            steps = P.integer(inner_steps, "Reptile.adapt", "inner_steps", low=0,
+                              high=MAX_INNER_STEPS)
         else:
             steps = self.inner_steps if self.eval_steps is None else self.eval_steps
         lr = self.inner_lr if self.eval_lr is None else self.eval_lr
@@ -781,7 +812,7 @@ class IMAML(_Baseline):
     def __post_init__(self):
         super().__post_init__()
         P.real(self.lam, "IMAML", "lam", low=0.0, low_open=True)
-        P.integer(self.cg_steps, "IMAML", "cg_steps", low=1)
+        P.integer(self.cg_steps, "IMAML", "cg_steps", low=1, high=MAX_INNER_STEPS)
         P.real(self.cg_tol, "IMAML", "cg_tol", low=0.0)
 
     def _inner(self, params, x, y, steps, keep):
@@ -987,8 +1018,9 @@ def train_baseline(method, params, family, steps, meta_batch=25, optimizer=None,
         P.fail(O, "optimizer", "must be a gradient transformation with init and update "
                "(e.g. neuro_meta.optim.adam(1e-3))", type(optimizer).__name__)
     avg = ParameterAverage(average, O)
-    if not isinstance(resume, bool):
-        P.fail(O, "resume", "must be True or False", repr(resume))
+    for name, flag in (("resume", resume), ("progress", progress)):
+        if not isinstance(flag, (bool, np.bool_)):
+            P.fail(O, name, "must be True or False", repr(flag))
     cadence = CheckpointCadence(O, checkpoint_every, checkpoint_every_s)
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):

@@ -73,9 +73,12 @@ def tree_reduce(tree, reduce, batched):
 
 
 class UnsettledEstimateWarning(UserWarning):
-    """A CML estimator that takes the free phase's state as one of its terms (``standard``,
-    ``second_order``) on a free phase of fixed duration: the learning that continues
-    during the nudged phases is counted as meta-gradient (:class:`CML`)."""
+    """A CML estimate dominated by how far the phases are from settled: an estimator that
+    takes the free phase's state as one of its terms (``standard``, ``second_order``) on
+    a free phase of fixed duration (the learning that continues during the nudged phases
+    is counted as meta-gradient), or a nudging ``abs(beta)`` less than 10 times the
+    phases' settling tolerance (the settled states' error, divided by β, swamps their
+    difference) (:class:`CML`)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,15 @@ class CML:
         self.tol = P.real(tol, "CML", "tol", low=0.0, low_open=True, allow_none=True)
         self.nudged_duration = P.to_seconds(nudged_duration, "CML", "nudged_duration",
                                             allow_none=True)
+        tol_used = (self.tol if self.tol is not None else
+                    1e-10 if learner is None else learner.tol)
+        if tol_used is not None and abs(beta) < 10 * tol_used:
+            warnings.warn(
+                f"CML: beta ({beta:g}) is less than 10 times the phases' settling tolerance "
+                f"({tol_used:g}): the settled states are known to about the tolerance, and "
+                "that error, divided by beta, swamps the meta-gradient (with beta <= tol "
+                "it can have the wrong sign). Use a larger beta or a smaller tol",
+                UnsettledEstimateWarning, stacklevel=user_stacklevel())
         drift = sum(w for m, w in ESTIMATORS[self.estimator] if m != 0.0)
         if learner is not None and learner.tol is None and self.tol is None and drift:
             warnings.warn(

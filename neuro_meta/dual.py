@@ -103,6 +103,9 @@ class DualSystem(ModelKind):
         for n_pre, n in zip(sizes[:-1], sizes[1:]):
             P.check_bytes(n * (n_pre + 1), O, "sizes", f"of shape ({n}, {n_pre + 1})",
                           repr(sizes))
+        n_params = sum(n * (n_pre + 1) for n_pre, n in zip(sizes[:-1], sizes[1:]))
+        P.check_bytes(2 * n_params, O, "sizes", f"of {n_params} weights x 2 (the model's "
+                      "copies)", repr(sizes))
         self.activation = get_activation(activation, O, "activation")
         if isinstance(fast, str):
             fast = (fast,)

@@ -11,6 +11,7 @@ error (:class:`TrainingBudget`, shared with :func:`~neuro_meta.baselines.train_b
 the meta-test tasks are only ever reported on, never used to choose anything.
 """
 import logging
+import os
 import time
 from pathlib import Path
 import warnings
@@ -642,6 +643,10 @@ class MetaTrainer:
         self.family = family
         self.cml = cml
         self.optimizer = optimizer if optimizer is not None else optim.adam(0.05)
+        if not (callable(getattr(self.optimizer, "init", None))
+                and callable(getattr(self.optimizer, "update", None))):
+            P.fail("MetaTrainer", "optimizer", "must be a gradient transformation with init "
+                   "and update (e.g. neuro_meta.optim.adam(1e-3))", type(optimizer).__name__)
         self.meta_batch = P.integer(meta_batch, "MetaTrainer", "meta_batch", low=1)
         self.seed = P.integer(seed, "MetaTrainer", "seed", low=0)
         self.eval_tasks = P.integer(eval_tasks, "MetaTrainer", "eval_tasks", low=1)
@@ -682,6 +687,11 @@ class MetaTrainer:
             task_rng(self.seed, TEST), self.eval_tasks)
         self.val_task = val_task if val_task is not None else family.sample(
             task_rng(self.seed, VALIDATION), self.val_tasks)
+        for t in (self.test_task, self.val_task):
+            if not isinstance(t, Task):
+                P.fail("MetaTrainer", "family", "must return a Task from sample(rng, "
+                       "n_tasks)", f"{type(family).__name__}.sample returned "
+                       f"{type(t).__name__}")
 
     def evaluate(self, net=None, tasks="test"):
         """(mean, s.e.m.) of the MSE over the held-out meta-test tasks (``tasks="test"``)
@@ -689,6 +699,8 @@ class MetaTrainer:
         do not settle are counted in ``not_settled``, not warned about)."""
         task = {"test": self.test_task, "validation": self.val_task}[
             P.choice(tasks, "MetaTrainer.evaluate", "tasks", ("test", "validation"))]
+        if net is not None:
+            check_kind(net, "MetaTrainer.evaluate")
         free, _ = self.cml.learners(net or self.net)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NotSettledWarning)
@@ -705,6 +717,8 @@ class MetaTrainer:
     def meta_gradient(self, task, step=None):
         """Mean CML meta-gradient of a meta-batch and the tasks' validation losses,
         computed in-process or on the executor (see ``on_divergence``)."""
+        if not isinstance(task, Task):
+            P.fail("MetaTrainer.meta_gradient", "task", "must be a Task", type(task).__name__)
         n_chunks = min(self.chunks or n_workers(self.executor), task.n_tasks)
         skip = self.on_divergence == "skip"
         bounds = np.linspace(0, task.n_tasks, n_chunks + 1).astype(int)
@@ -904,8 +918,13 @@ class MetaTrainer:
 
         O = "MetaTrainer.train"
         cadence = CheckpointCadence(O, checkpoint_every, checkpoint_every_s)
-        if not isinstance(select, bool):
-            P.fail(O, "select", "must be True or False", repr(select))
+        for name, flag in (("select", select), ("resume", resume), ("progress", progress),
+                           ("keep_theta", keep_theta)):
+            if not isinstance(flag, (bool, np.bool_)):
+                P.fail(O, name, "must be True or False", repr(flag))
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            P.fail(O, "checkpoint", "must be a path (str or os.PathLike) or None",
+                   type(checkpoint).__name__)
         budget = TrainingBudget(O, steps, eval_every, budget_s, eval_every_s)
         hist = History(budget_s=budget.budget_s)
         t0 = self._t0 = time.perf_counter()

@@ -82,7 +82,7 @@ def load_model(name, required=(), dirs=(), _seen=()):
 
     path = find_model(name, dirs)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
         raise ValidationError(f"{path}: cannot be read ({err})") from None
     except yaml.YAMLError as err:
@@ -135,6 +135,13 @@ def section(cfg, key, required=(), optional=()):
     missing = [k for k in required if k not in sec]
     if missing:
         raise ValidationError(f"{where}: {key}: missing key(s) {', '.join(missing)}")
+    quick = cfg.get("quick")        # the file's --quick overlay of this section: checked on
+    over = quick.get(key) if isinstance(quick, dict) else None      # every run, not only
+    if isinstance(over, dict):                                      # under --quick
+        bad = [k for k in over if k not in known]
+        if bad:
+            raise ValidationError(f"{where}: quick.{key}.{bad[0]}: unknown key"
+                                  f"{did_you_mean(bad[0], known)} (known: {', '.join(known)})")
     return sec
 
 
@@ -180,7 +187,28 @@ def checked(where, key, fn, *args, **kwargs):
 
 
 #: A number in exponent notation without a dot, which YAML 1.1 leaves a string.
-_FLOAT = __import__("re").compile(r"[-+]?\d+[eE][-+]?\d+")
+def _yaml_load(text):
+    """YAML as PyYAML's safe loader reads it, except that a number in exponent notation
+    without a dot (``1e-3``, YAML 1.2's float) is a float, not the string "1e-3" of YAML
+    1.1 -- in a model file, a ``--set`` value and inside lists alike."""
+    import re
+
+    import yaml
+
+    global _LOADER
+    if _LOADER is None:
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+            list("-+0123456789."))
+        _LOADER = Loader
+    return yaml.load(text, Loader=_LOADER)
+
+
+_LOADER = None
 
 
 def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
@@ -200,12 +228,10 @@ def apply_overrides(cfg, overrides, owner="neuro-meta run.--set"):
             raise ValidationError(f"{owner}: must be KEY.PATH=VALUE with a non-empty key "
                                   f"path (got {item!r})")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _yaml_load(text) if text.strip() else None
         except yaml.YAMLError as err:
             raise ValidationError(f"{owner}: {key}: the value is not valid YAML "
                                   f"({str(err).splitlines()[0]}) (got {text!r})") from None
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            value = float(value)    # YAML 1.1 reads 1e-3 (no dot) as a string
         node = cfg
         for i, part in enumerate(parts[:-1]):
             if part not in node:

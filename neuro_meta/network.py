@@ -98,6 +98,10 @@ class RateNetwork(ModelKind):
         for n_pre, n_post in zip(sizes[:-1], sizes[1:]):
             check_bytes(n_post * (n_pre + 1), "RateNetwork", "sizes",
                         f"of shape ({n_post}, {n_pre + 1}) for a connection", repr(sizes))
+        # the whole model: ω, λ and φ of every connection (each connection may pass alone)
+        n_params = sum(n_post * (n_pre + 1) for n_pre, n_post in zip(sizes[:-1], sizes[1:]))
+        check_bytes(3 * n_params, "RateNetwork", "sizes", f"of {n_params} parameters x 3 "
+                    "(ω, λ and φ of every connection)", repr(sizes))
         self.sizes = tuple(sizes)
         n_conn = len(sizes) - 1
         if isinstance(activation, (list, tuple)):

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _params as P
 from .activations import get_activation
-from .baselines import batch_xy, check_leaves, task_data, init_mlp
+from .baselines import MAX_INNER_STEPS, batch_xy, check_leaves, task_data, init_mlp
 from .errors import SimulationError
 from .losses import get_loss
 from .warp import WarpedPass, warped_forward
@@ -131,7 +131,7 @@ class WarpGrad:
     def __post_init__(self):
         O = "WarpGrad"
         P.real(self.inner_lr, O, "inner_lr", low=0.0, low_open=True)
-        P.integer(self.inner_steps, O, "inner_steps", low=1)
+        P.integer(self.inner_steps, O, "inner_steps", low=1, high=MAX_INNER_STEPS)
         for k in ("first_order", "learn_warp"):
             if not isinstance(getattr(self, k), bool):
                 P.fail(O, k, "must be True or False", repr(getattr(self, k)))
@@ -221,7 +221,8 @@ class WarpGrad:
         O = type(self).__name__
         self.check_params(params, O)
         steps = self.inner_steps if inner_steps is None else P.integer(
-            inner_steps, f"{O}.trajectory", "inner_steps", low=0)
+            inner_steps, f"{O}.trajectory", "inner_steps", low=0,
+            high=MAX_INNER_STEPS)
         x, y = batch_xy(x, y, f"{O}.trajectory", params)
         self.loss.check_targets(y, f"{O}.trajectory", "y")
         return self._trajectory(params, x, y, steps)

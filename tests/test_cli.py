@@ -76,6 +76,39 @@ def test_overrides_replace_single_values_and_refuse_unknown_sections():
     assert cfg["meta"]["steps"] != 7                            # the original is untouched
 
 
+def test_exponent_numbers_without_a_dot_are_numbers_everywhere(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as the string "1e-3": in --set values, inside lists
+    and in model files alike it is the number; quoted, it stays a string."""
+    cfg = load_model("sinusoid")
+    new = apply_overrides(cfg, ["family.amplitude=[1, 5e0]", "learner.dt=2e-2",
+                                "meta.learning_rate=-1E-3"])
+    assert new["family"]["amplitude"] == [1, 5.0] and new["learner"]["dt"] == 0.02
+    assert new["meta"]["learning_rate"] == -1e-3
+    assert apply_overrides(cfg, ['learner.substeps="1e3"'])["learner"]["substeps"] == "1e3"
+    (tmp_path / "mine.yaml").write_text("extends: sinusoid\nlearner: {rule: backprop, "
+                                        "integrator: expeuler, dt: 2e-2, tol: [1e-3, .5e1]}\n")
+    got = load_model(str(tmp_path / "mine.yaml"))["learner"]
+    assert got["dt"] == 0.02 and got["tol"] == [1e-3, 5.0]
+
+
+def test_a_files_quick_overlay_is_checked_on_every_run(tmp_path, capsys):
+    """A misspelt key in the file's quick: overlay is refused with or without --quick
+    (it was found only under --quick), before any work."""
+    import yaml
+
+    cfg = load_model("sinusoid")
+    cfg.pop("_file")
+    cfg["quick"]["meta"]["stepz"] = 3
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    for extra in ([], ["--quick"]):
+        code = cli.main(["run", str(tmp_path / "mine.yaml"), "--methods", "untrained",
+                         "--out", str(tmp_path / "o")] + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and "meta.stepz: unknown key (did you mean 'steps'?)" in err, err
+        assert "quick.meta.stepz" in err or extra
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
 # ---------------------------------------------------------------------- running
 def test_run_a_user_file_with_overrides(tiny, tmp_path, capsys):
     out = tmp_path / "out"

@@ -430,3 +430,29 @@ def test_meta_trainer_rewarns_a_library_warning_at_the_callers_line(monkeypatch)
     caught = [w for w in _caught(lambda: tr.meta_gradient(task, step=1))
               if "raised inside the package" in str(w.message)]
     assert len(caught) == 1 and caught[0].filename == __file__, caught[0].filename
+
+
+def test_beta_near_the_settling_tolerance_warns_and_is_wrong(linear_problem):
+    """With |β| below 10 × the phases' tolerance the settled states' error, divided by β,
+    swamps the estimate; below the tolerance the nudged phase starts settled and does not
+    move: the estimate is zero. Against the closed form: relative error 1 at β = tol/10,
+    above 3 % at β = tol, below 1 % at β = 1e3 tol. CML warns for the first two only."""
+    from neuro_meta.cml import UnsettledEstimateWarning
+
+    net, task, ref = linear_problem
+    tol = 1e-6
+    with pytest.warns(UnsettledEstimateWarning, match=r"beta \(1e-06\) is less than 10 "
+                      r"times the phases' settling tolerance \(1e-06\)"):
+        near = nm.CML(beta=tol, estimator="standard", tol=tol)
+    with pytest.warns(UnsettledEstimateWarning):
+        below = nm.CML(beta=tol / 10, estimator="standard", tol=tol)
+    with _no_warning(UnsettledEstimateWarning):
+        far = nm.CML(beta=1e3 * tol, estimator="standard", tol=tol)
+        nm.CML(beta=1e-9)                       # default tolerance 1e-10: 10 x
+    with pytest.warns(UnsettledEstimateWarning):
+        nm.CML(beta=1e-10)
+    with pytest.warns(UnsettledEstimateWarning):
+        nm.CML(beta=1e-4, learner=nm.Learner(rule="delta", tol=1e-4))
+    err = {name: rel(cml.meta_gradient(net, task)["omega"][0], ref[0])
+           for name, cml in (("below", below), ("near", near), ("far", far))}
+    assert err["below"] == pytest.approx(1.0) and err["near"] > 0.03 and err["far"] < 1e-2

@@ -183,7 +183,11 @@ CASES = [
     ("sample n_tasks 0", lambda: LinearTeacher().sample(np.random.default_rng(0), 0),
      nm.ValidationError, r"LinearTeacher\.sample\.n_tasks: must be >= 1 \(got 0\)"),
     ("Sinusoid range overflows", lambda: Sinusoid(amplitude=(-1e308, 1e308)),
-     nm.ValidationError, r"Sinusoid\.amplitude: must span a finite range"),
+     nm.ValidationError, r"Sinusoid\.amplitude\[0\]: must be >= -1000000"),
+    ("Sinusoid data would overflow", lambda: Sinusoid(x_range=(0, 1e300)),
+     nm.ValidationError, r"Sinusoid\.x_range\[1\]: must be <= 1000000"),
+    ("LinearTeacher noise would overflow", lambda: LinearTeacher(noise_std=1e300),
+     nm.ValidationError, r"LinearTeacher\.noise_std: must be <= 1000000"),
     # --- numerical edge
     ("singular Hessian (lam=0, 2 shots, 4 weights)", lambda: _exact(
         _net((3, 1), lam=0.0), nm.Task(X[:2].repeat(2, 1)[:, :3], Y[:2],
@@ -292,7 +296,78 @@ CASES = [
         nm.Learner(settle="solve", dt=1e-10, tol=1e-30)), nm.SimulationError,
      r"the phase solver did not settle 1 task\(s\) .*integrating them would take up to "
      r"1e\+13 steps.*Hint"),
+    # --- a second hostile user (2026-12-07)
+    ("network: every connection fits, the model does not",
+     lambda: nm.RateNetwork([20000] * 10), nm.ValidationError,
+     r"RateNetwork\.sizes: would need an array of 3600180000 parameters x 3 .* bytes"),
+    ("init_mlp of 14 GB", lambda: nm.baselines.init_mlp([30000, 30000, 30000]),
+     nm.ValidationError, r"init_mlp\.sizes: would need an array of 1800060000 weights"),
+    ("MAML inner_steps 1e9", lambda: nm.baselines.MAML(inner_steps=10 ** 9),
+     nm.ValidationError, r"MAML\.inner_steps: must be <= 1000000 \(got 1000000000\)"),
+    ("MAML.adapt inner_steps 1e9", lambda: nm.baselines.MAML().adapt(
+        nm.baselines.init_mlp([2, 1]), X, Y, inner_steps=10 ** 9), nm.ValidationError,
+     r"MAML\.adapt\.inner_steps: must be <= 1000000"),
+    ("iMAML cg_steps 1e9", lambda: nm.baselines.IMAML(cg_steps=10 ** 9), nm.ValidationError,
+     r"IMAML\.cg_steps: must be <= 1000000"),
+    ("MLP weights in mV", lambda: nm.baselines.MAML().meta_gradient(
+        {"w": [nm.baselines.init_mlp([2, 1])["w"][0] * brian2.mV], "b": [np.zeros(1)]},
+        TASK), nm.ValidationError, r"MAML\.params\['w'\]\[0\]: is dimensionless.*mV"),
+    ("mlp_loss targets 1e200", lambda: nm.baselines.mlp_loss(
+        nm.baselines.init_mlp([2, 1]), X, np.full((3, 1), 1e200)), nm.ValidationError,
+     r"mlp_loss\.y: must be at most 1e\+100 in magnitude"),
+    ("mlp_loss overflows", lambda: nm.baselines.mlp_loss(
+        {"w": [np.full((1, 2), 1e200)], "b": [np.zeros(1)]}, X, Y), nm.SimulationError,
+     r"mlp_loss: the loss overflowed .*Hint.*rescale"),
+    ("mlp_grad overflows", lambda: nm.baselines.mlp_grad(
+        {"w": [np.full((1, 2), 1e200)], "b": [np.zeros(1)]}, X, Y), nm.SimulationError,
+     r"mlp_grad: the loss overflowed"),
+    ("lam=True", lambda: nm.ComplexSynapse(lam=True), nm.ValidationError,
+     r"ComplexSynapse\.lam: must be a number, not a boolean \(got True\)"),
+    ("omega=np.True_", lambda: nm.ComplexSynapse(omega=np.True_), nm.ValidationError,
+     r"ComplexSynapse\.omega: must be a number, not a boolean"),
+    ("ci95 of nothing", lambda: _ci95([]), nm.ValidationError,
+     r"seeds\.ci95\.values: must hold at least one value"),
+    ("ci95 with a NaN", lambda: _ci95([1.0, float("nan")]), nm.ValidationError,
+     r"seeds\.ci95\.values: must contain only finite values"),
+    ("ci95 complex", lambda: _ci95([1 + 1j, 2.0]), nm.ValidationError,
+     r"seeds\.ci95\.values: must be real numbers"),
+    ("MetaTrainer optimizer 'adam'", lambda: nm.MetaTrainer(
+        NET, LinearTeacher(n_in=2, n_out=1), nm.CML(beta=0.1), optimizer="adam"),
+     nm.ValidationError, r"MetaTrainer\.optimizer: must be a gradient transformation"),
+    ("MetaTrainer family whose sample is no Task", lambda: nm.MetaTrainer(
+        NET, _NoTasks(), nm.CML(beta=0.1)), nm.ValidationError,
+     r"MetaTrainer\.family: must return a Task from sample\(rng, n_tasks\) \(got "
+     r"_NoTasks\.sample returned int\)"),
+    ("MetaTrainer.train resume='no'", lambda: _trainer().train(1, resume="no"),
+     nm.ValidationError, r"MetaTrainer\.train\.resume: must be True or False \(got 'no'\)"),
+    ("MetaTrainer.train progress='no'", lambda: _trainer().train(1, progress="no"),
+     nm.ValidationError, r"MetaTrainer\.train\.progress: must be True or False"),
+    ("MetaTrainer.train checkpoint=123", lambda: _trainer().train(1, checkpoint=123),
+     nm.ValidationError, r"MetaTrainer\.train\.checkpoint: must be a path .* \(got int\)"),
+    ("MetaTrainer.meta_gradient('x')", lambda: _trainer().meta_gradient("x"),
+     nm.ValidationError, r"MetaTrainer\.meta_gradient\.task: must be a Task \(got str\)"),
+    ("MetaTrainer.evaluate(net='x')", lambda: _trainer().evaluate(net="x"),
+     nm.ValidationError, r"MetaTrainer\.evaluate\.net: must be a model kind"),
+    ("train_baseline progress='no'", lambda: nm.baselines.train_baseline(
+        nm.baselines.MAML(), nm.baselines.init_mlp([2, 1]), LinearTeacher(n_in=2, n_out=1),
+        1, progress="no"), nm.ValidationError,
+     r"train_baseline\.progress: must be True or False"),
 ]
+
+
+def _ci95(values):
+    from neuro_meta.experiments.seeds import ci95
+    return ci95(values)
+
+
+class _NoTasks:
+    def sample(self, rng, n_tasks):
+        return 3
+
+
+def _trainer():
+    return nm.MetaTrainer(NET, LinearTeacher(n_in=2, n_out=1, shots=3, val=3),
+                          nm.CML(beta=0.1), eval_tasks=2)
 
 
 #: CPU seconds after which a refusal counts as a hang (6x the slowest case alone).

@@ -47,8 +47,10 @@ def parse_seeds(text, owner="neuro-meta run.--seeds"):
 
 def ci95(values):
     """(mean, half-width of the 95 % confidence interval of the mean); the half-width is
-    nan for a single value."""
-    v = np.asarray(values, dtype=float)
+    nan for a single value. ``values``: one or more finite real numbers."""
+    v = P.finite_array(values, "seeds.ci95", "values", ndim=1)
+    if v.size == 0:
+        P.fail("seeds.ci95", "values", "must hold at least one value", "an empty sequence")
     if v.size < 2:
         return float(v.mean()), float("nan")
     half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
