@@ -199,7 +199,10 @@ class CML:
         multiple ``m_j``, weight ``w_j``), with ``∂θ F`` the kind's
         :meth:`~neuro_meta.kind.ModelKind.theta_partials` -- local to every synapse.
         """
-        O = "CML.meta_gradient"
+        return self._estimate(net, task, reduce, "CML.estimate")
+
+    def _estimate(self, net, task, reduce, O):
+        """:meth:`estimate`, its errors naming ``O``, the door the user called."""
         check_kind(net, O)
         if not isinstance(task, Task):
             P.fail(O, "task", "must be a Task", type(task).__name__)
@@ -237,4 +240,4 @@ class CML:
         For a batch of tasks the gradients are averaged over tasks (``reduce="mean"``) or
         returned per task with a leading task axis (``reduce="none"``).
         """
-        return self.estimate(net, task, reduce).grad
+        return self._estimate(net, task, reduce, "CML.meta_gradient").grad

@@ -389,7 +389,10 @@ class Learner:
         """Which engine would run a phase of ``net`` (on data ``x``, ``y`` if given) and
         why each other engine would not, as text."""
         net = self.check(net)
-        if x is None or y is None:
+        if (x is None) != (y is None):
+            P.fail("Learner.describe", "y" if y is None else "x", "must be given with "
+                   + ("x" if y is None else "y") + " (or neither: a stand-in sample)", "None")
+        if x is None:
             x, y = np.zeros((1, net.n_in)), np.full((1, net.n_out), 1.0 / net.n_out)
         inp, _, _ = self.phase_input(net, x, y, owner="Learner.describe")
         spec = self.phase_spec(net, inp)

@@ -18,6 +18,10 @@ class Task:
                         ("y_val", y_val)):
             a = P.finite_array(a, "Task", name, ndim=(2, 3), max_abs=P.DATA_LIMIT)
             a.setflags(write=False)
+            if a.shape[-1] == 0:
+                P.fail("Task", name, "needs at least one " + ("feature" if name[0] == "x"
+                                                              else "output") + " per sample",
+                       f"shape {a.shape}")
             arrs[name] = a
         nd = arrs["x_train"].ndim
         for name, a in arrs.items():

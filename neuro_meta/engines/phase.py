@@ -270,14 +270,17 @@ def phase_input(kind, x, y, x_val=None, y_val=None, beta=0.0, presentation="batc
     B, K = X.shape[:2]
     beta = real(beta, owner, "beta", low=-BETA_MAX, high=BETA_MAX)
     c = np.full((B, K), 1.0 / K)
-    if beta != 0.0:
-        if x_val is None or y_val is None:
-            fail(owner, "x_val", "is required when beta != 0", "None")
+    if beta != 0.0 or x_val is not None or y_val is not None:
+        if x_val is None or y_val is None:      # (with beta = 0 they are checked, unused:
+            fail(owner, "x_val" if x_val is None else "y_val",     # a sweep over beta
+                 "is required when beta != 0" if beta != 0.0 else  # may pass them always)
+                 "must be given with " + ("x_val" if x_val is not None else "y_val"), "None")
         Xv, Yv, bv = validate_data(kind, x_val, y_val, "x_val", "y_val", owner=owner)
         kind.loss.check_targets(Yv, owner, "y_val")
         if bv != batched or Xv.shape[0] != B:
             fail(owner, "x_val", f"must have the same task axis as x ({B} tasks)"
                  if batched else "must have no task axis, like x", f"shape {np.shape(x_val)}")
+    if beta != 0.0:
         V = Xv.shape[1]
         X = np.concatenate([X, Xv], axis=1)
         Y = np.concatenate([Y, Yv], axis=1)
