@@ -186,7 +186,6 @@ def checked(where, key, fn, *args, **kwargs):
                               else f"{where}: {key}: {msg}") from None
 
 
-#: A number in exponent notation without a dot, which YAML 1.1 leaves a string.
 def _yaml_load(text):
     """YAML as PyYAML's safe loader reads it, except that a number in exponent notation
     without a dot (``1e-3``, YAML 1.2's float) is a float, not the string "1e-3" of YAML
