@@ -57,6 +57,7 @@ import numpy as np
 
 from . import _params as P
 from .cml import CML, ESTIMATORS as CML_ESTIMATORS, tree_reduce
+from .errors import SimulationError
 from .kind import Packer, check_kind
 from .learning import Learner
 from .optim import tree_vector
@@ -193,6 +194,7 @@ def conjugate_gradient(apply, b, k):
     a task stops early at a zero residual (to rounding) or a direction of non-positive
     curvature. Returns ``(u, products)``."""
     b, k = _check_solver("conjugate_gradient", apply, b, k)
+    apply = _checked("conjugate_gradient", apply)
     u = np.zeros_like(b)
     r = b.copy()
     p = r.copy()
@@ -225,12 +227,20 @@ def neumann_series(apply, b, k, alpha):
     if not (alpha > 0).all():
         P.fail("neumann_series", "alpha", "must be > 0 for every task",
                f"minimum {float(alpha.min())!r}")
+    apply = _checked("neumann_series", apply)
     a = alpha[:, None]
     term = b.copy()
     total = b.copy()
-    for _ in range(k):
-        term = term - a * apply(term)
-        total += term
+    with np.errstate(over="ignore", invalid="ignore"):     # divergence: the error below
+        for j in range(k):
+            term = term - a * apply(term)
+            total += term
+            if not (np.isfinite(term).all() and np.isfinite(total).all()):
+                raise SimulationError(
+                    f"neumann_series: the series diverged at term {j + 1} (not finite). "
+                    "Hint: alpha must be below 2 / (largest eigenvalue of A) for the "
+                    "series to converge; take a smaller alpha (power_iteration estimates "
+                    "the eigenvalue)")
     return a * total
 
 
@@ -244,7 +254,9 @@ def power_iteration(apply, shape, iters, seed=0):
         P.fail(O, "shape", "must be a pair (tasks, parameters)", P.shown(shape))
     shape = tuple(P.integer(n, O, "shape", low=1, high=10 ** 9) for n in shape)
     iters = P.integer(iters, O, "iters", low=1, high=MAX_K)
-    v = np.random.default_rng(seed).normal(size=shape)
+    P.check_bytes(shape[0] * shape[1], O, "shape", f"of shape {shape}", P.shown(shape))
+    apply = _checked(O, apply)
+    v = np.random.default_rng(P.integer(seed, O, "seed", low=0)).normal(size=shape)
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     est = np.ones(shape[0])
     for _ in range(iters):
@@ -259,6 +271,26 @@ def _check_solver(owner, apply, b, k):
         P.fail(owner, "apply", "must be a function v -> A v", type(apply).__name__)
     b = P.finite_array(b, owner, "b", ndim=2)
     return b, P.integer(k, owner, "k", low=0, high=MAX_K)
+
+
+def _checked(owner, apply):
+    """``apply`` whose every product is checked: an array of the argument's shape, real
+    (a ValidationError otherwise) and finite (a SimulationError otherwise) -- a NaN
+    product would make the solvers return NaN, or stop at "zero" curvature with u = 0."""
+    def product(v):
+        w = apply(v)
+        if P.is_quantity(w) or not isinstance(w, np.ndarray) or w.dtype.kind not in "iuf" \
+                or w.shape != v.shape:
+            P.fail(owner, "apply", f"must return a real array of the argument's shape "
+                   f"{v.shape}", f"{type(w).__name__}" + (
+                       f" of dtype {w.dtype} and shape {w.shape}"
+                       if isinstance(w, np.ndarray) else ""))
+        if not np.isfinite(w).all():
+            raise SimulationError(f"{owner}: a product A v is not finite. Hint: the "
+                                  "curvature operator diverged; check apply and the state "
+                                  "it is taken at")
+        return w
+    return product
 
 
 def _implicit_formula(net, phi, xt, yt, xv, yv, u):
@@ -278,6 +310,10 @@ def relative_error(g, ref, keys=None):
     """``‖g − ref‖ / ‖ref‖`` over the meta-parameters ``keys`` (default all) of two
     trees in the structure of ``net.theta``."""
     a, b = _vectors(g, ref, keys)
+    for name, vec in (("g", a), ("ref", b)):
+        if not np.isfinite(vec).all():
+            P.fail("relative_error", name, "must be finite", f"{int((~np.isfinite(vec)).sum())}"
+                   " non-finite entries")
     n = np.linalg.norm(b)
     if n == 0:
         P.fail("relative_error", "ref", "must not be zero (the error is relative to it)",
@@ -383,6 +419,18 @@ def _implicit(name, net, task, learner, knobs):
     xt, yt, xv, yv = task.as_batch()
     B = xt.shape[0]
     pk = Packer(net, B)
+    # the knobs are checked before any phase runs
+    k = P.integer(knobs.get("k", 10), O, "k", low=0, high=MAX_K)
+    iters = P.integer(knobs.get("power_iters", 20), O, "power_iters", low=1, high=MAX_K)
+    alpha = knobs.get("alpha")
+    if alpha is not None:
+        alpha = P.real(alpha, O, "alpha", low=0.0, low_open=True)
+    if name == "fomaml":
+        lam = pk.broadcast(net.lam)
+        if not (lam > 0).all():
+            P.fail(O, "net", "must have lam > 0 on every plastic fast variable for "
+                   "'fomaml' (its direction divides by the pull's curvature lam)",
+                   f"min lam {float(lam.min())!r}")
     if name == "reptile":
         X, Y = np.concatenate([xt, xv], axis=1), np.concatenate([yt, yv], axis=1)
         res = learner.run(net, X, Y)
@@ -397,22 +445,13 @@ def _implicit(name, net, task, learner, knobs):
     if name == "t1t2":
         u = g
     elif name == "fomaml":
-        lam = pk.broadcast(net.lam)
-        if not (lam > 0).all():
-            P.fail(O, "net", "must have lam > 0 on every plastic fast variable for "
-                   "'fomaml' (its direction divides by the pull's curvature lam)",
-                   f"min lam {float(lam.min())!r}")
         u = g / lam
     else:
-        k = P.integer(knobs.get("k", 10), O, "k", low=0, high=MAX_K)
         H = _hessian_operator(net, pk, phi, xt, yt)
         if name == "cg":
             u, n = conjugate_gradient(H, g, k)
             cost = cost + Cost(hvps=float(n))
         else:
-            alpha = knobs.get("alpha")
-            iters = P.integer(knobs.get("power_iters", 20), O, "power_iters", low=1,
-                              high=MAX_K)
             if alpha is None:
                 mu = power_iteration(H, g.shape, iters)
                 if not (np.isfinite(mu).all() and (mu > 0).all()):
@@ -421,7 +460,7 @@ def _implicit(name, net, task, learner, knobs):
                 alpha_v = 1.0 / mu
                 cost = cost + Cost(hvps=float(iters))
             else:
-                alpha_v = np.full(B, P.real(alpha, O, "alpha", low=0.0, low_open=True))
+                alpha_v = np.full(B, alpha)
             u = neumann_series(H, g, k, alpha_v)
             cost = cost + Cost(hvps=float(k))
     grad, direct = _implicit_formula(net, phi, xt, yt, xv, yv, u)

@@ -17,6 +17,9 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
+
+from . import _params as P
 from .errors import ValidationError
 
 #: The shipped model files.
@@ -267,6 +270,24 @@ def merge(base, over):
         out[k] = merge(inner if isinstance(inner, dict) else {}, v) if isinstance(v, dict) \
             else v
     return out
+
+
+def check_run_args(owner, out_dir, cfg=None, **flags):
+    """The common arguments of an experiment's ``run``, checked before any work: the
+    output folder a path, ``cfg`` None or a mapping (a loaded model file), and each of
+    ``flags`` (``quick``, ``progress``, ``resume``, ...) True or False -- not a truthy
+    value: ``quick="no"`` would run the quick settings."""
+    import os
+
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        P.fail(owner, "out_dir", "must be a folder's path (str or os.PathLike)",
+               P.shown(out_dir))
+    if cfg is not None and not isinstance(cfg, dict):
+        P.fail(owner, "cfg", "must be None (the shipped file) or a configuration mapping "
+               "(neuro_meta.models.load_model)", P.shown(cfg))
+    for attr, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            P.fail(owner, attr, "must be True or False", P.shown(value))
 
 
 def configure(cfg, sections, quick=False, overrides=(), seed=None, seed_section="meta"):

@@ -524,6 +524,11 @@ class VSMLObjective:
 
 
 # ---------------------------------------------------------------------- ES
+#: Most antithetic pairs of an ES step (10**12 would spend minutes making seeds, then
+#: run out of memory).
+MAX_PAIRS = 10 ** 6
+
+
 def member_seeds(seed, step, pairs):
     """``SeedSequence([seed, step]).spawn(pairs)``: one seed per antithetic pair of ES
     step ``step``. A member's noise is drawn from its seed's child ``(…, 0)`` and its
@@ -555,7 +560,12 @@ def pair_losses(objective, theta, sigma, seeds):
         thetas[2 * j + 1] = theta - sigma * eps
         d = member_streams(ss)[1]
         data += [d, d]
-    loss = np.asarray(objective(thetas, data), dtype=float)
+    raw = objective(thetas, data)
+    if P.is_quantity(raw) or np.asarray(raw).dtype.kind not in "iuf":
+        P.fail("es_gradient", "objective", "must return real, dimensionless losses (no "
+               "complex values, booleans or Brian2 units)", P.shown(raw) if np.ndim(raw) == 0
+               else f"{type(raw).__name__} of dtype {np.asarray(raw).dtype}")
+    loss = np.asarray(raw, dtype=float)
     if loss.shape != (2 * len(seeds),):
         P.fail("es_gradient", "objective", "must return one loss per row of thetas, shape "
                f"({2 * len(seeds)},) for {2 * len(seeds)} rows", f"shape {loss.shape}")
@@ -579,7 +589,7 @@ class ESEstimate:
 def centered_ranks(losses):
     """Ranks of ``losses`` mapped linearly onto [−0.5, 0.5] (ties: by order of
     appearance), the fitness shaping of Salimans et al. (2017)."""
-    a = np.asarray(losses, dtype=float).ravel()
+    a = P.finite_array(losses, "centered_ranks", "losses").ravel()
     r = np.empty(a.size)
     r[np.argsort(a, kind="stable")] = np.arange(a.size)
     return (r / max(a.size - 1, 1) - 0.5).reshape(np.shape(losses))
@@ -609,7 +619,9 @@ def es_gradient(objective, theta, sigma, pairs, seed=0, step=0, executor=None, c
                type(objective).__name__)
     theta = P.finite_array(theta, O, "theta", ndim=1)
     sigma = P.real(sigma, O, "sigma", low=0.0, low_open=True)
-    pairs = P.integer(pairs, O, "pairs", low=1)
+    pairs = P.integer(pairs, O, "pairs", low=1, high=MAX_PAIRS)
+    P.check_bytes(2 * pairs * theta.size, O, "pairs", f"of {2 * pairs} members x "
+                  f"{theta.size} parameters (the perturbed thetas)", repr(pairs))
     seed = P.integer(seed, O, "seed", low=0)
     step = P.integer(step, O, "step", low=0)
     if executor is not None and not hasattr(executor, "submit"):
@@ -685,7 +697,7 @@ class ESTrainer:
         self.theta0 = P.finite_array(theta0, O, "theta0", ndim=1)
         self.theta0.setflags(write=False)
         self.sigma = P.real(sigma, O, "sigma", low=0.0, low_open=True)
-        self.pairs = P.integer(pairs, O, "pairs", low=1)
+        self.pairs = P.integer(pairs, O, "pairs", low=1, high=MAX_PAIRS)
         self.optimizer = optimizer if optimizer is not None else optim.adam(0.025)
         self.wall_s = self.resumed_wall_s = 0.0     # set by train()
         if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):

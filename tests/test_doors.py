@@ -362,11 +362,60 @@ CASES = [
      r"Learner\.run\.y_val: must be given with x_val"),
     ("describe with x but no y", lambda: FAST.describe(NET, X), nm.ValidationError,
      r"Learner\.describe\.y: must be given with x"),
+    ("ES pairs 1e12 (minutes of seeds, then memory)", lambda: nm.vsml.es_gradient(
+        lambda t, s: (t ** 2).sum(1), np.zeros(4), 0.1, 10 ** 12), nm.ValidationError,
+     r"es_gradient\.pairs: must be <= 1000000"),
+    ("ES objective with complex losses", lambda: nm.vsml.es_gradient(
+        lambda t, s: (t ** 2).sum(1) + 1j * t[:, 0], np.ones(4), 0.1, 2), nm.ValidationError,
+     r"es_gradient\.objective: must return real, dimensionless losses"),
+    ("ES objective with losses in mV", lambda: nm.vsml.es_gradient(
+        lambda t, s: (t ** 2).sum(1) * brian2.mV, np.ones(4), 0.1, 2), nm.ValidationError,
+     r"es_gradient\.objective: must return real, dimensionless losses"),
+    ("centered_ranks of a NaN", lambda: nm.vsml.centered_ranks([1.0, np.nan, 0.0]),
+     nm.ValidationError, r"centered_ranks\.losses: must contain only finite values"),
+    ("run_seeds with a repeated seed", lambda: _seeds().run_seeds(
+        lambda *a, **k: None, "unused", [1, 1]), nm.ValidationError,
+     r"run_seeds\.seeds: must be distinct"),
+    ("run_seeds seeds=3", lambda: _seeds().run_seeds(lambda *a, **k: None, "unused", 3),
+     nm.ValidationError, r"run_seeds\.seeds: must be a list of seeds"),
+    ("sinusoid.run quick='no'", lambda: _exp("sinusoid").run("unused", quick="no"),
+     nm.ValidationError, r"run sinusoid\.quick: must be True or False \(got 'no'\)"),
+    ("omniglot.run cfg='junk'", lambda: _exp("omniglot").run("unused", cfg="junk"),
+     nm.ValidationError, r"run omniglot\.cfg: must be None"),
+    ("gradcheck.run out_dir=5", lambda: _exp("gradcheck").run(5), nm.ValidationError,
+     r"run gradcheck\.out_dir: must be a folder's path"),
+    ("Neumann series diverging", lambda: _E().neumann_series(
+        lambda v: 2 * v, np.ones((1, 2)), 2000, np.full(1, 5.0)), nm.SimulationError,
+     r"neumann_series: the series diverged at term \d+ .*Hint: alpha must be below 2"),
+    ("CG with a NaN product", lambda: _E().conjugate_gradient(
+        lambda v: v * np.nan, np.ones((2, 3)), 3), nm.SimulationError,
+     r"conjugate_gradient: a product A v is not finite.*Hint"),
+    ("power iteration, product of another shape", lambda: _E().power_iteration(
+        lambda v: v[:, :1], (2, 3), 5), nm.ValidationError,
+     r"power_iteration\.apply: must return a real array of the argument's shape \(2, 3\)"),
+    ("relative_error of a NaN gradient", lambda: _E().relative_error(
+        {"omega": [np.array([np.nan])]}, {"omega": [np.array([1.0])]}), nm.ValidationError,
+     r"relative_error\.g: must be finite"),
     ("train_baseline progress='no'", lambda: nm.baselines.train_baseline(
         nm.baselines.MAML(), nm.baselines.init_mlp([2, 1]), LinearTeacher(n_in=2, n_out=1),
         1, progress="no"), nm.ValidationError,
      r"train_baseline\.progress: must be True or False"),
 ]
+
+
+def _seeds():
+    from neuro_meta.experiments import seeds
+    return seeds
+
+
+def _exp(name):
+    import importlib
+    return importlib.import_module(f"neuro_meta.experiments.{name}")
+
+
+def _E():
+    from neuro_meta import estimators
+    return estimators
 
 
 def _ci95(values):
@@ -687,3 +736,19 @@ def test_fuzz_scales(x, integrator, dt, scale):
     _try(lambda: learner.run(NET, np.asarray(x) * scale if isinstance(x, np.ndarray)
                              else x, Y * scale))
     assert time.process_time() - t0 < HANG_CPU_S
+
+
+@pytest.mark.parametrize("knobs", [dict(k=-1), dict(k=2.5), dict(alpha=-1.0),
+                                   dict(alpha=float("nan")), dict(power_iters=0)])
+def test_estimate_checks_its_knobs_before_any_phase(knobs, monkeypatch):
+    """A bad knob of estimators.estimate is refused before the learning process runs
+    (it was checked after the free phase)."""
+    from neuro_meta import estimators
+
+    def phase(*a, **k):
+        raise AssertionError("a phase ran before the knobs were checked")
+
+    monkeypatch.setattr(nm.Learner, "run", phase)
+    name = "cg" if "k" in knobs else "neumann"
+    with pytest.raises(nm.ValidationError, match=r"^estimate\."):
+        estimators.estimate(name, NET, TASK, **knobs)

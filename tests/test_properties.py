@@ -48,7 +48,7 @@ def check_error(err):
     if isinstance(err, nm.SimulationError):
         assert "Hint" in msg or "did not converge" in msg or "solve_ivp" in msg, msg
     else:
-        assert re.match(r"^[\w\[\]\.']+(\.[\w\[\]']+)?: ", msg), msg
+        assert re.match(r"^(run \w+\.)?[\w\[\]\.']+(\.[\w\[\]']+)?: ", msg), msg
         assert "(got " in msg, msg
 
 

@@ -62,7 +62,7 @@ from ..initializers import Glorot
 from ..io import budget_notes, reads_results, save_figure, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import checked, configure, load_model, section
+from ..models import check_run_args, checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from . import bandit_agents as ag
@@ -431,6 +431,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     from its checkpoint; finished deployment jobs are kept, methods they lack are run).
     ``curves``: x-axis of the meta-learning curves."""
     P.choice(curves, "run bandit", "curves", ("time", "steps"))
+    check_run_args("run bandit", out_dir, cfg, quick=quick, progress=progress,
+                   resume=resume)
     cfg = _cfg(cfg, quick, seed, overrides)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     fam = family(cfg)

@@ -25,7 +25,7 @@ from ..learning import Learner
 from ..metatrain import MetaTrainer
 from .. import _params as P
 from ..errors import ValidationError, user_stacklevel
-from ..models import checked, configure, load_model, merge, section  # noqa: F401 (merge)
+from ..models import check_run_args, checked, configure, load_model, merge, section  # noqa: F401 (merge)
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 
@@ -93,6 +93,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ``resume=True`` a run continues from it (same final numbers as an uninterrupted
     run). ``executor``: see :class:`~neuro_meta.metatrain.MetaTrainer`.
     """
+    check_run_args("run consolidation", out_dir, cfg, quick=quick, progress=progress,
+                   resume=resume)
     cfg = configure(cfg or load_model("consolidation"), SECTIONS, quick, overrides, seed)
     fam, trainer = build(cfg, executor=executor)
     out = Path(out_dir)

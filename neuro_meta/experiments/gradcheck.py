@@ -21,7 +21,7 @@ from ..exact import exact_meta_gradient
 from ..io import reads_results, save_figure, write_results
 from ..learning import Learner
 from ..errors import ValidationError
-from ..models import load_model
+from ..models import check_run_args, load_model
 from ..tasks import Task
 
 
@@ -106,6 +106,7 @@ def build_problem(cfg):
 
 def run(out_dir, cfg=None, progress=True):
     """Run the sweeps, write ``results.json`` and ``gradcheck.png`` to ``out_dir``."""
+    check_run_args("run gradcheck", out_dir, cfg, progress=progress)
     cfg = check_cfg(cfg or load_model("gradcheck"))
     net, task = build_problem(cfg)
     t0 = time.perf_counter()

@@ -74,7 +74,7 @@ from ..learning import Learner, NotSettledWarning
 from ..metatrain import (TEST, VALIDATION, MetaTrainer, eval_piece_tasks, mean_sem,
                          task_rng)
 from ..metatrain import evaluate as evaluate_after_learning
-from ..models import checked, configure, load_model, merge, section
+from ..models import check_run_args, checked, configure, load_model, merge, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
@@ -497,9 +497,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         P.fail(O, "out_dir", "must be a folder's path (str or os.PathLike)",
                repr(out_dir) if isinstance(out_dir, str) else type(out_dir).__name__)
-    for attr, value in (("quick", quick), ("progress", progress), ("resume", resume)):
-        if not isinstance(value, bool):
-            P.fail(O, attr, "must be True or False", repr(value))
+    check_run_args(O, out_dir, cfg, quick=quick, progress=progress, resume=resume)
     if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
         P.fail(O, "overrides", "must be a list of 'KEY.PATH=VALUE' strings",
                repr(overrides))

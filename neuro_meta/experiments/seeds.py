@@ -75,11 +75,28 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     damaged file of a later seed stops the run before any seed trains."""
     from pathlib import Path
 
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        P.fail("run_seeds", "seeds", "must be a list of seeds (integers >= 0; "
+               "parse_seeds turns '3' into [0, 1, 2])", P.shown(seeds))
     seeds = [P.integer(s, "run_seeds", "seeds", low=0) for s in seeds]
     if not seeds:
         P.fail("run_seeds", "seeds", "must name at least one seed", repr(seeds))
-    if not isinstance(seed_jobs, (bool, np.bool_)):
-        P.fail("run_seeds", "seed_jobs", "must be True or False", repr(seed_jobs))
+    if len(set(seeds)) != len(seeds):       # one folder, one run: counted twice in the CI
+        P.fail("run_seeds", "seeds", "must be distinct (a repeated seed is the same run, "
+               "counted twice in the confidence interval)", repr(seeds))
+    if len(seeds) > MAX_SEEDS:
+        P.fail("run_seeds", "seeds", f"must be at most {MAX_SEEDS} seeds (each is a whole "
+               "meta-training)", f"{len(seeds)} seeds")
+    for attr, flag in (("seed_jobs", seed_jobs), ("progress", progress)):
+        if not isinstance(flag, (bool, np.bool_)):
+            P.fail("run_seeds", attr, "must be True or False", repr(flag))
+    if seed_jobs and executor is not None and not hasattr(executor, "submit"):
+        P.fail("run_seeds", "executor", "must be None or an executor with submit (a "
+               "concurrent.futures executor or a dask.distributed.Client) when the seeds "
+               "are its jobs (seed_jobs=True)", P.shown(executor))
+    if not isinstance(out_dir, (str, __import__("os").PathLike)):
+        P.fail("run_seeds", "out_dir", "must be a folder path (str or os.PathLike)",
+               P.shown(out_dir))
     for attr, fn in (("run", run), ("aggregate_fn", aggregate_fn), ("plot_fn", plot_fn)):
         if fn is not None and not callable(fn):
             P.fail("run_seeds", attr, "must be a function", repr(fn))

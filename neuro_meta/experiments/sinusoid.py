@@ -43,7 +43,8 @@ from ..families import Sinusoid
 from ..io import budget_notes, reads_results, save_figure, write_json, write_results
 from ..learning import Learner
 from ..metatrain import MetaTrainer
-from ..models import checked, configure, did_you_mean, load_model, merge, overlay, section
+from ..models import (check_run_args, checked, configure, did_you_mean, load_model, merge,
+                      overlay, section)
 from ..dual import DualSystem
 from ..network import RateNetwork
 from .. import warpgrad as wg
@@ -366,6 +367,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     budget, selection on the meta-validation tasks; see the module docstring).
     """
     P.choice(curves, "run sinusoid", "curves", ("time", "steps"))
+    check_run_args("run sinusoid", out_dir, cfg, quick=quick, progress=progress,
+                   resume=resume)
     cfg = _cfg(cfg, quick, seed, model, overrides)
     methods = parse_methods(methods, cfg.get("methods") or DEFAULT_METHODS)
     compare = compare_cfg(cfg)

@@ -63,7 +63,7 @@ from ..checkpoint import checksum
 from ..io import atomic_write_bytes, reads_results, save_figure, write_results
 from ..learning import Learner, NotSettledWarning
 from ..metatrain import MetaTrainer
-from ..models import checked, configure, load_model, section
+from ..models import check_run_args, checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
@@ -388,6 +388,7 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ``concurrent.futures`` executor or a ``dask.distributed.Client``; same numbers on
     each). ``resume``: continue ES and CML from their checkpoints in ``out_dir``.
     """
+    check_run_args("run vsml", out_dir, cfg, quick=quick, progress=progress, resume=resume)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _cfg(cfg, quick, seed, overrides)
