@@ -251,6 +251,8 @@ class DualSystem(ModelKind):
                    else f"{len(fast)} arrays")
         out = []
         for name, a, r in zip(self.fast_names, fast, ref):
+            if P.is_quantity(a):        # an ndarray subclass: 10*mV is not 0.01
+                P.dimensionless(a, owner, f"fast[{name}]")
             try:
                 a = a if isinstance(a, np.ndarray) else np.asarray(a)
                 ok = a.dtype.kind in "biuf"

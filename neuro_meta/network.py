@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._params import (DATA_LIMIT, check_bytes, fail, finite_array, integer, rng_from_seed,
-                      shown, to_seconds)
+from ._params import (DATA_LIMIT, check_bytes, dimensionless, fail, finite_array, integer,
+                      is_quantity, rng_from_seed, shown, to_seconds)
 from .activations import get_activation
 from .errors import ValidationError
 from .kind import ModelKind, pull_partials
@@ -412,11 +412,17 @@ class RateNetwork(ModelKind):
         return self._theta_like([(-k.lam * d, (p - k.omega) * d) if k.plastic else None
                                  for k, p, d in zip(self.connections, phi, u)])
 
-    def to_brian2(self, **kwargs):
-        """Export the network as a ``brian2.Network`` (see :mod:`neuro_meta.engines.brian2`)."""
+    def to_brian2(self, x=None, y=None, *, x_val=None, y_val=None, beta=0.0,
+                  presentation="online", presentation_time=None, dt=None, phi_init=None):
+        """Export the network as a ``brian2.Network`` learning ``(x, y)`` (see
+        :func:`neuro_meta.engines.brian2_engine.network_to_brian2`, whose arguments these
+        are)."""
         from .engines.brian2_engine import network_to_brian2
 
-        return network_to_brian2(self, **kwargs)
+        return network_to_brian2(self, x, y, x_val=x_val, y_val=y_val, beta=beta,
+                                 presentation=presentation,
+                                 presentation_time=presentation_time, dt=dt,
+                                 phi_init=phi_init)
 
 
 def check_input(net, x, owner):
@@ -442,6 +448,8 @@ def check_phi(net, phi, owner):
              else f"{len(phi)} arrays")
     out = []
     for i, (p, c) in enumerate(zip(phi, conns)):
+        if is_quantity(p):          # an ndarray subclass: 10*mV is not 0.01
+            dimensionless(p, owner, f"phi[{i}]")
         if isinstance(p, np.ndarray) and p.dtype.kind == "f":
             a = p
         else:

@@ -44,6 +44,7 @@ numbers). The member ``i`` of ES step ``t`` draws its noise and its episodes fro
 any chunks, on any executor, and give the same numbers; chunk results are gathered in
 member order and the estimate is summed in that order.
 """
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,10 @@ class VSML:
             layout[name] = (start, start + n, shape)
             start += n
         object.__setattr__(self, "_layout", layout)
+        P.check_bytes(start, O, "state_size", f"of {start} meta-parameters", repr(S))
+        cells = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * S
+        P.check_bytes(2 * cells, O, "sizes", f"of {cells} x 2 LSTM states (h and c of "
+                      "every synapse, one episode)", repr(sizes))
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -201,6 +206,10 @@ class VSML:
                    "(the leading axes)", P.shown(lead))
         lead = tuple(P.integer(v, "VSML.initial_cells", f"lead[{i}]", low=0)
                      for i, v in enumerate(lead))
+        n_lead = int(np.prod(lead, dtype=object)) if lead else 1
+        cells = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:])) * self.state_size
+        P.check_bytes(n_lead * cells, "VSML.initial_cells", "lead", f"of {lead} x {cells} "
+                      "cell states", repr(lead))
         k = int(self.init_rand_fraction * self.state_size)
         out = []
         for a, b in zip(self.sizes[:-1], self.sizes[1:]):
@@ -428,6 +437,9 @@ class OnlineEpisodes:
         """``n`` episodes: ``x`` (n, length, d), ``y`` (n, length) int64."""
         rng = P.generator(rng, "OnlineEpisodes.sample")
         n = P.integer(n, "OnlineEpisodes.sample", "n", low=1)
+        P.check_bytes(n * self.length * (self.n_features + 1), "OnlineEpisodes.sample", "n",
+                      f"of {n} episodes x {self.length} steps x {self.n_features + 1}",
+                      repr(n))
         L = self.length
         x = np.empty((n, L, self.n_features))
         y = np.empty((n, L), dtype=np.int64)
@@ -777,6 +789,12 @@ class ESTrainer:
         from . import checkpoint as ckpt
 
         O = "ESTrainer.train"
+        for name, flag in (("progress", progress), ("resume", resume)):
+            if not isinstance(flag, (bool, np.bool_)):
+                P.fail(O, name, "must be True or False", P.shown(flag))
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            P.fail(O, "checkpoint", "must be a path (str or os.PathLike) or None",
+                   P.shown(checkpoint))
         steps = P.integer(steps, O, "steps", low=0)
         checkpoint_every = P.integer(checkpoint_every, O, "checkpoint_every", low=1)
         eval_every = P.integer(eval_every, O, "eval_every", low=1, allow_none=True)

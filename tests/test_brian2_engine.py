@@ -439,3 +439,15 @@ def test_cpp_standalone_build_and_rerun_with_run_args(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     worst = float(out.stdout.split("MAXDIFF")[-1])
     assert worst < TOL
+
+
+def test_to_brian2_takes_x_and_y_by_position_as_documented(rng):
+    """``net.to_brian2(x, y)``: the method had only ``**kwargs`` and refused the data by
+    position (network_to_brian2 documents x and y as positional); an unknown keyword is
+    Python's TypeError naming it."""
+    net = _net(rng)
+    x, y = rng.normal(size=(3, net.n_in)), rng.normal(size=(3, net.n_out))
+    a, b = net.to_brian2(x, y, dt=1e-3), net.to_brian2(x=x, y=y, dt=1e-3)
+    assert sorted(o.name for o in a.objects) == sorted(o.name for o in b.objects)
+    with pytest.raises(TypeError, match="dtt"):
+        net.to_brian2(x, y, dtt=1e-3)

@@ -396,11 +396,31 @@ CASES = [
     ("relative_error of a NaN gradient", lambda: _E().relative_error(
         {"omega": [np.array([np.nan])]}, {"omega": [np.array([1.0])]}), nm.ValidationError,
      r"relative_error\.g: must be finite"),
+    ("VSML state_size 1e9", lambda: nm.vsml.VSML(sizes=(4, 2), state_size=10 ** 9),
+     nm.ValidationError, r"VSML\.state_size: would need an array of .* meta-parameters"),
+    ("VSML of 1e7 x 1e7 synapses", lambda: nm.vsml.VSML(sizes=(10 ** 7, 10 ** 7)),
+     nm.ValidationError, r"VSML\.sizes: would need an array of .* LSTM states"),
+    ("VSML cells of 1e18 episodes", lambda: nm.vsml.VSML(sizes=(4, 2)).initial_cells(
+        np.random.default_rng(0), (10 ** 9, 10 ** 9)), nm.ValidationError,
+     r"VSML\.initial_cells\.lead: would need an array"),
+    ("ESTrainer.train progress='yes'", lambda: _es().train(1, progress="yes"),
+     nm.ValidationError, r"ESTrainer\.train\.progress: must be True or False"),
+    ("ESTrainer.train checkpoint=5", lambda: _es().train(1, checkpoint=5),
+     nm.ValidationError, r"ESTrainer\.train\.checkpoint: must be a path"),
+    ("predict at phi in mV", lambda: NET.predict(X, [NET.phi0[0] * brian2.mV]),
+     nm.ValidationError, r"RateNetwork\.forward\.phi\[0\]: is dimensionless"),
+    ("dual system's fast variables in mV", lambda: DUAL.predict(
+        X, fast=[a * brian2.mV for a in DUAL.phi0]), nm.ValidationError,
+     r"DualSystem\.forward\.fast\[gain\[0\]\]: is dimensionless"),
     ("train_baseline progress='no'", lambda: nm.baselines.train_baseline(
         nm.baselines.MAML(), nm.baselines.init_mlp([2, 1]), LinearTeacher(n_in=2, n_out=1),
         1, progress="no"), nm.ValidationError,
      r"train_baseline\.progress: must be True or False"),
 ]
+
+
+def _es():
+    return nm.vsml.ESTrainer(lambda t, s: (t ** 2).sum(1), np.ones(3), pairs=2)
 
 
 def _seeds():
