@@ -89,6 +89,19 @@ def _sq_norm(tree, lead):
                for k in tree for a in tree[k])
 
 
+def _check_points(points, owner, attr):
+    """Task parameters ``{"w": [...], "b": [...]}`` with leading axes: real, finite,
+    dimensionless numpy arrays (a NaN would read as a diverged inner loop)."""
+    if not (isinstance(points, dict) and set(TASK_GROUPS) <= set(points)
+            and all(isinstance(points[k], list) and points[k] for k in TASK_GROUPS)):
+        P.fail(owner, attr, 'must be a dict {"w": [...], "b": [...]} of task parameters '
+               "with a leading task axis", P.shown(points))
+    check_leaves(points, owner, TASK_GROUPS, attr)
+    if points["w"][0].ndim < 3:
+        P.fail(owner, attr, "must have a leading task axis on every weight (tasks, n_post, "
+               "n_pre)", f"shape {points['w'][0].shape}")
+
+
 @dataclass(frozen=True)
 class WarpGrad:
     """WarpGrad meta-learning of warp layers and of the task layers' initial values.
@@ -275,7 +288,16 @@ class WarpGrad:
         ``point_grad=True``, ``dJ/dθ = (I − α H₁) v`` per point (``v = ∇θ L(B₂; θ')``;
         first order: ``v``) as ``{"w", "b"}``, else None.
         """
-        (x1, y1), (x2, y2) = batch1, batch2
+        O = f"{type(self).__name__}.warp_objective"
+        self.check_params(params, O)
+        _check_points(points, O, "points")
+        batches = []
+        for name, batch in (("batch1", batch1), ("batch2", batch2)):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                P.fail(O, name, "must be a pair (x, y) of arrays", P.shown(batch))
+            batches.append(tuple(P.finite_array(a, O, f"{name}[{i}]", max_abs=P.DATA_LIMIT)
+                                 for i, a in enumerate(batch)))
+        (x1, y1), (x2, y2) = batches
         with np.errstate(over="ignore", invalid="ignore"):
             p1 = self._pass(points, params, x1, y1, total_warp=True)
             g1 = p1.grads(TASK_GROUPS)
@@ -307,6 +329,17 @@ class WarpGrad:
     def leap_gradient(self, points):
         """The simplified Leap gradient of θ₀ from trajectories ``[θ_0, …, θ_K]`` (dicts
         with a task axis): ``mean_{τ,k} (θ_k − θ_{k+1}) / ‖θ_k − θ_{k+1}‖``."""
+        O = f"{type(self).__name__}.leap_gradient"
+        if not isinstance(points, (list, tuple)) or not points:
+            P.fail(O, "points", "must be a non-empty list of task parameters along the "
+                   "inner loop", P.shown(points))
+        for i, pt in enumerate(points):
+            _check_points(pt, O, f"points[{i}]")
+            shapes = [a.shape for k in TASK_GROUPS for a in pt[k]]
+            ref = [a.shape for k in TASK_GROUPS for a in points[0][k]]
+            if shapes != ref:
+                P.fail(O, f"points[{i}]", "must have the shapes of points[0]",
+                       f"shapes {shapes}")
         T, K = points[0]["w"][0].shape[0], len(points) - 1
         total = {k: [np.zeros(a.shape[1:]) for a in points[0][k]] for k in TASK_GROUPS}
         for a, b in zip(points[:-1], points[1:]):

@@ -612,3 +612,32 @@ def test_sinusoid_offers_the_warp_methods_opt_in():
         "warpgrad_nowarp"]["inner_steps"]
     _, tr = sinusoid.build_cml(cfg, warp=True)
     assert tr.net.kind_name == "WarpNetwork" and tr.test_task.n_tasks == 32
+
+
+def test_warp_objective_and_leap_gradient_check_their_input():
+    """Both are public members: junk task parameters, NaN points and bad batches are one
+    ValidationError (a NaN batch read as 'the inner loop diverged'; None, [] or a
+    complex batch raised TypeError, IndexError or UFuncTypeError); valid input works."""
+    g = WarpGrad(inner_lr=0.01, inner_steps=2)
+    p = init_warped_mlp([1, 8, 1], 0)
+    pts = {"w": [w[None] for w in p["w"]], "b": [b[None] for b in p["b"]]}
+    x, y = np.linspace(-1, 1, 5)[:, None], np.zeros((5, 1))
+    J, gw, _ = g.warp_objective(p, pts, (x, y), (x, y))
+    assert np.all(np.isfinite(J)) and set(gw) == {"warp_w", "warp_b"}
+    nan = {"w": [np.full_like(w, np.nan) for w in pts["w"]], "b": pts["b"]}
+    bad = [(lambda: g.warp_objective(p, nan, (x, y), (x, y)), r"points\['w'\]\[0\]: must "
+            "be finite"),
+           (lambda: g.warp_objective(p, None, (x, y), (x, y)), r"points: must be a dict"),
+           (lambda: g.warp_objective(p, pts, (x + 1j, y), (x, y)), r"batch1\[0\]: must be "
+            "real"),
+           (lambda: g.warp_objective(p, pts, x, (x, y)), r"batch1: must be a pair"),
+           (lambda: g.leap_gradient([]), r"leap_gradient\.points: must be a non-empty"),
+           (lambda: g.leap_gradient([pts, nan]), r"points\[1\]\['w'\]\[0\]: must be "
+            "finite"),
+           (lambda: g.leap_gradient([pts, {"w": pts["w"][:1], "b": pts["b"][:1]}]),
+            r"points\[1\]: must have the shapes of points\[0\]")]
+    for fn, pattern in bad:
+        with pytest.raises(nm.ValidationError, match=pattern):
+            fn()
+    lg = g.leap_gradient([pts, pts])
+    assert all(np.all(a == 0) for k in lg for a in lg[k])       # no move: zero direction
