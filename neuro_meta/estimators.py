@@ -111,6 +111,8 @@ class Cost:
     wall_s: float = 0.0
 
     def __add__(self, other):
+        if not isinstance(other, Cost):
+            return NotImplemented           # (Cost() + 3: Python's TypeError, named)
         return Cost(*(getattr(self, f) + getattr(other, f) for f in self.fields()))
 
     @staticmethod

@@ -545,7 +545,10 @@ def member_seeds(seed, step, pairs):
     """``SeedSequence([seed, step]).spawn(pairs)``: one seed per antithetic pair of ES
     step ``step``. A member's noise is drawn from its seed's child ``(…, 0)`` and its
     data from child ``(…, 1)`` (:func:`member_streams`)."""
-    return np.random.SeedSequence([int(seed), int(step)]).spawn(int(pairs))
+    O = "member_seeds"
+    return np.random.SeedSequence([P.integer(seed, O, "seed", low=0),
+                                   P.integer(step, O, "step", low=0)]).spawn(
+        P.integer(pairs, O, "pairs", low=1, high=MAX_PAIRS))
 
 
 def member_streams(ss):
@@ -630,6 +633,8 @@ def es_gradient(objective, theta, sigma, pairs, seed=0, step=0, executor=None, c
         P.fail(O, "objective", "must be callable as objective(thetas, seeds)",
                type(objective).__name__)
     theta = P.finite_array(theta, O, "theta", ndim=1)
+    if theta.size == 0:
+        P.fail(O, "theta", "must hold at least one meta-parameter", "shape (0,)")
     sigma = P.real(sigma, O, "sigma", low=0.0, low_open=True)
     pairs = P.integer(pairs, O, "pairs", low=1, high=MAX_PAIRS)
     P.check_bytes(2 * pairs * theta.size, O, "pairs", f"of {2 * pairs} members x "

@@ -412,6 +412,13 @@ CASES = [
     ("dual system's fast variables in mV", lambda: DUAL.predict(
         X, fast=[a * brian2.mV for a in DUAL.phi0]), nm.ValidationError,
      r"DualSystem\.forward\.fast\[gain\[0\]\]: is dimensionless"),
+    ("member_seeds of a float seed", lambda: nm.vsml.member_seeds(1.7, 0, 2),
+     nm.ValidationError, r"member_seeds\.seed: must be an integer \(got 1\.7\)"),
+    ("ES of an empty theta", lambda: nm.vsml.es_gradient(
+        lambda t, s: t.sum(1), np.zeros(0), 0.1, 2), nm.ValidationError,
+     r"es_gradient\.theta: must hold at least one meta-parameter"),
+    ("an engine that does not exist", lambda: _engines().plan("bogus", NET, None, None),
+     nm.ValidationError, r"engines\.plan\.requested: must be one of 'auto'"),
     ("train_baseline progress='no'", lambda: nm.baselines.train_baseline(
         nm.baselines.MAML(), nm.baselines.init_mlp([2, 1]), LinearTeacher(n_in=2, n_out=1),
         1, progress="no"), nm.ValidationError,
@@ -421,6 +428,11 @@ CASES = [
 
 def _es():
     return nm.vsml.ESTrainer(lambda t, s: (t ** 2).sum(1), np.ones(3), pairs=2)
+
+
+def _engines():
+    from neuro_meta import engines
+    return engines
 
 
 def _seeds():

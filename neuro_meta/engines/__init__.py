@@ -31,7 +31,10 @@ _MODULES = {"numpy": ".numpy_engine", "fused": ".fused", "brian2": ".brian2_engi
 
 def engine(name):
     """The module of engine ``name`` (imported on first use)."""
-    return importlib.import_module(_MODULES[name], __name__)
+    from .. import _params as P
+
+    return importlib.import_module(_MODULES[P.choice(name, "engines", "name", NAMES)],
+                                   __name__)
 
 
 def why_not(name, kind, spec, inp, record=(), substeps=None):
@@ -43,6 +46,9 @@ def plan(requested, kind, spec, inp, record=()):
     """``(run_phase, accelerators)`` for a phase on the ``requested`` engine ("auto",
     "numpy", "fused" or "brian2"); a named engine that cannot run the phase raises
     :class:`UnsupportedError` naming the kind and the reason."""
+    from .. import _params as P
+
+    P.choice(requested, "engines.plan", "requested", ("auto",) + NAMES)
     if requested == "brian2":
         engine("brian2").check_supported(kind, spec, inp.presentation)   # raises, named
     if requested in ("fused", "brian2"):
@@ -62,6 +68,9 @@ def plan(requested, kind, spec, inp, record=()):
 
 def describe(requested, kind, spec, inp, who="the learner"):
     """Text: for each engine, whether it can run this phase (and why not); which runs."""
+    from .. import _params as P
+
+    P.choice(requested, "engines.describe", "requested", ("auto",) + NAMES)
     lines = [f"{who} on a {kind.kind_name}:"]
     reasons = {}
     for name in NAMES:
