@@ -11,20 +11,43 @@ from pathlib import Path
 import numpy as np
 
 
-def _to_jsonable(obj):
+def _to_jsonable(obj, where="results"):
+    """``obj`` as JSON values (numpy arrays and scalars as lists and numbers, paths as
+    text); keys become strings -- two keys that would write the same string, a complex
+    number, a Brian2 quantity or any other object are refused naming their place (NaN and
+    inf are written as Python's json writes them, ``NaN``/``Infinity``, and read back)."""
+    from . import _params as P
+
     if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+        out, given = {}, {}
+        for k, v in obj.items():
+            key = str(k)
+            if key in out:
+                P.fail("write_json", where, "must not have two keys that are the same "
+                       "text in JSON", f"keys {given[key]!r} and {k!r}")
+            given[key] = k
+            out[key] = _to_jsonable(v, f"{where}[{k!r}]")
+        return out
+    if P.is_quantity(obj):
+        P.fail("write_json", where, "must be a plain number or array, not a Brian2 "
+               "quantity (write its value in a stated unit)", P.shown(obj))
     if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
+        return [_to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
-        return _to_jsonable(obj.tolist())
+        return _to_jsonable(obj.tolist(), where)
     if isinstance(obj, (np.floating,)):
         return float(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
-    return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    P.fail("write_json", where, "must be a dict, list, tuple, number, string, bool, None, "
+           "path or numpy array (complex numbers and other objects have no JSON form)",
+           f"{P.shown(obj)} of type {type(obj).__name__}")
 
 
 def atomic_write_bytes(path, data):
@@ -50,6 +73,13 @@ def atomic_write_bytes(path, data):
 
 def write_json(path, obj):
     """Write ``obj`` (numpy arrays and scalars allowed) as indented JSON, atomically."""
+    from . import _params as P
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        P.fail("write_json", "path", "must be a file path (str or os.PathLike)",
+               P.shown(path))
+    if os.path.isdir(path):
+        P.fail("write_json", "path", "must be a file path, not a folder", str(path))
     text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -74,6 +104,11 @@ def write_results(path, results):
     """Write an experiment's ``results.json`` (:func:`write_json`), with ``software``
     (:func:`software`) added to ``results`` first, so that the returned results and the
     file agree."""
+    if not isinstance(results, dict):
+        from . import _params as P
+
+        P.fail("write_results", "results", "must be a dict (the experiment's results)",
+               type(results).__name__)
     results["software"] = software()
     return write_json(path, results)
 

@@ -146,3 +146,32 @@ def test_schedule_notes_flag_a_decay_that_did_not_end_with_the_budget():
         in lines[1]
     assert budget_notes(rows, 60.0)[0].startswith("note: reptile stopped at its step cap")
     assert budget_notes(rows, 60.0)[1:] == lines
+
+
+def test_write_results_refuses_what_json_cannot_hold(tmp_path):
+    """Two keys that write the same text (one value was lost), complex numbers, Brian2
+    quantities, sets, a non-dict and a folder or None as the path are one ValidationError
+    each (they were silent or raw TypeError/IsADirectoryError); paths are written as text
+    and NaN as json's NaN, read back."""
+    import json
+
+    import brian2
+
+    import neuro_meta as nm
+    from neuro_meta.io import write_json, write_results
+
+    f = tmp_path / "r.json"
+    for results, pattern in (({1: "a", "1": "b"}, r"two keys .* \(got keys 1 and '1'\)"),
+                             ({"x": 1 + 2j}, r"results\['x'\]: .*complex"),
+                             ({"q": [3 * brian2.mV]}, r"results\['q'\]\[0\]: .*Brian2"),
+                             ({"s": {1, 2}}, r"results\['s'\]: .*of type set"),
+                             (5, r"write_results\.results: must be a dict")):
+        with pytest.raises(nm.ValidationError, match=pattern):
+            write_results(f, results)
+    assert not f.exists()
+    for path in (None, tmp_path):
+        with pytest.raises(nm.ValidationError, match=r"write_json\.path"):
+            write_json(path, {})
+    write_results(f, {"p": tmp_path, "n": float("nan")})
+    back = json.loads(f.read_text())
+    assert back["p"] == str(tmp_path) and back["n"] != back["n"]
