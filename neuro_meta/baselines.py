@@ -374,12 +374,16 @@ def _all_finite(tree):
 
 
 def _check_finite(values, owner, where, hint):
-    """A SimulationError if ``values`` are not all finite; ``where`` says where it happened
-    (an inner step number or a phrase)."""
-    if not np.all(np.isfinite(values)):
+    """A SimulationError if ``values`` (losses) are not all finite or beyond
+    :data:`~neuro_meta._params.DATA_LIMIT` (1e100: a loss of 1e251 is a diverged loop
+    that has not overflowed yet); ``where`` says where it happened (an inner step number
+    or a phrase)."""
+    with np.errstate(invalid="ignore"):
+        bad = not np.all(np.isfinite(values)) or np.any(np.abs(values) > P.DATA_LIMIT)
+    if bad:
         where = f"at inner step {where}" if isinstance(where, int) else where
-        raise SimulationError(f"{owner}: the inner loop diverged {where} (non-finite values); "
-                              f"{hint}")
+        raise SimulationError(f"{owner}: the inner loop diverged {where} (non-finite values "
+                              f"or losses beyond {P.DATA_LIMIT:g}); Hint: {hint}")
 
 
 # ------------------------------------------------------------------ methods

@@ -381,7 +381,12 @@ class WarpGrad:
 
 
 def _finite(values, owner, where):
-    """A SimulationError if ``values`` are not all finite."""
-    if not np.all(np.isfinite(np.asarray(values, dtype=float))):
+    """A SimulationError if ``values`` (losses) are not all finite or beyond
+    :data:`~neuro_meta._params.DATA_LIMIT` (a diverged loop that has not overflowed yet)."""
+    v = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = not np.all(np.isfinite(v)) or np.any(np.abs(v) > P.DATA_LIMIT)
+    if bad:
         raise SimulationError(f"{owner}: the inner loop diverged {where} (non-finite "
-                              "values); try a smaller inner_lr")
+                              f"values or losses beyond {P.DATA_LIMIT:g}); Hint: try a "
+                              "smaller inner_lr")

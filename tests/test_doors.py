@@ -419,6 +419,16 @@ CASES = [
      r"es_gradient\.theta: must hold at least one meta-parameter"),
     ("an engine that does not exist", lambda: _engines().plan("bogus", NET, None, None),
      nm.ValidationError, r"engines\.plan\.requested: must be one of 'auto'"),
+    ("MAML's inner loop exploding without overflowing", lambda: nm.baselines.MAML(
+        inner_lr=1e12, inner_steps=10).meta_gradient(
+        nm.baselines.init_mlp([1, 8, 1]), Sinusoid().sample(np.random.default_rng(0), 2)),
+     nm.SimulationError, r"MAML: the inner loop diverged at inner step \d+ .*beyond "
+     r"1e\+100.*Hint"),
+    ("WarpGrad's inner loop exploding", lambda: nm.warpgrad.WarpGrad(
+        inner_lr=1e12, inner_steps=10).meta_gradient(
+        nm.warpgrad.init_warped_mlp([1, 8, 1], 0),
+        Sinusoid().sample(np.random.default_rng(0), 2)), nm.SimulationError,
+     r"the inner loop diverged .*beyond 1e\+100.*Hint"),
     ("train_baseline progress='no'", lambda: nm.baselines.train_baseline(
         nm.baselines.MAML(), nm.baselines.init_mlp([2, 1]), LinearTeacher(n_in=2, n_out=1),
         1, progress="no"), nm.ValidationError,
