@@ -79,23 +79,25 @@ def _check_lists(tree, owner, attr):
     return tree
 
 
-def _check_same_structure(tree, like, owner, attr):
+def _check_same_structure(tree, like, owner, attr, whose="the first tree", leaf="a leaf"):
     """``tree`` must have the keys, list lengths and ``None`` entries of ``like`` (a dict
-    of lists already checked); its leaves are not looked at."""
+    of lists already checked; ``whose``: what the messages call it); its leaves are not
+    looked at."""
+    poss = whose + ("'" if whose.endswith("s") else "'s")
     if not isinstance(tree, dict) or set(tree) != set(like):
         P.fail(owner, attr, f"must be a dict with the keys {sorted(map(str, like))} of "
-               "the first tree", sorted(map(str, tree)) if isinstance(tree, dict)
+               f"{whose}", sorted(map(str, tree)) if isinstance(tree, dict)
                else type(tree).__name__)
     for k, ref in like.items():
         leaves = tree[k]
         if not isinstance(leaves, (list, tuple)) or len(leaves) != len(ref):
-            P.fail(owner, f"{attr}.{k}", f"must be a list of {len(ref)} entries like the "
-                   "first tree's", type(leaves).__name__ if not isinstance(
+            P.fail(owner, f"{attr}.{k}", f"must be a list of {len(ref)} entries like "
+                   f"{poss}", type(leaves).__name__ if not isinstance(
                        leaves, (list, tuple)) else f"{len(leaves)} entries")
         for i, (a, r) in enumerate(zip(leaves, ref)):
             if (a is None) != (r is None):
-                P.fail(owner, f"{attr}.{k}[{i}]", "must be None where the first tree's "
-                       "entry is None, a leaf elsewhere", type(a).__name__)
+                P.fail(owner, f"{attr}.{k}[{i}]", f"must be None where {poss} entry is "
+                       f"None, {leaf} elsewhere", type(a).__name__)
     return tree
 
 
@@ -625,19 +627,9 @@ def check_tree(tree, like, owner, attr):
     the same keys, list lengths, None entries and array shapes; its arrays real (integer
     or float: not bool or complex) and without units (a Brian2 quantity with units is
     refused)."""
-    if not isinstance(tree, dict) or set(tree) != set(like):
-        P.fail(owner, attr, f"must be a dict with the keys {sorted(like)} of the parameters",
-               sorted(map(str, tree)) if isinstance(tree, dict) else type(tree).__name__)
+    _check_same_structure(tree, like, owner, attr, "the parameters", "an array")
     for k, ref in like.items():
-        leaves = tree[k]
-        if not isinstance(leaves, (list, tuple)) or len(leaves) != len(ref):
-            P.fail(owner, f"{attr}.{k}", f"must be a list of {len(ref)} entries like the "
-                   "parameters'", type(leaves).__name__ if not isinstance(
-                       leaves, (list, tuple)) else f"{len(leaves)} entries")
-        for i, (a, r) in enumerate(zip(leaves, ref)):
-            if (a is None) != (r is None):
-                P.fail(owner, f"{attr}.{k}[{i}]", "must be None where the parameters' "
-                       "entry is None, an array elsewhere", type(a).__name__)
+        for i, (a, r) in enumerate(zip(tree[k], ref)):
             if a is None:
                 continue
             _no_units(a, owner, f"{attr}.{k}[{i}]")
