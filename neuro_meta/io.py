@@ -35,8 +35,8 @@ def _to_jsonable(obj, where="results"):
         return [_to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
         return _to_jsonable(obj.tolist(), where)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.bool_,)):
@@ -72,7 +72,8 @@ def atomic_write_bytes(path, data):
 
 
 def write_json(path, obj):
-    """Write ``obj`` (numpy arrays and scalars allowed) as indented JSON, atomically."""
+    """Write ``obj`` (numpy arrays and scalars allowed) as indented, strict JSON,
+    atomically (NaN and ±inf as ``null``: :func:`_to_jsonable`)."""
     from . import _params as P
 
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
@@ -80,7 +81,7 @@ def write_json(path, obj):
                P.shown(path))
     if os.path.isdir(path):
         P.fail("write_json", "path", "must be a file path, not a folder", str(path))
-    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -17,6 +17,30 @@ def test_roc_auc_against_definition():
     # pairs (pos, neg): (0.35>0.1), (0.35<0.4), (0.8>0.1), (0.8>0.4) -> 3/4
     assert consolidation.roc_auc(scores, labels) == 0.75
     assert consolidation.roc_auc([1, 1], [True, False]) == 0.5
+    assert consolidation.roc_auc([1, 2], [True, True]) is None     # no negatives
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_consolidation_with_one_group_writes_strict_json(tmp_path, fraction):
+    """shared_fraction 0 or 1 leaves one group of synapses empty: its statistics are
+    undefined -- null in results.json (it held NaN, which is not JSON), n/a in the table
+    -- not NaN with a RuntimeWarning."""
+    import warnings
+
+    def strict(name):
+        raise AssertionError(f"not JSON: {name}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = consolidation.run(tmp_path, quick=True, progress=False,
+                                overrides=[f"family.shared_fraction={fraction}"])
+    back = json.loads((tmp_path / "results.json").read_text(), parse_constant=strict)
+    empty = "specific" if fraction == 1.0 else "shared"
+    assert back["lambda_auc"] is None and back["lambda_mean"][empty] is None
+    assert (back["omega_shared_rmse"] is None) == (fraction == 0.0)
+    line = consolidation.summary_table(back).splitlines()[-1]
+    assert line.startswith("lambda_auc = n/a") and "n/a" in line.split("=")[-1]
+    assert consolidation.summary_table(res) == consolidation.summary_table(back)
 
 
 def test_gradcheck_writes_results_with_theory_slopes(tmp_path):

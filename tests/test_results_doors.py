@@ -2,6 +2,7 @@
 or ``json.load`` of its ``results.json``): a hand-edited, damaged or older one is one
 ValidationError naming the function and the argument, never a raw KeyError, TypeError
 or IndexError from inside."""
+import numpy as np
 import pytest
 
 from neuro_meta.errors import ValidationError
@@ -152,7 +153,7 @@ def test_write_results_refuses_what_json_cannot_hold(tmp_path):
     """Two keys that write the same text (one value was lost), complex numbers, Brian2
     quantities, sets, a non-dict and a folder or None as the path are one ValidationError
     each (they were silent or raw TypeError/IsADirectoryError); paths are written as text
-    and NaN as json's NaN, read back."""
+    and NaN/±inf (Python's json would write NaN/Infinity, which is not JSON) as null."""
     import json
 
     import brian2
@@ -172,6 +173,12 @@ def test_write_results_refuses_what_json_cannot_hold(tmp_path):
     for path in (None, tmp_path):
         with pytest.raises(nm.ValidationError, match=r"write_json\.path"):
             write_json(path, {})
-    write_results(f, {"p": tmp_path, "n": float("nan")})
-    back = json.loads(f.read_text())
-    assert back["p"] == str(tmp_path) and back["n"] != back["n"]
+    write_results(f, {"p": tmp_path, "n": float("nan"), "i": [np.inf, 1.5],
+                      "m": np.float32(-np.inf), "a": np.array([np.nan, 2.0])})
+
+    def strict(name):           # a strict JSON reader: NaN, Infinity are not JSON
+        raise AssertionError(f"not JSON: {name}")
+
+    back = json.loads(f.read_text(), parse_constant=strict)
+    assert back["p"] == str(tmp_path) and back["n"] is None
+    assert back["i"] == [None, 1.5] and back["m"] is None and back["a"] == [None, 2.0]

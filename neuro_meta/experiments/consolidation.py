@@ -31,15 +31,27 @@ from ..synapses import ComplexSynapse
 
 
 def roc_auc(scores, positive):
-    """ROC-AUC (Mann-Whitney U / n_pos n_neg, ties counted half)."""
+    """ROC-AUC (Mann-Whitney U / n_pos n_neg, ties counted half); None (undefined) when
+    every synapse is on one side (``shared_fraction`` 0 or 1)."""
     scores = np.asarray(scores, dtype=float).ravel()
     positive = np.asarray(positive, dtype=bool).ravel()
     pos, neg = scores[positive], scores[~positive]
     if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
+        return None
     greater = (pos[:, None] > neg[None, :]).sum()
     ties = (pos[:, None] == neg[None, :]).sum()
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def _defined(value, defined):
+    """``float(value())``, or None where it is undefined (a statistic of no synapses:
+    ``shared_fraction`` 0 or 1)."""
+    return float(value()) if defined else None
+
+
+def _shown(v, fmt):
+    """A table entry: ``v`` formatted, or "n/a" where it is undefined (None)."""
+    return "n/a" if v is None else format(v, fmt)
 
 
 FAMILY_KEYS = ("n_in", "n_out", "shots", "val", "shared_fraction", "shared_std",
@@ -125,9 +137,10 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
         },
         "lambda_auc": roc_auc(lam, mask),
         "phases_not_settled": hist.not_settled,
-        "omega_shared_rmse": float(np.sqrt(np.mean((omega[mask] - w_shared[mask]) ** 2))),
-        "lambda_mean": {"shared": float(lam[mask].mean()),
-                        "specific": float(lam[~mask].mean())},
+        "omega_shared_rmse": _defined(lambda: np.sqrt(np.mean(
+            (omega[mask] - w_shared[mask]) ** 2)), mask.any()),
+        "lambda_mean": {"shared": _defined(lambda: lam[mask].mean(), mask.any()),
+                        "specific": _defined(lambda: lam[~mask].mean(), (~mask).any())},
         "history": {"step": hist.step, "meta_test_mse": hist.meta_test_mse,
                     "meta_test_sem": hist.meta_test_sem, "time_s": hist.time_s},
         "meta_parameters": {"omega": omega, "lam": lam, "shared_mask": mask,
@@ -207,9 +220,10 @@ def summary_table(results):
     for name, r in results["methods"].items():
         lines.append(f"{name:<12} {r['meta_test_mse']:>15.4f} {r['sem']:>10.4f} "
                      f"{r['wall_time_s']:>14.1f}")
-    lines.append(f"lambda_auc = {results['lambda_auc']:.3f}   omega_shared_rmse = "
-                 f"{results['omega_shared_rmse']:.4f}   mean λ shared/specific = "
-                 f"{results['lambda_mean']['shared']:.3f}/{results['lambda_mean']['specific']:.3f}")
+    lm = results["lambda_mean"]
+    lines.append(f"lambda_auc = {_shown(results['lambda_auc'], '.3f')}   omega_shared_rmse = "
+                 f"{_shown(results['omega_shared_rmse'], '.4f')}   mean λ shared/specific = "
+                 f"{_shown(lm['shared'], '.3f')}/{_shown(lm['specific'], '.3f')}")
     if results.get("phases_not_settled"):
         lines.append(f"note: {results['phases_not_settled']} phase(s) reached max_duration "
                      "before settling")
