@@ -156,7 +156,7 @@ class OmniglotData:
     def split_mask(self, name):
         """Boolean mask (4840,) of the images of split ``name`` (``"train"``,
         ``"validation"`` or ``"test"``; :data:`OMNIGLOT_SPLITS`)."""
-        P.choice(name, "OmniglotData.split", "name", tuple(OMNIGLOT_SPLITS))
+        P.choice(name, "OmniglotData.split_mask", "name", tuple(OMNIGLOT_SPLITS))
         ids = [self.alphabet_names.index(a) for a in OMNIGLOT_SPLITS[name]]
         return np.isin(self.alphabet, ids)
 
@@ -164,6 +164,7 @@ class OmniglotData:
         """``(images, labels)`` of split ``name`` (``"train"``, ``"validation"``,
         ``"test"``): read-only copies, images (n, 28, 28) ``uint8``, labels the global
         character ids (0..241; disjoint between splits)."""
+        P.choice(name, "OmniglotData.split", "name", tuple(OMNIGLOT_SPLITS))
         mask = self.split_mask(name)
         return _readonly(self.images[mask]), _readonly(self.labels[mask])
 

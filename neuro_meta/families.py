@@ -294,8 +294,9 @@ class FewShotClassification:
         """Tasks from a split (``"train"``, ``"validation"``, ``"test"``: disjoint
         alphabets, :data:`neuro_meta.datasets.OMNIGLOT_SPLITS`) of the shipped Omniglot
         background set: 28x28 images (784 pixels, 0/1, strokes 1), 20 per character."""
-        from .datasets import omniglot
+        from .datasets import OMNIGLOT_SPLITS, omniglot
 
+        P.choice(split, "FewShotClassification.omniglot", "split", tuple(OMNIGLOT_SPLITS))
         images, labels = omniglot().split(split)
         return cls(images, labels, ways=ways, shots=shots, queries=queries,
                    rotations=rotations)

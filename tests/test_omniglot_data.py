@@ -141,6 +141,12 @@ def test_splits_are_fixed_by_alphabet_disjoint_and_complete(data):
         labels["train"] & labels["test"]) and not (labels["validation"] & labels["test"])
     with pytest.raises(ValidationError, match=r"OmniglotData\.split\.name: must be one of"):
         data.split("meta-train")
+    with pytest.raises(ValidationError, match=r"OmniglotData\.split_mask\.name: must be one "):
+        data.split_mask("meta-train")
+    # the family's door names itself and its argument (it named OmniglotData.split.name)
+    with pytest.raises(ValidationError, match=r"^FewShotClassification\.omniglot\.split: "
+                       r"must be one of .*\(got 'bogus'\)"):
+        FewShotClassification.omniglot("bogus")
 
 
 # --- the official one-shot runs ---------------------------------------------------------
@@ -362,7 +368,7 @@ def test_family_equality_hash_repr_and_read_only(family):
     ({"shots": 10, "queries": 11}, r"FewShotClassification\.shots: shots \+ queries must "
                                    r"be <= the images of the smallest class \(20"),
     ({"rotations": "yes"}, r"FewShotClassification\.rotations: must be True or False"),
-    ({"split": "meta"}, r"OmniglotData\.split\.name: must be one of"),
+    ({"split": "meta"}, r"FewShotClassification\.omniglot\.split: must be one of"),
 ])
 def test_family_validation(kw, pattern):
     with pytest.raises(ValidationError, match=pattern):
