@@ -38,7 +38,7 @@ from . import _params as P
 from .activations import get_activation
 from .errors import UnsupportedError
 from .initializers import Glorot
-from .kind import ModelKind, pull_partials
+from .kind import ModelKind, check_fast_values, check_output, pull_partials
 from .losses import get_loss
 from .results import readonly
 from .synapses import resolve
@@ -230,7 +230,9 @@ class DualSystem(ModelKind):
         ``x`` (..., samples, n_in). Returns ``(layers, y)`` with ``layers`` a list of
         ``(a_l, u_l, r_l)`` (``a_l = W_l r_{l-1}``)."""
         x, fast = self._check_inputs(x, fast)
-        return _forward(self, x, fast, self.activation.f)
+        with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
+            layers, y = _forward(self, x, fast, self.activation.f)
+        return layers, check_output(y, "DualSystem.forward")
 
     def _check_inputs(self, x, fast, owner="DualSystem.forward"):
         """``(x, fast)`` of :meth:`forward` and :meth:`predict`, checked."""
@@ -265,12 +267,15 @@ class DualSystem(ModelKind):
                 P.fail(owner, f"fast[{name}]", f"must have shape {r.shape} with optional "
                        "leading task axes", f"shape {a.shape}")
             out.append(a)
+        check_fast_values(out, self.fast_names, owner, "fast")
         return out
 
     def predict(self, x, fast=None):
         """Outputs for inputs ``x`` at the fast variables ``fast`` (default: initial)."""
         x, fast = self._check_inputs(x, fast)     # (predict validates as forward)
-        return _forward_memo(self, x, fast, self.activation.f)[1].copy()
+        with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
+            y = _forward_memo(self, x, fast, self.activation.f)[1].copy()
+        return check_output(y, "DualSystem.forward")
 
     # ------------------------------------------------------------------ model kind
     rules = ("backprop", "delta")

@@ -43,14 +43,59 @@ A kind has
 A kind is a frozen description: ``with_theta`` returns a new object. See
 ``docs/architecture.md`` for a walk-through with a toy kind.
 """
+import contextlib
+import contextvars
+
 import numpy as np
 
 from . import _params as P
-from .errors import UnsupportedError
+from .errors import SimulationError, UnsupportedError
 from .losses import SQUARED_ERROR
 
 #: Complex step of the default derivatives (no subtraction: exact to rounding).
 COMPLEX_STEP = 1e-20
+
+
+_TRIAL_STATES = contextvars.ContextVar("neuro_meta_trial_states", default=False)
+
+
+@contextlib.contextmanager
+def trial_states():
+    """Within this context the kinds' ``predict``/``forward`` evaluate fast variables as
+    they are, non-finite ones included: the engines and the phase solver evaluate trial
+    states through them and detect a diverging one themselves (a SimulationError with
+    the step, or a rejected solver step). Outside it -- a user's call -- non-finite fast
+    variables are a ValidationError (:func:`check_fast_values`) and a non-finite output
+    a SimulationError (:func:`check_output`)."""
+    token = _TRIAL_STATES.set(True)
+    try:
+        yield
+    finally:
+        _TRIAL_STATES.reset(token)
+
+
+def check_fast_values(arrays, names, owner, attr):
+    """Fast variables given to a public ``predict``/``forward``: finite (ValidationError
+    naming ``owner.attr[name]`` otherwise), unless :func:`trial_states` is active."""
+    if _TRIAL_STATES.get():
+        return
+    for name, a in zip(names, arrays):
+        if not np.isfinite(a).all():
+            P.finite_array(a, owner, f"{attr}[{name}]")       # raises, with where
+
+
+def check_output(out, owner):
+    """``out``, the output of a public ``predict``/``forward`` at finite inputs and fast
+    variables; an overflow (a non-finite entry) is a SimulationError with a hint, unless
+    :func:`trial_states` is active."""
+    if _TRIAL_STATES.get() or np.isfinite(out).all():
+        return out
+    bad = int((~np.isfinite(out)).sum())
+    raise SimulationError(
+        f"{owner}: the output overflowed ({bad} non-finite value(s)) at finite inputs "
+        "and fast variables. Hint: the fast variables or inputs are too large for this "
+        "network (a settled learning process keeps them bounded; check where they came "
+        "from)")
 
 
 def pulled(g, phi, lam, anchor):

@@ -21,7 +21,7 @@ from . import engines
 from .engines import phase
 from .engines.phase import MAX_PHASE_STEPS, MAX_SCIPY_EVALUATIONS, MAX_SUBSTEPS, PhaseSpec
 from .errors import UnsupportedError, user_stacklevel
-from .kind import check_kind
+from .kind import check_kind, trial_states
 from .results import LearningResult, readonly
 
 RULES = ("delta", "backprop")
@@ -358,8 +358,9 @@ class Learner:
         spec = self.phase_spec(net, inp, beta)
         X_trn, Y_trn = inp.X[:, :K], inp.Y[:, :K]
 
-        def loss_fn(phi):
-            return net.loss_value(X_trn, Y_trn, phi)
+        def loss_fn(phi):       # recorded as the engine steps: its own checks report
+            with trial_states():    # a diverging state (a SimulationError with the step)
+                return net.loss_value(X_trn, Y_trn, phi)
 
         rec_names = [n for n in ("phi", "v", "loss") if n in record
                      or (n == "phi" and "bias" in record) or (n == "v" and "r" in record)]

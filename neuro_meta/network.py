@@ -14,7 +14,7 @@ from ._params import (DATA_LIMIT, check_bytes, dimensionless, fail, finite_array
                       is_quantity, rng_from_seed, shown, to_seconds)
 from .activations import get_activation
 from .errors import ValidationError
-from .kind import ModelKind, pull_partials
+from .kind import ModelKind, check_fast_values, check_output, pull_partials
 from .losses import get_loss
 from .synapses import ComplexSynapse, StaticSynapse, resolve
 
@@ -224,16 +224,22 @@ class RateNetwork(ModelKind):
         possibly with leading task axis (tasks, n_post, n_pre[+1]). Returns the list of
         (pre-activation v, rate r) per non-input layer. ``x`` must be real and finite
         with ``n_in`` values on its last axis, ``phi`` one real array per connection of
-        its shape (:class:`~neuro_meta.errors.ValidationError` otherwise).
+        its shape and finite (:class:`~neuro_meta.errors.ValidationError` otherwise); an
+        output that overflows is a :class:`~neuro_meta.errors.SimulationError`.
         """
         r = check_input(self, x, "RateNetwork.forward")
-        phi = [c.phi0 for c in self.connections] if phi is None else \
-            check_phi(self, phi, "RateNetwork.forward")
+        if phi is None:
+            phi = [c.phi0 for c in self.connections]
+        else:
+            phi = check_phi(self, phi, "RateNetwork.forward")
+            check_fast_values(phi, range(len(phi)), "RateNetwork.forward", "phi")
         out = []
-        for c, act, p in zip(self.connections, self.activations, phi):
-            v = drive(p, r, c)
-            r = act.f(v)
-            out.append((v, r))
+        with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
+            for c, act, p in zip(self.connections, self.activations, phi):
+                v = drive(p, r, c)
+                r = act.f(v)
+                out.append((v, r))
+        check_output(r, "RateNetwork.forward")
         return out
 
     def predict(self, x, phi=None):
@@ -438,9 +444,9 @@ def check_input(net, x, owner):
 def check_phi(net, phi, owner):
     """Fast weights given to :meth:`RateNetwork.forward`: one real array per connection
     of its augmented shape (n_post, n_pre[+1]), possibly with leading task axes. Their
-    values are not checked: the engines and the phase solver evaluate trial states
-    through ``predict`` and report a diverging one themselves (a SimulationError, or a
-    rejected solver step)."""
+    values are checked by the caller (:func:`~neuro_meta.kind.check_fast_values`, which
+    lets the engines and the phase solver evaluate trial states, non-finite ones
+    included, within :func:`~neuro_meta.kind.trial_states`)."""
     conns = net.connections
     if not isinstance(phi, (list, tuple)) or len(phi) != len(conns):
         fail(owner, "phi", f"must be a list of {len(conns)} arrays (augmented weights per "
@@ -490,6 +496,10 @@ def check_theta(net, theta):
             needed = c.plastic and (c.has_bias or not k.endswith("_bias"))
             if needed and theta[k][i] is None:
                 fail(O, f"{k}[{i}]", "must be an array (the connection is plastic)", "None")
+            if not needed and theta[k][i] is not None:     # it would be ignored
+                why = "has no biases" if c.plastic else "is static"
+                fail(O, f"{k}[{i}]", f"must be None (the connection {why}, as in "
+                     "net.theta)", shown(theta[k][i]))
 
 
 def _held(conn):

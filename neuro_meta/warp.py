@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _params as P
 from .errors import ValidationError
-from .kind import ModelKind
+from .kind import ModelKind, check_fast_values, check_output
 from .losses import get_loss
 from .network import RateNetwork, check_input, check_phi, split_aug
 from .results import readonly
@@ -366,6 +366,9 @@ class WarpNetwork(ModelKind):
         for l, (m, c) in enumerate(zip(self._warp, self._warp_b)):
             warps.append(P.finite_array(theta["warp"][l], O, f"warp[{l}]", shape=m.shape))
             if c is None:
+                if theta["warp_bias"][l] is not None:      # it would be ignored
+                    P.fail(O, f"warp_bias[{l}]", "must be None (the network has no "
+                           "biases, as in net.theta)", P.shown(theta["warp_bias"][l]))
                 warp_b.append(None)
             else:
                 if theta["warp_bias"][l] is None:
@@ -400,9 +403,15 @@ class WarpNetwork(ModelKind):
         initial), through the warp layers."""
         O = "WarpNetwork.predict"
         x = check_input(self, x, O)
-        phi = self.phi0 if phi is None else check_phi(self.base, phi, O)
+        if phi is None:
+            phi = self.phi0
+        else:
+            phi = check_phi(self.base, phi, O)
+            check_fast_values(phi, range(len(phi)), O, "phi")
         ws, bs = self._split(phi)
-        return warped_forward(ws, bs, self._warp, self._warp_b, x, self.activations)[3]
+        with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
+            out = warped_forward(ws, bs, self._warp, self._warp_b, x, self.activations)[3]
+        return check_output(out, O)
 
     def __repr__(self):
         return (f"WarpNetwork(sizes={list(self.sizes)}, activation="

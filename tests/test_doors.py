@@ -126,6 +126,23 @@ CASES = [
      nm.ValidationError, r"RateNetwork\.forward\.phi: must be a list of 1 arrays"),
     ("predict phi text", lambda: NET.predict(X, phi=["abc"]), nm.ValidationError,
      r"RateNetwork\.forward\.phi\[0\]: must be an array of real numbers"),
+    # non-finite fast variables returned NaN (the engines' trial states are evaluated
+    # within kind.trial_states(), unchecked)
+    ("predict phi NaN", lambda: NET.predict(X, phi=[np.array([[np.nan, 0.0, 0.0]])]),
+     nm.ValidationError, r"RateNetwork\.forward\.phi\[0\]: must contain only finite values "
+     r".*first nan at index \(0, 0\)"),
+    ("forward phi inf", lambda: NET.forward(X, phi=[np.array([[0.0, np.inf, 0.0]])]),
+     nm.ValidationError, r"RateNetwork\.forward\.phi\[0\]: must contain only finite"),
+    ("DualSystem predict fast inf", lambda: DUAL.predict(
+        X, fast=[np.asarray(a) + (np.inf if i == 0 else 0) for i, a in enumerate(DUAL.phi0)]),
+     nm.ValidationError, r"DualSystem\.forward\.fast\[gain\[0\]\]: must contain only finite"),
+    ("WarpNetwork predict phi NaN", lambda: nm.warp.WarpNetwork([2, 3, 1], seed=0).predict(
+        X, phi=[np.full((3, 3), np.nan), np.zeros((1, 4))]),
+     nm.ValidationError, r"WarpNetwork\.predict\.phi\[0\]: must contain only finite"),
+    ("predict output overflow", lambda: NET.predict(np.full((1, 2), 1e100),
+                                                     phi=[np.array([[1e250, 1e250, 0.0]])]),
+     nm.SimulationError, r"RateNetwork\.forward: the output overflowed \(1 non-finite "
+     r"value\(s\)\) .*Hint"),
     ("DualSystem predict wrong shape", lambda: DUAL.predict(np.zeros((3, 4))),
      nm.ValidationError, r"DualSystem\.forward\.x: last axis must match"),
     ("DualSystem predict fast", lambda: DUAL.predict(X, fast=[np.zeros(3)]),
@@ -140,6 +157,17 @@ CASES = [
      nm.ValidationError, r"RateNetwork\.with_theta\.lam\[0\]: must be an array"),
     ("with_theta wrong shape", lambda: NET.with_theta(dict(NET.theta, omega=[np.zeros(3)])),
      nm.ValidationError, r"RateNetwork\.with_theta\.omega\[0\]: must have shape \(1, 2\)"),
+    ("with_theta bias of a bias-free network (it was ignored)", lambda: nm.RateNetwork(
+        [2, 1], bias=False).with_theta(dict(nm.RateNetwork([2, 1], bias=False).theta,
+                                            omega_bias=[np.zeros(1)])),
+     nm.ValidationError, r"RateNetwork\.with_theta\.omega_bias\[0\]: must be None \(the "
+     r"connection has no biases, as in net\.theta\) \(got array"),
+    ("with_theta values of a static connection (they were ignored)", lambda: nm.RateNetwork(
+        [2, 3, 1], synapse=[nm.StaticSynapse(), nm.ComplexSynapse()]).with_theta(
+        dict(nm.RateNetwork([2, 3, 1], synapse=[nm.StaticSynapse(), nm.ComplexSynapse()]
+                            ).theta, lam=[np.ones((3, 2)), np.ones((1, 3))])),
+     nm.ValidationError, r"RateNetwork\.with_theta\.lam\[0\]: must be None \(the "
+     r"connection is static, as in net\.theta\)"),
     ("DualSystem with_theta int", lambda: DUAL.with_theta(dict(DUAL.theta, W=5)),
      nm.ValidationError, r"DualSystem\.with_theta\.W: must be a list"),
     ("apply_updates mismatched keys", lambda: nm.optim.apply_updates(NET.theta,

@@ -595,6 +595,12 @@ def test_bad_inputs_are_refused(problem):
     with pytest.raises(nm.ValidationError, match=r"WarpNetwork\.with_theta\.lam\[0\]: must "
                        r"be >= 0"):
         net.with_theta(th)
+    bare = WarpNetwork(SIZES, bias=False)
+    th = bare.theta
+    th["warp_bias"] = [np.zeros(4), None]           # it was ignored
+    with pytest.raises(nm.ValidationError, match=r"WarpNetwork\.with_theta\.warp_bias\[0\]: "
+                       r"must be None \(the network has no biases"):
+        bare.with_theta(th)
     with pytest.raises(nm.UnsupportedError, match=r"WarpNetwork learns with 'backprop' "
                        r"\(got 'delta'\)"):
         nm.Learner(rule="delta").run(net, np.zeros((3, 1)), np.zeros((3, 1)))

@@ -50,7 +50,7 @@ solve").
 """
 import numpy as np
 
-from ..kind import Packer
+from ..kind import Packer, trial_states
 from .phase import Recorder, check_finite, task_max
 
 #: Name of the solver in results (``LearningResult.engine``).
@@ -169,7 +169,8 @@ def solve_phase(ph, phi):
         return pk.pack([gl if pl else None for gl, pl in zip(g, dyn.plastic)])
 
     def objective(ph_, z, Xs, Ys, cs, lam_s, anchor_s):
-        data = (cs * kind.loss.per_sample(kind.predict(Xs, ph_), Ys)).sum(axis=-1)
+        with trial_states():        # a rejected trial step may be non-finite
+            data = (cs * kind.loss.per_sample(kind.predict(Xs, ph_), Ys)).sum(axis=-1)
         return data + 0.5 * (lam_s * (z - anchor_s) ** 2).sum(axis=-1)
 
     z = pk.pack(phi)
