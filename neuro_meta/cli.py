@@ -86,7 +86,7 @@ def _parser():
     ad.add_argument("--tasks", type=int, default=500, metavar="N",
                     help="validation tasks the setting is chosen on (default 500)")
     ad.add_argument("--methods", default=None, help="a comma-separated subset of the run's "
-                    "cml, maml, fomaml, anil, untrained (default: all of them it has)")
+                    "cml, maml, fomaml, anil, anil_fo, untrained (default: all of them it has)")
     ad.add_argument("--hidden", default="0.5,2", metavar="LIST", help="factors of CML's "
                     "hidden-layer lambda (default 0.5,2; 1 is always scored)")
     ad.add_argument("--readout", default="0.5,2", metavar="LIST", help="factors of CML's "
@@ -157,7 +157,7 @@ def _run_parser(sub):
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--methods", default=None,
                    help="sinusoid, omniglot: comma-separated methods (default all: "
-                   "cml,maml,fomaml,reptile,imaml,untrained; opt-in: anil, warpgrad, "
+                   "cml,maml,fomaml,reptile,imaml,untrained; opt-in: anil, anil_fo, warpgrad, "
                    "...); bandit: of cml_dual,"
                    "cml_complex,maml,uniform,lingreedy,linfullpost (default all); vsml: "
                    "of vsml,sgd,adam,cml (default all)")

@@ -232,6 +232,9 @@ class DualSystem(ModelKind):
         x, fast = self._check_inputs(x, fast)
         with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
             layers, y = _forward(self, x, fast, self.activation.f)
+        for i, arrays in enumerate(layers, 1):  # every layer returned (a hidden one
+            for a in arrays:                    # can overflow alone)
+                check_output(a, "DualSystem.forward", f"hidden layer {i}")
         return layers, check_output(y, "DualSystem.forward")
 
     def _check_inputs(self, x, fast, owner="DualSystem.forward"):

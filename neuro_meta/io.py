@@ -14,8 +14,9 @@ import numpy as np
 def _to_jsonable(obj, where="results"):
     """``obj`` as JSON values (numpy arrays and scalars as lists and numbers, paths as
     text); keys become strings -- two keys that would write the same string, a complex
-    number, a Brian2 quantity or any other object are refused naming their place (NaN and
-    inf are written as Python's json writes them, ``NaN``/``Infinity``, and read back)."""
+    number, a Brian2 quantity or any other object are refused naming their place. NaN and
+    ±inf have no JSON form (Python's ``NaN``/``Infinity`` are not JSON, and strict readers
+    refuse the file): they are written as ``null``, like an undefined value."""
     from . import _params as P
 
     if isinstance(obj, dict):

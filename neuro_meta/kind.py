@@ -64,7 +64,9 @@ def trial_states():
     """Within this context the kinds' ``predict``/``forward`` evaluate fast variables as
     they are, non-finite ones included: the engines and the phase solver evaluate trial
     states through them and detect a diverging one themselves (a SimulationError with
-    the step, or a rejected solver step). Outside it -- a user's call -- non-finite fast
+    the step, or a rejected solver step). :meth:`~neuro_meta.Learner.run` runs its
+    engine within it (so a kind's ``forces`` may call its own checking ``predict``), and
+    the phase solver evaluates its objective within it. Outside it -- a user's call -- non-finite fast
     variables are a ValidationError (:func:`check_fast_values`) and a non-finite output
     a SimulationError (:func:`check_output`)."""
     token = _TRIAL_STATES.set(True)
@@ -84,15 +86,16 @@ def check_fast_values(arrays, names, owner, attr):
             P.finite_array(a, owner, f"{attr}[{name}]")       # raises, with where
 
 
-def check_output(out, owner):
-    """``out``, the output of a public ``predict``/``forward`` at finite inputs and fast
-    variables; an overflow (a non-finite entry) is a SimulationError with a hint, unless
-    :func:`trial_states` is active."""
+def check_output(out, owner, what="the output"):
+    """``out``, the output (or ``what`` else it is, e.g. a hidden layer's rates) of a
+    public ``predict``/``forward`` at finite inputs and fast variables; an overflow (a
+    non-finite entry) is a SimulationError with a hint, unless :func:`trial_states` is
+    active."""
     if _TRIAL_STATES.get() or np.isfinite(out).all():
         return out
     bad = int((~np.isfinite(out)).sum())
     raise SimulationError(
-        f"{owner}: the output overflowed ({bad} non-finite value(s)) at finite inputs "
+        f"{owner}: {what} overflowed ({bad} non-finite value(s)) at finite inputs "
         "and fast variables. Hint: the fast variables or inputs are too large for this "
         "network (a settled learning process keeps them bounded; check where they came "
         "from)")

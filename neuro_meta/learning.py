@@ -358,17 +358,19 @@ class Learner:
         spec = self.phase_spec(net, inp, beta)
         X_trn, Y_trn = inp.X[:, :K], inp.Y[:, :K]
 
-        def loss_fn(phi):       # recorded as the engine steps: its own checks report
-            with trial_states():    # a diverging state (a SimulationError with the step)
-                return net.loss_value(X_trn, Y_trn, phi)
+        def loss_fn(phi):
+            return net.loss_value(X_trn, Y_trn, phi)
 
         rec_names = [n for n in ("phi", "v", "loss") if n in record
                      or (n == "phi" and "bias" in record) or (n == "v" and "r" in record)]
         if rec_names:   # a recorded phase is integrated, never solved
             self._check_steps(net, inp, spec.dt, rec_names)
         run_phase, accelerators = engines.plan(self.engine, net, spec, inp, rec_names)
-        phi, v, rec, settled, t_end, steps = run_phase(
-            net, inp, phi0, spec, rec_names, record_every, loss_fn, accelerators)
+        with trial_states():    # the engine evaluates trial states (RK stages, solver
+            #                     steps, recorded losses) through the kind, non-finite
+            #                     ones included, and reports a diverging one itself
+            phi, v, rec, settled, t_end, steps = run_phase(
+                net, inp, phi0, spec, rec_names, record_every, loss_fn, accelerators)
         warn_not_settled(self, net, settled, t_end,
                          None if getattr(rec, "solver", None) is None
                          else rec.solver["steps"])

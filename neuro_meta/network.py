@@ -14,7 +14,7 @@ from ._params import (DATA_LIMIT, check_bytes, dimensionless, fail, finite_array
                       is_quantity, rng_from_seed, shown, to_seconds)
 from .activations import get_activation
 from .errors import ValidationError
-from .kind import ModelKind, check_fast_values, check_output, pull_partials
+from .kind import ModelKind, check_fast_values, check_output, pull_partials, trial_states
 from .losses import get_loss
 from .synapses import ComplexSynapse, StaticSynapse, resolve
 
@@ -239,7 +239,12 @@ class RateNetwork(ModelKind):
                 v = drive(p, r, c)
                 r = act.f(v)
                 out.append((v, r))
-        check_output(r, "RateNetwork.forward")
+        for i, (v, r) in enumerate(out, 1):     # every layer returned (a hidden one can
+            O = "RateNetwork.forward"           # overflow alone)
+            last = i == len(out)
+            check_output(v, O, "the output's pre-activations" if last
+                         else f"layer {i}'s pre-activations")
+            check_output(r, O, "the output" if last else f"layer {i}'s rates")
         return out
 
     def predict(self, x, phi=None):
@@ -312,7 +317,8 @@ class RateNetwork(ModelKind):
         output activation's slope at 0."""
         if inp is None:
             return 1.0
-        r_pre = inp.X if len(self.connections) == 1 else self.forward(inp.X)[-2][1]
+        with trial_states():    # an overflow here is the engine's to report, with its step
+            r_pre = inp.X if len(self.connections) == 1 else self.forward(inp.X)[-2][1]
         sq = (r_pre ** 2).sum(axis=-1) + (1.0 if self.connections[-1].has_bias else 0.0)
         weights = np.abs(inp.c)
         if inp.presentation == "online":

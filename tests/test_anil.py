@@ -206,11 +206,14 @@ def test_anil_on_omniglot_is_in_the_maml_family_of_the_gaps(tmp_path):
 
     from neuro_meta.experiments import omniglot as og
 
-    res = og.run(tmp_path, progress=False, methods="cml,maml,anil", overrides=TINY)
+    res = og.run(tmp_path, progress=False, methods="cml,maml,anil,anil_fo", overrides=TINY)
     m = res["methods"]
-    assert m["anil"]["meta_steps"] == 4 and 0.0 <= m["anil"]["accuracy"] <= 1.0
-    assert 0.0 <= m["anil"]["official_error"] <= 1.0
-    assert set(res["gaps"]["cml"]) >= {"maml", "anil", "best"}
+    for name in ("anil", "anil_fo"):
+        assert m[name]["meta_steps"] == 4 and 0.0 <= m[name]["accuracy"] <= 1.0
+        assert 0.0 <= m[name]["official_error"] <= 1.0
+    assert set(res["gaps"]["cml"]) >= {"maml", "anil", "anil_fo", "best"}
+    # the same tasks and initial weights, another meta-gradient: other meta-parameters
+    assert m["anil_fo"]["accuracy_per_task"] != m["anil"]["accuracy_per_task"]
     d = np.subtract(m["cml"]["accuracy_per_task"], m["anil"]["accuracy_per_task"])
     assert res["gaps"]["cml"]["anil"]["mean"] == pytest.approx(d.mean(), abs=1e-15)
     method, _ = og.baseline_method(og._cfg(), "anil")
@@ -218,16 +221,22 @@ def test_anil_on_omniglot_is_in_the_maml_family_of_the_gaps(tmp_path):
     assert (method.inner_lr, method.inner_steps) == tuple(
         og._cfg()["baselines"]["anil"][k] for k in ("inner_lr", "inner_steps"))
     assert "anil" not in og.METHODS           # opt-in: the default run keeps its length
+    fo, _ = og.baseline_method(og._cfg(), "anil_fo")
+    assert isinstance(fo, ANIL) and fo.first_order and fo.name == "anil_fo"
+    assert not method.first_order and "anil_fo" not in og.METHODS
 
 
-def test_anil_on_the_sinusoid(tmp_path):
+@pytest.mark.parametrize("name", ["anil", "anil_fo"])
+def test_anil_on_the_sinusoid(tmp_path, name):
     from neuro_meta.experiments import sinusoid
 
-    res = sinusoid.run(tmp_path, quick=True, methods="anil", progress=False,
+    res = sinusoid.run(tmp_path, quick=True, methods=name, progress=False,
                        overrides=["compare.budget_s=null", "baselines.steps=20"])
-    r = res["methods"]["anil"]
+    r = res["methods"][name]
     assert r["meta_steps"] == 20 and np.isfinite(r["meta_test_mse"])
-    assert "anil" not in sinusoid.DEFAULT_METHODS
-    with pytest.raises(nm.ValidationError, match=r"baselines\.anil\.inner_lrr: unknown key"):
-        sinusoid.run(tmp_path, quick=True, methods="anil", progress=False,
-                     overrides=["baselines.anil.inner_lrr=0.1"])
+    assert name not in sinusoid.DEFAULT_METHODS
+    method, _ = sinusoid.build_baseline(sinusoid.load_model("sinusoid"), name)
+    assert isinstance(method, ANIL) and method.first_order == (name == "anil_fo")
+    with pytest.raises(nm.ValidationError, match=rf"baselines\.{name}\.inner_lrr: unknown key"):
+        sinusoid.run(tmp_path, quick=True, methods=name, progress=False,
+                     overrides=[f"baselines.{name}.inner_lrr=0.1"])

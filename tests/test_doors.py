@@ -141,8 +141,13 @@ CASES = [
      nm.ValidationError, r"WarpNetwork\.predict\.phi\[0\]: must contain only finite"),
     ("predict output overflow", lambda: NET.predict(np.full((1, 2), 1e100),
                                                      phi=[np.array([[1e250, 1e250, 0.0]])]),
-     nm.SimulationError, r"RateNetwork\.forward: the output overflowed \(1 non-finite "
-     r"value\(s\)\) .*Hint"),
+     nm.SimulationError, r"RateNetwork\.forward: the output's pre-activations overflowed "
+     r"\(1 non-finite value\(s\)\) .*Hint"),
+    ("forward hidden layer overflow (it returned inf silently)", lambda: nm.RateNetwork(
+        [1, 1, 1], bias=False, seed=0).forward(np.full((1, 1), 1e100),
+                                               phi=[np.array([[1e300]]), np.array([[1.0]])]),
+     nm.SimulationError, r"RateNetwork\.forward: layer 1's pre-activations overflowed "
+     r"\(1 non-finite value\(s\)\) at finite inputs and fast variables\. Hint"),
     ("DualSystem predict wrong shape", lambda: DUAL.predict(np.zeros((3, 4))),
      nm.ValidationError, r"DualSystem\.forward\.x: last axis must match"),
     ("DualSystem predict fast", lambda: DUAL.predict(X, fast=[np.zeros(3)]),

@@ -259,6 +259,33 @@ def test_every_combination_runs_or_names_kind_and_option(GainedLinear, rng, engi
             assert ran == {"fused"}, (name, res.engine)
 
 
+@pytest.mark.parametrize("integrator", ["rk4", "euler"])
+def test_a_kind_whose_forces_call_a_checking_predict_gets_the_engines_error(integrator):
+    """docs/architecture.md, step 4: a kind may check its predict's fast variables
+    (kind.check_fast_values, kind.check_output). The engines evaluate trial states --
+    here an RK stage that overflows -- through its forces, which call predict: the run
+    reports the divergence with its step (SimulationError), not a ValidationError of a
+    predict the user never called."""
+    from neuro_meta.kind import check_fast_values, check_output
+
+    class Checked(gained_linear.GainedLinear):
+        def predict(self, x, phi=None):
+            if phi is not None:
+                check_fast_values(phi, self.fast_names, "Checked.predict", "phi")
+            with np.errstate(over="ignore", invalid="ignore"):
+                return check_output(super().predict(x, phi), "Checked.predict")
+
+    kind = Checked(3, 1)
+    with pytest.raises(nm.ValidationError, match=r"Checked\.predict\.phi\[weights\]: must "
+                       r"contain only finite"):      # a user's call is checked
+        kind.predict(np.ones((2, 3)), [np.full_like(np.asarray(p), np.nan)
+                                       for p in kind.phi0])
+    learner = nm.Learner(rule="backprop", integrator=integrator, dt=1.0, duration=5.0)
+    with pytest.raises(nm.SimulationError, match=r"Learner\.run: the simulation of the "
+                       r"Checked diverged at step 1 .*Hint"):
+        learner.run(kind, np.full((1, 2, 3), 1e100), np.zeros((1, 2, 1)))
+
+
 def test_describe_on_the_command_line(capsys):
     """``neuro-meta describe`` names the kind, its fast variables and the engine that
     runs its phases (the compiled gain kernel for the dual system when numba is there)."""

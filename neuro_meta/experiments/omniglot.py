@@ -88,10 +88,10 @@ from .sinusoid import (budget_setting, build_baseline, check_checkpoints,
 METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 #: Every method ``--methods`` accepts: ``anil`` (MAML with a head-only inner loop,
 #: :class:`~neuro_meta.baselines.ANIL`, the like-for-like comparator of CML's rigid hidden
-#: layers), the WarpGrad family (a warped MLP,
+#: layers) and ``anil_fo`` (its first-order variant), the WarpGrad family (a warped MLP,
 #: :mod:`neuro_meta.warpgrad`) and ``cml_warp`` (CML on the complex-synapse network with a
 #: warp layer after each hidden layer, :class:`~neuro_meta.warp.WarpNetwork`) are opt-in.
-ALL_METHODS = METHODS + ("anil", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
+ALL_METHODS = METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
                          "cml_dual")
 #: The methods meta-trained by CML, and the network each one trains (``cml_dual``: the
 #: dual system of the ``dual`` section, :class:`~neuro_meta.dual.DualSystem`).
@@ -319,7 +319,7 @@ def tie_readout(where, key, sec):
 
 def baseline_method(cfg, name):
     """``(method, baselines section)``: the baseline ``name`` (``"maml"``, ``"fomaml"``,
-    ``"anil"``, ``"reptile"``, ``"imaml"``, ``"untrained"``, the WarpGrad ones) of the
+    ``"anil"``, ``"anil_fo"``, ``"reptile"``, ``"imaml"``, ``"untrained"``, the WarpGrad ones) of the
     configuration ``cfg`` (e.g. :func:`effective_config` of ``load_model("omniglot")``)
     as a run builds it: the ``baselines`` section checked (a bad setting is one
     ``ValidationError`` naming it), the soft-max cross-entropy as its inner loss.
@@ -859,7 +859,7 @@ def check_results(results, owner, attr="results", need_history=False):
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7", "pixel_nn": "k",
           "warpgrad": "C5", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9",
-          "cml_dual": "tab:brown", "anil": "olive"}
+          "cml_dual": "tab:brown", "anil": "olive", "anil_fo": "yellowgreen"}
 
 
 @reads_results("omniglot.summary_table", "one omniglot run's results")
@@ -1071,7 +1071,7 @@ def plot_consolidation(out, net, n_units=8):
 
 # ---------------------------------------------------------------------- across seeds
 #: The MAML family: the baselines a CML method's 1-shot accuracy is held against.
-MAML_FAMILY = ("maml", "fomaml", "anil", "reptile", "imaml")
+MAML_FAMILY = ("maml", "fomaml", "anil", "anil_fo", "reptile", "imaml")
 #: The reported numbers aggregated across seeds (each ``results.json`` field, its CI).
 SEED_METRICS = (("accuracy", "ci95"), ("other_shots_accuracy", "other_shots_ci95"),
                 ("official_error", "official_ci95"))
@@ -2117,7 +2117,7 @@ def plot_alphabets(path, res):
 SCREEN = 1
 #: Methods :func:`adaptation_screen` can screen: CML's complex synapses (λ scaled) and
 #: the MLP methods whose test-time learning is SGD steps (step and count scaled).
-SCREENED = ("cml", "maml", "fomaml", "anil", "untrained")
+SCREENED = ("cml", "maml", "fomaml", "anil", "anil_fo", "untrained")
 
 
 def _grid(value, owner, attr, integer=False):
@@ -2273,11 +2273,11 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
       ``hidden`` and the read-out's times *r* in ``readout`` (each with 1 added), the
       learning process settled to the new fixed point -- *h* < 1: more plastic hidden
       layers;
-    * ``maml``, ``fomaml``, ``anil``, ``untrained``: the inner learning rate times each
+    * ``maml``, ``fomaml``, ``anil``, ``anil_fo``, ``untrained``: the inner learning rate times each
       of ``scales`` (and 1) with the trained number of SGD steps and each of ``steps``
       (default: twice the trained number); and the same grid with **only the read-out
       adapting** (the hidden layers' gradients dropped: :class:`~neuro_meta.baselines.ANIL`'s
-      inner loop on the method's meta-parameters; not for ``anil``, whose inner loop is
+      inner loop on the method's meta-parameters; not for ``anil``/``anil_fo``, whose inner loop is
       that already), which measures how much of a method's accuracy is its hidden
       layers' adaptation within a task.
 

@@ -5,7 +5,8 @@ the backprop learning process, settled phases); MAML, first-order MAML, Reptile 
 iMAML meta-train the initial weights of a 1-40-40-1 MLP with inner SGD; ``untrained`` is
 the MLP's inner SGD from its initial weights and ``cml_untrained`` the complex-synapse
 network's inner learning from its initial ω, λ. Opt-in methods (``--methods``, not in the
-default list): ``anil`` (MAML with a head-only inner loop, :class:`~neuro_meta.baselines.ANIL`),
+default list): ``anil`` (MAML with a head-only inner loop, :class:`~neuro_meta.baselines.ANIL`)
+and ``anil_fo`` (its first-order variant),
 ``warpgrad``, ``warpgrad_fo`` and ``warpgrad_nowarp`` (WarpGrad, its
 first-order variant and the same algorithm with the warp layers frozen at the identity,
 on the MLP with a linear warp layer after each hidden layer; :mod:`neuro_meta.warpgrad`)
@@ -56,7 +57,7 @@ from ..initializers import Glorot
 DEFAULT_METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 #: Every method ``--methods`` accepts (ANIL, the WarpGrad family and ``cml_warp`` are
 #: opt-in).
-METHODS = DEFAULT_METHODS + ("anil", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+METHODS = DEFAULT_METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
 #: The baselines that meta-train a warped MLP (:mod:`neuro_meta.warpgrad`).
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
@@ -321,7 +322,7 @@ def build_baseline(cfg, name):
     where = cfg.get("_file", "<config>")
     b = section(cfg, "baselines", required=("steps", "meta_batch", "learning_rate",
                                             "eval_every"),
-                optional=("maml", "fomaml", "anil", "reptile", "imaml", "untrained",
+                optional=("maml", "fomaml", "anil", "anil_fo", "reptile", "imaml", "untrained",
                           "weight_decay", "schedule") + WARPGRAD)
     check_baseline_training(where, b, budget_setting(cfg))
     kw = b.get(name) or {}
@@ -329,7 +330,8 @@ def build_baseline(cfg, name):
         raise ValidationError(f"{where}: baselines.{name}: must be a mapping of the "
                               f"method's settings (got {kw!r:.60})")
     kw = dict(kw)
-    cls = {"maml": bl.MAML, "fomaml": bl.MAML, "anil": bl.ANIL, "reptile": bl.Reptile,
+    cls = {"maml": bl.MAML, "fomaml": bl.MAML, "anil": bl.ANIL, "anil_fo": bl.ANIL,
+           "reptile": bl.Reptile,
            "imaml": bl.IMAML, "untrained": bl.Untrained, "warpgrad": wg.WarpGrad,
            "warpgrad_fo": wg.WarpGrad, "warpgrad_nowarp": wg.WarpGrad}[name]
     import inspect
@@ -340,7 +342,7 @@ def build_baseline(cfg, name):
         if k not in known:
             raise ValidationError(f"{where}: baselines.{name}.{k}: unknown key"
                                   f"{did_you_mean(k, known)} (known: {', '.join(known)})")
-    if name in ("fomaml", "warpgrad_fo"):
+    if name in ("fomaml", "anil_fo", "warpgrad_fo"):
         kw["first_order"] = True
     if name == "warpgrad_nowarp":
         kw["learn_warp"] = False
@@ -656,7 +658,7 @@ def _cml_fit(trainer, one, x_plot):
 
 COLORS = {"cml": "C1", "cml_untrained": "C1", "maml": "C0", "fomaml": "C2",
           "reptile": "C4", "imaml": "C3", "untrained": "C7", "warpgrad": "C5", "anil": "olive",
-          "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
+          "anil_fo": "yellowgreen", "warpgrad_fo": "C6", "warpgrad_nowarp": "C8", "cml_warp": "C9"}
 
 
 @reads_results("sinusoid.plot", "a sinusoid run's results", arg=1)
