@@ -66,9 +66,9 @@ def trial_states():
     states through them and detect a diverging one themselves (a SimulationError with
     the step, or a rejected solver step). :meth:`~neuro_meta.Learner.run` runs its
     engine within it (so a kind's ``forces`` may call its own checking ``predict``), and
-    the phase solver evaluates its objective within it. Outside it -- a user's call -- non-finite fast
-    variables are a ValidationError (:func:`check_fast_values`) and a non-finite output
-    a SimulationError (:func:`check_output`)."""
+    the phase solver evaluates its objective within it. Outside it -- a user's call --
+    non-finite fast variables are a ValidationError (:func:`check_fast_values`) and a
+    non-finite output a SimulationError (:func:`check_output`)."""
     token = _TRIAL_STATES.set(True)
     try:
         yield

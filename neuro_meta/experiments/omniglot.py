@@ -91,8 +91,8 @@ METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 #: layers) and ``anil_fo`` (its first-order variant), the WarpGrad family (a warped MLP,
 #: :mod:`neuro_meta.warpgrad`) and ``cml_warp`` (CML on the complex-synapse network with a
 #: warp layer after each hidden layer, :class:`~neuro_meta.warp.WarpNetwork`) are opt-in.
-ALL_METHODS = METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp",
-                         "cml_dual")
+ALL_METHODS = METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp",
+                         "cml_warp", "cml_dual")
 #: The methods meta-trained by CML, and the network each one trains (``cml_dual``: the
 #: dual system of the ``dual`` section, :class:`~neuro_meta.dual.DualSystem`).
 CML_METHODS = {"cml": "complex", "cml_warp": "warp", "cml_dual": "dual"}
@@ -319,9 +319,9 @@ def tie_readout(where, key, sec):
 
 def baseline_method(cfg, name):
     """``(method, baselines section)``: the baseline ``name`` (``"maml"``, ``"fomaml"``,
-    ``"anil"``, ``"anil_fo"``, ``"reptile"``, ``"imaml"``, ``"untrained"``, the WarpGrad ones) of the
-    configuration ``cfg`` (e.g. :func:`effective_config` of ``load_model("omniglot")``)
-    as a run builds it: the ``baselines`` section checked (a bad setting is one
+    ``"anil"``, ``"anil_fo"``, ``"reptile"``, ``"imaml"``, ``"untrained"``, the WarpGrad
+    ones) of the configuration ``cfg`` (e.g. :func:`effective_config` of
+    ``load_model("omniglot")``) as a run builds it: the ``baselines`` section checked (a bad setting is one
     ``ValidationError`` naming it), the soft-max cross-entropy as its inner loss.
     (``baselines.tie_readout`` is this experiment's, read by :func:`_baseline_training`,
     and is not passed on.)"""
@@ -2273,12 +2273,12 @@ def adaptation_screen(out_dir, n_val=500, methods=None, hidden=(0.5, 2.0),
       ``hidden`` and the read-out's times *r* in ``readout`` (each with 1 added), the
       learning process settled to the new fixed point -- *h* < 1: more plastic hidden
       layers;
-    * ``maml``, ``fomaml``, ``anil``, ``anil_fo``, ``untrained``: the inner learning rate times each
-      of ``scales`` (and 1) with the trained number of SGD steps and each of ``steps``
-      (default: twice the trained number); and the same grid with **only the read-out
-      adapting** (the hidden layers' gradients dropped: :class:`~neuro_meta.baselines.ANIL`'s
-      inner loop on the method's meta-parameters; not for ``anil``/``anil_fo``, whose inner loop is
-      that already), which measures how much of a method's accuracy is its hidden
+    * ``maml``, ``fomaml``, ``anil``, ``anil_fo``, ``untrained``: the inner learning rate
+      times each of ``scales`` (and 1) with the trained number of SGD steps and each of
+      ``steps`` (default: twice the trained number); and the same grid with **only the
+      read-out adapting** (the hidden layers' gradients dropped:
+      :class:`~neuro_meta.baselines.ANIL`'s inner loop on the method's meta-parameters;
+      not for ``anil``/``anil_fo``, whose inner loop is that already), which measures how much of a method's accuracy is its hidden
       layers' adaptation within a task.
 
     Every setting is scored on ``n_val`` tasks of the validation alphabet from a stream

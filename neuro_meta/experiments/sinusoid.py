@@ -57,7 +57,8 @@ from ..initializers import Glorot
 DEFAULT_METHODS = ("cml", "maml", "fomaml", "reptile", "imaml", "untrained")
 #: Every method ``--methods`` accepts (ANIL, the WarpGrad family and ``cml_warp`` are
 #: opt-in).
-METHODS = DEFAULT_METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp", "cml_warp")
+METHODS = DEFAULT_METHODS + ("anil", "anil_fo", "warpgrad", "warpgrad_fo", "warpgrad_nowarp",
+                             "cml_warp")
 #: The baselines that meta-train a warped MLP (:mod:`neuro_meta.warpgrad`).
 WARPGRAD = ("warpgrad", "warpgrad_fo", "warpgrad_nowarp")
 MODELS = ("complex", "dual", "readout")   # --model: complex synapses, dual system, readout-only
