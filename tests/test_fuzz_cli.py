@@ -136,7 +136,8 @@ def argvs(draw, tmp):
             argv += [o, draw(st.sampled_from(["dual", "readout", "complex", "x"]))]
         elif o == "--methods":
             argv += [o, draw(st.sampled_from(["cml", "bogus", "", ",", "cml,cml", "maml,x",
-                                              "reptile,untrained", "anil", "anil,cml"]))]
+                                              "reptile,untrained", "anil", "anil,cml",
+                                              "anil_fo", "anil_fo,anil", "anil_fo,x"]))]
         else:
             argv += [o, draw(st.sampled_from(JUNK + ["2", "none", "0.5"]))]
     if out is None:
