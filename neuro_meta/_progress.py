@@ -6,6 +6,21 @@ import sys
 #: s between a progress bar's updates when its stream is not a terminal (a log file).
 LOG_INTERVAL = 30.0
 
+_BAR_HOOKS = []
+
+
+def add_bar_hook(callback):
+    """Call ``callback()`` whenever a progress bar is made, shown or not (``disable``):
+    long work is starting. The command line shows then the warnings it held while a
+    command's settings were read."""
+    _BAR_HOOKS.append(callback)
+
+
+def remove_bar_hook(callback):
+    """Undo :func:`add_bar_hook` (no error if ``callback`` is not there)."""
+    if callback in _BAR_HOOKS:
+        _BAR_HOOKS.remove(callback)
+
 
 def bar(*args, **kwargs):
     """A ``tqdm.auto.tqdm`` bar. Written to a stream that is not a terminal (standard
@@ -15,6 +30,8 @@ def bar(*args, **kwargs):
     user (``TQDM_MININTERVAL``, seconds) gives the interval; on a terminal and in
     Jupyter it is tqdm's own bar (a widget if ipywidgets is installed; without it tqdm's
     text bar, with no warning that the widget is missing)."""
+    for callback in list(_BAR_HOOKS):
+        callback()
     tqdm = _tqdm()
     if "mininterval" not in kwargs:
         given = _env_interval()

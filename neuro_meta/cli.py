@@ -200,14 +200,22 @@ def _run_parser(sub):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from ._progress import add_bar_hook, remove_bar_hook
     from .errors import NeuroMetaError
 
     _CREATED.clear()
+    held = _HeldWarnings()
     try:
         with warnings.catch_warnings():
             if not args.debug:      # a warning as one line, not with its source line
-                warnings.showwarning = _warning_line
-            return _dispatch(args)
+                warnings.showwarning = held.show
+                add_bar_hook(held.release)
+            try:
+                code = _dispatch(args)
+            finally:
+                remove_bar_hook(held.release)
+        held.release()
+        return code
     except NeuroMetaError as err:
         _remove_empty_created()
         if args.debug:          # the traceback, and the same exit status as without
@@ -224,8 +232,33 @@ def main(argv=None):
               "traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        held.release()
         print("neuro-meta: interrupted", file=sys.stderr)
         return 130
+
+
+class _HeldWarnings:
+    """The warnings of a command, each one line (:func:`_warning_line`). Those raised
+    before its long work starts (its first progress bar, shown or not) -- while its
+    settings are read and checked -- are held: shown when the work starts or the
+    command ends, dropped if a setting is refused, so that a refused command prints one
+    line, its error. Later ones are shown at once."""
+
+    def __init__(self):
+        self.held = []
+        self.live = False
+
+    def show(self, message, category, filename, lineno, file=None, line=None):
+        if self.live:
+            _warning_line(message, category, filename, lineno)
+        else:
+            self.held.append((message, category, filename, lineno))
+
+    def release(self):
+        self.live = True
+        held, self.held = self.held, []
+        for item in held:
+            _warning_line(*item)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -213,6 +213,22 @@ def test_warnings_of_a_command_are_one_line(tiny, tmp_path, capsys):
         lines[0] and "cli.py" not in err, err
 
 
+def test_a_refused_command_prints_only_its_error(tiny, tmp_path, capsys):
+    """A setting that warns (beta < 10 tol) and a later one that is refused: one line,
+    the error; the warning of a setting is held until the work starts and dropped with
+    the command. The same warning setting alone is shown (one line) and the run goes on."""
+    beta = ("--set", "cml.beta=1e-6")
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", *beta,
+                         "--set", "baselines.maml.inner_lr=-1", "--out", str(tmp_path / "a"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("neuro-meta: error: ") and "MAML.inner_lr" in err, err
+    code, _, err = _main(capsys, "run", str(tiny), "--quick", "--no-progress", "--methods",
+                         "cml", *beta, "--out", str(tmp_path / "b"))
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert code == 0 and len(lines) == 1, err
+    assert lines[0].startswith("neuro-meta: warning (UnsettledEstimateWarning): CML: beta"), err
+
+
 @pytest.mark.parametrize("item, rule, end", [
     ("meta.learning_rate=-1", "meta.learning_rate: adam.learning_rate: must be > 0",
      "(the value given by --set)"),
