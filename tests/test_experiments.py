@@ -100,6 +100,23 @@ def test_gradcheck_table_has_a_title_with_what_and_units():
     assert "relative error" in _title_then_header(gradcheck.summary_table(res), "beta")
 
 
+def test_gradcheck_slope_skips_errors_without_a_logarithm():
+    """The fitted slope of exact power laws, over the points whose error is positive
+    and finite; None (shown n/a, as results.json's null is) if fewer than two remain."""
+    betas = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    assert gradcheck.fitted_slope(betas, 0.5 * betas ** 2) == pytest.approx(2.0, abs=1e-12)
+    with_zero = np.array([0.0, 3e-2, 3e-1, np.nan])       # exactly 0: no logarithm
+    assert gradcheck.fitted_slope(betas, with_zero) == pytest.approx(1.0, abs=1e-12)
+    assert gradcheck.fitted_slope(betas, np.array([0.0, 0.0, 1e-3, np.nan])) is None
+    res = {"beta": [0.1, 0.01], "error_vs_beta": {"standard": [0.1, None],
+                                                  "symmetric": [0.0, float("nan")]},
+           "fitted_slope": {"standard": None, "symmetric": 2.0}}
+    lines = gradcheck.summary_table(res).splitlines()
+    assert lines[-1] == "fitted slopes: standard n/a (theory 1), symmetric 2.00 (theory 2)"
+    assert lines[-2].split() == ["1.0e-02", "n/a", "n/a"]
+    assert lines[-3].split() == ["1.0e-01", "1.000e-01", "0.000e+00"]
+
+
 def test_consolidation_quick_beats_untrained(tmp_path):
     res = consolidation.run(tmp_path, quick=True, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())

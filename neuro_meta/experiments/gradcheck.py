@@ -104,6 +104,16 @@ def build_problem(cfg):
     return net, Task(x, y, xv, yv)
 
 
+def fitted_slope(betas, errors):
+    """Slope of log error against log β, fitted over the points whose error is positive
+    and finite (an error of exactly 0 -- an estimate equal to the reference to the last
+    digit -- has no logarithm); None if fewer than two such points remain."""
+    ok = np.isfinite(errors) & (errors > 0)
+    if ok.sum() < 2:
+        return None
+    return float(np.polyfit(np.log(betas[ok]), np.log(errors[ok]), 1)[0])
+
+
 def run(out_dir, cfg=None, progress=True):
     """Run the sweeps, write ``results.json`` and ``gradcheck.png`` to ``out_dir``."""
     check_run_args("run gradcheck", out_dir, cfg, progress=progress)
@@ -117,7 +127,7 @@ def run(out_dir, cfg=None, progress=True):
     err_beta, err_tol = _sweeps(net, task, g_ref, sw, progress)
     fit = sw["fit_range"]
     sel = (betas >= fit[0]) & (betas <= fit[1])
-    slopes = {est: float(np.polyfit(np.log(betas[sel]), np.log(np.array(errs)[sel]), 1)[0])
+    slopes = {est: fitted_slope(betas[sel], np.array(errs, dtype=float)[sel])
               for est, errs in err_beta.items()}
     results = {
         "beta": betas,
@@ -198,10 +208,13 @@ def summary_table(results):
         + (f" to tolerance δ = {tol:g}" if isinstance(tol, (int, float)) else "")
         + "; exact reference by implicit differentiation", 100) + [
              f"{'beta':>10} {'standard':>12} {'symmetric':>12}"]
+    def num(value, spec):       # None: a value results.json holds as null
+        return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
     for i, b in enumerate(results["beta"]):
-        lines.append(f"{b:>10.1e} {results['error_vs_beta']['standard'][i]:>12.3e} "
-                     f"{results['error_vs_beta']['symmetric'][i]:>12.3e}")
+        lines.append(f"{b:>10.1e} {num(results['error_vs_beta']['standard'][i], '.3e'):>12} "
+                     f"{num(results['error_vs_beta']['symmetric'][i], '.3e'):>12}")
     s = results["fitted_slope"]
-    lines.append(f"fitted slopes: standard {s['standard']:.2f} (theory 1), "
-                 f"symmetric {s['symmetric']:.2f} (theory 2)")
+    lines.append(f"fitted slopes: standard {num(s['standard'], '.2f')} (theory 1), "
+                 f"symmetric {num(s['symmetric'], '.2f')} (theory 2)")
     return "\n".join(lines)
