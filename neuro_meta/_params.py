@@ -120,12 +120,23 @@ def to_seconds(value, owner, attr, *, allow_zero=False, allow_none=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(owner, attr, "must be a time in seconds (a real number) or a Brian2 quantity",
              repr(value))
-    value = float(value)
+    value = _as_float(value, owner, attr)
     if not np.isfinite(value):
         fail(owner, attr, "must be finite", repr(value))
     if value < 0 or (value == 0 and not allow_zero):
         fail(owner, attr, "must be >= 0" if allow_zero else "must be > 0", repr(value))
     return value
+
+
+def _as_float(value, owner, attr):
+    """``float(value)`` of a real number; an integer beyond the float range (Python's
+    OverflowError) is refused as not finite."""
+    try:
+        return float(value)
+    except OverflowError:
+        fail(owner, attr, "must be finite (an integer beyond the float range)",
+             f"an integer of about {'-' if value < 0 else ''}"
+             f"1e{int(int(value).bit_length() * 0.30103)}")
 
 
 def real(value, owner, attr, *, low=None, high=None, low_open=False, high_open=False,
@@ -142,7 +153,7 @@ def real(value, owner, attr, *, low=None, high=None, low_open=False, high_open=F
             fail(owner, attr, "must be a real number (complex values are not accepted)",
                  repr(value))
         fail(owner, attr, "must be a real number", shown(value))
-    value = float(value)
+    value = _as_float(value, owner, attr)
     if not np.isfinite(value):
         fail(owner, attr, "must be finite", repr(value))
     if low is not None:
@@ -227,7 +238,7 @@ def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
     try:
         raw = np.asarray(value)
         kind = raw.dtype.kind
-        arr = None if kind in "cUSV" else np.array(raw, dtype=np.float64)
+        arr = None if kind in "cUSVmM" else np.array(raw, dtype=np.float64)
     except MemoryError:     # not a conversion problem: say what it is
         raise
     except Exception:   # ragged lists, objects that are not numbers, huge integers
@@ -236,8 +247,10 @@ def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
     if arr is None:
         fail(owner, attr, "must be real numbers (complex values are not accepted: the "
              "imaginary part would be dropped)" if kind == "c" else
+             "must be plain numbers (a time or date would lose its unit: give seconds, "
+             "or a Brian2 quantity where a time is expected)" if kind in "mM" else
              "must be convertible to an array of real numbers", f"{type(value).__name__}"
-             + (f" of dtype {raw.dtype}" if kind == "c" else ""))
+             + (f" of dtype {raw.dtype}" if kind in "cmM" else ""))
     if kind == "b" and raw.ndim == 0:      # True is not the number 1 (an array of
         fail(owner, attr, "must be a number, not a boolean", repr(value))   # bools is data)
     if ndim is not None:

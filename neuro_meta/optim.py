@@ -24,9 +24,11 @@ trainer measures that number early in the run and writes it into the optimiser's
 
 Hyper-parameters are checked where the maths breaks: learning rates finite and > 0,
 momentum and Adam's ``b1``, ``b2`` in ``[0, 1)`` (at 1 the bias correction divides by
-zero), ``eps`` finite and > 0. :func:`apply_updates` checks that the updates have the
-structure of the parameters and refuses a non-finite result
-(:class:`~neuro_meta.errors.SimulationError`, with a hint).
+zero), ``eps`` finite and > 0. Gradients holding NaN or inf, and updates that overflow
+from finite ones, are refused by the ``update`` that meets them, and
+:func:`apply_updates` checks that the updates have the structure of the parameters and
+refuses a non-finite result (each a :class:`~neuro_meta.errors.SimulationError`, with a
+hint).
 
 What comes in is checked too (a :class:`~neuro_meta.errors.ValidationError`): trees
 (θ, gradients, updates) are dicts of lists of real arrays or None -- complex values,
@@ -138,9 +140,37 @@ def check_params(tree, owner, attr="theta"):
     return tree
 
 
+def _finite_tree(tree, owner, attr, produced=False):
+    """``tree`` (checked by :func:`check_params`) must hold only finite numbers: a NaN or
+    inf in the gradients an optimiser is given (``produced`` False) or in the updates it
+    computed from finite ones (True) is a SimulationError with a hint, never passed
+    on. O(size)."""
+    for k, leaves in tree.items():
+        for i, a in enumerate(leaves):
+            if a is None:
+                continue
+            a = np.asarray(a)
+            if np.isfinite(a).all():
+                continue
+            idx = tuple(int(j) for j in np.argwhere(~np.isfinite(a))[0])
+            first = f"first {float(a[idx])!r} at index {idx}"
+            if produced:
+                raise SimulationError(
+                    f"{owner}: the update of {k}[{i}] overflowed from finite gradients "
+                    f"({first}). Hint: reduce the learning rate, or clip the gradients "
+                    "(optim.chain(optim.clip_by_global_norm(...), ...))")
+            raise SimulationError(
+                f"{owner}: {attr}.{k}[{i}] holds NaN or inf ({first}): the gradients "
+                "diverged before they reached the optimiser. Hint: reduce the learning "
+                "rate, clip the gradients, or check the simulation that computed them "
+                "(a phase that diverged)")
+    return tree
+
+
 def _quiet(update):
     """An update computed without numpy's overflow warnings: a non-finite result is
-    reported by :func:`apply_updates` (a SimulationError with a hint)."""
+    reported by the update itself (:func:`_finite_tree`) or by :func:`apply_updates` (a
+    SimulationError with a hint)."""
     def wrapped(grads, state):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return update(grads, state)
@@ -435,13 +465,17 @@ def sgd(learning_rate, momentum=0.0):
         if mu:
             check_params(state["velocity"], O, "state.velocity")
             check_tree(grads, state["velocity"], O, "grads")
+            _finite_tree(state["velocity"], O, "state.velocity")
+        _finite_tree(grads, O, "grads")
         new = {"count": state["count"] + 1} if scheduled else {}
         lr = _rate(sched, state["count"] if scheduled else 0, state)
         if not mu:
-            return tree_map(lambda g: -lr * g, grads), {**state, **new}
-        vel = tree_map(lambda v, g: mu * v + g, state["velocity"], grads)
-        return tree_map(lambda v: -lr * v, vel), _keep_horizon(state, {"velocity": vel,
-                                                                     **new})
+            return _finite_tree(tree_map(lambda g: -lr * g, grads), O, "", True), \
+                {**state, **new}
+        vel = _finite_tree(tree_map(lambda v, g: mu * v + g, state["velocity"], grads), O,
+                           "", True)
+        return _finite_tree(tree_map(lambda v: -lr * v, vel), O, "", True), \
+            _keep_horizon(state, {"velocity": vel, **new})
 
     return GradientTransformation(init, update, ("sgd", sched.settings, mu))
 
@@ -466,6 +500,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
         check_params(state["m"], O, "state.m")
         check_tree(state["v"], state["m"], O, "state.v")
         check_tree(grads, state["m"], O, "grads")
+        _finite_tree(grads, O, "grads")
         count = state["count"] + 1
         m = tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
         v = tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
@@ -522,9 +557,10 @@ def clip_by_global_norm(max_norm):
     def update(grads, state):
         check_params(grads, "clip_by_global_norm.update", "grads")
         _own_state(state, "clip_by_global_norm.update")
+        _finite_tree(grads, "clip_by_global_norm.update", "grads")
         m, r = _norm_parts(grads)
         norm = m * r
-        if not m > 0 or norm <= max_norm:       # (NaN: left to apply_updates)
+        if not m > 0 or norm <= max_norm:
             return tree_map(lambda g: g * 1.0, grads), state
         if np.isfinite(norm):
             scale = max_norm / norm

@@ -301,7 +301,33 @@ CASES = [
      r"clip_by_global_norm\.max_norm: must be finite"),
     ("update overflows", lambda: nm.optim.apply_updates(NET.theta, nm.optim.sgd(1e308).update(
         nm.optim.tree_map(lambda a: np.full(a.shape, 1e10), NET.theta), {})[0]),
+     nm.SimulationError, r"sgd\.update: the update of omega\[0\] overflowed from finite "
+     r"gradients.*Hint"),
+    ("beta huge int", lambda: nm.CML(beta=10 ** 400), nm.ValidationError,
+     r"CML\.beta: must be finite \(an integer beyond the float range\) \(got an integer "
+     r"of about 1e400\)"),
+    ("dt huge negative int", lambda: nm.Learner(dt=-10 ** 400), nm.ValidationError,
+     r"Learner\.dt: must be finite .*\(got an integer of about -1e400\)"),
+    ("omega a timedelta", lambda: nm.ComplexSynapse(omega=np.timedelta64(5, "s")),
+     nm.ValidationError, r"ComplexSynapse\.omega: must be plain numbers \(a time or date "
+     r"would lose its unit.*\(got timedelta64 of dtype timedelta64\[s\]\)"),
+    ("apply_updates overflows", lambda: nm.optim.apply_updates(*[nm.optim.tree_map(
+        lambda a: np.full(a.shape, 1.5e308), NET.theta)] * 2),
      nm.SimulationError, r"apply_updates: omega\[0\] is not finite after the update.*Hint"),
+    ("sgd nan grads", lambda: nm.optim.sgd(0.1).update(nm.optim.tree_map(
+        lambda a: np.full(a.shape, np.nan), NET.theta), {}), nm.SimulationError,
+     r"sgd\.update: grads\.omega\[0\] holds NaN or inf \(first nan at index \(0, 0\)\).*Hint"),
+    ("sgd momentum inf grads", lambda: (lambda o: o.update(nm.optim.tree_map(
+        lambda a: np.full(a.shape, -np.inf), NET.theta), o.init(NET.theta)))(
+        nm.optim.sgd(0.1, momentum=0.9)), nm.SimulationError,
+     r"sgd\.update: grads\.omega\[0\] holds NaN or inf \(first -inf.*Hint"),
+    ("clip nan grads", lambda: nm.optim.clip_by_global_norm(1.0).update(nm.optim.tree_map(
+        lambda a: np.full(a.shape, np.nan), NET.theta), {}), nm.SimulationError,
+     r"clip_by_global_norm\.update: grads\.omega\[0\] holds NaN or inf.*Hint"),
+    ("adam nan grads", lambda: (lambda o: o.update(nm.optim.tree_map(
+        lambda a: np.full(a.shape, np.nan), NET.theta), o.init(NET.theta)))(
+        nm.optim.adam(0.1)), nm.SimulationError,
+     r"adam\.update: grads\.omega\[0\] holds NaN or inf.*Hint"),
     ("dt > duration", lambda: nm.Learner(dt=1.0, duration=0.001), nm.ValidationError,
      r"Learner\.dt: must be <= duration \(0\.001 s\).*\(got 1\.0\)"),
     ("dt > max_duration", lambda: nm.Learner(dt=1.0, tol=1e-6, max_duration=0.5),
