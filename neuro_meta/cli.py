@@ -563,10 +563,9 @@ class _executor:
 
     def __enter__(self):
         a = self.args
-        if a.workers < 1:
-            from .errors import ValidationError
+        from .workers import check_workers
 
-            raise ValidationError(f"neuro-meta run.--workers: must be >= 1 (got {a.workers})")
+        check_workers(a.workers, "neuro-meta run", "--workers")
         if a.executor == "processes":
             from .workers import process_pool
 

@@ -31,12 +31,32 @@ def _start_worker():
     threadpool_limits(1)
 
 
+def max_local_workers():
+    """The most worker processes this package starts on this machine at once: 4 per CPU
+    (``os.cpu_count()``), at least 8. Each runs one BLAS thread, so more than a few per
+    core only contend for the cores -- and a mistyped ``--workers 100000`` would fork
+    that many processes."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def check_workers(value, owner, attr="workers", low=1):
+    """``value`` as a number of local worker processes: an integer from ``low`` to
+    :func:`max_local_workers` (ValidationError otherwise)."""
+    value = P.integer(value, owner, attr, low=low)
+    cap = max_local_workers()
+    if value > cap:
+        P.fail(owner, attr, f"must be <= {cap} (4 worker processes per CPU of this "
+               f"machine's {os.cpu_count() or 1}, at least 8: more only contend for the "
+               "cores)", repr(value))
+    return value
+
+
 def process_pool(workers):
     """A ``concurrent.futures.ProcessPoolExecutor`` of ``workers`` processes, each with one
     BLAS thread, started the platform's default way (forked on Linux; spawned on macOS
     and Windows, where a script must start its work under ``if __name__ ==
     "__main__":``). Shut it down when done (it is a context manager)."""
-    workers = P.integer(workers, "process_pool", "workers", low=1)
+    workers = check_workers(workers, "process_pool")
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
                                initializer=_start_worker)
 
@@ -50,7 +70,7 @@ class PieceExecutor(ProcessPoolExecutor):
     inline_first = True
 
     def __init__(self, workers):
-        self.workers = P.integer(workers, "PieceExecutor", "workers", low=2)
+        self.workers = check_workers(workers, "PieceExecutor", low=2)
         super().__init__(self.workers - 1, mp_context=multiprocessing.get_context(),
                          initializer=_start_worker)
 
@@ -104,7 +124,7 @@ def local_cluster(workers):
     BLAS thread but not the trim threshold, and this process's environment is restored
     once they have started and again at exit (a restarted worker's nanny writes its
     settings here again)."""
-    workers = P.integer(workers, "local_cluster", "workers", low=1)
+    workers = check_workers(workers, "local_cluster")
     import dask
     from dask.distributed import Client, LocalCluster
 

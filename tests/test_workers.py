@@ -55,6 +55,37 @@ def test_piece_executor_needs_two_workers_or_more(bad):
         PieceExecutor(bad)
 
 
+def test_no_more_worker_processes_than_four_per_cpu(tmp_path, capsys, monkeypatch):
+    """A mistyped worker count is refused before any process starts (a fork of 10⁶
+    processes otherwise): in the pool, the piece executor, a local Dask cluster, the
+    command line and an Omniglot run's compare.workers alike."""
+    import os
+
+    from neuro_meta import cli
+    from neuro_meta.workers import local_cluster, max_local_workers, process_pool
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert max_local_workers() == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert max_local_workers() == 24
+    cap = max_local_workers()
+    rule = rf"must be <= {cap} \(4 worker processes per CPU of this machine's 6, "
+    for make, owner in ((process_pool, "process_pool"), (PieceExecutor, "PieceExecutor"),
+                        (lambda n: local_cluster(n).__enter__(), "local_cluster")):
+        with pytest.raises(nm.ValidationError, match=rf"^{owner}\.workers: {rule}.*"
+                           rf"\(got {cap + 1}\)$"):
+            make(cap + 1)
+    assert cli.main(["run", "sinusoid", "--quick", "--no-progress", "--executor",
+                     "processes", "--workers", "1000000", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("neuro-meta: error: neuro-meta run.--workers: must be <= 24 "), err
+    assert cli.main(["run", "omniglot", "--quick", "--no-progress", "--set",
+                     "compare.workers=25", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compare.workers: must be <= 24" in err, err
+
+
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(4)

@@ -79,7 +79,7 @@ from ..network import RateNetwork
 from ..synapses import ComplexSynapse
 from ..tasks import Task
 from ..warp import WarpNetwork
-from ..workers import PieceExecutor, blas_threads, map_pieces, n_workers
+from ..workers import PieceExecutor, blas_threads, check_workers, map_pieces, n_workers
 from .sinusoid import (budget_setting, build_baseline, check_checkpoints,
                        config_fingerprint, learning_rate, load_partial, restore_trained,
                        time_to_target)
@@ -139,8 +139,8 @@ def compare_cfg(cfg):
                       for i, t in enumerate(c["targets"])]
     out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
                                "compare", "val_tasks", low=1)
-    out["workers"] = checked(where, "compare.workers", P.integer, c.get("workers", 1),
-                             "compare", "workers", low=1)
+    out["workers"] = checked(where, "compare.workers", check_workers, c.get("workers", 1),
+                             "compare", "workers")
     out["average"] = checked(where, "compare.average", P.real, c.get("average"), "compare",
                              "average", low=0.0, high=1.0, high_open=True, allow_none=True)
     return out
