@@ -70,16 +70,27 @@ class LinearTeacher:
         w = self.shared_std * rng.standard_normal((self.n_out, self.n_in))
         return mask.reshape(self.n_out, self.n_in), w
 
+    def _per_task(self):
+        """The largest number of values one task's arrays hold (memory check)."""
+        return max(self.n_in * self.n_out,
+                   (self.shots + self.val) * max(self.n_in, self.n_out))
+
     def teachers(self, rng, n_tasks):
+        """The teachers ``W_τ`` of ``n_tasks`` tasks, shape (n_tasks, n_out, n_in)
+        (``rng`` and ``n_tasks`` as for :meth:`sample`)."""
+        rng, n_tasks = check_sample("LinearTeacher.teachers", rng, n_tasks,
+                                    self.n_in * self.n_out)
+        return self._teachers(rng, n_tasks)
+
+    def _teachers(self, rng, n_tasks):
         mask, w_shared = self.structure
         spec = self.specific_std * rng.standard_normal((n_tasks, self.n_out, self.n_in))
         return np.where(mask, w_shared, spec)
 
     def sample(self, rng, n_tasks):
         """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
-        rng, n_tasks = check_sample("LinearTeacher.sample", rng, n_tasks, max(
-            self.n_in * self.n_out, (self.shots + self.val) * max(self.n_in, self.n_out)))
-        W = self.teachers(rng, n_tasks)
+        rng, n_tasks = check_sample("LinearTeacher.sample", rng, n_tasks, self._per_task())
+        W = self._teachers(rng, n_tasks)
         n = self.shots + self.val
         x = rng.standard_normal((n_tasks, n, self.n_in))
         y = np.einsum("toi,tki->tko", W, x) + self.noise_std * rng.standard_normal(
@@ -115,7 +126,12 @@ class Sinusoid:
             P.real(v[1], O, f"{k}[1]", low=lo, high=1e6)
 
     def params(self, rng, n_tasks):
-        """(amplitudes, phases), each (n_tasks,)."""
+        """(amplitudes, phases), each (n_tasks,) (``rng`` and ``n_tasks`` as for
+        :meth:`sample`)."""
+        rng, n_tasks = check_sample("Sinusoid.params", rng, n_tasks, 2)
+        return self._draw_params(rng, n_tasks)
+
+    def _draw_params(self, rng, n_tasks):
         amp = rng.uniform(*self.amplitude, size=n_tasks)
         ph = rng.uniform(*self.phase, size=n_tasks)
         return amp, ph
@@ -123,7 +139,7 @@ class Sinusoid:
     def sample(self, rng, n_tasks):
         """A batch of ``n_tasks`` tasks (a :class:`Task` with a task axis)."""
         rng, n_tasks = check_sample("Sinusoid.sample", rng, n_tasks, self.shots + self.val)
-        amp, ph = self.params(rng, n_tasks)
+        amp, ph = self._draw_params(rng, n_tasks)
         n = self.shots + self.val
         x = rng.uniform(*self.x_range, size=(n_tasks, n, 1))
         y = amp[:, None, None] * np.sin(x - ph[:, None, None])
