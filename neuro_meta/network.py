@@ -491,6 +491,10 @@ def check_theta(net, theta):
     if not isinstance(theta, dict) or any(k not in theta for k in keys):
         fail(O, "theta", f"must be a dict with keys {list(keys)} (like net.theta)",
              sorted(map(str, theta)) if isinstance(theta, dict) else type(theta).__name__)
+    extra = [k for k in theta if k not in keys]
+    if extra:                   # a mistyped key would be ignored, its values unused
+        fail(O, "theta", f"must have only the keys {list(keys)} (like net.theta)",
+             f"also {shown(extra[0])}")
     n = len(net.connections)
     for k in keys:
         if not isinstance(theta[k], (list, tuple)) or len(theta[k]) != n:

@@ -303,6 +303,9 @@ CASES = [
         nm.optim.tree_map(lambda a: np.full(a.shape, 1e10), NET.theta), {})[0]),
      nm.SimulationError, r"sgd\.update: the update of omega\[0\] overflowed from finite "
      r"gradients.*Hint"),
+    ("with_theta mistyped key", lambda: NET.with_theta({**NET.theta, "omgea": [None]}),
+     nm.ValidationError, r"RateNetwork\.with_theta\.theta: must have only the keys "
+     r"\['omega', 'lam', 'omega_bias', 'lam_bias'\] \(like net\.theta\) \(got also 'omgea'\)"),
     ("beta huge int", lambda: nm.CML(beta=10 ** 400), nm.ValidationError,
      r"CML\.beta: must be finite \(an integer beyond the float range\) \(got an integer "
      r"of about 1e400\)"),
