@@ -32,6 +32,17 @@ class Activation:
     d2f: Callable
     brian2_expr: str
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            fail("Activation", "name", "must be a non-empty string", shown(self.name))
+        for attr in ("f", "df", "d2f"):
+            if not callable(getattr(self, attr)):
+                fail("Activation", attr, "must be callable (a function of a numpy array "
+                     "of pre-activations v)", shown(getattr(self, attr)))
+        if not isinstance(self.brian2_expr, str):
+            fail("Activation", "brian2_expr", "must be a string (f in Brian2's equation "
+                 "language, with the variable v)", shown(self.brian2_expr))
+
     def __repr__(self):
         return f"Activation({self.name!r})"
 

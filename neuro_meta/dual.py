@@ -218,7 +218,12 @@ class DualSystem(ModelKind):
     def params(self, fast=None):
         """(gains, biases, readout, weights) with the fast variables ``fast`` (list in
         :attr:`fast_names` order, possibly with leading task axes) in place of their
-        initial values."""
+        initial values; ``fast`` as :meth:`forward` takes it, checked the same way)."""
+        return self._params(None if fast is None else self._check_fast(
+            fast, "DualSystem.params"))
+
+    def _params(self, fast=None):
+        """:meth:`params` without its checks (the model's own calls)."""
         groups = {g: list(self._theta[g]) for g in ("gain", "bias", "readout")}
         if fast is not None:
             for (g, l), a in zip(self._fast_index(), fast):
@@ -469,7 +474,7 @@ def _analytic(model):
 
 
 def _forward(model, X, fast, f):
-    gains, biases, R, W = model.params(fast)
+    gains, biases, R, W = model._params(fast)
     r, layers = X, []
     for l in range(model.n_hidden_layers):
         a = np.matmul(r, np.swapaxes(W[l], -1, -2))
@@ -495,7 +500,7 @@ def _forward_memo(model, X, fast, f):
     """:func:`_forward` through the memo (real values only)."""
     if FORWARD_MEMO <= 0:
         return _forward(model, X, fast, f)
-    gains, biases, R, W = model.params(fast)
+    gains, biases, R, W = model._params(fast)
     arrs = [X, R] + list(W) + list(gains) + list(biases)
     arrs = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrs]
     if any(a.dtype.kind not in "biuf" for a in arrs):
@@ -549,7 +554,7 @@ def objective_grads(model, fast, X, Y, c, analytic=False, forward=None):
     else:
         f, df = model.activation.f, model.activation.df
     layers, y = _forward_memo(model, X, fast, f) if forward is None else forward
-    gains, _, R, W = model.params(fast)
+    gains, _, R, W = model._params(fast)
     e = model.loss.error(y, Y)
     if model.loss.name in ("squared_error", "masked_squared_error"):
         F = 0.5 * (c[..., None] * e * e).sum(axis=(-1, -2))
@@ -587,7 +592,7 @@ def _curvature(model, inp):
     X, c = inp.X, np.abs(inp.c)
     n_out = model.sizes[-1]
     layers, _ = _forward(model, X, None, model.activation.f)
-    gains, _, R, W = model.params()
+    gains, _, R, W = model._params()
     sq = np.zeros(X.shape[:2])
     n = R.shape[-1] - 1
     for o in range(n_out):
@@ -613,7 +618,7 @@ def _hvp_cache(model, fast, X, Y, c):
     ``f'(u)``, ``f''(u)``, the weighted output error and the backward deltas."""
     act = model.activation
     layers, y = _forward_memo(model, X, fast, act.f)
-    gains, _, R, W = model.params(fast)
+    gains, _, R, W = model._params(fast)
     df = [_derivs(model, layer, act.df) for layer in layers]
     if act.df is _TANH_D:
         d2f = [-2.0 * r * (1.0 - r * r) for _, _, r in layers]      # = _tanh_d2(u)

@@ -233,9 +233,22 @@ class Learner:
         reproduces exactly (CML's default). Online presentation rounds the step down to
         divide the presentation time.
         """
+        net = self._checked(net, "Learner.dt_for")
+        if inp is not None and not isinstance(inp, phase.PhaseInput):
+            P.fail("Learner.dt_for", "inp", "must be None or a phase's input (from "
+                   "Learner.phase_input)", P.shown(inp))
+        return self._dt_for(net, inp)
+
+    def _dt_for(self, net, inp):
+        """:meth:`dt_for` without its checks (the learner's own calls)."""
         if self.dt is not None:
             return self.dt
         return phase.auto_dt(net, self.integrator, inp, self.presentation_time)
+
+    def _checked(self, net, owner):
+        net = check_kind(net, owner)
+        net.check_rule(self.rule)
+        return net
 
     def _phase_length(self, net):
         """(the attribute bounding a phase, its length in s)."""
@@ -287,7 +300,7 @@ class Learner:
         """(maximal number of steps, tolerance) of a phase; a phase that would take more
         than :data:`MAX_PHASE_STEPS` steps is refused (:class:`ValidationError`) unless
         the phase solver settles it (``settle="solve"``)."""
-        dt = self.dt_for(net, inp)
+        dt = self._dt_for(net, inp)
         return self._check_steps(net, inp, dt), self.tol
 
     def presentation_steps(self, net):
@@ -324,9 +337,7 @@ class Learner:
     def check(self, net):
         """Raise :class:`~neuro_meta.errors.UnsupportedError` (or ValidationError) if
         ``net`` cannot learn with these options, naming the kind and the option."""
-        net = check_kind(net, "Learner.run")
-        net.check_rule(self.rule)
-        return net
+        return self._checked(net, "Learner.run")
 
     # ------------------------------------------------------------------ running
     def run(self, net, x, y, record=(), record_every=1, x_val=None, y_val=None, beta=0.0,
@@ -355,7 +366,7 @@ class Learner:
         record, record_every = self._record_names(net, record, record_every)
         inp, batched, K = self.phase_input(net, x, y, x_val, y_val, beta)
         phi0 = self.initial_state(net, phi_init, inp.X.shape[0])
-        spec = self.phase_spec(net, inp, beta)
+        spec = self._phase_spec(net, inp, beta)
         X_trn, Y_trn = inp.X[:, :K], inp.Y[:, :K]
 
         def loss_fn(phi):
@@ -378,10 +389,21 @@ class Learner:
 
     def phase_spec(self, net, inp, beta=0.0):
         """The :class:`~neuro_meta.engines.phase.PhaseSpec` of a phase of ``net`` on
-        ``inp`` (what the engines are told)."""
+        ``inp`` (what the engines are told): ``inp`` from :meth:`phase_input`, ``beta``
+        the phase's nudging strength (for its messages; ``inp`` holds its weights)."""
+        O = "Learner.phase_spec"
+        net = self._checked(net, O)
+        if not isinstance(inp, phase.PhaseInput):
+            P.fail(O, "inp", "must be a phase's input (from Learner.phase_input)",
+                   P.shown(inp))
+        beta = P.real(beta, O, "beta", low=-phase.BETA_MAX, high=phase.BETA_MAX)
+        return self._phase_spec(net, inp, beta)
+
+    def _phase_spec(self, net, inp, beta=0.0):
+        """:meth:`phase_spec` without its checks (the learner's own calls)."""
         n_max, tol = self.steps_for(net, inp)
         return PhaseSpec(rule=self.rule, integrator=self.integrator,
-                         dt=self.dt_for(net, inp), n_max=n_max, tol=tol,
+                         dt=self._dt_for(net, inp), n_max=n_max, tol=tol,
                          check=self.check_every(inp), substeps=self.substeps,
                          max_substeps=self.max_substeps, scipy_method=self.scipy_method,
                          scipy_rtol=self.scipy_rtol, scipy_atol=self.scipy_atol,
@@ -398,7 +420,7 @@ class Learner:
         if x is None:
             x, y = np.zeros((1, net.n_in)), np.full((1, net.n_out), 1.0 / net.n_out)
         inp, _, _ = self.phase_input(net, x, y, owner="Learner.describe")
-        spec = self.phase_spec(net, inp)
+        spec = self._phase_spec(net, inp)
         text = engines.describe(self.engine, net, spec, inp, repr(self))
         if self.settle == "solve":
             from .engines import solver

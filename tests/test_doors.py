@@ -303,6 +303,33 @@ CASES = [
         nm.optim.tree_map(lambda a: np.full(a.shape, 1e10), NET.theta), {})[0]),
      nm.SimulationError, r"sgd\.update: the update of omega\[0\] overflowed from finite "
      r"gradients.*Hint"),
+    ("Activation not callable", lambda: nm.Activation("x", 5, 6, 7, "v"), nm.ValidationError,
+     r"Activation\.f: must be callable \(a function of a numpy array of pre-activations v\) "
+     r"\(got 5\)"),
+    ("Activation nameless", lambda: nm.Activation(5, np.tanh, np.tanh, np.tanh, "v"),
+     nm.ValidationError, r"Activation\.name: must be a non-empty string \(got 5\)"),
+    ("Activation expr", lambda: nm.Activation("x", np.tanh, np.tanh, np.tanh, None),
+     nm.ValidationError, r"Activation\.brian2_expr: must be a string .*\(got None\)"),
+    ("dt_for no net", lambda: nm.Learner().dt_for(None), nm.ValidationError,
+     r"Learner\.dt_for\.net: .*\(got None"),
+    ("dt_for inp junk", lambda: nm.Learner().dt_for(NET, inp=X), nm.ValidationError,
+     r"Learner\.dt_for\.inp: must be None or a phase's input \(from Learner\.phase_input\) "
+     r"\(got array"),
+    ("phase_spec inp junk", lambda: FAST.phase_spec(NET, 5), nm.ValidationError,
+     r"Learner\.phase_spec\.inp: must be a phase's input .*\(got 5\)"),
+    ("phase_spec beta text", lambda: FAST.phase_spec(NET, FAST.phase_input(NET, X, Y)[0],
+                                                     beta="a"), nm.ValidationError,
+     r"Learner\.phase_spec\.beta: must be a real number \(got 'a'\)"),
+    ("phase_spec beta huge", lambda: FAST.phase_spec(NET, FAST.phase_input(NET, X, Y)[0],
+                                                     beta=1e300), nm.ValidationError,
+     r"Learner\.phase_spec\.beta: must be <= 1000000\.0 \(got 1e\+300\)"),
+    ("DualSystem.params int", lambda: DUAL.params(5), nm.ValidationError,
+     r"DualSystem\.params\.fast: must be a list of \d+ arrays .*\(got int\)"),
+    ("DualSystem.params wrong shapes", lambda: DUAL.params([1, 2]), nm.ValidationError,
+     r"DualSystem\.params\.fast: must be a list of \d+ arrays"),
+    ("DualSystem.params nan", lambda: DUAL.params([np.full(np.shape(p), np.nan)
+                                                   for p in DUAL.phi0]), nm.ValidationError,
+     r"DualSystem\.params\.fast\[gain\[0\]\]: must contain only finite values"),
     ("with_theta mistyped key", lambda: NET.with_theta({**NET.theta, "omgea": [None]}),
      nm.ValidationError, r"RateNetwork\.with_theta\.theta: must have only the keys "
      r"\['omega', 'lam', 'omega_bias', 'lam_bias'\] \(like net\.theta\) \(got also 'omgea'\)"),
