@@ -70,11 +70,17 @@ def _series(owner, attr, values, n=None, positive=False, time=False, increasing=
     return arr
 
 
-def _items(owner, attr, value, what):
-    """The items of a non-empty mapping ``value`` (``what``: what it maps)."""
+def _items(owner, attr, value, what, labels=True):
+    """The items of a non-empty mapping ``value`` (``what``: what it maps); with
+    ``labels`` its keys name lines or groups in a legend: strings or numbers."""
     if not isinstance(value, Mapping) or not value:
         P.fail(owner, attr, f"must be a dict {what} with at least one entry",
                P.shown(value))
+    if labels:
+        for key in value:
+            if not isinstance(key, (str, numbers.Real)) or P.is_quantity(key):
+                P.fail(owner, attr, f"must have strings (or numbers) as keys: they label "
+                       "the legend", f"key {P.shown(key)}")
     return list(value.items())
 
 
@@ -180,7 +186,8 @@ def gradient_error_vs_tolerance(tols, errors_by_beta, ax=None, title=None):
     owner = "plotting.gradient_error_vs_tolerance"
     tols = _series(owner, "tols", tols, positive=True)
     items = []
-    for beta, err in _items(owner, "errors_by_beta", errors_by_beta, "β -> errors"):
+    for beta, err in _items(owner, "errors_by_beta", errors_by_beta, "β -> errors",
+                            labels=False):
         try:
             ok = (not isinstance(beta, (bool, np.bool_)) and not P.is_quantity(beta)
                   and isinstance(beta, numbers.Real) and 0 < float(beta) < np.inf)
@@ -199,7 +206,7 @@ def gradient_error_vs_tolerance(tols, errors_by_beta, ax=None, title=None):
     b_min, e_min = items[-1][0], np.asarray(items[-1][1])
     C = e_min[np.argmax(tols)] * b_min / tols.max()
     for i, (beta, err) in enumerate(items):
-        line, = ax.loglog(tols, err, "o-", color=f"C{i}", label=f"β = {beta:g}")
+        line, = ax.loglog(tols, err, "o-", color=f"C{i}", label=f"β = {float(beta):g}")
         ax.loglog(tols, C * tols / beta, ":", color=line.get_color(), lw=1)
     ax.set_ylim(min(np.min(e) for _, e in items) / 3, max(np.max(e) for _, e in items) * 3)
     ax.plot([], [], ":", color="0.4", label="∝ δ/β (theory)")
@@ -406,6 +413,11 @@ def fast_patterns(model, phi, task_params, sort_by=None, title=None):
         P.fail(owner, "sort_by", "must be None or one of task_params: "
                + ", ".join(P.shown(k) for k in labels), P.shown(sort_by))
     _text(owner, "title", title)
+    for i, p in enumerate(phi):     # (their principal components square them)
+        if p.size and np.abs(p).max() > P.DATA_LIMIT:
+            P.fail(owner, f"phi[{i}]", f"must be at most {P.DATA_LIMIT:g} in magnitude (a "
+                   "fast variable beyond it is a diverged simulation, not a pattern)",
+                   f"max |phi[{i}]| = {float(np.abs(p).max())!r}")
     deltas = [p - p0 for p, p0 in zip(phi, phi0)]
     deltas = [d.reshape(d.shape[0], -1) for d in deltas]
     key = sort_by or labels[0]

@@ -215,3 +215,30 @@ def test_fast_patterns_checks_phi_task_params_and_sort_by():
 ], ids=["logy", "references", "ylabel", "ax", "bool-curve"])
 def test_flags_labels_and_axes_are_checked(call, where, rule):
     _refused(call, where, rule)
+
+
+def test_legend_labels_are_strings_or_numbers():
+    """A key labels a legend entry: a tuple was matplotlib's ValueError from inside."""
+    _refused(lambda: plotting.meta_learning_curves([0, 1], {("a", 1): [1.0, 2.0]}),
+             "meta_learning_curves.curves", r"strings \(or numbers\) as keys.*key \('a', 1\)")
+    ax = plotting.meta_learning_curves([0, 1], {3: [1.0, 2.0]}, logy=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["3"]
+
+
+def test_tolerance_plot_labels_any_real_beta():
+    """β keys of any real type (a Fraction) label their line; the format failed on it."""
+    from fractions import Fraction
+
+    ax = plotting.gradient_error_vs_tolerance([0.1, 0.2], {Fraction(1, 10): [0.2, 0.3]})
+    assert any("β = 0.1" == t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_fast_patterns_refuses_diverged_fast_variables():
+    """Fast variables beyond 1e100 are a diverged simulation: refused by name (their
+    principal components overflowed into LinAlgError "SVD did not converge")."""
+    model = _model()
+    phi = _phi(model)
+    _refused(lambda: plotting.fast_patterns(model, [np.full_like(p, 1e308) if i == 1
+                                                    else p for i, p in enumerate(phi)],
+                                            {"phase": [0.1, 0.2, 0.3]}),
+             "fast_patterns.phi[1]", r"must be at most 1e\+100 in magnitude")
