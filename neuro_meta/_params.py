@@ -229,6 +229,18 @@ def choice(value, owner, attr, options):
 DATA_LIMIT = 1e100
 
 
+def as_array(value, owner, attr, rule):
+    """``np.asarray(value)``; a value numpy cannot make one array of (ragged nested
+    lists, objects whose conversion fails) is refused with ``rule`` (the caller's rule
+    for the array, e.g. "must be integers in [0, 5) of shape (3,)")."""
+    try:
+        return np.asarray(value)
+    except MemoryError:
+        raise
+    except Exception:
+        fail(owner, attr, rule, shown(value))
+
+
 def finite_array(value, owner, attr, *, ndim=None, shape=None, min_value=None,
                  max_abs=None):
     """Convert to a float64 array and check that it is finite (and optionally its shape,

@@ -516,7 +516,8 @@ class WheelBandit:
         """Expected regret of pulling ``arms`` at contexts ``x``:
         ``max_a μ_a(x) − μ_arm(x)`` (shape ``x.shape[:-1]``)."""
         mu = self._means(*self._x_delta(x, delta, "WheelBandit.regret"))
-        arms = np.asarray(arms)
+        arms = P.as_array(arms, "WheelBandit.regret", "arms",
+                          f"must be integers in [0, 5) of shape {mu.shape[:-1]}")
         if arms.dtype.kind not in "iu" or arms.shape != mu.shape[:-1] or (
                 arms.size and (arms.min() < 0 or arms.max() > 4)):
             P.fail("WheelBandit.regret", "arms", f"must be integers in [0, 5) of shape "

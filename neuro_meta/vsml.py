@@ -376,13 +376,28 @@ def online_cross_entropy(logits, y):
         P.fail(O, "logits", "must have a non-empty last axis (the classes)",
                f"shape {logits.shape}")
     n = logits.shape[-1]
-    y = np.asarray(y)
+    rule = (f"must be integers in [0, {n}) of shape {logits.shape[:-1]} (the logits' "
+            "without the class axis)")
+    y = P.as_array(y, O, "y", rule)
     if y.shape != logits.shape[:-1] or y.dtype.kind not in "iu" or (
             y.size and (y.min() < 0 or y.max() >= n)):
-        P.fail(O, "y", f"must be integers in [0, {n}) of shape {logits.shape[:-1]} (the "
-               "logits' without the class axis)", f"shape {y.shape} dtype {y.dtype}"
+        P.fail(O, "y", rule, f"shape {y.shape} dtype {y.dtype}"
                + (f" range [{y.min()}, {y.max()}]" if y.size and y.dtype.kind in "iuf"
                   else ""))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = _cross_entropy(logits, y)
+    if not np.isfinite(out).all():
+        raise SimulationError(
+            f"{O}: the cross-entropy overflowed for finite logits (largest magnitude "
+            f"{float(np.abs(logits).max()):.3g}): the model producing them diverged. Hint: "
+            "lower the ES step or noise (es.learning_rate, es.sigma), or check the "
+            "meta-parameters")
+    return out
+
+
+def _cross_entropy(logits, y):
+    """:func:`online_cross_entropy` without its checks (ES ranks a diverged member's
+    loss, however large)."""
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     return -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
@@ -531,7 +546,7 @@ class VSMLObjective:
             y = np.stack([d[1] for d in draws])
             cells = [np.stack([d[2][k] for d in draws]) for k in range(len(draws[0][2]))]
             logits = self.model.run(thetas[lo:hi], x, y, cells)
-            out[lo:hi] = online_cross_entropy(logits, y).mean(axis=(1, 2))
+            out[lo:hi] = _cross_entropy(logits, y).mean(axis=(1, 2))
         return out
 
 

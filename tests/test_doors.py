@@ -330,6 +330,16 @@ CASES = [
     ("DualSystem.params nan", lambda: DUAL.params([np.full(np.shape(p), np.nan)
                                                    for p in DUAL.phi0]), nm.ValidationError,
      r"DualSystem\.params\.fast\[gain\[0\]\]: must contain only finite values"),
+    ("regret ragged arms", lambda: nm.WheelBandit().regret(np.zeros((2, 2)), 0.5, [[0], [1, 2]]),
+     nm.ValidationError, r"WheelBandit\.regret\.arms: must be integers in \[0, 5\) of shape "
+     r"\(2,\) \(got \[\[0\], \[1, 2\]\]\)"),
+    ("online CE ragged y", lambda: __import__("neuro_meta.vsml").vsml.online_cross_entropy(
+        np.zeros((2, 3)), [[0], [1, 2]]), nm.ValidationError,
+     r"online_cross_entropy\.y: must be integers in \[0, 3\) of shape \(2,\)"),
+    ("online CE overflows", lambda: __import__("neuro_meta.vsml").vsml.online_cross_entropy(
+        np.array([[1e308, -1e308, 0.0]]), [1]), nm.SimulationError,
+     r"online_cross_entropy: the cross-entropy overflowed for finite logits \(largest "
+     r"magnitude 1e\+308\).*Hint"),
     ("with_theta mistyped key", lambda: NET.with_theta({**NET.theta, "omgea": [None]}),
      nm.ValidationError, r"RateNetwork\.with_theta\.theta: must have only the keys "
      r"\['omega', 'lam', 'omega_bias', 'lam_bias'\] \(like net\.theta\) \(got also 'omgea'\)"),
