@@ -31,14 +31,18 @@ def model_dirs(extra=()):
     given by the user that does not exist is an error."""
     dirs = []
     for d in extra or ():
+        if not str(d).strip():          # Path("") is the working folder: not what was meant
+            raise ValidationError(f"--models: must name a folder of model files (got "
+                                  f"{str(d)!r}: an empty path)")
         dirs.append(("--models", Path(d)))
     for d in os.environ.get("NEURO_META_MODELS", "").split(os.pathsep):
         if d.strip():
             dirs.append(("NEURO_META_MODELS", Path(d)))
     for source, d in dirs:
         if not d.is_dir():
+            why = "a file, not a folder" if d.exists() else "no such folder"
             raise ValidationError(f"{source}: must name a folder of model files (got "
-                                  f"{str(d)!r}: no such folder)")
+                                  f"{str(d)!r}: {why})")
     dirs.append(("shipped", SHIPPED))
     return dirs
 

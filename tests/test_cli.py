@@ -67,6 +67,19 @@ def test_user_folders_come_first_and_are_listed_with_their_source(tmp_path, monk
     assert load_model("other")["experiment"] == "consolidation"
 
 
+@pytest.mark.parametrize("given, why", [("", "an empty path"), ("afile", "a file, not a folder"),
+                                        ("nowhere", "no such folder")])
+def test_models_folder_must_be_a_folder(tmp_path, capsys, given, why):
+    """--models "" listed the working folder's files (Path("") is "."); a file was
+    reported as missing."""
+    (tmp_path / "afile").write_text("x")
+    path = str(tmp_path / given) if given else ""
+    code, out, err = _main(capsys, "models", "--models", path)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("neuro-meta: error: --models: must name a folder of model files "
+                          f"(got {path!r}: {why})"), err
+
+
 def test_overrides_replace_single_values_and_refuse_unknown_sections():
     cfg = load_model("sinusoid")
     new = apply_overrides(cfg, ["meta.steps=7", "learner.dt=0.005", "family.amplitude=[1, 2]",
