@@ -235,10 +235,9 @@ def load(path):
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError(f"a single {type(data).__name__}, not an .npz archive")
         with data:
-            if "__meta__" not in data.files:
-                raise KeyError("__meta__")
-            meta = json.loads(str(data["__meta__"]))
-            arrays = [data[f"a{i}"] for i in range(len(data.files) - 1)]
+            foreign = "__meta__" not in data.files      # an .npz archive, but not ours
+            meta = None if foreign else json.loads(str(data["__meta__"]))
+            arrays = [] if foreign else [data[f"a{i}"] for i in range(len(data.files) - 1)]
             for i, a in enumerate(arrays):      # numpy hands back a damaged member's
                 if not isinstance(a, np.ndarray):   # raw bytes instead of an array
                     raise ValueError(f"member a{i} is not an array")
@@ -249,6 +248,10 @@ def load(path):
         raise CheckpointError(f"{path}: not a readable neuro_meta checkpoint (truncated or "
                               f"corrupted: {err}); delete it or restart without --resume") \
             from None
+    if foreign:
+        raise CheckpointError(f"{path}: not a neuro_meta checkpoint (an .npz archive without "
+                              "the checkpoint's __meta__ entry: another program's file?); "
+                              "give the checkpoint's path, or restart without --resume")
     if not isinstance(meta, dict) or not isinstance(meta.get("tree"), str):
         raise CheckpointError(f"{path}: not a neuro_meta checkpoint (its __meta__ is not "
                               "the checkpoint description)")

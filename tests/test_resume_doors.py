@@ -241,6 +241,19 @@ def test_files_that_are_not_checkpoints(tmp_path, case):
         trainer().train(2, progress=False, checkpoint=path, resume=True)
 
 
+def test_another_programs_npz_is_named_as_such(tmp_path):
+    """A plain .npz archive (no __meta__ entry) is another program's file, not a damaged
+    checkpoint: said so, not "truncated or corrupted: '__meta__'" with advice to delete."""
+    path = tmp_path / "weights.npz"
+    np.savez(path, w=np.ones(3))
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: not a neuro_meta checkpoint (an .npz archive without "
+                          "the checkpoint's __meta__ entry"), msg
+    assert "corrupted" not in msg and "delete" not in msg, msg
+
+
 def test_a_member_that_is_not_an_array_is_a_checkpoint_error(tmp_path):
     """numpy hands back the raw bytes of an archive member without the .npy header
     (found by the fuzz test below: zeroed bytes in a member's header); the checksum
