@@ -694,12 +694,27 @@ def test_plot_refuses_malformed_curves(tmp_path, edit, match):
         og.plot(tmp_path, _hand_results(), curves="wall")
 
 
+def test_summary_table_of_results_without_their_configuration():
+    """A results dict without "config" (hand-made, or an older file): "?" where the
+    settings would be named, not "None-way None-shot"."""
+    res = _hand_results()
+    res.pop("config", None)
+    head = og.summary_table(res).splitlines()[0]
+    assert head.startswith("Omniglot ?-way ?-shot.") and "None" not in head, head
+
+
 def test_task_gaps_and_aggregate_seeds_refuse_malformed_summaries():
     methods = _hand_results()["methods"]
     methods["maml"]["accuracy_per_task"] = [0.4, "0.6"]
     with pytest.raises(ValidationError, match=r"omniglot\.task_gaps\.methods\.maml\."
                        r"accuracy_per_task\[1\]: must be a real number"):
         og.task_gaps(methods)
+    one = _hand_results()["methods"]
+    for m in one.values():          # one test task: its difference has no interval
+        m["accuracy_per_task"] = m["accuracy_per_task"][:1]
+    with pytest.raises(ValidationError, match=r"^omniglot\.task_gaps\.methods\.cml\."
+                       r"accuracy_per_task: must hold at least 2 test tasks .*\(got 1 task\)$"):
+        og.task_gaps(one)
     runs = [_hand_results(), _hand_results()]
     del runs[1]["methods"]["cml"]["ci95"]
     with pytest.raises(ValidationError, match=r"omniglot\.aggregate_seeds\.per_seed\[1\]"

@@ -741,6 +741,10 @@ def task_gaps(methods):
     for c in (n for n in CML_METHODS if n in per):
         if not family or any(len(per[b]) != len(per[c]) for b in family):
             continue
+        if len(per[c]) < 2:
+            P.fail("omniglot.task_gaps", f"methods.{c}.accuracy_per_task", "must hold "
+                   "at least 2 test tasks (one task's difference has no interval)",
+                   f"{len(per[c])} task")
         g = {b: paired(per[c], per[b]) for b in family}
         best = max(family, key=lambda b: methods[b]["accuracy"])
         g["best"] = dict(paired(per[c], per[best]), baseline=best)
@@ -867,18 +871,18 @@ def summary_table(results):
     """The results table (accuracy ± 95 % CI, official runs' error, wall time, steps) and
     the time-to-target table, as text."""
     check_results(results, "omniglot.summary_table")
-    cfg = results.get("config", {})
+    cfg = results.get("config") or {}
     fam, comp, fin = cfg.get("family", {}), cfg.get("compare", {}), cfg.get("final", {})
-    W, K = fam.get("ways"), fam.get("shots")
-    other = fin.get("other_shots")
+    W, K = fam.get("ways", "?"), fam.get("shots", "?")      # "?": a results file without
+    other = fin.get("other_shots")                          # its configuration
     budget = comp.get("budget_s")
     head = (f"Equal wall-time budget of {budget:g} s of meta-training per method "
             "(evaluations excluded; the wall-time column includes them)"
             if budget is not None else
             "No wall-time budget: each method runs its meta-steps")
-    lines = [f"Omniglot {W}-way {K}-shot. {head}; selected on {comp.get('val_tasks')} "
+    lines = [f"Omniglot {W}-way {K}-shot. {head}; selected on {comp.get('val_tasks', '?')} "
              f"meta-validation tasks (validation alphabet); accuracy on "
-             f"{fin.get('test_tasks')} test-alphabet tasks, ± 95 % CI"]
+             f"{fin.get('test_tasks', '?')} test-alphabet tasks, ± 95 % CI"]
     lines += _combined_note(results)
     cols = [f"{W}-way {K}-shot"] + ([f"{W}-way {other}-shot"] if other else []) + \
         (["20-way official err"] if fin.get("official_runs") else [])
