@@ -89,7 +89,18 @@ def n_workers(executor):
 def map_pieces(fn, pieces, executor=None):
     """``[fn(*args) for args in pieces]``, computed on ``executor`` (in-process without
     one; with a :class:`PieceExecutor` the first piece in this process, the others on its
-    pool), in the order of ``pieces``."""
+    pool), in the order of ``pieces`` (a list or tuple of argument tuples); ``executor``
+    None or an executor with ``submit`` (a process pool, a Dask ``Client``)."""
+    O = "map_pieces"
+    if not callable(fn):
+        P.fail(O, "fn", "must be callable", P.shown(fn))
+    if not isinstance(pieces, (list, tuple)) or not all(
+            isinstance(args, (list, tuple)) for args in pieces):
+        P.fail(O, "pieces", "must be a list of argument tuples, one per piece",
+               P.shown(pieces))
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        P.fail(O, "executor", "must be None or an executor with submit (a process pool, a "
+               "Dask Client)", P.shown(executor))
     if executor is None:
         return [fn(*args) for args in pieces]
     inline = bool(getattr(executor, "inline_first", False)) and len(pieces) > 0

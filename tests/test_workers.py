@@ -86,6 +86,19 @@ def test_no_more_worker_processes_than_four_per_cpu(tmp_path, capsys, monkeypatc
     assert err.count("\n") == 1 and "compare.workers: must be <= 24" in err, err
 
 
+@pytest.mark.parametrize("call, attr", [
+    (lambda: map_pieces(5, [(1,)]), "fn"),
+    (lambda: map_pieces(abs, 5), "pieces"),
+    (lambda: map_pieces(abs, [1, 2]), "pieces"),
+    (lambda: map_pieces(abs, [(1,)], executor=5), "executor"),
+], ids=["fn", "pieces", "piece", "executor"])
+def test_map_pieces_checks_its_arguments(call, attr):
+    """Bare TypeError/AttributeError from inside before."""
+    with pytest.raises(nm.ValidationError, match=rf"^map_pieces\.{attr}: must .*\(got "):
+        call()
+    assert map_pieces(abs, [(-1,), (2,)]) == [1, 2]
+
+
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(4)
