@@ -110,6 +110,11 @@ class Cost:
     phases: int = 0
     wall_s: float = 0.0
 
+    def __post_init__(self):
+        for f in ("hvps", "cross", "grads", "steps", "wall_s"):    # counts and a time:
+            P.real(getattr(self, f), "Cost", f, low=0)             # finite, >= 0
+        P.integer(self.phases, "Cost", "phases", low=0)
+
     def __add__(self, other):
         if not isinstance(other, Cost):
             return NotImplemented           # (Cost() + 3: Python's TypeError, named)
@@ -195,8 +200,35 @@ def conjugate_gradient(apply, b, k):
     """``k`` conjugate-gradient steps on ``A u = b`` per task (b (B, P)) from ``u = 0``;
     a task stops early at a zero residual (to rounding) or a direction of non-positive
     curvature. Returns ``(u, products)``."""
-    b, k = _check_solver("conjugate_gradient", apply, b, k)
-    apply = _checked("conjugate_gradient", apply)
+    O = "conjugate_gradient"
+    b, k = _check_solver(O, apply, b, k)
+    apply = _checked(O, apply)
+    # A task whose squared norm |b|^2 overflows (or underflows) float64 is solved for b
+    # scaled by a power of 2 (exact), the solution scaled back; the others keep their
+    # numbers (scale 1).
+    scale = _power_of_2_scale(b)
+    if scale is not None:
+        u, n = _cg(apply, b * scale[:, None], k, O)
+        return u / scale[:, None], n
+    return _cg(apply, b, k, O)
+
+
+def _power_of_2_scale(b):
+    """Per task (row of ``b``), None if every ``|b|²`` is a normal float64 number, else
+    the power of 2 that brings the largest ``|b_i|`` of each task whose ``|b|²``
+    overflows or underflows near 1 (1 for the other tasks)."""
+    with np.errstate(over="ignore", under="ignore"):
+        rr = (b * b).sum(axis=-1)
+    m = np.abs(b).max(axis=-1)
+    bad = (~np.isfinite(rr) | (rr < np.finfo(float).tiny)) & (m > 0)
+    if not bad.any():
+        return None
+    e = np.frexp(np.where(bad, m, 1.0))[1]
+    return np.where(bad, np.ldexp(1.0, -e), 1.0)
+
+
+def _cg(apply, b, k, O):
+    """The iterations of :func:`conjugate_gradient` (checked ``apply`` and ``b``)."""
     u = np.zeros_like(b)
     r = b.copy()
     p = r.copy()
@@ -209,7 +241,13 @@ def conjugate_gradient(apply, b, k):
             break
         Ap = apply(p)
         n += 1
-        pAp = (p * Ap).sum(axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):     # overflow: refused below
+            pAp = (p * Ap).sum(axis=-1)
+        if not np.isfinite(pAp[active]).all():
+            raise SimulationError(
+                f"{O}: the curvature p.Ap of a search direction overflowed float64 at "
+                f"step {n}. Hint: A's eigenvalues times |b|^2 exceed the float range; "
+                "rescale A (or b)")
         ok = active & (pAp > 0)
         a = np.where(ok, rr / np.where(ok, pAp, 1.0), 0.0)
         u += a[:, None] * p
@@ -263,8 +301,21 @@ def power_iteration(apply, shape, iters, seed=0):
     est = np.ones(shape[0])
     for _ in range(iters):
         w = apply(v)
-        est = (v * w).sum(axis=-1)
-        v = w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-300)
+        with np.errstate(over="ignore", invalid="ignore"):     # overflow: refused below
+            est = (v * w).sum(axis=-1)
+            norm = np.linalg.norm(w, axis=-1, keepdims=True)
+        v = w / np.maximum(norm, 1e-300)
+        # where |w|^2 overflows (or underflows) float64 but w does not, normalise w
+        # scaled by its largest magnitude (the other tasks keep their numbers)
+        bad = (~np.isfinite(norm) | (norm < 1e-300)) & (w != 0).any(axis=-1, keepdims=True)
+        if bad.any():
+            rows = bad[:, 0]
+            ws = w[rows] / np.abs(w[rows]).max(axis=-1, keepdims=True)
+            v[rows] = ws / np.linalg.norm(ws, axis=-1, keepdims=True)
+    if not np.isfinite(est).all():
+        raise SimulationError(
+            f"{O}: the largest eigenvalue of A exceeds the float64 range (the Rayleigh "
+            "quotient overflowed). Hint: rescale A")
     return est
 
 
@@ -272,6 +323,9 @@ def _check_solver(owner, apply, b, k):
     if not callable(apply):
         P.fail(owner, "apply", "must be a function v -> A v", type(apply).__name__)
     b = P.finite_array(b, owner, "b", ndim=2)
+    if b.size == 0:
+        P.fail(owner, "b", "must hold at least one task and one parameter: shape (tasks, "
+               "parameters)", f"shape {b.shape}")
     return b, P.integer(k, owner, "k", low=0, high=MAX_K)
 
 
@@ -311,42 +365,68 @@ def _implicit_formula(net, phi, xt, yt, xv, yv, u):
 def relative_error(g, ref, keys=None):
     """``‖g − ref‖ / ‖ref‖`` over the meta-parameters ``keys`` (default all) of two
     trees in the structure of ``net.theta``."""
-    a, b = _vectors(g, ref, keys)
-    for name, vec in (("g", a), ("ref", b)):
-        if not np.isfinite(vec).all():
-            P.fail("relative_error", name, "must be finite", f"{int((~np.isfinite(vec)).sum())}"
-                   " non-finite entries")
-    n = np.linalg.norm(b)
-    if n == 0:
+    a, b = _vectors(g, ref, keys, "relative_error")
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        n = np.linalg.norm(b)
+        out = np.linalg.norm(a - b) / n if n > 0 else np.nan
+        if not (np.isfinite(out) and np.isfinite(n) and n > 0):
+            # |b|^2 (or |a - b|^2) overflowed or underflowed float64: the same ratio of
+            # both scaled by their largest magnitude (other trees keep their numbers)
+            s = max(float(np.abs(a).max()), float(np.abs(b).max()))
+            if s > 0:
+                a, b = a / s, b / s
+                n = np.linalg.norm(b)
+                out = np.linalg.norm(a - b) / n if n > 0 else np.nan
+    if not n > 0:
         P.fail("relative_error", "ref", "must not be zero (the error is relative to it)",
                "a zero gradient")
-    return float(np.linalg.norm(a - b) / n)
+    return float(out)
 
 
 def cosine(g, ref, keys=None):
     """Cosine of the angle between two trees (over ``keys``, default all); 0 if one of
-    them is zero."""
-    a, b = _vectors(g, ref, keys)
-    n = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / n) if n > 0 else 0.0
+    them is zero. Both must be finite."""
+    a, b = _vectors(g, ref, keys, "cosine")
+    if not (a.any() and b.any()):
+        return 0.0
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        n = np.linalg.norm(a) * np.linalg.norm(b)
+        out = a @ b / n if n > 0 else 0.0
+        if not (np.isfinite(n) and np.isfinite(out) and n > 0):
+            # a squared norm or the dot product overflowed (or underflowed) float64: the
+            # cosine of both scaled by their largest magnitudes (scale-invariant)
+            a, b = a / np.abs(a).max(), b / np.abs(b).max()
+            n = np.linalg.norm(a) * np.linalg.norm(b)
+            out = a @ b / n
+    return float(out) if n > 0 else 0.0
 
 
-def _vectors(g, ref, keys):
+def _vectors(g, ref, keys, owner):
+    """The vectors of ``keys`` (a list of names; default all of ``ref``) of the trees
+    ``g`` and ``ref``, checked: the same structure, finite."""
     for name, t in (("g", g), ("ref", ref)):
         if not isinstance(t, dict):
-            P.fail("relative_error", name, "must be a dict of lists of arrays (like "
+            P.fail(owner, name, "must be a dict of lists of arrays (like "
                    "net.theta)", type(t).__name__)
     if keys is None:
         keys = sorted(ref)
+    elif not (isinstance(keys, (list, tuple)) and keys
+              and all(isinstance(k, str) for k in keys)):
+        P.fail(owner, "keys", "must be a list of meta-parameter names (str), at least one, "
+               "or None for all", P.shown(keys))
     missing = [k for k in keys if k not in g or k not in ref]
     if missing:
-        P.fail("relative_error", "keys", "must name meta-parameters of both trees",
+        P.fail(owner, "keys", "must name meta-parameters of both trees",
                repr(missing[0]))
     a = tree_vector({k: g[k] for k in keys})
     b = tree_vector({k: ref[k] for k in keys})
     if a.shape != b.shape:
-        P.fail("relative_error", "g", f"must have the structure of ref ({b.size} values)",
+        P.fail(owner, "g", f"must have the structure of ref ({b.size} values)",
                f"{a.size} values")
+    for name, vec in (("g", a), ("ref", b)):
+        if not np.isfinite(vec).all():
+            P.fail(owner, name, "must be finite", f"{int((~np.isfinite(vec)).sum())}"
+                   " non-finite entries")
     return a, b
 
 

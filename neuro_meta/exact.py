@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _params as P
 from .cml import default_learner, tree_reduce
+from .engines.phase import validate_data
 from .errors import SimulationError
 from .kind import Packer, check_kind
 from .learning import Learner
@@ -151,7 +152,21 @@ def fixed_point(net, x, y, learner=None, tol=1e-12, newton_steps=None, method="a
     """The settled free state φ* of tasks ``(x, y)`` (B, K, ...), found by the learning
     process and polished with Newton steps on ``∇φ L_in = 0``: exact to rounding.
     Returns ``(phi, method)`` (the method resolved from ``"auto"``)."""
-    O = "exact_meta_gradient"
+    O = "fixed_point"
+    check_kind(net, O)
+    X, Y, batched = validate_data(net, x, y, owner=O)
+    if not batched:
+        P.fail(O, "x", "must have a leading task axis: shape (tasks, samples, inputs) "
+               "(a Task's as_batch() gives it)", f"shape {np.shape(X[0])}")
+    P.choice(method, O, "method", ("auto", "dense", "cg"))
+    cg_rtol = P.real(cg_rtol, O, "cg_rtol", low=0.0, low_open=True)
+    tol = P.real(tol, O, "tol", low=0.0, low_open=True)
+    return _fixed_point(net, X, Y, learner, tol, newton_steps, method, cg_rtol, O)
+
+
+def _fixed_point(net, x, y, learner, tol, newton_steps, method, cg_rtol, O):
+    """:func:`fixed_point` of checked arguments (``net`` a model kind, ``x``/``y``
+    batched arrays; ``O``: the public function, for messages)."""
     net.check_exact()
     learner = learner if learner is not None else default_learner(net, tol)
     if not isinstance(learner, Learner):
@@ -207,7 +222,7 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12,
     cg_rtol = P.real(cg_rtol, O, "cg_rtol", low=0.0, low_open=True)
     tol = P.real(tol, O, "tol", low=0.0, low_open=True)
     xt, yt, xv, yv = task.as_batch()
-    phi, method = fixed_point(net, xt, yt, learner, tol, newton_steps, method, cg_rtol)
+    phi, method = _fixed_point(net, xt, yt, learner, tol, newton_steps, method, cg_rtol, O)
     pk = Packer(net, xt.shape[0])
     u = solve(net, pk, phi, xt, yt, pk.pack(net.data_grad(phi, xv, yv)), method, cg_rtol)
     cross = net.cross(phi, pk.unpack(u), xt, yt)
@@ -228,7 +243,13 @@ def exact_meta_gradient(net, task, method="auto", learner=None, tol=1e-12,
 
 def outer_loss(net, task, learner=None, tol=1e-12, newton_steps=None):
     """``L_out(φ*(θ))`` averaged over the tasks (for finite-difference checks of the
-    exact reference and of CML)."""
+    exact reference and of CML). ``net``, ``task``, ``learner``, ``tol`` and
+    ``newton_steps`` as for :func:`exact_meta_gradient`."""
+    O = "outer_loss"
+    check_kind(net, O)
+    if not isinstance(task, Task):
+        P.fail(O, "task", "must be a Task", type(task).__name__)
+    tol = P.real(tol, O, "tol", low=0.0, low_open=True)
     xt, yt, xv, yv = task.as_batch()
-    phi, _ = fixed_point(net, xt, yt, learner, tol, newton_steps)
+    phi, _ = _fixed_point(net, xt, yt, learner, tol, newton_steps, "auto", 1e-13, O)
     return float(net.loss_value(xv, yv, phi).mean())

@@ -21,6 +21,53 @@ import numpy as np
 from . import _params as P
 
 
+def _numbers(value, owner, attr):
+    """``value`` as a numeric array (integer, float, bool or complex), without copying an
+    array; text, ragged lists and objects are refused (an object array of numbers is
+    converted). Cheap: no pass over the values of an array."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        return value
+    try:
+        arr = np.asarray(value)
+    except Exception:       # ragged lists
+        P.fail(owner, attr, "must be convertible to an array of real numbers",
+               type(value).__name__)
+    if arr.dtype.kind == "O":   # numbers as Python objects: data; None or text: refused
+        return P.finite_array(arr, owner, attr)
+    if arr.dtype.kind not in "biufc":
+        P.fail(owner, attr, "must be an array of real numbers", f"dtype {arr.dtype}")
+    return arr
+
+
+def _pair(out, y, owner, ndim):
+    """``out`` and ``y`` as numeric arrays (:func:`_numbers`) of at least ``ndim``
+    dimensions, the same last axis (outputs) and shapes that broadcast (leading axes).
+    Cheap (shapes and dtypes only): the losses' methods run inside simulation loops."""
+    out, y = _numbers(out, owner, "out"), _numbers(y, owner, "y")
+    what = "(samples, outputs)" if ndim == 2 else "(outputs)"
+    for name, a in (("out", out), ("y", y)):
+        if a.ndim < ndim:
+            P.fail(owner, name, f"must have at least {ndim} dimension"
+                   f"{'s' if ndim > 1 else ''} {what}", f"shape {a.shape}")
+    if out.shape != y.shape:
+        if out.shape[-1] != y.shape[-1]:
+            P.fail(owner, "y", f"last axis must match out's ({out.shape[-1]} outputs)",
+                   f"shape {y.shape}")
+        for a, b in zip(out.shape[::-1], y.shape[::-1]):    # (np.broadcast_shapes:
+            if a != b and a != 1 and b != 1:                # several times slower)
+                P.fail(owner, "y", f"must broadcast against out of shape {out.shape}",
+                       f"shape {y.shape}")
+    return out, y
+
+
+def _targets(y, owner, attr):
+    """Targets ``y`` as a numeric array of at least one dimension (:func:`_numbers`)."""
+    y = _numbers(y, owner, attr)
+    if y.ndim < 1:
+        P.fail(owner, attr, "must have at least 1 dimension (outputs)", f"shape {y.shape}")
+    return y
+
+
 class SquaredError:
     """``ℓ(out, y) = ½ ‖out − y‖²`` per sample (summed over output units); a set's loss
     is the mean over its K samples, ``L = 1/(2K) Σ_k ‖ŷ_k − y_k‖²``."""
@@ -29,11 +76,13 @@ class SquaredError:
 
     def per_sample(self, out, y):
         """``ℓ`` per sample, shape ``out.shape[:-1]``."""
+        out, y = _pair(out, y, "SquaredError.per_sample", 1)
         return 0.5 * ((out - y) ** 2).sum(axis=-1)
 
     def mean(self, out, y):
         """The mean over the samples (axis −2) of :meth:`per_sample`, shape
         ``out.shape[:-2]``."""
+        out, y = _pair(out, y, "SquaredError.mean", 2)
         return 0.5 * ((out - y) ** 2).sum(axis=-1).mean(axis=-1)
 
     def error(self, out, y):
@@ -50,11 +99,13 @@ class SquaredError:
     def score(self, out, y):
         """Per-task mean over samples and outputs of ``(out − y)²``, shape
         ``out.shape[:-2]`` (lower is better)."""
+        out, y = _pair(out, y, "SquaredError.score", 2)
         return ((out - y) ** 2).mean(axis=(-1, -2))
 
     def check_targets(self, y, owner, attr):
-        """Targets ``y`` as given (any real values; finiteness is checked elsewhere)."""
-        return y
+        """Targets ``y`` as an array (any real values; finiteness is checked elsewhere):
+        text, ragged lists and scalars are refused, naming ``owner.attr``."""
+        return _targets(y, owner, attr)
 
     def __repr__(self):
         return "SquaredError()"
@@ -100,13 +151,16 @@ class SoftmaxCrossEntropy:
         _, e, tot = self._shifted(out)
         return e / tot
 
+    def _per_sample(self, out, y):
+        return -(y * self.log_softmax(out)).sum(axis=-1)
+
     def per_sample(self, out, y):
         """``ℓ`` per sample, shape ``out.shape[:-1]``."""
-        return -(y * self.log_softmax(out)).sum(axis=-1)
+        return self._per_sample(*_pair(out, y, "SoftmaxCrossEntropy.per_sample", 1))
 
     def mean(self, out, y):
         """The mean over the samples (axis −2) of :meth:`per_sample`."""
-        return self.per_sample(out, y).mean(axis=-1)
+        return self._per_sample(*_pair(out, y, "SoftmaxCrossEntropy.mean", 2)).mean(axis=-1)
 
     def error(self, out, y):
         """``∂ℓ/∂out = softmax(out) Σ_j y_j − y`` (``softmax − y`` for probability
@@ -124,16 +178,21 @@ class SoftmaxCrossEntropy:
         """Per-task classification error rate: the fraction of samples whose largest
         output is not the target's largest entry, shape ``out.shape[:-2]`` (lower is
         better; ties go to the first index)."""
+        return self._score(*_pair(out, y, "SoftmaxCrossEntropy.score", 2))
+
+    @staticmethod
+    def _score(out, y):
         return (np.argmax(np.real(out), axis=-1) != np.argmax(y, axis=-1)).mean(axis=-1)
 
     def accuracy(self, out, y):
         """Per-task fraction of samples classified correctly (``1 − score``)."""
-        return 1.0 - self.score(out, y)
+        return 1.0 - self._score(*_pair(out, y, "SoftmaxCrossEntropy.accuracy", 2))
 
     def check_targets(self, y, owner, attr):
         """Refuse targets that are not probability vectors: negative entries or rows
-        not summing to 1 (within 1e-6), naming ``owner.attr``."""
-        y = np.asarray(y)
+        not summing to 1 (within 1e-6), or not numbers at all (text, ragged lists),
+        naming ``owner.attr``."""
+        y = _targets(y, owner, attr)
         if y.size and np.iscomplexobj(y):
             return y            # complex values are refused by the real-value checks
         if y.size and (np.min(y) < 0 or not np.allclose(y.sum(axis=-1), 1.0, atol=1e-6)):
@@ -191,8 +250,15 @@ class MaskedSquaredError:
         """Targets from the pulled ``arms`` (int, shape (..., S)) and their observed
         ``rewards`` (shape (..., S)): shape (..., S, n_arms), the reward at the pulled
         arm and :attr:`UNOBSERVED` elsewhere."""
-        arms = np.asarray(arms)
-        n_arms = P.integer(n_arms, "MaskedSquaredError.targets", "n_arms", low=1)
+        O = "MaskedSquaredError.targets"
+        try:
+            arms = np.asarray(arms)
+        except Exception:       # ragged lists
+            P.fail(O, "arms", "must be convertible to an array of integers",
+                   type(arms).__name__)
+        n_arms = P.integer(n_arms, O, "n_arms", low=1)
+        P.check_bytes(arms.size * n_arms, O, "n_arms", f"of shape {arms.shape + (n_arms,)}",
+                      repr(n_arms))
         if arms.dtype.kind not in "iu" or (arms.size and (arms.min() < 0
                                                           or arms.max() >= n_arms)):
             P.fail("MaskedSquaredError.targets", "arms", f"must be integers in [0, {n_arms})",
@@ -210,14 +276,17 @@ class MaskedSquaredError:
     def _diff(self, out, y):
         return np.where(self.observed(y), out - np.where(self.observed(y), y, 0.0), 0.0)
 
-    def per_sample(self, out, y):
-        """``ℓ`` per sample, shape ``out.shape[:-1]``."""
+    def _per_sample(self, out, y):
         d = self._diff(out, y)
         return 0.5 * (d * d).sum(axis=-1)
 
+    def per_sample(self, out, y):
+        """``ℓ`` per sample, shape ``out.shape[:-1]``."""
+        return self._per_sample(*_pair(out, y, "MaskedSquaredError.per_sample", 1))
+
     def mean(self, out, y):
         """The mean over the samples (axis −2) of :meth:`per_sample`."""
-        return self.per_sample(out, y).mean(axis=-1)
+        return self._per_sample(*_pair(out, y, "MaskedSquaredError.mean", 2)).mean(axis=-1)
 
     def error(self, out, y):
         """``∂ℓ/∂out = m ⊙ (out − y)``."""
@@ -230,15 +299,17 @@ class MaskedSquaredError:
     def score(self, out, y):
         """Per-task mean of ``(out − y)²`` over the observed targets (the pulled arms),
         shape ``out.shape[:-2]`` (0 for a task without any observed target)."""
+        out, y = _pair(out, y, "MaskedSquaredError.score", 2)
         d = self._diff(np.real(out), y)
         n = self.observed(y).sum(axis=(-1, -2))
         return (d * d).sum(axis=(-1, -2)) / np.maximum(n, 1)
 
     def check_targets(self, y, owner, attr):
         """Refuse targets that are neither :attr:`UNOBSERVED` nor within
-        ±:attr:`MAX_TARGET`, naming ``owner.attr``."""
-        y = np.asarray(y)
-        if not y.size or np.iscomplexobj(y) or y.dtype.kind not in "biuf":
+        ±:attr:`MAX_TARGET`, or not numbers at all (text, ragged lists), naming
+        ``owner.attr``."""
+        y = _targets(y, owner, attr)
+        if not y.size or np.iscomplexobj(y):
             return y            # complex values are refused by the real-value checks
         bad = self.observed(y) & ~(np.abs(y) <= self.MAX_TARGET)
         if bad.any():

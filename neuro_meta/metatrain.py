@@ -88,8 +88,13 @@ def omega_penalty_gradient(grad, theta, c, keys=("omega", "omega_bias")):
 
 
 def task_rng(seed, stream, step=0):
-    """Generator of the tasks of one meta-step of one stream (train/validation/test)."""
-    return np.random.default_rng([int(seed), int(stream), int(step)])
+    """Generator of the tasks of one meta-step of one stream (train/validation/test):
+    ``seed`` (the run's seed), ``stream`` (:data:`TRAIN`, :data:`VALIDATION`,
+    :data:`TEST` or another experiment's stream number) and ``step`` (the meta-step, or
+    another index within the stream), each an integer >= 0 (never truncated)."""
+    return np.random.default_rng([P.integer(seed, "task_rng", "seed", low=0),
+                                  P.integer(stream, "task_rng", "stream", low=0),
+                                  P.integer(step, "task_rng", "step", low=0)])
 
 
 def evaluate(net, learner, task):
@@ -269,9 +274,28 @@ class ParameterAverage:
         self.acc = None
 
     def update(self, params):
-        """Take in the parameters after a meta-step."""
+        """Take in the parameters after a meta-step: a dict of lists of finite real
+        arrays (or None), of the structure and shapes of the first update's (a
+        ValidationError naming the first bad entry otherwise: a NaN would poison the
+        average for good, a complex or differently shaped tree would change it silently
+        or fail in numpy)."""
         if self.decay is None:
             return
+        O = "ParameterAverage.update"
+        if self.acc is None:
+            optim.check_params(params, O, "params")
+        else:
+            optim.check_tree(params, self.acc, O, "params")
+        for k, leaves in params.items():
+            for i, a in enumerate(leaves):
+                if a is None:
+                    continue
+                bad = ~np.isfinite(a)
+                if bad.any():
+                    idx = tuple(int(j) for j in np.argwhere(bad)[0])
+                    P.fail(O, f"params.{k}[{i}]", "must contain only finite values (no NaN "
+                           "or inf)", f"{int(bad.sum())} non-finite value(s), first "
+                           f"{float(np.asarray(a)[idx])!r} at index {idx}")
         d = self.decay
         self.acc = optim.tree_map(lambda a: (1.0 - d) * np.asarray(a), params) \
             if self.acc is None else optim.tree_map(

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from .. import _params as P
-from ..errors import ValidationError
+from ..errors import SimulationError, ValidationError
 from ..io import reads_results, save_figure, write_results
 
 
@@ -53,8 +53,24 @@ def ci95(values):
         P.fail("seeds.ci95", "values", "must hold at least one value", "an empty sequence")
     if v.size < 2:
         return float(v.mean()), float("nan")
-    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return float(v.mean()), float(half)
+    t = stats.t.ppf(0.975, v.size - 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = v.mean(), v.std(ddof=1)
+        half = t * std / np.sqrt(v.size)
+        if not (np.isfinite(mean) and np.isfinite(half)):
+            # the sums of squares (or the sum) overflowed: the same numbers computed on
+            # v scaled by its largest magnitude (only here: other values keep theirs)
+            scale = float(np.abs(v).max())
+            u = v / scale
+            mean = scale * u.mean()
+            half = scale * (t * u.std(ddof=1) / np.sqrt(v.size))
+    if not (np.isfinite(mean) and np.isfinite(half)):
+        raise SimulationError(
+            f"seeds.ci95: the {'mean' if not np.isfinite(mean) else 'half-width'} of the "
+            f"95 % confidence interval of {v.size} values up to {float(np.abs(v).max()):.3g}"
+            " in magnitude exceeds the float range. Hint: the per-seed results diverged; "
+            "check the runs, or rescale the values before aggregating them")
+    return float(mean), float(half)
 
 
 def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=None,
