@@ -25,7 +25,7 @@ from . import optim
 from .cml import CML
 from .errors import SimulationError, in_package, user_stacklevel
 from .kind import check_kind
-from .learning import NotSettledWarning
+from .learning import Learner, NotSettledWarning
 from .tasks import Task
 from .workers import map_pieces, n_workers
 
@@ -62,9 +62,26 @@ def eval_piece_tasks(theta, learner=None):
     ``learner`` (a :class:`~neuro_meta.Learner`) whose pieces could change the numbers
     -- phases not settled by the solver, or an automatic ``dt`` -- None: the whole
     batch at once."""
+    O = "eval_piece_tasks"
+    if not isinstance(theta, (dict, list, tuple)):
+        P.fail(O, "theta", "must be meta-parameters: a dict (or list or tuple) of arrays",
+               P.shown(theta))
+    if learner is not None and not isinstance(learner, Learner):
+        P.fail(O, "learner", "must be None or a Learner", P.shown(learner))
     if learner is not None and (learner.settle != "solve" or learner.dt is None):
         return None
     return max(1, EVAL_PIECE_NUMBERS // max(_numbers(theta), 1))
+
+
+def _check_optimizer(optimizer, theta, owner):
+    """``optimizer`` a gradient transformation (``init`` and ``update``, as
+    :class:`~neuro_meta.optim.GradientTransformation`), ``theta`` a tree of real arrays
+    (:func:`~neuro_meta.optim.check_params`)."""
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        P.fail(owner, "optimizer", "must be a gradient transformation with init and update "
+               "(such as optim.adam(1e-3))", P.shown(optimizer))
+    optim.check_params(theta, owner, "theta")
 
 
 def _error_after_learning(net, learner, task):
@@ -179,6 +196,7 @@ def optimizer_fingerprint(optimizer, theta):
     its updates of probe gradients (:func:`optimizer_probe`)."""
     import hashlib
 
+    _check_optimizer(optimizer, theta, "optimizer_fingerprint")
     settings = getattr(optimizer, "settings", None)
     if settings is None:
         return optimizer_probe(optimizer, theta)
@@ -193,6 +211,7 @@ def optimizer_probe(optimizer, theta):
     their settings."""
     from .checkpoint import checksum
 
+    _check_optimizer(optimizer, theta, "optimizer_probe")
     probe = optim.tree_map(lambda a: np.linspace(-1.0, 1.0, np.size(a)).reshape(
         np.shape(a)) + 0.25, theta)
     state = optimizer.init(theta)

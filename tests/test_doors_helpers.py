@@ -19,6 +19,7 @@ from neuro_meta import exact
 from neuro_meta.experiments.seeds import ci95
 from neuro_meta.families import LinearTeacher, Sinusoid
 from neuro_meta.losses import CROSS_ENTROPY, MASKED_SQUARED_ERROR, SQUARED_ERROR
+from neuro_meta import metatrain as MT
 from neuro_meta.metatrain import ParameterAverage, task_rng
 from test_properties import check_error
 
@@ -204,6 +205,17 @@ CASES = [
      r"Cost\.phases: must be an integer \(got 1\.5\)"),
     ("Cost wall_s inf", lambda: E.Cost(wall_s=np.inf), nm.ValidationError,
      r"Cost\.wall_s: must be finite"),
+    # --- metatrain's checkpoint and evaluation helpers
+    ("eval_piece_tasks text", lambda: MT.eval_piece_tasks("abc"), nm.ValidationError,
+     r"eval_piece_tasks\.theta: must be meta-parameters.*\(got 'abc'\)"),
+    ("eval_piece_tasks learner", lambda: MT.eval_piece_tasks(NET.theta, learner=5),
+     nm.ValidationError, r"eval_piece_tasks\.learner: must be None or a Learner \(got 5\)"),
+    ("optimizer_probe int", lambda: MT.optimizer_probe(5, NET.theta), nm.ValidationError,
+     r"optimizer_probe\.optimizer: must be a gradient transformation with init and update"),
+    ("optimizer_fingerprint int", lambda: MT.optimizer_fingerprint(5, NET.theta),
+     nm.ValidationError, r"optimizer_fingerprint\.optimizer: must be a gradient "),
+    ("optimizer_fingerprint theta", lambda: MT.optimizer_fingerprint(nm.optim.adam(0.1), 5),
+     nm.ValidationError, r"optimizer_fingerprint\.theta: must be a dict of lists"),
 ]
 
 
