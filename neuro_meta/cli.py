@@ -23,6 +23,7 @@ before or after the command, shows the traceback).
 import argparse
 import contextlib
 import math
+import os
 import re
 import sys
 import time
@@ -201,7 +202,7 @@ def _run_parser(sub):
 def main(argv=None):
     args = _parser().parse_args(argv)
     from ._progress import add_bar_hook, remove_bar_hook
-    from .errors import NeuroMetaError
+    from .errors import NeuroMetaError, ValidationError
 
     _CREATED.clear()
     held = _HeldWarnings()
@@ -212,6 +213,11 @@ def main(argv=None):
                 add_bar_hook(held.release)
             try:
                 code = _dispatch(args)
+            except ValidationError:
+                raise               # a refused setting: its held warnings go with it
+            except BaseException:   # the work failed: what led up to it is shown first
+                held.release()
+                raise
             finally:
                 remove_bar_hook(held.release)
         held.release()
@@ -232,7 +238,6 @@ def main(argv=None):
               "traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        held.release()
         print("neuro-meta: interrupted", file=sys.stderr)
         return 130
 
@@ -240,21 +245,26 @@ def main(argv=None):
 class _HeldWarnings:
     """The warnings of a command, each one line (:func:`_warning_line`). Those raised
     before its long work starts (its first progress bar, shown or not) -- while its
-    settings are read and checked -- are held: shown when the work starts or the
-    command ends, dropped if a setting is refused, so that a refused command prints one
-    line, its error. Later ones are shown at once."""
+    settings are read and checked -- are held: shown when the work starts, when the
+    command ends or fails, and dropped only if a setting is refused (ValidationError),
+    so that a refused command prints one line, its error. Later ones are shown at once,
+    and so are a forked worker process's (which must not show the parent's held ones
+    again)."""
 
     def __init__(self):
         self.held = []
         self.live = False
+        self.pid = os.getpid()
 
     def show(self, message, category, filename, lineno, file=None, line=None):
-        if self.live:
+        if self.live or os.getpid() != self.pid:
             _warning_line(message, category, filename, lineno)
         else:
             self.held.append((message, category, filename, lineno))
 
     def release(self):
+        if os.getpid() != self.pid:     # a forked worker's bar: the parent's to show
+            return
         self.live = True
         held, self.held = self.held, []
         for item in held:
@@ -565,7 +575,8 @@ class _executor:
         a = self.args
         from .workers import check_workers
 
-        check_workers(a.workers, "neuro-meta run", "--workers")
+        if not a.scheduler:             # (a remote cluster's workers are its own)
+            check_workers(a.workers, "neuro-meta run", "--workers")
         if a.executor == "processes":
             from .workers import process_pool
 

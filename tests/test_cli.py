@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import neuro_meta as nm
 from neuro_meta import cli
 from neuro_meta.errors import ValidationError
 from neuro_meta.experiments.seeds import ci95, parse_seeds
@@ -240,6 +241,41 @@ def test_a_refused_command_prints_only_its_error(tiny, tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if "warning" in ln]
     assert code == 0 and len(lines) == 1, err
     assert lines[0].startswith("neuro-meta: warning (UnsettledEstimateWarning): CML: beta"), err
+
+
+def test_held_warnings_are_shown_when_the_work_fails(capsys, monkeypatch):
+    """Only a refused setting (ValidationError) drops the warnings held before the work
+    started; a simulation that fails shows them before its error, and a forked worker
+    shows its own at once and never the parent's held ones."""
+    import warnings as w
+
+    def fails(args):
+        w.warn("beta is small for this tolerance", UserWarning)
+        raise nm.SimulationError("the phase diverged. Hint: lower dt")
+
+    monkeypatch.setattr(cli, "_dispatch", fails)
+    code, _, err = _main(capsys, "models")
+    assert code == 2 and err.splitlines() == [
+        "neuro-meta: warning: beta is small for this tolerance",
+        "neuro-meta: error: the phase diverged. Hint: lower dt"], err
+
+    def refused(args):
+        w.warn("beta is small for this tolerance", UserWarning)
+        raise nm.ValidationError("meta.steps: must be >= 1 (got 0)")
+
+    monkeypatch.setattr(cli, "_dispatch", refused)
+    code, _, err = _main(capsys, "models")
+    assert code == 2 and err == "neuro-meta: error: meta.steps: must be >= 1 (got 0)\n", err
+
+    held = cli._HeldWarnings()
+    held.show("the parent's", UserWarning, "f.py", 1)
+    monkeypatch.setattr(cli.os, "getpid", lambda: held.pid + 1)     # as in a forked child
+    held.show("the child's", UserWarning, "f.py", 2)
+    held.release()
+    assert capsys.readouterr().err == "neuro-meta: warning: the child's\n"
+    monkeypatch.undo()
+    held.release()
+    assert capsys.readouterr().err == "neuro-meta: warning: the parent's\n"
 
 
 @pytest.mark.parametrize("item, rule, end", [
