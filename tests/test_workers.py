@@ -58,7 +58,7 @@ def test_piece_executor_needs_two_workers_or_more(bad):
 def test_no_more_worker_processes_than_four_per_cpu(tmp_path, capsys, monkeypatch):
     """A mistyped worker count is refused before any process starts (a fork of 10⁶
     processes otherwise): in the pool, the piece executor, a local Dask cluster, the
-    command line and an Omniglot run's compare.workers alike."""
+    command line and an Omniglot run's compare.workers when it starts that many."""
     import os
 
     from neuro_meta import cli
@@ -84,6 +84,12 @@ def test_no_more_worker_processes_than_four_per_cpu(tmp_path, capsys, monkeypatc
                      "compare.workers=25", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "compare.workers: must be <= 24" in err, err
+    # compare.workers is a number of pieces too: a run's configuration that asks for more
+    # pieces than this machine starts processes is read (serial scoring, a remote
+    # cluster), and --workers is not capped for a remote scheduler's cluster
+    from neuro_meta.experiments import omniglot
+    cfg = omniglot._cfg(overrides=["compare.workers=25"])
+    assert omniglot.compare_cfg(cfg)["workers"] == 25
 
 
 @pytest.mark.parametrize("call, attr", [

@@ -139,8 +139,8 @@ def compare_cfg(cfg):
                       for i, t in enumerate(c["targets"])]
     out["val_tasks"] = checked(where, "compare.val_tasks", P.integer, c["val_tasks"],
                                "compare", "val_tasks", low=1)
-    out["workers"] = checked(where, "compare.workers", check_workers, c.get("workers", 1),
-                             "compare", "workers")
+    out["workers"] = checked(where, "compare.workers", P.integer, c.get("workers", 1),
+                             "compare", "workers", low=1)
     out["average"] = checked(where, "compare.average", P.real, c.get("average"), "compare",
                              "average", low=0.0, high=1.0, high_open=True, allow_none=True)
     return out
@@ -520,7 +520,8 @@ def _processes(stack, executor, workers):
     stack.enter_context(blas_threads(1))
     if executor == "serial":            # the same pieces, one after another, here
         return None
-    if executor is None and workers > 1:
+    if executor is None and workers > 1:    # (a number of pieces, and here of local
+        check_workers(workers, "compare", "workers", low=2)     # processes: capped)
         return stack.enter_context(PieceExecutor(workers))
     return executor
 
