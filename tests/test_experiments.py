@@ -117,6 +117,17 @@ def test_gradcheck_slope_skips_errors_without_a_logarithm():
     assert lines[-3].split() == ["1.0e-01", "1.000e-01", "0.000e+00"]
 
 
+def test_gradcheck_plots_only_errors_a_log_axis_can_show():
+    """An error of exactly 0 (or NaN) is left out of the log-log figure, at every series'
+    shared x, instead of the plot refusing it after results.json was written."""
+    x, errs = gradcheck.plottable([1e-3, 1e-2, 1e-1], {"standard": [0.0, 2e-2, 3e-1],
+                                                        "symmetric": [1e-6, np.nan, 1e-2]})
+    np.testing.assert_array_equal(x, [1e-1])
+    assert errs == {"standard": [3e-1], "symmetric": [1e-2]}
+    x, errs = gradcheck.plottable([1.0], {"standard": [0.0]})
+    assert x.size == 0 and errs["standard"].size == 0
+
+
 def test_consolidation_quick_beats_untrained(tmp_path):
     res = consolidation.run(tmp_path, quick=True, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())

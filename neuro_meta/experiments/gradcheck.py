@@ -172,6 +172,18 @@ def _sweeps(net, task, g_ref, sw, progress):
     return err_beta, err_tol
 
 
+def plottable(x, errors):
+    """``(x, errors)`` restricted to the points where every series' error is positive
+    and finite (log axes: an error of exactly 0 -- an estimate equal to the reference to
+    the last digit -- has no place on them); ``errors``: dict name -> values per x."""
+    x = np.asarray(x, dtype=float)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in errors.items()}
+    keep = np.ones(x.size, dtype=bool)
+    for a in arrays.values():
+        keep &= np.isfinite(a) & (a > 0)
+    return x[keep], {k: a[keep] for k, a in arrays.items()}
+
+
 def _plot(out_dir, betas, err_beta, tols, err_tol):
     import matplotlib
 
@@ -182,8 +194,16 @@ def _plot(out_dir, betas, err_beta, tols, err_tol):
 
     with plt.rc_context(plotting.STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-        plotting.gradient_error_vs_beta(betas, err_beta, ax=axes[0])
-        plotting.gradient_error_vs_tolerance(tols, err_tol, ax=axes[1])
+        for ax, draw, x, errs in ((axes[0], plotting.gradient_error_vs_beta, betas,
+                                   err_beta),
+                                  (axes[1], plotting.gradient_error_vs_tolerance, tols,
+                                   err_tol)):
+            x, errs = plottable(x, errs)
+            if x.size:
+                draw(x, errs, ax=ax)
+            else:
+                ax.text(0.5, 0.5, "no positive finite errors to draw on log axes",
+                        ha="center", va="center", transform=ax.transAxes)
         fig.tight_layout()
         save_figure(fig, out_dir / "gradcheck.png")
         plt.close(fig)
