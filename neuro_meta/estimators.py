@@ -223,8 +223,8 @@ def _power_of_2_scale(b):
     bad = (~np.isfinite(rr) | (rr < np.finfo(float).tiny)) & (m > 0)
     if not bad.any():
         return None
-    e = np.frexp(np.where(bad, m, 1.0))[1]
-    return np.where(bad, np.ldexp(1.0, -e), 1.0)
+    e = np.frexp(np.where(bad, m, 1.0))[1]      # (a subnormal |b_i| has e down to -1073:
+    return np.where(bad, np.ldexp(1.0, np.minimum(-e, 1023)), 1.0)  # 2**1023 is the most)
 
 
 def _cg(apply, b, k, O):

@@ -338,6 +338,10 @@ def test_estimator_solvers_scale_safe():
         u, _ = E.conjugate_gradient(lambda v: 2 * v, b, 3)
         assert u[0].tolist() == E.conjugate_gradient(lambda v: 2 * v, b[:1], 3)[0][0].tolist()
         assert np.allclose(u[1], 5e199, rtol=1e-15, atol=0)
+        # a subnormal right-hand side: scaled by at most 2**1023 (its 2**-e overflowed)
+        u, _ = E.conjugate_gradient(lambda v: 2 * v, np.array([[1.0, 2.0], [1e-310, 0.0]]), 3)
+        assert u[0].tolist() == [0.5, 1.0] and u[1, 1] == 0.0
+        assert u[1, 0] == pytest.approx(5e-311, rel=1e-3)      # (subnormal: few digits)
         mu = E.power_iteration(lambda v: 1e200 * v, (1, 3), 3)
         assert mu[0] == pytest.approx(1e200, rel=1e-12)
         mu = E.power_iteration(lambda v: 1e-200 * v, (1, 3), 3)
