@@ -276,22 +276,49 @@ def merge(base, over):
     return out
 
 
-def check_run_args(owner, out_dir, cfg=None, **flags):
+def check_run_args(owner, out_dir, cfg=None, overrides=(), **flags):
     """The common arguments of an experiment's ``run``, checked before any work: the
-    output folder a path, ``cfg`` None or a mapping (a loaded model file), and each of
-    ``flags`` (``quick``, ``progress``, ``resume``, ...) True or False -- not a truthy
-    value: ``quick="no"`` would run the quick settings."""
+    output folder a path that is, or can become, a folder (not a file, nor under one),
+    ``cfg`` None or a mapping (a loaded model file), ``overrides`` a list of
+    ``"KEY.PATH=VALUE"`` strings (a single string would be read character by
+    character), and each of ``flags`` (``quick``, ``progress``, ``resume``, ...) True
+    or False -- not a truthy value: ``quick="no"`` would run the quick settings."""
     import os
 
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         P.fail(owner, "out_dir", "must be a folder's path (str or os.PathLike)",
                P.shown(out_dir))
+    check_out_dir(owner, out_dir)
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)) \
+            or not all(isinstance(o, str) for o in overrides):
+        P.fail(owner, "overrides", "must be a list of 'KEY.PATH=VALUE' strings",
+               P.shown(overrides))
     if cfg is not None and not isinstance(cfg, dict):
         P.fail(owner, "cfg", "must be None (the shipped file) or a configuration mapping "
                "(neuro_meta.models.load_model)", P.shown(cfg))
     for attr, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             P.fail(owner, attr, "must be True or False", P.shown(value))
+
+
+def check_out_dir(owner, out_dir, attr="out_dir"):
+    """``out_dir`` must be a folder or a path a folder can be made at: not an existing
+    file, nor under one (the OS's NotADirectoryError/FileExistsError named here, before
+    any work); a path the OS refuses for other reasons (permissions) is the OS's
+    error."""
+    p = Path(os.fspath(out_dir))
+    if "\0" in str(p):
+        P.fail(owner, attr, "must be a path without a NUL character", P.shown(str(p)))
+    if p.exists() and not p.is_dir():
+        P.fail(owner, attr, "must be a folder (or a path where one can be made)",
+               f"{str(p)!r}: an existing file")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                P.fail(owner, attr, "must be a folder (or a path where one can be made)",
+                       f"{str(p)!r}: under the file {str(parent)!r}")
+            break
+    return p
 
 
 def configure(cfg, sections, quick=False, overrides=(), seed=None, seed_section="meta"):

@@ -86,6 +86,15 @@ def n_workers(executor):
     return max(1, int(getattr(executor, "_max_workers", 1)))
 
 
+def check_executor(executor, owner, attr="executor"):
+    """``executor`` None or an executor with ``submit`` (a ``concurrent.futures`` pool, a
+    Dask ``Client``): checked before any work, so that a typo does not fail after it."""
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        P.fail(owner, attr, "must be None, a concurrent.futures.Executor or a "
+               "dask.distributed.Client", P.shown(executor))
+    return executor
+
+
 def map_pieces(fn, pieces, executor=None):
     """``[fn(*args) for args in pieces]``, computed on ``executor`` (in-process without
     one; with a :class:`PieceExecutor` the first piece in this process, the others on its
@@ -98,9 +107,7 @@ def map_pieces(fn, pieces, executor=None):
             isinstance(args, (list, tuple)) for args in pieces):
         P.fail(O, "pieces", "must be a list of argument tuples, one per piece",
                P.shown(pieces))
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        P.fail(O, "executor", "must be None or an executor with submit (a process pool, a "
-               "Dask Client)", P.shown(executor))
+    check_executor(executor, O)
     if executor is None:
         return [fn(*args) for args in pieces]
     inline = bool(getattr(executor, "inline_first", False)) and len(pieces) > 0

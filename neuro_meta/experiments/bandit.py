@@ -65,6 +65,7 @@ from ..metatrain import MetaTrainer
 from ..models import check_run_args, checked, configure, load_model, section
 from ..network import RateNetwork
 from ..synapses import ComplexSynapse
+from ..workers import check_executor
 from . import bandit_agents as ag
 from .sinusoid import (budget_setting, check_baseline_training, check_checkpoints,
                        config_fingerprint, learning_rate)
@@ -431,8 +432,9 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     from its checkpoint; finished deployment jobs are kept, methods they lack are run).
     ``curves``: x-axis of the meta-learning curves."""
     P.choice(curves, "run bandit", "curves", ("time", "steps"))
-    check_run_args("run bandit", out_dir, cfg, quick=quick, progress=progress,
+    check_run_args("run bandit", out_dir, cfg, overrides, quick=quick, progress=progress,
                    resume=resume)
+    check_executor(executor, "run bandit")      # (used after meta-training: checked now)
     cfg = _cfg(cfg, quick, seed, overrides)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     fam = family(cfg)

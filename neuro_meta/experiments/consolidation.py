@@ -105,8 +105,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ``resume=True`` a run continues from it (same final numbers as an uninterrupted
     run). ``executor``: see :class:`~neuro_meta.metatrain.MetaTrainer`.
     """
-    check_run_args("run consolidation", out_dir, cfg, quick=quick, progress=progress,
-                   resume=resume)
+    check_run_args("run consolidation", out_dir, cfg, overrides, quick=quick,
+                   progress=progress, resume=resume)
     cfg = configure(cfg or load_model("consolidation"), SECTIONS, quick, overrides, seed)
     fam, trainer = build(cfg, executor=executor)
     out = Path(out_dir)

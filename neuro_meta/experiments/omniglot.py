@@ -497,10 +497,8 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         P.fail(O, "out_dir", "must be a folder's path (str or os.PathLike)",
                repr(out_dir) if isinstance(out_dir, str) else type(out_dir).__name__)
-    check_run_args(O, out_dir, cfg, quick=quick, progress=progress, resume=resume)
-    if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
-        P.fail(O, "overrides", "must be a list of 'KEY.PATH=VALUE' strings",
-               repr(overrides))
+    check_run_args(O, out_dir, cfg, overrides, quick=quick, progress=progress,
+                   resume=resume)
     cfg = _cfg(cfg, quick, seed, overrides, ways, shots)
     methods = parse_methods(methods, cfg.get("methods") or METHODS)
     compare, final = compare_cfg(cfg), final_cfg(cfg)

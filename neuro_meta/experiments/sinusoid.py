@@ -370,7 +370,7 @@ def run(out_dir, quick=False, seed=None, methods=None, cfg=None, progress=True,
     budget, selection on the meta-validation tasks; see the module docstring).
     """
     P.choice(curves, "run sinusoid", "curves", ("time", "steps"))
-    check_run_args("run sinusoid", out_dir, cfg, quick=quick, progress=progress,
+    check_run_args("run sinusoid", out_dir, cfg, overrides, quick=quick, progress=progress,
                    resume=resume)
     cfg = _cfg(cfg, quick, seed, model, overrides)
     methods = parse_methods(methods, cfg.get("methods") or DEFAULT_METHODS)

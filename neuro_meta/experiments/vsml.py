@@ -388,7 +388,8 @@ def run(out_dir, quick=False, seed=None, cfg=None, progress=True, resume=False,
     ``concurrent.futures`` executor or a ``dask.distributed.Client``; same numbers on
     each). ``resume``: continue ES and CML from their checkpoints in ``out_dir``.
     """
-    check_run_args("run vsml", out_dir, cfg, quick=quick, progress=progress, resume=resume)
+    check_run_args("run vsml", out_dir, cfg, overrides, quick=quick, progress=progress,
+                   resume=resume)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _cfg(cfg, quick, seed, overrides)
