@@ -113,7 +113,10 @@ def run_seeds(run, out_dir, seeds, executor=None, progress=True, aggregate_fn=No
     if not isinstance(out_dir, (str, __import__("os").PathLike)):
         P.fail("run_seeds", "out_dir", "must be a folder path (str or os.PathLike)",
                P.shown(out_dir))
-    for attr, fn in (("run", run), ("aggregate_fn", aggregate_fn), ("plot_fn", plot_fn)):
+    if not callable(run):
+        P.fail("run_seeds", "run", "must be an experiment's run function (e.g. "
+               "neuro_meta.experiments.sinusoid.run)", P.shown(run))
+    for attr, fn in (("aggregate_fn", aggregate_fn), ("plot_fn", plot_fn)):
         if fn is not None and not callable(fn):
             P.fail("run_seeds", attr, "must be a function", repr(fn))
     out = Path(out_dir)
