@@ -232,6 +232,7 @@ class RateNetwork(ModelKind):
             phi = [c.phi0 for c in self.connections]
         else:
             phi = check_phi(self, phi, "RateNetwork.forward")
+            check_task_axes(r, phi, "RateNetwork.forward")
             check_fast_values(phi, range(len(phi)), "RateNetwork.forward", "phi")
         out = []
         with np.errstate(over="ignore", invalid="ignore"):     # check_output says it
@@ -445,6 +446,20 @@ def check_input(net, x, owner):
         fail(owner, "x", f"last axis must match the network's input layer ({net.n_in} "
              "units)", f"shape {x.shape}")
     return x
+
+
+def check_task_axes(x, phi, owner):
+    """The leading (task) axes of inputs ``x`` (..., samples, n_in) and of each fast
+    weight array in ``phi`` (..., n_post, n_pre[+1]) must broadcast (numpy's matmul
+    error from inside otherwise). Shapes only."""
+    lead = np.shape(x)[:-2]
+    for i, a in enumerate(phi):
+        try:
+            np.broadcast_shapes(lead, np.shape(a)[:-2])
+        except ValueError:
+            fail(owner, "x", f"must have leading (task) axes that match phi[{i}]'s "
+                 f"{np.shape(a)[:-2]} (x: (tasks, samples, inputs))",
+                 f"shape {np.shape(x)}")
 
 
 def check_phi(net, phi, owner):

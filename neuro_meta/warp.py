@@ -40,7 +40,7 @@ from . import _params as P
 from .errors import ValidationError
 from .kind import ModelKind, check_fast_values, check_output
 from .losses import get_loss
-from .network import RateNetwork, check_input, check_phi, split_aug
+from .network import RateNetwork, check_input, check_phi, check_task_axes, split_aug
 from .results import readonly
 
 #: The groups of a warped network's parameters in :class:`WarpedPass` (task layers'
@@ -407,6 +407,7 @@ class WarpNetwork(ModelKind):
             phi = self.phi0
         else:
             phi = check_phi(self.base, phi, O)
+            check_task_axes(x, phi, O)
             check_fast_values(phi, range(len(phi)), O, "phi")
         ws, bs = self._split(phi)
         with np.errstate(over="ignore", invalid="ignore"):     # check_output says it

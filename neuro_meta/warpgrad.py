@@ -221,6 +221,10 @@ class WarpGrad:
         if x.shape[-1] != n_in:
             P.fail(O, "x", f"must have {n_in} features per sample (the network's inputs)",
                    f"shape {x.shape}")
+        w0 = params["w"][0]
+        if w0.ndim == 3 and x.ndim == 3 and x.shape[0] != w0.shape[0]:
+            P.fail(O, "x", f"must have {w0.shape[0]} tasks (the params' task axis)",
+                   f"shape {x.shape}")
         return self._predict(params, x)
 
     def _predict(self, params, x):
