@@ -340,6 +340,19 @@ CASES = [
         np.array([[1e308, -1e308, 0.0]]), [1]), nm.SimulationError,
      r"online_cross_entropy: the cross-entropy overflowed for finite logits \(largest "
      r"magnitude 1e\+308\).*Hint"),
+    ("predict task axes differ", lambda: nm.RateNetwork([1, 4, 1]).predict(
+        np.zeros((2, 3, 1)), phi=[np.zeros((3, 4, 2)), np.zeros((3, 1, 5))]),
+     nm.ValidationError, r"RateNetwork\.forward\.x: must have leading \(task\) axes that "
+     r"match phi\[0\]'s \(3,\) .*\(got shape \(2, 3, 1\)\)"),
+    ("WarpNetwork task axes differ", lambda: nm.WarpNetwork([1, 4, 1]).predict(
+        np.zeros((2, 3, 1)), phi=[np.zeros((3, 4, 2)), np.zeros((3, 1, 5))]),
+     nm.ValidationError, r"WarpNetwork\.predict\.x: must have leading \(task\) axes"),
+    ("WarpGrad.predict task axes differ", lambda: nm.WarpGrad().predict(
+        nm.WarpGrad(inner_steps=1).adapt(__import__("neuro_meta.warpgrad").warpgrad
+                                         .init_warped_mlp([1, 6, 1]), np.zeros((3, 4, 1)),
+                                         np.zeros((3, 4, 1))), np.zeros((2, 5, 1))),
+     nm.ValidationError, r"WarpGrad\.predict\.x: must have 3 tasks \(the params' task "
+     r"axis\) \(got shape \(2, 5, 1\)\)"),
     ("with_theta mistyped key", lambda: NET.with_theta({**NET.theta, "omgea": [None]}),
      nm.ValidationError, r"RateNetwork\.with_theta\.theta: must have only the keys "
      r"\['omega', 'lam', 'omega_bias', 'lam_bias'\] \(like net\.theta\) \(got also 'omgea'\)"),
@@ -475,6 +488,9 @@ CASES = [
     ("run_seeds with a repeated seed", lambda: _seeds().run_seeds(
         lambda *a, **k: None, "unused", [1, 1]), nm.ValidationError,
      r"run_seeds\.seeds: must be distinct"),
+    ("run_seeds run=None", lambda: _seeds().run_seeds(None, "unused", [0]),
+     nm.ValidationError, r"run_seeds\.run: must be an experiment's run function .*"
+     r"\(got None\)"),
     ("run_seeds seeds=3", lambda: _seeds().run_seeds(lambda *a, **k: None, "unused", 3),
      nm.ValidationError, r"run_seeds\.seeds: must be a list of seeds"),
     ("sinusoid.run quick='no'", lambda: _exp("sinusoid").run("unused", quick="no"),
@@ -483,6 +499,23 @@ CASES = [
      nm.ValidationError, r"run omniglot\.cfg: must be None"),
     ("gradcheck.run out_dir=5", lambda: _exp("gradcheck").run(5), nm.ValidationError,
      r"run gradcheck\.out_dir: must be a folder's path"),
+    ("sinusoid.run overrides one string", lambda: _exp("sinusoid").run(
+        "unused", quick=True, overrides="meta.seed=1"), nm.ValidationError,
+     r"run sinusoid\.overrides: must be a list of 'KEY\.PATH=VALUE' strings \(got "
+     r"'meta\.seed=1'\)"),
+    ("bandit.run executor typo", lambda: _exp("bandit").run("unused", executor="x"),
+     nm.ValidationError, r"run bandit\.executor: must be None, a concurrent\.futures\."
+     r"Executor or a dask\.distributed\.Client \(got 'x'\)"),
+    ("bandit.run overrides int", lambda: _exp("bandit").run("unused", overrides=5),
+     nm.ValidationError, r"run bandit\.overrides: must be a list .*\(got 5\)"),
+    ("vsml.run overrides list of int", lambda: _exp("vsml").run("unused", overrides=[1]),
+     nm.ValidationError, r"run vsml\.overrides: must be a list .*\(got \[1\]\)"),
+    ("consolidation.run out_dir a file", lambda: _exp("consolidation").run(__file__),
+     nm.ValidationError, r"run consolidation\.out_dir: must be a folder \(or a path where "
+     r"one can be made\) \(got '.*test_doors\.py': an existing file\)"),
+    ("omniglot.run out_dir under a file", lambda: _exp("omniglot").run(__file__ + "/sub"),
+     nm.ValidationError, r"run omniglot\.out_dir: must be a folder .*under the file "
+     r"'.*test_doors\.py'\)"),
     ("Neumann series diverging", lambda: _E().neumann_series(
         lambda v: 2 * v, np.ones((1, 2)), 2000, np.full(1, 5.0)), nm.SimulationError,
      r"neumann_series: the series diverged at term \d+ .*Hint: alpha must be below 2"),
